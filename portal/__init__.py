@@ -1,0 +1,59 @@
+"""The customer billing portal."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from portal.config import PROJECT_ROOT, Settings
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. `overrides` replaces settings (by field name) for tests and tools."""
+    settings = Settings.from_env(overrides=overrides)
+    app = Flask(__name__, instance_relative_config=False)
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        TESTING=settings.is_testing,
+        SESSION_COOKIE_NAME="portal_session" if not settings.is_production else "__Host-portal",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.is_production,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the signed-in session
+        WTF_CSRF_HEADERS=["X-CSRFToken"],
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_HEADERS_ENABLED=True,
+        BABEL_DEFAULT_LOCALE=settings.default_locale,
+        BABEL_TRANSLATION_DIRECTORIES=str(PROJECT_ROOT / "translations"),
+        MAX_CONTENT_LENGTH=10 * 1024 * 1024,
+    )
+    app.config.update(dict(settings.extra))
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    from portal import errors, i18n, security, templating, web
+    from portal.extensions import init_extensions
+
+    init_extensions(app, settings)
+    i18n.init_app(app)
+    templating.init_app(app)
+    security.init_app(app)
+    web.init_app(app)
+    errors.init_app(app)
+
+    from portal.blueprints.auth.routes import bp as auth_bp
+    from portal.blueprints.dashboard.routes import bp as dashboard_bp
+    from portal.blueprints.health.routes import bp as health_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(dashboard_bp)
+    app.register_blueprint(health_bp)
+
+    from portal.cli import register_cli
+
+    register_cli(app)
+    return app

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import re
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import EmailField, HiddenField, PasswordField
+from wtforms.validators import DataRequired, Length, Regexp
+
+# Shape only: one @, something on each side, a dot in the domain, no spaces. Whether the address
+# exists is the sign-in's business, not the form's (and .test domains must pass).
+EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class LoginForm(FlaskForm):
+    email = EmailField(
+        _l("Email"),
+        validators=[
+            DataRequired(_l("Enter your email address.")),
+            Regexp(EMAIL_SHAPE, message=_l("Enter a valid email address.")),
+            Length(max=254),
+        ],
+        render_kw={"autocomplete": "username", "spellcheck": "false"},
+    )
+    password = PasswordField(
+        _l("Password"),
+        validators=[DataRequired(_l("Enter your password.")), Length(max=1024)],
+        render_kw={"autocomplete": "current-password"},
+    )
+    next = HiddenField()

@@ -1,0 +1,26 @@
+"""The signed-in home: what is owed and how much credit is left."""
+
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, url_for
+from flask_login import login_required
+from werkzeug.wrappers import Response
+
+from portal import clock
+from portal.extensions import db_session
+from portal.services.dashboard import account_summary
+
+bp = Blueprint("dashboard", __name__, url_prefix="/portal")
+
+
+@bp.get("")
+@bp.get("/")
+def root() -> Response:
+    return redirect(url_for("dashboard.index"))
+
+
+@bp.get("/dashboard")
+@login_required
+def index() -> str:
+    summary = account_summary(db_session(), clock.today())
+    return render_template("dashboard/index.html", summary=summary)

@@ -1,0 +1,80 @@
+"""Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ...`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from flask import Flask
+from sqlalchemy import select
+
+from portal import clock, migrate, tenancy
+from portal.extensions import Database, settings
+from portal.models import DEFAULT_FLAGS, FeatureFlag
+from portal.services import seed as seed_service
+from portal.services.passwords import hasher
+
+
+def register_cli(app: Flask) -> None:
+    @app.cli.group("db")
+    def db_group() -> None:
+        """Database schema."""
+
+    @db_group.command("upgrade")
+    def db_upgrade() -> None:
+        """Apply every migration."""
+        migrate.upgrade(settings().database_url)
+        click.echo("database is at the latest schema")
+
+    @app.cli.group("seed")
+    def seed_group() -> None:
+        """Demo data."""
+
+    @seed_group.command("demo")
+    def seed_demo() -> None:
+        """Create the contract's demo companies, users, invoices and payments (idempotent)."""
+        config = settings()
+        with Database.get().sessionmaker() as session:
+            created = seed_service.DemoSeeder(
+                session,
+                today=clock.today(),
+                ph=hasher(config.argon2_time_cost, config.argon2_memory_cost),
+                secret_key=config.secret_key,
+                storage_dir=Path(config.storage_dir),
+            ).run()
+            session.commit()
+        click.echo(f"seeded: {', '.join(created)}" if created else "demo data already present")
+
+    @seed_group.command("clean")
+    def seed_clean() -> None:
+        """Remove the demo companies and everything they own."""
+        with Database.get().sessionmaker() as session:
+            removed = seed_service.purge_companies(session)
+            session.commit()
+        click.echo(f"removed {removed} demo companies")
+
+    @app.cli.group("flags")
+    def flags_group() -> None:
+        """Feature flags (the runbook's rollout switches)."""
+
+    @flags_group.command("set")
+    @click.argument("assignment")
+    def flags_set(assignment: str) -> None:
+        """NAME=on|off"""
+        name, _, value = assignment.partition("=")
+        if name not in DEFAULT_FLAGS or value not in {"on", "off"}:
+            known = ", ".join(DEFAULT_FLAGS)
+            raise click.BadParameter(f"use NAME=on|off with NAME one of: {known}")
+        with Database.get().sessionmaker() as session:
+            flag = session.get(FeatureFlag, name) or FeatureFlag(name=name, enabled=False)
+            flag.enabled = value == "on"
+            session.add(flag)
+            session.commit()
+        click.echo(f"{name} is {value}")
+
+    @flags_group.command("list")
+    def flags_list() -> None:
+        with Database.get().sessionmaker() as session, tenancy.system(session):
+            stored = {f.name: f.enabled for f in session.scalars(select(FeatureFlag))}
+        for name, default in DEFAULT_FLAGS.items():
+            click.echo(f"{name}={'on' if stored.get(name, default) else 'off'}")

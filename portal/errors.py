@@ -1,0 +1,58 @@
+"""Error pages in the runbook's words. No stack traces reach a user."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+
+def _messages() -> dict[int, tuple[str, str]]:
+    return {
+        400: (_("Invalid request"), _("Invalid payment data. Check your input.")),
+        401: (_("Session expired"), _("Session expired. Please log in again.")),
+        403: (_("Access restricted"), _("You don't have permission to access this page.")),
+        404: (_("Not found"), _("We couldn't find that page.")),
+        405: (_("Not allowed"), _("That action isn't available here.")),
+        413: (_("Too large"), _("That upload is too large.")),
+        429: (_("Too many requests"), _("Too many attempts. Please wait a moment and try again.")),
+        500: (_("Something went wrong"), _("Something went wrong on our side. Please try again.")),
+    }
+
+
+def render_error(status: int, message: str | None = None) -> tuple[str, int]:
+    messages = _messages()
+    title, default = messages.get(status, messages[500] if status >= 500 else messages[400])
+    return (
+        render_template("errors/error.html", status=status, title=title, message=message or default),
+        status,
+    )
+
+
+def _http_error(error: HTTPException) -> tuple[str, int]:
+    status = error.code or 500
+    # A route may abort(404, description=_("Invoice not found.")) to say what was missing.
+    custom = error.description if error.description != type(error).description else None
+    return render_error(status, custom)
+
+
+def _csrf_error(_error: CSRFError) -> tuple[str, int]:
+    return render_error(400, _("Your form expired. Reload the page and try again."))
+
+
+def _server_error(error: Exception) -> tuple[str, int]:
+    original = getattr(error, "original_exception", None) or error
+    log.exception("unhandled error", exc_info=original)
+    return render_error(500)
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(InternalServerError, _server_error)
+    app.register_error_handler(Exception, _server_error)

@@ -1,0 +1,46 @@
+"""Locale selection and locale-aware formatting."""
+
+from __future__ import annotations
+
+from babel import Locale, UnknownLocaleError
+from flask import Flask, g, request
+from flask_babel import get_locale
+
+from portal.extensions import babel
+
+SUPPORTED_LOCALES = ("en", "es", "de", "ar")
+RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
+
+
+def select_locale() -> str:
+    user = g.get("user")
+    if user is not None and user.locale:
+        language = user.locale.split("_")[0]
+        if language in SUPPORTED_LOCALES:
+            return language
+    best = request.accept_languages.best_match(SUPPORTED_LOCALES)
+    return best or SUPPORTED_LOCALES[0]
+
+
+def format_locale() -> str:
+    """Where money and dates are formatted: the user's locale, else the company's."""
+    user = g.get("user")
+    if user is not None:
+        return str(user.locale or user.company.locale)
+    return str(get_locale() or "en")
+
+
+def text_direction() -> str:
+    locale = get_locale()
+    return "rtl" if locale is not None and locale.language in RTL_LANGUAGES else "ltr"
+
+
+def language_name(code: str) -> str:
+    try:
+        return Locale.parse(code).get_display_name(code) or code
+    except (UnknownLocaleError, ValueError):
+        return code
+
+
+def init_app(app: Flask) -> None:
+    babel.init_app(app, locale_selector=select_locale)

@@ -1,0 +1,26 @@
+"""Run the Alembic migrations from code (CLI, tests, `make run`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection
+
+from portal.config import PROJECT_ROOT
+
+
+def alembic_config(url: str | None = None, connection: Connection | None = None) -> Config:
+    config = Config(str(Path(PROJECT_ROOT) / "alembic.ini"))
+    config.set_main_option("script_location", str(Path(PROJECT_ROOT) / "migrations"))
+    config.attributes["configure_logger"] = False
+    if url:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(url: str | None = None, connection: Connection | None = None) -> None:
+    command.upgrade(alembic_config(url, connection), "head")

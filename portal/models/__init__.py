@@ -1,0 +1,62 @@
+"""Every model, importable from one place (Alembic and the tenancy test walk this list)."""
+
+from portal.models.audit import AuditEvent
+from portal.models.company import BillingAccount, Company
+from portal.models.dispute import Dispute, DisputeMessage, DisputeReason, DisputeStatus
+from portal.models.document import Document
+from portal.models.flag import DEFAULT_FLAGS, FeatureFlag
+from portal.models.invoice import OUTSTANDING, Invoice, InvoiceLine, InvoiceStatus
+from portal.models.mixins import HasAccount, HasCompany
+from portal.models.payment import (
+    Payment,
+    PaymentAllocation,
+    PaymentMethod,
+    PaymentMethodKind,
+    PaymentStatus,
+)
+from portal.models.statement import Statement, StatementFormat, StatementState
+from portal.models.user import (
+    NotificationPreference,
+    NotificationTopic,
+    PortalUser,
+    RecoveryCode,
+    Role,
+    UserAccountGrant,
+    UserSession,
+    UserStatus,
+)
+
+__all__ = [
+    "DEFAULT_FLAGS",
+    "OUTSTANDING",
+    "AuditEvent",
+    "BillingAccount",
+    "Company",
+    "Dispute",
+    "DisputeMessage",
+    "DisputeReason",
+    "DisputeStatus",
+    "Document",
+    "FeatureFlag",
+    "HasAccount",
+    "HasCompany",
+    "Invoice",
+    "InvoiceLine",
+    "InvoiceStatus",
+    "NotificationPreference",
+    "NotificationTopic",
+    "Payment",
+    "PaymentAllocation",
+    "PaymentMethod",
+    "PaymentMethodKind",
+    "PaymentStatus",
+    "PortalUser",
+    "RecoveryCode",
+    "Role",
+    "Statement",
+    "StatementFormat",
+    "StatementState",
+    "UserAccountGrant",
+    "UserSession",
+    "UserStatus",
+]

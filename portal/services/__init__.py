@@ -1,0 +1,1 @@
+"""The domain. Functions take (session, scope, ...), flush but never commit, and import no Flask."""

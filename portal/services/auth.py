@@ -1,0 +1,191 @@
+"""Sign-in: who is this, and the server-side session that remembers it."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
+
+from portal import tenancy
+from portal.models import PortalUser, UserSession, UserStatus
+from portal.services import audit
+from portal.services.passwords import equalize_timing, verify_password
+
+
+class SignInOutcome(StrEnum):
+    OK = "ok"
+    INVALID = "invalid"  # unknown e-mail or wrong password: the same answer for both
+    LOCKED = "locked"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    outcome: SignInOutcome
+    user: PortalUser | None = None
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    idle: timedelta
+    absolute: timedelta
+    lockout_threshold: int
+    lockout: timedelta
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def find_user_by_email(session: Session, email: str) -> PortalUser | None:
+    # Sign-in happens before any company is known: the one lookup across companies.
+    with tenancy.system(session):
+        return session.scalars(
+            select(PortalUser)
+            .where(PortalUser.email == normalize_email(email))
+            .options(selectinload(PortalUser.grants))
+        ).one_or_none()
+
+
+def check_password(
+    session: Session,
+    email: str,
+    password: str,
+    *,
+    ph: PasswordHasher,
+    policy: SessionPolicy,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> SignInResult:
+    user = find_user_by_email(session, email)
+    if user is None:
+        equalize_timing(ph)
+        with tenancy.system(session):
+            audit.record(
+                session, "Portal.Login", company_id=None, request=request,
+                success=False, reason="invalid",
+            )
+        return SignInResult(SignInOutcome.INVALID)
+    with tenancy.system(session):
+        result = _check_known_user(session, user, password, ph=ph, policy=policy, now=now)
+        audit.record(
+            session, "Portal.Login", company_id=user.company_id, user_id=user.id,
+            request=request, customer_id=user.company.public_id,
+            success=result.outcome is SignInOutcome.OK, reason=result.outcome.value,
+        )
+        if result.outcome is SignInOutcome.LOCKED and user.failed_attempts == policy.lockout_threshold:
+            audit.record(
+                session, "Portal.AccountLocked", company_id=user.company_id, user_id=user.id,
+                request=request, until=user.locked_until.isoformat() if user.locked_until else None,
+            )
+        session.flush()
+    return result
+
+
+def _check_known_user(
+    session: Session,
+    user: PortalUser,
+    password: str,
+    *,
+    ph: PasswordHasher,
+    policy: SessionPolicy,
+    now: datetime,
+) -> SignInResult:
+    if user.locked_until is not None and user.locked_until > now:
+        equalize_timing(ph)
+        return SignInResult(SignInOutcome.LOCKED, user)
+    if not verify_password(user.password_hash, password, ph):
+        user.failed_attempts += 1
+        if user.failed_attempts >= policy.lockout_threshold:
+            user.locked_until = now + policy.lockout
+            return SignInResult(SignInOutcome.LOCKED, user)
+        return SignInResult(SignInOutcome.INVALID, user)
+    if user.status is not UserStatus.ACTIVE:
+        return SignInResult(SignInOutcome.DISABLED, user)
+    user.failed_attempts = 0
+    user.locked_until = None
+    user.last_login_at = now
+    if ph.check_needs_rehash(user.password_hash or ""):
+        user.password_hash = ph.hash(password)
+    return SignInResult(SignInOutcome.OK, user)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(
+    session: Session,
+    user: PortalUser,
+    *,
+    policy: SessionPolicy,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> str:
+    """Create a server-side session; returns the random token for the cookie (shown once)."""
+    token = secrets.token_urlsafe(32)
+    with tenancy.system(session):
+        session.add(
+            UserSession(
+                company_id=user.company_id,
+                user_id=user.id,
+                token_hash=_token_hash(token),
+                ip_address=request.ip_address[:64],
+                user_agent=request.user_agent[:400],
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + policy.absolute,
+            )
+        )
+        session.flush()
+    return token
+
+
+def load_session(
+    session: Session, token: str, *, policy: SessionPolicy, now: datetime
+) -> UserSession | None:
+    """The live session behind a cookie token, with its user; None if ended or expired."""
+    with tenancy.system(session):
+        record = session.scalars(
+            select(UserSession)
+            .where(UserSession.token_hash == _token_hash(token))
+            .options(
+                selectinload(UserSession.user).selectinload(PortalUser.grants),
+                selectinload(UserSession.user).selectinload(PortalUser.company),
+            )
+        ).one_or_none()
+    if record is None or record.revoked_at is not None:
+        return None
+    if now >= record.expires_at or now - record.last_seen_at >= policy.idle:
+        return None
+    if record.user.status is not UserStatus.ACTIVE:
+        return None
+    return record
+
+
+def touch_session(session: Session, record: UserSession, now: datetime) -> bool:
+    """Note activity at most once a minute (an UPDATE per request would be wasted writes)."""
+    if now - record.last_seen_at < timedelta(minutes=1):
+        return False
+    with tenancy.system(session):
+        session.execute(
+            update(UserSession).where(UserSession.id == record.id).values(last_seen_at=now)
+        )
+    set_committed_value(record, "last_seen_at", now)
+    return True
+
+
+def end_session(session: Session, token: str, now: datetime) -> None:
+    with tenancy.system(session):
+        session.execute(
+            update(UserSession)
+            .where(UserSession.token_hash == _token_hash(token), UserSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )

@@ -1,0 +1,80 @@
+"""Jinja filters and globals shared by every template."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from babel.dates import format_date as babel_format_date
+from babel.dates import format_datetime as babel_format_datetime
+from flask import Flask, current_app, g, request
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+
+from portal import i18n
+from portal.services.money import format_money
+from portal.web import is_htmx
+
+
+@dataclass(frozen=True)
+class NavItem:
+    endpoint: str
+    label: str
+    admin_only: bool = False
+
+
+# Every page of the contract, in menu order. An entry shows once its page exists.
+NAV = (
+    NavItem("dashboard.index", _l("Dashboard")),
+    NavItem("invoices.index", _l("Invoices")),
+    NavItem("payments.history", _l("Payment History")),
+    NavItem("statements.index", _l("Statements")),
+    NavItem("documents.index", _l("Documents")),
+    NavItem("payment_methods.index", _l("Payment methods")),
+    NavItem("users.index", _l("Users"), admin_only=True),
+)
+ACCOUNT_NAV = (
+    NavItem("profile.show", _l("Profile")),
+    NavItem("notifications.show", _l("Notifications")),
+    NavItem("security.show", _l("Security")),
+)
+
+
+def _visible(items: tuple[NavItem, ...]) -> list[NavItem]:
+    endpoints = current_app.view_functions
+    user = g.get("user")
+    return [
+        item
+        for item in items
+        if item.endpoint in endpoints and (not item.admin_only or (user and user.is_admin))
+    ]
+
+
+def money(minor: int | None, currency: str) -> str:
+    return format_money(minor or 0, currency, i18n.format_locale())
+
+
+def format_date(value: date | None, fmt: str = "medium") -> str:
+    if value is None:
+        return ""
+    return babel_format_date(value, format=fmt, locale=i18n.format_locale())
+
+
+def format_datetime(value: datetime | None, fmt: str = "medium") -> str:
+    if value is None:
+        return ""
+    return babel_format_datetime(value, format=fmt, locale=i18n.format_locale())
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.filters.update(money=money, date=format_date, datetime=format_datetime)
+    app.jinja_env.globals.update(
+        is_htmx=is_htmx,
+        get_locale=get_locale,
+        text_direction=i18n.text_direction,
+        nav_items=lambda: _visible(NAV),
+        account_nav_items=lambda: _visible(ACCOUNT_NAV),
+        current_endpoint=lambda: request.endpoint,
+    )
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True

@@ -1,0 +1,164 @@
+"""The one place that turns "who is asking" into a query scope.
+
+A request or job binds a Scope to its SQLAlchemy session. From then on every ORM query on a
+tenant-owned table (see portal.models.mixins) is filtered to the scope's company and, for role
+`customer`, to its granted billing accounts. A query on such a table with nothing bound raises
+TenancyError: forgetting the scope fails closed. Rows being written are checked the same way.
+
+The few operations that must look across companies (finding the user behind an e-mail or a
+session cookie, seeding, a job discovering its work) say so explicitly with `system(session)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+
+from portal.models import BillingAccount, Company, HasAccount, HasCompany, PortalUser, Role
+
+_KEY: Final = "portal.scope"
+
+
+class TenancyError(RuntimeError):
+    """A tenant-owned table was touched with no scope bound, or outside the bound scope."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    company_id: int
+    # None: every billing account of the company (customer.admin). Otherwise the granted ones.
+    account_ids: frozenset[int] | None = None
+    user_id: int | None = None
+
+    @property
+    def company_wide(self) -> bool:
+        return self.account_ids is None
+
+    def widened_to_company(self) -> Scope:
+        """The same company, all accounts: for company-level facts such as credit exposure."""
+        return Scope(self.company_id, None, self.user_id)
+
+
+class _System:
+    def __repr__(self) -> str:
+        return "<system scope>"
+
+
+SYSTEM: Final = _System()
+
+
+def scope_for_user(user: PortalUser) -> Scope:
+    if user.role is Role.ADMIN:
+        return Scope(user.company_id, None, user.id)
+    return Scope(user.company_id, frozenset(g.billing_account_id for g in user.grants), user.id)
+
+
+def bind(session: Session, scope: Scope) -> None:
+    """Bind the scope for the rest of this session's life. Rebinding to another is refused."""
+    current = session.info.get(_KEY)
+    if isinstance(current, Scope) and current != scope:
+        raise TenancyError("this session is already bound to another scope")
+    session.info[_KEY] = scope
+
+
+def current_scope(session: Session) -> Scope:
+    scope = session.info.get(_KEY)
+    if not isinstance(scope, Scope):
+        raise TenancyError("no tenant scope is bound to this session")
+    return scope
+
+
+def is_bound(session: Session) -> bool:
+    return isinstance(session.info.get(_KEY), Scope)
+
+
+@contextmanager
+def system(session: Session) -> Iterator[Session]:
+    """Look across companies for the duration of the block (say why at the call site)."""
+    previous = session.info.get(_KEY)
+    session.info[_KEY] = SYSTEM
+    try:
+        yield session
+    finally:
+        if previous is None:
+            session.info.pop(_KEY, None)
+        else:
+            session.info[_KEY] = previous
+
+
+@contextmanager
+def widened(session: Session) -> Iterator[Scope]:
+    """Temporarily see every account of the bound company (never another company)."""
+    scope = current_scope(session)
+    wide = scope.widened_to_company()
+    session.info[_KEY] = wide
+    try:
+        yield wide
+    finally:
+        session.info[_KEY] = scope
+
+
+def is_tenant_owned(cls: type) -> bool:
+    return issubclass(cls, HasCompany | Company)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _filter_to_scope(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    scope = state.session.info.get(_KEY)
+    if scope is SYSTEM:
+        return
+    if not isinstance(scope, Scope):
+        touched = [m.class_ for m in state.all_mappers if is_tenant_owned(m.class_)]
+        if touched:
+            names = ", ".join(sorted(c.__name__ for c in touched))
+            raise TenancyError(f"query on {names} with no tenant scope bound")
+        return
+    if state.is_column_load or state.is_relationship_load:
+        return  # the criteria below already propagate to these loads
+    company_id = scope.company_id
+    options: list[Any] = [
+        with_loader_criteria(
+            HasCompany, lambda cls: cls.company_id == company_id, include_aliases=True
+        ),
+        with_loader_criteria(Company, lambda cls: cls.id == company_id, include_aliases=True),
+    ]
+    if scope.account_ids is not None:
+        account_ids = sorted(scope.account_ids)
+        options += [
+            with_loader_criteria(
+                HasAccount,
+                lambda cls: cls.billing_account_id.in_(account_ids),
+                include_aliases=True,
+            ),
+            with_loader_criteria(
+                BillingAccount, lambda cls: cls.id.in_(account_ids), include_aliases=True
+            ),
+        ]
+    state.statement = state.statement.options(*options)
+
+
+@event.listens_for(Session, "before_flush")
+def _check_writes(session: Session, _context: Any, _instances: Any) -> None:
+    scope = session.info.get(_KEY)
+    if scope is SYSTEM:
+        return
+    for obj in (*session.new, *session.dirty):
+        cls = type(obj)
+        if not is_tenant_owned(cls):
+            continue
+        if not isinstance(scope, Scope):
+            raise TenancyError(f"writing {cls.__name__} with no tenant scope bound")
+        company_id = obj.id if isinstance(obj, Company) else obj.company_id
+        if company_id != scope.company_id:
+            raise TenancyError(f"writing {cls.__name__} outside the bound company")
+        if scope.account_ids is not None and isinstance(obj, HasAccount | BillingAccount):
+            account_id = obj.id if isinstance(obj, BillingAccount) else obj.billing_account_id
+            if account_id not in scope.account_ids:
+                raise TenancyError(f"writing {cls.__name__} outside the granted accounts")

@@ -1,0 +1,99 @@
+"""The request lifecycle: who is asking, bound to the database session as a tenant scope."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, flash, g, redirect, request, session, url_for
+from flask_babel import gettext as _
+from werkzeug.wrappers import Response as BaseResponse
+
+from portal import clock, tenancy
+from portal.extensions import db_session, login_manager, settings
+from portal.models import PortalUser
+from portal.services import audit, auth
+
+SESSION_TOKEN_KEY = "sid"
+
+
+def session_policy() -> auth.SessionPolicy:
+    config = settings()
+    return auth.SessionPolicy(
+        idle=timedelta(minutes=config.session_idle_minutes),
+        absolute=timedelta(hours=config.session_absolute_hours),
+        lockout_threshold=config.lockout_threshold,
+        lockout=timedelta(minutes=config.lockout_minutes),
+    )
+
+
+def request_info() -> audit.RequestInfo:
+    return audit.RequestInfo(
+        ip_address=request.remote_addr or "", user_agent=request.user_agent.string or ""
+    )
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def safe_next(target: str | None) -> str | None:
+    """Only a local path may follow sign-in (no scheme, no host, no protocol-relative //)."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target:
+        return None
+    return target
+
+
+def _authenticate() -> None:
+    g.user = None
+    g.user_session = None
+    if request.endpoint in {"static", "health.healthz", "health.readyz", "health.metrics"}:
+        return
+    token = session.get(SESSION_TOKEN_KEY)
+    if not token:
+        return
+    db = db_session()
+    now = clock.now()
+    record = auth.load_session(db, token, policy=session_policy(), now=now)
+    if record is None:
+        session.pop(SESSION_TOKEN_KEY, None)
+        g.session_expired = True
+        return
+    g.user = record.user
+    g.user_session = record
+    tenancy.bind(db, tenancy.scope_for_user(record.user))
+    if auth.touch_session(db, record, now):
+        db.commit()  # its own transaction, before the route does any work
+
+
+def _load_user(_request: object) -> PortalUser | None:
+    user: PortalUser | None = g.get("user")
+    return user
+
+
+def _unauthorized() -> BaseResponse:
+    if g.get("session_expired"):
+        flash(_("Session expired. Please log in again."), "warning")
+    target = url_for("auth.login", next=request.full_path if request.method == "GET" else None)
+    if is_htmx():
+        response = Response(status=401)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target)
+
+
+def init_app(app: Flask) -> None:
+    login_manager.request_loader(_load_user)
+    login_manager.unauthorized_handler(_unauthorized)
+    app.before_request(_authenticate)
+
+    @app.after_request
+    def _vary(response: Response) -> Response:
+        response.vary.add("HX-Request")
+        response.vary.add("Cookie")
+        return response

@@ -1,0 +1,1 @@
+"""RQ job entry points and worker set-up. Jobs take ids, never ORM objects."""
