@@ -29,7 +29,9 @@ def render_error(status: int, message: str | None = None) -> tuple[str, int]:
     messages = _messages()
     title, default = messages.get(status, messages[500] if status >= 500 else messages[400])
     return (
-        render_template("errors/error.html", status=status, title=title, message=message or default),
+        render_template(
+            "errors/error.html", status=status, title=title, message=message or default
+        ),
         status,
     )
 

@@ -15,10 +15,10 @@ RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
 def select_locale() -> str:
     user = g.get("user")
     if user is not None and user.locale:
-        language = user.locale.split("_")[0]
+        language = str(user.locale).split("_")[0]
         if language in SUPPORTED_LOCALES:
             return language
-    best = request.accept_languages.best_match(SUPPORTED_LOCALES)
+    best: str | None = request.accept_languages.best_match(SUPPORTED_LOCALES)
     return best or SUPPORTED_LOCALES[0]
 
 

@@ -84,6 +84,7 @@ def system(session: Session) -> Iterator[Session]:
     session.info[_KEY] = SYSTEM
     try:
         yield session
+        session.flush()  # what was written across companies is flushed while that is allowed
     finally:
         if previous is None:
             session.info.pop(_KEY, None)

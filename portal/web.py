@@ -14,7 +14,7 @@ from portal.extensions import db_session, login_manager, settings
 from portal.models import PortalUser
 from portal.services import audit, auth
 
-SESSION_TOKEN_KEY = "sid"
+SESSION_TOKEN_KEY = "sid"  # noqa: S105 - a cookie key, not a secret
 
 
 def session_policy() -> auth.SessionPolicy:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.db import Base, UTCDateTime, utcnow
@@ -28,3 +28,13 @@ class AuditEvent(HasCompany, Base):
     ip_address: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(400), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# A row here, inside one transaction, lets that transaction rewrite append-only history: only the
+# operator purge (portal.services.seed.purge_companies) inserts one, and removes it before commit.
+append_only_overrides = Table(
+    "append_only_overrides",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("reason", String(60), nullable=False),
+)

@@ -80,7 +80,9 @@ class Invoice(PublicIdMixin, AccountOwned, Base):
     total: Mapped[int] = mapped_column(BigInteger)
     amount_paid: Mapped[int] = mapped_column(BigInteger, default=0)
     # Derived by the database, so it can never disagree with total and amount_paid.
-    balance_due: Mapped[int] = mapped_column(BigInteger, Computed("total - amount_paid", persisted=True))
+    balance_due: Mapped[int] = mapped_column(
+        BigInteger, Computed("total - amount_paid", persisted=True)
+    )
     status: Mapped[InvoiceStatus] = mapped_column(
         str_enum(InvoiceStatus, "invoice_status"), default=InvoiceStatus.OPEN
     )
@@ -91,7 +93,7 @@ class Invoice(PublicIdMixin, AccountOwned, Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     # The version changes whenever the invoice row does (and guards concurrent writers).
-    __mapper_args__: dict[str, Any] = {"version_id_col": version}  # noqa: RUF012
+    __mapper_args__: dict[str, Any] = {"version_id_col": version}
 
     billing_account: Mapped[BillingAccount] = relationship()
     lines: Mapped[list[InvoiceLine]] = relationship(
@@ -105,9 +107,7 @@ class Invoice(PublicIdMixin, AccountOwned, Base):
     @is_overdue_on.expression
     @classmethod
     def _is_overdue_on(cls, today: date) -> Any:
-        return and_(
-            cls.status.in_(OVERDUE_ELIGIBLE), cls.due_date < today, cls.balance_due > 0
-        )
+        return and_(cls.status.in_(OVERDUE_ELIGIBLE), cls.due_date < today, cls.balance_due > 0)
 
     def display_status(self, today: date) -> str:
         """The status a person sees: "overdue" wins over open and partially paid."""

@@ -69,21 +69,37 @@ def check_password(
         equalize_timing(ph)
         with tenancy.system(session):
             audit.record(
-                session, "Portal.Login", company_id=None, request=request,
-                success=False, reason="invalid",
+                session,
+                "Portal.Login",
+                company_id=None,
+                request=request,
+                success=False,
+                reason="invalid",
             )
         return SignInResult(SignInOutcome.INVALID)
     with tenancy.system(session):
         result = _check_known_user(session, user, password, ph=ph, policy=policy, now=now)
         audit.record(
-            session, "Portal.Login", company_id=user.company_id, user_id=user.id,
-            request=request, customer_id=user.company.public_id,
-            success=result.outcome is SignInOutcome.OK, reason=result.outcome.value,
+            session,
+            "Portal.Login",
+            company_id=user.company_id,
+            user_id=user.id,
+            request=request,
+            customer_id=user.company.public_id,
+            success=result.outcome is SignInOutcome.OK,
+            reason=result.outcome.value,
         )
-        if result.outcome is SignInOutcome.LOCKED and user.failed_attempts == policy.lockout_threshold:
+        if (
+            result.outcome is SignInOutcome.LOCKED
+            and user.failed_attempts == policy.lockout_threshold
+        ):
             audit.record(
-                session, "Portal.AccountLocked", company_id=user.company_id, user_id=user.id,
-                request=request, until=user.locked_until.isoformat() if user.locked_until else None,
+                session,
+                "Portal.AccountLocked",
+                company_id=user.company_id,
+                user_id=user.id,
+                request=request,
+                until=user.locked_until.isoformat() if user.locked_until else None,
             )
         session.flush()
     return result

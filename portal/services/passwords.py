@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 
 from argon2 import PasswordHasher
@@ -39,7 +40,5 @@ def _dummy_hash(ph: PasswordHasher) -> str:
 
 def equalize_timing(ph: PasswordHasher) -> None:
     """Do the work of one failed verification (for an unknown e-mail)."""
-    try:
+    with contextlib.suppress(VerificationError):
         ph.verify(_dummy_hash(ph), "not the password")
-    except VerificationError:
-        pass

@@ -15,7 +15,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
@@ -44,6 +44,7 @@ from portal.models import (
     UserAccountGrant,
     UserSession,
 )
+from portal.models.audit import append_only_overrides
 from portal.services import crypto
 
 DEMO_PASSWORD = "portal-demo-2026"  # noqa: S105 - published in the contract
@@ -81,10 +82,12 @@ ACME_INVOICES = [
     PlannedInvoice("Acme West", "INV-1002", -40, -10, InvoiceStatus.OPEN, (2,)),
     PlannedInvoice("Acme West", "INV-1003", -20, 10, InvoiceStatus.OPEN, (3, 5)),
     PlannedInvoice("Acme West", "INV-1004", -10, 20, InvoiceStatus.OPEN, (0,)),
-    PlannedInvoice("Acme West", "INV-1005", -50, -20, InvoiceStatus.PARTIALLY_PAID, (4, 1),
-                   Decimal("0.4")),
-    PlannedInvoice("Acme West", "INV-1006", -15, 15, InvoiceStatus.PARTIALLY_PAID, (0, 3),
-                   Decimal("0.5")),
+    PlannedInvoice(
+        "Acme West", "INV-1005", -50, -20, InvoiceStatus.PARTIALLY_PAID, (4, 1), Decimal("0.4")
+    ),
+    PlannedInvoice(
+        "Acme West", "INV-1006", -15, 15, InvoiceStatus.PARTIALLY_PAID, (0, 3), Decimal("0.5")
+    ),
     PlannedInvoice("Acme West", "INV-1007", -90, -60, InvoiceStatus.PAID, (0,)),
     PlannedInvoice("Acme West", "INV-1008", -60, -30, InvoiceStatus.PAID, (1, 5)),
     PlannedInvoice("Acme West", "INV-1009", -5, 25, InvoiceStatus.PROCESSING, (2,)),
@@ -96,8 +99,9 @@ ACME_INVOICES = [
     PlannedInvoice("Acme East", "INV-2002", -45, -15, InvoiceStatus.OPEN, (1,)),
     PlannedInvoice("Acme East", "INV-2003", -12, 18, InvoiceStatus.OPEN, (3,)),
     PlannedInvoice("Acme East", "INV-2004", -30, 0, InvoiceStatus.OPEN, (5, 0)),
-    PlannedInvoice("Acme East", "INV-2005", -65, -35, InvoiceStatus.PARTIALLY_PAID, (4,),
-                   Decimal("0.25")),
+    PlannedInvoice(
+        "Acme East", "INV-2005", -65, -35, InvoiceStatus.PARTIALLY_PAID, (4,), Decimal("0.25")
+    ),
     PlannedInvoice("Acme East", "INV-2006", -8, 22, InvoiceStatus.PROCESSING, (2, 5)),
     PlannedInvoice("Acme East", "INV-2007", -28, 2, InvoiceStatus.PAYMENT_FAILED, (1,)),
     PlannedInvoice("Acme East", "INV-2008", -100, -70, InvoiceStatus.PAID, (3,)),
@@ -108,9 +112,11 @@ GLOBEX_INVOICES = [
     PlannedInvoice("Globex Berlin", "RE-2026-001", -80, -50, InvoiceStatus.PAID, (0,)),
     PlannedInvoice("Globex Berlin", "RE-2026-002", -40, -10, InvoiceStatus.OPEN, (1,)),
     PlannedInvoice("Globex Berlin", "RE-2026-003", -20, 10, InvoiceStatus.OPEN, (2, 0)),
-    PlannedInvoice("Globex Berlin", "RE-2026-004", -30, 0, InvoiceStatus.PARTIALLY_PAID, (1,),
-                   Decimal("0.3")),
+    PlannedInvoice(
+        "Globex Berlin", "RE-2026-004", -30, 0, InvoiceStatus.PARTIALLY_PAID, (1,), Decimal("0.3")
+    ),
     PlannedInvoice("Globex Berlin", "RE-2026-005", -6, 24, InvoiceStatus.OPEN, (2,)),
+    PlannedInvoice("Globex Berlin", "RE-2026-006", -33, -3, InvoiceStatus.DISPUTED, (0, 2)),
 ]
 
 
@@ -137,7 +143,12 @@ def _pdf_bytes(title: str, body: str) -> bytes:
 
 class DemoSeeder:
     def __init__(
-        self, session: Session, *, today: date, ph: PasswordHasher, secret_key: str,
+        self,
+        session: Session,
+        *,
+        today: date,
+        ph: PasswordHasher,
+        secret_key: str,
         storage_dir: Path,
     ) -> None:
         self.session = session
@@ -156,7 +167,9 @@ class DemoSeeder:
                 self.session.scalars(select(Company.name).where(Company.name.in_(DEMO_COMPANIES)))
             )
             self._receipts = len(
-                self.session.scalars(select(Payment.id).where(Payment.receipt_number.is_not(None))).all()
+                self.session.scalars(
+                    select(Payment.id).where(Payment.receipt_number.is_not(None))
+                ).all()
             )
             if "Acme Corp" not in existing:
                 self._acme()
@@ -174,47 +187,98 @@ class DemoSeeder:
 
     def _acme(self) -> None:
         acme = self._company("Acme Corp", "USD", "en_US", 10_000_000, partial=True)
-        west = self._account(acme, "Acme West", "AW-1001", "Acme Corp — West\n100 Market St\nSan Francisco, CA 94105")
-        east = self._account(acme, "Acme East", "AE-2001", "Acme Corp — East\n20 Hudson Yards\nNew York, NY 10001")
+        west = self._account(
+            acme, "Acme West", "AW-1001", "Acme Corp — West\n100 Market St\nSan Francisco, CA 94105"
+        )
+        east = self._account(
+            acme, "Acme East", "AE-2001", "Acme Corp — East\n20 Hudson Yards\nNew York, NY 10001"
+        )
         admin = self._user(acme, "admin@acme.test", "Alex Admin", Role.ADMIN, enrolled=True)
-        self._user(acme, "ap@acme.test", "Pat Payables", Role.CUSTOMER, enrolled=True, grants=[west])
-        self._user(acme, "new@acme.test", "Nico Newcomer", Role.CUSTOMER, enrolled=False, grants=[west])
-        visa = self._method(acme, admin, "visa", "4242", default=True, exp=(12, self.today.year + 3))
-        failing = self._method(acme, admin, "visa", "0341", default=False, exp=(11, self.today.year + 2))
+        self._user(
+            acme, "ap@acme.test", "Pat Payables", Role.CUSTOMER, enrolled=True, grants=[west]
+        )
+        self._user(
+            acme, "new@acme.test", "Nico Newcomer", Role.CUSTOMER, enrolled=False, grants=[west]
+        )
+        visa = self._method(
+            acme, admin, "visa", "4242", default=True, exp=(12, self.today.year + 3)
+        )
+        failing = self._method(
+            acme, admin, "visa", "0341", default=False, exp=(11, self.today.year + 2)
+        )
         accounts = {"Acme West": west, "Acme East": east}
         for plan in ACME_INVOICES:
             invoice = self._invoice(acme, accounts[plan.account], plan, CATALOG, tax_bp=825)
             self._history(acme, admin, invoice, plan, visa, failing)
-        self._document(acme, None, None, "Master services agreement", "contract",
-                       "Terms between Acme Corp and the supplier, signed 2026.")
+        self._document(
+            acme,
+            None,
+            None,
+            "Master services agreement",
+            "contract",
+            "Terms between Acme Corp and the supplier, signed 2026.",
+        )
         west_invoice = self._invoice_by_number(acme, "INV-1003")
-        self._document(acme, west, west_invoice, "Credit note CN-301", "credit_note",
-                       "Credit of 120.00 USD against INV-1003.")
+        self._document(
+            acme,
+            west,
+            west_invoice,
+            "Credit note CN-301",
+            "credit_note",
+            "Credit of 120.00 USD against INV-1003.",
+        )
         east_invoice = self._invoice_by_number(acme, "INV-2003")
-        self._document(acme, east, east_invoice, "Delivery note DN-2003", "delivery_note",
-                       "Delivered: licence seats, 25.")
+        self._document(
+            acme,
+            east,
+            east_invoice,
+            "Delivery note DN-2003",
+            "delivery_note",
+            "Delivered: licence seats, 25.",
+        )
 
     def _globex(self) -> None:
         globex = self._company("Globex GmbH", "EUR", "de_DE", 5_000_000, partial=False)
-        berlin = self._account(globex, "Globex Berlin", "GB-3001", "Globex GmbH\nFriedrichstraße 100\n10117 Berlin")
-        admin = self._user(globex, "admin@globex.test", "Greta Großmann", Role.ADMIN, enrolled=True, locale=None)
-        card = self._method(globex, admin, "mastercard", "4444", default=True, exp=(8, self.today.year + 2))
+        berlin = self._account(
+            globex, "Globex Berlin", "GB-3001", "Globex GmbH\nFriedrichstraße 100\n10117 Berlin"
+        )
+        admin = self._user(
+            globex, "admin@globex.test", "Greta Großmann", Role.ADMIN, enrolled=True, locale=None
+        )
+        card = self._method(
+            globex, admin, "mastercard", "4444", default=True, exp=(8, self.today.year + 2)
+        )
         for plan in GLOBEX_INVOICES:
             invoice = self._invoice(globex, berlin, plan, CATALOG_DE, tax_bp=1900)
             self._history(globex, admin, invoice, plan, card, card)
-        self._document(globex, None, None, "Rahmenvertrag 2026", "contract",
-                       "Rahmenvertrag zwischen Globex GmbH und dem Lieferanten.")
+        self._document(
+            globex,
+            None,
+            None,
+            "Rahmenvertrag 2026",
+            "contract",
+            "Rahmenvertrag zwischen Globex GmbH und dem Lieferanten.",
+        )
 
     def _initech(self) -> None:
         initech = self._company("Initech", "USD", "en_US", 2_500_000, partial=True)
-        self._account(initech, "Initech HQ", "IN-4001", "Initech\n4120 Freidrich Ln\nAustin, TX 78744")
+        self._account(
+            initech, "Initech HQ", "IN-4001", "Initech\n4120 Freidrich Ln\nAustin, TX 78744"
+        )
         self._user(initech, "admin@initech.test", "Peter Gibbons", Role.ADMIN, enrolled=True)
 
     # building blocks ----------------------------------------------------------------------
 
-    def _company(self, name: str, currency: str, locale: str, limit: int, *, partial: bool) -> Company:
-        company = Company(name=name, currency=currency, locale=locale, credit_limit=limit,
-                          allow_partial_payments=partial)
+    def _company(
+        self, name: str, currency: str, locale: str, limit: int, *, partial: bool
+    ) -> Company:
+        company = Company(
+            name=name,
+            currency=currency,
+            locale=locale,
+            credit_limit=limit,
+            allow_partial_payments=partial,
+        )
         self.session.add(company)
         self.session.flush()
         return company
@@ -226,63 +290,116 @@ class DemoSeeder:
         return account
 
     def _user(
-        self, company: Company, email: str, name: str, role: Role, *, enrolled: bool,
-        grants: list[BillingAccount] | None = None, locale: str | None = None,
+        self,
+        company: Company,
+        email: str,
+        name: str,
+        role: Role,
+        *,
+        enrolled: bool,
+        grants: list[BillingAccount] | None = None,
+        locale: str | None = None,
     ) -> PortalUser:
         user = PortalUser(
-            company_id=company.id, email=email, name=name, role=role,
-            password_hash=self._password_hash, locale=locale,
-            mfa_secret_encrypted=crypto.encrypt(self.secret_key, DEMO_TOTP_SECRET) if enrolled else None,
+            company_id=company.id,
+            email=email,
+            name=name,
+            role=role,
+            password_hash=self._password_hash,
+            locale=locale,
+            mfa_secret_encrypted=crypto.encrypt(self.secret_key, DEMO_TOTP_SECRET)
+            if enrolled
+            else None,
             mfa_enrolled_at=_at(self.today - timedelta(days=30)) if enrolled else None,
         )
         self.session.add(user)
         self.session.flush()
         for account in grants or []:
-            self.session.add(UserAccountGrant(company_id=company.id, user_id=user.id,
-                                              billing_account_id=account.id))
+            self.session.add(
+                UserAccountGrant(
+                    company_id=company.id, user_id=user.id, billing_account_id=account.id
+                )
+            )
         for topic in NotificationTopic:
-            self.session.add(NotificationPreference(
-                company_id=company.id, user_id=user.id, topic=topic, channel="email",
-                enabled=topic is not NotificationTopic.DISPUTE_UPDATED or role is Role.ADMIN,
-            ))
+            self.session.add(
+                NotificationPreference(
+                    company_id=company.id,
+                    user_id=user.id,
+                    topic=topic,
+                    channel="email",
+                    enabled=topic is not NotificationTopic.DISPUTE_UPDATED or role is Role.ADMIN,
+                )
+            )
         return user
 
     def _method(
-        self, company: Company, user: PortalUser, brand: str, last4: str, *, default: bool,
+        self,
+        company: Company,
+        user: PortalUser,
+        brand: str,
+        last4: str,
+        *,
+        default: bool,
         exp: tuple[int, int],
     ) -> PaymentMethod:
         method = PaymentMethod(
-            company_id=company.id, created_by_user_id=user.id, gateway="sandbox",
+            company_id=company.id,
+            created_by_user_id=user.id,
+            gateway="sandbox",
             gateway_token=f"sandbox_pm_{company.public_id}_{last4}",
-            kind=PaymentMethodKind.CARD, brand=brand, last4=last4,
-            exp_month=exp[0], exp_year=exp[1], is_default=default,
+            kind=PaymentMethodKind.CARD,
+            brand=brand,
+            last4=last4,
+            exp_month=exp[0],
+            exp_year=exp[1],
+            is_default=default,
         )
         self.session.add(method)
         self.session.flush()
         return method
 
     def _invoice(
-        self, company: Company, account: BillingAccount, plan: PlannedInvoice,
-        catalog: list[tuple[str, Decimal, int]], *, tax_bp: int,
+        self,
+        company: Company,
+        account: BillingAccount,
+        plan: PlannedInvoice,
+        catalog: list[tuple[str, Decimal, int]],
+        *,
+        tax_bp: int,
     ) -> Invoice:
         issue = self.today + timedelta(days=plan.issued)
         lines = []
         for position, index in enumerate(plan.lines, start=1):
             description, quantity, unit = catalog[index % len(catalog)]
             amount = _round_half_up(quantity * unit)
-            lines.append(InvoiceLine(
-                company_id=company.id, billing_account_id=account.id, position=position,
-                description=description, quantity=quantity, unit_price=unit,
-                tax_rate_bp=tax_bp, amount=amount,
-            ))
+            lines.append(
+                InvoiceLine(
+                    company_id=company.id,
+                    billing_account_id=account.id,
+                    position=position,
+                    description=description,
+                    quantity=quantity,
+                    unit_price=unit,
+                    tax_rate_bp=tax_bp,
+                    amount=amount,
+                )
+            )
         subtotal = sum(line.amount for line in lines)
         tax = sum(_round_half_up(Decimal(line.amount * tax_bp) / 10000) for line in lines)
         invoice = Invoice(
-            company_id=company.id, billing_account_id=account.id, number=plan.number,
-            reference=f"PO-{7000 + int(plan.number[-3:])}", issue_date=issue,
-            due_date=self.today + timedelta(days=plan.due), currency=company.currency,
-            subtotal=subtotal, tax_total=tax, total=subtotal + tax, status=InvoiceStatus.OPEN,
-            created_at=_at(issue, 8), lines=lines,
+            company_id=company.id,
+            billing_account_id=account.id,
+            number=plan.number,
+            reference=f"PO-{7000 + int(plan.number[-3:])}",
+            issue_date=issue,
+            due_date=self.today + timedelta(days=plan.due),
+            currency=company.currency,
+            subtotal=subtotal,
+            tax_total=tax,
+            total=subtotal + tax,
+            status=InvoiceStatus.OPEN,
+            created_at=_at(issue, 8),
+            lines=lines,
         )
         self.session.add(invoice)
         self.session.flush()
@@ -294,14 +411,25 @@ class DemoSeeder:
         ).one()
 
     def _payment(
-        self, company: Company, user: PortalUser, invoice: Invoice, method: PaymentMethod,
-        amount: int, status: PaymentStatus, when: datetime,
+        self,
+        company: Company,
+        user: PortalUser,
+        invoice: Invoice,
+        method: PaymentMethod,
+        amount: int,
+        status: PaymentStatus,
+        when: datetime,
     ) -> Payment:
         payment = Payment(
-            company_id=company.id, billing_account_id=invoice.billing_account_id,
-            idempotency_key=f"seed-{invoice.public_id}-{status.value}", user_id=user.id,
-            payment_method_id=method.id, currency=invoice.currency, amount=amount,
-            status=status, gateway="sandbox",
+            company_id=company.id,
+            billing_account_id=invoice.billing_account_id,
+            idempotency_key=f"seed-{invoice.public_id}-{status.value}",
+            user_id=user.id,
+            payment_method_id=method.id,
+            currency=invoice.currency,
+            amount=amount,
+            status=status,
+            gateway="sandbox",
             gateway_reference=f"sandbox_ch_{invoice.public_id}_{status.value}",
             created_at=when,
         )
@@ -313,22 +441,36 @@ class DemoSeeder:
             payment.failure_code = "card_declined"
             payment.failure_message = "Your card was declined."
             payment.processed_at = when + timedelta(seconds=2)
-        payment.allocations = [PaymentAllocation(
-            company_id=company.id, billing_account_id=invoice.billing_account_id,
-            invoice_id=invoice.id, amount=amount,
-        )]
+        payment.allocations = [
+            PaymentAllocation(
+                company_id=company.id,
+                billing_account_id=invoice.billing_account_id,
+                invoice_id=invoice.id,
+                amount=amount,
+            )
+        ]
         self.session.add(payment)
         return payment
 
     def _history(
-        self, company: Company, user: PortalUser, invoice: Invoice, plan: PlannedInvoice,
-        good: PaymentMethod, failing: PaymentMethod,
+        self,
+        company: Company,
+        user: PortalUser,
+        invoice: Invoice,
+        plan: PlannedInvoice,
+        good: PaymentMethod,
+        failing: PaymentMethod,
     ) -> None:
         """Payments and disputes that explain the planned status."""
-        when = _at(invoice.issue_date + timedelta(days=max(1, (invoice.due_date - invoice.issue_date).days // 2)))
+        when = _at(
+            invoice.issue_date
+            + timedelta(days=max(1, (invoice.due_date - invoice.issue_date).days // 2))
+        )
         when = min(when, _at(self.today, 6))
         if plan.status is InvoiceStatus.PAID:
-            self._payment(company, user, invoice, good, invoice.total, PaymentStatus.SUCCEEDED, when)
+            self._payment(
+                company, user, invoice, good, invoice.total, PaymentStatus.SUCCEEDED, when
+            )
             invoice.amount_paid = invoice.total
             invoice.paid_at = when + timedelta(seconds=2)
         elif plan.status is InvoiceStatus.PARTIALLY_PAID:
@@ -336,36 +478,63 @@ class DemoSeeder:
             self._payment(company, user, invoice, good, part, PaymentStatus.SUCCEEDED, when)
             invoice.amount_paid = part
         elif plan.status is InvoiceStatus.PROCESSING:
-            self._payment(company, user, invoice, good, invoice.total, PaymentStatus.PROCESSING,
-                          _at(self.today, 6))
+            self._payment(
+                company,
+                user,
+                invoice,
+                good,
+                invoice.total,
+                PaymentStatus.PROCESSING,
+                _at(self.today, 6),
+            )
         elif plan.status is InvoiceStatus.PAYMENT_FAILED:
-            self._payment(company, user, invoice, failing, invoice.total, PaymentStatus.FAILED, when)
+            self._payment(
+                company, user, invoice, failing, invoice.total, PaymentStatus.FAILED, when
+            )
         elif plan.status is InvoiceStatus.DISPUTED:
             dispute = Dispute(
-                company_id=company.id, billing_account_id=invoice.billing_account_id,
-                invoice_id=invoice.id, opened_by_user_id=user.id,
-                reason=DisputeReason.INCORRECT_AMOUNT, amount_disputed=invoice.total // 4,
+                company_id=company.id,
+                billing_account_id=invoice.billing_account_id,
+                invoice_id=invoice.id,
+                opened_by_user_id=user.id,
+                reason=DisputeReason.INCORRECT_AMOUNT,
+                amount_disputed=invoice.total // 4,
                 created_at=when,
             )
-            dispute.messages = [DisputeMessage(
-                company_id=company.id, billing_account_id=invoice.billing_account_id,
-                author_user_id=user.id, body="The installation was billed for two days; it took one.",
-                created_at=when,
-            )]
+            dispute.messages = [
+                DisputeMessage(
+                    company_id=company.id,
+                    billing_account_id=invoice.billing_account_id,
+                    author_user_id=user.id,
+                    body="The installation was billed for two days; it took one.",
+                    created_at=when,
+                )
+            ]
             self.session.add(dispute)
         invoice.status = plan.status
         self.session.flush()
 
     def _document(
-        self, company: Company, account: BillingAccount | None, invoice: Invoice | None,
-        title: str, kind: str, body: str,
+        self,
+        company: Company,
+        account: BillingAccount | None,
+        invoice: Invoice | None,
+        title: str,
+        kind: str,
+        body: str,
     ) -> None:
         content = _pdf_bytes(title, body)
         document = Document(
-            company_id=company.id, billing_account_id=account.id if account else None,
-            invoice_id=invoice.id if invoice else None, title=title, kind=kind,
-            filename=title.lower().replace(" ", "-") + ".pdf", content_type="application/pdf",
-            size_bytes=len(content), sha256=hashlib.sha256(content).hexdigest(), storage_path="",
+            company_id=company.id,
+            billing_account_id=account.id if account else None,
+            invoice_id=invoice.id if invoice else None,
+            title=title,
+            kind=kind,
+            filename=title.lower().replace(" ", "-") + ".pdf",
+            content_type="application/pdf",
+            size_bytes=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
+            storage_path="",
         )
         document.storage_path = f"documents/{document.public_id}.pdf"
         target = self.storage_dir / document.storage_path
@@ -376,9 +545,22 @@ class DemoSeeder:
 
 # Dependency order for removal: children first.
 _PURGE_ORDER = (
-    PaymentAllocation, Payment, DisputeMessage, Dispute, Document, Statement, InvoiceLine,
-    Invoice, PaymentMethod, UserSession, RecoveryCode, NotificationPreference, UserAccountGrant,
-    AuditEvent, PortalUser, BillingAccount,
+    PaymentAllocation,
+    Payment,
+    DisputeMessage,
+    Dispute,
+    Document,
+    Statement,
+    InvoiceLine,
+    Invoice,
+    PaymentMethod,
+    UserSession,
+    RecoveryCode,
+    NotificationPreference,
+    UserAccountGrant,
+    AuditEvent,
+    PortalUser,
+    BillingAccount,
 )
 
 
@@ -392,9 +574,9 @@ def purge_companies(session: Session, names: tuple[str, ...] = DEMO_COMPANIES) -
         ids = list(session.scalars(select(Company.id).where(Company.name.in_(names))))
         if not ids:
             return 0
-        session.execute(text("INSERT INTO append_only_overrides (reason) VALUES ('purge')"))
+        session.execute(insert(append_only_overrides).values(reason="purge"))
         for model in _PURGE_ORDER:
             session.execute(delete(model).where(model.company_id.in_(ids)))
         session.execute(delete(Company).where(Company.id.in_(ids)))
-        session.execute(text("DELETE FROM append_only_overrides"))
+        session.execute(delete(append_only_overrides))
     return len(ids)

@@ -20,6 +20,7 @@ class LoginForm(FlaskForm):
             Regexp(EMAIL_SHAPE, message=_l("Enter a valid email address.")),
             Length(max=254),
         ],
+        filters=[lambda value: value.strip() if isinstance(value, str) else value],
         render_kw={"autocomplete": "username", "spellcheck": "false"},
     )
     password = PasswordField(

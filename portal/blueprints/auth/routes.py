@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from argon2 import PasswordHasher
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response
@@ -27,7 +28,7 @@ _MESSAGES = {
 }
 
 
-def _password_hasher():  # type: ignore[no-untyped-def]
+def _password_hasher() -> PasswordHasher:
     config = settings()
     return hasher(config.argon2_time_cost, config.argon2_memory_cost)
 

@@ -27,7 +27,7 @@ def readyz() -> tuple[Response, int]:
         with Database.get().engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
-    except Exception as error:  # noqa: BLE001 - readiness reports, it does not raise
+    except Exception as error:
         checks["database"] = f"error: {type(error).__name__}"
     redis_url = settings().redis_url
     if redis_url:
@@ -36,7 +36,7 @@ def readyz() -> tuple[Response, int]:
         try:
             Redis.from_url(redis_url, socket_timeout=1).ping()
             checks["redis"] = "ok"
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             checks["redis"] = f"error: {type(error).__name__}"
     ready = all(value == "ok" for value in checks.values())
     return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
@@ -49,7 +49,9 @@ def metrics() -> Response:
         "# TYPE portal_http_requests_total counter",
     ]
     for (endpoint, status), count in sorted(_requests.items()):
-        lines.append(f'portal_http_requests_total{{endpoint="{endpoint}",status="{status}"}} {count}')
+        lines.append(
+            f'portal_http_requests_total{{endpoint="{endpoint}",status="{status}"}} {count}'
+        )
     lines += [
         "# HELP portal_http_request_seconds_sum Time spent serving requests, by endpoint.",
         "# TYPE portal_http_request_seconds_sum counter",

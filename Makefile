@@ -1,0 +1,63 @@
+# Two commands matter: `make run` and `make test`. Both work on a fresh machine with Python 3.11+.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+RUN_ENV := PORTAL_ENV=development
+
+.PHONY: run test test-sqlite test-postgresql lint format worker bench install install-dev \
+        translations-extract translations-update translations-compile clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(RUN_ENV) $(BIN)/flask --app wsgi db upgrade
+	$(RUN_ENV) $(BIN)/flask --app wsgi seed demo
+	$(RUN_ENV) $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT)
+
+# The whole suite, on SQLite and PostgreSQL (where reachable), with Redis and Chromium where present.
+test: install-dev
+	$(BIN)/pytest
+
+test-sqlite: install-dev
+	PORTAL_TEST_BACKENDS=sqlite $(BIN)/pytest
+
+test-postgresql: install-dev
+	PORTAL_TEST_BACKENDS=postgresql $(BIN)/pytest
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+worker: install
+	$(BIN)/rq worker --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" portal
+
+translations-extract: install
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o translations/messages.pot .
+
+translations-update: translations-extract
+	$(BIN)/pybabel update -i translations/messages.pot -d translations
+
+translations-compile: install
+	$(BIN)/pybabel compile -d translations --use-fuzzy || true
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache tests/artifacts

@@ -1,0 +1,101 @@
+"""A real server on loopback and real Chromium (Debian's /usr/bin/chromium) driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+from werkzeug.serving import make_server
+
+from portal import create_app, migrate
+from portal.db import make_engine
+from portal.services import seed
+from portal.services.passwords import hasher
+from tests.conftest import FAST_ARGON2, TEST_SECRET
+
+CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The portal on a free loopback port, over its own migrated and seeded SQLite database."""
+    folder = tmp_path_factory.mktemp("live")
+    url = f"sqlite:///{folder / 'portal.db'}"
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        migrate.upgrade(connection=connection)
+    with Session(engine) as session:
+        seed.DemoSeeder(
+            session,
+            today=date.today(),
+            ph=hasher(1, 64),
+            secret_key=TEST_SECRET,
+            storage_dir=folder / "files",
+        ).run()
+        session.commit()
+    engine.dispose()
+    app = create_app(
+        {
+            "env": "testing",
+            "secret_key": TEST_SECRET,
+            "database_url": url,
+            "storage_dir": str(folder / "files"),
+            **FAST_ARGON2,
+        }
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    app.extensions["portal.db"].engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[Any]:
+    contexts: list[Any] = []
+
+    def make(width: int = 1280, height: int = 800, scheme: str = "dark") -> Any:
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, color_scheme=scheme, locale="en-US"
+        )
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,0 +1,249 @@
+"""Fixtures: one migrated, seeded database per backend; every test runs in a transaction that is
+rolled back, so tests see the demo data and never each other's changes.
+
+Backends: SQLite always; PostgreSQL where it answers (PORTAL_TEST_POSTGRES_URL, else DATABASE_URL,
+else 127.0.0.1:5432). PORTAL_TEST_BACKENDS=sqlite|postgresql narrows the run. With CI=true a
+skipped test fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from portal import clock, create_app, migrate, tenancy
+from portal.db import make_engine
+from portal.extensions import limiter
+from portal.models import PortalUser
+from portal.services import seed
+from portal.services.passwords import hasher
+
+CI = os.environ.get("CI", "").lower() == "true"
+TEST_SECRET = "test-secret-key-" + "x" * 32
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 64}
+BACKENDS = [
+    b.strip()
+    for b in os.environ.get("PORTAL_TEST_BACKENDS", "sqlite,postgresql").split(",")
+    if b.strip()
+]
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PORTAL_TEST_POSTGRES_URL",
+    os.environ.get("DATABASE_URL", "")
+    if os.environ.get("DATABASE_URL", "").startswith("postgresql")
+    else "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+)
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if CI and _skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if CI and _skipped:
+        terminalreporter.write_line(
+            f"CI=true: {len(_skipped)} skipped test(s) fail the run: nothing may be skipped in CI",
+            red=True,
+        )
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+    today: date
+    storage: Path
+
+
+def _postgres_database() -> Iterator[str]:
+    admin_url = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql+psycopg")
+    name = f"portal_test_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:
+        pytest.skip(f"PostgreSQL is not reachable at {admin_url.render_as_string()}: {error}")
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    """A migrated database holding the demo data, committed once for the whole session."""
+    storage = tmp_path_factory.mktemp(f"storage-{request.param}")
+    if request.param == "sqlite":
+        urls: Iterator[str] = iter([f"sqlite:///{tmp_path_factory.mktemp('db') / 'portal.db'}"])
+    elif request.param == "postgresql":
+        urls = _postgres_database()
+    else:
+        raise ValueError(f"unknown backend {request.param}")
+    url = next(urls)
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        migrate.upgrade(connection=connection)
+    today = clock.today()
+    with Session(engine) as session:
+        seed.DemoSeeder(
+            session,
+            today=today,
+            ph=hasher(FAST_ARGON2["argon2_time_cost"], FAST_ARGON2["argon2_memory_cost"]),
+            secret_key=TEST_SECRET,
+            storage_dir=storage,
+        ).run()
+        session.commit()
+    engine.dispose()
+    yield Backend(request.param, url, today, storage)
+    for _ in urls:  # finish the generator: drops the PostgreSQL database
+        pass
+
+
+def make_app(backend: Backend, **overrides: Any) -> Flask:
+    return create_app(
+        {
+            "env": "testing",
+            "secret_key": TEST_SECRET,
+            "database_url": backend.url,
+            "storage_dir": str(backend.storage),
+            "mail_dir": str(backend.storage / "mail"),
+            **FAST_ARGON2,
+            **overrides,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def app(backend: Backend) -> Iterator[Flask]:
+    flask_app = make_app(backend)
+    yield flask_app
+    flask_app.extensions["portal.db"].engine.dispose()
+
+
+@pytest.fixture
+def connection(app: Flask) -> Iterator[Connection]:
+    """Everything a test does happens in one transaction, rolled back afterwards."""
+    db = app.extensions["portal.db"]
+    conn = db.engine.connect()
+    outer = conn.begin()
+    original = db.sessionmaker
+    db.sessionmaker = sessionmaker(
+        bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    app.extensions["portal.clock"] = clock.Clock()
+    limiter.reset()
+    try:
+        yield conn
+    finally:
+        db.sessionmaker = original
+        outer.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def db(app: Flask, connection: Connection) -> Iterator[Session]:
+    """A session on the test transaction, with no scope bound (bind one, or use system())."""
+    session = app.extensions["portal.db"].sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture
+def client(app: Flask, connection: Connection) -> FlaskClient:
+    return app.test_client()
+
+
+def user_by_email(session: Session, email: str) -> PortalUser:
+    with tenancy.system(session):
+        user: PortalUser = session.query(PortalUser).filter_by(email=email).one()
+        _ = user.grants, user.company
+    return user
+
+
+def scoped_session(app: Flask, email: str) -> Session:
+    """A new session on the test transaction bound to what `email` may see."""
+    session: Session = app.extensions["portal.db"].sessionmaker()
+    tenancy.bind(session, tenancy.scope_for_user(user_by_email(session, email)))
+    return session
+
+
+_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def csrf_token(client: FlaskClient, path: str = "/login") -> str:
+    page = client.get(path).get_data(as_text=True)
+    match = _CSRF.search(page) or re.search(r'"X-CSRFToken": "([^"]+)"', page)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+class Auth:
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+
+    def login(
+        self, email: str = "admin@acme.test", password: str = seed.DEMO_PASSWORD, **extra: str
+    ) -> Any:
+        token = csrf_token(self.client)
+        return self.client.post(
+            "/login", data={"csrf_token": token, "email": email, "password": password, **extra}
+        )
+
+    def logout(self) -> Any:
+        token = csrf_token(self.client, "/portal/dashboard")
+        return self.client.post("/logout", data={"csrf_token": token})
+
+
+@pytest.fixture
+def auth(client: FlaskClient) -> Auth:
+    return Auth(client)
+
+
+class QueryCounter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+            self.statements.append(statement)
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+
+@pytest.fixture
+def count_queries(connection: Connection) -> Iterator[QueryCounter]:
+    counter = QueryCounter()
+    event.listen(connection, "before_cursor_execute", counter)
+    try:
+        yield counter
+    finally:
+        event.remove(connection, "before_cursor_execute", counter)

@@ -1,0 +1,188 @@
+"""Tenancy fails closed, and no company (or restricted user) ever sees another's rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from portal import tenancy
+from portal.db import Base
+from portal.models import (
+    AuditEvent,
+    BillingAccount,
+    Company,
+    HasAccount,
+    Invoice,
+    RecoveryCode,
+    Statement,
+    StatementFormat,
+    UserAccountGrant,
+    UserSession,
+)
+from tests.conftest import scoped_session, user_by_email
+
+# Tables that belong to no tenant, on purpose. Every other table must be tenant-owned.
+GLOBAL_TABLES = {"feature_flags", "append_only_overrides"}
+
+
+def tenant_models() -> list[type]:
+    return sorted(
+        (m.class_ for m in Base.registry.mappers if tenancy.is_tenant_owned(m.class_)),
+        key=lambda c: c.__name__,
+    )
+
+
+def _fill_unseeded_tables(db: Session) -> None:
+    """The seed leaves a few tables empty; give every company and account a row in each."""
+    with tenancy.system(db):
+        now = db.scalar(select(func.max(Invoice.created_at)))
+        assert now is not None
+        for account in db.scalars(select(BillingAccount)).all():
+            user = next(iter(u for u in account.company.users))
+            granted = {
+                g.user_id
+                for g in db.scalars(
+                    select(UserAccountGrant).where(
+                        UserAccountGrant.billing_account_id == account.id
+                    )
+                )
+            }
+            if not granted:
+                db.add(
+                    UserAccountGrant(
+                        company_id=account.company_id,
+                        user_id=user.id,
+                        billing_account_id=account.id,
+                    )
+                )
+            db.add(
+                Statement(
+                    company_id=account.company_id,
+                    billing_account_id=account.id,
+                    requested_by_user_id=user.id,
+                    start_date=now.date() - timedelta(30),
+                    end_date=now.date(),
+                    format=StatementFormat.CSV,
+                )
+            )
+        for company in db.scalars(select(Company)).all():
+            for user in company.users:
+                db.add(
+                    UserSession(
+                        company_id=company.id,
+                        user_id=user.id,
+                        token_hash=f"{user.id:064d}",
+                        expires_at=now,
+                    )
+                )
+                db.add(RecoveryCode(company_id=company.id, user_id=user.id, code_hash="x"))
+                db.add(AuditEvent(company_id=company.id, user_id=user.id, name="Test.Event"))
+        db.flush()
+
+
+def test_every_table_is_tenant_owned_or_declared_global() -> None:
+    tenant_tables = {cls.__table__.name for cls in tenant_models()}
+    assert set(Base.metadata.tables) - tenant_tables == GLOBAL_TABLES
+
+
+@pytest.mark.parametrize("model", tenant_models(), ids=lambda m: m.__name__)
+def test_company_never_sees_another_company(app: Flask, db: Session, model: type) -> None:
+    _fill_unseeded_tables(db)
+    acme = user_by_email(db, "admin@acme.test").company_id
+    globex = user_by_email(db, "admin@globex.test").company_id
+    column = "id" if model is Company else "company_id"
+    for email, own, other in (
+        ("admin@acme.test", acme, globex),
+        ("admin@globex.test", globex, acme),
+    ):
+        session = scoped_session(app, email)
+        owners = [getattr(row, column) for row in session.scalars(select(model))]
+        assert owners, f"{email} should see some {model.__name__} rows"
+        assert set(owners) == {own}, f"{email} saw another company's {model.__name__}"
+        with tenancy.system(session):
+            foreign_id = session.scalars(
+                select(model.id).where(getattr(model, column) == other)  # type: ignore[attr-defined]
+            ).first()
+        assert foreign_id is not None
+        session.expunge_all()
+        assert session.get(model, foreign_id) is None, "a foreign id must look missing"
+        session.close()
+
+
+@pytest.mark.parametrize("model", tenant_models(), ids=lambda m: m.__name__)
+def test_restricted_user_never_sees_other_accounts(app: Flask, db: Session, model: type) -> None:
+    _fill_unseeded_tables(db)
+    with tenancy.system(db):
+        accounts = {a.name: a.id for a in db.scalars(select(BillingAccount))}
+    west, east = accounts["Acme West"], accounts["Acme East"]
+    session = scoped_session(app, "ap@acme.test")
+    rows = session.scalars(select(model)).all()
+    if model is BillingAccount:
+        assert [r.id for r in rows] == [west]
+    elif issubclass(model, HasAccount):
+        seen = {r.billing_account_id for r in rows}
+        assert east not in seen and None not in seen
+        if model is not Statement or rows:
+            assert seen <= {west}
+    session.close()
+
+
+def test_restricted_user_sees_west_invoices_only(app: Flask, db: Session) -> None:
+    session = scoped_session(app, "ap@acme.test")
+    numbers = session.scalars(select(Invoice.number)).all()
+    assert numbers and all(n.startswith("INV-1") for n in numbers)
+    assert session.scalar(select(func.count(Invoice.id))) == len(numbers)
+
+
+def test_unscoped_query_raises(db: Session) -> None:
+    for statement in (select(Invoice), select(func.count(Invoice.id)), select(Company.name)):
+        with pytest.raises(tenancy.TenancyError):
+            db.execute(statement)
+    with pytest.raises(tenancy.TenancyError):
+        db.execute(update(Invoice).values(notes="x"))
+
+
+def test_bulk_update_stays_inside_the_scope(app: Flask) -> None:
+    session = scoped_session(app, "admin@globex.test")
+    changed = session.execute(update(Invoice).values(notes="touched")).rowcount
+    with tenancy.system(session):
+        touched = session.scalars(select(Invoice.number).where(Invoice.notes == "touched")).all()
+    assert changed == len(touched) and all(n.startswith("RE-") for n in touched)
+    session.close()
+
+
+def test_writing_outside_the_scope_raises(app: Flask, db: Session) -> None:
+    globex = user_by_email(db, "admin@globex.test").company_id
+    session = scoped_session(app, "admin@acme.test")
+    invoice = session.scalars(select(Invoice)).first()
+    assert invoice is not None
+    invoice.company_id = globex
+    with pytest.raises(tenancy.TenancyError):
+        session.flush()
+    session.rollback()
+    session.close()
+
+
+def test_restricted_user_cannot_write_to_another_account(app: Flask, db: Session) -> None:
+    with tenancy.system(db):
+        east = db.scalars(select(BillingAccount.id).where(BillingAccount.name == "Acme East")).one()
+    session = scoped_session(app, "ap@acme.test")
+    invoice = session.scalars(select(Invoice)).first()
+    assert invoice is not None
+    invoice.billing_account_id = east
+    with pytest.raises(tenancy.TenancyError):
+        session.flush()
+    session.rollback()
+    session.close()
+
+
+def test_a_bound_session_cannot_be_rebound(app: Flask) -> None:
+    session = scoped_session(app, "admin@acme.test")
+    other = user_by_email(session, "admin@globex.test")
+    with pytest.raises(tenancy.TenancyError):
+        tenancy.bind(session, tenancy.scope_for_user(other))
+    session.close()

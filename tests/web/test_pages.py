@@ -1,0 +1,147 @@
+"""The dashboard's figures, the layout every page shares, errors and headers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal import tenancy
+from portal.models import OUTSTANDING, Company, Invoice
+from portal.services.money import format_money
+from tests.conftest import Auth, Backend, QueryCounter, make_app
+
+
+def _figure(page: str, name: str) -> str:
+    match = re.search(rf'data-figure="{name}">([^<]+)<', page)
+    assert match, f"no {name} on the page"
+    return match.group(1)
+
+
+def _expected(db: Session, company_name: str, account: str | None = None) -> tuple[int, int, int]:
+    """Balance, credit limit and available credit, computed here from the raw rows."""
+    with tenancy.system(db):
+        company = db.scalars(select(Company).where(Company.name == company_name)).one()
+        invoices = [
+            i
+            for i in db.scalars(select(Invoice).where(Invoice.company_id == company.id))
+            if i.status in OUTSTANDING and i.currency == company.currency
+        ]
+        exposure = sum(i.balance_due for i in invoices)
+        mine = sum(
+            i.balance_due for i in invoices if account is None or i.billing_account.name == account
+        )
+        return mine, company.credit_limit, max(0, company.credit_limit - exposure)
+
+
+@pytest.mark.parametrize(
+    ("email", "company", "account", "locale", "currency"),
+    [
+        ("admin@acme.test", "Acme Corp", None, "en_US", "USD"),
+        ("ap@acme.test", "Acme Corp", "Acme West", "en_US", "USD"),
+        ("admin@globex.test", "Globex GmbH", None, "de_DE", "EUR"),
+    ],
+)
+def test_dashboard_figures(
+    client: FlaskClient,
+    auth: Auth,
+    db: Session,
+    email: str,
+    company: str,
+    account: str | None,
+    locale: str,
+    currency: str,
+) -> None:
+    auth.login(email)
+    page = client.get("/portal/dashboard").get_data(as_text=True)
+    assert f"<h1>Welcome, {company}</h1>" in page
+    balance, limit, available = _expected(db, company, account)
+    assert balance > 0 and available < limit
+    assert _figure(page, "account-balance") == format_money(balance, currency, locale)
+    assert _figure(page, "credit-limit") == format_money(limit, currency, locale)
+    assert _figure(page, "available-credit") == format_money(available, currency, locale)
+
+
+def test_empty_company_sees_the_empty_state(client: FlaskClient, auth: Auth) -> None:
+    auth.login("admin@initech.test")
+    page = client.get("/portal/dashboard").get_data(as_text=True)
+    assert "No open invoices" in page and "You're all caught up! No outstanding invoices." in page
+    assert _figure(page, "account-balance") == "$0.00"
+
+
+def test_dashboard_query_count_is_bounded(
+    client: FlaskClient, auth: Auth, count_queries: QueryCounter
+) -> None:
+    auth.login()
+    count_queries.statements.clear()
+    assert client.get("/portal/dashboard").status_code == 200
+    assert count_queries.count <= 6, count_queries.statements
+
+
+def test_layout_landmarks_and_navigation(client: FlaskClient, auth: Auth) -> None:
+    auth.login()
+    page = client.get("/portal/dashboard").get_data(as_text=True)
+    assert '<a class="skip-link" href="#main">' in page
+    assert '<main id="main"' in page and "<header" in page and "<footer" in page
+    assert '<nav class="site-nav" aria-label="Main">' in page
+    assert 'href="/portal/dashboard" aria-current="page"' in page
+    assert '<html lang="en" dir="ltr">' in page
+    assert 'src="/static/js/htmx.min.js"' in page
+
+
+def test_portal_root_redirects_to_the_dashboard(client: FlaskClient) -> None:
+    assert client.get("/portal").headers["Location"] == "/portal/dashboard"
+
+
+def test_not_found_page_in_the_runbooks_words(client: FlaskClient) -> None:
+    response = client.get("/portal/nowhere")
+    assert response.status_code == 404
+    assert "Not found" in response.get_data(as_text=True)
+
+
+def test_server_error_page_offers_retry_and_hides_the_trace(backend: Backend) -> None:
+    fresh = make_app(backend)
+
+    @fresh.get("/__boom")
+    def boom() -> str:
+        raise RuntimeError("secret internals")
+
+    response = fresh.test_client().get("/__boom")
+    fresh.extensions["portal.db"].engine.dispose()
+    page = response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert "Something went wrong" in page and ">Retry</a>" in page
+    assert "secret internals" not in page and "Traceback" not in page
+
+
+def test_security_headers_on_every_page(client: FlaskClient, auth: Auth) -> None:
+    auth.login()
+    for path in ("/login", "/portal/dashboard", "/portal/nowhere"):
+        headers = client.get(path).headers
+        csp = headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "same-origin"
+        assert "Permissions-Policy" in headers
+        assert "HX-Request" in headers["Vary"]
+
+
+def test_no_inline_scripts_or_styles(client: FlaskClient, auth: Auth) -> None:
+    auth.login()
+    for path in ("/login", "/portal/dashboard"):
+        page = client.get(path).get_data(as_text=True)
+        assert "<style" not in page and " style=" not in page
+        assert all('src="' in tag for tag in re.findall(r"<script[^>]*>", page))
+
+
+def test_health_endpoints(client: FlaskClient) -> None:
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["checks"]["database"] == "ok"
+    client.get("/login")
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'portal_http_requests_total{endpoint="auth.login",status="200"}' in metrics
