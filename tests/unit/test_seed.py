@@ -104,6 +104,16 @@ def test_paid_amounts_match_succeeded_payments(db: Session) -> None:
                 assert invoice.balance_due == 0
 
 
+def _seed_again(db: Session, backend: Backend) -> list[str]:
+    return seed.DemoSeeder(
+        db,
+        today=date.today(),
+        ph=hasher(1, 64),
+        secret_key=TEST_SECRET,
+        storage_dir=backend.storage,
+    ).run()
+
+
 def test_seeding_twice_changes_nothing(app: Flask, db: Session, backend: Backend) -> None:
     def counts() -> tuple[int, int, int]:
         with tenancy.system(db):
@@ -114,13 +124,7 @@ def test_seeding_twice_changes_nothing(app: Flask, db: Session, backend: Backend
             )
 
     before = counts()
-    created = seed.DemoSeeder(
-        db,
-        today=date.today(),
-        ph=hasher(1, 64),
-        secret_key=TEST_SECRET,
-        storage_dir=backend.storage,
-    ).run()
+    created = _seed_again(db, backend)
     assert created == []
     assert counts() == before
 
@@ -130,11 +134,5 @@ def test_clean_removes_demo_companies_and_their_history(db: Session, backend: Ba
     with tenancy.system(db):
         assert db.scalar(select(func.count(Company.id))) == 0
         assert db.scalar(select(func.count(Payment.id))) == 0
-    created = seed.DemoSeeder(
-        db,
-        today=date.today(),
-        ph=hasher(1, 64),
-        secret_key=TEST_SECRET,
-        storage_dir=backend.storage,
-    ).run()
+    created = _seed_again(db, backend)
     assert created == list(seed.DEMO_COMPANIES)
