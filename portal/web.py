@@ -52,6 +52,7 @@ def safe_next(target: str | None) -> str | None:
 def _authenticate() -> None:
     g.user = None
     g.user_session = None
+    g.pending_session = None
     if request.endpoint in {"static", "health.healthz", "health.readyz", "health.metrics"}:
         return
     token = session.get(SESSION_TOKEN_KEY)
@@ -64,9 +65,13 @@ def _authenticate() -> None:
         session.pop(SESSION_TOKEN_KEY, None)
         g.session_expired = True
         return
+    # Even half signed in, the session's data boundary is the user's own scope.
+    tenancy.bind(db, tenancy.scope_for_user(record.user))
+    if not record.mfa_verified:
+        g.pending_session = record  # password given, second factor still to come
+        return
     g.user = record.user
     g.user_session = record
-    tenancy.bind(db, tenancy.scope_for_user(record.user))
     if auth.touch_session(db, record, now):
         db.commit()  # its own transaction, before the route does any work
 

@@ -13,10 +13,11 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -204,8 +205,13 @@ def csrf_token(client: FlaskClient, path: str = "/login") -> str:
     return match.group(1)
 
 
+def totp_code(app: Flask, secret: str = seed.DEMO_TOTP_SECRET) -> str:
+    return pyotp.TOTP(secret).at(app.extensions["portal.clock"].now())
+
+
 class Auth:
-    def __init__(self, client: FlaskClient) -> None:
+    def __init__(self, app: Flask, client: FlaskClient) -> None:
+        self.app = app
         self.client = client
 
     def login(
@@ -216,14 +222,29 @@ class Auth:
             "/login", data={"csrf_token": token, "email": email, "password": password, **extra}
         )
 
+    def code(self, code: str | None = None) -> Any:
+        token = csrf_token(self.client, "/login/mfa")
+        return self.client.post(
+            "/login/mfa", data={"csrf_token": token, "code": code or totp_code(self.app)}
+        )
+
+    def sign_in(self, email: str = "admin@acme.test", **extra: str) -> Any:
+        """Both factors. Moves the clock a step on so no code is ever a replay."""
+        self.app.extensions["portal.clock"].advance(timedelta(seconds=30))
+        first = self.login(email, **extra)
+        assert first.status_code == 302 and first.headers["Location"] == "/login/mfa", first
+        second = self.code()
+        assert second.status_code == 302, second.get_data(as_text=True)
+        return second
+
     def logout(self) -> Any:
         token = csrf_token(self.client, "/portal/dashboard")
         return self.client.post("/logout", data={"csrf_token": token})
 
 
 @pytest.fixture
-def auth(client: FlaskClient) -> Auth:
-    return Auth(client)
+def auth(app: Flask, client: FlaskClient) -> Auth:
+    return Auth(app, client)
 
 
 class QueryCounter:

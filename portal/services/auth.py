@@ -15,7 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import tenancy
 from portal.models import PortalUser, UserSession, UserStatus
-from portal.services import audit
+from portal.services import audit, mfa
 from portal.services.passwords import equalize_timing, verify_password
 
 
@@ -38,6 +38,10 @@ class SessionPolicy:
     absolute: timedelta
     lockout_threshold: int
     lockout: timedelta
+
+
+# How long a session that passed the password but not yet the second factor lives.
+PENDING_MFA_LIFETIME = timedelta(minutes=10)
 
 
 def normalize_email(email: str) -> str:
@@ -73,6 +77,7 @@ def check_password(
                 "Portal.Login",
                 company_id=None,
                 request=request,
+                factor="password",
                 success=False,
                 reason="invalid",
             )
@@ -85,6 +90,7 @@ def check_password(
             company_id=user.company_id,
             user_id=user.id,
             request=request,
+            factor="password",
             customer_id=user.company.public_id,
             success=result.outcome is SignInOutcome.OK,
             reason=result.outcome.value,
@@ -105,6 +111,14 @@ def check_password(
     return result
 
 
+def _count_failure(user: PortalUser, policy: SessionPolicy, now: datetime) -> SignInOutcome:
+    user.failed_attempts += 1
+    if user.failed_attempts >= policy.lockout_threshold:
+        user.locked_until = now + policy.lockout
+        return SignInOutcome.LOCKED
+    return SignInOutcome.INVALID
+
+
 def _check_known_user(
     session: Session,
     user: PortalUser,
@@ -118,16 +132,11 @@ def _check_known_user(
         equalize_timing(ph)
         return SignInResult(SignInOutcome.LOCKED, user)
     if not verify_password(user.password_hash, password, ph):
-        user.failed_attempts += 1
-        if user.failed_attempts >= policy.lockout_threshold:
-            user.locked_until = now + policy.lockout
-            return SignInResult(SignInOutcome.LOCKED, user)
-        return SignInResult(SignInOutcome.INVALID, user)
+        return SignInResult(_count_failure(user, policy, now), user)
     if user.status is not UserStatus.ACTIVE:
         return SignInResult(SignInOutcome.DISABLED, user)
     user.failed_attempts = 0
     user.locked_until = None
-    user.last_login_at = now
     if ph.check_needs_rehash(user.password_hash or ""):
         user.password_hash = ph.hash(password)
     return SignInResult(SignInOutcome.OK, user)
@@ -144,6 +153,7 @@ def start_session(
     policy: SessionPolicy,
     now: datetime,
     request: audit.RequestInfo,
+    mfa_verified: bool = False,
 ) -> str:
     """Create a server-side session; returns the random token for the cookie (shown once)."""
     token = secrets.token_urlsafe(32)
@@ -158,6 +168,7 @@ def start_session(
                 created_at=now,
                 last_seen_at=now,
                 expires_at=now + policy.absolute,
+                mfa_verified=mfa_verified,
             )
         )
         session.flush()
@@ -181,6 +192,8 @@ def load_session(
         return None
     if now >= record.expires_at or now - record.last_seen_at >= policy.idle:
         return None
+    if not record.mfa_verified and now - record.created_at >= PENDING_MFA_LIFETIME:
+        return None  # half signed in: the code must follow soon
     if record.user.status is not UserStatus.ACTIVE:
         return None
     return record
@@ -205,3 +218,74 @@ def end_session(session: Session, token: str, now: datetime) -> None:
             .where(UserSession.token_hash == _token_hash(token), UserSession.revoked_at.is_(None))
             .values(revoked_at=now)
         )
+
+
+def check_second_factor(
+    session: Session,
+    user: PortalUser,
+    code: str,
+    *,
+    secret_key: str,
+    policy: SessionPolicy,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> SignInResult:
+    """A TOTP code, or one unused recovery code. Failures count toward the same lockout."""
+    with tenancy.system(session):
+        if user.locked_until is not None and user.locked_until > now:
+            return SignInResult(SignInOutcome.LOCKED, user)
+        used_recovery = False
+        ok = mfa.verify_totp(user, code, secret_key=secret_key, now=now)
+        if not ok:
+            ok = used_recovery = mfa.use_recovery_code(
+                session, user, code, secret_key=secret_key, now=now
+            )
+        outcome = SignInOutcome.OK if ok else _count_failure(user, policy, now)
+        if ok:
+            user.failed_attempts = 0
+            user.locked_until = None
+            user.last_login_at = now
+        audit.record(
+            session,
+            "Portal.Login",
+            company_id=user.company_id,
+            user_id=user.id,
+            request=request,
+            customer_id=user.company.public_id,
+            success=ok,
+            factor="recovery_code" if used_recovery else "totp",
+            reason=outcome.value,
+        )
+        if used_recovery:
+            audit.record(
+                session,
+                "Portal.RecoveryCodeUsed",
+                company_id=user.company_id,
+                user_id=user.id,
+                request=request,
+                remaining=mfa.remaining_recovery_codes(session, user),
+            )
+        if outcome is SignInOutcome.LOCKED and user.failed_attempts == policy.lockout_threshold:
+            audit.record(
+                session,
+                "Portal.AccountLocked",
+                company_id=user.company_id,
+                user_id=user.id,
+                request=request,
+                until=user.locked_until.isoformat() if user.locked_until else None,
+            )
+    return SignInResult(outcome, user)
+
+
+def promote_session(
+    session: Session,
+    old_token: str,
+    user: PortalUser,
+    *,
+    policy: SessionPolicy,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> str:
+    """Both factors passed: end the half-signed-in session and issue a new id (rotation)."""
+    end_session(session, old_token, now)
+    return start_session(session, user, policy=policy, now=now, request=request, mfa_verified=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
+from flask import Flask
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
@@ -31,8 +34,20 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
+@dataclass
+class LiveServer:
+    url: str
+    app: Flask
+
+    def totp(self, secret: str = seed.DEMO_TOTP_SECRET) -> str:
+        """A code for the server's clock, a step after the last one handed out (no replays)."""
+        clock = self.app.extensions["portal.clock"]
+        clock.advance(timedelta(seconds=30))
+        return pyotp.TOTP(secret).at(clock.now())
+
+
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The portal on a free loopback port, over its own migrated and seeded SQLite database."""
     folder = tmp_path_factory.mktemp("live")
     url = f"sqlite:///{folder / 'portal.db'}"
@@ -61,7 +76,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
     server.shutdown()
     app.extensions["portal.db"].engine.dispose()
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import LiveServer, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -17,7 +17,8 @@ def assert_axe_clean(page: Any) -> None:
     assert results.violations_count == 0, results.generate_report()
 
 
-def sign_in_by_keyboard(page: Any, base: str, email: str = "admin@acme.test") -> None:
+def sign_in_by_keyboard(page: Any, live: LiveServer, email: str = "admin@acme.test") -> None:
+    base = live.url
     page.goto(f"{base}/login")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "skip-link"
@@ -32,13 +33,26 @@ def sign_in_by_keyboard(page: Any, base: str, email: str = "admin@acme.test") ->
     assert page.evaluate("document.activeElement.id") == "password"
     page.keyboard.type("portal-demo-2026")
     page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/login/mfa")
+    assert_axe_clean(page)
+    tab_to(page, "code")
+    page.keyboard.type(live.totp())
+    page.keyboard.press("Enter")
     page.wait_for_url(f"{base}/portal/dashboard")
 
 
+def tab_to(page: Any, element_id: str) -> None:
+    for _ in range(8):
+        if page.evaluate("document.activeElement.id") == element_id:
+            return
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == element_id
+
+
 @pytest.mark.parametrize("scheme", ["dark", "light"])
-def test_keyboard_sign_in_and_axe(live_server: str, new_page: Any, scheme: str) -> None:
+def test_keyboard_sign_in_and_axe(live_server: LiveServer, new_page: Any, scheme: str) -> None:
     page = new_page(scheme=scheme)
-    page.goto(f"{live_server}/login")
+    page.goto(f"{live_server.url}/login")
     assert_axe_clean(page)
     screenshot(page, f"login-1280-{scheme}")
     sign_in_by_keyboard(page, live_server)
@@ -47,9 +61,9 @@ def test_keyboard_sign_in_and_axe(live_server: str, new_page: Any, scheme: str) 
     screenshot(page, f"dashboard-1280-{scheme}")
 
 
-def test_wrong_password_is_announced_and_axe_clean(live_server: str, new_page: Any) -> None:
+def test_wrong_password_is_announced_and_axe_clean(live_server: LiveServer, new_page: Any) -> None:
     page = new_page()
-    page.goto(f"{live_server}/login")
+    page.goto(f"{live_server.url}/login")
     page.get_by_label("Email").fill("admin@acme.test")
     page.get_by_label("Password").fill("not-the-password")
     page.get_by_role("button", name="Sign in").click()
@@ -58,9 +72,9 @@ def test_wrong_password_is_announced_and_axe_clean(live_server: str, new_page: A
 
 
 @pytest.mark.parametrize("scheme", ["dark", "light"])
-def test_readable_at_360_pixels(live_server: str, new_page: Any, scheme: str) -> None:
+def test_readable_at_360_pixels(live_server: LiveServer, new_page: Any, scheme: str) -> None:
     page = new_page(width=360, height=740, scheme=scheme)
-    page.goto(f"{live_server}/login")
+    page.goto(f"{live_server.url}/login")
     screenshot(page, f"login-360-{scheme}")
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     sign_in_by_keyboard(page, live_server, "admin@globex.test")
@@ -72,13 +86,44 @@ def test_readable_at_360_pixels(live_server: str, new_page: Any, scheme: str) ->
         assert size["height"] >= 44, "touch targets are at least 44 px tall"
 
 
-def test_sign_out_by_keyboard(live_server: str, new_page: Any) -> None:
+def test_sign_out_by_keyboard(live_server: LiveServer, new_page: Any) -> None:
     page = new_page()
     sign_in_by_keyboard(page, live_server)
     page.get_by_role("button", name="Sign out").focus()
     page.keyboard.press("Enter")
-    page.wait_for_url(f"{live_server}/login")
+    page.wait_for_url(f"{live_server.url}/login")
     assert "You have signed out." in page.locator(".flashes").inner_text()
     page.go_back()
     page.reload()
-    assert page.url.startswith(f"{live_server}/login")
+    assert page.url.startswith(f"{live_server.url}/login")
+
+
+def test_enrolment_by_keyboard_alone(live_server: LiveServer, new_page: Any) -> None:
+    base = live_server.url
+    page = new_page(width=390, height=844)
+    page.goto(f"{base}/login")
+    tab_to(page, "email")
+    page.keyboard.type("new@acme.test")
+    page.keyboard.press("Tab")
+    page.keyboard.type("portal-demo-2026")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/mfa/setup")
+    assert_axe_clean(page)
+    screenshot(page, "mfa-setup-390-dark")
+    secret = page.locator("#mfa-secret").inner_text()
+    tab_to(page, "code")
+    page.keyboard.type("000000")
+    page.keyboard.press("Enter")
+    assert "didn't work" in page.get_by_role("alert").inner_text()
+    assert_axe_clean(page)
+    tab_to(page, "code")
+    page.keyboard.type(live_server.totp(secret))
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".recovery-codes")
+    assert page.locator(".recovery-codes li").count() == 10
+    assert_axe_clean(page)
+    screenshot(page, "mfa-recovery-codes-390-dark")
+    page.get_by_role("link", name="Continue to the portal").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/portal/dashboard")
+    assert page.locator("h1").inner_text() == "Welcome, Acme Corp"

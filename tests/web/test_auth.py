@@ -24,9 +24,16 @@ def test_login_page_has_the_contract_labels(client: FlaskClient) -> None:
     assert ">Sign in</button>" in page
 
 
-def test_sign_in_reaches_the_dashboard(client: FlaskClient, auth: Auth) -> None:
+def test_sign_in_needs_both_factors_then_reaches_the_dashboard(
+    client: FlaskClient, auth: Auth
+) -> None:
     response = auth.login()
-    assert response.status_code == 302
+    assert response.status_code == 302 and response.headers["Location"] == "/login/mfa"
+    assert client.get("/portal/dashboard").status_code == 302  # not yet
+    page = client.get("/login/mfa").get_data(as_text=True)
+    assert '<label class="field-label" for="code">Authentication code</label>' in page
+    assert ">Verify</button>" in page
+    response = auth.code()
     assert response.headers["Location"] == "/portal/dashboard"
     assert "Welcome, Acme Corp" in client.get("/portal/dashboard").get_data(as_text=True)
 
@@ -97,18 +104,18 @@ def test_dashboard_requires_sign_in_and_comes_back_after(client: FlaskClient, au
     "target", ["https://elsewhere.example/", "//elsewhere.example", "/\\elsewhere.example"]
 )
 def test_next_only_goes_to_local_paths(auth: Auth, target: str) -> None:
-    response = auth.login(next=target)
-    assert response.headers["Location"] == "/portal/dashboard"
+    assert auth.sign_in(next=target).headers["Location"] == "/portal/dashboard"
 
 
 def test_next_local_path_is_followed(auth: Auth) -> None:
-    assert auth.login(next="/portal/dashboard?x=1").headers["Location"] == "/portal/dashboard?x=1"
+    response = auth.sign_in(next="/portal/dashboard?x=1")
+    assert response.headers["Location"] == "/portal/dashboard?x=1"
 
 
 def test_sign_out_ends_the_session_on_the_server(
     app: Flask, client: FlaskClient, auth: Auth, db: Session
 ) -> None:
-    auth.login()
+    auth.sign_in()
     cookie = client.get_cookie("portal_session")
     assert cookie is not None
     assert auth.logout().headers["Location"] == "/login"
@@ -121,7 +128,7 @@ def test_sign_out_ends_the_session_on_the_server(
 
 
 def test_idle_and_absolute_expiry(app: Flask, client: FlaskClient, auth: Auth) -> None:
-    auth.login()
+    auth.sign_in()
     clock = app.extensions["portal.clock"]
     clock.advance(timedelta(minutes=29))
     assert client.get("/portal/dashboard").status_code == 200
@@ -129,7 +136,7 @@ def test_idle_and_absolute_expiry(app: Flask, client: FlaskClient, auth: Auth) -
     expired = client.get("/portal/dashboard")
     assert expired.status_code == 302
     assert "Session expired. Please log in again." in client.get("/login").get_data(as_text=True)
-    auth.login()
+    auth.sign_in()
     elapsed = timedelta(0)
     while elapsed < timedelta(hours=13):  # active every 29 minutes: never idle
         clock.advance(timedelta(minutes=29))
@@ -149,5 +156,8 @@ def test_sign_in_rotates_the_cookie(client: FlaskClient, auth: Auth) -> None:
     client.get("/login")
     before = client.get_cookie("portal_session")
     auth.login()
+    between = client.get_cookie("portal_session")
+    auth.code()
     after = client.get_cookie("portal_session")
-    assert before is not None and after is not None and before.value != after.value
+    assert before is not None and between is not None and after is not None
+    assert len({before.value, between.value, after.value}) == 3

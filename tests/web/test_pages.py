@@ -55,7 +55,7 @@ def test_dashboard_figures(
     locale: str,
     currency: str,
 ) -> None:
-    auth.login(email)
+    auth.sign_in(email)
     page = client.get("/portal/dashboard").get_data(as_text=True)
     assert f"<h1>Welcome, {company}</h1>" in page
     balance, limit, available = _expected(db, company, account)
@@ -66,7 +66,7 @@ def test_dashboard_figures(
 
 
 def test_empty_company_sees_the_empty_state(client: FlaskClient, auth: Auth) -> None:
-    auth.login("admin@initech.test")
+    auth.sign_in("admin@initech.test")
     page = client.get("/portal/dashboard").get_data(as_text=True)
     assert "No open invoices" in page and "You're all caught up! No outstanding invoices." in page
     assert _figure(page, "account-balance") == "$0.00"
@@ -75,14 +75,14 @@ def test_empty_company_sees_the_empty_state(client: FlaskClient, auth: Auth) -> 
 def test_dashboard_query_count_is_bounded(
     client: FlaskClient, auth: Auth, count_queries: QueryCounter
 ) -> None:
-    auth.login()
+    auth.sign_in()
     count_queries.statements.clear()
     assert client.get("/portal/dashboard").status_code == 200
     assert count_queries.count <= 6, count_queries.statements
 
 
 def test_layout_landmarks_and_navigation(client: FlaskClient, auth: Auth) -> None:
-    auth.login()
+    auth.sign_in()
     page = client.get("/portal/dashboard").get_data(as_text=True)
     assert '<a class="skip-link" href="#main">' in page
     assert '<main id="main"' in page and "<header" in page and "<footer" in page
@@ -118,7 +118,7 @@ def test_server_error_page_offers_retry_and_hides_the_trace(backend: Backend) ->
 
 
 def test_security_headers_on_every_page(client: FlaskClient, auth: Auth) -> None:
-    auth.login()
+    auth.sign_in()
     for path in ("/login", "/portal/dashboard", "/portal/nowhere"):
         headers = client.get(path).headers
         csp = headers["Content-Security-Policy"]
@@ -131,7 +131,7 @@ def test_security_headers_on_every_page(client: FlaskClient, auth: Auth) -> None
 
 
 def test_no_inline_scripts_or_styles(client: FlaskClient, auth: Auth) -> None:
-    auth.login()
+    auth.sign_in()
     for path in ("/login", "/portal/dashboard"):
         page = client.get(path).get_data(as_text=True)
         assert "<style" not in page and " style=" not in page

@@ -4,12 +4,16 @@ import re
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import EmailField, HiddenField, PasswordField
+from wtforms import EmailField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Regexp
 
 # Shape only: one @, something on each side, a dot in the domain, no spaces. Whether the address
 # exists is the sign-in's business, not the form's (and .test domains must pass).
 EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _strip(value: object) -> object:
+    return value.strip() if isinstance(value, str) else value
 
 
 class LoginForm(FlaskForm):
@@ -20,7 +24,7 @@ class LoginForm(FlaskForm):
             Regexp(EMAIL_SHAPE, message=_l("Enter a valid email address.")),
             Length(max=254),
         ],
-        filters=[lambda value: value.strip() if isinstance(value, str) else value],
+        filters=[_strip],
         render_kw={"autocomplete": "username", "spellcheck": "false"},
     )
     password = PasswordField(
@@ -29,3 +33,15 @@ class LoginForm(FlaskForm):
         render_kw={"autocomplete": "current-password"},
     )
     next = HiddenField()
+
+
+class CodeForm(FlaskForm):
+    code = StringField(
+        _l("Authentication code"),
+        validators=[
+            DataRequired(_l("Enter the 6-digit code from your authenticator app.")),
+            Length(max=32),
+        ],
+        filters=[_strip],
+        render_kw={"autocomplete": "one-time-code", "spellcheck": "false"},
+    )

@@ -1,31 +1,50 @@
-"""Sign-in and sign-out."""
+"""Sign-in (password, then a TOTP or recovery code), MFA enrolment and sign-out."""
 
 from __future__ import annotations
 
 from argon2 import PasswordHasher
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from portal import clock
-from portal.blueprints.auth.forms import LoginForm
-from portal.extensions import db_session, settings
-from portal.services import auth
+from portal.blueprints.auth.forms import CodeForm, LoginForm
+from portal.extensions import db_session, limiter, settings
+from portal.models import UserSession
+from portal.services import audit, auth
+from portal.services import mfa as totp
 from portal.services.passwords import hasher
 from portal.web import SESSION_TOKEN_KEY, request_info, safe_next, session_policy
 
 bp = Blueprint("auth", __name__)
 
-_MESSAGES = {
-    auth.SignInOutcome.INVALID: lambda: _("Incorrect email or password."),
-    auth.SignInOutcome.LOCKED: lambda: _(
-        "This account is locked after too many failed attempts. Try again in %(minutes)d minutes.",
-        minutes=settings().lockout_minutes,
-    ),
-    auth.SignInOutcome.DISABLED: lambda: _(
-        "This account is disabled. Contact your company's portal administrator."
-    ),
-}
+NEXT_KEY = "next"
+# Per client address, and per account, on every step that takes a secret.
+IP_LIMIT = "10 per minute;60 per hour"
+ACCOUNT_LIMIT = "10 per minute"
+
+
+def _login_account_key() -> str:
+    return "login:" + auth.normalize_email(request.form.get("email", ""))
+
+
+def _pending_account_key() -> str:
+    pending = g.get("pending_session")
+    return f"mfa:{pending.user_id}" if pending is not None else "mfa:none"
+
+
+def _message(outcome: auth.SignInOutcome) -> str:
+    if outcome is auth.SignInOutcome.LOCKED:
+        return str(
+            _(
+                "This account is locked after too many failed attempts. "
+                "Try again in %(minutes)d minutes.",
+                minutes=settings().lockout_minutes,
+            )
+        )
+    if outcome is auth.SignInOutcome.DISABLED:
+        return str(_("This account is disabled. Contact your company's portal administrator."))
+    return str(_("Incorrect email or password."))
 
 
 def _password_hasher() -> PasswordHasher:
@@ -33,7 +52,16 @@ def _password_hasher() -> PasswordHasher:
     return hasher(config.argon2_time_cost, config.argon2_memory_cost)
 
 
+def _pending() -> UserSession:
+    pending: UserSession | None = g.get("pending_session")
+    if pending is None:
+        abort(redirect(url_for("auth.login")))
+    return pending
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(IP_LIMIT, methods=["POST"])
+@limiter.limit(ACCOUNT_LIMIT, methods=["POST"], key_func=_login_account_key)
 def login() -> Response | str | tuple[str, int]:
     if g.get("user") is not None:
         return redirect(url_for("dashboard.index"))
@@ -57,14 +85,105 @@ def login() -> Response | str | tuple[str, int]:
     if result.outcome is not auth.SignInOutcome.OK or result.user is None:
         db.commit()  # the failure count and the audit record must stick
         form.password.data = ""
-        return render_template("auth/login.html", form=form, error=_MESSAGES[result.outcome]()), 401
+        return render_template("auth/login.html", form=form, error=_message(result.outcome)), 401
     token = auth.start_session(
         db, result.user, policy=session_policy(), now=now, request=request_info()
     )
     db.commit()
     session.clear()  # a fresh cookie: nothing from before sign-in carries over
     session[SESSION_TOKEN_KEY] = token
-    return redirect(safe_next(form.next.data) or url_for("dashboard.index"))
+    session[NEXT_KEY] = safe_next(form.next.data) or ""
+    if not result.user.mfa_enrolled:
+        return redirect(url_for("auth.mfa_setup"))
+    return redirect(url_for("auth.mfa"))
+
+
+def _finish_sign_in(pending: UserSession) -> str:
+    """Both factors passed: a new session id replaces the half-signed-in one."""
+    token = auth.promote_session(
+        db_session(),
+        session[SESSION_TOKEN_KEY],
+        pending.user,
+        policy=session_policy(),
+        now=clock.now(),
+        request=request_info(),
+    )
+    target = safe_next(session.pop(NEXT_KEY, "")) or url_for("dashboard.index")
+    session[SESSION_TOKEN_KEY] = token
+    return target
+
+
+@bp.route("/login/mfa", methods=["GET", "POST"])
+@limiter.limit(IP_LIMIT, methods=["POST"])
+@limiter.limit(ACCOUNT_LIMIT, methods=["POST"], key_func=_pending_account_key)
+def mfa() -> Response | str | tuple[str, int]:
+    pending = _pending()
+    if not pending.user.mfa_enrolled:
+        return redirect(url_for("auth.mfa_setup"))
+    form = CodeForm()
+    if not form.validate_on_submit():
+        status = 422 if request.method == "POST" else 200
+        return render_template("auth/mfa.html", form=form, error=None), status
+    db = db_session()
+    result = auth.check_second_factor(
+        db,
+        pending.user,
+        form.code.data or "",
+        secret_key=settings().secret_key,
+        policy=session_policy(),
+        now=clock.now(),
+        request=request_info(),
+    )
+    if result.outcome is not auth.SignInOutcome.OK:
+        db.commit()
+        form.code.data = ""
+        error = (
+            _message(result.outcome)
+            if result.outcome is auth.SignInOutcome.LOCKED
+            else _("That code didn't work. Check your authenticator app and try again.")
+        )
+        return render_template("auth/mfa.html", form=form, error=error), 401
+    target = _finish_sign_in(pending)
+    db.commit()
+    return redirect(target)
+
+
+@bp.route("/mfa/setup", methods=["GET", "POST"])
+@limiter.limit(IP_LIMIT, methods=["POST"])
+@limiter.limit(ACCOUNT_LIMIT, methods=["POST"], key_func=_pending_account_key)
+def mfa_setup() -> Response | str | tuple[str, int]:
+    pending = _pending()
+    user = pending.user
+    if user.mfa_enrolled:
+        return redirect(url_for("auth.mfa"))
+    db = db_session()
+    config = settings()
+    secret = totp.start_enrolment(user, config.secret_key)
+    db.commit()
+    form = CodeForm()
+    uri = totp.provisioning_uri(secret, user.email)
+    page = {"form": form, "secret": secret, "qr": totp.qr_svg(uri), "error": None}
+    if not form.validate_on_submit():
+        status = 422 if request.method == "POST" else 200
+        return render_template("auth/mfa_setup.html", **page), status
+    now = clock.now()
+    if not totp.verify_totp(user, form.code.data or "", secret_key=config.secret_key, now=now):
+        form.code.data = ""
+        page["error"] = _("That code didn't work. Check your authenticator app and try again.")
+        return render_template("auth/mfa_setup.html", **page), 422
+    totp.confirm_enrolment(user, now)
+    codes = totp.issue_recovery_codes(db, user, secret_key=config.secret_key)
+    audit.record(
+        db,
+        "Portal.MfaEnrolled",
+        company_id=user.company_id,
+        user_id=user.id,
+        request=request_info(),
+        customer_id=user.company.public_id,
+    )
+    target = _finish_sign_in(pending)
+    db.commit()
+    return render_template("auth/recovery_codes.html", codes=codes, target=target)
 
 
 @bp.post("/logout")
