@@ -250,10 +250,12 @@ def upgrade() -> None:
     sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('public_id', sa.String(length=40), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['company_id'], ['companies.id'], name=op.f('fk_user_sessions_company_id_companies'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['portal_users.id'], name=op.f('fk_user_sessions_user_id_portal_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_user_sessions')),
+    sa.UniqueConstraint('public_id', name=op.f('uq_user_sessions_public_id')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_user_sessions_token_hash'))
     )
     with op.batch_alter_table('user_sessions', schema=None) as batch_op:

@@ -111,10 +111,11 @@ class RecoveryCode(CompanyOwned, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class UserSession(CompanyOwned, Base):
+class UserSession(PublicIdMixin, CompanyOwned, Base):
     """A server-side sign-in session; the cookie carries only its random token."""
 
     __tablename__ = "user_sessions"
+    public_id_prefix = "ses"
     __table_args__ = (Index("ix_user_sessions_user_active", "user_id", "revoked_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -7,9 +7,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, cast
 
 from argon2 import PasswordHasher
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -289,3 +290,122 @@ def promote_session(
     """Both factors passed: end the half-signed-in session and issue a new id (rotation)."""
     end_session(session, old_token, now)
     return start_session(session, user, policy=policy, now=now, request=request, mfa_verified=True)
+
+
+def _rowcount(result: object) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def active_sessions(
+    session: Session, user: PortalUser, *, policy: SessionPolicy, now: datetime
+) -> list[UserSession]:
+    """The user's signed-in sessions that are still alive, most recently used first."""
+    rows = session.scalars(
+        select(UserSession)
+        .where(
+            UserSession.user_id == user.id,
+            UserSession.revoked_at.is_(None),
+            UserSession.mfa_verified.is_(True),
+            UserSession.expires_at > now,
+            UserSession.last_seen_at > now - policy.idle,
+        )
+        .order_by(UserSession.last_seen_at.desc())
+    )
+    return list(rows)
+
+
+def end_user_session(
+    session: Session,
+    user: PortalUser,
+    public_id: str,
+    *,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> bool:
+    """End one of the user's own sessions; False if there is no such live session."""
+    ended = _rowcount(
+        session.execute(
+            update(UserSession)
+            .where(
+                UserSession.public_id == public_id,
+                UserSession.user_id == user.id,
+                UserSession.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+    )
+    if ended:
+        audit.record(
+            session,
+            "Portal.SessionEnded",
+            company_id=user.company_id,
+            user_id=user.id,
+            request=request,
+            session_id=public_id,
+        )
+    return bool(ended)
+
+
+def end_other_sessions(
+    session: Session,
+    user: PortalUser,
+    keep: UserSession,
+    *,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> int:
+    ended = _rowcount(
+        session.execute(
+            update(UserSession)
+            .where(
+                UserSession.user_id == user.id,
+                UserSession.id != keep.id,
+                UserSession.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+    )
+    if ended:
+        audit.record(
+            session,
+            "Portal.SessionEnded",
+            company_id=user.company_id,
+            user_id=user.id,
+            request=request,
+            others=ended,
+        )
+    return int(ended)
+
+
+def describe_device(user_agent: str) -> str:
+    """A short, human name for a browser ("Firefox on Windows"); no fingerprinting library."""
+    agent = user_agent or ""
+    browser = next(
+        (
+            name
+            for token, name in (
+                ("Edg/", "Edge"),
+                ("Firefox/", "Firefox"),
+                ("Chrome/", "Chrome"),
+                ("Safari/", "Safari"),
+            )
+            if token in agent
+        ),
+        "Unknown browser",
+    )
+    system = next(
+        (
+            name
+            for token, name in (
+                ("Windows", "Windows"),
+                ("iPhone", "iPhone"),
+                ("iPad", "iPad"),
+                ("Android", "Android"),
+                ("Mac OS X", "macOS"),
+                ("Linux", "Linux"),
+            )
+            if token in agent
+        ),
+        "unknown system",
+    )
+    return f"{browser} on {system}"

@@ -59,6 +59,12 @@ def test_keyboard_sign_in_and_axe(live_server: LiveServer, new_page: Any, scheme
     assert page.locator("h1").inner_text() == "Welcome, Acme Corp"
     assert_axe_clean(page)
     screenshot(page, f"dashboard-1280-{scheme}")
+    page.get_by_role("link", name="Security").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server.url}/portal/security")
+    assert page.locator(".session").count() >= 1
+    assert_axe_clean(page)
+    screenshot(page, f"security-1280-{scheme}")
 
 
 def test_wrong_password_is_announced_and_axe_clean(live_server: LiveServer, new_page: Any) -> None:
