@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 from argon2 import PasswordHasher
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -314,23 +314,20 @@ def active_sessions(
     return list(rows)
 
 
-def end_user_session(
+def _revoke_sessions(
     session: Session,
     user: PortalUser,
-    public_id: str,
+    which: ColumnElement[bool],
     *,
     now: datetime,
     request: audit.RequestInfo,
-) -> bool:
-    """End one of the user's own sessions; False if there is no such live session."""
+    **properties: Any,
+) -> int:
+    """Revoke the user's live sessions matching `which`; audited when any were."""
     ended = _rowcount(
         session.execute(
             update(UserSession)
-            .where(
-                UserSession.public_id == public_id,
-                UserSession.user_id == user.id,
-                UserSession.revoked_at.is_(None),
-            )
+            .where(which, UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
             .values(revoked_at=now)
         )
     )
@@ -341,9 +338,25 @@ def end_user_session(
             company_id=user.company_id,
             user_id=user.id,
             request=request,
-            session_id=public_id,
+            ended=ended,
+            **properties,
         )
-    return bool(ended)
+    return ended
+
+
+def end_user_session(
+    session: Session,
+    user: PortalUser,
+    public_id: str,
+    *,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> bool:
+    """End one of the user's own sessions; False if there is no such live session."""
+    which = UserSession.public_id == public_id
+    return bool(
+        _revoke_sessions(session, user, which, now=now, request=request, session_id=public_id)
+    )
 
 
 def end_other_sessions(
@@ -354,27 +367,8 @@ def end_other_sessions(
     now: datetime,
     request: audit.RequestInfo,
 ) -> int:
-    ended = _rowcount(
-        session.execute(
-            update(UserSession)
-            .where(
-                UserSession.user_id == user.id,
-                UserSession.id != keep.id,
-                UserSession.revoked_at.is_(None),
-            )
-            .values(revoked_at=now)
-        )
-    )
-    if ended:
-        audit.record(
-            session,
-            "Portal.SessionEnded",
-            company_id=user.company_id,
-            user_id=user.id,
-            request=request,
-            others=ended,
-        )
-    return int(ended)
+    """Every session of the user but `keep` (the one asking)."""
+    return _revoke_sessions(session, user, UserSession.id != keep.id, now=now, request=request)
 
 
 def describe_device(user_agent: str) -> str:
