@@ -19,10 +19,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
         TESTING=settings.is_testing,
-        SESSION_COOKIE_NAME="portal_session" if not settings.is_production else "__Host-portal",
+        # Outside development the cookie is Secure and host-only (__Host-): no subdomain and no
+        # plain-HTTP page can set or read it. Browsers treat http://127.0.0.1 as secure.
+        SESSION_COOKIE_NAME="portal_session" if settings.is_development else "__Host-portal",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.is_production,
+        SESSION_COOKIE_SECURE=not settings.is_development,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the signed-in session
         WTF_CSRF_HEADERS=["X-CSRFToken"],
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from portal.config import Settings
 from portal.db import make_engine, make_sessionmaker
+from portal.services.mail import Mailer
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -56,6 +57,11 @@ def db_session() -> Session:
 def settings() -> Settings:
     value: Settings = current_app.config["SETTINGS"]
     return value
+
+
+def mailer() -> Mailer:
+    config = settings()
+    return Mailer(config.mail_url, config.mail_dir)
 
 
 def init_extensions(app: Flask, config: Settings) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def _headers(response: Response) -> Response:
         "Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(self)"
     )
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if current_app.config["SETTINGS"].is_production:
+    if not current_app.config["SETTINGS"].is_development:
         headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
     if response.mimetype == "text/html":
         headers.setdefault("Cache-Control", "no-store")

@@ -75,6 +75,7 @@ def init_app(app: Flask) -> None:
         nav_items=lambda: _visible(NAV),
         account_nav_items=lambda: _visible(ACCOUNT_NAV),
         current_endpoint=lambda: request.endpoint,
+        idle_seconds=lambda: current_app.config["SETTINGS"].session_idle_minutes * 60,
     )
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True

@@ -34,6 +34,7 @@ from portal.services.passwords import hasher
 
 CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET = "test-secret-key-" + "x" * 32
+COOKIE = "__Host-portal"  # the session cookie outside development
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 64}
 BACKENDS = [
     b.strip()

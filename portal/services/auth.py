@@ -200,9 +200,11 @@ def load_session(
     return record
 
 
-def touch_session(session: Session, record: UserSession, now: datetime) -> bool:
+def touch_session(
+    session: Session, record: UserSession, now: datetime, *, force: bool = False
+) -> bool:
     """Note activity at most once a minute (an UPDATE per request would be wasted writes)."""
-    if now - record.last_seen_at < timedelta(minutes=1):
+    if not force and now - record.last_seen_at < timedelta(minutes=1):
         return False
     with tenancy.system(session):
         session.execute(
@@ -218,6 +220,26 @@ def end_session(session: Session, token: str, now: datetime) -> None:
             update(UserSession)
             .where(UserSession.token_hash == _token_hash(token), UserSession.revoked_at.is_(None))
             .values(revoked_at=now)
+        )
+
+
+def sign_out(
+    session: Session,
+    token: str,
+    user: PortalUser | None,
+    *,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> None:
+    end_session(session, token, now)
+    if user is not None:
+        audit.record(
+            session,
+            "Portal.SessionEnded",
+            company_id=user.company_id,
+            user_id=user.id,
+            request=request,
+            reason="signed_out",
         )
 
 

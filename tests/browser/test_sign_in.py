@@ -87,7 +87,7 @@ def test_readable_at_360_pixels(live_server: LiveServer, new_page: Any, scheme: 
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     assert_axe_clean(page)
     screenshot(page, f"dashboard-360-{scheme}")
-    for box in page.locator(".site-nav a, .button").all():
+    for box in page.locator(".site-nav a:visible, .button:visible").all():
         size = box.bounding_box()
         assert size["height"] >= 44, "touch targets are at least 44 px tall"
 
@@ -133,3 +133,39 @@ def test_enrolment_by_keyboard_alone(live_server: LiveServer, new_page: Any) -> 
     page.keyboard.press("Enter")
     page.wait_for_url(f"{base}/portal/dashboard")
     assert page.locator("h1").inner_text() == "Welcome, Acme Corp"
+
+
+def test_idle_warning_offers_to_stay_signed_in(live_server: LiveServer, new_page: Any) -> None:
+    page = new_page()
+    page.clock.install()
+    sign_in_by_keyboard(page, live_server)
+    dialog = page.locator("#idle-warning")
+    assert not dialog.is_visible()
+    page.clock.fast_forward("28:30")
+    dialog.wait_for(state="visible")
+    assert page.evaluate("document.activeElement.textContent.trim()") == "Stay signed in"
+    assert_axe_clean(page)
+    screenshot(page, "idle-warning-1280-dark")
+    with page.expect_response(lambda r: r.url.endswith("/session/extend")) as answer:
+        page.keyboard.press("Enter")
+    assert answer.value.status == 204
+    dialog.wait_for(state="hidden")
+    page.clock.fast_forward("28:30")
+    dialog.wait_for(state="visible")
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+
+
+def test_password_reset_pages_are_axe_clean(live_server: LiveServer, new_page: Any) -> None:
+    page = new_page(scheme="light")
+    page.goto(f"{live_server.url}/login")
+    page.get_by_role("link", name="Forgot your password?").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server.url}/password/forgot")
+    assert_axe_clean(page)
+    page.get_by_role("button", name="Send reset link").click()
+    assert page.locator(".field-error").inner_text() == "Enter your email address."
+    assert_axe_clean(page)
+    page.goto(f"{live_server.url}/password/reset/not-a-real-token")
+    assert "not valid" in page.get_by_role("alert").inner_text()
+    assert_axe_clean(page)

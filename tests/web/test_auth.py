@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import AuditEvent, UserSession
-from tests.conftest import Auth, csrf_token
+from tests.conftest import COOKIE, Auth, csrf_token
 
 INCORRECT = "Incorrect email or password."
 
@@ -116,14 +116,16 @@ def test_sign_out_ends_the_session_on_the_server(
     app: Flask, client: FlaskClient, auth: Auth, db: Session
 ) -> None:
     auth.sign_in()
-    cookie = client.get_cookie("portal_session")
+    cookie = client.get_cookie(COOKIE)
     assert cookie is not None
     assert auth.logout().headers["Location"] == "/login"
     with tenancy.system(db):
         record = db.scalars(select(UserSession).order_by(UserSession.id.desc())).first()
+        ended = db.scalars(select(AuditEvent).where(AuditEvent.name == "Portal.SessionEnded"))
+        assert [e.properties["reason"] for e in ended] == ["signed_out"]
     assert record is not None and record.revoked_at is not None
     replay = app.test_client()
-    replay.set_cookie("portal_session", cookie.value)
+    replay.set_cookie(COOKIE, cookie.value)
     assert replay.get("/portal/dashboard").status_code == 302
 
 
@@ -154,10 +156,38 @@ def test_post_without_csrf_token_is_refused(client: FlaskClient) -> None:
 
 def test_sign_in_rotates_the_cookie(client: FlaskClient, auth: Auth) -> None:
     client.get("/login")
-    before = client.get_cookie("portal_session")
+    before = client.get_cookie(COOKIE)
     auth.login()
-    between = client.get_cookie("portal_session")
+    between = client.get_cookie(COOKIE)
     auth.code()
-    after = client.get_cookie("portal_session")
+    after = client.get_cookie(COOKIE)
     assert before is not None and between is not None and after is not None
     assert len({before.value, between.value, after.value}) == 3
+
+
+def test_stay_signed_in_counts_as_activity(app: Flask, client: FlaskClient, auth: Auth) -> None:
+    auth.sign_in()
+    clock = app.extensions["portal.clock"]
+    clock.advance(timedelta(minutes=29))
+    token = csrf_token(client, "/portal/dashboard")
+    clock.advance(timedelta(seconds=30))
+    extended = client.post(
+        "/session/extend", data={"csrf_token": token}, headers={"HX-Request": "true"}
+    )
+    assert extended.status_code == 204
+    clock.advance(timedelta(minutes=29))
+    assert client.get("/portal/dashboard").status_code == 200
+    plain = client.post("/session/extend", data={"csrf_token": token, "next": "/portal/security"})
+    assert plain.headers["Location"] == "/portal/security"
+
+
+def test_cookie_is_host_only_secure_and_strict_headers_outside_development(
+    client: FlaskClient, auth: Auth
+) -> None:
+    response = auth.login()
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    for attribute in ("Secure", "HttpOnly", "Path=/", "SameSite=Lax"):
+        assert attribute in cookie
+    assert "Domain=" not in cookie
+    assert "max-age=" in client.get("/login").headers["Strict-Transport-Security"]

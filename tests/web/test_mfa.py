@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import AuditEvent, RecoveryCode
-from tests.conftest import Auth, csrf_token, totp_code, user_by_email
+from tests.conftest import COOKIE, Auth, csrf_token, totp_code, user_by_email
 
 WRONG_CODE = "That code didn&#39;t work."  # as escaped in the HTML
 
@@ -115,11 +115,11 @@ def test_the_pre_mfa_session_id_is_dead_after_verification(
     app: Flask, client: FlaskClient, auth: Auth
 ) -> None:
     auth.login()
-    half = client.get_cookie("portal_session")
+    half = client.get_cookie(COOKIE)
     assert half is not None
     auth.code()
     other = app.test_client()
-    other.set_cookie("portal_session", half.value)
+    other.set_cookie(COOKIE, half.value)
     assert other.get("/login/mfa").headers["Location"] == "/login"
     assert other.get("/portal/dashboard").status_code == 302
 

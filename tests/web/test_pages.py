@@ -117,9 +117,19 @@ def test_server_error_page_offers_retry_and_hides_the_trace(backend: Backend) ->
     assert "secret internals" not in page and "Traceback" not in page
 
 
+def _every_page(client: FlaskClient) -> list[str]:
+    app = client.application
+    rules = [
+        r.rule
+        for r in app.url_map.iter_rules()
+        if "GET" in (r.methods or ()) and not r.arguments and r.endpoint != "static"
+    ]
+    return [*rules, "/portal/nowhere", "/password/reset/x"]
+
+
 def test_security_headers_on_every_page(client: FlaskClient, auth: Auth) -> None:
     auth.sign_in()
-    for path in ("/login", "/portal/dashboard", "/portal/nowhere"):
+    for path in _every_page(client):
         headers = client.get(path).headers
         csp = headers["Content-Security-Policy"]
         assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp

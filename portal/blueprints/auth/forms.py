@@ -45,3 +45,49 @@ class CodeForm(FlaskForm):
         filters=[_strip],
         render_kw={"autocomplete": "one-time-code", "spellcheck": "false"},
     )
+
+
+def _new_password_field(label: str | object) -> PasswordField:
+    return PasswordField(
+        label,
+        validators=[DataRequired(_l("Enter a new password.")), Length(max=1024)],
+        render_kw={"autocomplete": "new-password", "minlength": 12},
+    )
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField(
+        _l("Email"),
+        validators=[
+            DataRequired(_l("Enter your email address.")),
+            Regexp(EMAIL_SHAPE, message=_l("Enter a valid email address.")),
+            Length(max=254),
+        ],
+        filters=[_strip],
+        render_kw={"autocomplete": "username", "spellcheck": "false"},
+    )
+
+
+class NewPasswordForm(FlaskForm):
+    new_password = _new_password_field(_l("New password"))
+    confirm_password = PasswordField(
+        _l("Confirm new password"),
+        validators=[DataRequired(_l("Enter the new password again."))],
+        render_kw={"autocomplete": "new-password"},
+    )
+
+
+class ChangePasswordForm(NewPasswordForm):
+    current_password = PasswordField(
+        _l("Current password"),
+        validators=[DataRequired(_l("Enter your current password."))],
+        render_kw={"autocomplete": "current-password"},
+    )
+
+
+class ConfirmPasswordForm(FlaskForm):
+    current_password = PasswordField(
+        _l("Current password"),
+        validators=[DataRequired(_l("Enter your current password."))],
+        render_kw={"autocomplete": "current-password"},
+    )

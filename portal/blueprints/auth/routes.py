@@ -5,16 +5,18 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
+from flask_login import login_required
 from werkzeug.wrappers import Response
 
-from portal import clock
-from portal.blueprints.auth.forms import CodeForm, LoginForm
-from portal.extensions import db_session, limiter, settings
+from portal import clock, tenancy
+from portal.blueprints.auth.forms import CodeForm, ForgotPasswordForm, LoginForm, NewPasswordForm
+from portal.blueprints.auth.passwords import explain
+from portal.extensions import db_session, limiter, mailer, settings
 from portal.models import UserSession
-from portal.services import audit, auth
+from portal.services import audit, auth, credentials
 from portal.services import mfa as totp
 from portal.services.passwords import hasher
-from portal.web import SESSION_TOKEN_KEY, request_info, safe_next, session_policy
+from portal.web import SESSION_TOKEN_KEY, is_htmx, request_info, safe_next, session_policy
 
 bp = Blueprint("auth", __name__)
 
@@ -186,12 +188,111 @@ def mfa_setup() -> Response | str | tuple[str, int]:
     return render_template("auth/recovery_codes.html", codes=codes, target=target)
 
 
+def _forgot_account_key() -> str:
+    return "forgot:" + auth.normalize_email(request.form.get("email", ""))
+
+
+@bp.route("/password/forgot", methods=["GET", "POST"])
+@limiter.limit(IP_LIMIT, methods=["POST"])
+@limiter.limit("5 per hour", methods=["POST"], key_func=_forgot_account_key)
+def forgot_password() -> Response | str | tuple[str, int]:
+    form = ForgotPasswordForm()
+    if not form.validate_on_submit():
+        status = 422 if request.method == "POST" else 200
+        return render_template("auth/forgot_password.html", form=form), status
+    db = db_session()
+    email = form.email.data or ""
+    user = auth.find_user_by_email(db, email)
+    if user is not None and user.is_active:
+        config = settings()
+        token = credentials.reset_token(user, secret_key=config.secret_key, now=clock.now())
+        link = url_for("auth.reset_password", token=token, _external=True)
+        mailer().send(
+            user.email,
+            _("Reset your Billing Portal password"),
+            render_template("mail/password_reset.txt", user=user, link=link),
+        )
+        with tenancy.system(db):
+            audit.record(
+                db,
+                "Portal.PasswordResetRequested",
+                company_id=user.company_id,
+                user_id=user.id,
+                request=request_info(),
+            )
+        db.commit()
+    # The same answer whether or not the address has an account.
+    flash(
+        _(
+            "If %(email)s has an account, we've sent it a link to choose a new password. "
+            "The link works once, within one hour.",
+            email=email,
+        ),
+        "info",
+    )
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/password/reset/<token>", methods=["GET", "POST"])
+@limiter.limit(IP_LIMIT, methods=["POST"])
+def reset_password(token: str) -> Response | str | tuple[str, int]:
+    db = db_session()
+    config = settings()
+    check = credentials.check_reset_token(db, token, secret_key=config.secret_key, now=clock.now())
+    if check.state is not credentials.ResetState.OK or check.user is None:
+        return render_template("auth/reset_password.html", form=None, state=check.state), 400
+    user = check.user
+    form = NewPasswordForm()
+    if not form.validate_on_submit():
+        status = 422 if request.method == "POST" else 200
+        return render_template("auth/reset_password.html", form=form, state=check.state), status
+    problem = credentials.new_password_problem(
+        user, form.new_password.data or "", form.confirm_password.data or ""
+    )
+    if problem is not None:
+        explain(form, problem)
+        return render_template("auth/reset_password.html", form=form, state=check.state), 422
+    credentials.set_password(
+        db,
+        user,
+        form.new_password.data or "",
+        ph=_password_hasher(),
+        now=clock.now(),
+        keep_session_id=None,
+    )
+    with tenancy.system(db):
+        audit.record(
+            db,
+            "Portal.PasswordReset",
+            company_id=user.company_id,
+            user_id=user.id,
+            request=request_info(),
+        )
+    db.commit()
+    session.clear()
+    flash(_("Your password was changed. Sign in with your new password."), "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.post("/session/extend")
+@login_required
+def extend_session() -> Response | tuple[str, int]:
+    """ "Stay signed in": counts as activity. htmx gets 204; a plain form goes back."""
+    db = db_session()
+    auth.touch_session(db, g.user_session, clock.now(), force=True)
+    db.commit()
+    if is_htmx():
+        return "", 204
+    return redirect(safe_next(request.form.get("next")) or url_for("dashboard.index"))
+
+
 @bp.post("/logout")
 def logout() -> Response:
     token = session.get(SESSION_TOKEN_KEY)
     if token:
-        auth.end_session(db_session(), token, clock.now())
-        db_session().commit()
+        db = db_session()
+        auth.sign_out(db, token, g.get("user"), now=clock.now(), request=request_info())
+        db.commit()
     session.clear()
     flash(_("You have signed out."), "info")
     return redirect(url_for("auth.login"))

@@ -2,31 +2,104 @@
 
 from __future__ import annotations
 
+from argon2 import PasswordHasher
 from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
-from portal.extensions import db_session
-from portal.services import auth, mfa
+from portal.blueprints.auth.forms import ChangePasswordForm, ConfirmPasswordForm
+from portal.blueprints.auth.passwords import explain
+from portal.extensions import db_session, limiter, settings
+from portal.services import audit, auth, credentials, mfa
+from portal.services.passwords import hasher, verify_password
 from portal.web import request_info, session_policy
 
 bp = Blueprint("security", __name__, url_prefix="/portal/security")
 
 
-@bp.get("")
-@login_required
-def show() -> str:
+def _page(
+    password_form: ChangePasswordForm | None = None,
+    codes_form: ConfirmPasswordForm | None = None,
+    status: int = 200,
+) -> tuple[str, int]:
     db = db_session()
     sessions = auth.active_sessions(db, current_user, policy=session_policy(), now=clock.now())
-    return render_template(
-        "security/show.html",
-        sessions=sessions,
-        current_session=g.user_session,
-        describe=auth.describe_device,
-        recovery_left=mfa.remaining_recovery_codes(db, current_user),
+    return (
+        render_template(
+            "security/show.html",
+            sessions=sessions,
+            current_session=g.user_session,
+            describe=auth.describe_device,
+            recovery_left=mfa.remaining_recovery_codes(db, current_user),
+            password_form=password_form or ChangePasswordForm(prefix="pw"),
+            codes_form=codes_form or ConfirmPasswordForm(prefix="rc"),
+        ),
+        status,
     )
+
+
+def _hasher() -> PasswordHasher:
+    config = settings()
+    return hasher(config.argon2_time_cost, config.argon2_memory_cost)
+
+
+@bp.get("")
+@login_required
+def show() -> tuple[str, int]:
+    return _page()
+
+
+@bp.post("/password")
+@login_required
+@limiter.limit("10 per hour", key_func=lambda: f"pwchange:{current_user.id}")
+def change_password() -> Response | tuple[str, int]:
+    form = ChangePasswordForm(prefix="pw")
+    if not form.validate_on_submit():
+        return _page(password_form=form, status=422)
+    db = db_session()
+    problem = credentials.change_password(
+        db,
+        current_user,
+        current=form.current_password.data or "",
+        new=form.new_password.data or "",
+        confirm=form.confirm_password.data or "",
+        ph=_hasher(),
+        now=clock.now(),
+        keep_session_id=g.user_session.id,
+        request=request_info(),
+    )
+    if problem is not None:
+        db.commit()  # nothing changed, but keep the session's state consistent
+        explain(form, problem)
+        return _page(password_form=form, status=422)
+    db.commit()
+    flash(_("Password changed. Your other sessions were signed out."), "info")
+    return redirect(url_for("security.show"))
+
+
+@bp.post("/recovery-codes")
+@login_required
+@limiter.limit("10 per hour", key_func=lambda: f"codes:{current_user.id}")
+def recovery_codes() -> str | tuple[str, int]:
+    form = ConfirmPasswordForm(prefix="rc")
+    if not form.validate_on_submit():
+        return _page(codes_form=form, status=422)
+    if not verify_password(current_user.password_hash, form.current_password.data or "", _hasher()):
+        form.current_password.errors = [_("Your current password is incorrect.")]
+        return _page(codes_form=form, status=422)
+    db = db_session()
+    codes = mfa.issue_recovery_codes(db, current_user, secret_key=settings().secret_key)
+    audit.record(
+        db,
+        "Portal.RecoveryCodesIssued",
+        company_id=current_user.company_id,
+        user_id=current_user.id,
+        request=request_info(),
+    )
+    db.commit()
+    return render_template("auth/recovery_codes.html", codes=codes, target=url_for("security.show"))
 
 
 @bp.post("/sessions/<public_id>/end")

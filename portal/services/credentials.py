@@ -1,0 +1,155 @@
+"""Changing and resetting a password."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, selectinload
+
+from portal import tenancy
+from portal.models import PortalUser, UserSession, UserStatus
+from portal.services import audit
+from portal.services.passwords import password_problem, verify_password
+
+RESET_MAX_AGE_SECONDS = 3600
+_RESET_SALT = "portal.password-reset.v1"
+
+
+class ResetState(StrEnum):
+    OK = "ok"
+    EXPIRED = "expired"
+    INVALID = "invalid"  # tampered, or already used (the password it was issued for changed)
+
+
+@dataclass(frozen=True)
+class ResetCheck:
+    state: ResetState
+    user: PortalUser | None = None
+
+
+def _serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
+    class _Signer(TimestampSigner):
+        # The portal's clock, not the system's, so expiry can be tested.
+        def get_timestamp(self) -> int:
+            return int(now.timestamp())
+
+    return URLSafeTimedSerializer(secret_key, salt=_RESET_SALT, signer=_Signer)
+
+
+def _fingerprint(secret_key: str, user: PortalUser) -> str:
+    # Ties the token to the current password: once it changes, the token is spent.
+    material = f"{user.public_id}:{user.password_hash or ''}".encode()
+    return hmac.new(secret_key.encode(), material, hashlib.sha256).hexdigest()[:24]
+
+
+def reset_token(user: PortalUser, *, secret_key: str, now: datetime) -> str:
+    return str(
+        _serializer(secret_key, now).dumps(
+            {"u": user.public_id, "f": _fingerprint(secret_key, user)}
+        )
+    )
+
+
+def check_reset_token(
+    session: Session, token: str, *, secret_key: str, now: datetime
+) -> ResetCheck:
+    try:
+        data = _serializer(secret_key, now).loads(token, max_age=RESET_MAX_AGE_SECONDS)
+    except SignatureExpired:
+        return ResetCheck(ResetState.EXPIRED)
+    except BadSignature:
+        return ResetCheck(ResetState.INVALID)
+    if not isinstance(data, dict):
+        return ResetCheck(ResetState.INVALID)
+    # The token names the user before any company is known: a lookup across companies.
+    with tenancy.system(session):
+        user = session.scalars(
+            select(PortalUser)
+            .where(PortalUser.public_id == str(data.get("u", "")))
+            .options(selectinload(PortalUser.company))
+        ).one_or_none()
+    if (
+        user is None
+        or user.status is not UserStatus.ACTIVE
+        or not hmac.compare_digest(str(data.get("f", "")), _fingerprint(secret_key, user))
+    ):
+        return ResetCheck(ResetState.INVALID)
+    return ResetCheck(ResetState.OK, user)
+
+
+def set_password(
+    session: Session,
+    user: PortalUser,
+    new_password: str,
+    *,
+    ph: PasswordHasher,
+    now: datetime,
+    keep_session_id: int | None,
+) -> int:
+    """Store the new hash, clear any lockout, and end every other session. Returns how many."""
+    with tenancy.system(session):
+        user.password_hash = ph.hash(new_password)
+        user.password_changed_at = now
+        user.failed_attempts = 0
+        user.locked_until = None
+        others = update(UserSession).where(
+            UserSession.user_id == user.id, UserSession.revoked_at.is_(None)
+        )
+        if keep_session_id is not None:
+            others = others.where(UserSession.id != keep_session_id)
+        result = session.execute(others.values(revoked_at=now))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+class ChangeProblem(StrEnum):
+    WRONG_CURRENT = "wrong_current"
+    MISMATCH = "mismatch"
+    SAME_AS_CURRENT = "same_as_current"
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    TOO_COMMON = "too_common"
+
+
+def new_password_problem(user: PortalUser, new: str, confirm: str) -> ChangeProblem | None:
+    if new != confirm:
+        return ChangeProblem.MISMATCH
+    problem = password_problem(new, email=user.email, company=user.company.name)
+    return ChangeProblem(problem) if problem else None
+
+
+def change_password(
+    session: Session,
+    user: PortalUser,
+    *,
+    current: str,
+    new: str,
+    confirm: str,
+    ph: PasswordHasher,
+    now: datetime,
+    keep_session_id: int,
+    request: audit.RequestInfo,
+) -> ChangeProblem | None:
+    if not verify_password(user.password_hash, current, ph):
+        return ChangeProblem.WRONG_CURRENT
+    problem = new_password_problem(user, new, confirm)
+    if problem is None and verify_password(user.password_hash, new, ph):
+        problem = ChangeProblem.SAME_AS_CURRENT
+    if problem is not None:
+        return problem
+    ended = set_password(session, user, new, ph=ph, now=now, keep_session_id=keep_session_id)
+    audit.record(
+        session,
+        "Portal.PasswordChanged",
+        company_id=user.company_id,
+        user_id=user.id,
+        request=request,
+        other_sessions_ended=ended,
+    )
+    return None

@@ -1,0 +1,198 @@
+"""Changing a password, and resetting it by e-mail through a real SMTP server."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from email import message_from_bytes
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal import tenancy
+from portal.models import AuditEvent
+from tests.conftest import Auth, csrf_token
+
+NEW_PASSWORD = "correct horse battery staple"
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings = dataclasses.replace(app.config["SETTINGS"], mail_url=f"smtp://127.0.0.1:{port}")
+    monkeypatch.setitem(app.config, "SETTINGS", settings)
+    try:
+        yield inbox
+    finally:
+        controller.stop()
+
+
+def _change(client: FlaskClient, current: str, new: str, confirm: str | None = None) -> Any:
+    token = csrf_token(client, "/portal/security")
+    return client.post(
+        "/portal/security/password",
+        data={
+            "pw-csrf_token": token,
+            "pw-current_password": current,
+            "pw-new_password": new,
+            "pw-confirm_password": new if confirm is None else confirm,
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "confirm", "message"),
+    [
+        ("wrong-password-here", NEW_PASSWORD, None, "Your current password is incorrect."),
+        ("portal-demo-2026", "short-pw", None, "Use at least 12 characters."),
+        ("portal-demo-2026", "password1234", None, "too easy to guess"),
+        ("portal-demo-2026", "admin-admin-admin", None, "too easy to guess"),
+        ("portal-demo-2026", "qwertyuiopasdf", None, "too easy to guess"),
+        ("portal-demo-2026", NEW_PASSWORD, "something else entirely", "don&#39;t match"),
+        ("portal-demo-2026", "portal-demo-2026", None, "too easy to guess"),
+    ],
+)
+def test_refused_password_changes_say_why(
+    client: FlaskClient, auth: Auth, current: str, new: str, confirm: str | None, message: str
+) -> None:
+    auth.sign_in()
+    response = _change(client, current, new, confirm)
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+
+
+def test_password_change_ends_other_sessions(
+    app: Flask, client: FlaskClient, auth: Auth, db: Session
+) -> None:
+    auth.sign_in()
+    other = app.test_client()
+    Auth(app, other).sign_in()
+    response = _change(client, "portal-demo-2026", NEW_PASSWORD)
+    assert response.headers["Location"] == "/portal/security"
+    assert other.get("/portal/dashboard").status_code == 302
+    assert client.get("/portal/dashboard").status_code == 200
+    fresh = Auth(app, app.test_client())
+    assert fresh.login(password="portal-demo-2026").status_code == 401
+    assert fresh.login(password=NEW_PASSWORD).status_code == 302
+    with tenancy.system(db):
+        changed = select(AuditEvent).where(AuditEvent.name == "Portal.PasswordChanged")
+        assert db.scalars(changed).all()
+
+
+def test_new_recovery_codes_need_the_password(client: FlaskClient, auth: Auth) -> None:
+    auth.sign_in()
+    token = csrf_token(client, "/portal/security")
+    wrong = client.post(
+        "/portal/security/recovery-codes",
+        data={"rc-csrf_token": token, "rc-current_password": "nope-nope-nope"},
+    )
+    assert wrong.status_code == 422
+    right = client.post(
+        "/portal/security/recovery-codes",
+        data={"rc-csrf_token": token, "rc-current_password": "portal-demo-2026"},
+    )
+    page = right.get_data(as_text=True)
+    codes = re.findall(r"<li><code>([0-9a-f]{5}-[0-9a-f]{5})</code></li>", page)
+    assert len(codes) == 10
+    assert "10 recovery codes left." in client.get("/portal/security").get_data(as_text=True)
+
+
+def _forgot(client: FlaskClient, email: str) -> Any:
+    token = csrf_token(client, "/password/forgot")
+    return client.post("/password/forgot", data={"csrf_token": token, "email": email})
+
+
+def _reset_link(inbox: Inbox) -> str:
+    [message] = inbox.messages
+    body = message.get_payload(decode=True).decode()
+    match = re.search(r"http://localhost(/password/reset/\S+)", body)
+    assert match, body
+    return match.group(1)
+
+
+def test_reset_by_email_end_to_end(
+    app: Flask, client: FlaskClient, auth: Auth, smtp: Inbox
+) -> None:
+    other = app.test_client()
+    Auth(app, other).sign_in("ap@acme.test")
+    response = _forgot(client, "ap@acme.test")
+    assert response.headers["Location"] == "/login"
+    assert "we&#39;ve sent it a link" in client.get("/login").get_data(as_text=True)
+    [message] = smtp.messages
+    assert message["To"] == "ap@acme.test"
+    link = _reset_link(smtp)
+    page = client.get(link)
+    assert page.status_code == 200 and "Choose a new password" in page.get_data(as_text=True)
+    token = csrf_token(client, link)
+    weak = client.post(
+        link,
+        data={
+            "csrf_token": token,
+            "new_password": "password1234",
+            "confirm_password": "password1234",
+        },
+    )
+    assert weak.status_code == 422 and "too easy to guess" in weak.get_data(as_text=True)
+    done = client.post(
+        link,
+        data={"csrf_token": token, "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD},
+    )
+    assert done.headers["Location"] == "/login"
+    assert other.get("/portal/dashboard").status_code == 302  # every session ended
+    assert auth.login("ap@acme.test", NEW_PASSWORD).headers["Location"] == "/login/mfa"
+    again = client.get(link)
+    assert again.status_code == 400 and "may have been used already" in again.get_data(as_text=True)
+
+
+def test_unknown_email_gets_the_same_answer_and_no_mail(client: FlaskClient, smtp: Inbox) -> None:
+    response = _forgot(client, "nobody@acme.test")
+    assert response.headers["Location"] == "/login"
+    assert "we&#39;ve sent it a link" in client.get("/login").get_data(as_text=True)
+    assert smtp.messages == []
+
+
+def test_reset_link_expires_after_an_hour(app: Flask, client: FlaskClient, smtp: Inbox) -> None:
+    _forgot(client, "admin@acme.test")
+    link = _reset_link(smtp)
+    app.extensions["portal.clock"].advance(timedelta(hours=1, seconds=1))
+    page = client.get(link)
+    assert page.status_code == 400 and "This link has expired" in page.get_data(as_text=True)
+
+
+def test_tampered_link_is_refused(client: FlaskClient, smtp: Inbox) -> None:
+    _forgot(client, "admin@acme.test")
+    link = _reset_link(smtp)
+    assert client.get(link[:-3] + "abc").status_code == 400
+
+
+def test_without_mail_url_mail_is_written_to_files(app: Flask, client: FlaskClient) -> None:
+    from pathlib import Path
+
+    folder = Path(app.config["SETTINGS"].mail_dir)
+    before = set(folder.glob("*.eml")) if folder.exists() else set()
+    _forgot(client, "admin@acme.test")
+    written = set(folder.glob("*.eml")) - before
+    assert len(written) == 1
+    assert b"/password/reset/" in next(iter(written)).read_bytes()
