@@ -23,13 +23,13 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-run: install
+run: install translations-compile
 	$(RUN_ENV) $(BIN)/flask --app wsgi db upgrade
 	$(RUN_ENV) $(BIN)/flask --app wsgi seed demo
 	$(RUN_ENV) $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT)
 
 # The whole suite, on SQLite and PostgreSQL (where reachable), with Redis and Chromium where present.
-test: install-dev
+test: install-dev translations-compile
 	$(BIN)/pytest
 
 test-sqlite: install-dev
@@ -51,13 +51,15 @@ worker: install
 	$(BIN)/rq worker --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" portal
 
 translations-extract: install
-	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o translations/messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --omit-header \
+		-o translations/messages.pot .
 
 translations-update: translations-extract
 	$(BIN)/pybabel update -i translations/messages.pot -d translations
 
 translations-compile: install
-	$(BIN)/pybabel compile -d translations --use-fuzzy || true
+	@if ls translations/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
+		$(BIN)/pybabel compile -d translations --statistics; fi
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache tests/artifacts

@@ -50,11 +50,15 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from portal.blueprints.auth.routes import bp as auth_bp
     from portal.blueprints.dashboard.routes import bp as dashboard_bp
     from portal.blueprints.health.routes import bp as health_bp
+    from portal.blueprints.invoices.routes import bp as invoices_bp
+    from portal.blueprints.language.routes import bp as language_bp
     from portal.blueprints.security.routes import bp as security_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(invoices_bp)
+    app.register_blueprint(language_bp)
     app.register_blueprint(security_bp)
 
     from portal.cli import register_cli

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from babel import Locale, UnknownLocaleError
-from flask import Flask, g, request
+from flask import Flask, g, request, session
 from flask_babel import get_locale
 
 from portal.extensions import babel
 
 SUPPORTED_LOCALES = ("en", "es", "de", "ar")
+LANGUAGE_KEY = "lang"
 RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
 
 
@@ -18,6 +19,9 @@ def select_locale() -> str:
         language = str(user.locale).split("_")[0]
         if language in SUPPORTED_LOCALES:
             return language
+    chosen = session.get(LANGUAGE_KEY)
+    if chosen in SUPPORTED_LOCALES:
+        return str(chosen)
     best: str | None = request.accept_languages.best_match(SUPPORTED_LOCALES)
     return best or SUPPORTED_LOCALES[0]
 
@@ -28,6 +32,10 @@ def format_locale() -> str:
     if user is not None:
         return str(user.locale or user.company.locale)
     return str(get_locale() or "en")
+
+
+def language_choices() -> list[tuple[str, str]]:
+    return [(code, language_name(code)) for code in SUPPORTED_LOCALES]
 
 
 def text_direction() -> str:

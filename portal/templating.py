@@ -7,11 +7,14 @@ from datetime import date, datetime
 
 from babel.dates import format_date as babel_format_date
 from babel.dates import format_datetime as babel_format_datetime
-from flask import Flask, current_app, g, request
+from babel.numbers import format_decimal as babel_format_decimal
+from flask import Flask, current_app, g, request, url_for
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
-from portal import i18n
+from portal import flags, i18n
+from portal.models import Invoice
+from portal.services.invoices import is_payable
 from portal.services.money import format_money
 from portal.web import is_htmx
 
@@ -66,12 +69,34 @@ def format_datetime(value: datetime | None, fmt: str = "medium") -> str:
     return babel_format_datetime(value, format=fmt, locale=i18n.format_locale())
 
 
+def endpoint_exists(endpoint: str) -> bool:
+    return endpoint in current_app.view_functions
+
+
+def pay_url(invoice: Invoice) -> str | None:
+    """Where "Pay Now" goes, once online payment exists and is switched on; else None."""
+    if not endpoint_exists("payments.new") or not flags.enabled("m25_portal_payment"):
+        return None
+    if not is_payable(invoice):
+        return None
+    return url_for("payments.new", invoice=invoice.public_id)
+
+
+def format_number(value: object) -> str:
+    return babel_format_decimal(value, locale=i18n.format_locale())  # type: ignore[arg-type]
+
+
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters.update(money=money, date=format_date, datetime=format_datetime)
+    app.jinja_env.filters.update(
+        money=money, date=format_date, datetime=format_datetime, number=format_number
+    )
     app.jinja_env.globals.update(
         is_htmx=is_htmx,
+        endpoint_exists=endpoint_exists,
+        pay_url=pay_url,
         get_locale=get_locale,
         text_direction=i18n.text_direction,
+        language_choices=i18n.language_choices,
         nav_items=lambda: _visible(NAV),
         account_nav_items=lambda: _visible(ACCOUNT_NAV),
         current_endpoint=lambda: request.endpoint,

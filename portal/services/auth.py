@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from argon2 import PasswordHasher
 from sqlalchemy import ColumnElement, CursorResult, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import tenancy
@@ -185,8 +185,9 @@ def load_session(
             select(UserSession)
             .where(UserSession.token_hash == _token_hash(token))
             .options(
-                selectinload(UserSession.user).selectinload(PortalUser.grants),
-                selectinload(UserSession.user).selectinload(PortalUser.company),
+                # many-to-one joins in the same query; grants (a list) in one more
+                joinedload(UserSession.user).joinedload(PortalUser.company),
+                joinedload(UserSession.user).selectinload(PortalUser.grants),
             )
         ).one_or_none()
     if record is None or record.revoked_at is not None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import OUTSTANDING, Company, Invoice
+from portal.models import OUTSTANDING, Company, Invoice, Payment, PaymentStatus
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,85 @@ def account_summary(session: Session, today: date) -> AccountSummary:
         overdue_count=int(counts[1]),
         next_due=counts[2],
     )
+
+
+AGING_BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
+
+
+@dataclass(frozen=True)
+class AgingBucket:
+    key: str
+    amount: int
+    count: int
+
+
+def aging(session: Session, today: date) -> list[AgingBucket]:
+    """What is owed by how late it is, in one query (company currency only)."""
+    scope = tenancy.current_scope(session)
+    company = session.get_one(Company, scope.company_id)
+
+    def days_ago(n: int) -> date:
+        return today - timedelta(days=n)
+
+    conditions = {
+        "current": Invoice.due_date >= today,
+        "1-30": and_(Invoice.due_date < today, Invoice.due_date >= days_ago(30)),
+        "31-60": and_(Invoice.due_date < days_ago(30), Invoice.due_date >= days_ago(60)),
+        "61-90": and_(Invoice.due_date < days_ago(60), Invoice.due_date >= days_ago(90)),
+        "90+": Invoice.due_date < days_ago(90),
+    }
+    columns: list[Any] = []
+    for key in AGING_BUCKETS:
+        columns.append(func.coalesce(func.sum(case((conditions[key], Invoice.balance_due))), 0))
+        columns.append(func.count(case((conditions[key], Invoice.id))))
+    row = session.execute(
+        select(*columns).where(
+            Invoice.status.in_(OUTSTANDING),
+            Invoice.balance_due > 0,
+            Invoice.currency == company.currency,
+        )
+    ).one()
+    return [
+        AgingBucket(key, int(row[2 * i]), int(row[2 * i + 1]))
+        for i, key in enumerate(AGING_BUCKETS)
+    ]
+
+
+@dataclass(frozen=True)
+class Activity:
+    kind: str  # "invoice" or "payment"
+    at: datetime
+    label: str
+    amount: int
+    currency: str
+    status: str
+    public_id: str
+
+
+def recent_activity(session: Session, limit: int = 6) -> list[Activity]:
+    """The latest invoices and payments, newest first: two small queries."""
+    issued = session.scalars(select(Invoice).order_by(Invoice.created_at.desc()).limit(limit))
+    paid = session.scalars(
+        select(Payment)
+        .where(Payment.status != PaymentStatus.PENDING)
+        .order_by(Payment.created_at.desc())
+        .limit(limit)
+    )
+    items = [
+        Activity(
+            "invoice", i.created_at, i.number, i.total, i.currency, i.status.value, i.public_id
+        )
+        for i in issued
+    ] + [
+        Activity(
+            "payment",
+            p.created_at,
+            p.receipt_number or "",
+            p.amount,
+            p.currency,
+            p.status.value,
+            p.public_id,
+        )
+        for p in paid
+    ]
+    return sorted(items, key=lambda a: a.at, reverse=True)[:limit]

@@ -97,9 +97,11 @@ def browser() -> Iterator[Any]:
 def new_page(browser: Any) -> Iterator[Any]:
     contexts: list[Any] = []
 
-    def make(width: int = 1280, height: int = 800, scheme: str = "dark") -> Any:
+    def make(
+        width: int = 1280, height: int = 800, scheme: str = "dark", locale: str = "en-US"
+    ) -> Any:
         context = browser.new_context(
-            viewport={"width": width, "height": height}, color_scheme=scheme, locale="en-US"
+            viewport={"width": width, "height": height}, color_scheme=scheme, locale=locale
         )
         contexts.append(context)
         return context.new_page()

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 
 from portal import clock
 from portal.extensions import db_session
-from portal.services.dashboard import account_summary
+from portal.services.dashboard import account_summary, aging, recent_activity
 
 bp = Blueprint("dashboard", __name__, url_prefix="/portal")
 
@@ -22,5 +22,14 @@ def root() -> Response:
 @bp.get("/dashboard")
 @login_required
 def index() -> str:
-    summary = account_summary(db_session(), clock.today())
-    return render_template("dashboard/index.html", summary=summary)
+    db = db_session()
+    today = clock.today()
+    buckets = aging(db, today)
+    return render_template(
+        "dashboard/index.html",
+        summary=account_summary(db, today),
+        aging=buckets,
+        aging_max=max([b.amount for b in buckets] + [1]),
+        activity=recent_activity(db),
+        today=today,
+    )

@@ -10,6 +10,70 @@
     if (target) target.focus();
   });
 
+  // Keyboard shortcuts. None fires while the person is typing in a field.
+  function isTyping(target) {
+    if (!target || !target.tagName) return false;
+    if (target.isContentEditable) return true;
+    var tag = target.tagName.toLowerCase();
+    if (tag === "textarea" || tag === "select") return true;
+    if (tag !== "input") return false;
+    var type = (target.getAttribute("type") || "text").toLowerCase();
+    return ["checkbox", "radio", "button", "submit", "reset"].indexOf(type) === -1;
+  }
+
+  function rowLinks() {
+    return Array.prototype.slice.call(document.querySelectorAll("table[data-rows] .row-link"));
+  }
+
+  function moveRow(step) {
+    var links = rowLinks();
+    if (!links.length) return false;
+    var active = document.activeElement;
+    var row = active && active.closest ? active.closest("tr") : null;
+    var index = -1;
+    for (var i = 0; i < links.length; i++) {
+      if (links[i] === active || (row && links[i].closest("tr") === row)) { index = i; break; }
+    }
+    var next = index === -1 ? (step > 0 ? 0 : links.length - 1)
+                            : Math.min(links.length - 1, Math.max(0, index + step));
+    links[next].focus();
+    return true;
+  }
+
+  function follow(key) {
+    var target = document.querySelector('[data-shortcut="' + key + '"]');
+    if (!target) return false;
+    target.click();
+    return true;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+    // From the search field, ↓ goes to the first result (as in a combobox).
+    if (event.key === "ArrowDown" && event.target.type === "search" && rowLinks().length) {
+      event.preventDefault();
+      rowLinks()[0].focus();
+      return;
+    }
+    if (isTyping(event.target)) return;
+    if (document.querySelector("dialog[open]") && event.key !== "Escape") return;
+    var handled = false;
+    if (event.key === "/") {
+      var search = document.querySelector('input[type="search"]');
+      if (search) { search.focus(); search.select(); handled = true; }
+    } else if (event.key === "?") {
+      var help = document.getElementById("shortcuts");
+      if (help && typeof help.showModal === "function") { help.showModal(); handled = true; }
+    } else if (event.key === "ArrowDown") {
+      handled = moveRow(1);
+    } else if (event.key === "ArrowUp") {
+      handled = moveRow(-1);
+    } else if (event.key === "p" || event.key === "d" || event.key === "s") {
+      handled = follow(event.key);
+    }
+    if (handled) event.preventDefault();
+  });
+
   // Idle warning: two minutes before the server's idle timeout, offer to stay signed in.
   var WARN_BEFORE_MS = 120 * 1000;
   var idleSeconds = parseInt(document.body.getAttribute("data-idle-seconds") || "0", 10);

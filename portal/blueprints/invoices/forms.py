@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import DateField, IntegerField, SearchField, SelectField
+from wtforms.validators import NumberRange, Optional, ValidationError
+
+from portal.services.invoices import DEFAULT_SORT, SORT_KEYS, InvoiceQuery
+
+
+def status_choices() -> list[tuple[str, Any]]:
+    return [
+        ("all", _l("All")),
+        ("open", _l("Open")),
+        ("overdue", _l("Overdue")),
+        ("partially_paid", _l("Partially paid")),
+        ("processing", _l("Processing")),
+        ("failed", _l("Failed")),
+        ("disputed", _l("Disputed")),
+        ("paid", _l("Paid")),
+    ]
+
+
+def sort_choices() -> list[tuple[str, Any]]:
+    labels = {
+        "date": (_l("Newest first"), _l("Oldest first")),
+        "due": (_l("Due date, latest first"), _l("Due date, soonest first")),
+        "amount": (_l("Amount, highest first"), _l("Amount, lowest first")),
+        "status": (_l("Status, Z to A"), _l("Status, A to Z")),
+        "number": (_l("Number, Z to A"), _l("Number, A to Z")),
+    }
+    return [c for key in SORT_KEYS for c in ((f"-{key}", labels[key][0]), (key, labels[key][1]))]
+
+
+class InvoiceFilterForm(FlaskForm):
+    """The list's GET form: every control is a query parameter, so URLs can be shared."""
+
+    class Meta:
+        csrf = False
+
+    status = SelectField(_l("Status"), choices=status_choices, default="all")
+    q = SearchField(
+        _l("Search"),
+        filters=[lambda v: v.strip()[:100] if isinstance(v, str) else v],
+        render_kw={
+            "placeholder": _l("Number, PO or description"),
+            "autocomplete": "off",
+            "spellcheck": "false",
+        },
+    )
+    date_from = DateField(_l("Issued from"), validators=[Optional()], name="from")
+    date_to = DateField(_l("Issued to"), validators=[Optional()], name="to")
+    sort = SelectField(_l("Sort by"), choices=sort_choices, default=DEFAULT_SORT)
+    page = IntegerField(validators=[Optional(), NumberRange(min=1)], default=1)
+
+    def validate_date_to(self, field: DateField) -> None:
+        start, end = self.date_from.data, field.data
+        if start and end and end < start:
+            raise ValidationError(_l("The end date must be on or after the start date."))
+
+    def to_query(self) -> InvoiceQuery:
+        """What the list shows; a field that failed validation is left out, the rest applies."""
+
+        def ok(field: Any) -> bool:
+            return not field.errors
+
+        status = self.status.data if ok(self.status) else "all"
+        sort = self.sort.data if ok(self.sort) else DEFAULT_SORT
+        start: date | None = self.date_from.data if ok(self.date_from) else None
+        end: date | None = self.date_to.data if ok(self.date_to) else None
+        page = self.page.data if ok(self.page) and self.page.data else 1
+        return InvoiceQuery(
+            status=status or "all",
+            q=self.q.data or "",
+            date_from=start,
+            date_to=end,
+            sort=sort or DEFAULT_SORT,
+            page=page,
+        )

@@ -1,0 +1,141 @@
+"""The invoice list (one URL, two renderings), an invoice, its PDF, and several as a ZIP."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from werkzeug.wrappers import Response
+
+from portal import clock, i18n
+from portal.blueprints.invoices.forms import InvoiceFilterForm
+from portal.extensions import db_session, settings
+from portal.models import Invoice
+from portal.services import audit, invoice_pdf, invoices
+from portal.web import is_htmx, request_info
+
+bp = Blueprint("invoices", __name__, url_prefix="/portal/invoices")
+
+
+def _not_found() -> Response:
+    abort(404, description=_("Invoice not found."))
+
+
+def _load(public_id: str) -> Invoice:
+    invoice = invoices.get_invoice(db_session(), public_id)
+    if invoice is None:
+        _not_found()
+    assert invoice is not None
+    return invoice
+
+
+def _pdf_bytes(invoice: Invoice) -> bytes:
+    return invoice_pdf.cached_invoice_pdf(
+        invoice,
+        current_user.company,
+        locale=i18n.format_locale(),
+        template_env=current_app.jinja_env,
+        cache_dir=Path(settings().storage_dir) / "invoice-pdf",
+    )
+
+
+@bp.get("")
+@login_required
+def index() -> str:
+    form = InvoiceFilterForm(formdata=request.args)
+    form.validate()
+    query = form.to_query()
+    db = db_session()
+    today = clock.today()
+    page = invoices.list_invoices(db, query, today)
+    context = {
+        "form": form,
+        "page": page,
+        "query": query,
+        "today": today,
+        "has_any": page.total > 0 or invoices.has_any_invoice(db),
+        "filtered": query != type(query)(page=query.page, sort=query.sort),
+    }
+    # One URL, two renderings: htmx asks for the results only (the response varies on it).
+    if is_htmx() and not request.headers.get("HX-Boosted"):
+        return render_template("invoices/_results.html", **context)
+    return render_template("invoices/index.html", **context)
+
+
+@bp.get("/download")
+@login_required
+def download() -> Response:
+    public_ids = request.args.getlist("invoice")
+    if not public_ids:
+        flash(_("Select at least one invoice to download."), "warning")
+        return redirect(url_for("invoices.index"))
+    if len(public_ids) > 100:
+        abort(400, description=_("Download at most 100 invoices at a time."))
+    found = invoices.get_invoices(db_session(), public_ids)
+    if found is None:
+        _not_found()
+    assert found is not None
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for invoice in found:
+            archive.writestr(invoice_pdf.pdf_filename(invoice), _pdf_bytes(invoice))
+    buffer.seek(0)
+    return send_file(
+        buffer,
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=f"invoices-{clock.today().isoformat()}.zip",
+    )
+
+
+@bp.get("/<public_id>")
+@login_required
+def show(public_id: str) -> str:
+    db = db_session()
+    invoice = _load(public_id)
+    applied = invoices.payments_applied(db, invoice)
+    documents = invoices.documents_for(db, invoice)
+    audit.record(
+        db,
+        "Portal.InvoiceViewed",
+        company_id=current_user.company_id,
+        user_id=current_user.id,
+        request=request_info(),
+        customer_id=current_user.company.public_id,
+        invoice_id=invoice.public_id,
+    )
+    db.commit()
+    return render_template(
+        "invoices/show.html",
+        invoice=invoice,
+        applied=applied,
+        documents=documents,
+        today=clock.today(),
+        payable=invoices.is_payable(invoice),
+    )
+
+
+@bp.get("/<public_id>/pdf")
+@login_required
+def pdf(public_id: str) -> Response:
+    invoice = _load(public_id)
+    return send_file(
+        io.BytesIO(_pdf_bytes(invoice)),
+        mimetype="application/pdf",
+        as_attachment=True,
+        download_name=invoice_pdf.pdf_filename(invoice),
+    )

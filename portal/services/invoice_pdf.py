@@ -1,0 +1,217 @@
+"""The invoice as a PDF: `pdf/invoice.html` rendered by Jinja and converted by xhtml2pdf.
+
+Everything the template shows is formatted here (money, dates, quantities, tax rates) for one
+locale, so the template only lays it out. Fonts are DejaVu from Debian's fonts-dejavu-core,
+the only files a render may read: Latin with accents, Greek, Cyrillic and Arabic all draw.
+xhtml2pdf joins Arabic letters (arabic-reshaper) and puts each line in visual order itself.
+
+PDFs are cached per invoice *version*: the version changes with every update of the invoice
+row, so a cached file never outlives the figures it shows.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import jinja2
+from babel.dates import format_date
+from babel.numbers import format_decimal, format_percent
+from xhtml2pdf import pisa
+from xhtml2pdf.config.resources import ResourceAccessPolicy
+
+from portal.models import Company, Invoice
+from portal.services.money import format_money
+
+TEMPLATE = "pdf/invoice.html"
+BRAND = "Billing Portal"
+FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+FONT_REGULAR = FONT_DIR / "DejaVuSans.ttf"
+FONT_BOLD = FONT_DIR / "DejaVuSans-Bold.ttf"
+
+# A render reads the two fonts and nothing else: no network, no working directory. The other
+# limits are xhtml2pdf's "server" ones (time, depth, size), generous for an invoice.
+_POLICY = ResourceAccessPolicy.server(
+    None, extra_roots=(FONT_DIR,), allow_remote=False, max_render_seconds=120
+)
+
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(?:_[A-Za-z0-9]{2,8})*")
+_PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]+")
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+# LRM, RLM, ALM and the embedding, override and isolate controls.
+_BIDI_MARKS = dict.fromkeys(
+    map(ord, "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+)
+
+
+class InvoicePdfError(RuntimeError):
+    """The invoice could not be converted: fonts missing, or errors from xhtml2pdf."""
+
+
+@dataclass(frozen=True)
+class PdfLine:
+    description: str
+    quantity: str
+    unit_price: str
+    tax_rate: str
+    amount: str
+
+
+@dataclass(frozen=True)
+class PdfInvoice:
+    """What the template shows, every value already formatted for the locale."""
+
+    brand: str
+    company_name: str
+    account_name: str
+    account_number: str
+    bill_to: list[str]
+    number: str
+    reference: str
+    issue_date: str
+    due_date: str
+    currency: str
+    lines: list[PdfLine]
+    subtotal: str
+    tax_total: str
+    total: str
+    amount_paid: str
+    balance_due: str
+    font_regular: str
+    font_bold: str
+
+
+def invoice_view(invoice: Invoice, company: Company, *, locale: str) -> PdfInvoice:
+    """The invoice formatted for `locale`, as the PDF template reads it."""
+    currency = invoice.currency
+    account = invoice.billing_account
+
+    def money(minor: int) -> str:
+        return plain(format_money(minor, currency, locale))
+
+    def day(value: date) -> str:
+        return plain(format_date(value, format="medium", locale=locale))
+
+    def percent(basis_points: int) -> str:
+        # The locale's own pattern, keeping the basis points' decimals: 8.25 %.
+        value = Decimal(basis_points).scaleb(-4)
+        return plain(format_percent(value, locale=locale, decimal_quantization=False))
+
+    return PdfInvoice(
+        brand=BRAND,
+        company_name=company.name,
+        account_name=account.name,
+        account_number=account.number,
+        bill_to=[line.strip() for line in (account.bill_to or "").splitlines() if line.strip()],
+        number=invoice.number,
+        reference=invoice.reference or "",
+        issue_date=day(invoice.issue_date),
+        due_date=day(invoice.due_date),
+        currency=currency,
+        lines=[
+            PdfLine(
+                description=line.description,
+                quantity=plain(format_decimal(line.quantity, locale=locale)),
+                unit_price=money(line.unit_price),
+                tax_rate=percent(line.tax_rate_bp),
+                amount=money(line.amount),
+            )
+            for line in invoice.lines
+        ],
+        subtotal=money(invoice.subtotal),
+        tax_total=money(invoice.tax_total),
+        total=money(invoice.total),
+        amount_paid=money(invoice.amount_paid),
+        balance_due=money(invoice.balance_due),
+        font_regular=str(FONT_REGULAR),
+        font_bold=str(FONT_BOLD),
+    )
+
+
+def plain(text: str) -> str:
+    """A locale-formatted value without its bidi marks, to be read left to right.
+
+    The page is English, so left to right. Babel's Arabic formats carry right-to-left marks
+    meant for a right-to-left page ("01\\u200f/03\\u200f/2025"); laid out left to right, the
+    marks scramble the value ("012025/03/"). Without them it reads as written: 01/03/2025.
+    """
+    return text.translate(_BIDI_MARKS)
+
+
+def render_invoice_pdf(
+    invoice: Invoice, company: Company, *, locale: str, template_env: jinja2.Environment
+) -> bytes:
+    """The invoice as PDF bytes, from `pdf/invoice.html` in `template_env` (the app's)."""
+    # xhtml2pdf falls back to Helvetica when a font cannot be read and says so only in its
+    # log; that would draw Greek, Cyrillic and Arabic names as blanks. Refuse instead.
+    missing = [str(font) for font in (FONT_REGULAR, FONT_BOLD) if not font.is_file()]
+    if missing:
+        raise InvoicePdfError(f"fonts missing (install fonts-dejavu-core): {', '.join(missing)}")
+    html = template_env.get_template(TEMPLATE).render(
+        invoice=invoice_view(invoice, company, locale=locale)
+    )
+    out = io.BytesIO()
+    status = pisa.CreatePDF(html, dest=out, encoding="utf-8", resource_policy=_POLICY)
+    if status.err:
+        raise InvoicePdfError(f"xhtml2pdf reported {status.err} error(s) for {invoice.number}")
+    return out.getvalue()
+
+
+def cached_invoice_pdf(
+    invoice: Invoice,
+    company: Company,
+    *,
+    locale: str,
+    template_env: jinja2.Environment,
+    cache_dir: Path,
+) -> bytes:
+    """The invoice's PDF for this version and locale, rendered once and then read from disk.
+
+    `<public_id>-v<version>-<locale>.pdf` in `cache_dir`, written atomically (a reader sees
+    the whole file or none). Writing a new version deletes the files of older ones.
+    """
+    if not _PUBLIC_ID.fullmatch(invoice.public_id or ""):
+        raise ValueError(f"unexpected public id {invoice.public_id!r}")
+    if not _LOCALE.fullmatch(locale):
+        raise ValueError(f"unexpected locale {locale!r}")
+    version = int(invoice.version)
+    path = cache_dir / f"{invoice.public_id}-v{version}-{locale}.pdf"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    pdf = render_invoice_pdf(invoice, company, locale=locale, template_env=template_env)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(pdf)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _delete_older_versions(cache_dir, invoice.public_id, version)
+    return pdf
+
+
+def _delete_older_versions(cache_dir: Path, public_id: str, version: int) -> None:
+    """Drop this invoice's PDFs of earlier versions (any locale); newer ones stay."""
+    pattern = re.compile(rf"{re.escape(public_id)}-v(\d+)-[A-Za-z0-9_]+\.pdf")
+    for old in cache_dir.glob(f"{public_id}-v*.pdf"):
+        match = pattern.fullmatch(old.name)
+        if match and int(match.group(1)) < version:
+            old.unlink(missing_ok=True)
+
+
+def pdf_filename(invoice: Invoice) -> str:
+    """The download name, `invoice-INV-1001.pdf`: ASCII letters, digits, `.`, `_` and `-`."""
+    safe = _UNSAFE_FILENAME.sub("-", invoice.number or "").strip(".-")[:80].strip(".-")
+    return f"invoice-{safe}.pdf" if safe else "invoice.pdf"

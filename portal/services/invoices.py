@@ -1,0 +1,195 @@
+"""Finding and reading invoices within the bound scope."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Select, and_, func, not_, or_, select
+from sqlalchemy.orm import Session, joinedload, selectinload
+
+from portal.models import (
+    Document,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    Payment,
+    PaymentAllocation,
+    PaymentStatus,
+)
+
+PAGE_SIZE = 25
+STATUS_FILTERS = (
+    "all",
+    "open",
+    "overdue",
+    "partially_paid",
+    "processing",
+    "failed",
+    "disputed",
+    "paid",
+)
+SORT_KEYS = ("date", "due", "amount", "status", "number")
+DEFAULT_SORT = "-date"
+PAYABLE = (
+    InvoiceStatus.OPEN,
+    InvoiceStatus.PARTIALLY_PAID,
+    InvoiceStatus.PAYMENT_FAILED,
+)
+
+
+@dataclass(frozen=True)
+class InvoiceQuery:
+    status: str = "all"
+    q: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    sort: str = DEFAULT_SORT
+    page: int = 1
+
+
+@dataclass
+class InvoicePage:
+    items: list[Invoice]
+    total: int
+    page: int
+    page_size: int = PAGE_SIZE
+    pages: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pages = max(1, -(-self.total // self.page_size))
+
+
+def _status_condition(status: str, today: date) -> Any:
+    overdue = Invoice.is_overdue_on(today)
+    return {
+        "open": and_(Invoice.status == InvoiceStatus.OPEN, not_(overdue)),
+        "overdue": overdue,
+        "partially_paid": and_(Invoice.status == InvoiceStatus.PARTIALLY_PAID, not_(overdue)),
+        "processing": Invoice.status == InvoiceStatus.PROCESSING,
+        "failed": Invoice.status == InvoiceStatus.PAYMENT_FAILED,
+        "disputed": Invoice.status == InvoiceStatus.DISPUTED,
+        "paid": Invoice.status == InvoiceStatus.PAID,
+    }.get(status)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filtered(query: InvoiceQuery, today: date) -> Select[Invoice]:
+    statement = select(Invoice)
+    condition = _status_condition(query.status, today)
+    if condition is not None:
+        statement = statement.where(condition)
+    if query.date_from:
+        statement = statement.where(Invoice.issue_date >= query.date_from)
+    if query.date_to:
+        statement = statement.where(Invoice.issue_date <= query.date_to)
+    text = query.q.strip()
+    if text:
+        pattern = f"%{_escape_like(text)}%"
+        in_lines = select(InvoiceLine.invoice_id).where(
+            InvoiceLine.description.ilike(pattern, escape="\\")
+        )
+        statement = statement.where(
+            or_(
+                Invoice.number.ilike(pattern, escape="\\"),
+                Invoice.reference.ilike(pattern, escape="\\"),
+                Invoice.id.in_(in_lines),
+            )
+        )
+    return statement
+
+
+def _ordering(sort: str) -> list[Any]:
+    descending = sort.startswith("-")
+    key = sort.lstrip("-")
+    column = {
+        "date": Invoice.issue_date,
+        "due": Invoice.due_date,
+        "amount": Invoice.total,
+        "status": Invoice.status,
+        "number": Invoice.number,
+    }.get(key, Invoice.issue_date)
+    tie = Invoice.id.desc() if descending else Invoice.id.asc()
+    return [column.desc() if descending else column.asc(), tie]
+
+
+def list_invoices(session: Session, query: InvoiceQuery, today: date) -> InvoicePage:
+    """One page of the scope's invoices: two queries whatever the number of invoices."""
+    statement = _filtered(query, today)
+    total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(max(1, query.page), pages)
+    items = session.scalars(
+        statement.options(joinedload(Invoice.billing_account))
+        .order_by(*_ordering(query.sort))
+        .limit(PAGE_SIZE)
+        .offset((page - 1) * PAGE_SIZE)
+    ).all()
+    return InvoicePage(list(items), total, page, PAGE_SIZE)
+
+
+def has_any_invoice(session: Session) -> bool:
+    return session.scalar(select(Invoice.id).limit(1)) is not None
+
+
+def get_invoice(session: Session, public_id: str) -> Invoice | None:
+    """The invoice with its lines and account, if the scope may see it (else None: a 404)."""
+    return session.scalars(
+        select(Invoice)
+        .where(Invoice.public_id == public_id)
+        .options(selectinload(Invoice.lines), joinedload(Invoice.billing_account))
+    ).one_or_none()
+
+
+def get_invoices(session: Session, public_ids: list[str]) -> list[Invoice] | None:
+    """All of them in the order asked, or None if any is unknown to the scope."""
+    wanted = list(dict.fromkeys(public_ids))
+    found = {
+        i.public_id: i
+        for i in session.scalars(
+            select(Invoice)
+            .where(Invoice.public_id.in_(wanted))
+            .options(selectinload(Invoice.lines), joinedload(Invoice.billing_account))
+        )
+    }
+    if len(found) != len(wanted):
+        return None
+    return [found[p] for p in wanted]
+
+
+@dataclass(frozen=True)
+class AppliedPayment:
+    payment: Payment
+    amount: int  # the part applied to this invoice
+
+
+def payments_applied(session: Session, invoice: Invoice) -> list[AppliedPayment]:
+    rows = session.execute(
+        select(Payment, PaymentAllocation.amount)
+        .join(PaymentAllocation, PaymentAllocation.payment_id == Payment.id)
+        .where(
+            PaymentAllocation.invoice_id == invoice.id,
+            Payment.status.in_(
+                (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING, PaymentStatus.FAILED)
+            ),
+        )
+        .options(joinedload(Payment.payment_method))
+        .order_by(Payment.created_at)
+    ).all()
+    return [AppliedPayment(payment, int(amount)) for payment, amount in rows]
+
+
+def documents_for(session: Session, invoice: Invoice) -> list[Document]:
+    return list(
+        session.scalars(
+            select(Document).where(Document.invoice_id == invoice.id).order_by(Document.title)
+        )
+    )
+
+
+def is_payable(invoice: Invoice) -> bool:
+    return invoice.status in PAYABLE and invoice.balance_due > 0

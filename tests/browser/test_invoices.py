@@ -1,0 +1,89 @@
+"""The invoice pages as people use them: keyboard, phone, screen reader checks, RTL."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import LiveServer, screenshot
+from tests.browser.test_sign_in import assert_axe_clean, sign_in_by_keyboard
+
+pytestmark = pytest.mark.browser
+DETAIL = re.compile(r".*/portal/invoices/inv_[\w-]+$")
+
+
+def test_keyboard_list_to_detail_to_download(live_server: LiveServer, new_page: Any) -> None:
+    page = new_page()
+    sign_in_by_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/portal/invoices")
+    assert_axe_clean(page)
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.keyboard.type("INV-10")
+    page.wait_for_url("**/portal/invoices?*q=INV-10*")  # pushed: reload and back keep it
+    page.wait_for_load_state("networkidle")
+    expect(page.locator("#result-count")).to_contain_text("13 invoices")
+    page.keyboard.press("ArrowDown")  # from the search field to the first result
+    first = page.evaluate("document.activeElement.textContent")
+    page.keyboard.press("ArrowDown")
+    second = page.evaluate("document.activeElement.textContent")
+    assert first != second and second.startswith("INV-10")
+    page.keyboard.press("Enter")
+    page.wait_for_url(DETAIL)
+    assert page.locator("h1").inner_text() == f"Invoice {second}"
+    assert_axe_clean(page)
+    with page.expect_download() as download:
+        page.keyboard.press("d")
+    assert download.value.suggested_filename == f"invoice-{second}.pdf"
+    page.keyboard.press("?")
+    assert page.locator("#shortcuts").is_visible()
+    assert_axe_clean(page)
+    page.keyboard.press("Escape")
+    assert not page.locator("#shortcuts").is_visible()
+
+
+def test_filters_work_without_javascript(browser: Any, live_server: LiveServer) -> None:
+    context = browser.new_context(
+        java_script_enabled=False, viewport={"width": 1280, "height": 800}
+    )
+    page = context.new_page()
+    page.goto(f"{live_server.url}/login")
+    page.get_by_label("Email").fill("admin@acme.test")
+    page.get_by_label("Password").fill("portal-demo-2026")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Authentication code").fill(live_server.totp())
+    page.get_by_role("button", name="Verify").click()
+    page.goto(f"{live_server.url}/portal/invoices")
+    page.get_by_label("Status").select_option("paid")
+    page.get_by_role("button", name="Apply filters").click()
+    assert "status=paid" in page.url
+    badges = page.locator(".invoice-table .badge").all_inner_texts()
+    assert badges and set(badges) == {"Paid"}
+    context.close()
+
+
+@pytest.mark.parametrize(
+    ("width", "scheme", "locale"),
+    [(1280, "dark", "en-US"), (360, "light", "en-US"), (1280, "light", "ar"), (360, "dark", "ar")],
+)
+def test_pages_in_each_layout(
+    live_server: LiveServer, new_page: Any, width: int, scheme: str, locale: str
+) -> None:
+    page = new_page(width=width, height=800, scheme=scheme, locale=locale)
+    sign_in_by_keyboard(page, live_server)
+    tag = f"{width}-{scheme}-{locale[:2]}"
+    if locale == "ar":
+        assert page.evaluate("document.documentElement.dir") == "rtl"
+    for name, path in (("dashboard", "/portal/dashboard"), ("invoices", "/portal/invoices")):
+        page.goto(f"{live_server.url}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert_axe_clean(page)
+        screenshot(page, f"{name}-{tag}")
+    page.locator(".row-link").first.click()
+    page.wait_for_url(DETAIL)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert_axe_clean(page)
+    screenshot(page, f"invoice-{tag}")
