@@ -67,6 +67,11 @@ class Invoice(PublicIdMixin, AccountOwned, Base):
         Index("ix_invoices_account_issue", "billing_account_id", "issue_date"),
         Index("ix_invoices_account_due", "billing_account_id", "due_date"),
         Index("ix_invoices_company_status_due", "company_id", "status", "due_date"),
+        # Behind the list's sorts for company-wide users (account users use the two above).
+        Index("ix_invoices_company_issue", "company_id", "issue_date"),
+        Index("ix_invoices_company_due", "company_id", "due_date"),
+        Index("ix_invoices_company_total", "company_id", "total"),
+        Index("ix_invoices_account_total", "billing_account_id", "total"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -116,3 +116,12 @@ def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits(live_server: LiveServer) -> None:
+    """Every browser test signs in from 127.0.0.1: start each with the limits' counters at zero."""
+    from portal.extensions import limiter
+
+    with live_server.app.app_context():
+        limiter.reset()

@@ -267,3 +267,10 @@ def test_download_with_nothing_selected_says_so(client: FlaskClient, signed_in: 
     response = client.get("/portal/invoices/download")
     assert response.headers["Location"] == "/portal/invoices"
     assert "Select at least one invoice to download." in get(client)
+
+
+def test_htmx_error_is_a_fragment_with_retry(client: FlaskClient, signed_in: Auth) -> None:
+    response = client.get("/portal/invoices/inv_missing", headers={"HX-Request": "true"})
+    body = response.get_data(as_text=True)
+    assert response.status_code == 404 and "<html" not in body
+    assert 'role="alert"' in body and "Invoice not found." in body and ">Retry</a>" in body

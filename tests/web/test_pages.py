@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from portal import tenancy
 from portal.models import OUTSTANDING, Company, Invoice
 from portal.services.money import format_money
-from tests.conftest import Auth, Backend, QueryCounter, make_app
+from tests.conftest import Auth, Backend, QueryCounter, make_app, scoped_session
 
 
 def _figure(page: str, name: str) -> str:
@@ -156,3 +156,28 @@ def test_health_endpoints(client: FlaskClient) -> None:
     client.get("/login")
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'portal_http_requests_total{endpoint="auth.login",status="200"}' in metrics
+
+
+def test_aging_buckets_add_up_to_the_balance(
+    client: FlaskClient, auth: Auth, db: Session, backend: Backend
+) -> None:
+    from portal.services.dashboard import aging
+
+    auth.sign_in()
+    page = client.get("/portal/dashboard").get_data(as_text=True)
+    session = scoped_session(client.application, "admin@acme.test")
+    buckets = {b.key: b for b in aging(session, backend.today)}
+    session.close()
+    balance, _, _ = _expected(db, "Acme Corp")
+    assert sum(b.amount for b in buckets.values()) == balance
+    with tenancy.system(db):
+        late = [
+            i for i in db.scalars(select(Invoice).where(Invoice.number.like("INV-%")))
+            if i.status in OUTSTANDING and i.balance_due > 0
+            and (backend.today - i.due_date).days > 90
+        ]
+    assert buckets["90+"].count == len(late) and buckets["90+"].amount == sum(
+        i.balance_due for i in late
+    )
+    assert 'role="img"' in page and "<title id=\"aging-svg-title\">" in page
+    assert format_money(buckets["current"].amount, "USD", "en_US") in page

@@ -74,6 +74,24 @@
     if (handled) event.preventDefault();
   });
 
+  // A request that never reached the server (offline, timeout): say so where the results go.
+  document.addEventListener("htmx:sendError", function (event) {
+    var target = event.detail && event.detail.target;
+    if (!target) return;
+    var box = document.createElement("div");
+    box.className = "alert alert-error";
+    box.setAttribute("role", "alert");
+    var text = document.createElement("p");
+    text.textContent = document.body.getAttribute("data-offline-message") || "";
+    var retry = document.createElement("a");
+    retry.className = "button";
+    retry.href = window.location.href;
+    retry.textContent = document.body.getAttribute("data-retry-label") || "Retry";
+    box.appendChild(text);
+    box.appendChild(retry);
+    target.replaceChildren(box);
+  });
+
   // Idle warning: two minutes before the server's idle timeout, offer to stay signed in.
   var WARN_BEFORE_MS = 120 * 1000;
   var idleSeconds = parseInt(document.body.getAttribute("data-idle-seconds") || "0", 10);
