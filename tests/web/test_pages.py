@@ -172,12 +172,14 @@ def test_aging_buckets_add_up_to_the_balance(
     assert sum(b.amount for b in buckets.values()) == balance
     with tenancy.system(db):
         late = [
-            i for i in db.scalars(select(Invoice).where(Invoice.number.like("INV-%")))
-            if i.status in OUTSTANDING and i.balance_due > 0
+            i
+            for i in db.scalars(select(Invoice).where(Invoice.number.like("INV-%")))
+            if i.status in OUTSTANDING
+            and i.balance_due > 0
             and (backend.today - i.due_date).days > 90
         ]
     assert buckets["90+"].count == len(late) and buckets["90+"].amount == sum(
         i.balance_due for i in late
     )
-    assert 'role="img"' in page and "<title id=\"aging-svg-title\">" in page
+    assert 'role="img"' in page and '<title id="aging-svg-title">' in page
     assert format_money(buckets["current"].amount, "USD", "en_US") in page
