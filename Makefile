@@ -51,7 +51,7 @@ worker: install
 	$(BIN)/rq worker --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" portal
 
 translations-extract: install
-	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --omit-header \
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext \
 		-o translations/messages.pot .
 
 translations-update: translations-extract
