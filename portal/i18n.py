@@ -27,10 +27,19 @@ def select_locale() -> str:
 
 
 def format_locale() -> str:
-    """Where money and dates are formatted: the user's locale, else the company's."""
+    """Where money and dates are formatted: the profile's locale, else the browser's (when it
+    asks for a language we speak), else the company's."""
     user = g.get("user")
+    if user is not None and user.locale:
+        return str(user.locale)
+    for tag in request.accept_languages.values():
+        if tag.split("-")[0].lower() in SUPPORTED_LOCALES:
+            try:
+                return str(Locale.parse(tag, sep="-"))
+            except (UnknownLocaleError, ValueError):
+                continue
     if user is not None:
-        return str(user.locale or user.company.locale)
+        return str(user.company.locale)
     return str(get_locale() or "en")
 
 

@@ -53,3 +53,16 @@ def test_unknown_language_is_ignored(client: FlaskClient) -> None:
     token = csrf_token(client)
     client.post("/language", data={"csrf_token": token, "language": "xx", "next": "/login"})
     assert _lang(client.get("/login").get_data(as_text=True)) == ("en", "ltr")
+
+
+def test_money_follows_the_browsers_language_else_the_company(
+    client: FlaskClient, auth: Auth
+) -> None:
+    auth.sign_in("admin@globex.test")
+    company = client.get("/portal/dashboard").get_data(as_text=True)
+    assert re.search(r'data-figure="credit-limit">50\.000,00\xa0€<', company)  # de_DE
+    english = client.get("/portal/dashboard", headers={"Accept-Language": "en-GB"})
+    assert 'data-figure="credit-limit">€50,000.00<' in english.get_data(as_text=True)
+    arabic = client.get("/portal/dashboard", headers={"Accept-Language": "ar"})
+    page = arabic.get_data(as_text=True)
+    assert _lang(page) == ("ar", "rtl") and "50,000.00" in page and "€" in page
