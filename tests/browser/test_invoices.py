@@ -82,6 +82,9 @@ def test_pages_in_each_layout(
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         assert_axe_clean(page)
         screenshot(page, f"{name}-{tag}")
+    for target in page.locator(".select-target, .row-link, .pagination a").all()[:20]:
+        box = target.bounding_box()
+        assert box["height"] >= 44, "touch targets are at least 44 px tall"
     page.locator(".row-link").first.click()
     page.wait_for_url(DETAIL)
     assert page.evaluate("document.documentElement.scrollWidth") <= width
