@@ -5,6 +5,7 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
@@ -38,10 +39,12 @@ def _pending_account_key() -> str:
 def _message(outcome: auth.SignInOutcome) -> str:
     if outcome is auth.SignInOutcome.LOCKED:
         return str(
-            _(
+            ngettext(
                 "This account is locked after too many failed attempts. "
-                "Try again in %(minutes)d minutes.",
-                minutes=settings().lockout_minutes,
+                "Try again in %(num)d minute.",
+                "This account is locked after too many failed attempts. "
+                "Try again in %(num)d minutes.",
+                settings().lockout_minutes,
             )
         )
     if outcome is auth.SignInOutcome.DISABLED:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
@@ -125,5 +126,10 @@ def end_others() -> Response:
         db, current_user, g.user_session, now=clock.now(), request=request_info()
     )
     db.commit()
-    flash(_("Signed out of %(count)d other sessions.", count=ended), "info")
+    flash(
+        ngettext(
+            "Signed out of %(num)d other session.", "Signed out of %(num)d other sessions.", ended
+        ),
+        "info",
+    )
     return redirect(url_for("security.show"))
