@@ -63,3 +63,6 @@ translations-compile: install
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache tests/artifacts
+
+bench: install-dev translations-compile
+	$(BIN)/python -m bench.run
