@@ -112,6 +112,13 @@ def check_password(
     return result
 
 
+def _forget_expired_lock(user: PortalUser, now: datetime) -> None:
+    """A lock that has run out starts the count afresh."""
+    if user.locked_until is not None and user.locked_until <= now:
+        user.locked_until = None
+        user.failed_attempts = 0
+
+
 def _count_failure(user: PortalUser, policy: SessionPolicy, now: datetime) -> SignInOutcome:
     user.failed_attempts += 1
     if user.failed_attempts >= policy.lockout_threshold:
@@ -132,12 +139,13 @@ def _check_known_user(
     if user.locked_until is not None and user.locked_until > now:
         equalize_timing(ph)
         return SignInResult(SignInOutcome.LOCKED, user)
+    _forget_expired_lock(user, now)
     if not verify_password(user.password_hash, password, ph):
         return SignInResult(_count_failure(user, policy, now), user)
     if user.status is not UserStatus.ACTIVE:
         return SignInResult(SignInOutcome.DISABLED, user)
-    user.failed_attempts = 0
-    user.locked_until = None
+    # The failure count is cleared only once the second factor passes too: a known password
+    # must not buy fresh guesses at the code.
     if ph.check_needs_rehash(user.password_hash or ""):
         user.password_hash = ph.hash(password)
     return SignInResult(SignInOutcome.OK, user)
@@ -258,8 +266,9 @@ def check_second_factor(
     with tenancy.system(session):
         if user.locked_until is not None and user.locked_until > now:
             return SignInResult(SignInOutcome.LOCKED, user)
+        _forget_expired_lock(user, now)
         used_recovery = False
-        ok = mfa.verify_totp(user, code, secret_key=secret_key, now=now)
+        ok = mfa.verify_totp(session, user, code, secret_key=secret_key, now=now)
         if not ok:
             ok = used_recovery = mfa.use_recovery_code(
                 session, user, code, secret_key=secret_key, now=now

@@ -11,6 +11,7 @@ row, so a cached file never outlives the figures it shows.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -181,7 +182,10 @@ def cached_invoice_pdf(
     if not _LOCALE.fullmatch(locale):
         raise ValueError(f"unexpected locale {locale!r}")
     version = int(invoice.version)
-    path = cache_dir / f"{invoice.public_id}-v{version}-{locale}.pdf"
+    path = (
+        cache_dir
+        / f"{invoice.public_id}-v{version}-{locale}-{_context_digest(invoice, company)}.pdf"
+    )
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -198,16 +202,31 @@ def cached_invoice_pdf(
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _delete_older_versions(cache_dir, invoice.public_id, version)
+    _delete_older_versions(cache_dir, invoice.public_id, version, keep=path.name)
     return pdf
 
 
-def _delete_older_versions(cache_dir: Path, public_id: str, version: int) -> None:
-    """Drop this invoice's PDFs of earlier versions (any locale); newer ones stay."""
-    pattern = re.compile(rf"{re.escape(public_id)}-v(\d+)-[A-Za-z0-9_]+\.pdf")
+def _context_digest(invoice: Invoice, company: Company) -> str:
+    """What the PDF shows besides the invoice row itself (which has its own version): the
+    company and the billing account. A change to either must not serve a stale PDF."""
+    account = invoice.billing_account
+    shown = "\x1f".join(
+        [company.name, account.name, account.number, account.bill_to or ""]
+    ).encode()
+    return hashlib.sha256(shown).hexdigest()[:10]
+
+
+def _delete_older_versions(cache_dir: Path, public_id: str, version: int, keep: str) -> None:
+    """Drop this invoice's PDFs of earlier versions, and of this version drawn for an older
+    company or account; newer versions stay."""
+    pattern = re.compile(rf"{re.escape(public_id)}-v(\d+)-[A-Za-z0-9_]+-[0-9a-f]+\.pdf")
     for old in cache_dir.glob(f"{public_id}-v*.pdf"):
         match = pattern.fullmatch(old.name)
-        if match and int(match.group(1)) < version:
+        if not match or old.name == keep:
+            continue
+        if int(match.group(1)) < version or (
+            int(match.group(1)) == version and old.name.rsplit("-", 1)[0] in keep
+        ):
             old.unlink(missing_ok=True)
 
 

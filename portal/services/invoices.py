@@ -10,6 +10,7 @@ from sqlalchemy import Select, and_, func, not_, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.models import (
+    OUTSTANDING,
     Document,
     Invoice,
     InvoiceLine,
@@ -132,8 +133,16 @@ def list_invoices(session: Session, query: InvoiceQuery, today: date) -> Invoice
     return InvoicePage(list(items), total, page, PAGE_SIZE)
 
 
-def has_any_invoice(session: Session) -> bool:
-    return session.scalar(select(Invoice.id).limit(1)) is not None
+def has_outstanding(session: Session) -> bool:
+    """Is anything owed at all, in the scope?"""
+    return (
+        session.scalar(
+            select(Invoice.id)
+            .where(Invoice.status.in_(OUTSTANDING), Invoice.balance_due > 0)
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def get_invoice(session: Session, public_id: str) -> Invoice | None:

@@ -9,8 +9,9 @@ from datetime import datetime
 
 import pyotp
 import segno
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import tenancy
 from portal.models import PortalUser, RecoveryCode
@@ -53,8 +54,13 @@ def _normalize(code: str) -> str:
     return "".join(code.split()).replace("-", "").lower()
 
 
-def verify_totp(user: PortalUser, code: str, *, secret_key: str, now: datetime) -> bool:
-    """True for a current code (one step of drift) not used before; remembers its step."""
+def verify_totp(
+    session: Session, user: PortalUser, code: str, *, secret_key: str, now: datetime
+) -> bool:
+    """True for a current code (one step of drift) not used before; remembers its step.
+
+    The step is claimed with a conditional UPDATE, so two requests racing with the same code
+    cannot both pass."""
     if user.mfa_secret_encrypted is None:
         return False
     code = _normalize(code)
@@ -64,11 +70,25 @@ def verify_totp(user: PortalUser, code: str, *, secret_key: str, now: datetime) 
     current = int(now.timestamp()) // STEP_SECONDS
     for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
         if hmac.compare_digest(totp.at(step * STEP_SECONDS), code):
-            if user.mfa_last_step is not None and step <= user.mfa_last_step:
-                return False  # a replay, or an older code after a newer one was used
-            user.mfa_last_step = step
-            return True
+            return _claim_step(session, user, step)
     return False
+
+
+def _claim_step(session: Session, user: PortalUser, step: int) -> bool:
+    with tenancy.system(session):
+        claimed = session.execute(
+            update(PortalUser)
+            .where(
+                PortalUser.id == user.id,
+                or_(PortalUser.mfa_last_step.is_(None), PortalUser.mfa_last_step < step),
+            )
+            .values(mfa_last_step=step)
+            .execution_options(synchronize_session=False)
+        )
+    if not getattr(claimed, "rowcount", 0):
+        return False  # a replay, or an older code after a newer one was used
+    set_committed_value(user, "mfa_last_step", step)
+    return True
 
 
 def _code_hash(secret_key: str, code: str) -> str:
@@ -100,17 +120,18 @@ def use_recovery_code(
 ) -> bool:
     wanted = _code_hash(secret_key, code)
     with tenancy.system(session):
-        match = session.scalars(
-            select(RecoveryCode).where(
+        spent = session.execute(
+            update(RecoveryCode)
+            .where(
                 RecoveryCode.user_id == user.id,
                 RecoveryCode.code_hash == wanted,
                 RecoveryCode.used_at.is_(None),
             )
-        ).first()
-        if match is None:
-            return False
-        match.used_at = now
-    return True
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    # Conditional: of two requests racing with one code, only one spends it.
+    return bool(getattr(spent, "rowcount", 0))
 
 
 def remaining_recovery_codes(session: Session, user: PortalUser) -> int:

@@ -251,8 +251,8 @@ def test_cache_renders_once_per_version(
     assert again == first
     assert renderer.calls == [(1, LOCALE)]
     v1 = cache_dir / f"{invoice.public_id}-v1-{LOCALE}.pdf"
-    assert sorted(p.name for p in cache_dir.iterdir()) == [v1.name]  # no temp file left
-    assert v1.read_bytes() == first
+    assert cached_names(cache_dir) == [v1.name]  # no temp file left
+    assert cached_file(cache_dir, v1.stem).read_bytes() == first
 
     # A payment changes the invoice row, so its version.
     invoice.amount_paid += 20_000
@@ -265,12 +265,37 @@ def test_cache_renders_once_per_version(
     assert second != first
     assert "$501.79" in pdf_text(second) and "$501.79" not in pdf_text(first)
     v2 = cache_dir / f"{invoice.public_id}-v2-{LOCALE}.pdf"
-    assert sorted(p.name for p in cache_dir.iterdir()) == [v2.name]  # v1 is gone
-    assert v2.read_bytes() == second
+    assert cached_names(cache_dir) == [v2.name]  # v1 is gone
+    assert cached_file(cache_dir, v2.stem).read_bytes() == second
     assert (
         cached_invoice_pdf(invoice, company, locale=LOCALE, template_env=env, cache_dir=cache_dir)
         == second
     )
+    assert len(renderer.calls) == 2
+
+
+def cached_names(folder: Path) -> list[str]:
+    """Cache file names without the digest of the company/account they were drawn for."""
+    return sorted(re.sub(r"-[0-9a-f]{10}(\.pdf)$", r"\1", p.name) for p in folder.iterdir())
+
+
+def cached_file(folder: Path, stem: str) -> Path:
+    return next(folder.glob(f"{stem}-*.pdf"))
+
+
+def test_a_changed_bill_to_or_company_name_is_not_served_stale(
+    env: jinja2.Environment, tmp_path: Path, renderer: CountingRenderer
+) -> None:
+    invoice, company = make_invoice()
+    first = cached_invoice_pdf(
+        invoice, company, locale=LOCALE, template_env=env, cache_dir=tmp_path
+    )
+    invoice.billing_account.bill_to = "New address\n1 Other Street"
+    second = cached_invoice_pdf(
+        invoice, company, locale=LOCALE, template_env=env, cache_dir=tmp_path
+    )
+    assert second != first and "1 Other Street" in pdf_text(second)
+    assert len(list(tmp_path.glob("*.pdf"))) == 1  # the stale drawing is gone
     assert len(renderer.calls) == 2
 
 
@@ -287,7 +312,7 @@ def test_new_version_drops_older_files_only(
 
     invoice.version = 3
     cached_invoice_pdf(invoice, company, locale=LOCALE, template_env=env, cache_dir=tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+    assert cached_names(tmp_path) == sorted(
         [
             f"{invoice.public_id}-v3-{LOCALE}.pdf",
             newer.name,
@@ -345,9 +370,7 @@ def test_seeded_invoice_and_its_version_bump(
     assert re.search(
         r"Balance due\s*" + re.escape(format_money(0, invoice.currency, LOCALE)), pdf_text(second)
     )
-    assert [p.name for p in tmp_path.iterdir()] == [
-        f"{invoice.public_id}-v{version + 1}-{LOCALE}.pdf"
-    ]
+    assert cached_names(tmp_path) == [f"{invoice.public_id}-v{version + 1}-{LOCALE}.pdf"]
     assert len(renderer.calls) == 2
 
 

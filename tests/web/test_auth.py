@@ -191,3 +191,11 @@ def test_cookie_is_host_only_secure_and_strict_headers_outside_development(
         assert attribute in cookie
     assert "Domain=" not in cookie
     assert "max-age=" in client.get("/login").headers["Strict-Transport-Security"]
+
+
+def test_unknown_email_locks_like_a_real_account(auth: Auth) -> None:
+    answers = [auth.login("ghost@acme.test", "nope").get_data(as_text=True) for _ in range(5)]
+    real = [auth.login("ap@acme.test", "nope").get_data(as_text=True) for _ in range(5)]
+    for ghost_page, real_page in zip(answers, real, strict=True):
+        assert ("locked" in ghost_page) == ("locked" in real_page)
+    assert "locked" in answers[-1]

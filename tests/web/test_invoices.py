@@ -274,3 +274,45 @@ def test_htmx_error_is_a_fragment_with_retry(client: FlaskClient, signed_in: Aut
     body = response.get_data(as_text=True)
     assert response.status_code == 404 and "<html" not in body
     assert 'role="alert"' in body and "Invoice not found." in body and ">Retry</a>" in body
+
+
+def test_filters_that_hide_everything_say_so_instead_of_all_caught_up(
+    client: FlaskClient, auth: Auth
+) -> None:
+    auth.sign_in("admin@globex.test")
+    page = get(client, "?status=processing")
+    assert "No invoices match these filters" in page and "all caught up" not in page
+
+
+def test_pagination_links_carry_only_the_filters(
+    client: FlaskClient, signed_in: Auth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("portal.services.invoices.PAGE_SIZE", 5)
+    page = get(client, "?status=all&endpoint=x&sort=number")
+    nav = page[page.index('<nav class="pagination"') :]
+    nav = nav[: nav.index("</nav>")]
+    assert "/portal/invoices?status=all&amp;sort=number&amp;page=2" in nav
+    assert "endpoint=" not in nav
+
+
+def test_zip_names_never_collide(client: FlaskClient, signed_in: Auth, db: Session) -> None:
+    with tenancy.system(db):
+        original = db.scalars(select(Invoice).where(Invoice.number == "INV-1003")).one()
+        twin = Invoice(
+            company_id=original.company_id,
+            billing_account_id=original.billing_account_id,
+            number="INV/1003",
+            issue_date=original.issue_date,
+            due_date=original.due_date,
+            currency="USD",
+            subtotal=100,
+            tax_total=0,
+            total=100,
+        )
+        db.add(twin)
+        db.flush()
+        ids = (original.public_id, twin.public_id)
+    response = client.get(f"/portal/invoices/download?invoice={ids[0]}&invoice={ids[1]}")
+    with zipfile.ZipFile(io.BytesIO(response.data)) as archive:
+        names = archive.namelist()
+    assert len(names) == len(set(names)) == 2

@@ -137,3 +137,31 @@ def test_sign_in_is_rate_limited_per_address(client: FlaskClient) -> None:
     assert limited.status_code == 429
     assert int(limited.headers["Retry-After"]) > 0
     assert "Too many attempts" in limited.get_data(as_text=True)
+
+
+def test_a_known_password_does_not_buy_fresh_code_guesses(app: Flask, auth: Auth) -> None:
+    auth.login("ap@acme.test")
+    for _ in range(4):
+        assert auth.code("123456").status_code == 401
+    assert auth.login("ap@acme.test").headers["Location"] == "/login/mfa"  # password again
+    assert "locked" in auth.code("123456").get_data(as_text=True)  # the 5th failure locks
+    assert "locked" in auth.code().get_data(as_text=True)
+    app.extensions["portal.clock"].advance(timedelta(minutes=15, seconds=1))
+    auth.login("ap@acme.test")
+    assert auth.code().headers["Location"] == "/portal/dashboard"  # the window passed
+
+
+def test_the_same_code_claimed_twice_passes_once(app: Flask, db: Session) -> None:
+    from portal.services import mfa
+    from tests.conftest import TEST_SECRET
+
+    user = user_by_email(db, "admin@acme.test")
+    code = totp_code(app)
+    now = app.extensions["portal.clock"].now()
+    first = mfa.verify_totp(db, user, code, secret_key=TEST_SECRET, now=now)
+    # a second request that read the user before the first one wrote
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    set_committed_value(user, "mfa_last_step", None)
+    second = mfa.verify_totp(db, user, code, secret_key=TEST_SECRET, now=now)
+    assert (first, second) == (True, False)

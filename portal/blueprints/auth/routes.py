@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from argon2 import PasswordHasher
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
@@ -52,6 +54,15 @@ def _message(outcome: auth.SignInOutcome) -> str:
     return str(_("Incorrect email or password."))
 
 
+def _unknown_email_locked(email: str) -> bool:
+    """Count failures for addresses without an account the way accounts count them, so the
+    lockout message cannot tell which addresses exist."""
+    config = settings()
+    key = "unknown-login:" + hashlib.sha256(auth.normalize_email(email).encode()).hexdigest()
+    window = config.lockout_minutes * 60
+    return limiter.storage.incr(key, window) >= config.lockout_threshold
+
+
 def _password_hasher() -> PasswordHasher:
     config = settings()
     return hasher(config.argon2_time_cost, config.argon2_memory_cost)
@@ -90,7 +101,10 @@ def login() -> Response | str | tuple[str, int]:
     if result.outcome is not auth.SignInOutcome.OK or result.user is None:
         db.commit()  # the failure count and the audit record must stick
         form.password.data = ""
-        return render_template("auth/login.html", form=form, error=_message(result.outcome)), 401
+        outcome = result.outcome
+        if result.user is None and _unknown_email_locked(form.email.data or ""):
+            outcome = auth.SignInOutcome.LOCKED  # look exactly like a real account would
+        return render_template("auth/login.html", form=form, error=_message(outcome)), 401
     token = auth.start_session(
         db, result.user, policy=session_policy(), now=now, request=request_info()
     )
@@ -172,7 +186,7 @@ def mfa_setup() -> Response | str | tuple[str, int]:
         status = 422 if request.method == "POST" else 200
         return render_template("auth/mfa_setup.html", **page), status
     now = clock.now()
-    if not totp.verify_totp(user, form.code.data or "", secret_key=config.secret_key, now=now):
+    if not totp.verify_totp(db, user, form.code.data or "", secret_key=config.secret_key, now=now):
         form.code.data = ""
         page["error"] = _("That code didn't work. Check your authenticator app and try again.")
         return render_template("auth/mfa_setup.html", **page), 422

@@ -61,6 +61,17 @@ class InvoiceFilterForm(FlaskForm):
         if start and end and end < start:
             raise ValidationError(_l("The end date must be on or after the start date."))
 
+    def list_args(self) -> dict[str, str]:
+        """The filters as query parameters (only ours: links never echo anything else)."""
+        raw = {
+            "status": self.status.raw_data,
+            "q": self.q.raw_data,
+            "from": self.date_from.raw_data,
+            "to": self.date_to.raw_data,
+            "sort": self.sort.raw_data,
+        }
+        return {key: value[0] for key, value in raw.items() if value and value[0]}
+
     def to_query(self) -> InvoiceQuery:
         """What the list shows; a field that failed validation is left out, the rest applies."""
 
