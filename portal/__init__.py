@@ -49,6 +49,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     from portal.blueprints.auth.routes import bp as auth_bp
     from portal.blueprints.dashboard.routes import bp as dashboard_bp
+    from portal.blueprints.disputes.routes import bp as disputes_bp
     from portal.blueprints.health.routes import bp as health_bp
     from portal.blueprints.invoices.routes import bp as invoices_bp
     from portal.blueprints.language.routes import bp as language_bp
@@ -57,6 +58,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(disputes_bp)
     app.register_blueprint(invoices_bp)
     app.register_blueprint(language_bp)
     app.register_blueprint(security_bp)

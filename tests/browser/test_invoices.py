@@ -45,6 +45,7 @@ def test_keyboard_list_to_detail_to_download(live_server: LiveServer, new_page: 
     assert not page.locator("#shortcuts").is_visible()
 
 
+
 def test_filters_work_without_javascript(browser: Any, live_server: LiveServer) -> None:
     context = browser.new_context(
         java_script_enabled=False, viewport={"width": 1280, "height": 800}
@@ -90,3 +91,20 @@ def test_pages_in_each_layout(
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     assert_axe_clean(page)
     screenshot(page, f"invoice-{tag}")
+
+
+def test_dispute_form_by_keyboard(live_server: LiveServer, new_page: Any) -> None:
+    page = new_page(width=390, height=844)
+    sign_in_by_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/portal/invoices?status=open&sort=number")
+    page.locator(".row-link").first.click()
+    page.wait_for_url(DETAIL)
+    page.get_by_role("link", name="Dispute").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*/dispute$"))
+    assert_axe_clean(page)
+    page.get_by_role("button", name="Send dispute").focus()
+    page.keyboard.press("Enter")
+    assert "Tell us what is wrong" in page.locator(".field-error").inner_text()
+    assert_axe_clean(page)
+    screenshot(page, "dispute-390-dark")

@@ -25,7 +25,7 @@ from portal import clock, i18n
 from portal.blueprints.invoices.forms import InvoiceFilterForm
 from portal.extensions import db_session, settings
 from portal.models import Invoice
-from portal.services import audit, invoice_pdf, invoices
+from portal.services import audit, disputes, invoice_pdf, invoices
 from portal.web import is_htmx, request_info
 
 bp = Blueprint("invoices", __name__, url_prefix="/portal/invoices")
@@ -138,6 +138,8 @@ def show(public_id: str) -> str:
         documents=documents,
         today=clock.today(),
         payable=invoices.is_payable(invoice),
+        disputable=disputes.can_dispute(invoice),
+        dispute_list=disputes.disputes_for(db, invoice),
     )
 
 

@@ -1,0 +1,64 @@
+"""Disputing an invoice from its page."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from werkzeug.wrappers import Response
+
+from portal import clock
+from portal.blueprints.disputes.forms import DisputeForm
+from portal.extensions import db_session
+from portal.models import DisputeReason, Invoice
+from portal.services import disputes, invoices
+from portal.services.money import to_minor
+from portal.web import request_info
+
+bp = Blueprint("disputes", __name__, url_prefix="/portal/invoices")
+
+
+def _invoice(public_id: str) -> Invoice:
+    invoice = invoices.get_invoice(db_session(), public_id)
+    if invoice is None:
+        abort(404, description=_("Invoice not found."))
+    return invoice
+
+
+@bp.route("/<public_id>/dispute", methods=["GET", "POST"])
+@login_required
+def new(public_id: str) -> Response | str | tuple[str, int]:
+    invoice = _invoice(public_id)
+    if not disputes.can_dispute(invoice):
+        flash(_("This invoice can't be disputed in its current state."), "warning")
+        return redirect(url_for("invoices.show", public_id=public_id))
+    form = DisputeForm()
+    if not form.validate_on_submit():
+        status = 422 if form.is_submitted() else 200
+        return render_template("disputes/new.html", form=form, invoice=invoice), status
+    amount: int | None = None
+    if form.amount.data is not None:
+        try:
+            amount = to_minor(Decimal(form.amount.data), invoice.currency)
+        except ValueError:
+            form.amount.errors = [_("Use at most two decimals.")]
+            return render_template("disputes/new.html", form=form, invoice=invoice), 422
+    db = db_session()
+    result = disputes.open_dispute(
+        db,
+        invoice,
+        current_user,
+        reason=DisputeReason(form.reason.data),
+        amount=amount,
+        message=form.message.data or "",
+        now=clock.now(),
+        request=request_info(),
+    )
+    if result.refusal is disputes.DisputeRefusal.AMOUNT_TOO_HIGH:
+        form.amount.errors = [_("That is more than the balance due.")]
+        return render_template("disputes/new.html", form=form, invoice=invoice), 422
+    db.commit()
+    flash(_("Dispute sent. We'll contact you about it."), "info")
+    return redirect(url_for("invoices.show", public_id=public_id))
