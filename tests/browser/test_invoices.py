@@ -45,7 +45,6 @@ def test_keyboard_list_to_detail_to_download(live_server: LiveServer, new_page: 
     assert not page.locator("#shortcuts").is_visible()
 
 
-
 def test_filters_work_without_javascript(browser: Any, live_server: LiveServer) -> None:
     context = browser.new_context(
         java_script_enabled=False, viewport={"width": 1280, "height": 800}
