@@ -37,10 +37,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
-    from portal import errors, i18n, security, templating, web
+    from portal import clock, errors, i18n, security, templating, web
     from portal.extensions import init_extensions
 
     init_extensions(app, settings)
+    app.extensions["portal.clock"] = clock.Clock()
     i18n.init_app(app)
     templating.init_app(app)
     security.init_app(app)

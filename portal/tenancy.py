@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
 from portal.models import BillingAccount, Company, HasAccount, HasCompany, PortalUser, Role
@@ -64,6 +64,7 @@ def bind(session: Session, scope: Scope) -> None:
     if isinstance(current, Scope) and current != scope:
         raise TenancyError("this session is already bound to another scope")
     session.info[_KEY] = scope
+    _sync_database(session)
 
 
 def current_scope(session: Session) -> Scope:
@@ -82,6 +83,7 @@ def system(session: Session) -> Iterator[Session]:
     """Look across companies for the duration of the block (say why at the call site)."""
     previous = session.info.get(_KEY)
     session.info[_KEY] = SYSTEM
+    _sync_database(session)
     try:
         yield session
         session.flush()  # what was written across companies is flushed while that is allowed
@@ -90,6 +92,7 @@ def system(session: Session) -> Iterator[Session]:
             session.info.pop(_KEY, None)
         else:
             session.info[_KEY] = previous
+        _sync_database(session)
 
 
 @contextmanager
@@ -163,3 +166,37 @@ def _check_writes(session: Session, _context: Any, _instances: Any) -> None:
             account_id = obj.id if isinstance(obj, BillingAccount) else obj.billing_account_id
             if account_id not in scope.account_ids:
                 raise TenancyError(f"writing {cls.__name__} outside the granted accounts")
+
+
+# PostgreSQL row-level security repeats the company rule as a second wall (migration 0004):
+# every transaction tells the database which company it acts for. Policies read
+# NULLIF(current_setting('app.company_id', true), '') because a pooled connection reverts a
+# transaction-local setting to '' rather than NULL. The ORM filter above remains the first wall
+# (and the only one for billing accounts and on SQLite).
+_SET_SCOPE = text(
+    "SELECT set_config('app.company_id', :company, true), set_config('app.system', :system, true)"
+)
+
+
+def _database_values(scope: object) -> dict[str, str]:
+    if scope is SYSTEM:
+        return {"company": "", "system": "on"}
+    if isinstance(scope, Scope):
+        return {"company": str(scope.company_id), "system": ""}
+    return {"company": "", "system": ""}
+
+
+def _apply(connection: Connection, scope: object) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(_SET_SCOPE, _database_values(scope))
+
+
+def _sync_database(session: Session) -> None:
+    """A scope that changes inside an open transaction is passed on to the database at once."""
+    if session.in_transaction():
+        _apply(session.connection(), session.info.get(_KEY))
+
+
+@event.listens_for(Session, "after_begin")
+def _scope_new_transaction(session: Session, _transaction: Any, connection: Connection) -> None:
+    _apply(connection, session.info.get(_KEY))

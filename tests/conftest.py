@@ -268,7 +268,9 @@ class QueryCounter:
         self.statements: list[str] = []
 
     def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+        # Transaction bookkeeping and the per-transaction tenant setting are not data queries.
+        skip = ("SAVEPOINT", "RELEASE", "ROLLBACK", "SELECT SET_CONFIG")
+        if not statement.lstrip().upper().startswith(skip):
             self.statements.append(statement)
 
     @property
