@@ -230,7 +230,10 @@ def main() -> None:
         lines.append("")
     lines += [
         "Budgets from the runbook: TTFB <= 70 ms (staging), dashboard < 1 s, PDF generation < 3 s.",
-        "The SQL count per page does not grow with the number of invoices (tests assert it). On PostgreSQL it includes two or three `set_config` statements per request that hand the tenant scope to row-level security. The machine is shared and has two cores: expect 10-30 % run-to-run noise.",
+        "The SQL count per page does not grow with the number of invoices (tests assert it). "
+        "On PostgreSQL it includes two or three `set_config` statements per request that hand "
+        "the tenant scope to row-level security. The machine is shared and has two cores: "
+        "expect 10-30 % run-to-run noise.",
         "",
     ]
     (ROOT / "docs" / "BENCHMARKS.md").write_text("\n".join(lines))
