@@ -403,7 +403,7 @@ def end_other_sessions(
     return _revoke_sessions(session, user, UserSession.id != keep.id, now=now, request=request)
 
 
-def describe_device(user_agent: str) -> str:
+def describe_device(user_agent: str) -> tuple[str | None, str | None]:
     """A short, human name for a browser ("Firefox on Windows"); no fingerprinting library."""
     agent = user_agent or ""
     browser = next(
@@ -417,7 +417,7 @@ def describe_device(user_agent: str) -> str:
             )
             if token in agent
         ),
-        "Unknown browser",
+        None,
     )
     system = next(
         (
@@ -432,6 +432,6 @@ def describe_device(user_agent: str) -> str:
             )
             if token in agent
         ),
-        "unknown system",
+        None,
     )
-    return f"{browser} on {system}"
+    return browser, system

@@ -169,3 +169,16 @@ def test_password_reset_pages_are_axe_clean(live_server: LiveServer, new_page: A
     page.goto(f"{live_server.url}/password/reset/not-a-real-token")
     assert "not valid" in page.get_by_role("alert").inner_text()
     assert_axe_clean(page)
+
+
+def test_sign_in_and_security_in_arabic(live_server: LiveServer, new_page: Any) -> None:
+    page = new_page(locale="ar", scheme="light")
+    page.goto(f"{live_server.url}/login")
+    assert page.evaluate("document.documentElement.dir") == "rtl"
+    assert_axe_clean(page)
+    sign_in_by_keyboard(page, live_server)  # axe runs on the MFA step inside
+    page.goto(f"{live_server.url}/portal/security")
+    assert_axe_clean(page)
+    screenshot(page, "security-1280-light-ar")
+    page.goto(f"{live_server.url}/password/forgot")
+    assert_axe_clean(page)
