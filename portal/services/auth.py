@@ -403,35 +403,28 @@ def end_other_sessions(
     return _revoke_sessions(session, user, UserSession.id != keep.id, now=now, request=request)
 
 
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("Firefox/", "Firefox"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+)
+_SYSTEMS = (
+    ("Windows", "Windows"),
+    ("iPhone", "iPhone"),
+    ("iPad", "iPad"),
+    ("Android", "Android"),
+    ("Mac OS X", "macOS"),
+    ("Linux", "Linux"),
+)
+
+
 def describe_device(user_agent: str) -> tuple[str | None, str | None]:
-    """A short, human name for a browser ("Firefox on Windows"); no fingerprinting library."""
+    """Browser and system names for a session list ("Firefox", "Windows"); None when unknown.
+    Order matters: Edge's agent also says Chrome, and Chrome's also says Safari."""
     agent = user_agent or ""
-    browser = next(
-        (
-            name
-            for token, name in (
-                ("Edg/", "Edge"),
-                ("Firefox/", "Firefox"),
-                ("Chrome/", "Chrome"),
-                ("Safari/", "Safari"),
-            )
-            if token in agent
-        ),
-        None,
-    )
-    system = next(
-        (
-            name
-            for token, name in (
-                ("Windows", "Windows"),
-                ("iPhone", "iPhone"),
-                ("iPad", "iPad"),
-                ("Android", "Android"),
-                ("Mac OS X", "macOS"),
-                ("Linux", "Linux"),
-            )
-            if token in agent
-        ),
-        None,
-    )
-    return browser, system
+
+    def first(table: tuple[tuple[str, str], ...]) -> str | None:
+        return next((name for token, name in table if token in agent), None)
+
+    return first(_BROWSERS), first(_SYSTEMS)

@@ -16,8 +16,8 @@ def _strip(value: object) -> object:
     return value.strip() if isinstance(value, str) else value
 
 
-class LoginForm(FlaskForm):
-    email = EmailField(
+def _email_field() -> EmailField:
+    return EmailField(
         _l("Email"),
         validators=[
             DataRequired(_l("Enter your email address.")),
@@ -27,6 +27,10 @@ class LoginForm(FlaskForm):
         filters=[_strip],
         render_kw={"autocomplete": "username", "spellcheck": "false"},
     )
+
+
+class LoginForm(FlaskForm):
+    email = _email_field()
     password = PasswordField(
         _l("Password"),
         validators=[DataRequired(_l("Enter your password.")), Length(max=1024)],
@@ -56,16 +60,7 @@ def _new_password_field(label: str | object) -> PasswordField:
 
 
 class ForgotPasswordForm(FlaskForm):
-    email = EmailField(
-        _l("Email"),
-        validators=[
-            DataRequired(_l("Enter your email address.")),
-            Regexp(EMAIL_SHAPE, message=_l("Enter a valid email address.")),
-            Length(max=254),
-        ],
-        filters=[_strip],
-        render_kw={"autocomplete": "username", "spellcheck": "false"},
-    )
+    email = _email_field()
 
 
 class NewPasswordForm(FlaskForm):
