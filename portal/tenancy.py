@@ -74,10 +74,6 @@ def current_scope(session: Session) -> Scope:
     return scope
 
 
-def is_bound(session: Session) -> bool:
-    return isinstance(session.info.get(_KEY), Scope)
-
-
 @contextmanager
 def system(session: Session) -> Iterator[Session]:
     """Look across companies for the duration of the block (say why at the call site)."""

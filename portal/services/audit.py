@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from portal.models import AuditEvent
+from portal.models import AuditEvent, PortalUser
 
 # Properties that must never reach the log, whatever a caller passes.
 _FORBIDDEN = frozenset({"password", "card_number", "cvv", "cvc", "code", "secret", "token"})
@@ -42,3 +42,17 @@ def record(
     )
     session.add(event)
     return event
+
+
+def record_for(
+    session: Session,
+    user: PortalUser,
+    name: str,
+    *,
+    request: RequestInfo | None = None,
+    **properties: Any,
+) -> AuditEvent:
+    """An event about something this user did (their company and id filled in)."""
+    return record(
+        session, name, company_id=user.company_id, user_id=user.id, request=request, **properties
+    )

@@ -84,30 +84,19 @@ def check_password(
             )
         return SignInResult(SignInOutcome.INVALID)
     with tenancy.system(session):
-        result = _check_known_user(session, user, password, ph=ph, policy=policy, now=now)
-        audit.record(
+        result = _check_known_user(
+            session, user, password, ph=ph, policy=policy, now=now, request=request
+        )
+        audit.record_for(
             session,
+            user,
             "Portal.Login",
-            company_id=user.company_id,
-            user_id=user.id,
             request=request,
             factor="password",
             customer_id=user.company.public_id,
             success=result.outcome is SignInOutcome.OK,
             reason=result.outcome.value,
         )
-        if (
-            result.outcome is SignInOutcome.LOCKED
-            and user.failed_attempts == policy.lockout_threshold
-        ):
-            audit.record(
-                session,
-                "Portal.AccountLocked",
-                company_id=user.company_id,
-                user_id=user.id,
-                request=request,
-                until=user.locked_until.isoformat() if user.locked_until else None,
-            )
         session.flush()
     return result
 
@@ -119,12 +108,26 @@ def _forget_expired_lock(user: PortalUser, now: datetime) -> None:
         user.failed_attempts = 0
 
 
-def _count_failure(user: PortalUser, policy: SessionPolicy, now: datetime) -> SignInOutcome:
+def _count_failure(
+    session: Session,
+    user: PortalUser,
+    policy: SessionPolicy,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> SignInOutcome:
     user.failed_attempts += 1
-    if user.failed_attempts >= policy.lockout_threshold:
-        user.locked_until = now + policy.lockout
-        return SignInOutcome.LOCKED
-    return SignInOutcome.INVALID
+    if user.failed_attempts < policy.lockout_threshold:
+        return SignInOutcome.INVALID
+    user.locked_until = now + policy.lockout
+    if user.failed_attempts == policy.lockout_threshold:
+        audit.record_for(
+            session,
+            user,
+            "Portal.AccountLocked",
+            request=request,
+            until=user.locked_until.isoformat(),
+        )
+    return SignInOutcome.LOCKED
 
 
 def _check_known_user(
@@ -135,13 +138,14 @@ def _check_known_user(
     ph: PasswordHasher,
     policy: SessionPolicy,
     now: datetime,
+    request: audit.RequestInfo,
 ) -> SignInResult:
     if user.locked_until is not None and user.locked_until > now:
         equalize_timing(ph)
         return SignInResult(SignInOutcome.LOCKED, user)
     _forget_expired_lock(user, now)
     if not verify_password(user.password_hash, password, ph):
-        return SignInResult(_count_failure(user, policy, now), user)
+        return SignInResult(_count_failure(session, user, policy, now, request), user)
     if user.status is not UserStatus.ACTIVE:
         return SignInResult(SignInOutcome.DISABLED, user)
     # The failure count is cleared only once the second factor passes too: a known password
@@ -242,11 +246,10 @@ def sign_out(
 ) -> None:
     end_session(session, token, now)
     if user is not None:
-        audit.record(
+        audit.record_for(
             session,
+            user,
             "Portal.SessionEnded",
-            company_id=user.company_id,
-            user_id=user.id,
             request=request,
             reason="signed_out",
         )
@@ -273,16 +276,15 @@ def check_second_factor(
             ok = used_recovery = mfa.use_recovery_code(
                 session, user, code, secret_key=secret_key, now=now
             )
-        outcome = SignInOutcome.OK if ok else _count_failure(user, policy, now)
+        outcome = SignInOutcome.OK if ok else _count_failure(session, user, policy, now, request)
         if ok:
             user.failed_attempts = 0
             user.locked_until = None
             user.last_login_at = now
-        audit.record(
+        audit.record_for(
             session,
+            user,
             "Portal.Login",
-            company_id=user.company_id,
-            user_id=user.id,
             request=request,
             customer_id=user.company.public_id,
             success=ok,
@@ -290,22 +292,12 @@ def check_second_factor(
             reason=outcome.value,
         )
         if used_recovery:
-            audit.record(
+            audit.record_for(
                 session,
+                user,
                 "Portal.RecoveryCodeUsed",
-                company_id=user.company_id,
-                user_id=user.id,
                 request=request,
                 remaining=mfa.remaining_recovery_codes(session, user),
-            )
-        if outcome is SignInOutcome.LOCKED and user.failed_attempts == policy.lockout_threshold:
-            audit.record(
-                session,
-                "Portal.AccountLocked",
-                company_id=user.company_id,
-                user_id=user.id,
-                request=request,
-                until=user.locked_until.isoformat() if user.locked_until else None,
             )
     return SignInResult(outcome, user)
 
@@ -346,7 +338,7 @@ def active_sessions(
     return list(rows)
 
 
-def _revoke_sessions(
+def revoke_sessions(
     session: Session,
     user: PortalUser,
     which: ColumnElement[bool],
@@ -364,11 +356,10 @@ def _revoke_sessions(
         )
     )
     if ended:
-        audit.record(
+        audit.record_for(
             session,
+            user,
             "Portal.SessionEnded",
-            company_id=user.company_id,
-            user_id=user.id,
             request=request,
             ended=ended,
             **properties,
@@ -387,7 +378,7 @@ def end_user_session(
     """End one of the user's own sessions; False if there is no such live session."""
     which = UserSession.public_id == public_id
     return bool(
-        _revoke_sessions(session, user, which, now=now, request=request, session_id=public_id)
+        revoke_sessions(session, user, which, now=now, request=request, session_id=public_id)
     )
 
 
@@ -400,7 +391,7 @@ def end_other_sessions(
     request: audit.RequestInfo,
 ) -> int:
     """Every session of the user but `keep` (the one asking)."""
-    return _revoke_sessions(session, user, UserSession.id != keep.id, now=now, request=request)
+    return revoke_sessions(session, user, UserSession.id != keep.id, now=now, request=request)
 
 
 _BROWSERS = (

@@ -10,12 +10,13 @@ from enum import StrEnum
 
 from argon2 import PasswordHasher
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import select, update
+from sqlalchemy import select, true
 from sqlalchemy.orm import Session, selectinload
 
 from portal import tenancy
 from portal.models import PortalUser, UserSession, UserStatus
 from portal.services import audit
+from portal.services.auth import revoke_sessions
 from portal.services.passwords import password_problem, verify_password
 
 RESET_MAX_AGE_SECONDS = 3600
@@ -92,6 +93,7 @@ def set_password(
     ph: PasswordHasher,
     now: datetime,
     keep_session_id: int | None,
+    request: audit.RequestInfo,
 ) -> int:
     """Store the new hash, clear any lockout, and end every other session. Returns how many."""
     with tenancy.system(session):
@@ -99,13 +101,30 @@ def set_password(
         user.password_changed_at = now
         user.failed_attempts = 0
         user.locked_until = None
-        others = update(UserSession).where(
-            UserSession.user_id == user.id, UserSession.revoked_at.is_(None)
+        others = UserSession.id != keep_session_id if keep_session_id is not None else true()
+        return revoke_sessions(
+            session, user, others, now=now, request=request, reason="password_changed"
         )
-        if keep_session_id is not None:
-            others = others.where(UserSession.id != keep_session_id)
-        result = session.execute(others.values(revoked_at=now))
-    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def note_reset_requested(session: Session, user: PortalUser, request: audit.RequestInfo) -> None:
+    with tenancy.system(session):  # the requester is not signed in: no scope is bound
+        audit.record_for(session, user, "Portal.PasswordResetRequested", request=request)
+
+
+def complete_reset(
+    session: Session,
+    user: PortalUser,
+    new_password: str,
+    *,
+    ph: PasswordHasher,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> None:
+    """The reset link's owner chose a new password: every session of theirs ends."""
+    set_password(session, user, new_password, ph=ph, now=now, keep_session_id=None, request=request)
+    with tenancy.system(session):
+        audit.record_for(session, user, "Portal.PasswordReset", request=request)
 
 
 class ChangeProblem(StrEnum):
@@ -143,12 +162,13 @@ def change_password(
         problem = ChangeProblem.SAME_AS_CURRENT
     if problem is not None:
         return problem
-    ended = set_password(session, user, new, ph=ph, now=now, keep_session_id=keep_session_id)
-    audit.record(
+    ended = set_password(
+        session, user, new, ph=ph, now=now, keep_session_id=keep_session_id, request=request
+    )
+    audit.record_for(
         session,
+        user,
         "Portal.PasswordChanged",
-        company_id=user.company_id,
-        user_id=user.id,
         request=request,
         other_sessions_ended=ended,
     )

@@ -78,11 +78,10 @@ def open_dispute(
     session.add(dispute)
     invoice.status = InvoiceStatus.DISPUTED
     session.flush()
-    audit.record(
+    audit.record_for(
         session,
+        user,
         "Portal.DisputeOpened",
-        company_id=invoice.company_id,
-        user_id=user.id,
         request=request,
         invoice_id=invoice.public_id,
         dispute_id=dispute.public_id,

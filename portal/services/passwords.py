@@ -14,10 +14,6 @@ def hasher(time_cost: int = 3, memory_cost: int = 65536) -> PasswordHasher:
     return PasswordHasher(time_cost=time_cost, memory_cost=memory_cost)
 
 
-def hash_password(password: str, ph: PasswordHasher) -> str:
-    return ph.hash(password)
-
-
 def verify_password(password_hash: str | None, password: str, ph: PasswordHasher) -> bool:
     if not password_hash:
         # Spend the same effort as a real check, so a missing hash is not a timing signal.

@@ -11,7 +11,7 @@ from flask_babel import ngettext
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
-from portal import clock, tenancy
+from portal import clock
 from portal.blueprints.auth.forms import CodeForm, ForgotPasswordForm, LoginForm, NewPasswordForm
 from portal.blueprints.auth.passwords import explain
 from portal.extensions import db_session, limiter, mailer, settings
@@ -192,11 +192,10 @@ def mfa_setup() -> Response | str | tuple[str, int]:
         return render_template("auth/mfa_setup.html", **page), 422
     totp.confirm_enrolment(user, now)
     codes = totp.issue_recovery_codes(db, user, secret_key=config.secret_key)
-    audit.record(
+    audit.record_for(
         db,
+        user,
         "Portal.MfaEnrolled",
-        company_id=user.company_id,
-        user_id=user.id,
         request=request_info(),
         customer_id=user.company.public_id,
     )
@@ -229,14 +228,7 @@ def forgot_password() -> Response | str | tuple[str, int]:
             _("Reset your Billing Portal password"),
             render_template("mail/password_reset.txt", user=user, link=link),
         )
-        with tenancy.system(db):
-            audit.record(
-                db,
-                "Portal.PasswordResetRequested",
-                company_id=user.company_id,
-                user_id=user.id,
-                request=request_info(),
-            )
+        credentials.note_reset_requested(db, user, request_info())
         db.commit()
     # The same answer whether or not the address has an account.
     flash(
@@ -269,22 +261,14 @@ def reset_password(token: str) -> Response | str | tuple[str, int]:
     if problem is not None:
         explain(form, problem)
         return render_template("auth/reset_password.html", form=form, state=check.state), 422
-    credentials.set_password(
+    credentials.complete_reset(
         db,
         user,
         form.new_password.data or "",
         ph=_password_hasher(),
         now=clock.now(),
-        keep_session_id=None,
+        request=request_info(),
     )
-    with tenancy.system(db):
-        audit.record(
-            db,
-            "Portal.PasswordReset",
-            company_id=user.company_id,
-            user_id=user.id,
-            request=request_info(),
-        )
     db.commit()
     session.clear()
     flash(_("Your password was changed. Sign in with your new password."), "info")

@@ -121,11 +121,10 @@ def show(public_id: str) -> str:
     invoice = _load(public_id)
     applied = invoices.payments_applied(db, invoice)
     documents = invoices.documents_for(db, invoice)
-    audit.record(
+    audit.record_for(
         db,
+        current_user,
         "Portal.InvoiceViewed",
-        company_id=current_user.company_id,
-        user_id=current_user.id,
         request=request_info(),
         customer_id=current_user.company.public_id,
         invoice_id=invoice.public_id,

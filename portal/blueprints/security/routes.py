@@ -72,7 +72,6 @@ def change_password() -> Response | tuple[str, int]:
         request=request_info(),
     )
     if problem is not None:
-        db.commit()  # nothing changed, but keep the session's state consistent
         explain(form, problem)
         return _page(password_form=form, status=422)
     db.commit()
@@ -92,11 +91,10 @@ def recovery_codes() -> str | tuple[str, int]:
         return _page(codes_form=form, status=422)
     db = db_session()
     codes = mfa.issue_recovery_codes(db, current_user, secret_key=settings().secret_key)
-    audit.record(
+    audit.record_for(
         db,
+        current_user,
         "Portal.RecoveryCodesIssued",
-        company_id=current_user.company_id,
-        user_id=current_user.id,
         request=request_info(),
     )
     db.commit()
