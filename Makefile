@@ -48,7 +48,8 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 
 worker: install
-	$(BIN)/rq worker --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" portal
+	REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}" PORTAL_ENV=$${PORTAL_ENV:-development} $(BIN)/flask --app wsgi jobs start-sweeps
+	REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}" PORTAL_ENV=$${PORTAL_ENV:-development} $(BIN)/rq worker --with-scheduler --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" portal
 
 translations-extract: install
 	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext \

@@ -54,7 +54,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from portal.blueprints.health.routes import bp as health_bp
     from portal.blueprints.invoices.routes import bp as invoices_bp
     from portal.blueprints.language.routes import bp as language_bp
+    from portal.blueprints.payment_methods.routes import bp as payment_methods_bp
+    from portal.blueprints.payments import history as _history  # noqa: F401  (its routes)
+    from portal.blueprints.payments.routes import bp as payments_bp
+    from portal.blueprints.sandbox.routes import bp as sandbox_bp
     from portal.blueprints.security.routes import bp as security_bp
+    from portal.blueprints.webhooks.routes import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboard_bp)
@@ -63,6 +68,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(invoices_bp)
     app.register_blueprint(language_bp)
     app.register_blueprint(security_bp)
+    app.register_blueprint(payments_bp)
+    app.register_blueprint(payment_methods_bp)
+    app.register_blueprint(webhooks_bp)
+    if settings.payment_gateway == "sandbox":
+        app.register_blueprint(sandbox_bp)
 
     from portal.cli import register_cli
 

@@ -78,3 +78,30 @@ def register_cli(app: Flask) -> None:
             stored = {f.name: f.enabled for f in session.scalars(select(FeatureFlag))}
         for name, default in DEFAULT_FLAGS.items():
             click.echo(f"{name}={'on' if stored.get(name, default) else 'off'}")
+
+    @app.cli.group("jobs")
+    def jobs_group() -> None:
+        """Background jobs."""
+
+    @jobs_group.command("start-sweeps")
+    def jobs_start_sweeps() -> None:
+        """Queue the recurring sweep (scheduled payments due, payments stuck in processing)."""
+        from workers import jobs as job_functions
+
+        queue = app.extensions["portal.jobs"]
+        queue.enqueue(job_functions.sweep, job_id=job_functions.SWEEP_JOB_ID)
+        click.echo("sweep queued")
+
+    @jobs_group.command("sweep")
+    def jobs_sweep() -> None:
+        """Run both sweeps once, here."""
+        from workers import jobs as job_functions
+
+        click.echo(
+            str(
+                {
+                    "scheduled": job_functions.run_due_payments(),
+                    "reconciled": job_functions.reconcile_payments(),
+                }
+            )
+        )

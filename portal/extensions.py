@@ -13,9 +13,12 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal import clock
 from portal.config import Settings
 from portal.db import make_engine, make_sessionmaker
+from portal.gateways import PaymentGateway
 from portal.services.mail import Mailer
+from workers.queue import EmbeddedQueue, JobQueue, RQJobQueue, defer
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -64,8 +67,57 @@ def mailer() -> Mailer:
     return Mailer(config.mail_url, config.mail_dir)
 
 
+def jobs() -> JobQueue:
+    queue: JobQueue = current_app.extensions["portal.jobs"]
+    return queue
+
+
+def gateway(session: Session) -> PaymentGateway:
+    """The configured gateway, working in `session` (the sandbox keeps its records there)."""
+    config = settings()
+    if config.payment_gateway == "stripe":
+        from portal.gateways.stripe import StripeGateway
+
+        return StripeGateway(
+            config.stripe_secret_key, config.stripe_webhook_secret, config.stripe_api_base
+        )
+    from portal.gateways.sandbox import SandboxGateway
+    from workers import jobs as job_functions
+
+    queue = jobs()
+
+    def settle_later(reference: str, when: Any) -> None:
+        defer(
+            session,
+            lambda: queue.enqueue_at(when, job_functions.deliver_sandbox_settlement, reference),
+        )
+
+    return SandboxGateway(
+        session, secret_key=config.secret_key, now=clock.now, on_processing=settle_later
+    )
+
+
+def _init_jobs(app: Flask, config: Settings) -> None:
+    if config.redis_url:
+        app.extensions["portal.jobs"] = RQJobQueue(config.redis_url)
+        return
+
+    def in_app(job: Any) -> Any:
+        with app.app_context():
+            return job()
+
+    from workers import jobs as job_functions
+
+    queue = EmbeddedQueue(run=in_app)
+    queue.periodic = job_functions.PERIODIC
+    app.extensions["portal.jobs"] = queue
+    if not config.is_testing:  # tests run the queue by hand, at the clock they set
+        queue.start()
+
+
 def init_extensions(app: Flask, config: Settings) -> dict[str, Any]:
     Database().init_app(app, config)
+    _init_jobs(app, config)
     csrf.init_app(app)
     login_manager.init_app(app)
     babel.init_app(app)

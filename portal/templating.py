@@ -11,12 +11,13 @@ from babel.numbers import format_decimal as babel_format_decimal
 from babel.numbers import format_percent as babel_format_percent
 from flask import Flask, current_app, g, request, url_for
 from flask_babel import get_locale
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from portal import flags, i18n
-from portal.models import Invoice
+from portal.models import Invoice, PaymentMethod, PaymentMethodKind
 from portal.services.invoices import is_payable
-from portal.services.money import format_money
+from portal.services.money import format_money, to_decimal
 from portal.web import is_htmx
 
 
@@ -74,9 +75,13 @@ def endpoint_exists(endpoint: str) -> bool:
     return endpoint in current_app.view_functions
 
 
+def payments_enabled() -> bool:
+    return endpoint_exists("payments.new") and flags.enabled("m25_portal_payment")
+
+
 def pay_url(invoice: Invoice) -> str | None:
     """Where "Pay Now" goes, once online payment exists and is switched on; else None."""
-    if not endpoint_exists("payments.new") or not flags.enabled("m25_portal_payment"):
+    if not payments_enabled():
         return None
     if not is_payable(invoice):
         return None
@@ -94,8 +99,21 @@ def format_number(value: object) -> str:
     return babel_format_decimal(value, locale=i18n.format_locale())  # type: ignore[arg-type]
 
 
+def plain_amount(minor: int, currency: str) -> str:
+    """An amount as typed into a field: "1234.50", no grouping, no symbol."""
+    return str(to_decimal(minor, currency))
+
+
+def method_name(method: PaymentMethod) -> str:
+    """ "Visa ending 4242" or "Bank account ending 6789", for people and screen readers."""
+    if method.kind is PaymentMethodKind.BANK_ACCOUNT:
+        return str(_("Bank account ending %(last4)s", last4=method.last4))
+    return str(_("%(brand)s ending %(last4)s", brand=method.brand.title(), last4=method.last4))
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(
+        plain_amount=plain_amount,
         money=money,
         date=format_date,
         datetime=format_datetime,
@@ -106,6 +124,8 @@ def init_app(app: Flask) -> None:
         is_htmx=is_htmx,
         endpoint_exists=endpoint_exists,
         pay_url=pay_url,
+        payments_enabled=payments_enabled,
+        method_name=method_name,
         get_locale=get_locale,
         text_direction=i18n.text_direction,
         language_choices=i18n.language_choices,

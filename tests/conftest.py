@@ -8,17 +8,21 @@ skipped test fails the run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
+from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Connection, create_engine, event, text
@@ -173,6 +177,7 @@ def connection(app: Flask) -> Iterator[Connection]:
         bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
     app.extensions["portal.clock"] = clock.Clock()
+    app.extensions["portal.jobs"].clear()  # the embedded queue: nothing left from another test
     limiter.reset()
     try:
         yield conn
@@ -286,3 +291,31 @@ def count_queries(connection: Connection) -> Iterator[QueryCounter]:
         yield counter
     finally:
         event.remove(connection, "before_cursor_execute", counter)
+
+
+# mail through a real SMTP server ---------------------------------------------------------
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings = dataclasses.replace(app.config["SETTINGS"], mail_url=f"smtp://127.0.0.1:{port}")
+    monkeypatch.setitem(app.config, "SETTINGS", settings)
+    try:
+        yield inbox
+    finally:
+        controller.stop()

@@ -1,10 +1,27 @@
-"""Job entry points. Each takes plain ids and values, opens its own app context and session."""
+"""Job entry points. Each takes plain ids and values, opens its own app context and session.
+
+Run by RQ (`make worker`, with its scheduler for jobs due later) or, without Redis, by the
+embedded queue of the web process. Every job is safe to run twice.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from flask import Flask, current_app, has_app_context
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+# How often the sweeps run, and how long a payment may sit in processing before we ask.
+SWEEP_EVERY = timedelta(seconds=30)
+STUCK_AFTER = timedelta(minutes=2)
+_app: Flask | None = None
 
 
 def healthcheck(token: str) -> dict[str, str]:
@@ -15,3 +32,97 @@ def healthcheck(token: str) -> dict[str, str]:
         "pid": str(os.getpid()),
         "at": datetime.now(UTC).isoformat(),
     }
+
+
+@contextmanager
+def _context() -> Iterator[Flask]:
+    """The current app context, or one of the worker's own app (built once per process)."""
+    global _app
+    if has_app_context():
+        yield current_app._get_current_object()  # type: ignore[attr-defined]
+        return
+    if _app is None:
+        from portal import create_app
+
+        _app = create_app()
+    with _app.app_context():
+        yield _app
+
+
+@contextmanager
+def _session() -> Iterator[Session]:
+    with _context() as app, app.extensions["portal.db"].sessionmaker() as session:
+        yield session
+
+
+def deliver_sandbox_settlement(reference: str) -> str:
+    """The sandbox settles a bank debit and sends its signed webhook to the portal."""
+    from portal import payflow
+    from portal.extensions import gateway
+    from portal.gateways.sandbox import SIGNATURE_HEADER, SandboxGateway
+
+    with _session() as session:
+        sandbox = gateway(session)
+        assert isinstance(sandbox, SandboxGateway)
+        signed = sandbox.settle(reference)
+        session.commit()
+        if signed is None:
+            return "unknown charge"
+        body, signature = signed
+        outcome = payflow.receive_webhook(session, sandbox, body, {SIGNATURE_HEADER: signature})
+        session.commit()
+        return outcome.value
+
+
+def run_scheduled_payment(payment_id: int) -> str:
+    from portal import payflow
+
+    with _session() as session:
+        return payflow.run_scheduled(session, payment_id)
+
+
+def run_due_payments() -> int:
+    """Scheduled payments whose day has come (a safety net for the jobs queued for that day)."""
+    from portal import clock, tenancy
+    from portal.services import payments
+
+    with _session() as session, tenancy.system(session):
+        due = payments.due_scheduled(session, clock.today())
+    for payment_id in due:
+        run_scheduled_payment(payment_id)
+    return len(due)
+
+
+def reconcile_payments() -> int:
+    """Ask the gateway about payments stuck in processing (a lost webhook or a dropped call)."""
+    from portal import clock, payflow, tenancy
+    from portal.services import payments
+
+    with _session() as session, tenancy.system(session):
+        stuck = payments.stuck_processing(session, clock.now() - STUCK_AFTER)
+    for payment_id in stuck:
+        with _session() as session:
+            payflow.reconcile(session, payment_id)
+    return len(stuck)
+
+
+def send_payment_result(payment_id: int) -> str:
+    from portal import payflow
+
+    with _session() as session:
+        return payflow.mail_result(session, payment_id)
+
+
+def sweep() -> dict[str, int]:
+    """Both sweeps; on RQ it puts itself back on the queue for the next round."""
+    from portal.extensions import jobs
+
+    result = {"scheduled": run_due_payments(), "reconciled": reconcile_payments()}
+    with _context():
+        jobs().enqueue_at(datetime.now(UTC) + SWEEP_EVERY, sweep, job_id=SWEEP_JOB_ID)
+    return result
+
+
+SWEEP_JOB_ID = "portal-sweep"
+# The embedded queue runs these itself, every SWEEP_EVERY.
+PERIODIC = [(SWEEP_EVERY, run_due_payments), (SWEEP_EVERY, reconcile_payments)]

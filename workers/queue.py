@@ -1,11 +1,29 @@
-"""The RQ queue the portal enqueues on, for the configured REDIS_URL."""
+"""Where jobs go: RQ on Redis when REDIS_URL is set, otherwise an embedded queue in-process.
+
+The embedded queue is what `make run` uses: the same job functions, run on one background
+thread of the web process, at their due time. Tests drive it by hand with `run_due(now)`.
+Enqueue through `defer(session, …)` so a job never starts before the commit that made its rows.
+"""
 
 from __future__ import annotations
 
+import functools
+import heapq
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
 from redis import Redis
-from rq import Queue
+from rq import Queue, Retry
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 QUEUE_NAME = "portal"
+log = logging.getLogger(__name__)
 
 
 def connect(redis_url: str) -> Redis:
@@ -14,3 +32,133 @@ def connect(redis_url: str) -> Redis:
 
 def get_queue(redis_url: str) -> Queue:
     return Queue(QUEUE_NAME, connection=connect(redis_url), default_timeout=300)
+
+
+class JobQueue(Protocol):
+    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> None: ...
+
+    def enqueue_at(
+        self, when: datetime, func: Callable[..., Any], *args: Any, job_id: str | None = None
+    ) -> None: ...
+
+
+class RQJobQueue:
+    """Jobs retry three times (10 s, 1 min, 5 min apart) before RQ marks them failed."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.queue = get_queue(redis_url)
+
+    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> None:
+        self.queue.enqueue(func, *args, job_id=job_id, retry=Retry(max=3, interval=[10, 60, 300]))
+
+    def enqueue_at(
+        self, when: datetime, func: Callable[..., Any], *args: Any, job_id: str | None = None
+    ) -> None:
+        self.queue.enqueue_at(
+            when, func, *args, job_id=job_id, retry=Retry(max=3, interval=[10, 60, 300])
+        )
+
+
+@dataclass(order=True)
+class _Entry:
+    when: datetime
+    seq: int
+    func: Callable[..., Any] = field(compare=False)
+    args: tuple[Any, ...] = field(compare=False)
+    attempts: int = field(default=0, compare=False)
+
+
+class EmbeddedQueue:
+    """A due-time heap run by one daemon thread (or by hand in tests)."""
+
+    RETRY_DELAYS = (timedelta(seconds=10), timedelta(minutes=1), timedelta(minutes=5))
+
+    def __init__(self, run: Callable[[Callable[[], Any]], Any]) -> None:
+        # `run` wraps each job, e.g. in an app context.
+        self._run = run
+        self._heap: list[_Entry] = []
+        self._seq = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.periodic: list[tuple[timedelta, Callable[[], Any]]] = []
+
+    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> None:
+        self.enqueue_at(datetime.now(UTC), func, *args, job_id=job_id)
+
+    def enqueue_at(
+        self, when: datetime, func: Callable[..., Any], *args: Any, job_id: str | None = None
+    ) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, _Entry(when, next(self._seq), func, args))
+            self._wake.notify()
+
+    def clear(self) -> None:
+        with self._wake:
+            self._heap.clear()
+
+    def pending(self) -> list[tuple[datetime, str]]:
+        with self._wake:
+            return sorted((e.when, e.func.__name__) for e in self._heap)
+
+    def run_due(self, now: datetime) -> int:
+        """Run every job due at `now` (and what those enqueue for `now`); returns how many."""
+        ran = 0
+        while True:
+            with self._wake:
+                if not self._heap or self._heap[0].when > now:
+                    return ran
+                entry = heapq.heappop(self._heap)
+            ran += 1
+            try:
+                self._run(functools.partial(entry.func, *entry.args))
+            except Exception:
+                log.exception("job %s failed (attempt %d)", entry.func.__name__, entry.attempts + 1)
+                if entry.attempts < len(self.RETRY_DELAYS):
+                    entry.when = now + self.RETRY_DELAYS[entry.attempts]
+                    entry.attempts += 1
+                    with self._wake:
+                        heapq.heappush(self._heap, entry)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="portal-jobs", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        last: dict[int, datetime] = {}
+        while True:
+            now = datetime.now(UTC)
+            for index, (every, func) in enumerate(self.periodic):
+                if now - last.get(index, datetime.min.replace(tzinfo=UTC)) >= every:
+                    last[index] = now
+                    self.enqueue_at(now, func)
+            self.run_due(now)
+            with self._wake:
+                timeout = 1.0
+                if self._heap:
+                    timeout = max(0.05, min(1.0, (self._heap[0].when - now).total_seconds()))
+                self._wake.wait(timeout)
+
+
+# after-commit hand-off ----------------------------------------------------------------------
+
+_AFTER_COMMIT = "portal.after_commit"
+
+
+def defer(session: Session, action: Callable[[], Any]) -> None:
+    """Run `action` (typically an enqueue) once this session's transaction has committed."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_deferred(session: Session) -> None:
+    actions = session.info.pop(_AFTER_COMMIT, [])
+    for action in actions:
+        action()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_deferred(session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None:  # the outermost transaction rolled back
+        session.info.pop(_AFTER_COMMIT, None)

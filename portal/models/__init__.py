@@ -5,6 +5,7 @@ from portal.models.company import BillingAccount, Company
 from portal.models.dispute import Dispute, DisputeMessage, DisputeReason, DisputeStatus
 from portal.models.document import Document
 from portal.models.flag import DEFAULT_FLAGS, FeatureFlag
+from portal.models.gateway import GatewayEvent, SandboxCharge, SandboxMethod, SandboxSetup
 from portal.models.invoice import OUTSTANDING, Invoice, InvoiceLine, InvoiceStatus
 from portal.models.mixins import HasAccount, HasCompany
 from portal.models.payment import (
@@ -38,6 +39,7 @@ __all__ = [
     "DisputeStatus",
     "Document",
     "FeatureFlag",
+    "GatewayEvent",
     "HasAccount",
     "HasCompany",
     "Invoice",
@@ -53,6 +55,9 @@ __all__ = [
     "PortalUser",
     "RecoveryCode",
     "Role",
+    "SandboxCharge",
+    "SandboxMethod",
+    "SandboxSetup",
     "Statement",
     "StatementFormat",
     "StatementState",

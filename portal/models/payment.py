@@ -109,6 +109,8 @@ class Payment(PublicIdMixin, OptionalAccountOwned, Base):
     receipt_number: Mapped[str | None] = mapped_column(String(40), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Where the customer completes an authentication step the gateway asked for (3-D Secure).
+    action_url: Mapped[str | None] = mapped_column(String(500))
 
     payment_method: Mapped[PaymentMethod | None] = relationship()
     allocations: Mapped[list[PaymentAllocation]] = relationship(

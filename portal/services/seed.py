@@ -19,6 +19,8 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
+from portal.db import utcnow
+from portal.gateways.sandbox import SandboxGateway
 from portal.models import (
     AuditEvent,
     BillingAccount,
@@ -355,6 +357,17 @@ class DemoSeeder:
             is_default=default,
         )
         self.session.add(method)
+        # The sandbox gateway's side of the same card, as if it had come through its page.
+        company.gateway_customer_id = f"sandbox_cus_{company.public_id}"
+        SandboxGateway(self.session, secret_key=self.secret_key, now=utcnow).register_test_method(
+            method.gateway_token,
+            company.gateway_customer_id,
+            brand=brand,
+            last4=last4,
+            behaviour="charge_fails" if last4 == "0341" else "succeeds",
+            exp_month=exp[0],
+            exp_year=exp[1],
+        )
         self.session.flush()
         return method
 

@@ -26,7 +26,14 @@ from portal.models import (
 from tests.conftest import scoped_session, user_by_email
 
 # Tables that belong to no tenant, on purpose. Every other table must be tenant-owned.
-GLOBAL_TABLES = {"feature_flags", "append_only_overrides"}
+GLOBAL_TABLES = {
+    "feature_flags",
+    "append_only_overrides",
+    "gateway_events",
+    "sandbox_setups",
+    "sandbox_methods",
+    "sandbox_charges",
+}
 
 
 def tenant_models() -> list[type]:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import socket
-from collections.abc import Iterator
 from datetime import timedelta
-from email import message_from_bytes
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -19,34 +14,9 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import AuditEvent
-from tests.conftest import Auth, csrf_token
+from tests.conftest import Auth, Inbox, csrf_token
 
 NEW_PASSWORD = "correct horse battery staple"
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    settings = dataclasses.replace(app.config["SETTINGS"], mail_url=f"smtp://127.0.0.1:{port}")
-    monkeypatch.setitem(app.config, "SETTINGS", settings)
-    try:
-        yield inbox
-    finally:
-        controller.stop()
 
 
 def _change(client: FlaskClient, current: str, new: str, confirm: str | None = None) -> Any:

@@ -1,0 +1,152 @@
+"""Saved payment methods: list, add through the gateway's hosted page, remove, set default."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from werkzeug.wrappers import Response
+
+from portal import clock
+from portal.extensions import db_session, gateway, settings
+from portal.gateways import GatewayError
+from portal.models import Company, Payment, PaymentMethod, PaymentMethodKind
+from portal.services import payment_methods
+from portal.templating import format_date
+from portal.web import request_info, safe_next
+
+bp = Blueprint("payment_methods", __name__, url_prefix="/portal/payment-methods")
+
+
+def _method(public_id: str) -> PaymentMethod:
+    method = payment_methods.get(db_session(), public_id)
+    if method is None:
+        abort(404, description=_("Payment method not found."))
+    return method
+
+
+@bp.get("")
+@login_required
+def index() -> str:
+    session = db_session()
+    methods = payment_methods.usable(session)
+    return render_template(
+        "payment_methods/index.html",
+        methods=methods,
+        today=clock.today(),
+        may_manage=lambda m: payment_methods.may_manage(current_user, m),
+    )
+
+
+@bp.post("/new")
+@login_required
+def new() -> Response:
+    """Send the customer to the gateway's hosted page; it comes back to `added`."""
+    session = db_session()
+    kind_raw = request.form.get("kind", PaymentMethodKind.CARD.value)
+    kind = PaymentMethodKind(kind_raw) if kind_raw in set(PaymentMethodKind) else None
+    if kind is None:
+        abort(400, description=_("Invalid payment data. Check your input."))
+    back = safe_next(request.form.get("next")) or url_for("payment_methods.index")
+    company = session.get(Company, current_user.company_id)
+    assert company is not None
+    gw = gateway(session)
+    try:
+        company.gateway_customer_id = gw.ensure_customer(
+            existing=company.gateway_customer_id,
+            company_ref=company.public_id,
+            company_name=company.name,
+        )
+        location = gw.start_setup(
+            customer=company.gateway_customer_id,
+            kind=kind,
+            return_url=url_for("payment_methods.added", next=back, _external=True),
+            cancel_url=url_for("payment_methods.index", _external=True)
+            if back == url_for("payment_methods.index")
+            else request.host_url.rstrip("/") + back,
+        )
+    except GatewayError:
+        flash(_("We couldn't reach the payment gateway. Please try again."), "error")
+        return redirect(url_for("payment_methods.index"), code=303)
+    session.commit()
+    return redirect(location, code=303)
+
+
+@bp.get("/added")
+@login_required
+def added() -> Response:
+    session = db_session()
+    company = session.get(Company, current_user.company_id)
+    assert company is not None
+    back = safe_next(request.args.get("next")) or url_for("payment_methods.index")
+    session_id = request.args.get("session_id", "")
+    saved = None
+    if company.gateway_customer_id and session_id:
+        try:
+            saved = gateway(session).finish_setup(
+                customer=company.gateway_customer_id, session_id=session_id
+            )
+        except GatewayError:
+            saved = None
+    if saved is None:
+        flash(_("The payment method was not added."), "warning")
+        return redirect(back, code=303)
+    method = payment_methods.add(
+        session,
+        current_user,
+        saved,
+        gateway_name=settings().payment_gateway,
+        now=clock.now(),
+        request=request_info(),
+    )
+    session.commit()
+    flash(_("Payment method added."), "info")
+    if back.startswith(url_for("payments.new")):
+        separator = "&" if "?" in back else "?"
+        back = f"{back}{separator}method={method.public_id}"
+    return redirect(back, code=303)
+
+
+@bp.post("/<public_id>/remove")
+@login_required
+def remove(public_id: str) -> Response:
+    session = db_session()
+    method = _method(public_id)
+    outcome = payment_methods.remove(
+        session, current_user, method, now=clock.now(), request=request_info()
+    )
+    if isinstance(outcome, Payment):
+        when = format_date(outcome.scheduled_for) if outcome.scheduled_for else ""
+        flash(
+            _(
+                "This method pays a scheduled payment on %(date)s. Cancel that payment or "
+                "choose another method for it first.",
+                date=when,
+            )
+            if when
+            else _("A payment with this method is still processing. Try again once it is done."),
+            "error",
+        )
+        return redirect(url_for("payment_methods.index"), code=303)
+    if outcome is not None:
+        abort(403, description=_("Only an administrator or the person who added it can remove it."))
+    session.commit()
+    try:
+        gateway(session).detach(method.gateway_token)
+        session.commit()
+    except GatewayError:
+        pass  # the portal no longer offers it; the gateway token is harmless without the portal
+    flash(_("Payment method removed."), "info")
+    return redirect(url_for("payment_methods.index"), code=303)
+
+
+@bp.post("/<public_id>/default")
+@login_required
+def make_default(public_id: str) -> Response:
+    session = db_session()
+    method = _method(public_id)
+    if payment_methods.set_default(session, current_user, method, request=request_info()):
+        abort(403, description=_("Only an administrator or the person who added it can change it."))
+    session.commit()
+    flash(_("Default payment method updated."), "info")
+    return redirect(url_for("payment_methods.index"), code=303)

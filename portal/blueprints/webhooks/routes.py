@@ -1,0 +1,47 @@
+"""Gateways' webhooks: signature checked first, then applied once whatever the order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import cast
+
+from flask import Blueprint, abort, jsonify, request
+from werkzeug.wrappers import Response
+
+from portal import payflow
+from portal.extensions import csrf, db_session, gateway, settings
+from portal.gateways import InvalidSignature
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+
+def _receive(name: str) -> Response:
+    if settings().payment_gateway != name:
+        abort(404)
+    session = db_session()
+    try:
+        outcome = payflow.receive_webhook(
+            session,
+            gateway(session),
+            request.get_data(cache=False),
+            cast(Mapping[str, str], request.headers),
+        )
+    except InvalidSignature:
+        session.rollback()
+        response = jsonify(error="invalid signature")
+        response.status_code = 400
+        return response
+    session.commit()
+    return jsonify(received=True, outcome=outcome.value)
+
+
+@bp.post("/stripe")
+@csrf.exempt
+def stripe() -> Response:
+    return _receive("stripe")
+
+
+@bp.post("/sandbox")
+@csrf.exempt
+def sandbox() -> Response:
+    return _receive("sandbox")

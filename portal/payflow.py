@@ -1,0 +1,202 @@
+"""Glue between the payment domain, the configured gateway, the job queue and mail.
+
+Routes and jobs call these; `services.payments` stays free of Flask. Each function leaves the
+commit to its caller except where a gateway call sits between two commits (a payment row must
+be committed before the gateway hears of it, so a crash in between leaves a row to reconcile).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from flask import current_app, has_request_context, render_template, url_for
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from sqlalchemy.orm import Session
+
+from portal import clock, tenancy
+from portal.blueprints.payments import copy
+from portal.extensions import gateway, jobs, mailer
+from portal.gateways import ChargeResult, GatewayError, InvalidSignature, PaymentGateway
+from portal.models import Company, Payment, PaymentStatus, PortalUser
+from portal.services import payments
+from portal.templating import money
+from workers.queue import defer
+
+log = logging.getLogger(__name__)
+
+
+def return_url(payment: Payment) -> str:
+    """Where the gateway sends the customer back after an authentication step."""
+    if has_request_context():
+        return url_for("payments.returned", public_id=payment.public_id, _external=True)
+    base = current_app.config.get("PUBLIC_URL", "http://127.0.0.1:5000")
+    return f"{base}/portal/payments/{payment.public_id}/return"
+
+
+def charge_now(session: Session, payment: Payment) -> ChargeResult | None:
+    """Charge a committed processing payment, apply the answer and commit it."""
+    result = payments.charge(
+        session, gateway(session), payment, return_url=return_url(payment), now=clock.now()
+    )
+    if result is None:
+        log.warning("gateway unreachable for payment %s; reconciliation will ask", payment.id)
+    _after(session, payment)
+    session.commit()
+    return result
+
+
+def apply(session: Session, payment: Payment, result: ChargeResult) -> bool:
+    changed = payments.apply_result(session, payment, result, now=clock.now())
+    if changed:
+        _after(session, payment)
+    return changed
+
+
+def _after(session: Session, payment: Payment) -> None:
+    """A payment that reached its end tells its payer, once, after the commit."""
+    if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
+        queue = jobs()
+        from workers import jobs as job_functions
+
+        payment_id = payment.id
+        defer(session, lambda: queue.enqueue(job_functions.send_payment_result, payment_id))
+
+
+def schedule(session: Session, payment: Payment) -> None:
+    """Put a scheduled payment's run on the queue for its day (06:00 UTC), after the commit."""
+    assert payment.scheduled_for is not None
+    from datetime import UTC, datetime, time
+
+    from workers import jobs as job_functions
+
+    when = datetime.combine(payment.scheduled_for, time(6, 0), tzinfo=UTC)
+    queue = jobs()
+    payment_id = payment.id
+    defer(
+        session,
+        lambda: queue.enqueue_at(
+            when, job_functions.run_scheduled_payment, payment_id, job_id=f"scheduled-{payment_id}"
+        ),
+    )
+
+
+def receive_webhook(
+    session: Session, gw: PaymentGateway, body: bytes, headers: Mapping[str, str]
+) -> payments.WebhookOutcome:
+    """Verify, de-duplicate and apply one webhook. Raises InvalidSignature. Caller commits."""
+    event = gw.parse_event(body, headers)
+    if event is None:
+        return payments.WebhookOutcome.IGNORED
+    with tenancy.system(session):  # a webhook names a payment, not a signed-in company
+        if not payments.record_event(session, gw.name, event, clock.now()):
+            return payments.WebhookOutcome.DUPLICATE
+        payment = payments.payment_by_reference(session, event.reference)
+        if payment is None:
+            return payments.WebhookOutcome.IGNORED
+        changed = apply(session, payment, event.result)
+    return payments.WebhookOutcome.APPLIED if changed else payments.WebhookOutcome.UNCHANGED
+
+
+def run_scheduled(session: Session, payment_id: int) -> str:
+    """Charge a scheduled payment on (or after) its day; a canceled or early one is left."""
+    with tenancy.system(session):
+        payment = session.get(Payment, payment_id)
+        if payment is None or payment.status is not PaymentStatus.SCHEDULED:
+            return "not scheduled"
+        started = payments.start_scheduled(session, payment, today=clock.today(), now=clock.now())
+        status: PaymentStatus = payment.status  # start_scheduled may have canceled it
+        if status is PaymentStatus.CANCELED:
+            _after_cancel(session, payment)
+        session.commit()
+        if not started:
+            return payment.status.value
+        charge_now(session, payment)
+        return payment.status.value
+
+
+def _after_cancel(session: Session, payment: Payment) -> None:
+    queue = jobs()
+    from workers import jobs as job_functions
+
+    payment_id = payment.id
+    defer(session, lambda: queue.enqueue(job_functions.send_payment_result, payment_id))
+
+
+def reconcile(session: Session, payment_id: int) -> str:
+    """Ask the gateway about a payment still processing; the same key finds the same charge."""
+    with tenancy.system(session):
+        payment = session.get(Payment, payment_id)
+        if payment is None or payment.status is not PaymentStatus.PROCESSING:
+            return "not processing"
+        gw = gateway(session)
+        try:
+            if payment.gateway_reference:
+                result = gw.retrieve(payment.gateway_reference)
+                apply(session, payment, result)
+            else:
+                payments.charge(
+                    session, gw, payment, return_url=return_url(payment), now=clock.now()
+                )
+                _after(session, payment)
+        except GatewayError:
+            log.warning("gateway still unreachable for payment %s", payment.id)
+        session.commit()
+        return payment.status.value
+
+
+def mail_result(session: Session, payment_id: int) -> str:
+    """E-mail the payer the outcome (with the receipt when it succeeded)."""
+    with tenancy.system(session):
+        payment = payments.get_payment_by_id(session, payment_id)
+        if payment is None or payment.user_id is None:
+            return "no payer"
+        user = session.get(PortalUser, payment.user_id)
+        company = session.get(Company, payment.company_id)
+        if user is None or company is None:
+            return "no payer"
+        locale = (user.locale or company.locale or "en").split("_")[0]
+        with force_locale(locale):
+            amount = money(payment.amount, payment.currency)
+            if payment.status is PaymentStatus.SUCCEEDED:
+                subject = _(
+                    "Receipt %(number)s: payment of %(amount)s",
+                    number=payment.receipt_number,
+                    amount=amount,
+                )
+                template = "mail/payment_succeeded.txt"
+            elif payment.status is PaymentStatus.FAILED:
+                subject = _("Payment failed: %(amount)s", amount=amount)
+                template = "mail/payment_failed.txt"
+            else:
+                subject = _("Scheduled payment canceled: %(amount)s", amount=amount)
+                template = "mail/payment_canceled.txt"
+            text = render_template(
+                template,
+                payment=payment,
+                user=user,
+                company=company,
+                amount=amount,
+                reason=copy.failure_reason(payment.failure_code),
+                link=_link(payment),
+            )
+        mailer().send(user.email, subject, text)
+        return "sent"
+
+
+def _link(payment: Payment) -> str:
+    base = current_app.config.get("PUBLIC_URL", "http://127.0.0.1:5000")
+    return f"{base}/portal/payments/{payment.public_id}"
+
+
+__all__ = [
+    "InvalidSignature",
+    "apply",
+    "charge_now",
+    "mail_result",
+    "receive_webhook",
+    "reconcile",
+    "run_scheduled",
+    "schedule",
+]

@@ -1,0 +1,122 @@
+"""Payment History: every payment in the user's scope, filtered, paged, or as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from portal.models import Payment, PaymentAllocation, PaymentStatus
+from portal.services.money import to_decimal
+from portal.services.receipts import method_label
+
+PAGE_SIZE = 25
+STATUSES = tuple(s.value for s in PaymentStatus if s is not PaymentStatus.PENDING)
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    status: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    page: int = 1
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    items: list[Payment]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def _filtered(query: HistoryQuery) -> Select[Any]:
+    statement = select(Payment).where(Payment.status != PaymentStatus.PENDING)
+    if query.status in STATUSES:
+        statement = statement.where(Payment.status == PaymentStatus(query.status))
+    if query.date_from:
+        statement = statement.where(
+            Payment.created_at >= datetime.combine(query.date_from, time(), tzinfo=UTC)
+        )
+    if query.date_to:
+        end = datetime.combine(query.date_to + timedelta(days=1), time(), tzinfo=UTC)
+        statement = statement.where(Payment.created_at < end)
+    return statement
+
+
+def _loaded(statement: Select[Any]) -> Select[Any]:
+    return statement.options(
+        selectinload(Payment.allocations).selectinload(PaymentAllocation.invoice),
+        selectinload(Payment.payment_method),
+    ).order_by(Payment.created_at.desc(), Payment.id.desc())
+
+
+def list_payments(session: Session, query: HistoryQuery) -> HistoryPage:
+    statement = _filtered(query)
+    total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(max(1, query.page), pages)
+    items = session.scalars(
+        _loaded(statement).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+    ).all()
+    return HistoryPage(list(items), total, page, PAGE_SIZE)
+
+
+CSV_HEADER = (
+    "payment_id",
+    "created_at",
+    "status",
+    "amount",
+    "currency",
+    "method",
+    "receipt_number",
+    "scheduled_for",
+    "processed_at",
+    "invoices",
+    "failure_code",
+)
+
+
+def export_csv(session: Session, query: HistoryQuery) -> Iterator[str]:
+    """Every matching payment (not only one page), a row each; amounts in major units."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def flush() -> str:
+        value = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return value
+
+    writer.writerow(CSV_HEADER)
+    yield flush()
+    for payment in session.scalars(_loaded(_filtered(query))).unique():
+        writer.writerow(
+            (
+                payment.public_id,
+                payment.created_at.isoformat(),
+                payment.status.value,
+                str(to_decimal(payment.amount, payment.currency)),
+                payment.currency,
+                method_label(payment),
+                payment.receipt_number or "",
+                payment.scheduled_for.isoformat() if payment.scheduled_for else "",
+                payment.processed_at.isoformat() if payment.processed_at else "",
+                " ".join(
+                    f"{a.invoice.number}={to_decimal(a.amount, payment.currency)}"
+                    for a in payment.allocations
+                ),
+                payment.failure_code or "",
+            )
+        )
+        yield flush()

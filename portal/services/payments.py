@@ -1,0 +1,702 @@
+"""Paying invoices: choosing what to pay, reserving it, charging once, applying the outcome.
+
+Money moves exactly once because
+- the idempotency key comes from the rendered form, so a double submit finds its own payment;
+- creating a payment locks the invoices (FOR UPDATE on PostgreSQL, the write lock on SQLite)
+  and refuses more than each balance minus what other unfinished payments already hold;
+- every status change is a conditional UPDATE from a non-final status, so a replayed or late
+  webhook finds nothing to change; an invoice's paid amount only grows while it stays <= total.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Select, case, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from portal.gateways import (
+    ChargeEvent,
+    ChargeRequest,
+    ChargeResult,
+    ChargeStatus,
+    GatewayError,
+    PaymentGateway,
+)
+from portal.models import (
+    Company,
+    GatewayEvent,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+    PaymentAllocation,
+    PaymentMethod,
+    PaymentStatus,
+    PortalUser,
+)
+from portal.services import audit
+from portal.services.invoices import PAYABLE
+from portal.services.money import to_minor
+
+# Payments that still hold part of an invoice's balance.
+IN_FLIGHT = (PaymentStatus.PENDING, PaymentStatus.SCHEDULED, PaymentStatus.PROCESSING)
+FINAL = (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED)
+MAX_INVOICES = 50
+MAX_SCHEDULE_DAYS = 365
+_KEY = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+
+
+class Problem(enum.StrEnum):
+    NOTHING_SELECTED = "nothing_selected"
+    TOO_MANY = "too_many"
+    NOT_FOUND = "not_found"
+    ALREADY_PAID = "already_paid"  # 409
+    IN_FLIGHT = "in_flight"  # 409
+    NOT_PAYABLE = "not_payable"
+    MIXED_CURRENCIES = "mixed_currencies"
+    MIXED_ACCOUNTS = "mixed_accounts"
+
+
+class FieldError(enum.StrEnum):
+    AMOUNT_INVALID = "amount_invalid"
+    AMOUNT_DECIMALS = "amount_decimals"
+    AMOUNT_NOT_POSITIVE = "amount_not_positive"
+    AMOUNT_ABOVE_BALANCE = "amount_above_balance"
+    PARTIAL_NOT_ALLOWED = "partial_not_allowed"
+    TOTAL_ABOVE_BALANCE = "total_above_balance"
+    NOTHING_TO_PAY = "nothing_to_pay"
+    METHOD_REQUIRED = "method_required"
+    METHOD_EXPIRED = "method_expired"
+    DATE_INVALID = "date_invalid"
+    DATE_IN_PAST = "date_in_past"
+    DATE_TOO_FAR = "date_too_far"
+    METHOD_CANNOT_SCHEDULE = "method_cannot_schedule"
+
+
+@dataclass
+class Item:
+    invoice: Invoice
+    available: int  # the balance minus what unfinished payments already hold
+    amount: int = 0  # what this payment applies to it
+
+
+@dataclass
+class Selection:
+    items: list[Item] = field(default_factory=list)
+    problem: Problem | None = None
+    # The invoice behind the problem, and the payment that holds or paid it (for a link).
+    invoice: Invoice | None = None
+    blocking_payment: Payment | None = None
+    # For mixed selections: the invoices grouped by currency or account, each payable alone.
+    groups: list[tuple[str, list[Invoice]]] = field(default_factory=list)
+
+    @property
+    def currency(self) -> str:
+        return self.items[0].invoice.currency
+
+    @property
+    def total(self) -> int:
+        return sum(item.amount for item in self.items)
+
+    @property
+    def available(self) -> int:
+        return sum(item.available for item in self.items)
+
+
+def new_idempotency_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def valid_key(key: str | None) -> bool:
+    return bool(key and _KEY.match(key))
+
+
+def _owned_key(user: PortalUser, key: str) -> str:
+    """Keys are stored per user, so one user's key can never name another's payment."""
+    return f"{user.public_id}:{key}"
+
+
+def _order(invoice: Invoice) -> tuple[date, date, str]:
+    return (invoice.due_date, invoice.issue_date, invoice.number)
+
+
+def reserved_amounts(session: Session, invoice_ids: Sequence[int]) -> dict[int, int]:
+    rows = session.execute(
+        select(PaymentAllocation.invoice_id, func.sum(PaymentAllocation.amount))
+        .join(Payment, Payment.id == PaymentAllocation.payment_id)
+        .where(PaymentAllocation.invoice_id.in_(invoice_ids), Payment.status.in_(IN_FLIGHT))
+        .group_by(PaymentAllocation.invoice_id)
+    )
+    return {invoice_id: int(total) for invoice_id, total in rows}
+
+
+def _latest_payment(
+    session: Session, invoice: Invoice, statuses: Sequence[PaymentStatus]
+) -> Payment | None:
+    return session.scalar(
+        select(Payment)
+        .join(PaymentAllocation, PaymentAllocation.payment_id == Payment.id)
+        .where(PaymentAllocation.invoice_id == invoice.id, Payment.status.in_(statuses))
+        .order_by(Payment.created_at.desc(), Payment.id.desc())
+        .limit(1)
+    )
+
+
+def select_invoices(
+    session: Session, public_ids: Sequence[str], *, lock: bool = False
+) -> Selection:
+    """The invoices to pay, oldest first, each with what is still available to pay on it."""
+    ids = list(dict.fromkeys(pid for pid in public_ids if pid))
+    if not ids:
+        return Selection(problem=Problem.NOTHING_SELECTED)
+    if len(ids) > MAX_INVOICES:
+        return Selection(problem=Problem.TOO_MANY)
+    query = select(Invoice).where(Invoice.public_id.in_(ids)).order_by(Invoice.id)
+    if lock:
+        query = _locked(session, query, ids)
+    invoices = list(session.scalars(query.options(selectinload(Invoice.billing_account))))
+    if len(invoices) != len(ids):
+        return Selection(problem=Problem.NOT_FOUND)
+    invoices.sort(key=_order)
+    currencies = _groups(invoices, lambda inv: inv.currency)
+    if len(currencies) > 1:
+        return Selection(problem=Problem.MIXED_CURRENCIES, groups=currencies)
+    accounts = _groups(invoices, lambda inv: inv.billing_account.name)
+    if len(accounts) > 1:
+        return Selection(problem=Problem.MIXED_ACCOUNTS, groups=accounts)
+    reserved = reserved_amounts(session, [inv.id for inv in invoices])
+    items = []
+    for invoice in invoices:
+        if invoice.balance_due <= 0 or invoice.status is InvoiceStatus.PAID:
+            paid = _latest_payment(session, invoice, (PaymentStatus.SUCCEEDED,))
+            return Selection(problem=Problem.ALREADY_PAID, invoice=invoice, blocking_payment=paid)
+        available = invoice.balance_due - reserved.get(invoice.id, 0)
+        if available <= 0:
+            holding = _latest_payment(session, invoice, IN_FLIGHT)
+            return Selection(problem=Problem.IN_FLIGHT, invoice=invoice, blocking_payment=holding)
+        if invoice.status not in (*PAYABLE, InvoiceStatus.PROCESSING):
+            return Selection(problem=Problem.NOT_PAYABLE, invoice=invoice)
+        items.append(Item(invoice=invoice, available=available, amount=available))
+    return Selection(items=items)
+
+
+def _locked(session: Session, query: Select[Any], public_ids: list[str]) -> Select[Any]:
+    """Serialize payers of the same invoices until this transaction ends."""
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        # SQLite has no row locks; a write takes the database's write lock for the transaction.
+        session.execute(
+            update(Invoice)
+            .where(Invoice.public_id.in_(public_ids))
+            .values(amount_paid=Invoice.amount_paid)
+            .execution_options(synchronize_session=False)
+        )
+        return query
+    return query.with_for_update(of=Invoice)
+
+
+def _groups(invoices: list[Invoice], key: object) -> list[tuple[str, list[Invoice]]]:
+    grouped: dict[str, list[Invoice]] = {}
+    for invoice in invoices:
+        grouped.setdefault(key(invoice), []).append(invoice)  # type: ignore[operator]
+    return sorted(grouped.items())
+
+
+# amounts ---------------------------------------------------------------------------------
+
+
+def parse_amount(raw: str, currency: str) -> int | FieldError:
+    """A typed amount in major units ("1,234.50") to minor units, or why it can't be one."""
+    cleaned = raw.strip().replace(",", "").replace(" ", "").replace("\u00a0", "")
+    for symbol in ("$", "€", "£"):
+        cleaned = cleaned.replace(symbol, "")
+    if not cleaned:
+        return FieldError.AMOUNT_INVALID
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        return FieldError.AMOUNT_INVALID
+    if not value.is_finite():
+        return FieldError.AMOUNT_INVALID
+    try:
+        minor = to_minor(value, currency)
+    except ValueError:
+        return FieldError.AMOUNT_DECIMALS
+    if minor <= 0:
+        return FieldError.AMOUNT_NOT_POSITIVE
+    return minor
+
+
+def allocate_oldest_first(items: list[Item], total: int) -> FieldError | None:
+    """Spread `total` over the items, oldest due first, each up to what is available on it."""
+    if total > sum(item.available for item in items):
+        return FieldError.TOTAL_ABOVE_BALANCE
+    remaining = total
+    for item in items:  # items are already oldest first
+        item.amount = min(item.available, remaining)
+        remaining -= item.amount
+    return None
+
+
+def check_amounts(selection: Selection, company: Company) -> dict[str, FieldError]:
+    """Per-invoice problems, keyed by the invoice's public id ("" for the payment as a whole)."""
+    errors: dict[str, FieldError] = {}
+    for item in selection.items:
+        if item.amount > item.available:
+            errors[item.invoice.public_id] = FieldError.AMOUNT_ABOVE_BALANCE
+        elif item.amount < 0:
+            errors[item.invoice.public_id] = FieldError.AMOUNT_NOT_POSITIVE
+        elif 0 < item.amount < item.available and not company.allow_partial_payments:
+            errors[item.invoice.public_id] = FieldError.PARTIAL_NOT_ALLOWED
+    if not errors and selection.total <= 0:
+        errors[""] = FieldError.NOTHING_TO_PAY
+    return errors
+
+
+def check_method(method: PaymentMethod | None, today: date) -> FieldError | None:
+    if method is None or method.removed_at is not None:
+        return FieldError.METHOD_REQUIRED
+    if method.is_expired(today):
+        return FieldError.METHOD_EXPIRED
+    return None
+
+
+def check_schedule(raw: str, today: date) -> date | FieldError | None:
+    """None: pay now. A date after today: schedule. Today counts as now."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        when = date.fromisoformat(raw)
+    except ValueError:
+        return FieldError.DATE_INVALID
+    if when < today:
+        return FieldError.DATE_IN_PAST
+    if when > today + timedelta(days=MAX_SCHEDULE_DAYS):
+        return FieldError.DATE_TOO_FAR
+    return None if when == today else when
+
+
+# creating and charging ------------------------------------------------------------------
+
+
+@dataclass
+class Submission:
+    payment: Payment | None = None
+    selection: Selection | None = None  # set when the selection itself was refused
+    errors: dict[str, FieldError] = field(default_factory=dict)
+    replayed: bool = False  # the key had already made this payment
+
+
+def find_by_key(session: Session, user: PortalUser, key: str) -> Payment | None:
+    return session.scalar(select(Payment).where(Payment.idempotency_key == _owned_key(user, key)))
+
+
+def create_payment(
+    session: Session,
+    *,
+    user: PortalUser,
+    company: Company,
+    key: str,
+    amounts: dict[str, int],
+    method: PaymentMethod,
+    scheduled_for: date | None,
+    gateway_name: str,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> Submission:
+    """Reserve the amounts and record the payment (not yet charged). The caller commits."""
+    existing = find_by_key(session, user, key)
+    if existing is not None:
+        return Submission(payment=existing, replayed=True)
+    selection = select_invoices(session, list(amounts), lock=True)
+    if selection.problem is not None:
+        # The lock may have waited for a payment that was just made with this very key.
+        existing = find_by_key(session, user, key)
+        if existing is not None:
+            return Submission(payment=existing, replayed=True)
+        return Submission(selection=selection)
+    for item in selection.items:
+        item.amount = amounts[item.invoice.public_id]
+    errors = check_amounts(selection, company)
+    if errors:
+        return Submission(selection=selection, errors=errors)
+    account_id = selection.items[0].invoice.billing_account_id
+    payment = Payment(
+        company_id=company.id,
+        billing_account_id=account_id,
+        idempotency_key=_owned_key(user, key),
+        user_id=user.id,
+        payment_method_id=method.id,
+        currency=selection.currency,
+        amount=selection.total,
+        status=PaymentStatus.SCHEDULED if scheduled_for else PaymentStatus.PROCESSING,
+        scheduled_for=scheduled_for,
+        gateway=gateway_name,
+        created_at=now,
+        allocations=[
+            PaymentAllocation(
+                company_id=company.id,
+                billing_account_id=account_id,
+                invoice_id=item.invoice.id,
+                amount=item.amount,
+            )
+            for item in selection.items
+            if item.amount > 0
+        ],
+    )
+    try:
+        with session.begin_nested():
+            session.add(payment)
+    except IntegrityError:
+        existing = find_by_key(session, user, key)
+        if existing is None:
+            raise
+        return Submission(payment=existing, replayed=True)
+    if scheduled_for is None:
+        for item in selection.items:
+            if item.amount > 0:
+                item.invoice.status = InvoiceStatus.PROCESSING
+    audit.record_for(
+        session,
+        user,
+        "Portal.PaymentScheduled" if scheduled_for else "Portal.PaymentSubmitted",
+        request=request,
+        payment_id=payment.public_id,
+        invoice_ids=[item.invoice.public_id for item in selection.items if item.amount > 0],
+        amount=payment.amount,
+        currency=payment.currency,
+        payment_method=method.kind.value,
+        scheduled_for=scheduled_for.isoformat() if scheduled_for else None,
+    )
+    return Submission(payment=payment, selection=selection)
+
+
+def charge(
+    session: Session, gateway: PaymentGateway, payment: Payment, *, return_url: str, now: datetime
+) -> ChargeResult | None:
+    """Ask the gateway to charge a processing payment and apply its answer.
+
+    None means the gateway could not be reached: the payment stays processing and the
+    reconciliation job asks again with the same idempotency key.
+    """
+    method = payment.payment_method
+    company = session.get(Company, payment.company_id)
+    assert method is not None and company is not None
+    company.gateway_customer_id = gateway.ensure_customer(
+        existing=company.gateway_customer_id,
+        company_ref=company.public_id,
+        company_name=company.name,
+    )
+    request = ChargeRequest(
+        customer=company.gateway_customer_id,
+        token=method.gateway_token,
+        amount=payment.amount,
+        currency=payment.currency,
+        idempotency_key=payment.idempotency_key,
+        description=f"{company.name}: payment {payment.public_id}",
+        return_url=return_url,
+        metadata={"payment": payment.public_id},
+    )
+    try:
+        result = gateway.charge(request)
+    except GatewayError:
+        return None
+    apply_result(session, payment, result, now=now)
+    return result
+
+
+def apply_result(
+    session: Session, payment: Payment, result: ChargeResult, *, now: datetime
+) -> bool:
+    """Move the payment (and its invoices) to what the gateway says. True if anything changed."""
+    if result.status is ChargeStatus.SUCCEEDED:
+        changed = _transition(
+            session,
+            payment,
+            PaymentStatus.SUCCEEDED,
+            result,
+            now,
+            receipt_number=f"RCPT-{now:%Y}-{payment.id:06d}",
+        )
+        if changed:
+            _apply_to_invoices(session, payment, now)
+            _record_outcome(session, payment, "Portal.PaymentMade")
+        return changed
+    if result.status is ChargeStatus.FAILED:
+        changed = _transition(session, payment, PaymentStatus.FAILED, result, now)
+        if changed:
+            _release_invoices(session, payment, InvoiceStatus.PAYMENT_FAILED)
+            _record_outcome(session, payment, "Portal.PaymentFailed")
+        return changed
+    # Still on its way (processing, or waiting for the customer to authenticate).
+    values: dict[str, object] = {}
+    if result.reference and payment.gateway_reference is None:
+        values["gateway_reference"] = result.reference
+    if result.status is ChargeStatus.REQUIRES_ACTION and result.action_url != payment.action_url:
+        values["action_url"] = result.action_url
+    if not values or payment.status in FINAL:
+        return False
+    session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.status.in_(IN_FLIGHT))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(payment)
+    return True
+
+
+def _transition(
+    session: Session,
+    payment: Payment,
+    status: PaymentStatus,
+    result: ChargeResult,
+    now: datetime,
+    **extra: object,
+) -> bool:
+    values: dict[str, object] = {"status": status, "processed_at": now, "action_url": None}
+    if result.reference:
+        values["gateway_reference"] = result.reference
+    if status is PaymentStatus.FAILED:
+        values["failure_code"] = (result.failure_code or "processing_error")[:60]
+    values.update(extra)
+    changed = session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.status.in_(IN_FLIGHT))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    session.refresh(payment)
+    return bool(changed)
+
+
+def _apply_to_invoices(session: Session, payment: Payment, now: datetime) -> None:
+    for allocation in payment.allocations:
+        paid = Invoice.amount_paid + allocation.amount
+        done = session.execute(
+            update(Invoice)
+            .where(Invoice.id == allocation.invoice_id, paid <= Invoice.total)
+            .values(
+                amount_paid=paid,
+                status=case(
+                    (paid == Invoice.total, InvoiceStatus.PAID.value),
+                    else_=InvoiceStatus.PARTIALLY_PAID.value,
+                ),
+                paid_at=case((paid == Invoice.total, now), else_=Invoice.paid_at),
+                version=Invoice.version + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if not done:  # reservations make this unreachable; the CHECK constraint backs it up
+            raise RuntimeError(f"payment {payment.public_id} would overpay an invoice")
+    _expire_invoices(session, payment)
+
+
+def _release_invoices(session: Session, payment: Payment, status: InvoiceStatus) -> None:
+    """After a failure or cancellation: invoices no other payment is processing go back."""
+    for allocation in payment.allocations:
+        still = session.scalar(
+            select(func.count())
+            .select_from(PaymentAllocation)
+            .join(Payment, Payment.id == PaymentAllocation.payment_id)
+            .where(
+                PaymentAllocation.invoice_id == allocation.invoice_id,
+                Payment.status == PaymentStatus.PROCESSING,
+            )
+        )
+        if still:
+            continue
+        session.execute(
+            update(Invoice)
+            .where(Invoice.id == allocation.invoice_id, Invoice.status == InvoiceStatus.PROCESSING)
+            .values(status=status, version=Invoice.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+    _expire_invoices(session, payment)
+
+
+def _expire_invoices(session: Session, payment: Payment) -> None:
+    for allocation in payment.allocations:
+        invoice = session.identity_map.get(session.identity_key(Invoice, allocation.invoice_id))
+        if invoice is not None:
+            session.expire(invoice)
+
+
+def _record_outcome(session: Session, payment: Payment, name: str) -> None:
+    method = payment.payment_method
+    properties: dict[str, Any] = {
+        "payment_id": payment.public_id,
+        "invoice_ids": [a.invoice.public_id for a in payment.allocations],
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "payment_method": method.kind.value if method else None,
+    }
+    if name == "Portal.PaymentFailed":
+        properties["error_reason"] = payment.failure_code
+    audit.record(
+        session, name, company_id=payment.company_id, user_id=payment.user_id, **properties
+    )
+
+
+# scheduled payments ------------------------------------------------------------------------
+
+
+def cancel_scheduled(
+    session: Session,
+    payment: Payment,
+    user: PortalUser,
+    *,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> bool:
+    changed = session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.status == PaymentStatus.SCHEDULED)
+        .values(status=PaymentStatus.CANCELED, processed_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    session.refresh(payment)
+    if changed:
+        audit.record_for(
+            session,
+            user,
+            "Portal.PaymentCanceled",
+            request=request,
+            payment_id=payment.public_id,
+            amount=payment.amount,
+            currency=payment.currency,
+        )
+    return bool(changed)
+
+
+def start_scheduled(session: Session, payment: Payment, *, today: date, now: datetime) -> bool:
+    """A scheduled payment whose day has come becomes processing (once, whoever asks)."""
+    if payment.scheduled_for is None or payment.scheduled_for > today:
+        return False
+    invoices = [a.invoice for a in payment.allocations]
+    reserved_elsewhere = _reserved_by_others(session, payment)
+    for allocation, invoice in zip(payment.allocations, invoices, strict=True):
+        if allocation.amount > invoice.balance_due - reserved_elsewhere.get(invoice.id, 0):
+            # Paid some other way since it was scheduled: charging would overpay.
+            _transition(
+                session,
+                payment,
+                PaymentStatus.CANCELED,
+                ChargeResult(ChargeStatus.FAILED, None),
+                now,
+                failure_code="invoice_already_paid",
+            )
+            return False
+    changed = session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.status == PaymentStatus.SCHEDULED)
+        .values(status=PaymentStatus.PROCESSING)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    session.refresh(payment)
+    if changed:
+        for invoice in invoices:
+            if invoice.status in PAYABLE:
+                invoice.status = InvoiceStatus.PROCESSING
+    return bool(changed)
+
+
+def _reserved_by_others(session: Session, payment: Payment) -> dict[int, int]:
+    ids = [a.invoice_id for a in payment.allocations]
+    rows = session.execute(
+        select(PaymentAllocation.invoice_id, func.sum(PaymentAllocation.amount))
+        .join(Payment, Payment.id == PaymentAllocation.payment_id)
+        .where(
+            PaymentAllocation.invoice_id.in_(ids),
+            Payment.status.in_(IN_FLIGHT),
+            Payment.id != payment.id,
+        )
+        .group_by(PaymentAllocation.invoice_id)
+    )
+    return {invoice_id: int(total) for invoice_id, total in rows}
+
+
+def due_scheduled(session: Session, today: date) -> list[int]:
+    return list(
+        session.scalars(
+            select(Payment.id).where(
+                Payment.status == PaymentStatus.SCHEDULED, Payment.scheduled_for <= today
+            )
+        )
+    )
+
+
+def stuck_processing(session: Session, before: datetime) -> list[int]:
+    return list(
+        session.scalars(
+            select(Payment.id).where(
+                Payment.status == PaymentStatus.PROCESSING,
+                Payment.created_at < before,
+                Payment.action_url.is_(None),
+            )
+        )
+    )
+
+
+def get_payment(session: Session, public_id: str) -> Payment | None:
+    return session.scalar(
+        select(Payment)
+        .where(Payment.public_id == public_id)
+        .options(
+            selectinload(Payment.allocations).selectinload(PaymentAllocation.invoice),
+            selectinload(Payment.payment_method),
+        )
+    )
+
+
+# gateway callbacks ------------------------------------------------------------------------
+
+
+class WebhookOutcome(enum.StrEnum):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"  # already in that state, or a late event for a settled payment
+    DUPLICATE = "duplicate"  # this event id was seen before
+    IGNORED = "ignored"  # not an event the portal acts on, or not one of its payments
+
+
+def record_event(session: Session, gateway_name: str, event: ChargeEvent, now: datetime) -> bool:
+    """Remember the event id; False when it was already there (a replay)."""
+    try:
+        with session.begin_nested():
+            session.add(
+                GatewayEvent(
+                    gateway=gateway_name,
+                    event_id=event.event_id,
+                    kind=event.kind[:60],
+                    reference=event.reference,
+                    received_at=now,
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def payment_by_reference(session: Session, reference: str) -> Payment | None:
+    return session.scalar(select(Payment).where(Payment.gateway_reference == reference))
+
+
+def get_payment_by_id(session: Session, payment_id: int) -> Payment | None:
+    return session.scalar(
+        select(Payment)
+        .where(Payment.id == payment_id)
+        .options(
+            selectinload(Payment.allocations).selectinload(PaymentAllocation.invoice),
+            selectinload(Payment.payment_method),
+        )
+    )

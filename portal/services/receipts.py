@@ -1,0 +1,100 @@
+"""A payment's receipt as PDF (xhtml2pdf, the same fonts and limits as invoices)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import jinja2
+from babel.dates import format_date, format_datetime
+from xhtml2pdf import pisa
+
+from portal.models import Company, Payment, PaymentMethodKind
+from portal.services.invoice_pdf import (
+    _POLICY,
+    BRAND,
+    FONT_BOLD,
+    FONT_REGULAR,
+    InvoicePdfError,
+    plain,
+)
+from portal.services.money import format_money
+
+TEMPLATE = "pdf/receipt.html"
+
+
+@dataclass(frozen=True)
+class ReceiptLine:
+    number: str
+    issued: str
+    amount: str
+
+
+@dataclass(frozen=True)
+class ReceiptView:
+    brand: str
+    font_regular: str
+    font_bold: str
+    company: str
+    account: str
+    number: str
+    paid_at: str
+    method: str
+    reference: str
+    amount: str
+    lines: list[ReceiptLine]
+
+
+def method_label(payment: Payment) -> str:
+    method = payment.payment_method
+    if method is None:
+        return "—"
+    if method.kind is PaymentMethodKind.BANK_ACCOUNT:
+        return f"Bank account ending {method.last4}"
+    return f"{method.brand.title()} ending {method.last4}"
+
+
+def receipt_view(payment: Payment, company: Company, *, locale: str) -> ReceiptView:
+    def money(minor: int) -> str:
+        return plain(format_money(minor, payment.currency, locale))
+
+    account = payment.allocations[0].invoice.billing_account if payment.allocations else None
+    return ReceiptView(
+        brand=BRAND,
+        font_regular=str(FONT_REGULAR),
+        font_bold=str(FONT_BOLD),
+        company=company.name,
+        account=account.name if account else "",
+        number=payment.receipt_number or "",
+        paid_at=plain(format_datetime(payment.processed_at, "medium", locale=locale))
+        if payment.processed_at
+        else "",
+        method=method_label(payment),
+        reference=payment.public_id,
+        amount=money(payment.amount),
+        lines=[
+            ReceiptLine(
+                number=a.invoice.number,
+                issued=plain(format_date(a.invoice.issue_date, "medium", locale=locale)),
+                amount=money(a.amount),
+            )
+            for a in payment.allocations
+        ],
+    )
+
+
+def render_pdf(
+    payment: Payment, company: Company, *, locale: str, template_env: jinja2.Environment
+) -> bytes:
+    html = template_env.get_template(TEMPLATE).render(
+        receipt=receipt_view(payment, company, locale=locale)
+    )
+    out = io.BytesIO()
+    status = pisa.CreatePDF(html, dest=out, encoding="utf-8", resource_policy=_POLICY)
+    if status.err:
+        raise InvoicePdfError(f"xhtml2pdf reported {status.err} error(s) for a receipt")
+    return out.getvalue()
+
+
+def filename(payment: Payment) -> str:
+    return f"receipt-{payment.receipt_number or payment.public_id}.pdf"

@@ -1,0 +1,368 @@
+"""Paying invoices through the sandbox gateway: the whole flow, every card outcome, the rules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal import tenancy
+from portal.models import AuditEvent, InvoiceStatus, PaymentStatus
+from tests.conftest import Auth
+from tests.web.payment_helpers import invoice, method, open_form, pay, payment, run_jobs, submit
+
+
+@pytest.fixture
+def signed_in(auth: Auth) -> Auth:
+    auth.sign_in()
+    return auth
+
+
+def test_pay_one_invoice_in_full(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    inv = invoice(db, "INV-1001")
+    balance = inv.balance_due
+    visa = method(db, "4242")
+    response, pid = pay(client, [inv], visa.public_id)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    page = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
+    assert "processed successfully" in page
+    paid = payment(db, pid)
+    assert paid.status is PaymentStatus.SUCCEEDED and paid.amount == balance
+    assert paid.receipt_number and paid.gateway_reference
+    after = invoice(db, "INV-1001")
+    assert after.status is InvoiceStatus.PAID and after.balance_due == 0
+    with tenancy.system(db):
+        names = db.scalars(select(AuditEvent.name)).all()
+    assert "Portal.PaymentMade" in names
+
+
+def _events(db: Session, name: str) -> list[AuditEvent]:
+    with tenancy.system(db):
+        return list(db.scalars(select(AuditEvent).where(AuditEvent.name == name)))
+
+
+def test_a_card_whose_charges_fail_says_why_and_offers_retry(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    inv = invoice(db, "INV-1002")
+    owed = inv.balance_due
+    response, pid = pay(client, [inv], method(db, "0341").public_id)
+    assert response.status_code == 303
+    page = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
+    assert "Payment failed: your card was declined" in page
+    assert f'href="/portal/payment?invoice={inv.public_id}"' in page  # Retry
+    failed = payment(db, pid)
+    assert failed.status is PaymentStatus.FAILED and failed.failure_code == "card_declined"
+    after = invoice(db, "INV-1002")
+    assert after.status is InvoiceStatus.PAYMENT_FAILED and after.balance_due == owed
+    event = _events(db, "Portal.PaymentFailed")[-1]
+    assert event.properties["error_reason"] == "card_declined"
+    assert event.properties["payment_method"] == "card"
+    assert event.properties["amount"] == owed
+    # Retry makes a new payment with the good card.
+    again, second = pay(client, [after], method(db, "4242").public_id)
+    assert again.status_code == 303 and second != pid
+    assert invoice(db, "INV-1002").status is InvoiceStatus.PAID
+
+
+def test_partial_payment_where_the_company_allows_it(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    inv = invoice(db, "INV-1003")
+    before = inv.balance_due
+    _response, pid = pay(client, [inv], method(db, "4242").public_id, {inv.public_id: "100.00"})
+    assert payment(db, pid).amount == 10_000
+    after = invoice(db, "INV-1003")
+    assert after.status is InvoiceStatus.PARTIALLY_PAID
+    assert after.balance_due == before - 10_000
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("0", "Enter an amount for at least one invoice."),
+        ("-5", "Enter an amount above zero."),
+        ("12.345", "Use at most two decimals."),
+        ("abc", "Enter an amount, like 125.00."),
+        ("99999999", "more than the"),
+    ],
+)
+def test_bad_amounts_are_refused_inline_and_keep_the_input(
+    client: FlaskClient, signed_in: Auth, db: Session, typed: str, message: str
+) -> None:
+    inv = invoice(db, "INV-1003")
+    _page, key, token = open_form(client, inv.public_id)
+    response = submit(
+        client,
+        [inv],
+        key=key,
+        token=token,
+        action="review",
+        method_id=method(db, "4242").public_id,
+        amounts={inv.public_id: typed},
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert "Payment validation failed." in page and message in page
+    assert f'value="{typed}"' in page  # nothing typed is lost
+    assert 'aria-invalid="true"' in page
+
+
+def test_a_company_that_pays_in_full_refuses_partial_amounts(
+    client: FlaskClient, auth: Auth, db: Session
+) -> None:
+    auth.sign_in("admin@globex.test")
+    inv = invoice(db, "RE-2026-002")
+    page, key, token = open_form(client, inv.public_id)
+    assert f'name="amount-{inv.public_id}"' not in page  # nothing to type: the whole balance
+    assert "pays invoices in full" in page
+    # A crafted partial amount is ignored: the payment is the full balance or nothing.
+    response = submit(
+        client,
+        [inv],
+        key=key,
+        token=token,
+        action="review",
+        method_id=None,
+        amounts={inv.public_id: "1.00"},
+    )
+    assert response.status_code == 422 and "Choose how to pay." in response.get_data(as_text=True)
+
+
+def test_several_invoices_in_one_payment_and_oldest_first(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    first, second, third = (invoice(db, n) for n in ("INV-1012", "INV-1001", "INV-1004"))
+    owed = {inv.number: inv.balance_due for inv in (first, second, third)}
+    visa = method(db, "4242").public_id
+    page, key, token = open_form(client, third.public_id, first.public_id, second.public_id)
+    # Oldest due first, whatever the order asked in.
+    assert page.index("INV-1012") < page.index("INV-1001") < page.index("INV-1004")
+    total = owed["INV-1012"] + 1  # all of the oldest and one cent of the next
+    response = submit(
+        client,
+        [first, second, third],
+        key=key,
+        token=token,
+        action="allocate",
+        method_id=visa,
+        amounts={},
+        total=f"{total / 100:.2f}",
+    )
+    filled = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert f'name="amount-{first.public_id}" inputmode="decimal" autocomplete="off"' in filled
+    oldest = owed["INV-1012"] / 100
+    assert f'value="{oldest:.2f}"' in filled and 'value="0.01"' in filled
+    amounts = {
+        first.public_id: f"{owed['INV-1012'] / 100:.2f}",
+        second.public_id: "0.01",
+        third.public_id: "",
+    }
+    confirm = submit(
+        client,
+        [first, second, third],
+        key=key,
+        token=token,
+        action="review",
+        method_id=visa,
+        amounts=amounts,
+    )
+    assert "How the payment is applied" in confirm.get_data(as_text=True)
+    done = submit(
+        client,
+        [first, second, third],
+        key=key,
+        token=token,
+        action="confirm",
+        method_id=visa,
+        amounts=amounts,
+    )
+    assert done.status_code == 303
+    made = payment(db, done.headers["Location"].rsplit("/", 1)[1])
+    assert made.amount == total
+    assert sorted(a.amount for a in made.allocations) == [1, owed["INV-1012"]]
+    assert sum(a.amount for a in made.allocations) == made.amount  # no cent stranded
+    assert invoice(db, "INV-1012").status is InvoiceStatus.PAID
+    assert invoice(db, "INV-1001").balance_due == owed["INV-1001"] - 1
+    assert invoice(db, "INV-1004").balance_due == owed["INV-1004"]
+
+
+def test_a_total_above_what_is_due_is_refused(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    a, b = invoice(db, "INV-1001"), invoice(db, "INV-1004")
+    _page, key, token = open_form(client, a.public_id, b.public_id)
+    too_much = (a.balance_due + b.balance_due + 1) / 100
+    response = submit(
+        client,
+        [a, b],
+        key=key,
+        token=token,
+        action="allocate",
+        method_id=None,
+        amounts={},
+        total=f"{too_much:.2f}",
+    )
+    assert response.status_code == 422
+    assert "due on these invoices" in response.get_data(as_text=True)
+
+
+def test_invoices_of_two_accounts_are_paid_separately(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    west, east = invoice(db, "INV-1001"), invoice(db, "INV-2002")
+    response = client.get(f"/portal/payment?invoice={west.public_id}&invoice={east.public_id}")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert "One billing account per payment" in page
+    assert f'href="/portal/payment?invoice={west.public_id}"' in page
+    assert f'href="/portal/payment?invoice={east.public_id}"' in page
+
+
+def test_a_double_submit_is_one_payment(client: FlaskClient, signed_in: Auth, db: Session) -> None:
+    inv = invoice(db, "INV-1001")
+    visa = method(db, "4242").public_id
+    _page, key, token = open_form(client, inv.public_id)
+    first = submit(client, [inv], key=key, token=token, action="confirm", method_id=visa)
+    second = submit(client, [inv], key=key, token=token, action="confirm", method_id=visa)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["Location"] == second.headers["Location"]
+    with tenancy.system(db):
+        assert len(_events(db, "Portal.PaymentMade")) == 1
+
+
+def test_paying_a_paid_invoice_is_a_409_with_the_receipt(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    inv = invoice(db, "INV-1001")
+    visa = method(db, "4242").public_id
+    _page, key, token = open_form(client, inv.public_id)
+    _done, pid = pay(client, [inv], visa)
+    # The form opened before the payment, submitted after it: a different key, a paid invoice.
+    late = submit(client, [inv], key=key, token=token, action="confirm", method_id=visa)
+    page = late.get_data(as_text=True)
+    assert late.status_code == 409
+    assert "Payment already processed." in page and f"/portal/payments/{pid}" in page
+    assert "View Receipt" in page
+    assert client.get(f"/portal/payment?invoice={inv.public_id}").status_code == 409
+
+
+def test_an_invoice_being_paid_cannot_be_paid_again(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    response = client.get(f"/portal/payment?invoice={invoice(db, 'INV-1009').public_id}")
+    assert response.status_code == 409
+    assert "already on its way" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("number", "status"),
+    [("INV-1011", 422), ("nope", 404)],
+)
+def test_unpayable_and_unknown_invoices(
+    client: FlaskClient, signed_in: Auth, db: Session, number: str, status: int
+) -> None:
+    pid = invoice(db, number).public_id if number.startswith("INV") else "inv_missing"
+    response = client.get(f"/portal/payment?invoice={pid}")
+    assert response.status_code == status
+
+
+def test_another_companys_invoice_is_not_found(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    response = client.get(f"/portal/payment?invoice={invoice(db, 'RE-2026-002').public_id}")
+    assert response.status_code == 404
+    assert "Invoice not found." in response.get_data(as_text=True)
+
+
+def test_a_restricted_user_pays_only_their_accounts_invoices(
+    client: FlaskClient, auth: Auth, db: Session
+) -> None:
+    auth.sign_in("ap@acme.test")
+    assert (
+        client.get(f"/portal/payment?invoice={invoice(db, 'INV-2002').public_id}").status_code
+        == 404
+    )
+    inv = invoice(db, "INV-1004")
+    _response, pid = pay(client, [inv], method(db, "4242").public_id)
+    assert payment(db, pid).status is PaymentStatus.SUCCEEDED
+    history = client.get("/portal/payment-history").get_data(as_text=True)
+    assert pid in history or payment(db, pid).receipt_number in history
+    assert "INV-2001" not in history  # East's payments stay out of sight
+
+
+def test_malformed_posts_are_400(client: FlaskClient, signed_in: Auth, db: Session) -> None:
+    _page, _key, token = open_form(client, invoice(db, "INV-1001").public_id)
+    response = client.post(
+        "/portal/payment", data={"csrf_token": token, "idempotency_key": "x", "action": "confirm"}
+    )
+    assert response.status_code == 400
+    assert "Invalid payment data. Check your input." in response.get_data(as_text=True)
+
+
+def test_expired_methods_cannot_pay(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    visa = method(db, "4242")
+    with tenancy.system(db):
+        visa.exp_year = app.extensions["portal.clock"].today().year - 1
+        db.commit()
+    page = client.get("/portal/payment-methods").get_data(as_text=True)
+    assert "Expired" in page
+    inv = invoice(db, "INV-1004")
+    _page, key, token = open_form(client, inv.public_id)
+    response = submit(
+        client, [inv], key=key, token=token, action="review", method_id=visa.public_id
+    )
+    assert response.status_code == 422
+    assert "This card has expired." in response.get_data(as_text=True)
+
+
+def test_flag_off_hides_pay_actions_and_closes_the_routes(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    from portal.models import FeatureFlag
+
+    inv = invoice(db, "INV-1001")
+    assert "Pay Now" in client.get(f"/portal/invoices/{inv.public_id}").get_data(as_text=True)
+    with tenancy.system(db):
+        db.merge(FeatureFlag(name="m25_portal_payment", enabled=False))
+        db.commit()
+    detail = client.get(f"/portal/invoices/{inv.public_id}").get_data(as_text=True)
+    assert "Pay Now" not in detail and "Pay selected" not in client.get(
+        "/portal/invoices"
+    ).get_data(as_text=True)
+    closed = client.get(f"/portal/payment?invoice={inv.public_id}")
+    assert closed.status_code == 404
+    assert "Online payment isn&#39;t available right now." in closed.get_data(as_text=True)
+
+
+def test_the_payment_page_polls_while_processing(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    processing = invoice(db, "INV-1009")
+    with tenancy.system(db):
+        from portal.models import Payment, PaymentAllocation
+
+        held = db.scalars(
+            select(Payment)
+            .join(PaymentAllocation)
+            .where(PaymentAllocation.invoice_id == processing.id)
+        ).first()
+        assert held is not None
+    page = client.get(f"/portal/payments/{held.public_id}").get_data(as_text=True)
+    assert "Your payment is being processed" in page
+    assert 'hx-trigger="load delay:1s"' in page
+    assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in page
+    assert 'role="status"' in page
+    fragment = client.get(
+        f"/portal/payments/{held.public_id}?fragment=status", headers={"HX-Request": "true"}
+    ).get_data(as_text=True)
+    assert fragment.lstrip().startswith("<section") and "<html" not in fragment
