@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from babel import Locale, UnknownLocaleError
-from flask import Flask, g, request, session
+from flask import Flask, g, has_request_context, request, session
 from flask_babel import get_locale
 
 from portal.extensions import babel
@@ -19,6 +19,8 @@ def select_locale() -> str:
         language = str(user.locale).split("_")[0]
         if language in SUPPORTED_LOCALES:
             return language
+    if not has_request_context():  # a job: the user's language, else English
+        return SUPPORTED_LOCALES[0]
     chosen = session.get(LANGUAGE_KEY)
     if chosen in SUPPORTED_LOCALES:
         return str(chosen)
@@ -32,7 +34,8 @@ def format_locale() -> str:
     user = g.get("user")
     if user is not None and user.locale:
         return str(user.locale)
-    for tag in request.accept_languages.values():
+    languages = request.accept_languages.values() if has_request_context() else ()
+    for tag in languages:
         if tag.split("-")[0].lower() in SUPPORTED_LOCALES:
             try:
                 return str(Locale.parse(tag, sep="-"))

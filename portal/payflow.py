@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from flask import current_app, has_request_context, render_template, url_for
+from flask import current_app, g, has_request_context, render_template, url_for
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy.orm import Session
@@ -19,6 +19,7 @@ from portal import clock, tenancy
 from portal.blueprints.payments import copy
 from portal.extensions import gateway, jobs, mailer
 from portal.gateways import ChargeResult, GatewayError, InvalidSignature, PaymentGateway
+from portal.i18n import SUPPORTED_LOCALES
 from portal.models import Company, Payment, PaymentStatus, PortalUser
 from portal.services import payments
 from portal.templating import money
@@ -156,8 +157,9 @@ def mail_result(session: Session, payment_id: int) -> str:
         company = session.get(Company, payment.company_id)
         if user is None or company is None:
             return "no payer"
-        locale = (user.locale or company.locale or "en").split("_")[0]
-        with force_locale(locale):
+        g.user = user  # formats money and dates as this user reads them
+        language = (user.locale or company.locale or "en").split("_")[0]
+        with force_locale(language if language in SUPPORTED_LOCALES else "en"):
             amount = money(payment.amount, payment.currency)
             if payment.status is PaymentStatus.SUCCEEDED:
                 subject = _(

@@ -14,6 +14,7 @@ import re
 import secrets
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from email import message_from_bytes
@@ -166,9 +167,9 @@ def app(backend: Backend) -> Iterator[Flask]:
     flask_app.extensions["portal.db"].engine.dispose()
 
 
-@pytest.fixture
-def connection(app: Flask) -> Iterator[Connection]:
-    """Everything a test does happens in one transaction, rolled back afterwards."""
+@contextmanager
+def transactional(app: Flask) -> Iterator[Connection]:
+    """Everything `app` does happens in one transaction, rolled back afterwards."""
     db = app.extensions["portal.db"]
     conn = db.engine.connect()
     outer = conn.begin()
@@ -185,6 +186,12 @@ def connection(app: Flask) -> Iterator[Connection]:
         db.sessionmaker = original
         outer.rollback()
         conn.close()
+
+
+@pytest.fixture
+def connection(app: Flask) -> Iterator[Connection]:
+    with transactional(app) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -123,7 +123,9 @@ class SandboxGateway:
     # customers and methods ---------------------------------------------------------------
 
     def ensure_customer(self, *, existing: str | None, company_ref: str, company_name: str) -> str:
-        return existing or f"sandbox_cus_{company_ref}"
+        if existing and existing.startswith("sandbox_cus_"):  # not one of another gateway's
+            return existing
+        return f"sandbox_cus_{company_ref}"
 
     def start_setup(
         self, *, customer: str, kind: PaymentMethodKind, return_url: str, cancel_url: str

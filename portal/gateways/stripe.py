@@ -12,11 +12,9 @@ on Checkout Sessions and PaymentIntents; `allowed_payment_method_types` filters 
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import requests
 import stripe
 
 from portal.gateways import (
@@ -67,19 +65,18 @@ class StripeGateway:
         timeout: float = 30.0,
     ) -> None:
         self._webhook_secret = webhook_secret
-        # A session of our own (not the SDK's per-thread ones) so that its pooled connections
-        # are closed when the gateway goes: by close(), or when it is garbage collected.
-        session = requests.Session()
-        self._closer = weakref.finalize(self, session.close)
+        # The SDK's default client, with a timeout shorter than its 80 seconds.
+        self._http = stripe.RequestsClient(timeout=timeout)
         self._client = stripe.StripeClient(
             secret_key,
             base_addresses={"api": api_base} if api_base else {},
             max_network_retries=max_network_retries,
-            http_client=stripe.RequestsClient(timeout=timeout, session=session),
+            http_client=self._http,
         )
 
     def close(self) -> None:
-        self._closer()
+        """Close the pooled connections now (garbage collection closes them otherwise)."""
+        self._http.close()  # type: ignore[no-untyped-call]  # untyped in the SDK
 
     def __enter__(self) -> StripeGateway:
         return self
@@ -90,7 +87,7 @@ class StripeGateway:
     # customers and methods ---------------------------------------------------------------
 
     def ensure_customer(self, *, existing: str | None, company_ref: str, company_name: str) -> str:
-        if existing:
+        if existing and existing.startswith("cus_"):  # not one of another gateway's
             return existing
         try:
             customer = self._client.v1.customers.create(

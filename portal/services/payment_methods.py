@@ -105,7 +105,7 @@ def scheduled_using(session: Session, method: PaymentMethod) -> Payment | None:
             Payment.payment_method_id == method.id,
             Payment.status.in_((PaymentStatus.SCHEDULED, PaymentStatus.PROCESSING)),
         )
-        .order_by(Payment.scheduled_for)
+        .order_by(Payment.scheduled_for.is_(None), Payment.scheduled_for)
         .limit(1)
     )
 

@@ -161,7 +161,9 @@ def select_invoices(
         return Selection(problem=Problem.TOO_MANY)
     query = select(Invoice).where(Invoice.public_id.in_(ids)).order_by(Invoice.id)
     if lock:
-        query = _locked(session, query, ids)
+        # Re-read what an earlier, unlocked read of this request left in the identity map: the
+        # locked row is the truth (a payment may have completed while we waited for it).
+        query = _locked(session, query, ids).execution_options(populate_existing=True)
     invoices = list(session.scalars(query.options(selectinload(Invoice.billing_account))))
     if len(invoices) != len(ids):
         return Selection(problem=Problem.NOT_FOUND)

@@ -327,7 +327,7 @@ def test_authentication_sends_the_customer_to_the_issuer_and_back(
     gateway: StripeGateway, stub: StripeStub, customer: str
 ) -> None:
     method = save_method(gateway, stub, customer, "4000002500003155")
-    result = charge(gateway, customer, method.token)
+    result = charge(gateway, customer, method.token, key="payment-pay_3ds")
 
     assert result.status is ChargeStatus.REQUIRES_ACTION
     assert result.reference is not None
@@ -344,6 +344,8 @@ def test_authentication_sends_the_customer_to_the_issuer_and_back(
 
     settled = gateway.retrieve(result.reference)
     assert settled == ChargeResult(status=ChargeStatus.SUCCEEDED, reference=result.reference)
+    # As on Stripe, the same key replays the first answer: only retrieve() tells what happened.
+    assert charge(gateway, customer, method.token, key="payment-pay_3ds") == result
 
 
 def test_failed_authentication_fails_the_charge(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -13,7 +11,7 @@ from sqlalchemy.orm import Session
 from portal import tenancy
 from portal.models import AuditEvent, InvoiceStatus, PaymentStatus
 from tests.conftest import Auth
-from tests.web.payment_helpers import invoice, method, open_form, pay, payment, run_jobs, submit
+from tests.web.payment_helpers import invoice, method, open_form, pay, payment, submit
 
 
 @pytest.fixture

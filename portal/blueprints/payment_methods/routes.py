@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
@@ -101,7 +103,7 @@ def added() -> Response:
     )
     session.commit()
     flash(_("Payment method added."), "info")
-    if back.startswith(url_for("payments.new")):
+    if urlsplit(back).path == url_for("payments.new"):  # preselect it on the way back
         separator = "&" if "?" in back else "?"
         back = f"{back}{separator}method={method.public_id}"
     return redirect(back, code=303)

@@ -1,0 +1,158 @@
+"""Exactly once under concurrency, on PostgreSQL with real connections and committed rows.
+
+Runs on its own PostgreSQL database (whatever PORTAL_TEST_BACKENDS says): the row locks are the
+point, and the shared test transaction would serialize everything.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from portal import migrate, tenancy
+from portal.db import make_engine
+from portal.models import Invoice, Payment, PaymentAllocation, PaymentStatus, SandboxCharge
+from portal.services import seed
+from portal.services.passwords import hasher
+from tests.conftest import COOKIE, TEST_SECRET, Auth, Backend, _postgres_database, make_app
+from tests.web.payment_helpers import KEY, TOKEN
+
+SUBMISSIONS = 50
+
+
+@pytest.fixture(scope="module")
+def pg_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    urls = _postgres_database()
+    url = next(urls)
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        migrate.upgrade(connection=connection)
+    storage: Path = tmp_path_factory.mktemp("concurrency-files")
+    with Session(engine) as session:
+        seed.DemoSeeder(
+            session,
+            today=date.today(),
+            ph=hasher(1, 64),
+            secret_key=TEST_SECRET,
+            storage_dir=storage,
+        ).run()
+        session.commit()
+    engine.dispose()
+    app = make_app(Backend("postgresql", url, date.today(), storage))
+    yield app
+    app.extensions["portal.db"].engine.dispose()
+    for _ in urls:
+        pass
+
+
+def _lookup(app: Flask, number: str) -> tuple[str, int, int]:
+    with app.extensions["portal.db"].sessionmaker() as session, tenancy.system(session):
+        invoice = session.scalars(select(Invoice).where(Invoice.number == number)).one()
+        return invoice.public_id, invoice.id, invoice.balance_due
+
+
+def _visa(app: Flask) -> str:
+    from portal.models import PaymentMethod
+
+    with app.extensions["portal.db"].sessionmaker() as session, tenancy.system(session):
+        return session.scalars(
+            select(PaymentMethod.public_id).where(PaymentMethod.last4 == "4242")
+        ).first()  # type: ignore[return-value]
+
+
+def _signed_in_clients(app: Flask, count: int) -> list[FlaskClient]:
+    first = app.test_client()
+    Auth(app, first).sign_in()
+    cookie = first.get_cookie(COOKIE)
+    assert cookie is not None
+    clients = []
+    for _ in range(count):
+        client = app.test_client()
+        client.set_cookie(COOKIE, cookie.value)
+        clients.append(client)
+    return clients
+
+
+def _race(app: Flask, number: str, *, same_key: bool) -> list[int]:
+    public_id, _, balance = _lookup(app, number)
+    visa = _visa(app)
+    clients = _signed_in_clients(app, SUBMISSIONS)
+    forms = []
+    for client in clients:
+        page = client.get(f"/portal/payment?invoice={public_id}").get_data(as_text=True)
+        key, token = KEY.search(page), TOKEN.search(page)
+        assert key and token, page
+        forms.append((key.group(1), token.group(1)))
+    if same_key:
+        forms = [(forms[0][0], token) for _key, token in forms]
+    barrier = threading.Barrier(SUBMISSIONS)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def submit(client: FlaskClient, key: str, token: str) -> None:
+        data = {
+            "csrf_token": token,
+            "idempotency_key": key,
+            "invoice": public_id,
+            "action": "confirm",
+            "method": visa,
+            f"amount-{public_id}": f"{balance / 100:.2f}",
+        }
+        barrier.wait()
+        status = client.post("/portal/payment", data=data).status_code
+        with lock:
+            statuses.append(status)
+
+    threads = [
+        threading.Thread(target=submit, args=(client, *form))
+        for client, form in zip(clients, forms, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return statuses
+
+
+def _outcome(app: Flask, number: str) -> tuple[int, int, int, int, int]:
+    _public_id, invoice_id, _balance = _lookup(app, number)
+    with app.extensions["portal.db"].sessionmaker() as session, tenancy.system(session):
+        invoice = session.get(Invoice, invoice_id)
+        assert invoice is not None
+        payments = session.scalars(
+            select(Payment)
+            .join(PaymentAllocation)
+            .where(PaymentAllocation.invoice_id == invoice_id)
+        ).all()
+        succeeded = [p for p in payments if p.status is PaymentStatus.SUCCEEDED]
+        references = [p.gateway_reference for p in payments if p.gateway_reference]
+        charges = session.scalar(
+            select(func.count())
+            .select_from(SandboxCharge)
+            .where(SandboxCharge.reference.in_(references))
+        )
+        return len(payments), len(succeeded), charges or 0, invoice.amount_paid, invoice.total
+
+
+def test_fifty_concurrent_payments_for_one_invoice_charge_once(pg_app: Flask) -> None:
+    statuses = _race(pg_app, "INV-1001", same_key=False)
+    assert len(statuses) == SUBMISSIONS
+    assert statuses.count(303) == 1 and statuses.count(409) == SUBMISSIONS - 1, statuses
+    payments, succeeded, charges, paid, total = _outcome(pg_app, "INV-1001")
+    assert (payments, succeeded, charges) == (1, 1, 1)
+    assert paid == total  # the balance is exactly zero, never below
+
+
+def test_fifty_concurrent_double_submits_are_one_payment(pg_app: Flask) -> None:
+    statuses = _race(pg_app, "INV-1012", same_key=True)
+    assert statuses == [303] * SUBMISSIONS  # everyone lands on the same payment
+    payments, succeeded, charges, paid, total = _outcome(pg_app, "INV-1012")
+    assert (payments, succeeded, charges) == (1, 1, 1) and paid == total

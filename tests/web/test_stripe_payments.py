@@ -1,0 +1,207 @@
+"""The Stripe path end to end: the real stripe SDK against a local Stripe stub.
+
+Methods are added on Stripe's hosted Checkout page (setup mode), charges are PaymentIntents with
+the payment's idempotency key, 3-D Secure sends the customer to Stripe and back, and webhooks
+are signed as Stripe signs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal import tenancy
+from portal.models import InvoiceStatus, PaymentMethod, PaymentStatus
+from tests.conftest import Auth, Backend, csrf_token, make_app, transactional
+from tests.stripe_stub import StripeStub, card_numbers_in
+from tests.web.payment_helpers import invoice, pay, payment
+
+WEBHOOK_SECRET = "whsec_portal_tests"
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StripeStub]:
+    with StripeStub(webhook_secret=WEBHOOK_SECRET, secret_key="sk_test_portal") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stripe_app(backend: Backend, stub: StripeStub) -> Iterator[Flask]:
+    app = make_app(
+        backend,
+        payment_gateway="stripe",
+        stripe_secret_key="sk_test_portal",
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_api_base=stub.url,
+    )
+    yield app
+    app.extensions["portal.db"].engine.dispose()
+
+
+@pytest.fixture
+def client(stripe_app: Flask) -> Iterator[FlaskClient]:
+    with transactional(stripe_app):
+        yield stripe_app.test_client()
+
+
+@pytest.fixture
+def db(stripe_app: Flask, client: FlaskClient) -> Iterator[Session]:
+    session: Session = stripe_app.extensions["portal.db"].sessionmaker()
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def signed_in(stripe_app: Flask, client: FlaskClient) -> Auth:
+    auth = Auth(stripe_app, client)
+    auth.sign_in()
+    return auth
+
+
+def add_card(client: FlaskClient, stub: StripeStub, number: str, db: Session) -> PaymentMethod:
+    token = csrf_token(client, "/portal/payment-methods")
+    response = client.post(
+        "/portal/payment-methods/new", data={"csrf_token": token, "kind": "card"}
+    )
+    assert response.status_code == 303
+    hosted = response.headers["Location"]
+    assert hosted.startswith(f"{stub.url}/checkout/cs_test_")  # Stripe's page, not ours
+    session_id = hosted.rsplit("/", 1)[1]
+    back = urlsplit(stub.complete_checkout(session_id, number))
+    landed = client.get(f"{back.path}?{back.query}")
+    assert landed.status_code == 303
+    with tenancy.system(db):
+        return db.scalars(
+            select(PaymentMethod)
+            .where(PaymentMethod.gateway == "stripe", PaymentMethod.last4 == number[-4:])
+            .order_by(PaymentMethod.id.desc())
+        ).first()  # type: ignore[return-value]
+
+
+def test_the_sandbox_page_is_not_served_with_stripe(client: FlaskClient) -> None:
+    assert client.get("/sandbox/setup/anything").status_code == 404
+
+
+def test_add_a_card_on_checkout_and_pay(
+    client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
+) -> None:
+    card = add_card(client, stub, "4242424242424242", db)
+    assert card.gateway_token.startswith("pm_") and card.brand == "visa"
+    inv = invoice(db, "INV-1001")
+    _response, pid = pay(client, [inv], card.public_id)
+    made = payment(db, pid)
+    assert made.status is PaymentStatus.SUCCEEDED and made.gateway_reference.startswith("pi_")
+    assert invoice(db, "INV-1001").status is InvoiceStatus.PAID
+    intent = stub.payment_intents[made.gateway_reference]
+    assert intent["amount"] == made.amount and intent["customer"].startswith("cus_")
+    sent = [r for r in stub.api_requests if r.path == "/v1/payment_intents" and r.method == "POST"]
+    assert sent[-1].idempotency_key == made.idempotency_key
+    assert list(card_numbers_in(stub.api_requests)) == []  # no card number ever sent by us
+
+
+def test_a_declining_card_fails_the_payment(
+    client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
+) -> None:
+    card = add_card(client, stub, "4000000000000341", db)
+    _response, pid = pay(client, [invoice(db, "INV-1002")], card.public_id)
+    failed = payment(db, pid)
+    assert failed.status is PaymentStatus.FAILED and failed.failure_code == "card_declined"
+    page = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
+    assert "Payment failed: your card was declined" in page
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_three_d_secure_sends_the_customer_to_stripe_and_back(
+    client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub, approve: bool
+) -> None:
+    card = add_card(client, stub, "4000002500003155", db)
+    response, _pid = pay(client, [invoice(db, "INV-1003")], card.public_id)
+    action = response.headers["Location"]
+    assert action.startswith(f"{stub.url}/3ds/pi_")
+    intent_id = action.rsplit("/", 1)[1]
+    with tenancy.system(db):
+        from portal.models import Payment
+
+        made = db.scalars(select(Payment).where(Payment.gateway_reference == intent_id)).one()
+        pid = made.public_id
+    waiting = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
+    assert "Confirm with your bank" in waiting and action in waiting
+    back = urlsplit(stub.complete_3ds(intent_id, approve=approve))
+    assert back.path == f"/portal/payments/{pid}/return"
+    returned = client.get(f"{back.path}?{back.query}")
+    assert returned.headers["Location"] == f"/portal/payments/{pid}"
+    final = payment(db, pid)
+    if approve:
+        assert final.status is PaymentStatus.SUCCEEDED and final.action_url is None
+    else:
+        assert final.status is PaymentStatus.FAILED
+        assert final.failure_code == "authentication_required"
+
+
+def test_stripe_webhooks_verify_and_apply_once(
+    stripe_app: Flask, client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
+) -> None:
+    hosted_token = csrf_token(client, "/portal/payment-methods")
+    response = client.post(
+        "/portal/payment-methods/new", data={"csrf_token": hosted_token, "kind": "bank_account"}
+    )
+    session_id = response.headers["Location"].rsplit("/", 1)[1]
+    back = urlsplit(stub.complete_checkout(session_id))
+    client.get(f"{back.path}?{back.query}")
+    with tenancy.system(db):
+        bank = db.scalars(
+            select(PaymentMethod).where(
+                PaymentMethod.gateway == "stripe", PaymentMethod.brand == "bank"
+            )
+        ).one()
+    inv = invoice(db, "INV-1004")
+    owed = inv.balance_due
+    _response, pid = pay(client, [inv], bank.public_id)
+    made = payment(db, pid)
+    assert made.status is PaymentStatus.PROCESSING
+    intent = stub.settle(made.gateway_reference)
+    raw, signature = stub.event("payment_intent.succeeded", intent)
+
+    def deliver(body: bytes, sig: str) -> tuple[int, str]:
+        answer = client.post(
+            "/webhooks/stripe",
+            data=body,
+            headers={"Stripe-Signature": sig, "Content-Type": "application/json"},
+        )
+        return answer.status_code, (answer.get_json() or {}).get("outcome", "")
+
+    assert deliver(raw, "t=1,v1=bad") == (400, "")
+    assert [deliver(raw, signature) for _ in range(3)] == [
+        (200, "applied"),
+        (200, "duplicate"),
+        (200, "duplicate"),
+    ]
+    late_raw, late_sig = stub.event("payment_intent.processing", {**intent, "status": "processing"})
+    assert deliver(late_raw, late_sig) == (200, "unchanged")
+    assert payment(db, pid).status is PaymentStatus.SUCCEEDED
+    assert invoice(db, "INV-1004").amount_paid == owed
+
+
+def test_reconciliation_finds_a_charge_whose_answer_was_lost(
+    stripe_app: Flask, client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
+) -> None:
+    card = add_card(client, stub, "4242424242424242", db)
+    stub.fail_next(3, status=500)  # the call and both SDK retries fail: it stays processing
+    _response, pid = pay(client, [invoice(db, "INV-1012")], card.public_id)
+    assert payment(db, pid).status is PaymentStatus.PROCESSING
+    stripe_app.extensions["portal.clock"].advance(timedelta(minutes=3))
+    from workers import jobs
+
+    with stripe_app.app_context():
+        assert jobs.reconcile_payments() >= 1
+    done = payment(db, pid)
+    assert done.status is PaymentStatus.SUCCEEDED
+    charged = [i for i in stub.payment_intents.values() if i["metadata"].get("payment") == pid]
+    assert len(charged) == 1  # the same idempotency key: one charge
