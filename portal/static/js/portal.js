@@ -123,3 +123,22 @@
   window.portalIdle = { schedule: schedule, dialog: dialog };
   schedule();
 })();
+
+// Focus follows a step change: after a payment step (or its errors) is swapped in, or a page
+// opens on one, the element marked data-autofocus (its heading or its error summary) gets focus,
+// so keyboard and screen-reader users land where the new content starts.
+(function () {
+  "use strict";
+  function focusMarked(root) {
+    var target = root && root.querySelector ? root.querySelector("[data-autofocus]") : null;
+    if (target) target.focus();
+  }
+  // htmx:load fires on each piece of new content once it is in the page.
+  document.addEventListener("htmx:load", function (event) {
+    var root = event.detail && event.detail.elt;
+    if (!root || root === document.body) return;
+    if (root.matches && root.matches("[data-autofocus]")) root.focus();
+    else focusMarked(root);
+  });
+  focusMarked(document.getElementById("main"));
+})();

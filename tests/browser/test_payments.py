@@ -1,0 +1,156 @@
+"""Paying as people pay: by keyboard alone, on a phone, without JavaScript, with axe watching."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import LiveServer, screenshot
+from tests.browser.test_sign_in import assert_axe_clean, sign_in_by_keyboard
+
+pytestmark = pytest.mark.browser
+PAYMENT = re.compile(r".*/portal/payments/pay_[\w-]+$")
+
+
+def focused(page: Any) -> str:
+    return str(page.evaluate("document.activeElement.textContent || ''")).strip()
+
+
+def tab_until(page: Any, text: str, limit: int = 60) -> None:
+    """Press Tab until the focused element's text starts with `text` (as a person would)."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if focused(page).startswith(text):
+            return
+    raise AssertionError(f"never reached {text!r} by Tab; ended on {focused(page)!r}")
+
+
+def open_invoice(page: Any, live: LiveServer, number: str) -> None:
+    page.goto(f"{live.url}/portal/invoices?q={number}")
+    page.get_by_role("link", name=number, exact=True).first.click()
+    page.wait_for_url(re.compile(r".*/portal/invoices/inv_[\w-]+$"))
+
+
+def test_keyboard_alone_invoice_pay_now_confirm_receipt(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    page = new_page()
+    sign_in_by_keyboard(page, live_server)
+    open_invoice(page, live_server, "INV-1013")
+    page.keyboard.press("p")  # the runbook's shortcut for "Make payment"
+    page.wait_for_url(re.compile(r".*/portal/payment\?invoice=inv_[\w-]+$"))
+    expect(page.locator("h1")).to_have_text("Make Payment")
+    assert page.locator("input[name=method]:checked").count() == 1  # the default card
+    assert_axe_clean(page)
+    screenshot(page, "payment-form-1280-dark")
+    tab_until(page, "Review payment")
+    page.keyboard.press("Enter")
+    expect(page.locator("#confirm-title")).to_be_visible()
+    # The step change moves focus to its heading, so the next Tab continues from there.
+    expect(page.locator("#confirm-title")).to_be_focused()
+    assert "You will pay" in page.locator(".pay-total").inner_text()
+    assert_axe_clean(page)
+    screenshot(page, "payment-confirm-1280-dark")
+    tab_until(page, "Pay $")
+    page.keyboard.press("Enter")
+    page.wait_for_url(PAYMENT)
+    expect(page.locator("#payment-state")).to_contain_text("processed successfully")
+    assert page.locator("h1").inner_text().startswith("Receipt RCPT-")
+    assert_axe_clean(page)
+    screenshot(page, "payment-receipt-1280-dark")
+    tab_until(page, "Download receipt (PDF)")
+    with page.expect_download() as download:
+        page.keyboard.press("Enter")
+    assert download.value.suggested_filename.startswith("receipt-RCPT-")
+
+
+def test_a_bank_debit_updates_itself_and_is_announced(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    page = new_page(width=390, height=844, scheme="light")
+    sign_in_by_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/portal/payment-methods")
+    assert_axe_clean(page)
+    page.get_by_role("button", name="Add a bank account").click()
+    page.wait_for_url(re.compile(r".*/sandbox/setup/sbs_[\w-]+$"))
+    assert_axe_clean(page)
+    screenshot(page, "sandbox-bank-390-light")
+    page.get_by_label("Routing number").fill("110000000")
+    page.get_by_label("Account number").fill("000123456789")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url(f"{live_server.url}/portal/payment-methods")
+    expect(page.locator(".flashes")).to_contain_text("Payment method added.")
+    open_invoice(page, live_server, "INV-2010")
+    page.get_by_role("link", name="Pay Now").click()
+    page.get_by_label(re.compile("Bank account ending 6789")).check()
+    page.get_by_role("button", name="Review payment").click()
+    page.get_by_role("button", name=re.compile(r"^Pay ")).click()
+    page.wait_for_url(PAYMENT)
+    expect(page.locator("#payment-state")).to_have_text("Your payment is being processed")
+    assert_axe_clean(page)
+    screenshot(page, "payment-processing-390-light")
+    # The sandbox settles the debit a few seconds later; its webhook job runs here.
+    app = live_server.app
+    app.extensions["portal.jobs"].run_due(
+        app.extensions["portal.clock"].now() + timedelta(seconds=5)
+    )
+    expect(page.locator("#payment-state")).to_contain_text("processed successfully", timeout=10_000)
+    expect(page.locator("#payment-announcer")).to_contain_text("processed successfully")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert_axe_clean(page)
+    screenshot(page, "payment-settled-390-light")
+
+
+def test_paying_without_javascript(browser: Any, live_server: LiveServer) -> None:
+    context = browser.new_context(
+        java_script_enabled=False, viewport={"width": 1280, "height": 800}
+    )
+    page = context.new_page()
+    page.goto(f"{live_server.url}/login")
+    page.get_by_label("Email").fill("admin@acme.test")
+    page.get_by_label("Password").fill("portal-demo-2026")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Authentication code").fill(live_server.totp())
+    page.get_by_role("button", name="Verify").click()
+    page.goto(f"{live_server.url}/portal/invoices?status=open&q=INV-2003")
+    page.locator("input.row-select").first.check()
+    page.get_by_role("button", name="Pay selected").click()
+    expect(page.locator("h1")).to_have_text("Make Payment")
+    page.get_by_role("button", name="Review payment").click()
+    page.get_by_role("button", name=re.compile(r"^Pay ")).click()
+    page.wait_for_url(PAYMENT)
+    expect(page.locator("#payment-state")).to_contain_text("processed successfully")
+    context.close()
+
+
+@pytest.mark.parametrize(
+    ("width", "scheme", "locale"),
+    [(360, "light", "en-US"), (1280, "dark", "ar"), (360, "dark", "ar")],
+)
+def test_payment_pages_in_each_layout(
+    live_server: LiveServer, new_page: Any, width: int, scheme: str, locale: str
+) -> None:
+    page = new_page(width=width, height=800, scheme=scheme, locale=locale)
+    sign_in_by_keyboard(page, live_server)
+    tag = f"{width}-{scheme}-{locale[:2]}"
+    open_invoice(page, live_server, "INV-1001")
+    form = page.locator("a[href*='/portal/payment?invoice=']").first.get_attribute("href")
+    for name, path in (
+        ("payment-form", form),
+        ("payment-history", "/portal/payment-history"),
+        ("payment-methods", "/portal/payment-methods"),
+    ):
+        page.goto(f"{live_server.url}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, name
+        assert_axe_clean(page)
+        screenshot(page, f"{name}-{tag}")
+    page.goto(f"{live_server.url}{form}")
+    page.locator("input.input-amount").first.fill("-1")
+    page.locator("button[value=review]").click()
+    expect(page.locator(".field-error").first).to_be_visible()
+    assert_axe_clean(page)
+    screenshot(page, f"payment-errors-{tag}")
