@@ -154,3 +154,39 @@ def test_payment_pages_in_each_layout(
     expect(page.locator(".field-error").first).to_be_visible()
     assert_axe_clean(page)
     screenshot(page, f"payment-errors-{tag}")
+
+
+def test_a_card_typed_on_the_hosted_page_leaves_no_trace(
+    live_server: LiveServer, new_page: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Runs last: whatever the browser tests typed, the server's database and logs hold none."""
+    import logging
+
+    from tests.card_data import leaks
+
+    caplog.set_level(logging.DEBUG)
+    page = new_page()
+    sign_in_by_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/portal/payment-methods")
+    page.get_by_role("button", name="Add a card").click()
+    page.wait_for_url(re.compile(r".*/sandbox/setup/sbs_[\w-]+$"))
+    assert_axe_clean(page)
+    page.get_by_label("Card number").fill("4000 0000 0000 0002")
+    page.get_by_label("Expiry (MM/YY)").fill("12/30")
+    page.get_by_label("Security code").fill("9731")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".alert-error")).to_contain_text("Your card was declined.")
+    assert page.get_by_label("Card number").input_value() == ""
+    assert_axe_clean(page)
+    screenshot(page, "sandbox-card-declined-1280-dark")
+    page.get_by_label("Card number").fill("4242 4242 4242 4242")
+    page.get_by_label("Security code").fill("9731")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url(f"{live_server.url}/portal/payment-methods")
+    with live_server.app.extensions["portal.db"].engine.connect() as connection:
+        found = leaks(
+            connection,
+            ["4242424242424242", "4000000000000002", "000123456789", "cvc=9731"],
+            caplog.text,
+        )
+    assert found == []

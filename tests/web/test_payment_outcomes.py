@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import time
 from datetime import date, timedelta
 
@@ -12,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from pypdf import PdfReader
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
@@ -278,3 +279,42 @@ def test_the_sandbox_charge_record_holds_no_card_data(
             )
         ).one()
     assert charge.amount == payment(db, pid).amount and charge.status == "succeeded"
+
+
+def test_no_card_number_or_security_code_reaches_the_database_or_logs(
+    app: Flask,
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    connection: Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every sandbox card through the hosted page, payments with each, a bank debit settled."""
+    from tests.card_data import card_numbers_in, leaks, text_values
+    from tests.web.test_payment_methods import fill_card
+
+    caplog.set_level(logging.DEBUG)
+    cvc = "9731"
+    numbers = [
+        "4242 4242 4242 4242",
+        "4000 0000 0000 0002",
+        "4000 0000 0000 9995",
+        "4000 0000 0000 0341",
+        "5555 5555 5555 4444",  # refused: not a sandbox number
+    ]
+    for number in numbers:
+        fill_card(client, start_setup(client), number=number, cvc=cvc)
+    bank = _bank(client, db)
+    _ok, good = pay(client, [invoice(db, "INV-1001")], method(db, "4242").public_id)
+    _bad, failed = pay(client, [invoice(db, "INV-1002")], method(db, "0341").public_id)
+    _debit, settled = pay(client, [invoice(db, "INV-1004")], bank)
+    app.extensions["portal.clock"].advance(timedelta(seconds=5))
+    run_jobs(app)
+    statuses = [payment(db, pid).status for pid in (good, failed, settled)]
+    assert statuses == [PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.SUCCEEDED]
+    assert card_numbers_in("card 4242 4242 4242 4242 and 4000-0000-0000-0341")  # the scan works
+    secrets = [n.replace(" ", "") for n in numbers] + ["000123456789", f"cvc={cvc}"]
+    found = leaks(connection, secrets, caplog.text)
+    assert found == []
+    scanned = {name for name, _column, _value in text_values(connection)}
+    assert {"sandbox_methods", "payment_methods", "payments", "audit_events"} <= scanned

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -364,3 +366,28 @@ def test_the_payment_page_polls_while_processing(
         f"/portal/payments/{held.public_id}?fragment=status", headers={"HX-Request": "true"}
     ).get_data(as_text=True)
     assert fragment.lstrip().startswith("<section") and "<html" not in fragment
+
+
+def test_payment_pages_use_a_bounded_number_of_queries(
+    client: FlaskClient, signed_in: Auth, db: Session, count_queries: Any
+) -> None:
+    """The same number of statements for one invoice or five, one payment or thirteen."""
+    ids = [
+        invoice(db, n).public_id
+        for n in ("INV-1001", "INV-1002", "INV-1003", "INV-1004", "INV-1012")
+    ]
+    _response, pid = pay(client, [invoice(db, "INV-1013")], method(db, "4242").public_id)
+    counts = {}
+    for name, path in (
+        ("form-1", f"/portal/payment?invoice={ids[0]}"),
+        ("form-5", "/portal/payment?" + "&".join(f"invoice={i}" for i in ids)),
+        ("payment", f"/portal/payments/{pid}"),
+        ("history", "/portal/payment-history"),
+        ("methods", "/portal/payment-methods"),
+    ):
+        before = count_queries.count
+        assert client.get(path).status_code == 200, name
+        counts[name] = count_queries.count - before
+    assert counts["form-1"] == counts["form-5"], counts
+    # session + user, company, flags, the page's own reads (measured: 3 to 7)
+    assert max(counts.values()) <= 8, counts
