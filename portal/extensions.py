@@ -72,6 +72,14 @@ def jobs() -> JobQueue:
     return queue
 
 
+def send_later(session: Session, to: str, subject: str, text: str) -> None:
+    """Mail sent by a job once `session` commits (never from inside the request)."""
+    from workers import jobs as job_functions
+
+    queue = jobs()
+    defer(session, lambda: queue.enqueue(job_functions.send_mail, to, subject, text))
+
+
 def gateway(session: Session) -> PaymentGateway:
     """The configured gateway, working in `session` (the sandbox keeps its records there)."""
     config = settings()

@@ -113,6 +113,13 @@ def send_payment_result(payment_id: int) -> str:
         return payflow.mail_result(session, payment_id)
 
 
+def send_mail(to: str, subject: str, text: str) -> str:
+    from portal.extensions import mailer
+
+    with _context():
+        return mailer().send(to, subject, text)
+
+
 def sweep() -> dict[str, int]:
     """Both sweeps; on RQ it puts itself back on the queue for the next round."""
     from portal.extensions import jobs

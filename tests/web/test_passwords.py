@@ -90,8 +90,12 @@ def test_new_recovery_codes_need_the_password(client: FlaskClient, auth: Auth) -
 
 
 def _forgot(client: FlaskClient, email: str) -> Any:
+    """Ask for a reset link; the mail goes out from the job queue, run here."""
     token = csrf_token(client, "/password/forgot")
-    return client.post("/password/forgot", data={"csrf_token": token, "email": email})
+    response = client.post("/password/forgot", data={"csrf_token": token, "email": email})
+    app = client.application
+    app.extensions["portal.jobs"].run_due(app.extensions["portal.clock"].now())
+    return response
 
 
 def _reset_link(inbox: Inbox) -> str:
@@ -134,6 +138,17 @@ def test_reset_by_email_end_to_end(
     assert auth.login("ap@acme.test", NEW_PASSWORD).headers["Location"] == "/login/mfa"
     again = client.get(link)
     assert again.status_code == 400 and "may have been used already" in again.get_data(as_text=True)
+
+
+def test_the_mail_leaves_from_the_job_queue_not_the_request(
+    app: Flask, client: FlaskClient, smtp: Inbox
+) -> None:
+    token = csrf_token(client, "/password/forgot")
+    client.post("/password/forgot", data={"csrf_token": token, "email": "admin@acme.test"})
+    assert smtp.messages == []  # the request only queued it
+    assert [name for _when, name in app.extensions["portal.jobs"].pending()] == ["send_mail"]
+    app.extensions["portal.jobs"].run_due(app.extensions["portal.clock"].now())
+    assert len(smtp.messages) == 1
 
 
 def test_unknown_email_gets_the_same_answer_and_no_mail(client: FlaskClient, smtp: Inbox) -> None:

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 from portal import clock
 from portal.blueprints.auth.forms import CodeForm, ForgotPasswordForm, LoginForm, NewPasswordForm
 from portal.blueprints.auth.passwords import explain
-from portal.extensions import db_session, limiter, mailer, settings
+from portal.extensions import db_session, limiter, send_later, settings
 from portal.models import UserSession
 from portal.services import audit, auth, credentials
 from portal.services import mfa as totp
@@ -223,7 +223,10 @@ def forgot_password() -> Response | str | tuple[str, int]:
         config = settings()
         token = credentials.reset_token(user, secret_key=config.secret_key, now=clock.now())
         link = url_for("auth.reset_password", token=token, _external=True)
-        mailer().send(
+        # Sent by a job after the commit: the answer takes as long for a known address as for
+        # an unknown one, so its timing does not tell which addresses have accounts.
+        send_later(
+            db,
             user.email,
             _("Reset your Billing Portal password"),
             render_template("mail/password_reset.txt", user=user, link=link),
