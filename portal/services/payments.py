@@ -536,7 +536,9 @@ def _expire_invoices(session: Session, payment: Payment) -> None:
 
 def _record_outcome(session: Session, payment: Payment, name: str) -> None:
     method = payment.payment_method
+    company = session.get(Company, payment.company_id)
     properties: dict[str, Any] = {
+        "customer_id": company.public_id if company else None,
         "payment_id": payment.public_id,
         "invoice_ids": [a.invoice.public_id for a in payment.allocations],
         "amount": payment.amount,

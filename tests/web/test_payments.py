@@ -64,6 +64,8 @@ def test_a_card_whose_charges_fail_says_why_and_offers_retry(
     event = _events(db, "Portal.PaymentFailed")[-1]
     assert event.properties["error_reason"] == "card_declined"
     assert event.properties["payment_method"] == "card"
+    assert event.properties["customer_id"].startswith("cmp_")
+    assert event.properties["invoice_ids"] == [inv.public_id]
     assert event.properties["amount"] == owed
     # Retry makes a new payment with the good card.
     again, second = pay(client, [after], method(db, "4242").public_id)
