@@ -9,6 +9,7 @@ from babel.dates import format_date as babel_format_date
 from babel.dates import format_datetime as babel_format_datetime
 from babel.numbers import format_decimal as babel_format_decimal
 from babel.numbers import format_percent as babel_format_percent
+from babel.numbers import get_currency_precision
 from flask import Flask, current_app, g, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
@@ -100,8 +101,15 @@ def format_number(value: object) -> str:
 
 
 def plain_amount(minor: int, currency: str) -> str:
-    """An amount as typed into a field: "1234.50", no grouping, no symbol."""
-    return str(to_decimal(minor, currency))
+    """An amount as typed into a field: no grouping, no symbol, the locale's decimal sign
+    ("1234.50" in en, "1234,50" in de); the payment form reads it back the same way."""
+    precision = get_currency_precision(currency)
+    pattern = "0." + "0" * precision if precision else "0"
+    return str(
+        babel_format_decimal(
+            to_decimal(minor, currency), format=pattern, locale=i18n.format_locale()
+        )
+    )
 
 
 def method_name(method: PaymentMethod) -> str:

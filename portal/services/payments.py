@@ -16,9 +16,10 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
+from babel.numbers import NumberFormatError, parse_decimal
 from sqlalchemy import Select, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -215,26 +216,34 @@ def _groups(invoices: list[Invoice], key: object) -> list[tuple[str, list[Invoic
 # amounts ---------------------------------------------------------------------------------
 
 
-def parse_amount(raw: str, currency: str) -> int | FieldError:
-    """A typed amount in major units ("1,234.50") to minor units, or why it can't be one."""
-    cleaned = raw.strip().replace(",", "").replace(" ", "").replace("\u00a0", "")
-    for symbol in ("$", "€", "£"):
-        cleaned = cleaned.replace(symbol, "")
+_PLAIN = re.compile(r"^\d+(?:\.\d+)?$")
+
+
+def parse_amount(raw: str, currency: str, locale: str = "en") -> int | FieldError:
+    """A typed amount in major units to minor units, read as `locale` writes numbers ("1,234.50"
+    in en, "1.234,50" in de); a plain "1234.50" is accepted everywhere."""
+    cleaned = raw.strip()
+    for noise in ("$", "€", "£", currency, "\u00a0", "\u202f", " "):
+        cleaned = cleaned.replace(noise, "")
     if not cleaned:
         return FieldError.AMOUNT_INVALID
+    negative = cleaned.startswith("-")
+    digits = cleaned.lstrip("-")
     try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        return FieldError.AMOUNT_INVALID
+        value = parse_decimal(digits, locale=locale, strict=True)
+    except (NumberFormatError, ValueError):
+        if not _PLAIN.match(digits):
+            return FieldError.AMOUNT_INVALID
+        value = Decimal(digits)
     if not value.is_finite():
         return FieldError.AMOUNT_INVALID
+    if negative:
+        return FieldError.AMOUNT_NOT_POSITIVE
     try:
         minor = to_minor(value, currency)
     except ValueError:
         return FieldError.AMOUNT_DECIMALS
-    if minor <= 0:
-        return FieldError.AMOUNT_NOT_POSITIVE
-    return minor
+    return minor  # 0 means "not this invoice"; the caller decides whether that is allowed
 
 
 def allocate_oldest_first(items: list[Item], total: int) -> FieldError | None:

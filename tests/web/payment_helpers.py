@@ -100,7 +100,7 @@ def pay(
         **extra,
     )
     assert review.status_code == 200, review.get_data(as_text=True)
-    assert "Confirm payment" in review.get_data(as_text=True)
+    assert 'id="confirm-title"' in review.get_data(as_text=True)
     confirmed = submit(
         client,
         invoices,

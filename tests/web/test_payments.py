@@ -393,3 +393,43 @@ def test_payment_pages_use_a_bounded_number_of_queries(
     assert counts["form-1"] == counts["form-5"], counts
     # session + user, company, flags, the page's own reads (measured: 3 to 7)
     assert max(counts.values()) <= 8, counts
+
+
+@pytest.mark.parametrize(
+    ("raw", "locale", "expected"),
+    [
+        ("1,234.50", "en_US", 123_450),
+        ("1.234,50", "de_DE", 123_450),
+        ("1234,5", "de_DE", 123_450),
+        ("1234.50", "de_DE", 123_450),  # the plain form is read everywhere
+        ("$ 20", "en_US", 2_000),
+        ("0", "en_US", 0),
+        ("12.345", "en_US", "amount_decimals"),
+        ("-5", "en_US", "amount_not_positive"),
+        ("1,2,3", "de_DE", "amount_invalid"),
+    ],
+)
+def test_amounts_are_read_as_the_locale_writes_them(
+    raw: str, locale: str, expected: int | str
+) -> None:
+    from portal.services.payments import parse_amount
+
+    assert parse_amount(raw, "USD", locale) == expected
+
+
+def test_a_german_reader_types_a_decimal_comma(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    from tests.conftest import user_by_email
+
+    admin = user_by_email(db, "admin@acme.test")
+    with tenancy.system(db):
+        admin.locale = "de_DE"
+        db.commit()
+    inv = invoice(db, "INV-1003")
+    owed = inv.balance_due
+    page, _key, _token = open_form(client, inv.public_id)
+    assert f'value="{owed // 100},{owed % 100:02d}"' in page  # prefilled as it reads
+    _response, pid = pay(client, [inv], method(db, "4242").public_id, {inv.public_id: "1.000,25"})
+    assert payment(db, pid).amount == 100_025
+    assert invoice(db, "INV-1003").balance_due == owed - 100_025

@@ -26,9 +26,8 @@ from portal.extensions import db_session, gateway, settings
 from portal.gateways import ChargeStatus, GatewayError
 from portal.models import Company, Payment, PaymentMethod, PaymentStatus
 from portal.services import payment_methods, payments, receipts
-from portal.services.money import to_decimal
 from portal.services.payments import FieldError, Problem, Selection
-from portal.templating import money
+from portal.templating import money, plain_amount
 from portal.web import is_htmx, request_info
 
 bp = Blueprint("payments", __name__, url_prefix="/portal")
@@ -160,7 +159,9 @@ def _parse(
     today = clock.today()
     draft.total_raw = form.get("total", "").strip()
     if allocate:
-        total = payments.parse_amount(draft.total_raw, currency)
+        total = payments.parse_amount(draft.total_raw, currency, i18n.format_locale())
+        if total == 0:
+            total = FieldError.AMOUNT_NOT_POSITIVE
         if isinstance(total, FieldError):
             draft.errors["total"] = copy.field_error(total)
         else:
@@ -170,7 +171,9 @@ def _parse(
                     problem, available=money(selection.available, currency)
                 )
         for item in selection.items:
-            draft.raw_amounts[item.invoice.public_id] = _plain(item.amount, currency)
+            draft.raw_amounts[item.invoice.public_id] = (
+                plain_amount(item.amount, currency) if item.amount else ""
+            )
     else:
         for item in selection.items:
             pid = item.invoice.public_id
@@ -179,10 +182,10 @@ def _parse(
                 continue
             raw = form.get(f"amount-{pid}", "")
             draft.raw_amounts[pid] = raw
-            if raw.strip() in ("", "0", "0.00"):
+            if not raw.strip():  # left empty: this invoice is not paid now
                 item.amount = 0
                 continue
-            parsed = payments.parse_amount(raw, currency)
+            parsed = payments.parse_amount(raw, currency, i18n.format_locale())
             if isinstance(parsed, FieldError):
                 draft.errors[pid] = copy.field_error(parsed)
                 item.amount = 0
@@ -213,10 +216,6 @@ def _parse(
         if when is not None and draft.method is not None and draft.method.is_expired(when):
             draft.errors["method"] = copy.field_error(FieldError.METHOD_EXPIRED)
     return draft
-
-
-def _plain(minor: int, currency: str) -> str:
-    return str(to_decimal(minor, currency)) if minor else ""
 
 
 def _confirm(draft: Draft) -> Response:
