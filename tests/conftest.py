@@ -114,6 +114,23 @@ def _postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+def migrate_and_seed(url: str, storage: Path, today: date) -> None:
+    """Build the schema and commit the demo data in the database at `url`."""
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        migrate.upgrade(connection=connection)
+    with Session(engine) as session:
+        seed.DemoSeeder(
+            session,
+            today=today,
+            ph=hasher(FAST_ARGON2["argon2_time_cost"], FAST_ARGON2["argon2_memory_cost"]),
+            secret_key=TEST_SECRET,
+            storage_dir=storage,
+        ).run()
+        session.commit()
+    engine.dispose()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -127,20 +144,8 @@ def backend(
     else:
         raise ValueError(f"unknown backend {request.param}")
     url = next(urls)
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        migrate.upgrade(connection=connection)
     today = clock.today()
-    with Session(engine) as session:
-        seed.DemoSeeder(
-            session,
-            today=today,
-            ph=hasher(FAST_ARGON2["argon2_time_cost"], FAST_ARGON2["argon2_memory_cost"]),
-            secret_key=TEST_SECRET,
-            storage_dir=storage,
-        ).run()
-        session.commit()
-    engine.dispose()
+    migrate_and_seed(url, storage, today)
     yield Backend(request.param, url, today, storage)
     for _ in urls:  # finish the generator: drops the PostgreSQL database
         pass

@@ -186,16 +186,15 @@ class SandboxGateway:
         """The demo seed's saved cards, as if they had come through the hosted page."""
         if self.session.get(SandboxMethod, token) is None:
             self.session.add(
-                SandboxMethod(
-                    token=token,
-                    customer=customer,
-                    kind=PaymentMethodKind.CARD.value,
-                    brand=brand,
-                    last4=last4,
-                    exp_month=exp_month,
-                    exp_year=exp_year,
-                    behaviour=behaviour,
-                    created_at=self.now(),
+                self._method(
+                    token,
+                    customer,
+                    PaymentMethodKind.CARD,
+                    brand,
+                    last4,
+                    behaviour,
+                    exp_month,
+                    exp_year,
                 )
             )
 
@@ -209,9 +208,29 @@ class SandboxGateway:
         exp_month: int | None = None,
         exp_year: int | None = None,
     ) -> SandboxMethod:
-        method = SandboxMethod(
-            token=f"sandbox_pm_{secrets.token_urlsafe(18)}",
-            customer=setup.customer,
+        token = f"sandbox_pm_{secrets.token_urlsafe(18)}"
+        method = self._method(
+            token, setup.customer, kind, brand, last4, behaviour, exp_month, exp_year
+        )
+        self.session.add(method)
+        setup.token = method.token
+        self.session.flush()
+        return method
+
+    def _method(
+        self,
+        token: str,
+        customer: str,
+        kind: PaymentMethodKind,
+        brand: str,
+        last4: str,
+        behaviour: str,
+        exp_month: int | None,
+        exp_year: int | None,
+    ) -> SandboxMethod:
+        return SandboxMethod(
+            token=token,
+            customer=customer,
             kind=kind.value,
             brand=brand,
             last4=last4,
@@ -220,10 +239,6 @@ class SandboxGateway:
             behaviour=behaviour,
             created_at=self.now(),
         )
-        self.session.add(method)
-        setup.token = method.token
-        self.session.flush()
-        return method
 
     def finish_setup(self, *, customer: str, session_id: str) -> SavedMethod | None:
         setup = self.session.get(SandboxSetup, session_id)

@@ -157,10 +157,15 @@ def render_invoice_pdf(
     html = template_env.get_template(TEMPLATE).render(
         invoice=invoice_view(invoice, company, locale=locale)
     )
+    return html_to_pdf(html, invoice.number)
+
+
+def html_to_pdf(html: str, what: str) -> bytes:
+    """xhtml2pdf with the fonts and limits above; raises InvoicePdfError on any error."""
     out = io.BytesIO()
     status = pisa.CreatePDF(html, dest=out, encoding="utf-8", resource_policy=_POLICY)
     if status.err:
-        raise InvoicePdfError(f"xhtml2pdf reported {status.err} error(s) for {invoice.number}")
+        raise InvoicePdfError(f"xhtml2pdf reported {status.err} error(s) for {what}")
     return out.getvalue()
 
 

@@ -661,15 +661,20 @@ def stuck_processing(session: Session, before: datetime) -> list[int]:
     )
 
 
-def get_payment(session: Session, public_id: str) -> Payment | None:
-    return session.scalar(
+def _with_details(condition: Any) -> Select[Payment]:
+    """One payment with its allocations, their invoices and its method (three queries)."""
+    return (
         select(Payment)
-        .where(Payment.public_id == public_id)
+        .where(condition)
         .options(
             selectinload(Payment.allocations).selectinload(PaymentAllocation.invoice),
             selectinload(Payment.payment_method),
         )
     )
+
+
+def get_payment(session: Session, public_id: str) -> Payment | None:
+    return session.scalar(_with_details(Payment.public_id == public_id))
 
 
 # gateway callbacks ------------------------------------------------------------------------
@@ -705,11 +710,4 @@ def payment_by_reference(session: Session, reference: str) -> Payment | None:
 
 
 def get_payment_by_id(session: Session, payment_id: int) -> Payment | None:
-    return session.scalar(
-        select(Payment)
-        .where(Payment.id == payment_id)
-        .options(
-            selectinload(Payment.allocations).selectinload(PaymentAllocation.invoice),
-            selectinload(Payment.payment_method),
-        )
-    )
+    return session.scalar(_with_details(Payment.id == payment_id))

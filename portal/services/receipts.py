@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import jinja2
 from babel.dates import format_date, format_datetime
-from xhtml2pdf import pisa
 
 from portal.models import Company, Payment, PaymentMethodKind
-from portal.services.invoice_pdf import (
-    _POLICY,
-    BRAND,
-    FONT_BOLD,
-    FONT_REGULAR,
-    InvoicePdfError,
-    plain,
-)
+from portal.services.invoice_pdf import BRAND, FONT_BOLD, FONT_REGULAR, html_to_pdf, plain
 from portal.services.money import format_money
 
 TEMPLATE = "pdf/receipt.html"
@@ -89,11 +80,7 @@ def render_pdf(
     html = template_env.get_template(TEMPLATE).render(
         receipt=receipt_view(payment, company, locale=locale)
     )
-    out = io.BytesIO()
-    status = pisa.CreatePDF(html, dest=out, encoding="utf-8", resource_policy=_POLICY)
-    if status.err:
-        raise InvoicePdfError(f"xhtml2pdf reported {status.err} error(s) for a receipt")
-    return out.getvalue()
+    return html_to_pdf(html, f"receipt {payment.receipt_number}")
 
 
 def filename(payment: Payment) -> str:

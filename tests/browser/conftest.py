@@ -13,14 +13,11 @@ from typing import Any
 import pyotp
 import pytest
 from flask import Flask
-from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
-from portal import create_app, migrate
-from portal.db import make_engine
+from portal import create_app
 from portal.services import seed
-from portal.services.passwords import hasher
-from tests.conftest import FAST_ARGON2, TEST_SECRET
+from tests.conftest import FAST_ARGON2, TEST_SECRET, migrate_and_seed
 
 CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -51,19 +48,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     """The portal on a free loopback port, over its own migrated and seeded SQLite database."""
     folder = tmp_path_factory.mktemp("live")
     url = f"sqlite:///{folder / 'portal.db'}"
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        migrate.upgrade(connection=connection)
-    with Session(engine) as session:
-        seed.DemoSeeder(
-            session,
-            today=date.today(),
-            ph=hasher(1, 64),
-            secret_key=TEST_SECRET,
-            storage_dir=folder / "files",
-        ).run()
-        session.commit()
-    engine.dispose()
+    migrate_and_seed(url, folder / "files", date.today())
     app = create_app(
         {
             "env": "testing",

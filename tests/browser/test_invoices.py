@@ -9,7 +9,11 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import LiveServer, screenshot
-from tests.browser.test_sign_in import assert_axe_clean, sign_in_by_keyboard
+from tests.browser.test_sign_in import (
+    assert_axe_clean,
+    sign_in_by_keyboard,
+    sign_in_without_javascript,
+)
 
 pytestmark = pytest.mark.browser
 DETAIL = re.compile(r".*/portal/invoices/inv_[\w-]+$")
@@ -46,16 +50,7 @@ def test_keyboard_list_to_detail_to_download(live_server: LiveServer, new_page: 
 
 
 def test_filters_work_without_javascript(browser: Any, live_server: LiveServer) -> None:
-    context = browser.new_context(
-        java_script_enabled=False, viewport={"width": 1280, "height": 800}
-    )
-    page = context.new_page()
-    page.goto(f"{live_server.url}/login")
-    page.get_by_label("Email").fill("admin@acme.test")
-    page.get_by_label("Password").fill("portal-demo-2026")
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_label("Authentication code").fill(live_server.totp())
-    page.get_by_role("button", name="Verify").click()
+    context, page = sign_in_without_javascript(browser, live_server)
     page.goto(f"{live_server.url}/portal/invoices")
     page.get_by_label("Status").select_option("paid")
     page.get_by_role("button", name="Apply filters").click()

@@ -41,6 +41,21 @@ def sign_in_by_keyboard(page: Any, live: LiveServer, email: str = "admin@acme.te
     page.wait_for_url(f"{base}/portal/dashboard")
 
 
+def sign_in_without_javascript(browser: Any, live: LiveServer) -> tuple[Any, Any]:
+    """A context with JavaScript off, signed in as admin@acme.test; returns (context, page)."""
+    context = browser.new_context(
+        java_script_enabled=False, viewport={"width": 1280, "height": 800}
+    )
+    page = context.new_page()
+    page.goto(f"{live.url}/login")
+    page.get_by_label("Email").fill("admin@acme.test")
+    page.get_by_label("Password").fill("portal-demo-2026")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Authentication code").fill(live.totp())
+    page.get_by_role("button", name="Verify").click()
+    return context, page
+
+
 def tab_to(page: Any, element_id: str) -> None:
     for _ in range(8):
         if page.evaluate("document.activeElement.id") == element_id:

@@ -16,12 +16,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from portal import migrate, tenancy
+from portal import tenancy
 from portal.db import make_engine
 from portal.models import Company, Invoice
-from portal.services import seed
-from portal.services.passwords import hasher
-from tests.conftest import TEST_SECRET, Auth, Backend, _postgres_database, make_app
+from tests.conftest import (
+    Auth,
+    Backend,
+    _postgres_database,
+    make_app,
+    migrate_and_seed,
+)
 
 ROLE = "portal_app"
 
@@ -30,9 +34,9 @@ ROLE = "portal_app"
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     urls = _postgres_database()
     url = next(urls)
+    migrate_and_seed(url, tmp_path_factory.mktemp("rls-files"), date.today())
     engine = make_engine(url)
     with engine.begin() as connection:
-        migrate.upgrade(connection=connection)
         connection.execute(
             text(
                 f"DO $$ BEGIN CREATE ROLE {ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS; "
@@ -44,15 +48,6 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {ROLE}")
         )
         connection.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {ROLE}"))
-    with Session(engine) as session:
-        seed.DemoSeeder(
-            session,
-            today=date.today(),
-            ph=hasher(1, 64),
-            secret_key=TEST_SECRET,
-            storage_dir=tmp_path_factory.mktemp("rls-files"),
-        ).run()
-        session.commit()
     engine.dispose()
     as_app = make_url(url).update_query_dict({"options": f"-c role={ROLE}"})
     yield as_app.render_as_string(hide_password=False)

@@ -15,14 +15,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from portal import migrate, tenancy
-from portal.db import make_engine
+from portal import tenancy
 from portal.models import Invoice, Payment, PaymentAllocation, PaymentStatus, SandboxCharge
-from portal.services import seed
-from portal.services.passwords import hasher
-from tests.conftest import COOKIE, TEST_SECRET, Auth, Backend, _postgres_database, make_app
+from tests.conftest import COOKIE, Auth, Backend, _postgres_database, make_app, migrate_and_seed
 from tests.web.payment_helpers import KEY, TOKEN
 
 SUBMISSIONS = 50
@@ -32,20 +28,8 @@ SUBMISSIONS = 50
 def pg_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     urls = _postgres_database()
     url = next(urls)
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        migrate.upgrade(connection=connection)
     storage: Path = tmp_path_factory.mktemp("concurrency-files")
-    with Session(engine) as session:
-        seed.DemoSeeder(
-            session,
-            today=date.today(),
-            ph=hasher(1, 64),
-            secret_key=TEST_SECRET,
-            storage_dir=storage,
-        ).run()
-        session.commit()
-    engine.dispose()
+    migrate_and_seed(url, storage, date.today())
     app = make_app(Backend("postgresql", url, date.today(), storage))
     yield app
     app.extensions["portal.db"].engine.dispose()
