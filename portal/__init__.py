@@ -36,6 +36,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(dict(settings.extra))
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if settings.is_production and settings.payment_gateway == "sandbox":
+        logging.getLogger(__name__).warning(
+            "PAYMENT_GATEWAY=sandbox in production: test cards mark invoices paid"
+        )
 
     from portal import clock, errors, i18n, security, templating, web
     from portal.extensions import init_extensions

@@ -30,6 +30,9 @@ class Settings:
     stripe_secret_key: str = ""
     stripe_webhook_secret: str = ""
     stripe_api_base: str = ""
+    # Where people reach the portal ("https://billing.example.com"): links in e-mails and the
+    # gateway's return address, the same from a request and from a job.
+    public_url: str = ""
     mail_url: str = ""  # empty: mail is written under instance/mail/
     mail_dir: str = str(INSTANCE_DIR / "mail")
     storage_dir: str = str(INSTANCE_DIR / "files")
@@ -72,6 +75,7 @@ class Settings:
             "stripe_secret_key": "STRIPE_SECRET_KEY",
             "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
             "stripe_api_base": "STRIPE_API_BASE",
+            "public_url": "PUBLIC_URL",
             "mail_url": "MAIL_URL",
             "storage_dir": "PORTAL_STORAGE_DIR",
             "mail_dir": "PORTAL_MAIL_DIR",
@@ -94,6 +98,11 @@ class Settings:
                 values[attr] = value
             else:
                 extra[key] = value
+        if not values.get("public_url"):
+            # Development serves on PORT; tests' clients call themselves "localhost".
+            port = environ.get("PORT", "5000")
+            testing = values["env"] == "testing"
+            values["public_url"] = "http://localhost" if testing else f"http://127.0.0.1:{port}"
         settings = replace(cls(), **values, extra=extra)
         return settings.validated()
 
@@ -111,4 +120,12 @@ class Settings:
             raise ConfigError("PAYMENT_GATEWAY must be 'sandbox' or 'stripe'")
         if self.payment_gateway == "stripe" and not self.stripe_secret_key:
             raise ConfigError("PAYMENT_GATEWAY=stripe needs STRIPE_SECRET_KEY")
+        if self.payment_gateway == "stripe" and not self.stripe_webhook_secret:
+            raise ConfigError("PAYMENT_GATEWAY=stripe needs STRIPE_WEBHOOK_SECRET")
+        if (
+            self.payment_gateway == "stripe"
+            and self.is_production
+            and not self.public_url.startswith("https://")
+        ):
+            raise ConfigError("PAYMENT_GATEWAY=stripe in production needs PUBLIC_URL (https://…)")
         return replace(self, secret_key=secret)

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import enum
 import secrets
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Engine, Enum, MetaData, String, TypeDecorator, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -102,6 +107,27 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def sqlite_snapshot_conflict(error: OperationalError) -> bool:
+    """SQLite refused a write because another connection wrote since this transaction's first
+    read ("database is locked" without waiting): rolling back and trying again succeeds."""
+    return "database is locked" in str(error.orig) or "database is busy" in str(error.orig)
+
+
+def retry_on_sqlite_conflict(session: Session, work: Callable[[], T], attempts: int = 8) -> T:
+    """Run `work` (which writes), starting over on a fresh snapshot when SQLite refuses the
+    write because another connection wrote first. Whatever `work` does must be safe to redo
+    after a rollback (a gateway call is: the idempotency key answers with the same charge)."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except OperationalError as error:
+            session.rollback()
+            if attempt == attempts - 1 or not sqlite_snapshot_conflict(error):
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _sqlite_begin(connection: Any) -> None:

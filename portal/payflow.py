@@ -10,15 +10,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from flask import current_app, g, has_request_context, render_template, url_for
+from flask import g, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
 from portal import clock, tenancy
 from portal.blueprints.payments import copy
-from portal.extensions import gateway, jobs, mailer
-from portal.gateways import ChargeResult, GatewayError, InvalidSignature, PaymentGateway
+from portal.db import retry_on_sqlite_conflict
+from portal.extensions import gateway, jobs, mailer, settings
+from portal.gateways import (
+    ChargeResult,
+    ChargeStatus,
+    GatewayError,
+    InvalidSignature,
+    PaymentGateway,
+)
 from portal.i18n import SUPPORTED_LOCALES
 from portal.models import Company, Payment, PaymentStatus, PortalUser
 from portal.services import payments
@@ -28,23 +35,31 @@ from workers.queue import defer
 log = logging.getLogger(__name__)
 
 
+def public_link(path: str) -> str:
+    """An absolute link from PUBLIC_URL: the same from a request as from a job. That matters:
+    a retried charge must repeat its parameters exactly, the return address included."""
+    return settings().public_url.rstrip("/") + path
+
+
 def return_url(payment: Payment) -> str:
     """Where the gateway sends the customer back after an authentication step."""
-    if has_request_context():
-        return url_for("payments.returned", public_id=payment.public_id, _external=True)
-    base = current_app.config.get("PUBLIC_URL", "http://127.0.0.1:5000")
-    return f"{base}/portal/payments/{payment.public_id}/return"
+    return public_link(f"/portal/payments/{payment.public_id}/return")
 
 
 def charge_now(session: Session, payment: Payment) -> ChargeResult | None:
     """Charge a committed processing payment, apply the answer and commit it."""
-    result = payments.charge(
-        session, gateway(session), payment, return_url=return_url(payment), now=clock.now()
-    )
+
+    def attempt() -> ChargeResult | None:
+        result = payments.charge(
+            session, gateway(session), payment, return_url=return_url(payment), now=clock.now()
+        )
+        _after(session, payment)
+        session.commit()
+        return result
+
+    result = retry_on_sqlite_conflict(session, attempt)
     if result is None:
         log.warning("gateway unreachable for payment %s; reconciliation will ask", payment.id)
-    _after(session, payment)
-    session.commit()
     return result
 
 
@@ -91,11 +106,15 @@ def receive_webhook(
     if event is None:
         return payments.WebhookOutcome.IGNORED
     with tenancy.system(session):  # a webhook names a payment, not a signed-in company
+        payment = payments.payment_by_reference(session, event.reference)
+        if payment is None and event.payment_ref:
+            # The charge's own answer never arrived, so the payment has no reference yet.
+            payment = payments.payment_by_public_id(session, event.payment_ref, gw.name)
+        if payment is None:
+            # Not remembered: should the payment appear (a slow commit), a redelivery applies.
+            return payments.WebhookOutcome.IGNORED
         if not payments.record_event(session, gw.name, event, clock.now()):
             return payments.WebhookOutcome.DUPLICATE
-        payment = payments.payment_by_reference(session, event.reference)
-        if payment is None:
-            return payments.WebhookOutcome.IGNORED
         changed = apply(session, payment, event.result)
     return payments.WebhookOutcome.APPLIED if changed else payments.WebhookOutcome.UNCHANGED
 
@@ -126,20 +145,40 @@ def _after_cancel(session: Session, payment: Payment) -> None:
 
 
 def reconcile(session: Session, payment_id: int) -> str:
-    """Ask the gateway about a payment still processing; the same key finds the same charge."""
+    """Ask the gateway about a payment still processing; the same key finds the same charge.
+
+    A payment waiting for the customer's 3-D Secure past ACTION_TIMEOUT is cancelled at the
+    gateway and fails, which frees its invoices. A payment with no reference after a day is
+    left for a person: gateways forget idempotency keys after 24 hours, so asking again then
+    could charge twice.
+    """
     with tenancy.system(session):
         payment = session.get(Payment, payment_id)
         if payment is None or payment.status is not PaymentStatus.PROCESSING:
             return "not processing"
         gw = gateway(session)
+        now = clock.now()
         try:
             if payment.gateway_reference:
                 result = gw.retrieve(payment.gateway_reference)
+                if result.status is ChargeStatus.REQUIRES_ACTION:
+                    if now - payment.created_at < payments.ACTION_TIMEOUT:
+                        return "waiting for the customer"
+                    gw.cancel(payment.gateway_reference)
+                    result = ChargeResult(
+                        ChargeStatus.FAILED,
+                        payment.gateway_reference,
+                        failure_code="authentication_required",
+                    )
                 apply(session, payment, result)
-            else:
-                payments.charge(
-                    session, gw, payment, return_url=return_url(payment), now=clock.now()
+            elif now - payment.created_at > payments.KEY_LIFETIME:
+                log.error(
+                    "payment %s has no gateway reference after a day: check it by hand",
+                    payment.public_id,
                 )
+                return "needs review"
+            else:
+                payments.charge(session, gw, payment, return_url=return_url(payment), now=now)
                 _after(session, payment)
         except GatewayError:
             log.warning("gateway still unreachable for payment %s", payment.id)
@@ -188,8 +227,7 @@ def mail_result(session: Session, payment_id: int) -> str:
 
 
 def _link(payment: Payment) -> str:
-    base = current_app.config.get("PUBLIC_URL", "http://127.0.0.1:5000")
-    return f"{base}/portal/payments/{payment.public_id}"
+    return public_link(f"/portal/payments/{payment.public_id}")
 
 
 __all__ = [

@@ -292,6 +292,7 @@ class StripeStub:
         self.requests: list[RecordedRequest] = []
         self._hidden: dict[str, _Hidden] = {}
         self._return_urls: dict[str, str | None] = {}  # PaymentIntent id -> its return_url
+        self._off_session: set[str] = set()  # PaymentIntents confirmed with nobody present
         self._idempotent: dict[tuple[str, str], _Stored] = {}
         self._failures: list[int] = []
         self._lock = threading.RLock()
@@ -576,6 +577,9 @@ class StripeStub:
                 obj = self._create_intent(params)
             case "GET", ["payment_intents", ident]:
                 obj = self._get(self.payment_intents, ident, "payment_intent")
+            case "POST", ["payment_intents", ident, "cancel"]:
+                _refuse_unknown(params, {"cancellation_reason"})
+                obj = self._cancel(ident, params.get("cancellation_reason"))
             case _:
                 raise StubError(404, f"Unrecognized request URL ({method}: {path}).")
         return self._expand(obj, expand)
@@ -789,6 +793,8 @@ class StripeStub:
         }
         self.payment_intents[ident] = intent
         self._return_urls[ident] = form.get("return_url")
+        if "off_session" in form and _boolean(form.get("off_session"), "off_session"):
+            self._off_session.add(ident)
         self._emit("payment_intent.created", intent)
         if confirm and method is not None:
             self._confirm(intent, method)
@@ -802,6 +808,20 @@ class StripeStub:
             intent["status"] = "processing"
             intent["latest_charge"] = _new_id("py")
             self._emit("payment_intent.processing", intent)
+        elif hidden.behaviour == "requires_action" and intent["id"] in self._off_session:
+            # Nobody can authenticate: Stripe declines instead of asking.
+            self._fail(
+                intent, type="card_error", code="authentication_required",
+                decline_code="authentication_required",
+                message="Your card was declined. This transaction requires authentication.",
+            )  # fmt: skip
+            error = dict(intent["last_payment_error"])
+            error.pop("type")
+            message = error.pop("message")
+            raise StubError(
+                402, message, type="card_error", stored=True,
+                payment_intent=copy.deepcopy(intent), **error,
+            )  # fmt: skip
         elif hidden.behaviour == "requires_action":
             intent["status"] = "requires_action"
             return_url = self._return_urls.get(intent["id"])
@@ -836,6 +856,25 @@ class StripeStub:
                 payment_intent=copy.deepcopy(intent),
                 **error,
             )
+
+    def _cancel(self, ident: str, reason: Any) -> dict[str, Any]:
+        intent = self._get(self.payment_intents, ident, "payment_intent")
+        cancellable = ("requires_payment_method", "requires_confirmation", "requires_action")
+        if intent["status"] not in cancellable:
+            raise StubError(
+                400,
+                "You cannot cancel this PaymentIntent because it has a status of "
+                f"{intent['status']}.",
+                code="payment_intent_unexpected_state",
+            )
+        intent.update(
+            status="canceled",
+            next_action=None,
+            canceled_at=int(time.time()),
+            cancellation_reason=reason if isinstance(reason, str) else "abandoned",
+        )
+        self._emit("payment_intent.canceled", intent)
+        return intent
 
     def _succeed(self, intent: dict[str, Any]) -> None:
         intent.update(

@@ -89,7 +89,10 @@ def run_due_payments() -> int:
     with _session() as session, tenancy.system(session):
         due = payments.due_scheduled(session, clock.today())
     for payment_id in due:
-        run_scheduled_payment(payment_id)
+        try:
+            run_scheduled_payment(payment_id)
+        except Exception:  # one payment's trouble must not hold up the others
+            log.exception("scheduled payment %s failed to run", payment_id)
     return len(due)
 
 
@@ -101,8 +104,11 @@ def reconcile_payments() -> int:
     with _session() as session, tenancy.system(session):
         stuck = payments.stuck_processing(session, clock.now() - STUCK_AFTER)
     for payment_id in stuck:
-        with _session() as session:
-            payflow.reconcile(session, payment_id)
+        try:
+            with _session() as session:
+                payflow.reconcile(session, payment_id)
+        except Exception:  # one payment's trouble must not hold up the others
+            log.exception("reconciling payment %s failed", payment_id)
     return len(stuck)
 
 
@@ -124,10 +130,10 @@ def sweep() -> dict[str, int]:
     """Both sweeps; on RQ it puts itself back on the queue for the next round."""
     from portal.extensions import jobs
 
-    result = {"scheduled": run_due_payments(), "reconciled": reconcile_payments()}
+    # The next round is queued first, so an error in this one cannot end the chain.
     with _context():
         jobs().enqueue_at(datetime.now(UTC) + SWEEP_EVERY, sweep, job_id=SWEEP_JOB_ID)
-    return result
+    return {"scheduled": run_due_payments(), "reconciled": reconcile_payments()}
 
 
 SWEEP_JOB_ID = "portal-sweep"

@@ -153,9 +153,14 @@ def defer(session: Session, action: Callable[[], Any]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_deferred(session: Session) -> None:
+    # What was committed stands: a queue that is down must not turn it into an error page,
+    # nor stop the other hand-offs. The sweep finds what a lost job would have done.
     actions = session.info.pop(_AFTER_COMMIT, [])
     for action in actions:
-        action()
+        try:
+            action()
+        except Exception:
+            log.exception("could not hand a job to the queue after a commit")
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -32,6 +32,9 @@ class ChargeRequest:
     description: str
     return_url: str  # where the customer comes back after an authentication step
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Nobody is there to authenticate (a scheduled payment): the gateway must decline rather
+    # than ask for 3-D Secure.
+    off_session: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class ChargeEvent:
     kind: str
     reference: str
     result: ChargeResult
+    # The portal's payment id, from the charge's metadata: finds the payment even when the
+    # charge's answer (and so its reference) never reached the portal.
+    payment_ref: str | None = None
 
 
 class GatewayError(RuntimeError):
@@ -87,6 +93,9 @@ class PaymentGateway(Protocol):
     def charge(self, request: ChargeRequest) -> ChargeResult: ...
 
     def retrieve(self, reference: str) -> ChargeResult: ...
+
+    def cancel(self, reference: str) -> ChargeResult:
+        """Give up on a charge still waiting for the customer (an abandoned 3-D Secure)."""
 
     def detach(self, token: str) -> None: ...
 

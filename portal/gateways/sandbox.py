@@ -302,6 +302,15 @@ class SandboxGateway:
         self._settle_if_due(charge)
         return self._result(charge)
 
+    def cancel(self, reference: str) -> ChargeResult:
+        charge = self.session.get(SandboxCharge, reference)
+        if charge is None:
+            raise GatewayError("no such charge")
+        if charge.status == ChargeStatus.PROCESSING.value:
+            charge.status, charge.failure_code = "failed", "canceled"
+            self.session.flush()
+        return self._result(charge)
+
     def settle(self, reference: str) -> tuple[bytes, str] | None:
         """Settle a due bank debit; returns the signed webhook (body, signature) to deliver."""
         charge = self.session.get(SandboxCharge, reference)

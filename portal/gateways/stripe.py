@@ -167,7 +167,9 @@ class StripeGateway:
             # Stripe drops the types that cannot take this currency (bank debits are USD only).
             "allowed_payment_method_types": ["card", "us_bank_account"],
         }
-        if request.return_url:
+        if request.off_session:
+            params["off_session"] = True
+        elif request.return_url:
             params["return_url"] = request.return_url
         if request.description:
             params["description"] = request.description
@@ -189,6 +191,13 @@ class StripeGateway:
             raise _unusable("creating a payment", error) from error
         except stripe.StripeError as error:
             raise _unusable("creating a payment", error) from error
+        return _result(intent)
+
+    def cancel(self, reference: str) -> ChargeResult:
+        try:
+            intent = self._client.v1.payment_intents.cancel(reference)
+        except stripe.StripeError as error:
+            raise _unusable("cancelling a payment", error) from error
         return _result(intent)
 
     def retrieve(self, reference: str) -> ChargeResult:
@@ -216,7 +225,11 @@ class StripeGateway:
             if not isinstance(intent, stripe.PaymentIntent):
                 raise InvalidSignature(f"{event.type} without a PaymentIntent")
             return ChargeEvent(
-                event_id=event.id, kind=event.type, reference=intent.id, result=_result(intent)
+                event_id=event.id,
+                kind=event.type,
+                reference=intent.id,
+                result=_result(intent),
+                payment_ref=_text(_field(intent, "metadata"), "payment"),
             )
         except AttributeError as error:  # a field the event should carry is not there
             raise InvalidSignature("unreadable event") from error

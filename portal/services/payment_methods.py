@@ -9,6 +9,7 @@ from datetime import date, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from portal import tenancy
 from portal.gateways import SavedMethod
 from portal.models import Payment, PaymentMethod, PaymentStatus, PortalUser, Role
 from portal.services import audit
@@ -99,15 +100,18 @@ def add(
 
 
 def scheduled_using(session: Session, method: PaymentMethod) -> Payment | None:
-    return session.scalar(
-        select(Payment)
-        .where(
-            Payment.payment_method_id == method.id,
-            Payment.status.in_((PaymentStatus.SCHEDULED, PaymentStatus.PROCESSING)),
+    """A payment still to be charged with this method, in any account of the company (the
+    method is the company's: a user who sees one account must not strand another's)."""
+    with tenancy.widened(session):
+        return session.scalar(
+            select(Payment)
+            .where(
+                Payment.payment_method_id == method.id,
+                Payment.status.in_((PaymentStatus.SCHEDULED, PaymentStatus.PROCESSING)),
+            )
+            .order_by(Payment.scheduled_for.is_(None), Payment.scheduled_for)
+            .limit(1)
         )
-        .order_by(Payment.scheduled_for.is_(None), Payment.scheduled_for)
-        .limit(1)
-    )
 
 
 def remove(

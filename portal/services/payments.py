@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from babel.numbers import NumberFormatError, parse_decimal
-from sqlalchemy import Select, case, func, select, update
+from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -51,8 +51,12 @@ from portal.services.money import to_minor
 IN_FLIGHT = (PaymentStatus.PENDING, PaymentStatus.SCHEDULED, PaymentStatus.PROCESSING)
 FINAL = (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED)
 MAX_INVOICES = 50
+# How long a payment may wait for the customer's 3-D Secure before it is given up.
+ACTION_TIMEOUT = timedelta(minutes=30)
+# Gateways remember an idempotency key for 24 hours; asking again later could charge twice.
+KEY_LIFETIME = timedelta(hours=23)
 MAX_SCHEDULE_DAYS = 365
-_KEY = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+_KEY = re.compile(r"^[A-Za-z0-9_-]{22,40}$")  # new_idempotency_key() makes 32
 
 
 class Problem(enum.StrEnum):
@@ -416,6 +420,7 @@ def charge(
         description=f"{company.name}: payment {payment.public_id}",
         return_url=return_url,
         metadata={"payment": payment.public_id},
+        off_session=payment.scheduled_for is not None,  # run by a job: nobody to authenticate
     )
     try:
         result = gateway.charge(request)
@@ -650,12 +655,15 @@ def due_scheduled(session: Session, today: date) -> list[int]:
 
 
 def stuck_processing(session: Session, before: datetime) -> list[int]:
+    """Processing since before `before`, or waiting for 3-D Secure for longer than allowed."""
     return list(
         session.scalars(
             select(Payment.id).where(
                 Payment.status == PaymentStatus.PROCESSING,
-                Payment.created_at < before,
-                Payment.action_url.is_(None),
+                or_(
+                    and_(Payment.action_url.is_(None), Payment.created_at < before),
+                    Payment.created_at < before - ACTION_TIMEOUT,
+                ),
             )
         )
     )
@@ -703,6 +711,12 @@ def record_event(session: Session, gateway_name: str, event: ChargeEvent, now: d
     except IntegrityError:
         return False
     return True
+
+
+def payment_by_public_id(session: Session, public_id: str, gateway_name: str) -> Payment | None:
+    return session.scalar(
+        select(Payment).where(Payment.public_id == public_id, Payment.gateway == gateway_name)
+    )
 
 
 def payment_by_reference(session: Session, reference: str) -> Payment | None:

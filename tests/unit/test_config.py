@@ -25,6 +25,20 @@ def test_unknown_gateway_and_stripe_without_key_are_refused() -> None:
         Settings.from_env({"PORTAL_ENV": "development", "PAYMENT_GATEWAY": "paypal"})
     with pytest.raises(ConfigError, match="STRIPE_SECRET_KEY"):
         Settings.from_env({"PORTAL_ENV": "development", "PAYMENT_GATEWAY": "stripe"})
+    stripe = {"PAYMENT_GATEWAY": "stripe", "STRIPE_SECRET_KEY": "sk_test_x"}
+    with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
+        Settings.from_env({"PORTAL_ENV": "development", **stripe})
+    production = {"SECRET_KEY": "k" * 40, "STRIPE_WEBHOOK_SECRET": "whsec_x", **stripe}
+    with pytest.raises(ConfigError, match="PUBLIC_URL"):
+        Settings.from_env(production)
+    https = Settings.from_env({**production, "PUBLIC_URL": "https://billing.example.com"})
+    assert https.public_url == "https://billing.example.com"
+
+
+def test_public_url_defaults_to_where_development_serves() -> None:
+    assert Settings.from_env({"PORTAL_ENV": "development", "PORT": "5055"}).public_url == (
+        "http://127.0.0.1:5055"
+    )
 
 
 @pytest.mark.parametrize(

@@ -219,3 +219,30 @@ def test_a_restricted_user_cannot_remove_a_method_they_did_not_add(
         f"/portal/payment-methods/{visa.public_id}/remove", data={"csrf_token": token}
     )
     assert response.status_code == 403
+
+
+def test_a_method_another_accounts_scheduled_payment_uses_cannot_be_removed(
+    app: Flask, db: Session
+) -> None:
+    """ap@acme.test sees only Acme West; the admin schedules an Acme East payment with ap's
+    card. ap must not be able to strand that payment by removing the card."""
+    from datetime import timedelta
+
+    from tests.conftest import Auth
+
+    ap_client = app.test_client()
+    Auth(app, ap_client).sign_in("ap@acme.test")
+    add_card(ap_client, "4242424242424242")
+    card = max(_methods(db), key=lambda m: m.id)
+    admin_client = app.test_client()
+    Auth(app, admin_client).sign_in("admin@acme.test")
+    day = app.extensions["portal.clock"].today() + timedelta(days=3)
+    _response, pid = pay(
+        admin_client, [invoice(db, "INV-2003")], card.public_id, scheduled_for=day.isoformat()
+    )
+    assert pid
+    token = csrf_token(ap_client, "/portal/payment-methods")
+    ap_client.post(f"/portal/payment-methods/{card.public_id}/remove", data={"csrf_token": token})
+    assert card.id in {m.id for m in _methods(db)}  # still there
+    page = ap_client.get("/portal/payment-methods").get_data(as_text=True)
+    assert "pays a scheduled payment on" in page

@@ -90,7 +90,7 @@ def test_a_bank_debit_processes_then_settles_through_the_signed_webhook(
         f"Receipt {done.receipt_number}: payment of ${done.amount / 100:,.2f}"
     ]
     body = smtp.messages[0].get_payload(decode=True).decode()
-    assert "INV-1004" in body and f"/portal/payments/{pid}" in body
+    assert "INV-1004" in body and f"http://localhost/portal/payments/{pid}" in body  # PUBLIC_URL
 
 
 def test_bad_signatures_are_refused(app: Flask, client: FlaskClient) -> None:

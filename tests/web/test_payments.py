@@ -433,3 +433,31 @@ def test_a_german_reader_types_a_decimal_comma(
     _response, pid = pay(client, [inv], method(db, "4242").public_id, {inv.public_id: "1.000,25"})
     assert payment(db, pid).amount == 100_025
     assert invoice(db, "INV-1003").balance_due == owed - 100_025
+
+
+def test_an_overlong_key_is_a_400_not_an_error(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    inv = invoice(db, "INV-1001")
+    _page, _key, token = open_form(client, inv.public_id)
+    response = submit(
+        client, [inv], key="k" * 64, token=token, action="confirm",
+        method_id=method(db, "4242").public_id,
+    )  # fmt: skip
+    assert response.status_code == 400
+
+
+def test_a_queue_that_is_down_does_not_undo_or_break_a_commit(
+    db: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    from workers.queue import defer
+
+    ran: list[str] = []
+
+    def broken() -> None:
+        raise ConnectionError("redis is down")
+
+    defer(db, broken)
+    defer(db, lambda: ran.append("next"))
+    db.commit()  # no exception
+    assert ran == ["next"] and "could not hand a job to the queue" in caplog.text

@@ -205,3 +205,100 @@ def test_reconciliation_finds_a_charge_whose_answer_was_lost(
     assert done.status is PaymentStatus.SUCCEEDED
     charged = [i for i in stub.payment_intents.values() if i["metadata"].get("payment") == pid]
     assert len(charged) == 1  # the same idempotency key: one charge
+    key = payment(db, pid).idempotency_key
+    bodies = [r.form for r in stub.api_requests if r.idempotency_key == key]
+    assert len(bodies) >= 2 and all(b == bodies[0] for b in bodies)  # request and job alike
+
+
+def test_a_charge_whose_answer_was_lost_is_found_by_its_webhook(
+    stripe_app: Flask, client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
+) -> None:
+    card = add_card(client, stub, "4242424242424242", db)
+    stub.fail_next(3, status=500)
+    inv = invoice(db, "INV-1013")
+    owed = inv.balance_due
+    _response, pid = pay(client, [inv], card.public_id)
+    assert payment(db, pid).gateway_reference is None  # the portal never heard back
+    # Stripe did charge, and says so with the portal's payment id in the metadata.
+    intent = {
+        "id": "pi_lost_answer", "object": "payment_intent", "status": "succeeded",
+        "amount": owed, "currency": "usd", "metadata": {"payment": pid},
+        "last_payment_error": None, "next_action": None,
+    }  # fmt: skip
+    raw, signature = stub.event("payment_intent.succeeded", intent)
+    answer = client.post(
+        "/webhooks/stripe", data=raw,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert answer.get_json()["outcome"] == "applied"
+    done = payment(db, pid)
+    assert done.status is PaymentStatus.SUCCEEDED and done.gateway_reference == "pi_lost_answer"
+    assert invoice(db, "INV-1013").balance_due == 0
+
+
+def test_an_event_for_a_payment_not_yet_known_is_not_remembered(
+    client: FlaskClient, stub: StripeStub
+) -> None:
+    intent = {
+        "id": "pi_unknown", "object": "payment_intent", "status": "succeeded", "amount": 500,
+        "currency": "usd", "metadata": {}, "last_payment_error": None, "next_action": None,
+    }  # fmt: skip
+    raw, signature = stub.event("payment_intent.succeeded", intent)
+    headers = {"Stripe-Signature": signature, "Content-Type": "application/json"}
+    outcomes = [
+        client.post("/webhooks/stripe", data=raw, headers=headers).get_json()["outcome"]
+        for _ in range(2)
+    ]
+    assert outcomes == ["ignored", "ignored"]  # a redelivery could still apply it later
+
+
+def test_an_abandoned_authentication_is_given_up_and_frees_the_invoice(
+    stripe_app: Flask, client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
+) -> None:
+    from workers import jobs
+
+    card = add_card(client, stub, "4000002500003155", db)
+    inv = invoice(db, "INV-1003")
+    response, _pid = pay(client, [inv], card.public_id)
+    intent_id = response.headers["Location"].rsplit("/", 1)[1]
+    with tenancy.system(db):
+        from portal.models import Payment
+
+        pid = db.scalars(
+            select(Payment.public_id).where(Payment.gateway_reference == intent_id)
+        ).one()
+    page = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
+    assert 'hx-trigger="load delay:1s"' not in page  # nothing to poll while the bank waits
+    clock = stripe_app.extensions["portal.clock"]
+    clock.advance(timedelta(minutes=10))
+    with stripe_app.app_context():
+        jobs.reconcile_payments()
+    assert payment(db, pid).status is PaymentStatus.PROCESSING  # still within the time allowed
+    clock.advance(timedelta(minutes=30))
+    with stripe_app.app_context():
+        assert jobs.reconcile_payments() >= 1
+    given_up = payment(db, pid)
+    assert given_up.status is PaymentStatus.FAILED
+    assert given_up.failure_code == "authentication_required"
+    assert stub.payment_intents[intent_id]["status"] == "canceled"
+    assert invoice(db, "INV-1003").status is InvoiceStatus.PAYMENT_FAILED
+
+
+def test_a_scheduled_charge_never_waits_for_authentication(
+    stripe_app: Flask, client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
+) -> None:
+    from tests.web.payment_helpers import run_jobs
+
+    card = add_card(client, stub, "4000002500003155", db)
+    clock = stripe_app.extensions["portal.clock"]
+    day = clock.today() + timedelta(days=1)
+    _response, pid = pay(
+        client, [invoice(db, "INV-1003")], card.public_id, scheduled_for=day.isoformat()
+    )
+    clock.advance(timedelta(days=1, hours=7))
+    run_jobs(stripe_app)
+    failed = payment(db, pid)
+    assert failed.status is PaymentStatus.FAILED, failed.status
+    assert failed.failure_code == "authentication_required"
+    sent = [r for r in stub.api_requests if r.path == "/v1/payment_intents" and r.method == "POST"]
+    assert sent[-1].form.get("off_session") == "true" and "return_url" not in sent[-1].form

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response
 
 from portal import clock, flags, i18n, payflow
 from portal.blueprints.payments import copy
+from portal.db import retry_on_sqlite_conflict
 from portal.extensions import db_session, gateway, settings
 from portal.gateways import ChargeStatus, GatewayError
 from portal.models import Company, Payment, PaymentMethod, PaymentStatus
@@ -138,6 +139,11 @@ def create() -> Response:
             return _to_payment(existing)
     selection = payments.select_invoices(session, ids)
     if selection.problem is not None:
+        if action == "confirm":
+            # A twin of this submit may have made the payment since the check above.
+            existing = payments.find_by_key(session, current_user, key)
+            if existing is not None:
+                return _to_payment(existing)
         return _render_problem(selection)
     methods = payment_methods.usable(session)
     draft = _parse(selection, key, methods, allocate=action == "allocate")
@@ -221,23 +227,46 @@ def _parse(
 def _confirm(draft: Draft) -> Response:
     session = db_session()
     assert draft.method is not None
-    submission = payments.create_payment(
+    amounts = {item.invoice.public_id: item.amount for item in draft.selection.items}
+    method = draft.method
+    # On SQLite (make run) another submit may write first: start over on a fresh snapshot;
+    # the key then finds that payment if it was this one's twin.
+    submission = retry_on_sqlite_conflict(
         session,
-        user=current_user,
-        company=draft.company,
-        key=draft.key,
-        amounts={item.invoice.public_id: item.amount for item in draft.selection.items},
-        method=draft.method,
-        scheduled_for=draft.scheduled_for,
-        gateway_name=settings().payment_gateway,
-        now=clock.now(),
-        request=request_info(),
+        lambda: payments.create_payment(
+            session,
+            user=current_user,
+            company=draft.company,
+            key=draft.key,
+            amounts=amounts,
+            method=method,
+            scheduled_for=draft.scheduled_for,
+            gateway_name=settings().payment_gateway,
+            now=clock.now(),
+            request=request_info(),
+        ),
     )
     if submission.payment is None:
         session.rollback()
         assert submission.selection is not None
         if submission.selection.problem is not None:
             return _render_problem(submission.selection)
+        # Someone else's payment took part of a balance between review and confirm: show the
+        # form again with what is still available and say which amount no longer fits.
+        draft.selection = submission.selection
+        for pid, refusal in submission.errors.items():
+            item = next(
+                (i for i in draft.selection.items if i.invoice.public_id == pid),
+                draft.selection.items[0],
+            )
+            draft.raw_amounts[item.invoice.public_id] = plain_amount(
+                item.amount, item.invoice.currency
+            )
+            draft.errors[item.invoice.public_id] = copy.field_error(
+                refusal,
+                available=money(item.available, item.invoice.currency),
+                company=draft.company.name,
+            )
         return _render_form(draft, payment_methods.usable(session), 422)
     payment = submission.payment
     if submission.replayed:
@@ -290,7 +319,9 @@ def show(public_id: str) -> Response:
         "payment": payment,
         "reason": copy.failure_reason(payment.failure_code),
         "retry_url": _retry_url(payment),
-        "polling": payment.status in (PaymentStatus.PROCESSING, PaymentStatus.PENDING),
+        # Nothing to wait for while the customer's bank waits for the customer.
+        "polling": payment.status in (PaymentStatus.PROCESSING, PaymentStatus.PENDING)
+        and not payment.action_url,
     }
     if is_htmx() and request.args.get("fragment") == "status":
         return make_response(render_template("payments/_status.html", **context))
