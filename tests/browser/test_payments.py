@@ -97,6 +97,10 @@ def test_a_bank_debit_updates_itself_and_is_announced(
     expect(page.locator("#payment-state")).to_have_text("Your payment is being processed")
     assert_axe_clean(page)
     screenshot(page, "payment-processing-390-light")
+    # The panel polls itself; a keyboard user's place survives each refresh.
+    page.locator("#payment-back").focus()
+    page.wait_for_timeout(2500)
+    assert page.evaluate("document.activeElement.id") == "payment-back"
     # The sandbox settles the debit a few seconds later; its webhook job runs here.
     app = live_server.app
     app.extensions["portal.jobs"].run_due(
