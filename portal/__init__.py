@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
 
@@ -36,6 +37,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(dict(settings.extra))
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if settings.is_production and settings.public_url:
+        # Answer only to the portal's own name: no Host header can steer a link.
+        app.config["TRUSTED_HOSTS"] = [urlsplit(settings.public_url).hostname]
+    elif settings.is_production:
+        logging.getLogger(__name__).warning(
+            "PUBLIC_URL is not set: links in e-mails follow the request's Host header"
+        )
     if settings.is_production and settings.payment_gateway == "sandbox":
         logging.getLogger(__name__).warning(
             "PAYMENT_GATEWAY=sandbox in production: test cards mark invoices paid"

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
@@ -98,7 +99,7 @@ class Settings:
                 values[attr] = value
             else:
                 extra[key] = value
-        if not values.get("public_url"):
+        if not values.get("public_url") and values["env"] != "production":
             # Development serves on PORT; tests' clients call themselves "localhost".
             port = environ.get("PORT", "5000")
             testing = values["env"] == "testing"
@@ -120,6 +121,10 @@ class Settings:
             raise ConfigError("PAYMENT_GATEWAY must be 'sandbox' or 'stripe'")
         if self.payment_gateway == "stripe" and not self.stripe_secret_key:
             raise ConfigError("PAYMENT_GATEWAY=stripe needs STRIPE_SECRET_KEY")
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError("PUBLIC_URL must look like https://billing.example.com")
         if self.payment_gateway == "stripe" and not self.stripe_webhook_secret:
             raise ConfigError("PAYMENT_GATEWAY=stripe needs STRIPE_WEBHOOK_SECRET")
         if (

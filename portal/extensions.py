@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app, g
@@ -23,6 +25,7 @@ from workers.queue import EmbeddedQueue, JobQueue, RQJobQueue, defer
 csrf = CSRFProtect()
 login_manager = LoginManager()
 babel = Babel()
+log = logging.getLogger(__name__)
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 
@@ -72,12 +75,26 @@ def jobs() -> JobQueue:
     return queue
 
 
+def hand_off(session: Session, func: Callable[..., Any], *args: Any) -> None:
+    """Run `func(*args)` as a job once `session` commits. Should the queue refuse it (Redis
+    down), it runs right here instead: a receipt or a reset link is late, never lost."""
+    queue = jobs()
+
+    def go() -> None:
+        try:
+            queue.enqueue(func, *args)
+        except Exception:
+            log.exception("the job queue refused %s; running it in this process", func.__name__)
+            func(*args)
+
+    defer(session, go)
+
+
 def send_later(session: Session, to: str, subject: str, text: str) -> None:
     """Mail sent by a job once `session` commits (never from inside the request)."""
     from workers import jobs as job_functions
 
-    queue = jobs()
-    defer(session, lambda: queue.enqueue(job_functions.send_mail, to, subject, text))
+    hand_off(session, job_functions.send_mail, to, subject, text)
 
 
 def gateway(session: Session) -> PaymentGateway:

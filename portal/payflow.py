@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session
 from portal import clock, tenancy
 from portal.blueprints.payments import copy
 from portal.db import retry_on_sqlite_conflict
-from portal.extensions import gateway, jobs, mailer, settings
+from portal.extensions import gateway, hand_off, jobs, mailer
 from portal.gateways import (
     ChargeResult,
     ChargeStatus,
+    GatewayConflict,
     GatewayError,
     InvalidSignature,
     PaymentGateway,
@@ -30,15 +31,10 @@ from portal.i18n import SUPPORTED_LOCALES
 from portal.models import Company, Payment, PaymentStatus, PortalUser
 from portal.services import payments
 from portal.templating import money
+from portal.web import public_link
 from workers.queue import defer
 
 log = logging.getLogger(__name__)
-
-
-def public_link(path: str) -> str:
-    """An absolute link from PUBLIC_URL: the same from a request as from a job. That matters:
-    a retried charge must repeat its parameters exactly, the return address included."""
-    return settings().public_url.rstrip("/") + path
 
 
 def return_url(payment: Payment) -> str:
@@ -50,10 +46,11 @@ def charge_now(session: Session, payment: Payment) -> ChargeResult | None:
     """Charge a committed processing payment, apply the answer and commit it."""
 
     def attempt() -> ChargeResult | None:
-        result = payments.charge(
+        result, changed = payments.charge(
             session, gateway(session), payment, return_url=return_url(payment), now=clock.now()
         )
-        _after(session, payment)
+        if changed:
+            _after(session, payment)
         session.commit()
         return result
 
@@ -73,11 +70,9 @@ def apply(session: Session, payment: Payment, result: ChargeResult) -> bool:
 def _after(session: Session, payment: Payment) -> None:
     """A payment that reached its end tells its payer, once, after the commit."""
     if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
-        queue = jobs()
         from workers import jobs as job_functions
 
-        payment_id = payment.id
-        defer(session, lambda: queue.enqueue(job_functions.send_payment_result, payment_id))
+        hand_off(session, job_functions.send_payment_result, payment.id)
 
 
 def schedule(session: Session, payment: Payment) -> None:
@@ -108,8 +103,21 @@ def receive_webhook(
     with tenancy.system(session):  # a webhook names a payment, not a signed-in company
         payment = payments.payment_by_reference(session, event.reference)
         if payment is None and event.payment_ref:
-            # The charge's own answer never arrived, so the payment has no reference yet.
-            payment = payments.payment_by_public_id(session, event.payment_ref, gw.name)
+            # The charge's own answer never arrived, so the payment has no reference yet. Only
+            # then, and only for the very amount: a charge can never take over another's payment.
+            candidate = payments.payment_by_public_id(session, event.payment_ref, gw.name)
+            if (
+                candidate is not None
+                and candidate.gateway_reference is None
+                and (event.amount, event.currency) == (candidate.amount, candidate.currency)
+            ):
+                payment = candidate
+            elif candidate is not None:
+                log.warning(
+                    "event %s names payment %s but does not match it",
+                    event.event_id,
+                    candidate.public_id,
+                )
         if payment is None:
             # Not remembered: should the payment appear (a slow commit), a redelivery applies.
             return payments.WebhookOutcome.IGNORED
@@ -137,11 +145,9 @@ def run_scheduled(session: Session, payment_id: int) -> str:
 
 
 def _after_cancel(session: Session, payment: Payment) -> None:
-    queue = jobs()
     from workers import jobs as job_functions
 
-    payment_id = payment.id
-    defer(session, lambda: queue.enqueue(job_functions.send_payment_result, payment_id))
+    hand_off(session, job_functions.send_payment_result, payment.id)
 
 
 def reconcile(session: Session, payment_id: int) -> str:
@@ -162,7 +168,7 @@ def reconcile(session: Session, payment_id: int) -> str:
             if payment.gateway_reference:
                 result = gw.retrieve(payment.gateway_reference)
                 if result.status is ChargeStatus.REQUIRES_ACTION:
-                    if now - payment.created_at < payments.ACTION_TIMEOUT:
+                    if now - payments.charging_since(payment) < payments.ACTION_TIMEOUT:
                         return "waiting for the customer"
                     gw.cancel(payment.gateway_reference)
                     result = ChargeResult(
@@ -171,15 +177,24 @@ def reconcile(session: Session, payment_id: int) -> str:
                         failure_code="authentication_required",
                     )
                 apply(session, payment, result)
-            elif now - payment.created_at > payments.KEY_LIFETIME:
+            elif now - payments.charging_since(payment) > payments.KEY_LIFETIME:
                 log.error(
                     "payment %s has no gateway reference after a day: check it by hand",
                     payment.public_id,
                 )
                 return "needs review"
             else:
-                payments.charge(session, gw, payment, return_url=return_url(payment), now=now)
-                _after(session, payment)
+                _result, changed = payments.charge(
+                    session, gw, payment, return_url=return_url(payment), now=now
+                )
+                if changed:
+                    _after(session, payment)
+        except GatewayConflict:
+            log.error(
+                "gateway refuses payment %s's key with these parameters: check it by hand",
+                payment.public_id,
+            )
+            return "needs review"
         except GatewayError:
             log.warning("gateway still unreachable for payment %s", payment.id)
         session.commit()

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, flash, g, redirect, request, session, url_for
+from flask import (
+    Flask,
+    Response,
+    flash,
+    g,
+    has_request_context,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -35,6 +45,22 @@ def request_info() -> audit.RequestInfo:
 
 def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
+
+
+def public_link(path: str) -> str:
+    """An absolute link for mail and gateways. From PUBLIC_URL when set, so it is the same from
+    a request as from a job and no Host header can change it; a retried charge must repeat its
+    parameters exactly, return address included."""
+    base = settings().public_url
+    if not base and has_request_context():
+        base = request.host_url  # production without PUBLIC_URL (a warning at start-up)
+    return (base or "http://127.0.0.1:5000").rstrip("/") + path
+
+
+def gateway_link(path: str) -> str:
+    """Where a gateway's hosted page sends the customer back. The sandbox's page is served by
+    this very host, so a path keeps whatever host name the customer is using (and its cookie)."""
+    return path if settings().payment_gateway == "sandbox" else public_link(path)
 
 
 def safe_next(target: str | None) -> str | None:

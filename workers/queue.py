@@ -153,8 +153,9 @@ def defer(session: Session, action: Callable[[], Any]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_deferred(session: Session) -> None:
-    # What was committed stands: a queue that is down must not turn it into an error page,
-    # nor stop the other hand-offs. The sweep finds what a lost job would have done.
+    # What was committed stands: a failing hand-off must not turn it into an error page, nor
+    # stop the others. (Mail runs in-process when the queue refuses it: extensions.hand_off;
+    # the sweep picks up scheduled and stuck payments whatever happened to their jobs.)
     actions = session.info.pop(_AFTER_COMMIT, [])
     for action in actions:
         try:

@@ -1,4 +1,5 @@
-"""online payments: the gateway's webhook log, the sandbox gateway's store, 3-D Secure hand-off
+"""online payments: the gateway's webhook log, the sandbox gateway's store, 3-D Secure hand-off,
+when a payment's charge began
 
 Revision ID: 0005
 Revises: 0004
@@ -22,6 +23,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("payments") as batch:
         batch.add_column(sa.Column("action_url", sa.String(500), nullable=True))
+        batch.add_column(sa.Column("charging_since", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "gateway_events",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -78,4 +80,5 @@ def downgrade() -> None:
     op.drop_index("ix_gateway_events_reference", table_name="gateway_events")
     op.drop_table("gateway_events")
     with op.batch_alter_table("payments") as batch:
+        batch.drop_column("charging_since")
         batch.drop_column("action_url")

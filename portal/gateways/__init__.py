@@ -66,10 +66,17 @@ class ChargeEvent:
     # The portal's payment id, from the charge's metadata: finds the payment even when the
     # charge's answer (and so its reference) never reached the portal.
     payment_ref: str | None = None
+    amount: int | None = None  # what the charge is for, to check against that payment
+    currency: str | None = None
 
 
 class GatewayError(RuntimeError):
     """The gateway could not be reached or answered something unusable (try again later)."""
+
+
+class GatewayConflict(GatewayError):
+    """The gateway refuses a repeated idempotency key with other parameters: a person must
+    look (asking again would not help)."""
 
 
 class InvalidSignature(ValueError):

@@ -23,6 +23,7 @@ from portal.gateways import (
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
+    GatewayConflict,
     GatewayError,
     InvalidSignature,
     SavedMethod,
@@ -230,6 +231,8 @@ class StripeGateway:
                 reference=intent.id,
                 result=_result(intent),
                 payment_ref=_text(_field(intent, "metadata"), "payment"),
+                amount=_field(intent, "amount"),
+                currency=(_text(intent, "currency") or "").upper() or None,
             )
         except AttributeError as error:  # a field the event should carry is not there
             raise InvalidSignature("unreadable event") from error
@@ -336,7 +339,8 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 def _unusable(doing: str, error: stripe.StripeError) -> GatewayError:
     """A GatewayError that says what Stripe answered (codes and ids only, never card data)."""
-    return GatewayError(
+    kind = GatewayConflict if isinstance(error, stripe.IdempotencyError) else GatewayError
+    return kind(
         f"Stripe failed {doing}: {type(error).__name__} (HTTP {error.http_status}, "
         f"code {error.code}, request {error.request_id})"
     )

@@ -111,6 +111,9 @@ class Payment(PublicIdMixin, OptionalAccountOwned, Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Where the customer completes an authentication step the gateway asked for (3-D Secure).
     action_url: Mapped[str | None] = mapped_column(String(500))
+    # When the charge was first asked for (a scheduled payment: its day, not when it was made);
+    # reconciliation and the 3-D Secure timeout count from here.
+    charging_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     payment_method: Mapped[PaymentMethod | None] = relationship()
     allocations: Mapped[list[PaymentAllocation]] = relationship(

@@ -29,6 +29,7 @@ from portal.gateways import (
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
+    GatewayConflict,
     GatewayError,
     PaymentGateway,
 )
@@ -55,6 +56,8 @@ MAX_INVOICES = 50
 ACTION_TIMEOUT = timedelta(minutes=30)
 # Gateways remember an idempotency key for 24 hours; asking again later could charge twice.
 KEY_LIFETIME = timedelta(hours=23)
+# For this long after KEY_LIFETIME a payment without a reference is reported, then left alone.
+REVIEW_WINDOW = timedelta(minutes=10)
 MAX_SCHEDULE_DAYS = 365
 _KEY = re.compile(r"^[A-Za-z0-9_-]{22,40}$")  # new_idempotency_key() makes 32
 
@@ -355,6 +358,7 @@ def create_payment(
         amount=selection.total,
         status=PaymentStatus.SCHEDULED if scheduled_for else PaymentStatus.PROCESSING,
         scheduled_for=scheduled_for,
+        charging_since=None if scheduled_for else now,
         gateway=gateway_name,
         created_at=now,
         allocations=[
@@ -397,37 +401,43 @@ def create_payment(
 
 def charge(
     session: Session, gateway: PaymentGateway, payment: Payment, *, return_url: str, now: datetime
-) -> ChargeResult | None:
+) -> tuple[ChargeResult | None, bool]:
     """Ask the gateway to charge a processing payment and apply its answer.
 
-    None means the gateway could not be reached: the payment stays processing and the
+    Returns the answer and whether it changed the payment (a webhook may have been first).
+    No answer means the gateway could not be reached: the payment stays processing and the
     reconciliation job asks again with the same idempotency key.
     """
     method = payment.payment_method
     company = session.get(Company, payment.company_id)
     assert method is not None and company is not None
-    company.gateway_customer_id = gateway.ensure_customer(
-        existing=company.gateway_customer_id,
-        company_ref=company.public_id,
-        company_name=company.name,
-    )
+    try:
+        company.gateway_customer_id = gateway.ensure_customer(
+            existing=company.gateway_customer_id,
+            company_ref=company.public_id,
+            company_name=company.name,
+        )
+    except GatewayError:
+        return None, False
     request = ChargeRequest(
         customer=company.gateway_customer_id,
         token=method.gateway_token,
         amount=payment.amount,
         currency=payment.currency,
         idempotency_key=payment.idempotency_key,
-        description=f"{company.name}: payment {payment.public_id}",
+        # Only what never changes: a retry must repeat every parameter exactly.
+        description=f"Billing portal payment {payment.public_id}",
         return_url=return_url,
         metadata={"payment": payment.public_id},
         off_session=payment.scheduled_for is not None,  # run by a job: nobody to authenticate
     )
     try:
         result = gateway.charge(request)
+    except GatewayConflict:
+        raise  # the same key with other parameters: asking again will not help
     except GatewayError:
-        return None
-    apply_result(session, payment, result, now=now)
-    return result
+        return None, False
+    return result, apply_result(session, payment, result, now=now)
 
 
 def apply_result(
@@ -618,7 +628,7 @@ def start_scheduled(session: Session, payment: Payment, *, today: date, now: dat
     changed = session.execute(
         update(Payment)
         .where(Payment.id == payment.id, Payment.status == PaymentStatus.SCHEDULED)
-        .values(status=PaymentStatus.PROCESSING)
+        .values(status=PaymentStatus.PROCESSING, charging_since=now)
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
     session.refresh(payment)
@@ -654,15 +664,28 @@ def due_scheduled(session: Session, today: date) -> list[int]:
     )
 
 
+def charging_since(payment: Payment) -> datetime:
+    return payment.charging_since or payment.created_at
+
+
 def stuck_processing(session: Session, before: datetime) -> list[int]:
-    """Processing since before `before`, or waiting for 3-D Secure for longer than allowed."""
+    """Processing since before `before`, or waiting for 3-D Secure for longer than allowed.
+
+    A payment with no gateway reference drops out once its key may be forgotten by the
+    gateway (reconcile has reported it by then): asking again could charge twice.
+    """
+    since = func.coalesce(Payment.charging_since, Payment.created_at)
     return list(
         session.scalars(
             select(Payment.id).where(
                 Payment.status == PaymentStatus.PROCESSING,
                 or_(
-                    and_(Payment.action_url.is_(None), Payment.created_at < before),
-                    Payment.created_at < before - ACTION_TIMEOUT,
+                    and_(Payment.action_url.is_(None), since < before),
+                    since < before - ACTION_TIMEOUT,
+                ),
+                or_(
+                    Payment.gateway_reference.is_not(None),
+                    since > before - KEY_LIFETIME - REVIEW_WINDOW,
                 ),
             )
         )

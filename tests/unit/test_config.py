@@ -35,6 +35,12 @@ def test_unknown_gateway_and_stripe_without_key_are_refused() -> None:
     assert https.public_url == "https://billing.example.com"
 
 
+def test_public_url_must_name_a_host() -> None:
+    for bad in ("https://", "billing.example.com", "ftp://billing.example.com"):
+        with pytest.raises(ConfigError, match="PUBLIC_URL"):
+            Settings.from_env({"PORTAL_ENV": "development", "PUBLIC_URL": bad})
+
+
 def test_public_url_defaults_to_where_development_serves() -> None:
     assert Settings.from_env({"PORTAL_ENV": "development", "PORT": "5055"}).public_url == (
         "http://127.0.0.1:5055"

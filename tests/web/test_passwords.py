@@ -151,6 +151,35 @@ def test_the_mail_leaves_from_the_job_queue_not_the_request(
     assert len(smtp.messages) == 1
 
 
+def test_the_link_ignores_the_host_header(client: FlaskClient, smtp: Inbox) -> None:
+    evil = "http://evil.example"
+    page = client.get("/password/forgot", base_url=evil).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    client.post(
+        "/password/forgot",
+        data={"csrf_token": token.group(1), "email": "admin@acme.test"},
+        base_url=evil,
+    )
+    app = client.application
+    app.extensions["portal.jobs"].run_due(app.extensions["portal.clock"].now())
+    body = smtp.messages[0].get_payload(decode=True).decode()
+    assert "evil.example" not in body and "http://localhost/password/reset/" in body
+
+
+def test_mail_goes_out_even_when_the_queue_refuses_it(
+    app: Flask, client: FlaskClient, smtp: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Down:
+        def enqueue(self, *_args: Any, **_kwargs: Any) -> None:
+            raise ConnectionError("redis is down")
+
+    monkeypatch.setitem(app.extensions, "portal.jobs", Down())
+    token = csrf_token(client, "/password/forgot")
+    client.post("/password/forgot", data={"csrf_token": token, "email": "admin@acme.test"})
+    assert len(smtp.messages) == 1  # sent in-process instead
+
+
 def test_unknown_email_gets_the_same_answer_and_no_mail(client: FlaskClient, smtp: Inbox) -> None:
     response = _forgot(client, "nobody@acme.test")
     assert response.headers["Location"] == "/login"

@@ -245,4 +245,5 @@ def test_a_method_another_accounts_scheduled_payment_uses_cannot_be_removed(
     ap_client.post(f"/portal/payment-methods/{card.public_id}/remove", data={"csrf_token": token})
     assert card.id in {m.id for m in _methods(db)}  # still there
     page = ap_client.get("/portal/payment-methods").get_data(as_text=True)
-    assert "pays a scheduled payment on" in page
+    assert "A payment an administrator scheduled uses this method." in page
+    assert day.isoformat() not in page  # nothing about the payment ap may not see

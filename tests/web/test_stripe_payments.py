@@ -302,3 +302,52 @@ def test_a_scheduled_charge_never_waits_for_authentication(
     assert failed.failure_code == "authentication_required"
     sent = [r for r in stub.api_requests if r.path == "/v1/payment_intents" and r.method == "POST"]
     assert sent[-1].form.get("off_session") == "true" and "return_url" not in sent[-1].form
+
+
+def test_an_event_cannot_take_over_another_charges_payment(
+    client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
+) -> None:
+    card = add_card(client, stub, "4000002500003155", db)
+    response, _pid = pay(client, [invoice(db, "INV-1003")], card.public_id)
+    intent_id = response.headers["Location"].rsplit("/", 1)[1]
+    with tenancy.system(db):
+        from portal.models import Payment
+
+        waiting = db.scalars(select(Payment).where(Payment.gateway_reference == intent_id)).one()
+        pid, amount = waiting.public_id, waiting.amount
+    other = {
+        "id": "pi_other", "object": "payment_intent", "status": "succeeded", "amount": amount,
+        "currency": "usd", "metadata": {"payment": pid}, "last_payment_error": None,
+        "next_action": None,
+    }  # fmt: skip
+    raw, signature = stub.event("payment_intent.succeeded", other)
+    answer = client.post(
+        "/webhooks/stripe", data=raw,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert answer.get_json()["outcome"] == "ignored"
+    still = payment(db, pid)
+    assert still.status is PaymentStatus.PROCESSING and still.gateway_reference == intent_id
+
+
+def test_a_scheduled_charge_whose_answer_was_lost_is_asked_again(
+    stripe_app: Flask, client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
+) -> None:
+    """Counted from the day it was charged, not the day it was scheduled."""
+    from tests.web.payment_helpers import run_jobs
+    from workers import jobs
+
+    card = add_card(client, stub, "4242424242424242", db)
+    clock = stripe_app.extensions["portal.clock"]
+    day = clock.today() + timedelta(days=2)
+    _response, pid = pay(
+        client, [invoice(db, "INV-1001")], card.public_id, scheduled_for=day.isoformat()
+    )
+    clock.advance(timedelta(days=2, hours=7))
+    stub.fail_next(3, status=500)
+    run_jobs(stripe_app)
+    assert payment(db, pid).status is PaymentStatus.PROCESSING
+    clock.advance(timedelta(minutes=3))
+    with stripe_app.app_context():
+        assert jobs.reconcile_payments() >= 1
+    assert payment(db, pid).status is PaymentStatus.SUCCEEDED

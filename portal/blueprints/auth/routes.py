@@ -19,7 +19,14 @@ from portal.models import UserSession
 from portal.services import audit, auth, credentials
 from portal.services import mfa as totp
 from portal.services.passwords import hasher
-from portal.web import SESSION_TOKEN_KEY, is_htmx, request_info, safe_next, session_policy
+from portal.web import (
+    SESSION_TOKEN_KEY,
+    is_htmx,
+    public_link,
+    request_info,
+    safe_next,
+    session_policy,
+)
 
 bp = Blueprint("auth", __name__)
 
@@ -222,7 +229,7 @@ def forgot_password() -> Response | str | tuple[str, int]:
     if user is not None and user.is_active:
         config = settings()
         token = credentials.reset_token(user, secret_key=config.secret_key, now=clock.now())
-        link = url_for("auth.reset_password", token=token, _external=True)
+        link = public_link(url_for("auth.reset_password", token=token))  # never the Host header
         # Sent by a job after the commit: the answer takes as long for a known address as for
         # an unknown one, so its timing does not tell which addresses have accounts.
         send_later(

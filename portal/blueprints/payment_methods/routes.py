@@ -13,9 +13,9 @@ from portal import clock
 from portal.extensions import db_session, gateway, settings
 from portal.gateways import GatewayError
 from portal.models import Company, Payment, PaymentMethod, PaymentMethodKind
-from portal.services import payment_methods
+from portal.services import payment_methods, payments
 from portal.templating import format_date
-from portal.web import request_info, safe_next
+from portal.web import gateway_link, request_info, safe_next
 
 bp = Blueprint("payment_methods", __name__, url_prefix="/portal/payment-methods")
 
@@ -62,10 +62,8 @@ def new() -> Response:
         location = gw.start_setup(
             customer=company.gateway_customer_id,
             kind=kind,
-            return_url=url_for("payment_methods.added", next=back, _external=True),
-            cancel_url=url_for("payment_methods.index", _external=True)
-            if back == url_for("payment_methods.index")
-            else request.host_url.rstrip("/") + back,
+            return_url=gateway_link(url_for("payment_methods.added", next=back)),
+            cancel_url=gateway_link(back),
         )
     except GatewayError:
         flash(_("We couldn't reach the payment gateway. Please try again."), "error")
@@ -117,6 +115,16 @@ def remove(public_id: str) -> Response:
     outcome = payment_methods.remove(
         session, current_user, method, now=clock.now(), request=request_info()
     )
+    if isinstance(outcome, Payment) and payments.get_payment(session, outcome.public_id) is None:
+        # In an account this user does not see: say who can act, not what they cannot see.
+        flash(
+            _(
+                "A payment an administrator scheduled uses this method. "
+                "Ask them to change it first."
+            ),
+            "error",
+        )
+        return redirect(url_for("payment_methods.index"), code=303)
     if isinstance(outcome, Payment):
         when = format_date(outcome.scheduled_for) if outcome.scheduled_for else ""
         flash(
