@@ -153,7 +153,7 @@ def remove(
 def set_default(
     session: Session, user: PortalUser, method: PaymentMethod, *, request: audit.RequestInfo
 ) -> Refusal | None:
-    if user.role is not Role.ADMIN and method.created_by_user_id != user.id:
+    if not may_manage(user, method):
         return Refusal.NOT_YOURS
     # Clear first: the partial unique index allows one default per company at any moment.
     session.execute(

@@ -136,14 +136,23 @@ def _order(invoice: Invoice) -> tuple[date, date, str]:
     return (invoice.due_date, invoice.issue_date, invoice.number)
 
 
-def reserved_amounts(session: Session, invoice_ids: Sequence[int]) -> dict[int, int]:
-    rows = session.execute(
+def reserved_amounts(
+    session: Session,
+    invoice_ids: Sequence[int],
+    *,
+    statuses: Sequence[PaymentStatus] = IN_FLIGHT,
+    excluding: int | None = None,
+) -> dict[int, int]:
+    """Per invoice, what payments in `statuses` (other than `excluding`) hold of it."""
+    query = (
         select(PaymentAllocation.invoice_id, func.sum(PaymentAllocation.amount))
         .join(Payment, Payment.id == PaymentAllocation.payment_id)
-        .where(PaymentAllocation.invoice_id.in_(invoice_ids), Payment.status.in_(IN_FLIGHT))
+        .where(PaymentAllocation.invoice_id.in_(invoice_ids), Payment.status.in_(statuses))
         .group_by(PaymentAllocation.invoice_id)
     )
-    return {invoice_id: int(total) for invoice_id, total in rows}
+    if excluding is not None:
+        query = query.where(Payment.id != excluding)
+    return {invoice_id: int(total) for invoice_id, total in session.execute(query)}
 
 
 def _latest_payment(
@@ -471,14 +480,22 @@ def apply_result(
         values["action_url"] = result.action_url
     if not values or payment.status in FINAL:
         return False
-    session.execute(
+    return _move(session, payment, IN_FLIGHT, **values)
+
+
+def _move(
+    session: Session, payment: Payment, sources: Sequence[PaymentStatus], **values: object
+) -> bool:
+    """The one way a payment row changes: a conditional UPDATE from one of `sources`, so two
+    writers (a webhook and a job, a replay) can never both move it. True if this one did."""
+    changed = session.execute(
         update(Payment)
-        .where(Payment.id == payment.id, Payment.status.in_(IN_FLIGHT))
+        .where(Payment.id == payment.id, Payment.status.in_(sources))
         .values(**values)
         .execution_options(synchronize_session=False)
-    )
+    ).rowcount  # type: ignore[attr-defined]
     session.refresh(payment)
-    return True
+    return bool(changed)
 
 
 def _transition(
@@ -495,14 +512,7 @@ def _transition(
     if status is PaymentStatus.FAILED:
         values["failure_code"] = (result.failure_code or "processing_error")[:60]
     values.update(extra)
-    changed = session.execute(
-        update(Payment)
-        .where(Payment.id == payment.id, Payment.status.in_(IN_FLIGHT))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    session.refresh(payment)
-    return bool(changed)
+    return _move(session, payment, IN_FLIGHT, **values)
 
 
 def _apply_to_invoices(session: Session, payment: Payment, now: datetime) -> None:
@@ -529,22 +539,14 @@ def _apply_to_invoices(session: Session, payment: Payment, now: datetime) -> Non
 
 
 def _release_invoices(session: Session, payment: Payment, status: InvoiceStatus) -> None:
-    """After a failure or cancellation: invoices no other payment is processing go back."""
-    for allocation in payment.allocations:
-        still = session.scalar(
-            select(func.count())
-            .select_from(PaymentAllocation)
-            .join(Payment, Payment.id == PaymentAllocation.payment_id)
-            .where(
-                PaymentAllocation.invoice_id == allocation.invoice_id,
-                Payment.status == PaymentStatus.PROCESSING,
-            )
-        )
-        if still:
-            continue
+    """After a failure: invoices that no other payment is processing take `status`."""
+    ids = [a.invoice_id for a in payment.allocations]
+    busy = reserved_amounts(session, ids, statuses=(PaymentStatus.PROCESSING,))
+    free = [invoice_id for invoice_id in ids if invoice_id not in busy]
+    if free:
         session.execute(
             update(Invoice)
-            .where(Invoice.id == allocation.invoice_id, Invoice.status == InvoiceStatus.PROCESSING)
+            .where(Invoice.id.in_(free), Invoice.status == InvoiceStatus.PROCESSING)
             .values(status=status, version=Invoice.version + 1)
             .execution_options(synchronize_session=False)
         )
@@ -587,13 +589,10 @@ def cancel_scheduled(
     now: datetime,
     request: audit.RequestInfo,
 ) -> bool:
-    changed = session.execute(
-        update(Payment)
-        .where(Payment.id == payment.id, Payment.status == PaymentStatus.SCHEDULED)
-        .values(status=PaymentStatus.CANCELED, processed_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    session.refresh(payment)
+    changed = _move(
+        session, payment, (PaymentStatus.SCHEDULED,), status=PaymentStatus.CANCELED,
+        processed_at=now,
+    )  # fmt: skip
     if changed:
         audit.record_for(
             session,
@@ -604,7 +603,7 @@ def cancel_scheduled(
             amount=payment.amount,
             currency=payment.currency,
         )
-    return bool(changed)
+    return changed
 
 
 def start_scheduled(session: Session, payment: Payment, *, today: date, now: datetime) -> bool:
@@ -612,7 +611,9 @@ def start_scheduled(session: Session, payment: Payment, *, today: date, now: dat
     if payment.scheduled_for is None or payment.scheduled_for > today:
         return False
     invoices = [a.invoice for a in payment.allocations]
-    reserved_elsewhere = _reserved_by_others(session, payment)
+    reserved_elsewhere = reserved_amounts(
+        session, [a.invoice_id for a in payment.allocations], excluding=payment.id
+    )
     for allocation, invoice in zip(payment.allocations, invoices, strict=True):
         if allocation.amount > invoice.balance_due - reserved_elsewhere.get(invoice.id, 0):
             # Paid some other way since it was scheduled: charging would overpay.
@@ -625,33 +626,15 @@ def start_scheduled(session: Session, payment: Payment, *, today: date, now: dat
                 failure_code="invoice_already_paid",
             )
             return False
-    changed = session.execute(
-        update(Payment)
-        .where(Payment.id == payment.id, Payment.status == PaymentStatus.SCHEDULED)
-        .values(status=PaymentStatus.PROCESSING, charging_since=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    session.refresh(payment)
+    changed = _move(
+        session, payment, (PaymentStatus.SCHEDULED,), status=PaymentStatus.PROCESSING,
+        charging_since=now,
+    )  # fmt: skip
     if changed:
         for invoice in invoices:
             if invoice.status in PAYABLE:
                 invoice.status = InvoiceStatus.PROCESSING
-    return bool(changed)
-
-
-def _reserved_by_others(session: Session, payment: Payment) -> dict[int, int]:
-    ids = [a.invoice_id for a in payment.allocations]
-    rows = session.execute(
-        select(PaymentAllocation.invoice_id, func.sum(PaymentAllocation.amount))
-        .join(Payment, Payment.id == PaymentAllocation.payment_id)
-        .where(
-            PaymentAllocation.invoice_id.in_(ids),
-            Payment.status.in_(IN_FLIGHT),
-            Payment.id != payment.id,
-        )
-        .group_by(PaymentAllocation.invoice_id)
-    )
-    return {invoice_id: int(total) for invoice_id, total in rows}
+    return changed
 
 
 def due_scheduled(session: Session, today: date) -> list[int]:
@@ -738,12 +721,12 @@ def record_event(session: Session, gateway_name: str, event: ChargeEvent, now: d
 
 def payment_by_public_id(session: Session, public_id: str, gateway_name: str) -> Payment | None:
     return session.scalar(
-        select(Payment).where(Payment.public_id == public_id, Payment.gateway == gateway_name)
+        _with_details(Payment.public_id == public_id).where(Payment.gateway == gateway_name)
     )
 
 
 def payment_by_reference(session: Session, reference: str) -> Payment | None:
-    return session.scalar(select(Payment).where(Payment.gateway_reference == reference))
+    return session.scalar(_with_details(Payment.gateway_reference == reference))
 
 
 def get_payment_by_id(session: Session, payment_id: int) -> Payment | None:

@@ -358,8 +358,13 @@ class DemoSeeder:
         )
         self.session.add(method)
         # The sandbox gateway's side of the same card, as if it had come through its page.
-        company.gateway_customer_id = f"sandbox_cus_{company.public_id}"
-        SandboxGateway(self.session, secret_key=self.secret_key, now=utcnow).register_test_method(
+        sandbox = SandboxGateway(self.session, secret_key=self.secret_key, now=utcnow)
+        company.gateway_customer_id = sandbox.ensure_customer(
+            existing=company.gateway_customer_id,
+            company_ref=company.public_id,
+            company_name=company.name,
+        )
+        sandbox.register_test_method(
             method.gateway_token,
             company.gateway_customer_id,
             brand=brand,

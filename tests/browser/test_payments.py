@@ -147,6 +147,12 @@ def test_payment_pages_in_each_layout(
         assert page.evaluate("document.documentElement.scrollWidth") <= width, name
         assert_axe_clean(page)
         screenshot(page, f"{name}-{tag}")
+    page.goto(f"{live_server.url}/portal/payment-history")
+    receipt = page.locator("a[href*='/portal/payments/pay_']").first.get_attribute("href")
+    page.goto(f"{live_server.url}{receipt}")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "receipt"
+    assert_axe_clean(page)
+    screenshot(page, f"payment-page-{tag}")
     page.goto(f"{live_server.url}{form}")
     page.locator("input.input-amount").first.fill("-1")
     page.locator("button[value=review]").click()

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import AuditEvent, InvoiceStatus, PaymentStatus
-from tests.conftest import Auth
+from tests.conftest import Auth, csrf_token
 from tests.web.payment_helpers import invoice, method, open_form, pay, payment, submit
 
 
@@ -461,3 +461,31 @@ def test_a_queue_that_is_down_does_not_undo_or_break_a_commit(
     defer(db, lambda: ran.append("next"))
     db.commit()  # no exception
     assert ran == ["next"] and "could not hand a job to the queue" in caplog.text
+
+
+def test_another_companys_payment_and_method_are_not_found(
+    app: Flask, client: FlaskClient, auth: Auth, db: Session
+) -> None:
+    from portal.models import Payment, PaymentAllocation
+
+    with tenancy.system(db):
+        acme_paid = db.scalars(
+            select(Payment.public_id)
+            .join(PaymentAllocation)
+            .where(
+                PaymentAllocation.invoice_id == invoice(db, "INV-1007").id,
+                Payment.status == PaymentStatus.SUCCEEDED,
+            )
+        ).one()
+    visa = method(db, "4242").public_id
+    auth.sign_in("admin@globex.test")
+    token = csrf_token(client, "/portal/payment-methods")
+    for response in (
+        client.get(f"/portal/payments/{acme_paid}"),
+        client.get(f"/portal/payments/{acme_paid}/receipt.pdf"),
+        client.post(f"/portal/payments/{acme_paid}/cancel", data={"csrf_token": token}),
+        client.post(f"/portal/payment-methods/{visa}/remove", data={"csrf_token": token}),
+        client.post(f"/portal/payment-methods/{visa}/default", data={"csrf_token": token}),
+    ):
+        assert response.status_code == 404, response.request.path
+    assert acme_paid not in client.get("/portal/payment-history").get_data(as_text=True)

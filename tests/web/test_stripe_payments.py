@@ -85,6 +85,16 @@ def add_card(client: FlaskClient, stub: StripeStub, number: str, db: Session) ->
         ).first()  # type: ignore[return-value]
 
 
+def deliver(client: FlaskClient, body: bytes, signature: str) -> tuple[int, str]:
+    """POST a webhook as Stripe does; returns (status, the portal's outcome)."""
+    answer = client.post(
+        "/webhooks/stripe",
+        data=body,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
+    return answer.status_code, (answer.get_json() or {}).get("outcome", "")
+
+
 def test_the_sandbox_page_is_not_served_with_stripe(client: FlaskClient) -> None:
     assert client.get("/sandbox/setup/anything").status_code == 404
 
@@ -169,22 +179,14 @@ def test_stripe_webhooks_verify_and_apply_once(
     intent = stub.settle(made.gateway_reference)
     raw, signature = stub.event("payment_intent.succeeded", intent)
 
-    def deliver(body: bytes, sig: str) -> tuple[int, str]:
-        answer = client.post(
-            "/webhooks/stripe",
-            data=body,
-            headers={"Stripe-Signature": sig, "Content-Type": "application/json"},
-        )
-        return answer.status_code, (answer.get_json() or {}).get("outcome", "")
-
-    assert deliver(raw, "t=1,v1=bad") == (400, "")
-    assert [deliver(raw, signature) for _ in range(3)] == [
+    assert deliver(client, raw, "t=1,v1=bad") == (400, "")
+    assert [deliver(client, raw, signature) for _ in range(3)] == [
         (200, "applied"),
         (200, "duplicate"),
         (200, "duplicate"),
     ]
     late_raw, late_sig = stub.event("payment_intent.processing", {**intent, "status": "processing"})
-    assert deliver(late_raw, late_sig) == (200, "unchanged")
+    assert deliver(client, late_raw, late_sig) == (200, "unchanged")
     assert payment(db, pid).status is PaymentStatus.SUCCEEDED
     assert invoice(db, "INV-1004").amount_paid == owed
 
@@ -226,11 +228,7 @@ def test_a_charge_whose_answer_was_lost_is_found_by_its_webhook(
         "last_payment_error": None, "next_action": None,
     }  # fmt: skip
     raw, signature = stub.event("payment_intent.succeeded", intent)
-    answer = client.post(
-        "/webhooks/stripe", data=raw,
-        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-    )  # fmt: skip
-    assert answer.get_json()["outcome"] == "applied"
+    assert deliver(client, raw, signature) == (200, "applied")
     done = payment(db, pid)
     assert done.status is PaymentStatus.SUCCEEDED and done.gateway_reference == "pi_lost_answer"
     assert invoice(db, "INV-1013").balance_due == 0
@@ -244,12 +242,8 @@ def test_an_event_for_a_payment_not_yet_known_is_not_remembered(
         "currency": "usd", "metadata": {}, "last_payment_error": None, "next_action": None,
     }  # fmt: skip
     raw, signature = stub.event("payment_intent.succeeded", intent)
-    headers = {"Stripe-Signature": signature, "Content-Type": "application/json"}
-    outcomes = [
-        client.post("/webhooks/stripe", data=raw, headers=headers).get_json()["outcome"]
-        for _ in range(2)
-    ]
-    assert outcomes == ["ignored", "ignored"]  # a redelivery could still apply it later
+    outcomes = [deliver(client, raw, signature) for _ in range(2)]
+    assert outcomes == [(200, "ignored")] * 2  # a redelivery could still apply it later
 
 
 def test_an_abandoned_authentication_is_given_up_and_frees_the_invoice(
@@ -321,11 +315,7 @@ def test_an_event_cannot_take_over_another_charges_payment(
         "next_action": None,
     }  # fmt: skip
     raw, signature = stub.event("payment_intent.succeeded", other)
-    answer = client.post(
-        "/webhooks/stripe", data=raw,
-        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-    )  # fmt: skip
-    assert answer.get_json()["outcome"] == "ignored"
+    assert deliver(client, raw, signature) == (200, "ignored")
     still = payment(db, pid)
     assert still.status is PaymentStatus.PROCESSING and still.gateway_reference == intent_id
 

@@ -28,7 +28,7 @@ from portal.gateways import ChargeStatus, GatewayError
 from portal.models import Company, Payment, PaymentMethod, PaymentStatus
 from portal.services import payment_methods, payments, receipts
 from portal.services.payments import FieldError, Problem, Selection
-from portal.templating import money, plain_amount
+from portal.templating import format_date, money, plain_amount
 from portal.web import is_htmx, request_info
 
 bp = Blueprint("payments", __name__, url_prefix="/portal")
@@ -275,21 +275,13 @@ def _confirm(draft: Draft) -> Response:
     if payment.status is PaymentStatus.SCHEDULED:
         payflow.schedule(session, payment)
         session.commit()
-        flash(
-            _("Payment scheduled for %(date)s.", date=_format_date(payment.scheduled_for)), "info"
-        )
+        flash(_("Payment scheduled for %(date)s.", date=format_date(payment.scheduled_for)), "info")
         return _to_payment(payment)
     session.commit()  # the row exists before the gateway hears of it
     result = payflow.charge_now(session, payment)
     if result is not None and result.status is ChargeStatus.REQUIRES_ACTION and result.action_url:
         return _go(result.action_url)
     return _to_payment(payment)
-
-
-def _format_date(value: date | None) -> str:
-    from portal.templating import format_date
-
-    return format_date(value)
 
 
 def _go(location: str) -> Response:
