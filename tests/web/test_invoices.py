@@ -147,7 +147,7 @@ def test_htmx_gets_the_fragment_and_responses_vary(client: FlaskClient, signed_i
     assert "<html" in full.get_data(as_text=True)
     body = fragment.get_data(as_text=True)
     assert "<html" not in body and "<table" in body
-    assert 'hx-swap-oob="innerHTML:#result-count"' in body
+    assert 'data-hx-swap-oob="innerHTML:#result-count"' in body
     assert numbers(body) == numbers(full.get_data(as_text=True))
     for response in (full, fragment):
         assert "HX-Request" in response.headers["Vary"]
@@ -156,7 +156,7 @@ def test_htmx_gets_the_fragment_and_responses_vary(client: FlaskClient, signed_i
 def test_the_list_is_a_real_get_form(client: FlaskClient, signed_in: Auth) -> None:
     page = get(client)
     assert '<form class="card filters" method="get" action="/portal/invoices"' in page
-    assert 'hx-push-url="true"' in page
+    assert 'data-hx-push-url="true"' in page
     for name in ('name="status"', 'name="q"', 'name="from"', 'name="to"', 'name="sort"'):
         assert name in page
 

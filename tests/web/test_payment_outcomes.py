@@ -84,8 +84,8 @@ def test_a_bank_debit_processes_then_settles_through_the_signed_webhook(
     fragment = client.get(
         f"/portal/payments/{pid}?fragment=status", headers={"HX-Request": "true"}
     ).get_data(as_text=True)
-    assert "processed successfully" in fragment and 'hx-trigger="load' not in fragment
-    assert 'hx-swap-oob="innerHTML:#payment-announcer"' in fragment
+    assert "processed successfully" in fragment and 'data-hx-trigger="load' not in fragment
+    assert 'data-hx-swap-oob="innerHTML:#payment-announcer"' in fragment
     assert [m["Subject"] for m in smtp.messages] == [
         f"Receipt {done.receipt_number}: payment of ${done.amount / 100:,.2f}"
     ]

@@ -361,7 +361,7 @@ def test_the_payment_page_polls_while_processing(
         assert held is not None
     page = client.get(f"/portal/payments/{held.public_id}").get_data(as_text=True)
     assert "Your payment is being processed" in page
-    assert 'hx-trigger="load delay:1s"' in page
+    assert 'data-hx-trigger="load delay:1s"' in page
     assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in page
     assert 'role="status"' in page
     fragment = client.get(

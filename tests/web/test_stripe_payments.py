@@ -262,7 +262,7 @@ def test_an_abandoned_authentication_is_given_up_and_frees_the_invoice(
             select(Payment.public_id).where(Payment.gateway_reference == intent_id)
         ).one()
     page = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
-    assert 'hx-trigger="load delay:1s"' not in page  # nothing to poll while the bank waits
+    assert 'data-hx-trigger="load delay:1s"' not in page  # nothing to poll while the bank waits
     clock = stripe_app.extensions["portal.clock"]
     clock.advance(timedelta(minutes=10))
     with stripe_app.app_context():
