@@ -9,7 +9,7 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from portal.web import is_htmx
+from portal.web import wants_fragment
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def render_error(status: int, message: str | None = None) -> tuple[str, int]:
     messages = _messages()
     title, default = messages.get(status, messages[500] if status >= 500 else messages[400])
     # An htmx request swaps only a region: it gets the message as a fragment, with Retry.
-    template = "errors/_fragment.html" if is_htmx() else "errors/error.html"
+    template = "errors/_fragment.html" if wants_fragment() else "errors/error.html"
     return (
         render_template(template, status=status, title=title, message=message or default),
         status,

@@ -19,7 +19,7 @@ from portal import flags, i18n
 from portal.models import Invoice, PaymentMethod, PaymentMethodKind
 from portal.services.invoices import is_payable
 from portal.services.money import format_money, to_decimal
-from portal.web import is_htmx
+from portal.web import is_htmx, wants_fragment
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,7 @@ def init_app(app: Flask) -> None:
     )
     app.jinja_env.globals.update(
         is_htmx=is_htmx,
+        wants_fragment=wants_fragment,
         endpoint_exists=endpoint_exists,
         pay_url=pay_url,
         payments_enabled=payments_enabled,

@@ -47,6 +47,18 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
+def wants_fragment() -> bool:
+    """The one test for "answer with a fragment": a targeted htmx request. A boosted navigation
+    and htmx's history restore (Back to a page it has no snapshot of) both carry HX-Request,
+    yet each replaces the whole page, so each gets the whole page."""
+    headers = request.headers
+    return (
+        is_htmx()
+        and headers.get("HX-Boosted") != "true"
+        and headers.get("HX-History-Restore-Request") != "true"
+    )
+
+
 def public_link(path: str) -> str:
     """An absolute link for mail and gateways. From PUBLIC_URL when set, so it is the same from
     a request as from a job and no Host header can change it; a retried charge must repeat its

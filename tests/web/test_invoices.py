@@ -153,6 +153,19 @@ def test_htmx_gets_the_fragment_and_responses_vary(client: FlaskClient, signed_i
         assert "HX-Request" in response.headers["Vary"]
 
 
+def test_history_restore_and_boosted_requests_get_the_whole_page(
+    client: FlaskClient, signed_in: Auth
+) -> None:
+    """Back to a filtered list: htmx asks again with HX-Request (it keeps no snapshots) and
+    swaps the answer in for the whole body, so a fragment would leave a bare table."""
+    for extra in ({"HX-History-Restore-Request": "true"}, {"HX-Boosted": "true"}):
+        response = client.get("/portal/invoices?q=INV", headers={"HX-Request": "true", **extra})
+        body = response.get_data(as_text=True)
+        assert "<html" in body and 'class="site-nav"' in body and "<h1>Invoices</h1>" in body
+        assert "data-hx-swap-oob" not in body  # the count is in its place, not swapped in
+        assert "HX-Request" in response.headers["Vary"]
+
+
 def test_the_list_is_a_real_get_form(client: FlaskClient, signed_in: Auth) -> None:
     page = get(client)
     assert '<form class="card filters" method="get" action="/portal/invoices"' in page

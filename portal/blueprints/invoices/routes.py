@@ -26,7 +26,7 @@ from portal.blueprints.invoices.forms import InvoiceFilterForm
 from portal.extensions import db_session, settings
 from portal.models import Invoice
 from portal.services import audit, disputes, invoice_pdf, invoices
-from portal.web import is_htmx, request_info
+from portal.web import request_info, wants_fragment
 
 bp = Blueprint("invoices", __name__, url_prefix="/portal/invoices")
 MAX_ZIP = 50  # each uncached PDF takes ~0.2 s to draw
@@ -78,7 +78,7 @@ def index() -> str:
         "list_args": form.list_args(),
     }
     # One URL, two renderings: htmx asks for the results only (the response varies on it).
-    if is_htmx() and not request.headers.get("HX-Boosted"):
+    if wants_fragment():
         return render_template("invoices/_results.html", **context)
     return render_template("invoices/index.html", **context)
 

@@ -29,7 +29,7 @@ from portal.models import Company, Payment, PaymentMethod, PaymentStatus
 from portal.services import payment_methods, payments, receipts
 from portal.services.payments import FieldError, Problem, Selection
 from portal.templating import format_date, money, plain_amount
-from portal.web import is_htmx, request_info
+from portal.web import is_htmx, request_info, wants_fragment
 
 bp = Blueprint("payments", __name__, url_prefix="/portal")
 
@@ -315,7 +315,7 @@ def show(public_id: str) -> Response:
         "polling": payment.status in (PaymentStatus.PROCESSING, PaymentStatus.PENDING)
         and not payment.action_url,
     }
-    if is_htmx() and request.args.get("fragment") == "status":
+    if wants_fragment() and request.args.get("fragment") == "status":
         return make_response(render_template("payments/_status.html", **context))
     return make_response(render_template("payments/show.html", **context))
 
