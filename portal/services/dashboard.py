@@ -139,7 +139,7 @@ def recent_activity(session: Session, limit: int = 6) -> list[Activity]:
         Activity(
             "payment",
             p.created_at,
-            p.receipt_number or "",
+            p.reference,
             p.amount,
             p.currency,
             p.status.value,
