@@ -13,6 +13,7 @@ from portal import clock
 from portal.blueprints.payments.routes import bp
 from portal.extensions import db_session
 from portal.services import payment_history
+from portal.services.dashboard import viewing
 from portal.services.payment_history import HistoryQuery
 from portal.web import wants_fragment
 
@@ -53,6 +54,7 @@ def history() -> str:
         "valid": valid,
         "statuses": payment_history.STATUSES,
         "today": clock.today(),
+        "viewing": viewing(session),
     }
     if wants_fragment():
         return render_template("payments/_history_results.html", **context)
