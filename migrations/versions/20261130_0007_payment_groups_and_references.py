@@ -9,8 +9,10 @@ Create Date: 2026-11-30
   the form's idempotency key, and each of its payments (one per account) a key derived from it.
 - `payments.reference` ("PMT-7K3D-XQ4M", see portal.models.payment.new_reference) replaces
   `receipt_number`: every payment gets one when it is made (scheduled, processing and failed
-  ones too), and a succeeded payment's receipt carries it. Existing payments get one here; their
-  earlier receipt numbers (RCPT-…) are not kept.
+  ones too), and a succeeded payment's receipt carries it. Existing payments get one here; an
+  earlier receipt number (RCPT-…) is kept in the audit log, as a `Portal.PaymentReferenceAssigned`
+  event naming the payment, its new reference and `previous_receipt_number`, so a receipt
+  issued before can still be traced.
 - `payments.billing_account_id` becomes NOT NULL: a payment covers one account (no code path ever
   made one without).
 - The append-only triggers now freeze a payment's reference and group too.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -204,13 +207,19 @@ def _postgresql_frozen(frozen: Sequence[str]) -> None:
 
 
 def _give_references() -> None:
-    """A reference for every existing payment (row-level security: this is a system task)."""
+    """A reference for every existing payment (row-level security: this is a system task); an
+    earlier receipt number goes to the audit log beside the reference that replaces it."""
     bind = op.get_bind()
-    if bind.dialect.name == "postgresql":
+    postgresql = bind.dialect.name == "postgresql"
+    if postgresql:
         bind.execute(sa.text("SELECT set_config('app.system', 'on', true)"))
-    ids = bind.execute(sa.text("SELECT id FROM payments ORDER BY id")).scalars().all()
+    rows = bind.execute(
+        sa.text("SELECT id, public_id, company_id, receipt_number FROM payments ORDER BY id")
+    ).all()
+    now = datetime.now(UTC) if postgresql else datetime.now(UTC).replace(tzinfo=None)
     given: set[str] = set()
-    for payment_id in ids:
+    events = []
+    for payment_id, public_id, company_id, receipt_number in rows:
         reference = _new_reference()
         while reference in given:
             reference = _new_reference()
@@ -219,6 +228,32 @@ def _give_references() -> None:
             sa.text("UPDATE payments SET reference = :reference WHERE id = :id"),
             {"reference": reference, "id": payment_id},
         )
+        if receipt_number:
+            events.append(
+                {
+                    "company_id": company_id,
+                    "name": "Portal.PaymentReferenceAssigned",
+                    "properties": {
+                        "payment_id": public_id,
+                        "reference": reference,
+                        "previous_receipt_number": receipt_number,
+                    },
+                    "ip_address": "",
+                    "user_agent": "",
+                    "created_at": now,
+                }
+            )
+    if events:
+        audit = sa.table(
+            "audit_events",
+            sa.column("company_id", sa.Integer()),
+            sa.column("name", sa.String()),
+            sa.column("properties", sa.JSON()),
+            sa.column("ip_address", sa.String()),
+            sa.column("user_agent", sa.String()),
+            sa.column("created_at", sa.DateTime(timezone=postgresql)),
+        )
+        op.bulk_insert(audit, events)
 
 
 def upgrade() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
 from datetime import date
@@ -169,6 +170,16 @@ def test_the_migration_gives_existing_payments_a_reference_and_back(
     assert after and all(isinstance(r, str) and valid_reference(r) for r in references)
     assert len(set(references)) == len(references)
     assert all(r[3] is not None for r in after)
+    # Each receipt number given out before stays traceable to the reference that replaced it.
+    traced = rows(
+        "SELECT properties FROM audit_events WHERE name = 'Portal.PaymentReferenceAssigned'"
+    )
+    pairs = {}
+    for (properties,) in traced:
+        found = json.loads(properties) if isinstance(properties, str) else properties
+        pairs[found["previous_receipt_number"]] = found["reference"]
+    now = dict(rows("SELECT id, reference FROM payments WHERE status = 'succeeded'"))
+    assert pairs == {receipts[i]: now[i] for i in receipts}
     # The rebuilt table still refuses to rewrite or delete a payment.
     for refused, sql in (
         ("never change", "UPDATE payments SET reference = 'PMT-0000-0000'"),
