@@ -115,10 +115,6 @@ class Share:
     def total(self) -> int:
         return sum(item.amount for item in self.items)
 
-    @property
-    def available(self) -> int:
-        return sum(item.available for item in self.items)
-
 
 @dataclass
 class Selection:
