@@ -67,6 +67,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from portal.blueprints.invoices.routes import bp as invoices_bp
     from portal.blueprints.language.routes import bp as language_bp
     from portal.blueprints.payment_methods.routes import bp as payment_methods_bp
+    from portal.blueprints.payments import groups as _groups  # noqa: F401  (its routes)
     from portal.blueprints.payments import history as _history  # noqa: F401  (its routes)
     from portal.blueprints.payments.routes import bp as payments_bp
     from portal.blueprints.sandbox.routes import bp as sandbox_bp

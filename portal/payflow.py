@@ -60,6 +60,29 @@ def charge_now(session: Session, payment: Payment) -> ChargeResult | None:
     return result
 
 
+def charge_each(session: Session, made: list[Payment]) -> str | None:
+    """Charge committed processing payments one after another, each on its own: one that is
+    declined, or cannot be charged at all, does not stop the next (reconciliation asks again
+    about one left processing, with the same key). Returns where the customer confirms the
+    first charge their bank wants to authenticate, if any."""
+    action_url = None
+    for payment in made:
+        try:
+            result = charge_now(session, payment)
+        except Exception:
+            session.rollback()
+            log.exception("charging payment %s failed; reconciliation will ask", payment.id)
+            continue
+        if (
+            action_url is None
+            and result is not None
+            and result.status is ChargeStatus.REQUIRES_ACTION
+            and result.action_url
+        ):
+            action_url = result.action_url
+    return action_url
+
+
 def apply(session: Session, payment: Payment, result: ChargeResult) -> bool:
     changed = payments.apply_result(session, payment, result, now=clock.now())
     if changed:
@@ -218,7 +241,7 @@ def mail_result(session: Session, payment_id: int) -> str:
             if payment.status is PaymentStatus.SUCCEEDED:
                 subject = _(
                     "Receipt %(number)s: payment of %(amount)s",
-                    number=payment.receipt_number,
+                    number=payment.reference,
                     amount=amount,
                 )
                 template = "mail/payment_succeeded.txt"
@@ -248,6 +271,7 @@ def _link(payment: Payment) -> str:
 __all__ = [
     "InvalidSignature",
     "apply",
+    "charge_each",
     "charge_now",
     "mail_result",
     "receive_webhook",

@@ -11,6 +11,7 @@ from portal.models.mixins import HasAccount, HasCompany
 from portal.models.payment import (
     Payment,
     PaymentAllocation,
+    PaymentGroup,
     PaymentMethod,
     PaymentMethodKind,
     PaymentStatus,
@@ -49,6 +50,7 @@ __all__ = [
     "NotificationTopic",
     "Payment",
     "PaymentAllocation",
+    "PaymentGroup",
     "PaymentMethod",
     "PaymentMethodKind",
     "PaymentStatus",

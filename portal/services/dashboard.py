@@ -1,4 +1,10 @@
-"""What the customer owes, and how much credit is left."""
+"""What the customer owes, and how much credit is left.
+
+Every figure has one scope. What is owed (balance, counts, aging, activity) is the user's scope:
+the whole company for a customer.admin, the granted billing accounts for a customer. Credit is
+the company's: its limit against what every account owes. A restricted user's dashboard shows it
+in a region of its own that says so (`Viewing` names the page's scope).
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,34 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import OUTSTANDING, Company, Invoice, Payment, PaymentStatus
+from portal.models import OUTSTANDING, BillingAccount, Company, Invoice, Payment, PaymentStatus
+
+
+@dataclass(frozen=True)
+class Viewing:
+    """The scope a page's figures cover: the whole company, or these billing accounts."""
+
+    company_wide: bool
+    accounts: list[str]  # the names of the accounts in scope, by name
+
+
+def viewing(session: Session) -> Viewing:
+    scope = tenancy.current_scope(session)
+    names = session.scalars(select(BillingAccount.name).order_by(BillingAccount.name)).all()
+    return Viewing(company_wide=scope.company_wide, accounts=list(names))
 
 
 @dataclass(frozen=True)
 class AccountSummary:
     customer_name: str
     currency: str
-    balance: int  # what the user's accounts owe, minor units of `currency`
+    balance: int  # what the accounts in scope owe, minor units of `currency`
+    # Company-level, whatever the scope: the limit, and what is left of it once every account's
+    # balance is counted (never below zero).
     credit_limit: int
-    available_credit: int  # credit limit minus the whole company's exposure, never below zero
+    available_credit: int
     over_limit_by: int
-    other_currencies: dict[str, int]  # balances of invoices in other currencies
+    other_currencies: dict[str, int]  # balances in scope of invoices in other currencies
     open_count: int
     overdue_count: int
     next_due: date | None
@@ -139,7 +161,7 @@ def recent_activity(session: Session, limit: int = 6) -> list[Activity]:
         Activity(
             "payment",
             p.created_at,
-            p.receipt_number or "",
+            p.reference,
             p.amount,
             p.currency,
             p.status.value,

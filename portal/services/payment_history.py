@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.models import Payment, PaymentAllocation, PaymentStatus
 from portal.services.money import to_decimal
@@ -56,6 +56,7 @@ def _filtered(query: HistoryQuery) -> Select[Any]:
 
 def _loaded(statement: Select[Any]) -> Select[Any]:
     return statement.options(
+        joinedload(Payment.billing_account),
         selectinload(Payment.allocations).selectinload(PaymentAllocation.invoice),
         selectinload(Payment.payment_method),
     ).order_by(Payment.created_at.desc(), Payment.id.desc())
@@ -74,6 +75,8 @@ def list_payments(session: Session, query: HistoryQuery) -> HistoryPage:
 
 CSV_HEADER = (
     "payment_id",
+    "reference",
+    "billing_account",
     "created_at",
     "status",
     "amount",
@@ -104,6 +107,8 @@ def export_csv(session: Session, query: HistoryQuery) -> Iterator[str]:
         writer.writerow(
             (
                 payment.public_id,
+                payment.reference,
+                payment.billing_account.name,
                 payment.created_at.isoformat(),
                 payment.status.value,
                 str(to_decimal(payment.amount, payment.currency)),

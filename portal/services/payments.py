@@ -1,7 +1,11 @@
 """Paying invoices: choosing what to pay, reserving it, charging once, applying the outcome.
 
+A payment covers the invoices of one billing account. Invoices of several accounts are paid in
+one go as a PaymentGroup: one form, one key, and one payment per account underneath.
+
 Money moves exactly once because
-- the idempotency key comes from the rendered form, so a double submit finds its own payment;
+- the idempotency key comes from the rendered form, so a double submit finds its own payment
+  (or group: each of its payments carries a key derived from the group's);
 - creating a payment locks the invoices (FOR UPDATE on PostgreSQL, the write lock on SQLite)
   and refuses more than each balance minus what other unfinished payments already hold;
 - every status change is a conditional UPDATE from a non-final status, so a replayed or late
@@ -22,7 +26,7 @@ from typing import Any
 from babel.numbers import NumberFormatError, parse_decimal
 from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.gateways import (
     ChargeEvent,
@@ -34,16 +38,19 @@ from portal.gateways import (
     PaymentGateway,
 )
 from portal.models import (
+    BillingAccount,
     Company,
     GatewayEvent,
     Invoice,
     InvoiceStatus,
     Payment,
     PaymentAllocation,
+    PaymentGroup,
     PaymentMethod,
     PaymentStatus,
     PortalUser,
 )
+from portal.models.payment import new_reference
 from portal.services import audit
 from portal.services.invoices import PAYABLE
 from portal.services.money import to_minor
@@ -59,6 +66,8 @@ KEY_LIFETIME = timedelta(hours=23)
 # For this long after KEY_LIFETIME a payment without a reference is reported, then left alone.
 REVIEW_WINDOW = timedelta(minutes=10)
 MAX_SCHEDULE_DAYS = 365
+# Draws of fresh references before giving up (a clash is a one in billions event).
+REFERENCE_ATTEMPTS = 3
 _KEY = re.compile(r"^[A-Za-z0-9_-]{22,40}$")  # new_idempotency_key() makes 32
 
 
@@ -70,7 +79,6 @@ class Problem(enum.StrEnum):
     IN_FLIGHT = "in_flight"  # 409
     NOT_PAYABLE = "not_payable"
     MIXED_CURRENCIES = "mixed_currencies"
-    MIXED_ACCOUNTS = "mixed_accounts"
 
 
 class FieldError(enum.StrEnum):
@@ -97,13 +105,25 @@ class Item:
 
 
 @dataclass
+class Share:
+    """What one billing account's payment covers (of a selection that may span several)."""
+
+    account: BillingAccount
+    items: list[Item]
+
+    @property
+    def total(self) -> int:
+        return sum(item.amount for item in self.items)
+
+
+@dataclass
 class Selection:
-    items: list[Item] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)  # oldest due first, whatever the account
     problem: Problem | None = None
     # The invoice behind the problem, and the payment that holds or paid it (for a link).
     invoice: Invoice | None = None
     blocking_payment: Payment | None = None
-    # For mixed selections: the invoices grouped by currency or account, each payable alone.
+    # For a selection in several currencies: the invoices of each, each payable alone.
     groups: list[tuple[str, list[Invoice]]] = field(default_factory=list)
 
     @property
@@ -117,6 +137,21 @@ class Selection:
     @property
     def available(self) -> int:
         return sum(item.available for item in self.items)
+
+    def shares(self, *, paying_only: bool = False) -> list[Share]:
+        """The items per billing account (accounts by name), oldest first within each; with
+        `paying_only`, only what this submit pays: one payment per share."""
+        shares: dict[int, Share] = {}
+        for item in self.items:
+            if paying_only and item.amount <= 0:
+                continue
+            account = item.invoice.billing_account
+            shares.setdefault(account.id, Share(account, [])).items.append(item)
+        return sorted(shares.values(), key=lambda share: (share.account.name, share.account.id))
+
+    @property
+    def several_accounts(self) -> bool:
+        return len({item.invoice.billing_account_id for item in self.items}) > 1
 
 
 def new_idempotency_key() -> str:
@@ -185,12 +220,11 @@ def select_invoices(
     if len(invoices) != len(ids):
         return Selection(problem=Problem.NOT_FOUND)
     invoices.sort(key=_order)
+    # Several accounts are paid together (a payment each); several currencies are not: one
+    # total, one "Pay" amount and one spread oldest first need one currency.
     currencies = _groups(invoices, lambda inv: inv.currency)
     if len(currencies) > 1:
         return Selection(problem=Problem.MIXED_CURRENCIES, groups=currencies)
-    accounts = _groups(invoices, lambda inv: inv.billing_account.name)
-    if len(accounts) > 1:
-        return Selection(problem=Problem.MIXED_ACCOUNTS, groups=accounts)
     reserved = reserved_amounts(session, [inv.id for inv in invoices])
     items = []
     for invoice in invoices:
@@ -317,17 +351,34 @@ def check_schedule(raw: str, today: date) -> date | FieldError | None:
 
 @dataclass
 class Submission:
-    payment: Payment | None = None
+    payments: list[Payment] = field(default_factory=list)  # one per billing account
+    group: PaymentGroup | None = None  # when there are several
     selection: Selection | None = None  # set when the selection itself was refused
     errors: dict[str, FieldError] = field(default_factory=dict)
-    replayed: bool = False  # the key had already made this payment
+    replayed: bool = False  # the key had already made these payments
+
+    @property
+    def made(self) -> Payment | PaymentGroup | None:
+        """What the customer is shown next: the group, else the one payment."""
+        return self.group or (self.payments[0] if self.payments else None)
 
 
-def find_by_key(session: Session, user: PortalUser, key: str) -> Payment | None:
-    return session.scalar(select(Payment).where(Payment.idempotency_key == _owned_key(user, key)))
+def find_by_key(session: Session, user: PortalUser, key: str) -> Payment | PaymentGroup | None:
+    """What this user's form key already made: one payment, or a group of several."""
+    owned = _owned_key(user, key)
+    group = session.scalar(select(PaymentGroup).where(PaymentGroup.idempotency_key == owned))
+    if group is not None:
+        return group
+    return session.scalar(select(Payment).where(Payment.idempotency_key == owned))
 
 
-def create_payment(
+def _replay(session: Session, made: Payment | PaymentGroup) -> Submission:
+    if isinstance(made, Payment):
+        return Submission(payments=[made], replayed=True)
+    return Submission(payments=group_payments(session, made), group=made, replayed=True)
+
+
+def create_payments(
     session: Session,
     *,
     user: PortalUser,
@@ -340,72 +391,100 @@ def create_payment(
     now: datetime,
     request: audit.RequestInfo,
 ) -> Submission:
-    """Reserve the amounts and record the payment (not yet charged). The caller commits."""
+    """Reserve the amounts and record one payment per billing account (not yet charged), in a
+    group when there are several. All or nothing, in the caller's transaction; it commits."""
     existing = find_by_key(session, user, key)
     if existing is not None:
-        return Submission(payment=existing, replayed=True)
+        return _replay(session, existing)
     selection = select_invoices(session, list(amounts), lock=True)
     if selection.problem is not None:
-        # The lock may have waited for a payment that was just made with this very key.
+        # The lock may have waited for payments that were just made with this very key.
         existing = find_by_key(session, user, key)
         if existing is not None:
-            return Submission(payment=existing, replayed=True)
+            return _replay(session, existing)
         return Submission(selection=selection)
     for item in selection.items:
         item.amount = amounts[item.invoice.public_id]
     errors = check_amounts(selection, company)
     if errors:
         return Submission(selection=selection, errors=errors)
-    account_id = selection.items[0].invoice.billing_account_id
-    payment = Payment(
-        company_id=company.id,
-        billing_account_id=account_id,
-        idempotency_key=_owned_key(user, key),
-        user_id=user.id,
-        payment_method_id=method.id,
-        currency=selection.currency,
-        amount=selection.total,
-        status=PaymentStatus.SCHEDULED if scheduled_for else PaymentStatus.PROCESSING,
-        scheduled_for=scheduled_for,
-        charging_since=None if scheduled_for else now,
-        gateway=gateway_name,
-        created_at=now,
-        allocations=[
-            PaymentAllocation(
-                company_id=company.id,
-                billing_account_id=account_id,
-                invoice_id=item.invoice.id,
-                amount=item.amount,
-            )
-            for item in selection.items
-            if item.amount > 0
-        ],
-    )
-    try:
-        with session.begin_nested():
-            session.add(payment)
-    except IntegrityError:
-        existing = find_by_key(session, user, key)
-        if existing is None:
-            raise
-        return Submission(payment=existing, replayed=True)
+    shares = selection.shares(paying_only=True)
+    owned = _owned_key(user, key)
+    group = None
+    if len(shares) > 1:
+        group = PaymentGroup(
+            company_id=company.id, idempotency_key=owned, user_id=user.id, created_at=now
+        )
+    made = [
+        Payment(
+            company_id=company.id,
+            billing_account_id=share.account.id,
+            # A group's payments: the group's key and the share's place, the same on a retry.
+            idempotency_key=f"{owned}.{number}" if group else owned,
+            group=group,
+            user_id=user.id,
+            payment_method_id=method.id,
+            currency=selection.currency,
+            amount=share.total,
+            status=PaymentStatus.SCHEDULED if scheduled_for else PaymentStatus.PROCESSING,
+            scheduled_for=scheduled_for,
+            charging_since=None if scheduled_for else now,
+            gateway=gateway_name,
+            created_at=now,
+            allocations=[
+                PaymentAllocation(
+                    company_id=company.id,
+                    billing_account_id=share.account.id,
+                    invoice_id=item.invoice.id,
+                    amount=item.amount,
+                )
+                for item in share.items
+            ],
+        )
+        for number, share in enumerate(shares, start=1)
+    ]
+    for attempt in range(REFERENCE_ATTEMPTS):
+        try:
+            with session.begin_nested():
+                session.add_all([group, *made] if group else made)
+            break
+        except IntegrityError:
+            existing = find_by_key(session, user, key)
+            if existing is not None:  # a twin of this submit got there first
+                return _replay(session, existing)
+            if attempt == REFERENCE_ATTEMPTS - 1:
+                raise
+            for payment in made:  # nothing else is unique: a reference was taken, draw again
+                payment.reference = new_reference()
     if scheduled_for is None:
         for item in selection.items:
             if item.amount > 0:
                 item.invoice.status = InvoiceStatus.PROCESSING
-    audit.record_for(
-        session,
-        user,
-        "Portal.PaymentScheduled" if scheduled_for else "Portal.PaymentSubmitted",
-        request=request,
-        payment_id=payment.public_id,
-        invoice_ids=[item.invoice.public_id for item in selection.items if item.amount > 0],
-        amount=payment.amount,
-        currency=payment.currency,
-        payment_method=method.kind.value,
-        scheduled_for=scheduled_for.isoformat() if scheduled_for else None,
-    )
-    return Submission(payment=payment, selection=selection)
+    for payment in made:
+        audit.record_for(
+            session,
+            user,
+            "Portal.PaymentScheduled" if scheduled_for else "Portal.PaymentSubmitted",
+            request=request,
+            payment_id=payment.public_id,
+            reference=payment.reference,
+            group_id=group.public_id if group else None,
+            invoice_ids=[a.invoice.public_id for a in payment.allocations],
+            amount=payment.amount,
+            currency=payment.currency,
+            payment_method=method.kind.value,
+            scheduled_for=scheduled_for.isoformat() if scheduled_for else None,
+        )
+    return Submission(payments=made, group=group, selection=selection)
+
+
+def group_payments(session: Session, group: PaymentGroup) -> list[Payment]:
+    """The group's payments that the scope may see (a restricted user: their accounts only)."""
+    return list(session.scalars(_with_details(Payment.group_id == group.id).order_by(Payment.id)))
+
+
+def get_group(session: Session, public_id: str) -> PaymentGroup | None:
+    return session.scalar(select(PaymentGroup).where(PaymentGroup.public_id == public_id))
 
 
 def charge(
@@ -454,14 +533,7 @@ def apply_result(
 ) -> bool:
     """Move the payment (and its invoices) to what the gateway says. True if anything changed."""
     if result.status is ChargeStatus.SUCCEEDED:
-        changed = _transition(
-            session,
-            payment,
-            PaymentStatus.SUCCEEDED,
-            result,
-            now,
-            receipt_number=f"RCPT-{now:%Y}-{payment.id:06d}",
-        )
+        changed = _transition(session, payment, PaymentStatus.SUCCEEDED, result, now)
         if changed:
             _apply_to_invoices(session, payment, now)
             _record_outcome(session, payment, "Portal.PaymentMade")
@@ -566,6 +638,7 @@ def _record_outcome(session: Session, payment: Payment, name: str) -> None:
     properties: dict[str, Any] = {
         "customer_id": company.public_id if company else None,
         "payment_id": payment.public_id,
+        "reference": payment.reference,
         "invoice_ids": [a.invoice.public_id for a in payment.allocations],
         "amount": payment.amount,
         "currency": payment.currency,
@@ -600,6 +673,7 @@ def cancel_scheduled(
             "Portal.PaymentCanceled",
             request=request,
             payment_id=payment.public_id,
+            reference=payment.reference,
             amount=payment.amount,
             currency=payment.currency,
         )
@@ -676,11 +750,14 @@ def stuck_processing(session: Session, before: datetime) -> list[int]:
 
 
 def _with_details(condition: Any) -> Select[Payment]:
-    """One payment with its allocations, their invoices and its method (three queries)."""
+    """Payments with their account and group (joined), allocations, their invoices and method
+    (three queries)."""
     return (
         select(Payment)
         .where(condition)
         .options(
+            joinedload(Payment.billing_account),
+            joinedload(Payment.group),
             selectinload(Payment.allocations).selectinload(PaymentAllocation.invoice),
             selectinload(Payment.payment_method),
         )

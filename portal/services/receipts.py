@@ -31,7 +31,6 @@ class ReceiptView:
     number: str
     paid_at: str
     method: str
-    reference: str
     amount: str
     lines: list[ReceiptLine]
 
@@ -49,19 +48,17 @@ def receipt_view(payment: Payment, company: Company, *, locale: str) -> ReceiptV
     def money(minor: int) -> str:
         return plain(format_money(minor, payment.currency, locale))
 
-    account = payment.allocations[0].invoice.billing_account if payment.allocations else None
     return ReceiptView(
         brand=BRAND,
         font_regular=str(FONT_REGULAR),
         font_bold=str(FONT_BOLD),
         company=company.name,
-        account=account.name if account else "",
-        number=payment.receipt_number or "",
+        account=payment.billing_account.name,
+        number=payment.reference,
         paid_at=plain(format_datetime(payment.processed_at, "medium", locale=locale))
         if payment.processed_at
         else "",
         method=method_label(payment),
-        reference=payment.public_id,
         amount=money(payment.amount),
         lines=[
             ReceiptLine(
@@ -80,8 +77,8 @@ def render_pdf(
     html = template_env.get_template(TEMPLATE).render(
         receipt=receipt_view(payment, company, locale=locale)
     )
-    return html_to_pdf(html, f"receipt {payment.receipt_number}")
+    return html_to_pdf(html, f"receipt {payment.reference}")
 
 
 def filename(payment: Payment) -> str:
-    return f"receipt-{payment.receipt_number or payment.public_id}.pdf"
+    return f"receipt-{payment.reference}.pdf"

@@ -36,6 +36,7 @@ from portal.models import (
     NotificationTopic,
     Payment,
     PaymentAllocation,
+    PaymentGroup,
     PaymentMethod,
     PaymentMethodKind,
     PaymentStatus,
@@ -159,7 +160,6 @@ class DemoSeeder:
         self.secret_key = secret_key
         self.storage_dir = storage_dir
         self._password_hash = ph.hash(DEMO_PASSWORD)
-        self._receipts = 0
 
     def run(self) -> list[str]:
         """Create whichever demo companies are missing; returns the names created."""
@@ -167,11 +167,6 @@ class DemoSeeder:
         with tenancy.system(self.session):
             existing = set(
                 self.session.scalars(select(Company.name).where(Company.name.in_(DEMO_COMPANIES)))
-            )
-            self._receipts = len(
-                self.session.scalars(
-                    select(Payment.id).where(Payment.receipt_number.is_not(None))
-                ).all()
             )
             if "Acme Corp" not in existing:
                 self._acme()
@@ -451,9 +446,8 @@ class DemoSeeder:
             gateway_reference=f"sandbox_ch_{invoice.public_id}_{status.value}",
             created_at=when,
         )
+        # Its reference comes from the model, as at run time (Payment.reference).
         if status is PaymentStatus.SUCCEEDED:
-            self._receipts += 1
-            payment.receipt_number = f"RCPT-{self._receipts:06d}"
             payment.processed_at = when + timedelta(seconds=2)
         elif status is PaymentStatus.FAILED:
             payment.failure_code = "card_declined"
@@ -565,6 +559,7 @@ class DemoSeeder:
 _PURGE_ORDER = (
     PaymentAllocation,
     Payment,
+    PaymentGroup,
     DisputeMessage,
     Dispute,
     Document,

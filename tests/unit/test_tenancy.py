@@ -17,6 +17,7 @@ from portal.models import (
     Company,
     HasAccount,
     Invoice,
+    PaymentGroup,
     RecoveryCode,
     Statement,
     StatementFormat,
@@ -88,6 +89,7 @@ def _fill_unseeded_tables(db: Session) -> None:
                 )
                 db.add(RecoveryCode(company_id=company.id, user_id=user.id, code_hash="x"))
                 db.add(AuditEvent(company_id=company.id, user_id=user.id, name="Test.Event"))
+            db.add(PaymentGroup(company_id=company.id, idempotency_key=f"test-{company.id}"))
         db.flush()
 
 

@@ -183,3 +183,59 @@ def test_aging_buckets_add_up_to_the_balance(
     )
     assert 'role="img"' in page and '<title id="aging-svg-title">' in page
     assert format_money(buckets["current"].amount, "USD", "en_US") in page
+
+
+def _region(page: str, section_id: str) -> str:
+    """The HTML of the <section> whose heading has `section_id` (aria-labelledby)."""
+    start = page.index(f'aria-labelledby="{section_id}"')
+    return page[start : page.index("</section>", start)]
+
+
+def test_a_restricted_users_dashboard_keeps_each_figure_in_one_scope(
+    client: FlaskClient, auth: Auth, db: Session, backend: Backend
+) -> None:
+    """ap@acme.test sees Acme West: its balance, counts and aging; the company's credit only in
+    a region of its own that says it counts every account."""
+    auth.sign_in("ap@acme.test")
+    page = client.get("/portal/dashboard").get_data(as_text=True)
+    assert '<p class="muted scope-note" id="page-scope">Showing billing account Acme West</p>' in (
+        page
+    )
+    balance = _region(page, "balance-title")
+    assert 'data-figure="account-balance"' in balance
+    assert 'data-figure="credit-limit"' not in balance
+    assert 'data-figure="available-credit"' not in balance
+    credit = _region(page, "credit-title")
+    assert "Credit of Acme Corp" in credit and "all its billing accounts" in credit
+    _balance, limit, available = _expected(db, "Acme Corp")  # company-wide, said so
+    assert _figure(credit, "credit-limit") == format_money(limit, "USD", "en_US")
+    assert _figure(credit, "available-credit") == format_money(available, "USD", "en_US")
+    # What is owed is West's alone, everywhere else on the page.
+    west, _limit, _available = _expected(db, "Acme Corp", "Acme West")
+    assert _figure(balance, "account-balance") == format_money(west, "USD", "en_US")
+    session = scoped_session(client.application, "ap@acme.test")
+    from portal.services.dashboard import aging
+
+    assert sum(b.amount for b in aging(session, backend.today)) == west
+    session.close()
+    assert "INV-2" not in page  # no East invoice in the recent activity
+
+
+def test_a_company_wide_dashboard_says_so_and_keeps_credit_with_the_balance(
+    client: FlaskClient, auth: Auth
+) -> None:
+    auth.sign_in()
+    page = client.get("/portal/dashboard").get_data(as_text=True)
+    assert "Showing all billing accounts" in page
+    balance = _region(page, "balance-title")
+    assert all(
+        f'data-figure="{name}"' in balance
+        for name in ("account-balance", "credit-limit", "available-credit")
+    )
+    assert 'id="credit-title"' not in page
+
+
+def test_payment_history_says_its_scope(client: FlaskClient, auth: Auth) -> None:
+    auth.sign_in("ap@acme.test")
+    page = client.get("/portal/payment-history").get_data(as_text=True)
+    assert "Showing billing account Acme West" in page and "Acme East" not in page

@@ -164,3 +164,94 @@ def test_concurrent_submits_on_sqlite_answer_properly(sqlite_app: Flask, same_ke
         assert sorted(statuses) == [303] + [409] * 11, statuses
     payments, succeeded, charges, paid, total = _outcome(sqlite_app, number)
     assert (payments, succeeded, charges) == (1, 1, 1) and paid == total
+
+
+def _race_group(app: Flask, numbers: tuple[str, str], count: int) -> list[tuple[int, str]]:
+    """`count` submits of ONE form (one key) paying invoices of two accounts, all at once."""
+    ids = [_lookup(app, number) for number in numbers]
+    visa = _visa(app)
+    clients = _signed_in_clients(app, count)
+    query = "&".join(f"invoice={public_id}" for public_id, _id, _balance in ids)
+    first = clients[0].get(f"/portal/payment?{query}").get_data(as_text=True)
+    key = KEY.search(first)
+    assert key, first
+    tokens = []
+    for client in clients:
+        page = client.get(f"/portal/payment?{query}").get_data(as_text=True)
+        token = TOKEN.search(page)
+        assert token
+        tokens.append(token.group(1))
+    barrier = threading.Barrier(count)
+    answers: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def submit(client: FlaskClient, token: str) -> None:
+        data: dict[str, object] = {
+            "csrf_token": token,
+            "idempotency_key": key.group(1),
+            "invoice": [public_id for public_id, _id, _balance in ids],
+            "action": "confirm",
+            "method": visa,
+        }
+        for public_id, _id, balance in ids:
+            data[f"amount-{public_id}"] = f"{balance / 100:.2f}"
+        barrier.wait()
+        response = client.post("/portal/payment", data=data)
+        with lock:
+            answers.append((response.status_code, response.headers.get("Location", "")))
+
+    threads = [
+        threading.Thread(target=submit, args=(client, token))
+        for client, token in zip(clients, tokens, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return answers
+
+
+def _group_outcome(app: Flask, numbers: tuple[str, str]) -> tuple[int, int, int, int, bool]:
+    from portal.models import PaymentGroup
+
+    invoice_ids = [_lookup(app, number)[1] for number in numbers]
+    with app.extensions["portal.db"].sessionmaker() as session, tenancy.system(session):
+        made = session.scalars(
+            select(Payment)
+            .join(PaymentAllocation)
+            .where(PaymentAllocation.invoice_id.in_(invoice_ids))
+        ).all()
+        groups = {p.group_id for p in made}
+        references = [p.gateway_reference for p in made if p.gateway_reference]
+        charges = session.scalar(
+            select(func.count())
+            .select_from(SandboxCharge)
+            .where(SandboxCharge.reference.in_(references))
+        )
+        paid_in_full = all(
+            (invoice := session.get(Invoice, invoice_id)) is not None
+            and invoice.amount_paid == invoice.total
+            for invoice_id in invoice_ids
+        )
+        group_rows = session.scalar(
+            select(func.count()).select_from(PaymentGroup).where(PaymentGroup.id.in_(groups))
+        )
+        succeeded = sum(p.status is PaymentStatus.SUCCEEDED for p in made)
+        return len(made), succeeded, charges or 0, group_rows or 0, paid_in_full
+
+
+def test_concurrent_submits_of_one_group_make_one_set(pg_app: Flask) -> None:
+    numbers = ("INV-1004", "INV-2003")
+    answers = _race_group(pg_app, numbers, count=20)
+    assert {status for status, _location in answers} == {303}, answers
+    locations = {location for _status, location in answers}
+    assert len(locations) == 1 and "/portal/payments/group/pgr_" in locations.pop()
+    assert _group_outcome(pg_app, numbers) == (2, 2, 2, 1, True)
+
+
+def test_concurrent_submits_of_one_group_on_sqlite(sqlite_app: Flask) -> None:
+    numbers = ("INV-1004", "INV-2003")
+    answers = _race_group(sqlite_app, numbers, count=8)
+    assert {status for status, _location in answers} == {303}, answers
+    assert len({location for _status, location in answers}) == 1
+    assert _group_outcome(sqlite_app, numbers) == (2, 2, 2, 1, True)

@@ -250,7 +250,7 @@ def test_history_filters_and_csv(client: FlaskClient, signed_in: Auth, db: Sessi
     _response, pid = pay(client, [invoice(db, "INV-1001")], method(db, "4242").public_id)
     made = payment(db, pid)
     page = client.get("/portal/payment-history").get_data(as_text=True)
-    assert f"Receipt {made.receipt_number}" in page
+    assert f">{made.reference}</a>" in page
     assert "badge-failed" in page and "badge-processing" in page  # from the demo history
     failed = client.get("/portal/payment-history?status=failed").get_data(as_text=True)
     assert "badge-failed" in failed and "badge-succeeded" not in failed
@@ -263,7 +263,8 @@ def test_history_filters_and_csv(client: FlaskClient, signed_in: Auth, db: Sessi
     rows = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
     assert rows and {r["status"] for r in rows} == {"succeeded"}
     mine = next(r for r in rows if r["payment_id"] == pid)
-    assert mine["receipt_number"] == made.receipt_number
+    assert mine["receipt_number"] == mine["reference"] == made.reference
+    assert mine["billing_account"] == "Acme West"
     assert mine["amount"] == f"{made.amount / 100:.2f}" and mine["method"] == "Visa ending 4242"
     assert mine["invoices"].startswith("INV-1001=")
 

@@ -216,16 +216,19 @@ def test_a_total_above_what_is_due_is_refused(
     assert "due on these invoices" in response.get_data(as_text=True)
 
 
-def test_invoices_of_two_accounts_are_paid_separately(
+def test_invoices_in_two_currencies_are_paid_separately(
     client: FlaskClient, signed_in: Auth, db: Session
 ) -> None:
-    west, east = invoice(db, "INV-1001"), invoice(db, "INV-2002")
-    response = client.get(f"/portal/payment?invoice={west.public_id}&invoice={east.public_id}")
+    usd, other = invoice(db, "INV-1001"), invoice(db, "INV-2002")
+    with tenancy.system(db):
+        other.currency = "EUR"
+        db.commit()
+    response = client.get(f"/portal/payment?invoice={usd.public_id}&invoice={other.public_id}")
     page = response.get_data(as_text=True)
     assert response.status_code == 422
-    assert "One billing account per payment" in page
-    assert f'href="/portal/payment?invoice={west.public_id}"' in page
-    assert f'href="/portal/payment?invoice={east.public_id}"' in page
+    assert "One currency per payment" in page
+    assert f'href="/portal/payment?invoice={usd.public_id}"' in page
+    assert f'href="/portal/payment?invoice={other.public_id}"' in page
 
 
 def test_a_double_submit_is_one_payment(client: FlaskClient, signed_in: Auth, db: Session) -> None:

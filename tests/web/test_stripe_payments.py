@@ -155,6 +155,43 @@ def test_three_d_secure_sends_the_customer_to_stripe_and_back(
         assert final.failure_code == "authentication_required"
 
 
+def test_three_d_secure_in_a_group_comes_back_to_the_groups_page(
+    client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
+) -> None:
+    """Invoices of two accounts with a card whose bank asks every time: the customer confirms
+    the first, lands on the group's page, confirms the second there and comes back again."""
+    from tests.web.payment_helpers import open_form, submit
+
+    card = add_card(client, stub, "4000002500003155", db)
+    west, east = invoice(db, "INV-1003"), invoice(db, "INV-2003")
+    _page, key, token = open_form(client, west.public_id, east.public_id)
+    confirmed = submit(
+        client, [west, east], key=key, token=token, action="confirm", method_id=card.public_id
+    )
+    first_action = confirmed.headers["Location"]
+    assert first_action.startswith(f"{stub.url}/3ds/pi_")
+    with tenancy.system(db):
+        from portal.models import Payment, PaymentGroup
+
+        group = db.scalars(select(PaymentGroup)).one()
+        made = db.scalars(
+            select(Payment).where(Payment.group_id == group.id).order_by(Payment.id)
+        ).all()
+        assert len(made) == 2 and all(p.action_url for p in made)
+        assert first_action == made[0].action_url
+    group_page = f"/portal/payments/group/{group.public_id}"
+    waiting = client.get(group_page).get_data(as_text=True)
+    assert waiting.count("Confirm with your bank") == 2
+    for payment_row in made:
+        back = urlsplit(stub.complete_3ds(payment_row.gateway_reference))
+        assert back.path == f"/portal/payments/{payment_row.public_id}/return"
+        returned = client.get(f"{back.path}?{back.query}")
+        assert returned.headers["Location"] == group_page
+    done = client.get(group_page).get_data(as_text=True)
+    assert "processed successfully" in done and "Confirm with your bank" not in done
+    assert [payment(db, p.public_id).status for p in made] == [PaymentStatus.SUCCEEDED] * 2
+
+
 def test_stripe_webhooks_verify_and_apply_once(
     stripe_app: Flask, client: FlaskClient, signed_in: Auth, db: Session, stub: StripeStub
 ) -> None:

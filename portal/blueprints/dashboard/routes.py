@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 
 from portal import clock
 from portal.extensions import db_session
-from portal.services.dashboard import account_summary, aging, recent_activity
+from portal.services.dashboard import account_summary, aging, recent_activity, viewing
 
 bp = Blueprint("dashboard", __name__, url_prefix="/portal")
 
@@ -28,6 +28,7 @@ def index() -> str:
     return render_template(
         "dashboard/index.html",
         summary=account_summary(db, today),
+        viewing=viewing(db),
         aging=buckets,
         aging_max=max([b.amount for b in buckets] + [1]),
         activity=recent_activity(db),

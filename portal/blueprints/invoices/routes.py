@@ -26,6 +26,7 @@ from portal.blueprints.invoices.forms import InvoiceFilterForm
 from portal.extensions import db_session, settings
 from portal.models import Invoice
 from portal.services import audit, disputes, invoice_pdf, invoices
+from portal.services.dashboard import viewing
 from portal.web import request_info, wants_fragment
 
 bp = Blueprint("invoices", __name__, url_prefix="/portal/invoices")
@@ -76,6 +77,7 @@ def index() -> str:
         and query.status in ("all", "open", "overdue")
         and not invoices.has_outstanding(db),
         "list_args": form.list_args(),
+        "viewing": viewing(db),
     }
     # One URL, two renderings: htmx asks for the results only (the response varies on it).
     if wants_fragment():

@@ -49,9 +49,6 @@ def problem(problem: Problem, number: str = "") -> str:
         Problem.MIXED_CURRENCIES: _(
             "One currency per payment: pay the invoices of each currency separately."
         ),
-        Problem.MIXED_ACCOUNTS: _(
-            "One billing account per payment: pay each account's invoices separately."
-        ),
     }
     return str(messages[problem])
 

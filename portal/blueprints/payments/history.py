@@ -1,4 +1,6 @@
-"""Payment History (`payments.history`) and its CSV export."""
+"""Payment History (`payments.history`) and its CSV export.
+
+Like the invoice list: one GET form, one URL, two renderings (htmx asks for the results only)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from portal import clock
 from portal.blueprints.payments.routes import bp
 from portal.extensions import db_session
 from portal.services import payment_history
+from portal.services.dashboard import viewing
 from portal.services.payment_history import HistoryQuery
+from portal.web import wants_fragment
 
 
 def _date(name: str) -> tuple[date | None, bool]:
@@ -42,16 +46,19 @@ def _query() -> tuple[HistoryQuery, dict[str, str], dict[str, bool]]:
 @login_required
 def history() -> str:
     query, args, valid = _query()
-    page = payment_history.list_payments(db_session(), query)
-    return render_template(
-        "payments/history.html",
-        page=page,
-        query=query,
-        args=args,
-        valid=valid,
-        statuses=payment_history.STATUSES,
-        today=clock.today(),
-    )
+    session = db_session()
+    context = {
+        "page": payment_history.list_payments(session, query),
+        "query": query,
+        "args": args,
+        "valid": valid,
+        "statuses": payment_history.STATUSES,
+        "today": clock.today(),
+        "viewing": viewing(session),
+    }
+    if wants_fragment():
+        return render_template("payments/_history_results.html", **context)
+    return render_template("payments/history.html", **context)
 
 
 @bp.get("/payment-history.csv")

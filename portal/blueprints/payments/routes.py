@@ -1,4 +1,7 @@
-"""Make Payment, one payment's page (status, then receipt), cancel, and the 3-D Secure return."""
+"""Make Payment, one payment's page (status, then receipt), cancel, and the 3-D Secure return.
+
+Several billing accounts' invoices are paid in one go: the confirm step shows the payment each
+account gets, and the group's page (groups.py) lists them."""
 
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ from portal import clock, flags, i18n, payflow
 from portal.blueprints.payments import copy
 from portal.db import retry_on_sqlite_conflict
 from portal.extensions import db_session, gateway, settings
-from portal.gateways import ChargeStatus, GatewayError
-from portal.models import Company, Payment, PaymentMethod, PaymentStatus
+from portal.gateways import GatewayError
+from portal.models import Company, Payment, PaymentGroup, PaymentMethod, PaymentStatus
 from portal.services import payment_methods, payments, receipts
 from portal.services.payments import FieldError, Problem, Selection
 from portal.templating import format_date, money, plain_amount
@@ -41,7 +44,6 @@ STATUS_FOR_PROBLEM = {
     Problem.IN_FLIGHT: 409,
     Problem.NOT_PAYABLE: 422,
     Problem.MIXED_CURRENCIES: 422,
-    Problem.MIXED_ACCOUNTS: 422,
 }
 
 
@@ -135,15 +137,15 @@ def create() -> Response:
     action = request.form.get("action", "review")
     if action == "confirm":
         existing = payments.find_by_key(session, current_user, key)
-        if existing is not None:  # a double submit: the same payment, wherever it stands
-            return _to_payment(existing)
+        if existing is not None:  # a double submit: the same payments, wherever they stand
+            return _to_result(existing)
     selection = payments.select_invoices(session, ids)
     if selection.problem is not None:
         if action == "confirm":
-            # A twin of this submit may have made the payment since the check above.
+            # A twin of this submit may have made the payments since the check above.
             existing = payments.find_by_key(session, current_user, key)
             if existing is not None:
-                return _to_payment(existing)
+                return _to_result(existing)
         return _render_problem(selection)
     methods = payment_methods.usable(session)
     draft = _parse(selection, key, methods, allocate=action == "allocate")
@@ -230,10 +232,10 @@ def _confirm(draft: Draft) -> Response:
     amounts = {item.invoice.public_id: item.amount for item in draft.selection.items}
     method = draft.method
     # On SQLite (make run) another submit may write first: start over on a fresh snapshot;
-    # the key then finds that payment if it was this one's twin.
+    # the key then finds those payments if they were this one's twin's.
     submission = retry_on_sqlite_conflict(
         session,
-        lambda: payments.create_payment(
+        lambda: payments.create_payments(
             session,
             user=current_user,
             company=draft.company,
@@ -246,7 +248,8 @@ def _confirm(draft: Draft) -> Response:
             request=request_info(),
         ),
     )
-    if submission.payment is None:
+    made = submission.made
+    if made is None:
         session.rollback()
         assert submission.selection is not None
         if submission.selection.problem is not None:
@@ -268,20 +271,20 @@ def _confirm(draft: Draft) -> Response:
                 company=draft.company.name,
             )
         return _render_form(draft, payment_methods.usable(session), 422)
-    payment = submission.payment
     if submission.replayed:
         session.rollback()
-        return _to_payment(payment)
-    if payment.status is PaymentStatus.SCHEDULED:
-        payflow.schedule(session, payment)
+        return _to_result(made)
+    if draft.scheduled_for is not None:
+        for payment in submission.payments:
+            payflow.schedule(session, payment)
         session.commit()
-        flash(_("Payment scheduled for %(date)s.", date=format_date(payment.scheduled_for)), "info")
-        return _to_payment(payment)
-    session.commit()  # the row exists before the gateway hears of it
-    result = payflow.charge_now(session, payment)
-    if result is not None and result.status is ChargeStatus.REQUIRES_ACTION and result.action_url:
-        return _go(result.action_url)
-    return _to_payment(payment)
+        flash(_("Payment scheduled for %(date)s.", date=format_date(draft.scheduled_for)), "info")
+        return _to_result(made)
+    session.commit()  # the rows exist before the gateway hears of them
+    action_url = payflow.charge_each(session, submission.payments)
+    if action_url:  # 3-D Secure: the bank's page, then back to this payment (or its group)
+        return _go(action_url)
+    return _to_result(made)
 
 
 def _go(location: str) -> Response:
@@ -294,6 +297,12 @@ def _go(location: str) -> Response:
 
 def _to_payment(payment: Payment) -> Response:
     return _go(url_for("payments.show", public_id=payment.public_id))
+
+
+def _to_result(made: Payment | PaymentGroup) -> Response:
+    if isinstance(made, PaymentGroup):
+        return _go(url_for("payments.group", public_id=made.public_id))
+    return _to_payment(made)
 
 
 def _payment(public_id: str) -> Payment:
@@ -310,17 +319,23 @@ def show(public_id: str) -> Response:
     context = {
         "payment": payment,
         "reason": copy.failure_reason(payment.failure_code),
-        "retry_url": _retry_url(payment),
-        # Nothing to wait for while the customer's bank waits for the customer.
-        "polling": payment.status in (PaymentStatus.PROCESSING, PaymentStatus.PENDING)
-        and not payment.action_url,
+        "retry_url": retry_url(payment),
+        "polling": polling(payment),
     }
     if wants_fragment() and request.args.get("fragment") == "status":
         return make_response(render_template("payments/_status.html", **context))
     return make_response(render_template("payments/show.html", **context))
 
 
-def _retry_url(payment: Payment) -> str:
+def polling(payment: Payment) -> bool:
+    """Is the outcome still to come? Nothing to wait for while the bank waits for the customer."""
+    return (
+        payment.status in (PaymentStatus.PROCESSING, PaymentStatus.PENDING)
+        and not payment.action_url
+    )
+
+
+def retry_url(payment: Payment) -> str:
     invoices = [a.invoice for a in payment.allocations if a.invoice.balance_due > 0]
     return url_for("payments.new", invoice=[i.public_id for i in invoices])
 
@@ -337,6 +352,8 @@ def cancel(public_id: str) -> Response:
         flash(_("Scheduled payment canceled."), "info")
     else:
         flash(_("This payment can no longer be canceled."), "warning")
+    if request.form.get("back") == "group" and payment.group is not None:
+        return _to_result(payment.group)
     return _to_payment(payment)
 
 
@@ -354,6 +371,8 @@ def returned(public_id: str) -> Response:
         if result is not None:
             payflow.apply(session, payment, result)
             session.commit()
+    if payment.group is not None:  # the customer goes back to the list of the group's payments
+        return redirect(url_for("payments.group", public_id=payment.group.public_id), code=303)
     return redirect(url_for("payments.show", public_id=public_id), code=303)
 
 

@@ -1,0 +1,91 @@
+"""Payment History's filters work like the invoice list's: a GET form htmx applies as you choose,
+one URL answering the results fragment to htmx and the whole page to everyone else."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.conftest import Auth
+
+HTMX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def signed_in(auth: Auth) -> Auth:
+    auth.sign_in()
+    return auth
+
+
+def _rows(page: str) -> list[str]:
+    body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0] if "<tbody>" in page else ""
+    return re.findall(r'class="badge badge-(\w+)"', body)
+
+
+def test_the_form_applies_each_choice_and_pushes_the_url(
+    client: FlaskClient, signed_in: Auth
+) -> None:
+    page = client.get("/portal/payment-history").get_data(as_text=True)
+    form = page.split('<form class="filters card"', 1)[1].split(">", 1)[0]
+    assert 'method="get"' in form and 'action="/portal/payment-history"' in form
+    assert 'data-hx-get="/portal/payment-history"' in form
+    assert 'data-hx-target="#payment-results"' in form and 'data-hx-push-url="true"' in form
+    for control in ("status", "from", "to"):
+        assert f"change from:#{control}" in form
+    assert '<p id="result-count" class="result-count" role="status" aria-live="polite">' in page
+    assert '<div id="payment-results" class="results">' in page
+    assert ">Apply filters</button>" in page  # without JavaScript: one submit
+
+
+def test_htmx_gets_the_results_with_the_count_and_export_link_out_of_band(
+    client: FlaskClient, signed_in: Auth
+) -> None:
+    full = client.get("/portal/payment-history?status=failed")
+    response = client.get("/portal/payment-history?status=failed", headers=HTMX)
+    fragment = response.get_data(as_text=True)
+    assert "<html" not in fragment and '<form class="filters' not in fragment
+    statuses = _rows(fragment)
+    assert statuses and set(statuses) == {"failed"}
+    assert statuses == _rows(full.get_data(as_text=True))  # the same rows either way
+    count = len(statuses)
+    assert (
+        f'<span data-hx-swap-oob="innerHTML:#result-count">{count} payments</span>' in fragment
+        or f'<span data-hx-swap-oob="innerHTML:#result-count">{count} payment</span>' in fragment
+    )
+    assert re.search(
+        r'<a id="history-csv" [^>]*href="/portal/payment-history.csv\?status=failed"[^>]*'
+        r'data-hx-swap-oob="true"',
+        fragment,
+    )
+    for answer in (full, response):
+        assert "HX-Request" in answer.headers["Vary"]
+
+
+@pytest.mark.parametrize("extra", [{"HX-History-Restore-Request": "true"}, {"HX-Boosted": "true"}])
+def test_back_and_boosted_visits_get_the_whole_page(
+    client: FlaskClient, signed_in: Auth, extra: dict[str, str]
+) -> None:
+    page = client.get("/portal/payment-history?status=succeeded", headers={**HTMX, **extra})
+    text = page.get_data(as_text=True)
+    assert text.lstrip().lower().startswith("<!doctype html>")
+    assert '<option value="succeeded" selected>' in text  # the filters as chosen
+    assert set(_rows(text)) == {"succeeded"}
+
+
+def test_a_filter_that_finds_nothing_offers_to_clear_it(
+    client: FlaskClient, signed_in: Auth
+) -> None:
+    fragment = client.get("/portal/payment-history?from=2099-01-01", headers=HTMX).get_data(
+        as_text=True
+    )
+    assert "No payments match these filters" in fragment
+    assert '<a class="button" href="/portal/payment-history">Clear filters</a>' in fragment
+    assert "0 payments" in fragment
+
+
+def test_a_company_without_payments_is_told_so_plainly(client: FlaskClient, auth: Auth) -> None:
+    auth.sign_in("admin@initech.test")
+    page = client.get("/portal/payment-history").get_data(as_text=True)
+    assert "No payments yet." in page and "No payments match these filters" not in page
