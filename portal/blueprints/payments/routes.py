@@ -28,7 +28,7 @@ from portal.gateways import ChargeStatus, GatewayError
 from portal.models import Company, Payment, PaymentMethod, PaymentStatus
 from portal.services import payment_methods, payments, receipts
 from portal.services.payments import FieldError, Problem, Selection
-from portal.templating import format_date, money, plain_amount
+from portal.templating import isolated_date, isolated_money, plain_amount
 from portal.web import is_htmx, request_info, wants_fragment
 
 bp = Blueprint("payments", __name__, url_prefix="/portal")
@@ -174,7 +174,7 @@ def _parse(
             problem = payments.allocate_oldest_first(selection.items, total)
             if problem is not None:
                 draft.errors["total"] = copy.field_error(
-                    problem, available=money(selection.available, currency)
+                    problem, available=isolated_money(selection.available, currency)
                 )
         for item in selection.items:
             draft.raw_amounts[item.invoice.public_id] = (
@@ -206,7 +206,7 @@ def _parse(
             )
             draft.errors[pid] = copy.field_error(
                 error,
-                available=money(item_available, currency),
+                available=isolated_money(item_available, currency),
                 company=company.name,
             )
     chosen = form.get("method", "")
@@ -264,7 +264,7 @@ def _confirm(draft: Draft) -> Response:
             )
             draft.errors[item.invoice.public_id] = copy.field_error(
                 refusal,
-                available=money(item.available, item.invoice.currency),
+                available=isolated_money(item.available, item.invoice.currency),
                 company=draft.company.name,
             )
         return _render_form(draft, payment_methods.usable(session), 422)
@@ -275,7 +275,9 @@ def _confirm(draft: Draft) -> Response:
     if payment.status is PaymentStatus.SCHEDULED:
         payflow.schedule(session, payment)
         session.commit()
-        flash(_("Payment scheduled for %(date)s.", date=format_date(payment.scheduled_for)), "info")
+        flash(
+            _("Payment scheduled for %(date)s.", date=isolated_date(payment.scheduled_for)), "info"
+        )
         return _to_payment(payment)
     session.commit()  # the row exists before the gateway hears of it
     result = payflow.charge_now(session, payment)
