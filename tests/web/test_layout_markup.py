@@ -1,8 +1,9 @@
-"""The markup behind the layout: isolated amounts and dates (how they read is tested in
-Chromium, tests/browser/test_layout.py)."""
+"""The markup behind the layout: isolated amounts and dates, the invoice list's filter summary
+and selection bar (how they look is tested in Chromium, tests/browser/test_layout.py)."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date
 
@@ -88,3 +89,50 @@ def test_a_sentence_built_in_python_isolates_its_amount(
     assert response.status_code == 422 and error
     # Field errors are plain text, so the amount sits between Unicode isolates (LRI … PDI).
     assert re.search(r"\u2066\u200f[\d,]+\.\d\d\xa0US\$\u2069", error.group(1))
+
+
+def _summary(page: str) -> str:
+    found = re.search(r'<span id="filter-summary">(.*?)</span></summary>', page, re.S)
+    assert found, "no filter summary"
+    return re.sub(r"<[^>]+>", "", found.group(1))
+
+
+def test_the_filter_summary_says_what_is_active(client: FlaskClient, auth: Auth) -> None:
+    auth.sign_in()
+    page = client.get("/portal/invoices").get_data(as_text=True)
+    assert _summary(page) == "Filters"
+    assert '<details class="filter-panel">' in page  # folded on a phone
+    page = client.get("/portal/invoices?status=overdue").get_data(as_text=True)
+    assert _summary(page) == "Filters: Overdue"
+    page = client.get("/portal/invoices?status=overdue&q=INV&sort=number").get_data(as_text=True)
+    assert _summary(page) == "Filters: Overdue · 2 more"
+    page = client.get("/portal/invoices?q=INV-10&from=2026-01-05").get_data(as_text=True)
+    assert _summary(page) == "Filters: “INV-10” · 1 more"
+    # A filter that needs correcting opens the panel, so its error shows.
+    page = client.get("/portal/invoices?from=2026-02-01&to=2026-01-01").get_data(as_text=True)
+    assert '<details class="filter-panel" open>' in page
+    # The results fragment updates the summary out of band, like the count.
+    fragment = client.get(
+        "/portal/invoices?status=paid",
+        headers={"HX-Request": "true", "HX-Target": "invoice-results"},
+    ).get_data(as_text=True)
+    assert re.search(
+        r'<span data-hx-swap-oob="innerHTML:#filter-summary">Filters: Paid</span>', fragment
+    )
+
+
+def test_the_selection_bar_submits_without_javascript(client: FlaskClient, auth: Auth) -> None:
+    auth.sign_in()
+    page = client.get("/portal/invoices").get_data(as_text=True)
+    bar = re.search(r'<div class="selection-bar".*?</div>\s*</div>', page, re.S)
+    assert bar, "no selection bar"
+    markup = bar.group(0)
+    # The count and Select all need JavaScript: hidden until portal.js fills them in.
+    assert re.search(r'<p class="selection-count" role="status"[^>]* hidden>', markup)
+    assert re.search(r"<button type=\"button\"[^>]*data-select-all[^>]* hidden>", markup)
+    labels = json.loads(re.search(r"data-labels='([^']+)'", markup).group(1))  # type: ignore[union-attr]
+    assert labels[0] == "0 selected" and labels[1] == "1 selected" and len(labels) == 24
+    # The buttons are plain submit buttons of the list's GET form: checked rows go with them.
+    assert 'type="submit" class="button button-primary" formaction="/portal/payment"' in markup
+    assert 'aria-label="Pay selected"' in markup and 'aria-label="Download selected"' in markup
+    assert '<form id="bulk" method="get" action="/portal/invoices/download"' in page
