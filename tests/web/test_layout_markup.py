@@ -61,7 +61,7 @@ def test_mail_text_keeps_plain_amounts(app: Flask, db: Session) -> None:
         ).one()
     found = payment(db, succeeded.public_id)
     user = user_by_email(db, "admin@acme.test")
-    with app.test_request_context(headers=ARABIC):
+    with app.test_request_context(headers=ARABIC), tenancy.system(db):
         text = render_template(
             "mail/payment_succeeded.txt", payment=found, user=user, amount="x", link="y"
         )
