@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from babel import Locale
 from babel.dates import format_date as babel_format_date
 from babel.dates import format_datetime as babel_format_datetime
 from babel.numbers import format_decimal as babel_format_decimal
@@ -14,6 +15,9 @@ from flask import Flask, current_app, g, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from jinja2 import pass_eval_context
+from jinja2.nodes import EvalContext
+from markupsafe import Markup
 
 from portal import flags, i18n
 from portal.models import Invoice, PaymentMethod, PaymentMethodKind
@@ -56,7 +60,34 @@ def _visible(items: tuple[NavItem, ...]) -> list[NavItem]:
     ]
 
 
+# Bidi isolation. In a right-to-left page an amount or a date that stands next to other text is
+# reordered with it: "‏692.79 US$ · 30‏/11‏/2026" reads "2026/11/US$ · 30 692.79", and the "US$"
+# of an amount on its own reads "$US". So every amount, number and date on a page is isolated,
+# here and only here: the filters give HTML templates a <bdi> (amounts and numbers left to right,
+# dates in the direction of the locale that wrote them); a sentence built in Python for a page (a
+# field error, a flash) takes isolated_money()/isolated_date(), which use the Unicode isolates
+# LRI/RLI … PDI. Everything else stays plain text: money() and format_date() for mail, where a
+# template does not escape (mail text), and where markup cannot go (attributes, SVG text:
+# `money_text`). PDFs and CSV are formatted by their services in plain text.
+_ISOLATE_OPEN = {"ltr": "\u2066", "rtl": "\u2067"}
+_ISOLATE_CLOSE = "\u2069"
+
+
+def date_direction() -> str:
+    """The direction a formatted date reads in: Arabic dates carry right-to-left marks."""
+    return str(Locale.parse(i18n.format_locale()).text_direction)
+
+
+def _isolated(text: str, direction: str) -> str:
+    return f"{_ISOLATE_OPEN[direction]}{text}{_ISOLATE_CLOSE}" if text else text
+
+
+def _bdi(text: str, direction: str) -> Markup:
+    return Markup('<bdi dir="{}">{}</bdi>').format(direction, text) if text else Markup()
+
+
 def money(minor: int | None, currency: str) -> str:
+    """An amount as plain text (mail, attributes, SVG)."""
     return format_money(minor or 0, currency, i18n.format_locale())
 
 
@@ -70,6 +101,45 @@ def format_datetime(value: datetime | None, fmt: str = "medium") -> str:
     if value is None:
         return ""
     return babel_format_datetime(value, format=fmt, locale=i18n.format_locale())
+
+
+def isolated_money(minor: int | None, currency: str) -> str:
+    """An amount for a sentence built in Python and shown on a page."""
+    return _isolated(money(minor, currency), "ltr")
+
+
+def isolated_date(value: date | None, fmt: str = "medium") -> str:
+    """A date for a sentence built in Python and shown on a page."""
+    return _isolated(format_date(value, fmt), date_direction())
+
+
+def _html_or_text(context: EvalContext, text: str, direction: str) -> str:
+    return _bdi(text, direction) if context.autoescape else text
+
+
+@pass_eval_context
+def _money_filter(context: EvalContext, minor: int | None, currency: str) -> str:
+    return _html_or_text(context, money(minor, currency), "ltr")
+
+
+@pass_eval_context
+def _date_filter(context: EvalContext, value: date | None, fmt: str = "medium") -> str:
+    return _html_or_text(context, format_date(value, fmt), date_direction())
+
+
+@pass_eval_context
+def _datetime_filter(context: EvalContext, value: datetime | None, fmt: str = "medium") -> str:
+    return _html_or_text(context, format_datetime(value, fmt), date_direction())
+
+
+@pass_eval_context
+def _number_filter(context: EvalContext, value: object) -> str:
+    return _html_or_text(context, format_number(value), "ltr")
+
+
+@pass_eval_context
+def _percent_filter(context: EvalContext, basis_points: int) -> str:
+    return _html_or_text(context, format_percent(basis_points), "ltr")
 
 
 def endpoint_exists(endpoint: str) -> bool:
@@ -122,11 +192,12 @@ def method_name(method: PaymentMethod) -> str:
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(
         plain_amount=plain_amount,
-        money=money,
-        date=format_date,
-        datetime=format_datetime,
-        number=format_number,
-        percent=format_percent,
+        money=_money_filter,
+        money_text=money,
+        date=_date_filter,
+        datetime=_datetime_filter,
+        number=_number_filter,
+        percent=_percent_filter,
     )
     app.jinja_env.globals.update(
         is_htmx=is_htmx,

@@ -228,6 +228,15 @@ def scoped_session(app: Flask, email: str) -> Session:
     return session
 
 
+_ISOLATION = re.compile(r'<bdi dir="(?:ltr|rtl|auto)">|</bdi>|[\u2066-\u2069]')
+
+
+def readable(html: str) -> str:
+    """A page's text as a sentence reads, without the isolation of amounts and dates
+    (`<bdi>` in markup, Unicode isolates in sentences built in Python)."""
+    return _ISOLATION.sub("", html)
+
+
 _CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
 

@@ -45,7 +45,9 @@ def test_switcher_remembers_the_choice_and_the_profile_keeps_it(
     page = client.get("/portal/dashboard").get_data(as_text=True)
     assert _lang(page) == ("de", "ltr")
     assert "Willkommen, Acme Corp" in page
-    assert re.search(r'data-figure="account-balance">[\d.]+,\d\d\xa0\$<', page)  # German digits
+    assert re.search(
+        r'data-figure="account-balance"><bdi dir="ltr">[\d.]+,\d\d\xa0\$</bdi>', page
+    )  # German digits
     assert user_by_email(db, "admin@acme.test").locale == "de"
 
 
@@ -60,9 +62,13 @@ def test_money_follows_the_browsers_language_else_the_company(
 ) -> None:
     auth.sign_in("admin@globex.test")
     company = client.get("/portal/dashboard").get_data(as_text=True)
-    assert re.search(r'data-figure="credit-limit">50\.000,00\xa0€<', company)  # de_DE
+    assert re.search(
+        r'data-figure="credit-limit"><bdi dir="ltr">50\.000,00\xa0€</bdi>', company
+    )  # de_DE
     english = client.get("/portal/dashboard", headers={"Accept-Language": "en-GB"})
-    assert 'data-figure="credit-limit">€50,000.00<' in english.get_data(as_text=True)
+    assert 'data-figure="credit-limit"><bdi dir="ltr">€50,000.00</bdi>' in english.get_data(
+        as_text=True
+    )
     arabic = client.get("/portal/dashboard", headers={"Accept-Language": "ar"})
     page = arabic.get_data(as_text=True)
     assert _lang(page) == ("ar", "rtl") and "50,000.00" in page and "€" in page

@@ -230,7 +230,7 @@ def test_detail_shows_lines_totals_and_payments(
         invoice = db.scalars(select(Invoice).where(Invoice.public_id == public_id)).one()
         for line in invoice.lines:
             assert line.description in page
-    assert re.search(r'data-figure="balance-due">\$[\d,]+\.\d\d<', page)
+    assert re.search(r'data-figure="balance-due"><bdi dir="ltr">\$[\d,]+\.\d\d</bdi>', page)
     assert "Payments applied" in page and "Visa •••• 4242" in page
     with tenancy.system(db):
         viewed = db.scalars(select(AuditEvent).where(AuditEvent.name == "Portal.InvoiceViewed"))

@@ -16,7 +16,7 @@ from tests.conftest import Auth, Backend, QueryCounter, make_app, scoped_session
 
 
 def _figure(page: str, name: str) -> str:
-    match = re.search(rf'data-figure="{name}">([^<]+)<', page)
+    match = re.search(rf'data-figure="{name}"><bdi dir="ltr">([^<]+)</bdi><', page)
     assert match, f"no {name} on the page"
     return match.group(1)
 

@@ -28,7 +28,7 @@ from portal.models import (
     UserAccountGrant,
 )
 from portal.models.payment import valid_reference
-from tests.conftest import Auth, csrf_token, user_by_email
+from tests.conftest import Auth, csrf_token, readable, user_by_email
 from tests.web.payment_helpers import invoice, method, open_form, run_jobs, submit
 
 GROUP = re.compile(r"/portal/payments/group/(pgr_[A-Za-z0-9_-]+)$")
@@ -106,7 +106,7 @@ def test_two_accounts_one_confirm_step_a_payment_each_one_page(
         client, [west_old, east, west_new], key=key, token=token, action="review",
         method_id=visa,
     )  # fmt: skip
-    text = review.get_data(as_text=True)
+    text = readable(review.get_data(as_text=True))
     assert review.status_code == 200
     # The split per account before "Pay": Acme East's payment, then Acme West's.
     west_total = owed["INV-1012"] + owed["INV-1004"]
@@ -145,7 +145,7 @@ def test_two_accounts_one_confirm_step_a_payment_each_one_page(
     submitted = _events(db, "Portal.PaymentSubmitted")
     assert {e.properties["group_id"] for e in submitted} == {group.public_id}
     # The group's page: each payment with its account, reference, amount, status and receipt.
-    shown = client.get(done.headers["Location"]).get_data(as_text=True)
+    shown = readable(client.get(done.headers["Location"]).get_data(as_text=True))
     assert f"Payments of ${grand / 100:,.2f} processed successfully" in shown
     for payment in made:
         assert f">{payment.reference}</a>" in shown
@@ -318,7 +318,7 @@ def test_a_scheduled_group_holds_each_amount_runs_on_its_day_and_cancels_one_by_
     # Both amounts are held: neither invoice can be paid again meanwhile.
     for inv in (west, east):
         assert client.get(f"/portal/payment?invoice={inv.public_id}").status_code == 409
-    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    page = readable(client.get(response.headers["Location"]).get_data(as_text=True))
     total = west.balance_due + east.balance_due
     assert f"Payments of ${total / 100:,.2f} scheduled for" in page
     assert page.count("Cancel scheduled payment") == 2
@@ -353,7 +353,7 @@ def test_a_restricted_user_sees_only_their_accounts_payment_of_a_group(
     east_payment = next(p for p in made if p.billing_account.name == "Acme East")
     auth.logout()
     auth.sign_in("ap@acme.test")
-    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    page = readable(client.get(response.headers["Location"]).get_data(as_text=True))
     assert west_payment.reference in page and "Acme West" in page
     assert east_payment.reference not in page and "Acme East" not in page
     assert f"${east_payment.amount / 100:,.2f}" not in page

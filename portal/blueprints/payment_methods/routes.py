@@ -14,7 +14,7 @@ from portal.extensions import db_session, gateway, settings
 from portal.gateways import GatewayError
 from portal.models import Company, Payment, PaymentMethod, PaymentMethodKind
 from portal.services import payment_methods, payments
-from portal.templating import format_date
+from portal.templating import isolated_date
 from portal.web import gateway_link, request_info, safe_next
 
 bp = Blueprint("payment_methods", __name__, url_prefix="/portal/payment-methods")
@@ -126,7 +126,7 @@ def remove(public_id: str) -> Response:
         )
         return redirect(url_for("payment_methods.index"), code=303)
     if isinstance(outcome, Payment):
-        when = format_date(outcome.scheduled_for) if outcome.scheduled_for else ""
+        when = isolated_date(outcome.scheduled_for) if outcome.scheduled_for else ""
         flash(
             _(
                 "This method pays a scheduled payment on %(date)s. Cancel that payment or "

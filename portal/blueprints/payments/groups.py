@@ -15,14 +15,14 @@ from portal.blueprints.payments.routes import bp, polling, retry_url
 from portal.extensions import db_session
 from portal.models import Payment, PaymentStatus
 from portal.services import payments
-from portal.templating import format_date, money
+from portal.templating import isolated_date, isolated_money
 from portal.web import wants_fragment
 
 
 def _headline(made: list[Payment]) -> str:
     """One line for the whole group, in the runbook's words where it has them."""
     statuses = Counter(p.status for p in made)
-    total = money(sum(p.amount for p in made), made[0].currency)
+    total = isolated_money(sum(p.amount for p in made), made[0].currency)
     if statuses[PaymentStatus.PROCESSING] or statuses[PaymentStatus.PENDING]:
         return str(_("Your payments are being processed"))
     if statuses[PaymentStatus.SUCCEEDED] == len(made):
@@ -32,7 +32,7 @@ def _headline(made: list[Payment]) -> str:
             _(
                 "Payments of %(amount)s scheduled for %(date)s",
                 amount=total,
-                date=format_date(made[0].scheduled_for),
+                date=isolated_date(made[0].scheduled_for),
             )
         )
     return str(

@@ -31,7 +31,7 @@ from portal.gateways import GatewayError
 from portal.models import Company, Payment, PaymentGroup, PaymentMethod, PaymentStatus
 from portal.services import payment_methods, payments, receipts
 from portal.services.payments import FieldError, Problem, Selection
-from portal.templating import format_date, money, plain_amount
+from portal.templating import isolated_date, isolated_money, plain_amount
 from portal.web import is_htmx, request_info, wants_fragment
 
 bp = Blueprint("payments", __name__, url_prefix="/portal")
@@ -176,7 +176,7 @@ def _parse(
             problem = payments.allocate_oldest_first(selection.items, total)
             if problem is not None:
                 draft.errors["total"] = copy.field_error(
-                    problem, available=money(selection.available, currency)
+                    problem, available=isolated_money(selection.available, currency)
                 )
         for item in selection.items:
             draft.raw_amounts[item.invoice.public_id] = (
@@ -208,7 +208,7 @@ def _parse(
             )
             draft.errors[pid] = copy.field_error(
                 error,
-                available=money(item_available, currency),
+                available=isolated_money(item_available, currency),
                 company=company.name,
             )
     chosen = form.get("method", "")
@@ -267,7 +267,7 @@ def _confirm(draft: Draft) -> Response:
             )
             draft.errors[item.invoice.public_id] = copy.field_error(
                 refusal,
-                available=money(item.available, item.invoice.currency),
+                available=isolated_money(item.available, item.invoice.currency),
                 company=draft.company.name,
             )
         return _render_form(draft, payment_methods.usable(session), 422)
@@ -278,7 +278,7 @@ def _confirm(draft: Draft) -> Response:
         for payment in submission.payments:
             payflow.schedule(session, payment)
         session.commit()
-        flash(_("Payment scheduled for %(date)s.", date=format_date(draft.scheduled_for)), "info")
+        flash(_("Payment scheduled for %(date)s.", date=isolated_date(draft.scheduled_for)), "info")
         return _to_result(made)
     session.commit()  # the rows exist before the gateway hears of them
     action_url = payflow.charge_each(session, submission.payments)

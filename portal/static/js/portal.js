@@ -142,3 +142,57 @@
   });
   focusMarked(document.getElementById("main"));
 })();
+
+// ---------------------------------------------------------------------------------------------
+// Selection bar of the invoice list (kept apart from the shortcuts above). Without this block
+// the bar's buttons still submit the checked rows; with it the bar says "N selected" (a live
+// region) and offers Select all, which turns into Clear selection once every row is checked.
+(function () {
+  "use strict";
+
+  function boxes(form) {
+    return Array.prototype.slice.call(form.querySelectorAll("input.row-select"));
+  }
+
+  function update(form) {
+    var count = form.querySelector("[data-selection-count]");
+    var toggle = form.querySelector("[data-select-all]");
+    if (!count || !toggle) return;
+    var all = boxes(form);
+    var checked = all.filter(function (box) { return box.checked; }).length;
+    var labels = JSON.parse(count.getAttribute("data-labels") || "[]");
+    var text = labels[Math.min(checked, labels.length - 1)] || String(checked);
+    if (count.textContent !== text) count.textContent = text;
+    count.hidden = false;
+    var everything = all.length > 0 && checked === all.length;
+    toggle.textContent = toggle.getAttribute(everything ? "data-clear-label" : "data-select-label");
+    toggle.hidden = false;
+  }
+
+  function init(root) {
+    var forms = root.querySelectorAll ? root.querySelectorAll("form[data-selection]") : [];
+    Array.prototype.forEach.call(forms, update);
+    if (root.matches && root.matches("form[data-selection]")) update(root);
+  }
+
+  document.addEventListener("change", function (event) {
+    var box = event.target;
+    if (box.matches && box.matches("input.row-select") && box.form) update(box.form);
+  });
+
+  document.addEventListener("click", function (event) {
+    var toggle = event.target.closest && event.target.closest("[data-select-all]");
+    if (!toggle || !toggle.form) return;
+    var all = boxes(toggle.form);
+    var everything = all.every(function (box) { return box.checked; });
+    all.forEach(function (box) { box.checked = !everything; });
+    update(toggle.form);
+  });
+
+  // New results swapped in by a filter; a page restored from the back/forward cache.
+  document.addEventListener("htmx:load", function (event) {
+    if (event.detail && event.detail.elt) init(event.detail.elt);
+  });
+  window.addEventListener("pageshow", function () { init(document); });
+  init(document);
+})();
