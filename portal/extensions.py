@@ -118,7 +118,11 @@ def gateway(session: Session) -> PaymentGateway:
         )
 
     return SandboxGateway(
-        session, secret_key=config.secret_key, now=clock.now, on_processing=settle_later
+        session,
+        secret_key=config.secret_key,
+        fallback_keys=config.secret_key_fallbacks,
+        now=clock.now,
+        on_processing=settle_later,
     )
 
 

@@ -17,6 +17,7 @@ from portal.models.payment import (
 )
 from portal.models.statement import Statement, StatementFormat, StatementState
 from portal.models.user import (
+    LoginThrottle,
     NotificationPreference,
     NotificationTopic,
     PortalUser,
@@ -45,6 +46,7 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "InvoiceStatus",
+    "LoginThrottle",
     "NotificationPreference",
     "NotificationTopic",
     "Payment",
