@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Flask
 
@@ -19,6 +18,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
+        # Rotation: sessions signed with an earlier key still open (Flask 3.1 reads these), and
+        # so do forms: Flask-WTF hands this list to itsdangerous, which signs with the last key
+        # and accepts any of them.
+        SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),
+        WTF_CSRF_SECRET_KEY=settings.keyring.oldest_first,
         TESTING=settings.is_testing,
         # Outside development the cookie is Secure and host-only (__Host-): no subdomain and no
         # plain-HTTP page can set or read it. Browsers treat http://127.0.0.1 as secure.
@@ -37,13 +41,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(dict(settings.extra))
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    if settings.is_production and settings.public_url:
-        # Answer only to the portal's own name: no Host header can steer a link.
-        app.config["TRUSTED_HOSTS"] = [urlsplit(settings.public_url).hostname]
-    elif settings.is_production:
-        logging.getLogger(__name__).warning(
-            "PUBLIC_URL is not set: links in e-mails follow the request's Host header"
-        )
+    if settings.is_production:
+        # Answer only to the portal's own name (PUBLIC_URL is required in production); another
+        # Host header gets the 400 page (portal/errors.py).
+        app.config["TRUSTED_HOSTS"] = [settings.public_host]
     if settings.is_production and settings.payment_gateway == "sandbox":
         logging.getLogger(__name__).warning(
             "PAYMENT_GATEWAY=sandbox in production: test cards mark invoices paid"

@@ -1,4 +1,5 @@
-"""Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ...`."""
+"""Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ... |
+keys reencrypt | users reset-mfa EMAIL`."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from pathlib import Path
 
 import click
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, true
 
 from portal import clock, migrate, tenancy
 from portal.extensions import Database, settings
 from portal.models import DEFAULT_FLAGS, FeatureFlag
+from portal.services import audit, auth, mfa
 from portal.services import seed as seed_service
 from portal.services.passwords import hasher
 
@@ -102,6 +104,53 @@ def register_cli(app: Flask) -> None:
                 {
                     "scheduled": job_functions.run_due_payments(),
                     "reconciled": job_functions.reconcile_payments(),
+                    "lockouts_forgotten": job_functions.forget_run_out_lockouts(),
                 }
             )
         )
+
+    @app.cli.group("keys")
+    def keys_group() -> None:
+        """SECRET_KEY rotation (docs/operations.md)."""
+
+    @keys_group.command("reencrypt")
+    def keys_reencrypt() -> None:
+        """Store every TOTP secret under the current SECRET_KEY (run with the old key in
+        SECRET_KEY_FALLBACKS; afterwards the old key is no longer needed for them)."""
+        with Database.get().sessionmaker() as session:
+            rewritten, unreadable = mfa.reencrypt_secrets(session, keys=settings().keyring)
+            session.commit()
+        click.echo(f"re-encrypted {rewritten} secret(s) under the current key")
+        if unreadable:
+            raise click.ClickException(
+                f"{unreadable} secret(s) open with none of the configured keys: add the key "
+                "they were made with to SECRET_KEY_FALLBACKS, or reset those users' two-step "
+                "verification (flask --app wsgi users reset-mfa EMAIL)"
+            )
+
+    @app.cli.group("users")
+    def users_group() -> None:
+        """Portal users."""
+
+    @users_group.command("reset-mfa")
+    @click.argument("email")
+    def users_reset_mfa(email: str) -> None:
+        """Forget EMAIL's two-step verification and recovery codes and end their sessions: they
+        enrol again at their next sign-in (after their password)."""
+        with Database.get().sessionmaker() as session:
+            user = auth.find_user_by_email(session, email)
+            if user is None:
+                raise click.ClickException(f"no user with the e-mail {email}")
+            mfa.reset_enrolment(session, user)
+            with tenancy.system(session):
+                auth.revoke_sessions(
+                    session,
+                    user,
+                    true(),
+                    now=clock.now(),
+                    request=audit.RequestInfo(user_agent="flask users reset-mfa"),
+                    reason="mfa_reset",
+                )
+                audit.record_for(session, user, "Portal.MfaReset", by="operator")
+            session.commit()
+        click.echo(f"{user.email} will set up two-step verification at their next sign-in")

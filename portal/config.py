@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import secrets
+import stat
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from portal.services.crypto import Keyring
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name; under INSTANCE_DIR: development's own key, made once
+MIN_SECRET_LENGTH = 32
 
 ENVIRONMENTS = ("development", "testing", "production")
-# Only ever used where the environment itself says "development" or "testing".
-_DEV_SECRET = "dev-only-secret-not-for-production"  # noqa: S105
+GATEWAYS = ("sandbox", "stripe")
+# Tests without a SECRET_KEY get a random key that lives as long as the process.
+_PROCESS_SECRET = secrets.token_urlsafe(48)
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(RuntimeError):
@@ -25,15 +37,20 @@ class ConfigError(RuntimeError):
 class Settings:
     env: str = "production"
     secret_key: str = ""
+    # Earlier keys, still accepted for reading (sessions, forms, TOTP secrets, recovery codes,
+    # reset links, sandbox webhooks) while keys rotate; the current key signs and encrypts.
+    secret_key_fallbacks: tuple[str, ...] = ()
     database_url: str = f"sqlite:///{INSTANCE_DIR / 'portal.db'}"
     redis_url: str = ""  # empty: jobs run in-process (see workers/queue.py)
-    payment_gateway: str = "sandbox"
+    payment_gateway: str = ""  # empty: not chosen (the sandbox outside production)
     stripe_secret_key: str = ""
     stripe_webhook_secret: str = ""
     stripe_api_base: str = ""
-    # Where people reach the portal ("https://billing.example.com"): links in e-mails and the
-    # gateway's return address, the same from a request and from a job.
+    # Where people reach the portal ("https://billing.example.com"): every link in mail and the
+    # gateway's return address, the same from a request and from a job. Required in production.
     public_url: str = ""
+    # Bearer token for /metrics outside development; unset there: /metrics answers 404.
+    metrics_token: str = ""
     mail_url: str = ""  # empty: mail is written under instance/mail/
     mail_dir: str = str(INSTANCE_DIR / "mail")
     storage_dir: str = str(INSTANCE_DIR / "files")
@@ -59,6 +76,16 @@ class Settings:
     def is_production(self) -> bool:
         return self.env == "production"
 
+    @property
+    def keyring(self) -> Keyring:
+        """SECRET_KEY for writing, it and SECRET_KEY_FALLBACKS for reading."""
+        return Keyring(self.secret_key, self.secret_key_fallbacks)
+
+    @property
+    def public_host(self) -> str:
+        """The host name of PUBLIC_URL: the only one production answers to."""
+        return urlsplit(self.public_url).hostname or ""
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
@@ -77,6 +104,7 @@ class Settings:
             "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
             "stripe_api_base": "STRIPE_API_BASE",
             "public_url": "PUBLIC_URL",
+            "metrics_token": "METRICS_TOKEN",
             "mail_url": "MAIL_URL",
             "storage_dir": "PORTAL_STORAGE_DIR",
             "mail_dir": "PORTAL_MAIL_DIR",
@@ -84,6 +112,8 @@ class Settings:
         for attr, var in mapping.items():
             if environ.get(var):
                 values[attr] = environ[var]
+        if environ.get("SECRET_KEY_FALLBACKS"):
+            values["secret_key_fallbacks"] = environ["SECRET_KEY_FALLBACKS"]
         for attr, var in {
             "session_idle_minutes": "SESSION_IDLE_MINUTES",
             "session_absolute_hours": "SESSION_ABSOLUTE_HOURS",
@@ -91,7 +121,10 @@ class Settings:
             "lockout_minutes": "LOCKOUT_MINUTES",
         }.items():
             if environ.get(var):
-                values[attr] = int(environ[var])
+                try:
+                    values[attr] = int(environ[var])
+                except ValueError as error:
+                    raise ConfigError(f"{var} must be a whole number") from error
         extra: dict[str, Any] = {}
         for key, value in (overrides or {}).items():
             attr = key.lower()
@@ -99,6 +132,7 @@ class Settings:
                 values[attr] = value
             else:
                 extra[key] = value
+        values["secret_key_fallbacks"] = _key_list(values.get("secret_key_fallbacks", ()))
         if not values.get("public_url") and values["env"] != "production":
             # Development serves on PORT; tests' clients call themselves "localhost".
             port = environ.get("PORT", "5000")
@@ -113,24 +147,87 @@ class Settings:
         secret = self.secret_key
         if not secret:
             if self.is_production:
-                raise ConfigError("SECRET_KEY must be set outside development and tests")
-            secret = _DEV_SECRET
-        elif self.is_production and len(secret) < 32:
-            raise ConfigError("SECRET_KEY must be at least 32 characters in production")
-        if self.payment_gateway not in {"sandbox", "stripe"}:
+                raise ConfigError(
+                    "SECRET_KEY must be set in production: 32 or more random characters, e.g. "
+                    'the output of `python3 -c "import secrets; print(secrets.token_urlsafe(48))"`'
+                )
+            # Never a constant from the source: development keeps a random key of its own under
+            # instance/, tests get one per process.
+            secret = instance_secret(INSTANCE_DIR) if self.is_development else _PROCESS_SECRET
+        fallbacks = tuple(k for k in self.secret_key_fallbacks if k != secret)
+        if self.is_production:
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise ConfigError("SECRET_KEY must be at least 32 characters in production")
+            if any(len(k) < MIN_SECRET_LENGTH for k in fallbacks):
+                raise ConfigError(
+                    "every key in SECRET_KEY_FALLBACKS must be at least 32 characters"
+                )
+        gateway = self.payment_gateway.strip().lower()
+        if not gateway:
+            if self.is_production:
+                raise ConfigError(
+                    "PAYMENT_GATEWAY must be set in production: 'stripe' to take real "
+                    "payments, or 'sandbox' to run on test cards only"
+                )
+            gateway = "sandbox"
+        if gateway not in GATEWAYS:
             raise ConfigError("PAYMENT_GATEWAY must be 'sandbox' or 'stripe'")
-        if self.payment_gateway == "stripe" and not self.stripe_secret_key:
+        if gateway == "stripe" and not self.stripe_secret_key:
             raise ConfigError("PAYMENT_GATEWAY=stripe needs STRIPE_SECRET_KEY")
+        if gateway == "stripe" and not self.stripe_webhook_secret:
+            raise ConfigError("PAYMENT_GATEWAY=stripe needs STRIPE_WEBHOOK_SECRET")
         if self.public_url:
             parts = urlsplit(self.public_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigError("PUBLIC_URL must look like https://billing.example.com")
-        if self.payment_gateway == "stripe" and not self.stripe_webhook_secret:
-            raise ConfigError("PAYMENT_GATEWAY=stripe needs STRIPE_WEBHOOK_SECRET")
-        if (
-            self.payment_gateway == "stripe"
-            and self.is_production
-            and not self.public_url.startswith("https://")
-        ):
-            raise ConfigError("PAYMENT_GATEWAY=stripe in production needs PUBLIC_URL (https://…)")
-        return replace(self, secret_key=secret)
+        if self.is_production and not self.public_url.startswith("https://"):
+            # Links in mail (password resets) come from it and nothing else: never from the
+            # Host header of whoever asked.
+            raise ConfigError(
+                "PUBLIC_URL must be set in production to the https address people use to "
+                "reach the portal, e.g. PUBLIC_URL=https://billing.example.com: links in "
+                "e-mails are built from it, and the portal answers to no other host name"
+            )
+        if self.is_production and self.metrics_token and len(self.metrics_token) < 32:
+            raise ConfigError("METRICS_TOKEN must be at least 32 characters")
+        return replace(
+            self, secret_key=secret, secret_key_fallbacks=fallbacks, payment_gateway=gateway
+        )
+
+
+def _key_list(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """SECRET_KEY_FALLBACKS: comma separated, newest first; blanks and repeats dropped."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    keys: list[str] = []
+    for item in items:
+        key = item.strip()
+        if key and key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def instance_secret(directory: Path) -> str:
+    """Development's own random SECRET_KEY: made once under `directory` (mode 0600) and reused
+    across restarts, so sessions and encrypted TOTP secrets survive a restart of `make run`."""
+    path = directory / SECRET_KEY_FILE
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        # Written whole to a private temporary file, then linked into place: another process
+        # starting at the same moment reads either no file or the complete key, and the first
+        # link wins (a link never replaces an existing file).
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".secret_key.")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_urlsafe(48) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("%s was readable by others (mode %o): now 0600", path, mode)
+        path.chmod(0o600)
+    key = path.read_text(encoding="ascii").strip()
+    if len(key) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"{path} holds no usable key: delete it and start again to make one")
+    return key

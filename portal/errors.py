@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
-from flask import Flask, render_template
+from flask import Flask, Response, current_app, has_request_context, render_template, request
+from flask.globals import request_ctx
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError
 
+from portal.extensions import settings
 from portal.web import wants_fragment
 
 log = logging.getLogger(__name__)
@@ -27,7 +30,26 @@ def _messages() -> dict[int, tuple[str, str]]:
     }
 
 
+def _ensure_url_adapter() -> None:
+    """A request whose Host header Flask refused (not in TRUSTED_HOSTS, or malformed) has no URL
+    adapter: Flask could not bind one to that host. Every url_for on the error page (the layout's
+    stylesheet, navigation, forms) then raised, inside the error handler itself, and the answer
+    was a bare 500. Such a request gets an adapter bound to the portal's own name (PUBLIC_URL),
+    so its error page links to the real portal and nothing is built from the refused header."""
+    context = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    if context.url_adapter is not None:
+        return
+    public = urlsplit(settings().public_url)
+    context.url_adapter = current_app.url_map.bind(
+        public.netloc,
+        script_name=public.path or "/",
+        url_scheme=public.scheme,
+    )
+
+
 def render_error(status: int, message: str | None = None) -> tuple[str, int]:
+    if has_request_context():
+        _ensure_url_adapter()
     messages = _messages()
     title, default = messages.get(status, messages[500] if status >= 500 else messages[400])
     # An htmx request swaps only a region: it gets the message as a fragment, with Retry.
@@ -48,6 +70,19 @@ def _http_error(error: HTTPException) -> tuple[str, int]:
     return render_error(status, custom)
 
 
+def _untrusted_host(_error: SecurityError) -> Response | tuple[str, int]:
+    """The runbook's 400 page; the refused name is neither echoed nor logged. The page's own
+    styles and scripts are served whatever the name (they are the same for everyone), so it
+    renders as every other page does."""
+    static = f"{current_app.static_url_path}/"
+    if request.method == "GET" and request.path.startswith(static):
+        try:
+            return current_app.send_static_file(request.path.removeprefix(static))
+        except HTTPException as error:  # no such file: raised here, no handler would see it
+            return _http_error(error)
+    return render_error(400)
+
+
 def _csrf_error(_error: CSRFError) -> tuple[str, int]:
     return render_error(400, _("Your form expired. Reload the page and try again."))
 
@@ -59,6 +94,7 @@ def _server_error(error: Exception) -> tuple[str, int]:
 
 
 def init_app(app: Flask) -> None:
+    app.register_error_handler(SecurityError, _untrusted_host)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(InternalServerError, _server_error)

@@ -90,13 +90,6 @@ def hand_off(session: Session, func: Callable[..., Any], *args: Any) -> None:
     defer(session, go)
 
 
-def send_later(session: Session, to: str, subject: str, text: str) -> None:
-    """Mail sent by a job once `session` commits (never from inside the request)."""
-    from workers import jobs as job_functions
-
-    hand_off(session, job_functions.send_mail, to, subject, text)
-
-
 def gateway(session: Session) -> PaymentGateway:
     """The configured gateway, working in `session` (the sandbox keeps its records there)."""
     config = settings()
@@ -118,7 +111,11 @@ def gateway(session: Session) -> PaymentGateway:
         )
 
     return SandboxGateway(
-        session, secret_key=config.secret_key, now=clock.now, on_processing=settle_later
+        session,
+        secret_key=config.secret_key,
+        fallback_keys=config.secret_key_fallbacks,
+        now=clock.now,
+        on_processing=settle_later,
     )
 
 

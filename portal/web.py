@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
     Flask,
     Response,
+    current_app,
     flash,
     g,
-    has_request_context,
     redirect,
     request,
     session,
@@ -60,13 +61,20 @@ def wants_fragment() -> bool:
 
 
 def public_link(path: str) -> str:
-    """An absolute link for mail and gateways. From PUBLIC_URL when set, so it is the same from
-    a request as from a job and no Host header can change it; a retried charge must repeat its
-    parameters exactly, return address included."""
+    """An absolute link for mail and gateways, always from PUBLIC_URL: the same from a request
+    as from a job, and never from a request header (a Host header must not steer a password
+    reset link). A retried charge must repeat its parameters exactly, return address included.
+    Production refuses to start without PUBLIC_URL; elsewhere it defaults to where we serve."""
     base = settings().public_url
-    if not base and has_request_context():
-        base = request.host_url  # production without PUBLIC_URL (a warning at start-up)
-    return (base or "http://127.0.0.1:5000").rstrip("/") + path
+    if not base:
+        raise RuntimeError("PUBLIC_URL is not configured")
+    return base.rstrip("/") + path
+
+
+def public_url_for(endpoint: str, **values: Any) -> str:
+    """`public_link` for a route, built without a request (so a job can build it too)."""
+    adapter = current_app.url_map.bind("localhost")  # the host is never used: a path only
+    return public_link(adapter.build(endpoint, values))
 
 
 def gateway_link(path: str) -> str:

@@ -859,7 +859,12 @@ class StripeStub:
 
     def _cancel(self, ident: str, reason: Any) -> dict[str, Any]:
         intent = self._get(self.payment_intents, ident, "payment_intent")
-        cancellable = ("requires_payment_method", "requires_confirmation", "requires_action")
+        cancellable = (
+            "requires_payment_method",
+            "requires_capture",
+            "requires_confirmation",
+            "requires_action",
+        )
         if intent["status"] not in cancellable:
             raise StubError(
                 400,

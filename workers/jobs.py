@@ -126,6 +126,52 @@ def send_mail(to: str, subject: str, text: str) -> str:
         return mailer().send(to, subject, text)
 
 
+def send_password_reset(email: str, locale: str, request: dict[str, str]) -> str:
+    """Mail a reset link to the account behind `email`, if it has an active one.
+
+    `/password/forgot` hands this job over for every address, known or not, so the request
+    does the same work either way; only here is the address looked up. The link comes from
+    PUBLIC_URL (never from a request's Host header), the mail is in the user's language (else
+    the language the request was read in), and the request is audited for the account."""
+    from flask import render_template
+    from flask_babel import force_locale
+    from flask_babel import gettext as _
+
+    from portal import clock
+    from portal.extensions import mailer, settings
+    from portal.i18n import SUPPORTED_LOCALES
+    from portal.services import audit, auth, credentials
+    from portal.web import public_url_for
+
+    with _session() as session:
+        user = auth.find_user_by_email(session, email)
+        if user is None or not user.is_active:
+            return "no account"
+        token = credentials.reset_token(user, keys=settings().keyring, now=clock.now())
+        link = public_url_for("auth.reset_password", token=token)
+        chosen = (user.locale or locale or user.company.locale or "en").split("_")[0]
+        with force_locale(chosen if chosen in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]):
+            subject = _("Reset your Billing Portal password")
+            text = render_template("mail/password_reset.txt", user=user, link=link)
+        mailer().send(user.email, subject, text)
+        credentials.note_reset_requested(session, user, audit.RequestInfo(**request))
+        session.commit()
+        return "sent"
+
+
+def forget_run_out_lockouts() -> int:
+    """Drop sign-in failure counts whose window or lock is over (they would start afresh)."""
+    from portal import clock
+    from portal.services import lockout
+    from portal.web import session_policy
+
+    with _session() as session:
+        rule = session_policy().lockout_rule
+        forgotten = lockout.forget_run_out(session, rule=rule, now=clock.now())
+        session.commit()
+        return forgotten
+
+
 def sweep() -> dict[str, int]:
     """Both sweeps; on RQ it puts itself back on the queue for the next round."""
     from portal.extensions import jobs
@@ -133,9 +179,17 @@ def sweep() -> dict[str, int]:
     # The next round is queued first, so an error in this one cannot end the chain.
     with _context():
         jobs().enqueue_at(datetime.now(UTC) + SWEEP_EVERY, sweep, job_id=SWEEP_JOB_ID)
-    return {"scheduled": run_due_payments(), "reconciled": reconcile_payments()}
+    return {
+        "scheduled": run_due_payments(),
+        "reconciled": reconcile_payments(),
+        "lockouts_forgotten": forget_run_out_lockouts(),
+    }
 
 
 SWEEP_JOB_ID = "portal-sweep"
 # The embedded queue runs these itself, every SWEEP_EVERY.
-PERIODIC = [(SWEEP_EVERY, run_due_payments), (SWEEP_EVERY, reconcile_payments)]
+PERIODIC = [
+    (SWEEP_EVERY, run_due_payments),
+    (SWEEP_EVERY, reconcile_payments),
+    (timedelta(minutes=5), forget_run_out_lockouts),
+]

@@ -13,7 +13,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -71,7 +71,10 @@ def sign(payload: bytes, secret: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={mac}"
 
 
-def verify(payload: bytes, header: str | None, secret: bytes, now: float) -> None:
+def verify(payload: bytes, header: str | None, secret: bytes | Sequence[bytes], now: float) -> None:
+    """Raises InvalidSignature unless `header` signs `payload` under one of the secrets (the
+    current key's, or an earlier key's while keys rotate), within the tolerance."""
+    secrets_ = [secret] if isinstance(secret, bytes) else list(secret)
     if not header:
         raise InvalidSignature("no signature")
     parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
@@ -82,8 +85,11 @@ def verify(payload: bytes, header: str | None, secret: bytes, now: float) -> Non
         raise InvalidSignature("malformed signature") from error
     if abs(now - timestamp) > SIGNATURE_TOLERANCE:
         raise InvalidSignature("signature timestamp outside the tolerance")
-    expected = sign(payload, secret, timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, given):
+    matched = False
+    for candidate in secrets_:
+        expected = sign(payload, candidate, timestamp).split("v1=", 1)[1]
+        matched |= hmac.compare_digest(expected, given)
+    if not matched:
         raise InvalidSignature("signature mismatch")
 
 
@@ -111,11 +117,14 @@ class SandboxGateway:
         session: Session,
         *,
         secret_key: str,
+        fallback_keys: Sequence[str] = (),
         now: Callable[[], datetime],
         on_processing: Callable[[str, datetime], None] | None = None,
     ) -> None:
         self.session = session
-        self.secret = signing_secret(secret_key)
+        self.secret = signing_secret(secret_key)  # signs
+        # Accepted too: webhooks signed under SECRET_KEY_FALLBACKS while keys rotate.
+        self.accepted = [self.secret, *(signing_secret(key) for key in fallback_keys)]
         self.now = now
         # Called with (reference, when) for a charge that settles later: enqueues the webhook.
         self.on_processing = on_processing
@@ -337,7 +346,7 @@ class SandboxGateway:
     # webhooks ----------------------------------------------------------------------------
 
     def parse_event(self, payload: bytes, headers: Mapping[str, str]) -> ChargeEvent | None:
-        verify(payload, headers.get(SIGNATURE_HEADER), self.secret, time.time())
+        verify(payload, headers.get(SIGNATURE_HEADER), self.accepted, time.time())
         try:
             event = json.loads(payload)
             data = event["data"]

@@ -11,6 +11,7 @@ on Checkout Sessions and PaymentIntents; `allowed_payment_method_types` filters 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ from portal.models import PaymentMethodKind
 if TYPE_CHECKING:
     from stripe.params import PaymentIntentCreateParams
     from stripe.params.checkout import SessionCreateParams
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "Stripe-Signature"
 CHARGE_EVENTS = frozenset(
@@ -241,8 +244,25 @@ class StripeGateway:
 # mapping -----------------------------------------------------------------------------------
 
 
+# Every PaymentIntent status Stripe documents, and what it means for the portal's payment. The
+# webhook, the reconciliation's retrieve and the return from 3-D Secure all read it here, so no
+# status (nor one added after this SDK) is ever an error:
+#   succeeded                          succeeded
+#   processing                         processing (a bank debit clearing; its webhook follows)
+#   requires_action                    waiting for the customer to authenticate (a redirect)
+#   requires_payment_method, canceled  failed (the last payment error says why)
+#   requires_confirmation, requires_capture
+#                                      nothing collected, and only the portal could move it on.
+#                                      The portal confirms when it creates and captures
+#                                      automatically, so this is unexpected: logged, and kept
+#                                      waiting like an authentication, which the reconciliation
+#                                      gives up after ACTION_TIMEOUT (the intent is cancelled,
+#                                      the payment fails and its invoices are free again).
+WAITING_ON_THE_PORTAL = frozenset({"requires_confirmation", "requires_capture"})
+
+
 def _result(intent: stripe.PaymentIntent) -> ChargeResult:
-    status = intent.status
+    status = _text(intent, "status")
     if status == "succeeded":
         return ChargeResult(status=ChargeStatus.SUCCEEDED, reference=intent.id)
     if status == "processing":
@@ -262,7 +282,11 @@ def _result(intent: stripe.PaymentIntent) -> ChargeResult:
             reference=intent.id,
             failure_code=_failure_code(_text(error, "code"), _text(error, "decline_code")),
         )
-    raise GatewayError(f"PaymentIntent {intent.id} is in an unexpected state: {status}")
+    if status in WAITING_ON_THE_PORTAL:
+        log.warning("PaymentIntent %s is %s: left for the reconciliation", intent.id, status)
+    else:
+        log.error("PaymentIntent %s has a status the portal does not know: %s", intent.id, status)
+    return ChargeResult(status=ChargeStatus.REQUIRES_ACTION, reference=intent.id)
 
 
 def _declined(error: stripe.CardError) -> ChargeResult:

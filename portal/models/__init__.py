@@ -18,6 +18,7 @@ from portal.models.payment import (
 )
 from portal.models.statement import Statement, StatementFormat, StatementState
 from portal.models.user import (
+    LoginThrottle,
     NotificationPreference,
     NotificationTopic,
     PortalUser,
@@ -46,6 +47,7 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "InvoiceStatus",
+    "LoginThrottle",
     "NotificationPreference",
     "NotificationTopic",
     "Payment",

@@ -45,12 +45,12 @@ class PortalUser(PublicIdMixin, CompanyOwned, Base):
         str_enum(UserStatus, "user_status"), default=UserStatus.ACTIVE
     )
     password_hash: Mapped[str | None] = mapped_column(String(255))
-    # MFA: the TOTP secret is encrypted at rest (portal.services.crypto)
+    # MFA: the confirmed TOTP secret, encrypted at rest (portal.services.crypto). A secret not yet
+    # confirmed lives on the session that asked for it (UserSession.mfa_pending_secret).
+    # Failed attempts are counted in LoginThrottle, by address, like those for unknown ones.
     mfa_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     mfa_enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     mfa_last_step: Mapped[int | None] = mapped_column(Integer)  # last accepted TOTP step
-    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     locale: Mapped[str | None] = mapped_column(String(16))
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -128,8 +128,26 @@ class UserSession(PublicIdMixin, CompanyOwned, Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())  # absolute lifetime
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A TOTP secret offered on /mfa/setup to this session only, encrypted; another session of
+    # the same user gets its own, and confirming one discards them all.
+    mfa_pending_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     user: Mapped[PortalUser] = relationship()
+
+
+class LoginThrottle(Base):
+    """Failed sign-in attempts (password or code) for one e-mail address, whether or not it has
+    an account: one rule for both, so the lockout cannot tell which addresses exist.
+
+    Global on purpose (read before any company is known, and for addresses of no company).
+    Keyed by a keyed hash of the normalized address, so the table names nobody."""
+
+    __tablename__ = "login_throttles"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class NotificationTopic(enum.StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,13 +12,18 @@ from typing import Any, cast
 
 from argon2 import PasswordHasher
 from sqlalchemy import ColumnElement, CursorResult, select, update
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import tenancy
 from portal.models import PortalUser, UserSession, UserStatus
-from portal.services import audit, mfa
+from portal.services import audit, lockout, mfa
+from portal.services.crypto import Keyring, Unreadable
+from portal.services.lockout import Rule as LockoutRule
+from portal.services.lockout import normalize_email as normalize_email
 from portal.services.passwords import equalize_timing, verify_password
+
+log = logging.getLogger(__name__)
 
 
 class SignInOutcome(StrEnum):
@@ -31,6 +37,9 @@ class SignInOutcome(StrEnum):
 class SignInResult:
     outcome: SignInOutcome
     user: PortalUser | None = None
+    # The user's TOTP secret could not be decrypted with any configured key (SECRET_KEY was
+    # changed without keeping the old one in SECRET_KEY_FALLBACKS).
+    secret_unreadable: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,22 +49,23 @@ class SessionPolicy:
     lockout_threshold: int
     lockout: timedelta
 
+    @property
+    def lockout_rule(self) -> LockoutRule:
+        return LockoutRule(self.lockout_threshold, self.lockout)
+
 
 # How long a session that passed the password but not yet the second factor lives.
 PENDING_MFA_LIFETIME = timedelta(minutes=10)
 
 
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
-
-
 def find_user_by_email(session: Session, email: str) -> PortalUser | None:
+    """The account behind an address, with its company, in one query."""
     # Sign-in happens before any company is known: the one lookup across companies.
     with tenancy.system(session):
         return session.scalars(
             select(PortalUser)
             .where(PortalUser.email == normalize_email(email))
-            .options(selectinload(PortalUser.grants))
+            .options(joinedload(PortalUser.company))
         ).one_or_none()
 
 
@@ -65,94 +75,74 @@ def check_password(
     password: str,
     *,
     ph: PasswordHasher,
+    keys: Keyring,
     policy: SessionPolicy,
     now: datetime,
     request: audit.RequestInfo,
 ) -> SignInResult:
-    user = find_user_by_email(session, email)
-    if user is None:
-        equalize_timing(ph)
-        with tenancy.system(session):
-            audit.record(
-                session,
-                "Portal.Login",
-                company_id=None,
-                request=request,
-                factor="password",
-                success=False,
-                reason="invalid",
-            )
-        return SignInResult(SignInOutcome.INVALID)
+    """The password step. An address without an account takes the very same path (the same
+    queries, the same hashing, the same lockout rule) and gets the same answers as an account
+    with a wrong password, so neither the message nor the work tells which addresses exist."""
+    key = lockout.key_for(keys, email)
     with tenancy.system(session):
-        result = _check_known_user(
-            session, user, password, ph=ph, policy=policy, now=now, request=request
-        )
-        audit.record_for(
+        user = find_user_by_email(session, email)
+        outcome = SignInOutcome.INVALID
+        if lockout.locked_until(session, key, now=now) is not None:
+            equalize_timing(ph)  # a locked address costs what a checked one costs
+            outcome = SignInOutcome.LOCKED
+        elif verify_password(user.password_hash if user else None, password, ph):
+            assert user is not None  # no hash, no match
+            outcome = SignInOutcome.OK if user.is_active else SignInOutcome.DISABLED
+            # The failure count is cleared only once the second factor passes too: a known
+            # password must not buy fresh guesses at the code.
+            if outcome is SignInOutcome.OK and ph.check_needs_rehash(user.password_hash or ""):
+                user.password_hash = ph.hash(password)
+        else:
+            outcome = _count_failure(session, user, key, policy, now, request)
+        _audit(
             session,
             user,
             "Portal.Login",
-            request=request,
+            request,
             factor="password",
-            customer_id=user.company.public_id,
-            success=result.outcome is SignInOutcome.OK,
-            reason=result.outcome.value,
+            success=outcome is SignInOutcome.OK,
+            reason=outcome.value,
         )
-        session.flush()
-    return result
+    return SignInResult(outcome, user)
 
 
-def _forget_expired_lock(user: PortalUser, now: datetime) -> None:
-    """A lock that has run out starts the count afresh."""
-    if user.locked_until is not None and user.locked_until <= now:
-        user.locked_until = None
-        user.failed_attempts = 0
+def _audit(
+    session: Session,
+    user: PortalUser | None,
+    name: str,
+    request: audit.RequestInfo,
+    **properties: Any,
+) -> None:
+    """One audit row, whether or not the address has an account (the same insert either way)."""
+    if user is None:
+        audit.record(session, name, company_id=None, request=request, **properties)
+    else:
+        audit.record_for(
+            session, user, name, request=request, customer_id=user.company.public_id, **properties
+        )
 
 
 def _count_failure(
     session: Session,
-    user: PortalUser,
+    user: PortalUser | None,
+    key: str,
     policy: SessionPolicy,
     now: datetime,
     request: audit.RequestInfo,
 ) -> SignInOutcome:
-    user.failed_attempts += 1
-    if user.failed_attempts < policy.lockout_threshold:
+    failure = lockout.record_failure(session, key, rule=policy.lockout_rule, now=now)
+    if failure.locked_until is None:
         return SignInOutcome.INVALID
-    user.locked_until = now + policy.lockout
-    if user.failed_attempts == policy.lockout_threshold:
-        audit.record_for(
-            session,
-            user,
-            "Portal.AccountLocked",
-            request=request,
-            until=user.locked_until.isoformat(),
+    if failure.just_locked:
+        _audit(
+            session, user, "Portal.AccountLocked", request, until=failure.locked_until.isoformat()
         )
     return SignInOutcome.LOCKED
-
-
-def _check_known_user(
-    session: Session,
-    user: PortalUser,
-    password: str,
-    *,
-    ph: PasswordHasher,
-    policy: SessionPolicy,
-    now: datetime,
-    request: audit.RequestInfo,
-) -> SignInResult:
-    if user.locked_until is not None and user.locked_until > now:
-        equalize_timing(ph)
-        return SignInResult(SignInOutcome.LOCKED, user)
-    _forget_expired_lock(user, now)
-    if not verify_password(user.password_hash, password, ph):
-        return SignInResult(_count_failure(session, user, policy, now, request), user)
-    if user.status is not UserStatus.ACTIVE:
-        return SignInResult(SignInOutcome.DISABLED, user)
-    # The failure count is cleared only once the second factor passes too: a known password
-    # must not buy fresh guesses at the code.
-    if ph.check_needs_rehash(user.password_hash or ""):
-        user.password_hash = ph.hash(password)
-    return SignInResult(SignInOutcome.OK, user)
 
 
 def _token_hash(token: str) -> str:
@@ -232,7 +222,7 @@ def end_session(session: Session, token: str, now: datetime) -> None:
         session.execute(
             update(UserSession)
             .where(UserSession.token_hash == _token_hash(token), UserSession.revoked_at.is_(None))
-            .values(revoked_at=now)
+            .values(revoked_at=now, mfa_pending_secret=None)
         )
 
 
@@ -260,33 +250,42 @@ def check_second_factor(
     user: PortalUser,
     code: str,
     *,
-    secret_key: str,
+    keys: Keyring,
     policy: SessionPolicy,
     now: datetime,
     request: audit.RequestInfo,
 ) -> SignInResult:
-    """A TOTP code, or one unused recovery code. Failures count toward the same lockout."""
+    """A TOTP code, or one unused recovery code. Failures count toward the same lockout as
+    passwords (the same address, the same rule); a pass clears it."""
+    key = lockout.key_for(keys, user.email)
     with tenancy.system(session):
-        if user.locked_until is not None and user.locked_until > now:
+        if lockout.locked_until(session, key, now=now) is not None:
             return SignInResult(SignInOutcome.LOCKED, user)
-        _forget_expired_lock(user, now)
-        used_recovery = False
-        ok = mfa.verify_totp(session, user, code, secret_key=secret_key, now=now)
-        if not ok:
-            ok = used_recovery = mfa.use_recovery_code(
-                session, user, code, secret_key=secret_key, now=now
+        unreadable = False
+        try:
+            ok = mfa.verify_totp(session, user, code, keys=keys, now=now)
+        except Unreadable:
+            log.error(
+                "the TOTP secret of user %s cannot be decrypted with SECRET_KEY or any key in "
+                "SECRET_KEY_FALLBACKS: put the key it was made with back in "
+                "SECRET_KEY_FALLBACKS, or reset the user's two-step verification "
+                "(flask --app wsgi users reset-mfa EMAIL)",
+                user.public_id,
             )
-        outcome = SignInOutcome.OK if ok else _count_failure(session, user, policy, now, request)
+            ok, unreadable = False, True
+        used_recovery = False
+        if not ok:
+            ok = used_recovery = mfa.use_recovery_code(session, user, code, keys=keys, now=now)
         if ok:
-            user.failed_attempts = 0
-            user.locked_until = None
-            user.last_login_at = now
-        audit.record_for(
+            outcome = SignInOutcome.OK
+            second_factor_passed(session, user, keys=keys, now=now)
+        else:
+            outcome = _count_failure(session, user, key, policy, now, request)
+        _audit(
             session,
             user,
             "Portal.Login",
-            request=request,
-            customer_id=user.company.public_id,
+            request,
             success=ok,
             factor="recovery_code" if used_recovery else "totp",
             reason=outcome.value,
@@ -299,7 +298,17 @@ def check_second_factor(
                 request=request,
                 remaining=mfa.remaining_recovery_codes(session, user),
             )
-    return SignInResult(outcome, user)
+    return SignInResult(outcome, user, secret_unreadable=unreadable and not ok)
+
+
+def second_factor_passed(
+    session: Session, user: PortalUser, *, keys: Keyring, now: datetime
+) -> None:
+    """Both factors passed (a code at sign-in, or the code that confirmed enrolment): the
+    address's failure count is cleared."""
+    with tenancy.system(session):
+        lockout.clear(session, lockout.key_for(keys, user.email))
+        user.last_login_at = now
 
 
 def promote_session(
@@ -352,7 +361,7 @@ def revoke_sessions(
         session.execute(
             update(UserSession)
             .where(which, UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
-            .values(revoked_at=now)
+            .values(revoked_at=now, mfa_pending_secret=None)
         )
     )
     if ended:

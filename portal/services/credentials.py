@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from portal import tenancy
 from portal.models import PortalUser, UserSession, UserStatus
-from portal.services import audit
+from portal.services import audit, lockout
 from portal.services.auth import revoke_sessions
+from portal.services.crypto import Keyring
 from portal.services.passwords import password_problem, verify_password
 
 RESET_MAX_AGE_SECONDS = 3600
@@ -35,13 +36,15 @@ class ResetCheck:
     user: PortalUser | None = None
 
 
-def _serializer(secret_key: str, now: datetime) -> URLSafeTimedSerializer:
+def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
     class _Signer(TimestampSigner):
         # The portal's clock, not the system's, so expiry can be tested.
         def get_timestamp(self) -> int:
             return int(now.timestamp())
 
-    return URLSafeTimedSerializer(secret_key, salt=_RESET_SALT, signer=_Signer)
+    # Signed with the current key; links signed with an earlier one (SECRET_KEY_FALLBACKS)
+    # still open.
+    return URLSafeTimedSerializer(keys.oldest_first, salt=_RESET_SALT, signer=_Signer)
 
 
 def _fingerprint(secret_key: str, user: PortalUser) -> str:
@@ -50,19 +53,15 @@ def _fingerprint(secret_key: str, user: PortalUser) -> str:
     return hmac.new(secret_key.encode(), material, hashlib.sha256).hexdigest()[:24]
 
 
-def reset_token(user: PortalUser, *, secret_key: str, now: datetime) -> str:
+def reset_token(user: PortalUser, *, keys: Keyring, now: datetime) -> str:
     return str(
-        _serializer(secret_key, now).dumps(
-            {"u": user.public_id, "f": _fingerprint(secret_key, user)}
-        )
+        _serializer(keys, now).dumps({"u": user.public_id, "f": _fingerprint(keys.current, user)})
     )
 
 
-def check_reset_token(
-    session: Session, token: str, *, secret_key: str, now: datetime
-) -> ResetCheck:
+def check_reset_token(session: Session, token: str, *, keys: Keyring, now: datetime) -> ResetCheck:
     try:
-        data = _serializer(secret_key, now).loads(token, max_age=RESET_MAX_AGE_SECONDS)
+        data = _serializer(keys, now).loads(token, max_age=RESET_MAX_AGE_SECONDS)
     except SignatureExpired:
         return ResetCheck(ResetState.EXPIRED)
     except BadSignature:
@@ -76,11 +75,10 @@ def check_reset_token(
             .where(PortalUser.public_id == str(data.get("u", "")))
             .options(selectinload(PortalUser.company))
         ).one_or_none()
-    if (
-        user is None
-        or user.status is not UserStatus.ACTIVE
-        or not hmac.compare_digest(str(data.get("f", "")), _fingerprint(secret_key, user))
-    ):
+    if user is None or user.status is not UserStatus.ACTIVE:
+        return ResetCheck(ResetState.INVALID)
+    given = str(data.get("f", ""))
+    if not any(hmac.compare_digest(given, _fingerprint(key, user)) for key in keys.all):
         return ResetCheck(ResetState.INVALID)
     return ResetCheck(ResetState.OK, user)
 
@@ -91,6 +89,7 @@ def set_password(
     new_password: str,
     *,
     ph: PasswordHasher,
+    keys: Keyring,
     now: datetime,
     keep_session_id: int | None,
     request: audit.RequestInfo,
@@ -99,8 +98,7 @@ def set_password(
     with tenancy.system(session):
         user.password_hash = ph.hash(new_password)
         user.password_changed_at = now
-        user.failed_attempts = 0
-        user.locked_until = None
+        lockout.clear(session, lockout.key_for(keys, user.email))
         others = UserSession.id != keep_session_id if keep_session_id is not None else true()
         return revoke_sessions(
             session, user, others, now=now, request=request, reason="password_changed"
@@ -118,11 +116,21 @@ def complete_reset(
     new_password: str,
     *,
     ph: PasswordHasher,
+    keys: Keyring,
     now: datetime,
     request: audit.RequestInfo,
 ) -> None:
     """The reset link's owner chose a new password: every session of theirs ends."""
-    set_password(session, user, new_password, ph=ph, now=now, keep_session_id=None, request=request)
+    set_password(
+        session,
+        user,
+        new_password,
+        ph=ph,
+        keys=keys,
+        now=now,
+        keep_session_id=None,
+        request=request,
+    )
     with tenancy.system(session):
         audit.record_for(session, user, "Portal.PasswordReset", request=request)
 
@@ -151,6 +159,7 @@ def change_password(
     new: str,
     confirm: str,
     ph: PasswordHasher,
+    keys: Keyring,
     now: datetime,
     keep_session_id: int,
     request: audit.RequestInfo,
@@ -163,7 +172,14 @@ def change_password(
     if problem is not None:
         return problem
     ended = set_password(
-        session, user, new, ph=ph, now=now, keep_session_id=keep_session_id, request=request
+        session,
+        user,
+        new,
+        ph=ph,
+        keys=keys,
+        now=now,
+        keep_session_id=keep_session_id,
+        request=request,
     )
     audit.record_for(
         session,

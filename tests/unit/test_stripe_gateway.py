@@ -21,7 +21,7 @@ from portal.gateways import (
     InvalidSignature,
     SavedMethod,
 )
-from portal.gateways.stripe import StripeGateway
+from portal.gateways.stripe import CHARGE_EVENTS, StripeGateway
 from portal.models import PaymentMethodKind
 from tests.stripe_stub import CheckoutRefused, StripeStub, card_numbers_in
 
@@ -569,3 +569,49 @@ def test_a_wrong_secret_key_is_a_gateway_error(stub: StripeStub) -> None:
     )
     with wrong, pytest.raises(GatewayError, match="AuthenticationError"):
         wrong.retrieve("pi_1")
+
+
+# every PaymentIntent status ----------------------------------------------------------------
+
+# Stripe's documented statuses, and what each means for the portal's payment.
+STATUSES = {
+    "requires_payment_method": ChargeStatus.FAILED,
+    "requires_confirmation": ChargeStatus.REQUIRES_ACTION,  # nothing collected; times out
+    "requires_action": ChargeStatus.REQUIRES_ACTION,
+    "processing": ChargeStatus.PROCESSING,
+    "requires_capture": ChargeStatus.REQUIRES_ACTION,  # nothing collected; times out
+    "canceled": ChargeStatus.FAILED,
+    "succeeded": ChargeStatus.SUCCEEDED,
+    "some_status_from_the_future": ChargeStatus.REQUIRES_ACTION,
+}
+
+
+def _intent_in(stub: StripeStub, gateway: StripeGateway, customer: str, status: str) -> str:
+    method = save_method(gateway, stub, customer, "4000002500003155")
+    waiting = charge(gateway, customer, method.token)
+    assert waiting.reference is not None
+    stub.payment_intents[waiting.reference]["status"] = status
+    return waiting.reference
+
+
+@pytest.mark.parametrize(("status", "expected"), STATUSES.items())
+def test_every_payment_intent_status_is_read_from_a_signed_event(
+    gateway: StripeGateway, stub: StripeStub, customer: str, status: str, expected: ChargeStatus
+) -> None:
+    reference = _intent_in(stub, gateway, customer, status)
+    for kind in sorted(CHARGE_EVENTS):  # whatever the event's type says
+        payload, signature = stub.event(kind, stub.payment_intents[reference])
+        event = gateway.parse_event(payload, {"Stripe-Signature": signature})
+        assert event is not None and event.result.status is expected, kind
+        assert event.result.reference == reference
+
+
+@pytest.mark.parametrize(("status", "expected"), STATUSES.items())
+def test_every_payment_intent_status_is_read_when_retrieved(
+    gateway: StripeGateway, stub: StripeStub, customer: str, status: str, expected: ChargeStatus
+) -> None:
+    reference = _intent_in(stub, gateway, customer, status)
+    result = gateway.retrieve(reference)
+    assert result.status is expected and result.reference == reference
+    if status != "requires_action":
+        assert result.action_url is None  # nothing for the customer to follow

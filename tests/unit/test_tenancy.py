@@ -34,6 +34,7 @@ GLOBAL_TABLES = {
     "sandbox_setups",
     "sandbox_methods",
     "sandbox_charges",
+    "login_throttles",  # sign-in failures by address, before any company is known
 }
 
 

@@ -153,15 +153,16 @@ def test_a_known_password_does_not_buy_fresh_code_guesses(app: Flask, auth: Auth
 
 def test_the_same_code_claimed_twice_passes_once(app: Flask, db: Session) -> None:
     from portal.services import mfa
+    from portal.services.crypto import Keyring
     from tests.conftest import TEST_SECRET
 
     user = user_by_email(db, "admin@acme.test")
     code = totp_code(app)
     now = app.extensions["portal.clock"].now()
-    first = mfa.verify_totp(db, user, code, secret_key=TEST_SECRET, now=now)
+    first = mfa.verify_totp(db, user, code, keys=Keyring(TEST_SECRET), now=now)
     # a second request that read the user before the first one wrote
     from sqlalchemy.orm.attributes import set_committed_value
 
     set_committed_value(user, "mfa_last_step", None)
-    second = mfa.verify_totp(db, user, code, secret_key=TEST_SECRET, now=now)
+    second = mfa.verify_totp(db, user, code, keys=Keyring(TEST_SECRET), now=now)
     assert (first, second) == (True, False)

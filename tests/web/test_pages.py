@@ -149,15 +149,6 @@ def test_no_inline_scripts_or_styles(client: FlaskClient, auth: Auth) -> None:
         assert all('src="' in tag for tag in re.findall(r"<script[^>]*>", page))
 
 
-def test_health_endpoints(client: FlaskClient) -> None:
-    assert client.get("/healthz").json == {"status": "ok"}
-    ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json["checks"]["database"] == "ok"
-    client.get("/login")
-    metrics = client.get("/metrics").get_data(as_text=True)
-    assert 'portal_http_requests_total{endpoint="auth.login",status="200"}' in metrics
-
-
 def test_aging_buckets_add_up_to_the_balance(
     client: FlaskClient, auth: Auth, db: Session, backend: Backend
 ) -> None:

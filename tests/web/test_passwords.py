@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import timedelta
+from email.header import decode_header, make_header
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import AuditEvent
-from tests.conftest import Auth, Inbox, csrf_token
+from tests.conftest import Auth, Inbox, QueryCounter, csrf_token
 
 NEW_PASSWORD = "correct horse battery staple"
 
@@ -146,7 +148,9 @@ def test_the_mail_leaves_from_the_job_queue_not_the_request(
     token = csrf_token(client, "/password/forgot")
     client.post("/password/forgot", data={"csrf_token": token, "email": "admin@acme.test"})
     assert smtp.messages == []  # the request only queued it
-    assert [name for _when, name in app.extensions["portal.jobs"].pending()] == ["send_mail"]
+    assert [name for _when, name in app.extensions["portal.jobs"].pending()] == [
+        "send_password_reset"
+    ]
     app.extensions["portal.jobs"].run_due(app.extensions["portal.clock"].now())
     assert len(smtp.messages) == 1
 
@@ -210,3 +214,145 @@ def test_without_mail_url_mail_is_written_to_files(app: Flask, client: FlaskClie
     written = set(folder.glob("*.eml")) - before
     assert len(written) == 1
     assert b"/password/reset/" in next(iter(written)).read_bytes()
+
+
+# the request does the same work for every address; the job does the rest ----------------
+
+
+class RecordingQueue:
+    """Stands in for the job queue and keeps what was handed to it."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Any, tuple[Any, ...]]] = []
+
+    def enqueue(self, func: Any, *args: Any, job_id: str | None = None) -> None:
+        self.jobs.append((func, args))
+
+
+def _ask(client: FlaskClient, email: str, **headers: str) -> Any:
+    token = csrf_token(client, "/password/forgot")
+    return client.post(
+        "/password/forgot", data={"csrf_token": token, "email": email}, headers=headers
+    )
+
+
+def test_forgot_does_the_same_work_for_any_address(
+    app: Flask,
+    client: FlaskClient,
+    count_queries: QueryCounter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same SQL (none at all: the lookup is the job's) and the same job, with arguments of
+    the same shape, whether or not the address has an account."""
+    queue = RecordingQueue()
+    monkeypatch.setitem(app.extensions, "portal.jobs", queue)
+    csrf_token(client, "/password/forgot")
+    seen = []
+    for email in ("ap@acme.test", "nobody@acme.test", "  AP@Acme.test "):
+        count_queries.statements.clear()
+        response = _ask(client, email, **{"Accept-Language": "de"})
+        assert response.status_code == 302 and response.headers["Location"] == "/login"
+        seen.append(list(count_queries.statements))
+    assert seen[0] == seen[1] == seen[2]
+    assert not any("portal_users" in s for s in seen[0])
+    assert [func.__name__ for func, _args in queue.jobs] == ["send_password_reset"] * 3
+    shapes = [[type(a).__name__ for a in args] for _func, args in queue.jobs]
+    assert shapes == [["str", "str", "dict"]] * 3
+    addresses = [args[0] for _func, args in queue.jobs]
+    assert addresses == ["ap@acme.test", "nobody@acme.test", "ap@acme.test"]  # normalized
+    assert {args[1] for _func, args in queue.jobs} == {"de"}  # the reader's language
+    assert set(queue.jobs[0][1][2]) == {"ip_address", "user_agent"}
+
+
+def test_the_job_mails_only_an_account_with_a_public_url_link(
+    app: Flask, client: FlaskClient, smtp: Inbox, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import jobs
+
+    public = "https://billing.example.com"
+    settings = dataclasses.replace(app.config["SETTINGS"], public_url=public)
+    monkeypatch.setitem(app.config, "SETTINGS", settings)
+    info = {"ip_address": "192.0.2.7", "user_agent": "test"}
+    with app.app_context():
+        assert jobs.send_password_reset("nobody@acme.test", "en", info) == "no account"
+        assert smtp.messages == []
+        assert jobs.send_password_reset("ap@acme.test", "en", info) == "sent"
+    [message] = smtp.messages
+    assert message["To"] == "ap@acme.test"
+    body = message.get_payload(decode=True).decode()
+    link = re.search(r"\S+/password/reset/\S+", body)
+    assert link and link.group(0).startswith(f"{public}/password/reset/")
+    path = link.group(0).removeprefix(public)
+    assert "Choose a new password" in client.get(path).get_data(as_text=True)
+    with tenancy.system(db):
+        audited = db.scalars(
+            select(AuditEvent).where(AuditEvent.name == "Portal.PasswordResetRequested")
+        ).all()
+    assert [(e.ip_address, e.user_id is not None) for e in audited] == [("192.0.2.7", True)]
+
+
+def test_a_disabled_account_gets_no_mail(
+    app: Flask, smtp: Inbox, db: Session, connection: Any
+) -> None:
+    from portal.models import PortalUser, UserStatus
+    from workers import jobs
+
+    with tenancy.system(db):
+        db.execute(
+            update(PortalUser)
+            .where(PortalUser.email == "ap@acme.test")
+            .values(status=UserStatus.DISABLED)
+        )
+        db.commit()
+    with app.app_context():
+        assert jobs.send_password_reset("ap@acme.test", "en", {}) == "no account"
+    assert smtp.messages == []
+
+
+@pytest.mark.parametrize(
+    ("email", "profile", "reader", "subject"),
+    [
+        ("admin@globex.test", None, "de", "Passwort für das Rechnungsportal zurücksetzen"),
+        ("ap@acme.test", "es_ES", "de", "Restablecer la contraseña del Portal de facturación"),
+        ("ap@acme.test", None, "en", "Reset your Billing Portal password"),
+    ],
+)
+def test_the_mail_is_in_the_users_language(
+    client: FlaskClient,
+    smtp: Inbox,
+    db: Session,
+    email: str,
+    profile: str | None,
+    reader: str,
+    subject: str,
+) -> None:
+    """The profile's language, else the language the request was read in."""
+    from portal.models import PortalUser
+
+    with tenancy.system(db):
+        db.execute(update(PortalUser).where(PortalUser.email == email).values(locale=profile))
+        db.commit()
+    token = csrf_token(client, "/password/forgot")
+    client.post(
+        "/password/forgot",
+        data={"csrf_token": token, "email": email},
+        headers={"Accept-Language": reader},
+    )
+    app = client.application
+    app.extensions["portal.jobs"].run_due(app.extensions["portal.clock"].now())
+    [message] = smtp.messages
+    assert str(make_header(decode_header(message["Subject"]))) == subject
+
+
+def test_no_link_is_ever_built_from_the_request(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without PUBLIC_URL there is no link at all (production refuses to start), never one from
+    the Host header of whoever asked."""
+    from portal.web import public_link
+
+    settings = dataclasses.replace(app.config["SETTINGS"], public_url="")
+    monkeypatch.setitem(app.config, "SETTINGS", settings)
+    evil = app.test_request_context("/password/forgot", base_url="http://evil.example")
+    with evil, pytest.raises(RuntimeError, match="PUBLIC_URL"):
+        public_link("/password/reset/x")

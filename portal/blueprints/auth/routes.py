@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
+from dataclasses import asdict
 
 from argon2 import PasswordHasher
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
+from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
-from flask_babel import ngettext
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
 from portal.blueprints.auth.forms import CodeForm, ForgotPasswordForm, LoginForm, NewPasswordForm
 from portal.blueprints.auth.passwords import explain
-from portal.extensions import db_session, limiter, send_later, settings
+from portal.db import retry_on_sqlite_conflict
+from portal.extensions import db_session, hand_off, limiter, settings
 from portal.models import UserSession
 from portal.services import audit, auth, credentials
 from portal.services import mfa as totp
 from portal.services.passwords import hasher
-from portal.web import (
-    SESSION_TOKEN_KEY,
-    is_htmx,
-    public_link,
-    request_info,
-    safe_next,
-    session_policy,
-)
+from portal.web import SESSION_TOKEN_KEY, is_htmx, request_info, safe_next, session_policy
+from workers import jobs as job_functions
 
 bp = Blueprint("auth", __name__)
 
@@ -61,15 +56,6 @@ def _message(outcome: auth.SignInOutcome) -> str:
     return str(_("Incorrect email or password."))
 
 
-def _unknown_email_locked(email: str) -> bool:
-    """Count failures for addresses without an account the way accounts count them, so the
-    lockout message cannot tell which addresses exist."""
-    config = settings()
-    key = "unknown-login:" + hashlib.sha256(auth.normalize_email(email).encode()).hexdigest()
-    window = config.lockout_minutes * 60
-    return limiter.storage.incr(key, window) >= config.lockout_threshold
-
-
 def _password_hasher() -> PasswordHasher:
     config = settings()
     return hasher(config.argon2_time_cost, config.argon2_memory_cost)
@@ -95,27 +81,32 @@ def login() -> Response | str | tuple[str, int]:
         status = 422 if request.method == "POST" else 200
         return render_template("auth/login.html", form=form, error=None), status
     db = db_session()
-    now = clock.now()
-    result = auth.check_password(
-        db,
-        form.email.data or "",
-        form.password.data or "",
-        ph=_password_hasher(),
-        policy=session_policy(),
-        now=now,
-        request=request_info(),
-    )
-    if result.outcome is not auth.SignInOutcome.OK or result.user is None:
-        db.commit()  # the failure count and the audit record must stick
+
+    def attempt() -> tuple[auth.SignInResult, str | None]:
+        now = clock.now()
+        result = auth.check_password(
+            db,
+            form.email.data or "",
+            form.password.data or "",
+            ph=_password_hasher(),
+            keys=settings().keyring,
+            policy=session_policy(),
+            now=now,
+            request=request_info(),
+        )
+        token = None
+        if result.outcome is auth.SignInOutcome.OK and result.user is not None:
+            token = auth.start_session(
+                db, result.user, policy=session_policy(), now=now, request=request_info()
+            )
+        db.commit()  # on a failure too: the count and the audit record must stick
+        return result, token
+
+    result, token = retry_on_sqlite_conflict(db, attempt)
+    if token is None or result.user is None:
         form.password.data = ""
-        outcome = result.outcome
-        if result.user is None and _unknown_email_locked(form.email.data or ""):
-            outcome = auth.SignInOutcome.LOCKED  # look exactly like a real account would
-        return render_template("auth/login.html", form=form, error=_message(outcome)), 401
-    token = auth.start_session(
-        db, result.user, policy=session_policy(), now=now, request=request_info()
-    )
-    db.commit()
+        error = _message(result.outcome)
+        return render_template("auth/login.html", form=form, error=error), 401
     session.clear()  # a fresh cookie: nothing from before sign-in carries over
     session[SESSION_TOKEN_KEY] = token
     session[NEXT_KEY] = safe_next(form.next.data) or ""
@@ -124,9 +115,10 @@ def login() -> Response | str | tuple[str, int]:
     return redirect(url_for("auth.mfa"))
 
 
-def _finish_sign_in(pending: UserSession) -> str:
-    """Both factors passed: a new session id replaces the half-signed-in one."""
-    token = auth.promote_session(
+def _promote(pending: UserSession) -> str:
+    """Both factors passed: a new session id replaces the half-signed-in one (the caller
+    commits, then hands the token to the cookie with `_signed_in`)."""
+    return auth.promote_session(
         db_session(),
         session[SESSION_TOKEN_KEY],
         pending.user,
@@ -134,6 +126,10 @@ def _finish_sign_in(pending: UserSession) -> str:
         now=clock.now(),
         request=request_info(),
     )
+
+
+def _signed_in(token: str) -> str:
+    """The new session's token goes to the cookie; returns where to go next."""
     target = safe_next(session.pop(NEXT_KEY, "")) or url_for("dashboard.index")
     session[SESSION_TOKEN_KEY] = token
     return target
@@ -151,27 +147,35 @@ def mfa() -> Response | str | tuple[str, int]:
         status = 422 if request.method == "POST" else 200
         return render_template("auth/mfa.html", form=form, error=None), status
     db = db_session()
-    result = auth.check_second_factor(
-        db,
-        pending.user,
-        form.code.data or "",
-        secret_key=settings().secret_key,
-        policy=session_policy(),
-        now=clock.now(),
-        request=request_info(),
-    )
-    if result.outcome is not auth.SignInOutcome.OK:
-        db.commit()
-        form.code.data = ""
-        error = (
-            _message(result.outcome)
-            if result.outcome is auth.SignInOutcome.LOCKED
-            else _("That code didn't work. Check your authenticator app and try again.")
+
+    def attempt() -> tuple[auth.SignInResult, str | None]:
+        result = auth.check_second_factor(
+            db,
+            pending.user,
+            form.code.data or "",
+            keys=settings().keyring,
+            policy=session_policy(),
+            now=clock.now(),
+            request=request_info(),
         )
+        token = _promote(pending) if result.outcome is auth.SignInOutcome.OK else None
+        db.commit()  # a failure is counted and audited too
+        return result, token
+
+    result, token = retry_on_sqlite_conflict(db, attempt)
+    if token is None:
+        form.code.data = ""
+        if result.outcome is auth.SignInOutcome.LOCKED:
+            error = _message(result.outcome)
+        elif result.secret_unreadable:
+            error = _(
+                "We can't check codes for this account right now. Contact your company's "
+                "portal administrator."
+            )
+        else:
+            error = _("That code didn't work. Check your authenticator app and try again.")
         return render_template("auth/mfa.html", form=form, error=error), 401
-    target = _finish_sign_in(pending)
-    db.commit()
-    return redirect(target)
+    return redirect(_signed_in(token))
 
 
 @bp.route("/mfa/setup", methods=["GET", "POST"])
@@ -181,11 +185,20 @@ def mfa_setup() -> Response | str | tuple[str, int]:
     pending = _pending()
     user = pending.user
     if user.mfa_enrolled:
+        if request.method == "POST":  # another session of the user enrolled meanwhile
+            _already_enrolled()
         return redirect(url_for("auth.mfa"))
     db = db_session()
-    config = settings()
-    secret = totp.start_enrolment(user, config.secret_key)
-    db.commit()
+    keys = settings().keyring
+
+    def offer() -> str:
+        # This session's own secret, made on its first visit and shown unchanged after that.
+        secret, made = totp.pending_secret(pending, keys=keys)
+        if made:
+            db.commit()
+        return secret
+
+    secret = retry_on_sqlite_conflict(db, offer)
     form = CodeForm()
     uri = totp.provisioning_uri(secret, user.email)
     page = {"form": form, "secret": secret, "qr": totp.qr_svg(uri), "error": None}
@@ -193,22 +206,43 @@ def mfa_setup() -> Response | str | tuple[str, int]:
         status = 422 if request.method == "POST" else 200
         return render_template("auth/mfa_setup.html", **page), status
     now = clock.now()
-    if not totp.verify_totp(db, user, form.code.data or "", secret_key=config.secret_key, now=now):
+
+    def attempt() -> tuple[totp.Enrolment, list[str], str | None]:
+        enrolment = totp.confirm_enrolment(db, pending, form.code.data or "", keys=keys, now=now)
+        if enrolment is not totp.Enrolment.CONFIRMED:
+            return enrolment, [], None
+        codes = totp.issue_recovery_codes(db, user, keys=keys)
+        audit.record_for(
+            db,
+            user,
+            "Portal.MfaEnrolled",
+            request=request_info(),
+            customer_id=user.company.public_id,
+        )
+        auth.second_factor_passed(db, user, keys=keys, now=now)
+        token = _promote(pending)
+        db.commit()
+        return enrolment, codes, token
+
+    enrolment, codes, token = retry_on_sqlite_conflict(db, attempt)
+    if enrolment is totp.Enrolment.ALREADY_ENROLLED:  # the same, by a hair
+        _already_enrolled()
+        return redirect(url_for("auth.mfa"))
+    if token is None:
         form.code.data = ""
         page["error"] = _("That code didn't work. Check your authenticator app and try again.")
         return render_template("auth/mfa_setup.html", **page), 422
-    totp.confirm_enrolment(user, now)
-    codes = totp.issue_recovery_codes(db, user, secret_key=config.secret_key)
-    audit.record_for(
-        db,
-        user,
-        "Portal.MfaEnrolled",
-        request=request_info(),
-        customer_id=user.company.public_id,
+    return render_template("auth/recovery_codes.html", codes=codes, target=_signed_in(token))
+
+
+def _already_enrolled() -> None:
+    flash(
+        _(
+            "Two-step verification is already set up for this account. "
+            "Enter a code from that authenticator app."
+        ),
+        "warning",
     )
-    target = _finish_sign_in(pending)
-    db.commit()
-    return render_template("auth/recovery_codes.html", codes=codes, target=target)
 
 
 def _forgot_account_key() -> str:
@@ -223,23 +257,19 @@ def forgot_password() -> Response | str | tuple[str, int]:
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
         return render_template("auth/forgot_password.html", form=form), status
-    db = db_session()
     email = form.email.data or ""
-    user = auth.find_user_by_email(db, email)
-    if user is not None and user.is_active:
-        config = settings()
-        token = credentials.reset_token(user, secret_key=config.secret_key, now=clock.now())
-        link = public_link(url_for("auth.reset_password", token=token))  # never the Host header
-        # Sent by a job after the commit: the answer takes as long for a known address as for
-        # an unknown one, so its timing does not tell which addresses have accounts.
-        send_later(
-            db,
-            user.email,
-            _("Reset your Billing Portal password"),
-            render_template("mail/password_reset.txt", user=user, link=link),
-        )
-        credentials.note_reset_requested(db, user, request_info())
-        db.commit()
+    # The very same work for every address: no lookup here, one job handed to the queue after
+    # the commit. The job finds the account (if any), and only then makes, mails and audits a
+    # link. So neither the answer nor its timing tells which addresses have accounts.
+    db = db_session()
+    hand_off(
+        db,
+        job_functions.send_password_reset,
+        auth.normalize_email(email),
+        str(get_locale() or "en"),
+        asdict(request_info()),
+    )
+    db.commit()
     # The same answer whether or not the address has an account.
     flash(
         _(
@@ -257,7 +287,7 @@ def forgot_password() -> Response | str | tuple[str, int]:
 def reset_password(token: str) -> Response | str | tuple[str, int]:
     db = db_session()
     config = settings()
-    check = credentials.check_reset_token(db, token, secret_key=config.secret_key, now=clock.now())
+    check = credentials.check_reset_token(db, token, keys=config.keyring, now=clock.now())
     if check.state is not credentials.ResetState.OK or check.user is None:
         return render_template("auth/reset_password.html", form=None, state=check.state), 400
     user = check.user
@@ -276,6 +306,7 @@ def reset_password(token: str) -> Response | str | tuple[str, int]:
         user,
         form.new_password.data or "",
         ph=_password_hasher(),
+        keys=config.keyring,
         now=clock.now(),
         request=request_info(),
     )

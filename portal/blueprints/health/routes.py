@@ -1,15 +1,26 @@
-"""Liveness, readiness and Prometheus metrics for operators."""
+"""Liveness, readiness and Prometheus metrics for operators.
+
+`/healthz` and `/readyz` say only ok or not ok (what failed goes to the log, never to whoever
+asks). Outside development `/metrics` wants `Authorization: Bearer <METRICS_TOKEN>` and does not
+exist at all without METRICS_TOKEN. Timings leave in a `Server-Timing` header only in
+development: elsewhere a response's own timing could tell a guesser what the server did.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 import time
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, abort, g, jsonify, request
 from sqlalchemy import text
 
+from portal.config import Settings
 from portal.extensions import Database, settings
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
 
 _requests: dict[tuple[str, int], int] = {}
 _latency_sum: dict[str, float] = {}
@@ -20,30 +31,50 @@ def healthz() -> Response:
     return jsonify(status="ok")
 
 
+def _failed(check: str, error: Exception) -> None:
+    log.error("readiness: %s check failed: %s: %s", check, type(error).__name__, error)
+
+
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    checks: dict[str, str] = {}
+    ready = True
     try:
         with Database.get().engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-        checks["database"] = "ok"
     except Exception as error:
-        checks["database"] = f"error: {type(error).__name__}"
+        _failed("database", error)
+        ready = False
     redis_url = settings().redis_url
     if redis_url:
         from redis import Redis
 
         try:
-            Redis.from_url(redis_url, socket_timeout=1).ping()
-            checks["redis"] = "ok"
+            Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1).ping()
         except Exception as error:
-            checks["redis"] = f"error: {type(error).__name__}"
-    ready = all(value == "ok" for value in checks.values())
-    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+            _failed("redis", error)
+            ready = False
+    return jsonify(status="ready" if ready else "not ready"), 200 if ready else 503
+
+
+def _metrics_allowed(config: Settings) -> bool:
+    """Development: anyone on the machine. Elsewhere: the bearer of METRICS_TOKEN only."""
+    if config.is_development:
+        return True
+    if not config.metrics_token:
+        abort(404)  # metrics are off (said at start-up)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # Digests of equal length: the comparison says nothing about the token, not even its length.
+    expected = hashlib.sha256(config.metrics_token.encode()).digest()
+    offered = hashlib.sha256(given.strip().encode()).digest()
+    return hmac.compare_digest(offered, expected) and scheme.lower() == "bearer"
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    if not _metrics_allowed(settings()):
+        refused = Response("Unauthorized\n", status=401, mimetype="text/plain")
+        refused.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return refused
     lines = [
         "# HELP portal_http_requests_total HTTP requests by endpoint and status.",
         "# TYPE portal_http_requests_total counter",
@@ -58,7 +89,9 @@ def metrics() -> Response:
     ]
     for endpoint, seconds in sorted(_latency_sum.items()):
         lines.append(f'portal_http_request_seconds_sum{{endpoint="{endpoint}"}} {seconds:.6f}')
-    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+    response = Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _start_timer() -> None:
@@ -73,7 +106,8 @@ def _count(response: Response) -> Response:
     if started is not None:
         elapsed = time.perf_counter() - started
         _latency_sum[endpoint] = _latency_sum.get(endpoint, 0.0) + elapsed
-        response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.1f}"
+        if settings().is_development:
+            response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.1f}"
     return response
 
 
@@ -82,3 +116,6 @@ def _install(state: object) -> None:
     app: Flask = state.app  # type: ignore[attr-defined]
     app.before_request(_start_timer)
     app.after_request(_count)
+    config: Settings = app.config["SETTINGS"]
+    if not config.is_development and not config.metrics_token:
+        log.info("metrics are off: /metrics answers 404 until METRICS_TOKEN is set")

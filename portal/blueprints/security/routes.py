@@ -67,6 +67,7 @@ def change_password() -> Response | tuple[str, int]:
         new=form.new_password.data or "",
         confirm=form.confirm_password.data or "",
         ph=_hasher(),
+        keys=settings().keyring,
         now=clock.now(),
         keep_session_id=g.user_session.id,
         request=request_info(),
@@ -90,7 +91,7 @@ def recovery_codes() -> str | tuple[str, int]:
         form.current_password.errors = [_("Your current password is incorrect.")]
         return _page(codes_form=form, status=422)
     db = db_session()
-    codes = mfa.issue_recovery_codes(db, current_user, secret_key=settings().secret_key)
+    codes = mfa.issue_recovery_codes(db, current_user, keys=settings().keyring)
     audit.record_for(
         db,
         current_user,
