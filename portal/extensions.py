@@ -19,6 +19,7 @@ from portal import clock
 from portal.config import Settings
 from portal.db import begin_unit, end_unit, make_engine, make_sessionmaker
 from portal.gateways import PaymentGateway
+from portal.migrate import schema_is_current
 from portal.services.mail import Mailer
 from workers.queue import EmbeddedQueue, JobQueue, RQJobQueue, defer
 
@@ -151,11 +152,26 @@ def _init_jobs(app: Flask, config: Settings) -> None:
 
     from workers import jobs as job_functions
 
-    queue = EmbeddedQueue(run=in_app)
+    engine = app.extensions["portal.db"].engine
+    queue = EmbeddedQueue(
+        run=in_app,
+        ready=lambda: schema_is_current(engine),
+        not_ready_message=(
+            "background jobs wait: the database schema is not current "
+            "(run `flask --app wsgi db upgrade`)"
+        ),
+    )
     queue.periodic = job_functions.PERIODIC
     app.extensions["portal.jobs"] = queue
-    if not config.is_testing:  # tests run the queue by hand, at the clock they set
-        queue.start()
+    if config.is_testing:
+        return  # tests run the queue by hand, at the clock they set
+
+    # The thread belongs to a process that serves: not to `flask db upgrade` or `seed` (they
+    # would race the migration), nor to a reloader's watcher, nor to a pre-fork master.
+    @app.before_request
+    def _start_jobs() -> None:
+        if not queue.started:
+            queue.start()
 
 
 def init_extensions(app: Flask, config: Settings) -> dict[str, Any]:
