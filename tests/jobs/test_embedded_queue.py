@@ -88,10 +88,10 @@ def test_jobs_start_with_the_first_request_and_wait_for_the_schema(
         assert queue.started
         assert not ran.wait(0.5)  # the schema is not there: nothing runs
         migrate.upgrade(str(development_app.extensions["portal.db"].engine.url))
-        assert ran.wait(10)  # once it is, the jobs start (the sweeps too, without errors)
+        assert ran.wait(30)  # once it is, the jobs start (the sweeps too, without errors)
         after_the_sweeps = threading.Event()
         queue.enqueue(after_the_sweeps.set)
-        assert after_the_sweeps.wait(10)
+        assert after_the_sweeps.wait(30)
         development_app.test_client().get("/healthz")  # a later request starts nothing more
 
     waiting = [r for r in caplog.records if "schema is not current" in r.getMessage()]
