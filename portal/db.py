@@ -6,14 +6,27 @@ Usable without Flask (jobs, CLI, tests). The Flask glue lives in portal/web.py.
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Engine, Enum, MetaData, String, TypeDecorator, create_engine, event
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Enum,
+    MetaData,
+    String,
+    TypeDecorator,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -106,19 +119,71 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "before_cursor_execute", _sqlite_before_execute, retval=True)
     return engine
 
 
+# SQLite and concurrency -----------------------------------------------------------------------
+#
+# SQLite (what `make run` uses) has one write lock for the whole database. In WAL mode readers
+# never wait, but a transaction that has read and then writes must upgrade its snapshot, and if
+# another connection committed in between SQLite refuses at once with "database is locked"
+# (SQLITE_BUSY_SNAPSHOT): no busy timeout helps, because waiting cannot make an old snapshot
+# new. So no transaction here ever upgrades:
+#
+# - A unit of work that writes (a request with a non-safe method, a job) says so with
+#   `unit_of_work(writes=True)`; its transactions begin with BEGIN IMMEDIATE, which takes the
+#   write lock first (waiting up to BUSY_TIMEOUT_MS for it) and so reads and writes as one.
+# - Anything else reads in plain deferred transactions, which never wait. Should one of them
+#   write (a GET recording Portal.InvoiceViewed, the once-a-minute session touch), its read
+#   transaction ends right before the first write and a new one begins with BEGIN IMMEDIATE:
+#   what it read stays loaded, the write waits for the lock instead of failing.
+#
+# PostgreSQL has row locks and none of these listeners: nothing changes there.
+
+BUSY_TIMEOUT_MS = 15_000  # how long a writer waits for SQLite's write lock (a web request's span)
+_WRITES: ContextVar[bool] = ContextVar("portal_db_writes", default=False)
+_TRANSACTION = "portal.sqlite_transaction"  # in Connection.info: "read" or "write"
+_READ_ONLY = frozenset({"SELECT", "PRAGMA", "EXPLAIN", "VALUES"})
+_CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+_DML = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+# Extended result codes a fresh start can cure: a stale snapshot, a WAL being recovered. Plain
+# SQLITE_BUSY (5) after BEGIN IMMEDIATE means the lock stayed taken for the whole busy timeout.
+_RETRYABLE = frozenset({517, 261})  # SQLITE_BUSY_SNAPSHOT, SQLITE_BUSY_RECOVERY
+
+
+def begin_unit(*, writes: bool) -> Token[bool]:
+    """Start a unit of work (see `unit_of_work`); hand the token to `end_unit`."""
+    return _WRITES.set(writes)
+
+
+def end_unit(token: Token[bool]) -> None:
+    _WRITES.reset(token)
+
+
+@contextmanager
+def unit_of_work(*, writes: bool) -> Iterator[None]:
+    """Declare what the code inside does: with `writes=True` every transaction it begins on
+    SQLite takes the write lock at its start (BEGIN IMMEDIATE), so a read-then-write is never
+    refused and two writers never interleave. Requests declare it by their method, jobs always
+    write; undeclared code reads, and its writes go apart (see above)."""
+    token = begin_unit(writes=writes)
+    try:
+        yield
+    finally:
+        end_unit(token)
+
+
 def sqlite_snapshot_conflict(error: OperationalError) -> bool:
-    """SQLite refused a write because another connection wrote since this transaction's first
-    read ("database is locked" without waiting): rolling back and trying again succeeds."""
-    return "database is locked" in str(error.orig) or "database is busy" in str(error.orig)
+    """SQLite refused a write that a fresh start would get through (a stale snapshot)."""
+    return getattr(error.orig, "sqlite_errorcode", None) in _RETRYABLE
 
 
 def retry_on_sqlite_conflict(session: Session, work: Callable[[], T], attempts: int = 8) -> T:
-    """Run `work` (which writes), starting over on a fresh snapshot when SQLite refuses the
-    write because another connection wrote first. Whatever `work` does must be safe to redo
-    after a rollback (a gateway call is: the idempotency key answers with the same charge)."""
+    """Run `work` (which writes), starting over on a fresh snapshot should SQLite refuse the
+    write as a stale snapshot. The single retry mechanism, for units that might run outside a
+    declared writing unit; whatever `work` does must be safe to redo after a rollback (a
+    gateway call is: the idempotency key answers with the same charge)."""
     for attempt in range(attempts):
         try:
             return work()
@@ -130,9 +195,43 @@ def retry_on_sqlite_conflict(session: Session, work: Callable[[], T], attempts: 
     raise AssertionError("unreachable")
 
 
-def _sqlite_begin(connection: Any) -> None:
-    # pysqlite's own transaction handling breaks SAVEPOINT; SQLAlchemy's documented recipe.
-    connection.exec_driver_sql("BEGIN")
+def _sqlite_begin(connection: Connection) -> None:
+    # pysqlite's own transaction handling breaks SAVEPOINT (SQLAlchemy's documented recipe:
+    # the driver runs in autocommit and we say BEGIN ourselves), and we choose which BEGIN.
+    writes = _WRITES.get()
+    connection.info[_TRANSACTION] = "write" if writes else "read"
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def _writes_data(statement: str) -> bool:
+    words = statement.lstrip().split(None, 1)
+    keyword = words[0].upper() if words else ""
+    if keyword in _READ_ONLY or keyword in _CONTROL:
+        return False
+    if keyword == "WITH":
+        return bool(_DML.search(statement))
+    return True  # INSERT, UPDATE, DELETE, REPLACE, DDL
+
+
+def _sqlite_before_execute(
+    connection: Connection,
+    _cursor: Any,
+    statement: str,
+    parameters: Any,
+    _context: Any,
+    _executemany: bool,
+) -> tuple[str, Any]:
+    """A reading transaction's first write: end the read, take the lock, then write."""
+    if connection.info.get(_TRANSACTION) == "read" and _writes_data(statement):
+        connection.info[_TRANSACTION] = "write"
+        # Under a SAVEPOINT (the tests' shared transaction) the outer transaction cannot be
+        # ended: it upgrades in place, as it did before. Nothing else holds one across a read.
+        if not connection.in_nested_transaction():
+            driver = connection.connection.dbapi_connection
+            assert driver is not None
+            driver.execute("COMMIT")  # it wrote nothing: this only ends the read snapshot
+            driver.execute("BEGIN IMMEDIATE")
+    return statement, parameters
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -140,7 +239,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from portal import clock
 from portal.config import Settings
-from portal.db import make_engine, make_sessionmaker
+from portal.db import begin_unit, end_unit, make_engine, make_sessionmaker
 from portal.gateways import PaymentGateway
+from portal.migrate import schema_is_current
 from portal.services.mail import Mailer
 from workers.queue import EmbeddedQueue, JobQueue, RQJobQueue, defer
 
@@ -29,8 +30,14 @@ log = logging.getLogger(__name__)
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
 class Database:
-    """One engine per app; one session per request (or job), closed at teardown."""
+    """One engine per app; one session per request (or job), closed at teardown.
+
+    A request is one unit of work: with a non-safe method it writes, and on SQLite each of its
+    transactions then takes the write lock when it begins; a GET reads (portal/db.py)."""
 
     engine: Engine
     sessionmaker: sessionmaker[Session]
@@ -39,7 +46,19 @@ class Database:
         self.engine = make_engine(settings.database_url)
         self.sessionmaker = make_sessionmaker(self.engine)
         app.extensions["portal.db"] = self
+        app.before_request(self._begin_unit)  # the first hook: before anything reads
+        app.teardown_request(self._end_unit)
         app.teardown_appcontext(self._close)
+
+    @staticmethod
+    def _begin_unit() -> None:
+        g.db_unit = begin_unit(writes=request.method not in SAFE_METHODS)
+
+    @staticmethod
+    def _end_unit(_exc: BaseException | None) -> None:
+        token = g.pop("db_unit", None)
+        if token is not None:
+            end_unit(token)
 
     @staticmethod
     def get() -> Database:
@@ -130,11 +149,26 @@ def _init_jobs(app: Flask, config: Settings) -> None:
 
     from workers import jobs as job_functions
 
-    queue = EmbeddedQueue(run=in_app)
+    engine = app.extensions["portal.db"].engine
+    queue = EmbeddedQueue(
+        run=in_app,
+        ready=lambda: schema_is_current(engine),
+        not_ready_message=(
+            "background jobs wait: the database schema is not current "
+            "(run `flask --app wsgi db upgrade`)"
+        ),
+    )
     queue.periodic = job_functions.PERIODIC
     app.extensions["portal.jobs"] = queue
-    if not config.is_testing:  # tests run the queue by hand, at the clock they set
-        queue.start()
+    if config.is_testing:
+        return  # tests run the queue by hand, at the clock they set
+
+    # The thread belongs to a process that serves: not to `flask db upgrade` or `seed` (they
+    # would race the migration), nor to a reloader's watcher, nor to a pre-fork master.
+    @app.before_request
+    def _start_jobs() -> None:
+        if not queue.started:
+            queue.start()
 
 
 def init_extensions(app: Flask, config: Settings) -> dict[str, Any]:

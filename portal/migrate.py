@@ -6,7 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine
 
 from portal.config import PROJECT_ROOT
 
@@ -24,3 +26,11 @@ def alembic_config(url: str | None = None, connection: Connection | None = None)
 
 def upgrade(url: str | None = None, connection: Connection | None = None) -> None:
     command.upgrade(alembic_config(url, connection), "head")
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """True when the database is at the latest migration (background work may start)."""
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current == heads

@@ -119,7 +119,9 @@ def _authenticate() -> None:
     g.user = record.user
     g.user_session = record
     if auth.touch_session(db, record, now):
-        db.commit()  # its own transaction, before the route does any work
+        # Its own transaction, before the route does any work. In a GET on SQLite the read
+        # above ends before the touch writes, which waits for the write lock (portal/db.py).
+        db.commit()
 
 
 def _load_user(_request: object) -> PortalUser | None:

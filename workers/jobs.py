@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from flask import Flask, current_app, has_app_context
 from sqlalchemy.orm import Session
 
+from portal.db import unit_of_work
+
 log = logging.getLogger(__name__)
 
 # How often the sweeps run, and how long a payment may sit in processing before we ask.
@@ -50,8 +52,15 @@ def _context() -> Iterator[Flask]:
 
 
 @contextmanager
-def _session() -> Iterator[Session]:
-    with _context() as app, app.extensions["portal.db"].sessionmaker() as session:
+def _session(*, writes: bool = True) -> Iterator[Session]:
+    """A job's session, a unit of work that writes: on SQLite each of its transactions takes the
+    write lock when it begins, so a read-then-write is never refused. A job that only reads
+    (and then waits on something slow, like a mail server) says `writes=False`."""
+    with (
+        _context() as app,
+        unit_of_work(writes=writes),
+        app.extensions["portal.db"].sessionmaker() as session,
+    ):
         yield session
 
 
@@ -115,7 +124,7 @@ def reconcile_payments() -> int:
 def send_payment_result(payment_id: int) -> str:
     from portal import payflow
 
-    with _session() as session:
+    with _session(writes=False) as session:
         return payflow.mail_result(session, payment_id)
 
 

@@ -1,7 +1,9 @@
 """Where jobs go: RQ on Redis when REDIS_URL is set, otherwise an embedded queue in-process.
 
 The embedded queue is what `make run` uses: the same job functions, run on one background
-thread of the web process, at their due time. Tests drive it by hand with `run_due(now)`.
+thread of the web process, at their due time. The thread starts when the app first serves a
+request (never in `flask db upgrade` or `seed`), and runs nothing until the database schema is
+current. Tests drive it by hand with `run_due(now)`.
 Enqueue through `defer(session, …)` so a job never starts before the commit that made its rows.
 """
 
@@ -72,14 +74,24 @@ class EmbeddedQueue:
     """A due-time heap run by one daemon thread (or by hand in tests)."""
 
     RETRY_DELAYS = (timedelta(seconds=10), timedelta(minutes=1), timedelta(minutes=5))
+    READY_POLL = 5.0  # seconds between two looks at whether the jobs may start
 
-    def __init__(self, run: Callable[[Callable[[], Any]], Any]) -> None:
-        # `run` wraps each job, e.g. in an app context.
+    def __init__(
+        self,
+        run: Callable[[Callable[[], Any]], Any],
+        ready: Callable[[], bool] | None = None,
+        not_ready_message: str = "background jobs are waiting",
+    ) -> None:
+        # `run` wraps each job, e.g. in an app context; the thread runs nothing until
+        # `ready()` is true (the schema is current), saying `not_ready_message` once meanwhile.
         self._run = run
+        self._ready = ready
+        self._not_ready_message = not_ready_message
         self._heap: list[_Entry] = []
         self._seq = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._stopping = False
         self.periodic: list[tuple[timedelta, Callable[[], Any]]] = []
 
     def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> None:
@@ -119,15 +131,54 @@ class EmbeddedQueue:
                     with self._wake:
                         heapq.heappush(self._heap, entry)
 
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._loop, name="portal-jobs", daemon=True)
-        self._thread.start()
+        """Start the thread (once, whoever calls first)."""
+        with self._wake:
+            if self._thread is not None:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._loop, name="portal-jobs", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread after the job it is running, if any (tests; a clean shutdown)."""
+        with self._wake:
+            thread, self._thread = self._thread, None
+            self._stopping = True
+            self._wake.notify_all()
+        if thread is not None:
+            thread.join(timeout)
+
+    def _wait_until_ready(self) -> bool:
+        """False if stopped before the jobs could start."""
+        said = False
+        while not self._stopping:
+            try:
+                ready = self._ready is None or self._ready()
+            except Exception as error:  # e.g. no database file yet: not ready either
+                log.debug("readiness check failed: %s", error)
+                ready = False
+            if ready:
+                if said:
+                    log.info("background jobs start now")
+                return True
+            if not said:
+                log.warning(self._not_ready_message)
+                said = True
+            with self._wake:
+                if not self._stopping:
+                    self._wake.wait(self.READY_POLL)
+        return False
 
     def _loop(self) -> None:
+        if not self._wait_until_ready():
+            return
         last: dict[int, datetime] = {}
-        while True:
+        while not self._stopping:
             now = datetime.now(UTC)
             for index, (every, func) in enumerate(self.periodic):
                 if now - last.get(index, datetime.min.replace(tzinfo=UTC)) >= every:
@@ -138,7 +189,8 @@ class EmbeddedQueue:
                 timeout = 1.0
                 if self._heap:
                     timeout = max(0.05, min(1.0, (self._heap[0].when - now).total_seconds()))
-                self._wake.wait(timeout)
+                if not self._stopping:
+                    self._wake.wait(timeout)
 
 
 # after-commit hand-off ----------------------------------------------------------------------
