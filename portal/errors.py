@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, has_request_context, render_template, request
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    has_request_context,
+    render_template,
+    request,
+)
 from flask.globals import request_ctx
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
@@ -80,7 +88,9 @@ def _untrusted_host(_error: SecurityError) -> Response | tuple[str, int]:
             return current_app.send_static_file(request.path.removeprefix(static))
         except HTTPException as error:  # no such file: raised here, no handler would see it
             return _http_error(error)
-    return render_error(400)
+    return render_error(
+        400, _("This address doesn't serve the Billing Portal. Check the link you followed.")
+    )
 
 
 def _csrf_error(_error: CSRFError) -> tuple[str, int]:
@@ -90,6 +100,11 @@ def _csrf_error(_error: CSRFError) -> tuple[str, int]:
 def _server_error(error: Exception) -> tuple[str, int]:
     original = getattr(error, "original_exception", None) or error
     log.exception("unhandled error", exc_info=original)
+    # Whatever failed may have left the request's transaction unusable (a failed flush, an
+    # aborted PostgreSQL transaction): nothing of it stands, and the page reads afresh.
+    session = g.get("db_session")
+    if session is not None:
+        session.rollback()
     return render_error(500)
 
 
