@@ -1,23 +1,34 @@
-"""A real server on loopback and real Chromium (Debian's /usr/bin/chromium) driven by Playwright."""
+"""A real server on loopback and real Chromium (Debian's /usr/bin/chromium) driven by Playwright.
+
+Every answer the server gives during the browser tests is recorded (`Answers`); at the end of
+the browser session every HTML document and htmx fragment among them goes through the W3C Nu
+HTML checker (`vnu.jar` from npm's vnu-jar, pinned in package.json) in one run, and any error
+fails the run with the checker's message, the file, line and the URL that answered it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
-from flask import Flask
+from flask import Flask, Response, request, template_rendered
 from werkzeug.serving import make_server
 
 from portal import create_app
 from portal.services import seed
-from tests.conftest import FAST_ARGON2, TEST_SECRET, migrate_and_seed
+from tests.conftest import CI, FAST_ARGON2, TEST_SECRET, migrate_and_seed
 
 CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -29,12 +40,71 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ROOT = Path(__file__).resolve().parent.parent.parent
+VNU_JAR = Path(
+    os.environ.get("PORTAL_TEST_VNU_JAR", ROOT / "node_modules/vnu-jar/build/dist/vnu.jar")
+)
+
+
+@dataclass
+class Answer:
+    """One response of the live server, as the browser received it."""
+
+    test: str  # the test that was running
+    method: str
+    url: str  # path and query
+    status: int
+    mimetype: str
+    htmx: bool  # asked by htmx (HX-Request)
+    body: str | None  # HTML only
+
+    @property
+    def fragment(self) -> bool:
+        return self.body is not None and self.body.lstrip()[:9].lower() != "<!doctype"
+
+
+@dataclass
+class Answers:
+    """Everything the live server answered, in order, and the templates it rendered per test."""
+
+    items: list[Answer] = field(default_factory=list)
+    templates: dict[str, set[str]] = field(default_factory=dict)
+    test: str = "(set-up)"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, response: Response) -> Response:
+        html = response.mimetype == "text/html" and not response.direct_passthrough
+        answer = Answer(
+            test=self.test,
+            method=request.method,
+            url=request.full_path.rstrip("?"),
+            status=response.status_code,
+            mimetype=response.mimetype or "",
+            htmx=request.headers.get("HX-Request") == "true",
+            body=response.get_data(as_text=True) if html else None,
+        )
+        with self.lock:
+            self.items.append(answer)
+        return response
+
+    def rendered(self, _app: Flask, template: Any, **_context: Any) -> None:
+        with self.lock:
+            self.templates.setdefault(self.test, set()).add(template.name)
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.items)
+
+    def since(self, mark: int) -> list[Answer]:
+        with self.lock:
+            return list(self.items[mark:])
 
 
 @dataclass
 class LiveServer:
     url: str
     app: Flask
+    answers: Answers
 
     def totp(self, secret: str = seed.DEMO_TOTP_SECRET) -> str:
         """A code for the server's clock, a step after the last one handed out (no replays)."""
@@ -58,10 +128,14 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             **FAST_ARGON2,
         }
     )
+    answers = Answers()
+    app.after_request(answers.record)
+    template_rendered.connect(answers.rendered, app)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
+    yield LiveServer(f"http://127.0.0.1:{server.server_port}", app, answers)
+    template_rendered.disconnect(answers.rendered, app)
     server.shutdown()
     app.extensions["portal.db"].engine.dispose()
 
@@ -110,3 +184,162 @@ def _fresh_rate_limits(live_server: LiveServer) -> None:
 
     with live_server.app.app_context():
         limiter.reset()
+
+
+@pytest.fixture(autouse=True)
+def _name_the_answers(live_server: LiveServer, request: pytest.FixtureRequest) -> None:
+    live_server.answers.test = request.node.nodeid
+
+
+# --- The W3C Nu HTML checker, run once over everything the browser tests received -------------
+
+# A document the checker must object to: if it says nothing about this, it is not checking.
+_CANARY = '<!doctype html><html lang="en"><head><title>canary</title></head><body><p hx-get="/">'
+# A fragment lands in a page with its h1; the wrapper gives it one, so that is not reported.
+_WRAP = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>fragment</title></head>'
+    "<body><h1>fragment</h1>"
+)
+_unchecked: list[str] = []
+_checked: list[str] = []
+_warnings: dict[str, int] = {}
+
+
+@dataclass
+class NuMessage:
+    kind: str  # "error", "info" (a warning when subType is "warning")
+    file: str
+    line: int
+    column: int
+    message: str
+    extract: str
+
+
+def nu_check(documents: dict[str, str]) -> list[NuMessage]:
+    """Run vnu.jar once over {file name: HTML}; every message it gives, warnings included."""
+    with tempfile.TemporaryDirectory(prefix="nu-") as folder:
+        paths = []
+        for name, html in documents.items():
+            path = Path(folder) / name
+            path.write_text(html, encoding="utf-8")
+            paths.append(str(path))
+        java = shutil.which("java") or "java"
+        result = subprocess.run(
+            [
+                java,
+                "-jar",
+                str(VNU_JAR),
+                "--format",
+                "json",
+                "--stdout",
+                "--exit-zero-always",
+                *paths,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        try:
+            report = json.loads(result.stdout)
+        except json.JSONDecodeError as error:
+            raise AssertionError(
+                f"the Nu checker gave no report (exit {result.returncode}): "
+                f"{result.stderr[-2000:] or result.stdout[-2000:]}"
+            ) from error
+    messages = []
+    for item in report.get("messages", []):
+        kind = item.get("type", "")
+        if kind == "info" and item.get("subType") == "warning":
+            kind = "warning"
+        messages.append(
+            NuMessage(
+                kind=kind,
+                file=Path(item.get("url", "")).name,
+                line=int(item.get("lastLine", item.get("firstLine", 0)) or 0),
+                column=int(item.get("firstColumn", item.get("lastColumn", 0)) or 0),
+                message=item.get("message", ""),
+                extract=item.get("extract", "").replace("\n", " "),
+            )
+        )
+    return messages
+
+
+def checker_missing() -> str | None:
+    if not VNU_JAR.exists():
+        return f"no Nu HTML checker at {VNU_JAR} (`make test-tools` runs `npm ci`)"
+    if shutil.which("java") is None:
+        return "no java for the Nu HTML checker (apt-get install default-jre-headless)"
+    return None
+
+
+def html_to_check(answers: list[Answer]) -> dict[str, tuple[str, Answer]]:
+    """One file per distinct body: {file name: (HTML, the first answer that gave it)}. A
+    fragment is wrapped in a minimal document on the same first line, so lines stay its own."""
+    files: dict[str, tuple[str, Answer]] = {}
+    seen: set[str] = set()
+    for answer in answers:
+        if answer.body is None or not answer.body.strip():
+            continue
+        digest = hashlib.sha256(answer.body.encode()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        kind = "fragment" if answer.fragment else "page"
+        html = _WRAP + answer.body if answer.fragment else answer.body
+        files[f"{len(files) + 1:04d}-{kind}.html"] = (html, answer)
+    return files
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _nu_checked_html(live_server: LiveServer) -> Iterator[None]:
+    """After the last browser test: every page and fragment received, through one checker run
+    (a failure shows as an error at the teardown of the last browser test)."""
+    yield
+    files = html_to_check(live_server.answers.items)
+    if not files:
+        return
+    missing = checker_missing()
+    if missing:
+        if CI:
+            pytest.fail(f"CI=true: {missing}; {len(files)} HTML answers went unchecked")
+        _unchecked.append(f"{len(files)} HTML answers not checked: {missing}")
+        return
+    documents = {name: html for name, (html, _answer) in files.items()}
+    documents["canary.html"] = _CANARY
+    messages = nu_check(documents)
+    if not any(m.file == "canary.html" and m.kind == "error" for m in messages):
+        pytest.fail("the Nu checker found nothing wrong with a known-bad document: is it working?")
+    errors = []
+    pages = sum(1 for _html, answer in files.values() if not answer.fragment)
+    _checked.append(f"{pages} pages and {len(files) - pages} fragments checked")
+    for message in messages:
+        if message.file == "canary.html":
+            continue
+        _html, answer = files[message.file]
+        where = f"{answer.method} {answer.url} -> {answer.status}"
+        where += " (htmx fragment)" if answer.fragment else (" (htmx)" if answer.htmx else "")
+        if message.kind == "error":
+            errors.append(
+                f"{message.file}:{message.line}:{message.column}: {message.message}\n"
+                f"    {message.extract!r}\n    {where}, in {answer.test}"
+            )
+        else:
+            _warnings[message.message] = _warnings.get(message.message, 0) + 1
+    if errors:
+        shown = "\n".join(errors[:40])
+        more = f"\n... and {len(errors) - 40} more" if len(errors) > 40 else ""
+        pytest.fail(
+            f"the Nu HTML checker found {len(errors)} error(s) in {len(files)} pages and "
+            f"fragments the browser received:\n{shown}{more}",
+            pytrace=False,
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _checked:
+        terminalreporter.write_line(f"Nu HTML checker: {line}")
+    for line in _unchecked:
+        terminalreporter.write_line(f"Nu HTML checker: {line}", yellow=True)
+    for message, count in sorted(_warnings.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"Nu HTML checker warning ({count}x): {message}")
