@@ -74,6 +74,17 @@
     if (handled) event.preventDefault();
   });
 
+  // Paging swaps its own links away: the keyboard lands on the first invoice of the new page
+  // (not on the page's body, where the next Tab would start from the top).
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var detail = event.detail || {};
+    var trigger = detail.requestConfig && detail.requestConfig.elt;
+    if (!trigger || !trigger.closest || !trigger.closest(".pagination")) return;
+    if (document.activeElement && document.activeElement !== document.body) return;
+    var first = detail.target && detail.target.querySelector(".row-link");
+    if (first) first.focus();
+  });
+
   // A request that never reached the server (offline, timeout): say so where the results go.
   document.addEventListener("htmx:sendError", function (event) {
     var target = event.detail && event.detail.target;
