@@ -1,11 +1,15 @@
-"""Moving around: Back and Forward after htmx filtering."""
+"""Moving around: Back and Forward after htmx filtering, where the menu says you are, keyboard
+shortcuts, and every page answering without an error (its icon included)."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import LiveServer, screenshot
 from tests.browser.test_sign_in import (
@@ -204,3 +208,306 @@ def test_back_and_forward_without_javascript(
         move()
         assert_whole_list_page(page.evaluate(LIST_STATE), expected)
     context.close()
+
+
+def test_every_portal_page_belongs_to_a_menu_section(live_server: LiveServer) -> None:
+    """So a new page under /portal cannot leave the menu pointing nowhere."""
+    from portal.templating import nav_section
+
+    pages = [
+        rule.endpoint
+        for rule in live_server.app.url_map.iter_rules()
+        if rule.rule.startswith("/portal") and "GET" in (rule.methods or ())
+    ]
+    assert len(pages) > 10
+    assert [endpoint for endpoint in pages if nav_section(endpoint) is None] == []
+    assert nav_section("payments.new") == "invoices.index"
+    assert nav_section("payments.show") == "payments.history"
+    assert nav_section("disputes.new") == "invoices.index"
+
+
+NAV_MARKS = """() => Array.from(document.querySelectorAll(".site-nav a")).filter(
+  (a) => a.hasAttribute("aria-current")).map((a) => a.textContent.trim() + "=" + a.getAttribute(
+  "aria-current"))"""
+
+
+def test_the_menu_marks_the_section_of_every_page(live_server: LiveServer, new_page: Any) -> None:
+    """aria-current="page" on the entry of the page itself; "true" on the entry whose section a
+    page belongs to (an invoice, its dispute and paying it: Invoices; a payment: Payment
+    History), marked as visibly as the page's own entry."""
+    page = new_page()
+    sign_in_by_keyboard(page, live_server)
+    base = live_server.url
+
+    def marks() -> list[str]:
+        return list(page.evaluate(NAV_MARKS))
+
+    assert marks() == ["Dashboard=page"]
+    for path, mark in (
+        ("/portal/invoices?status=open", "Invoices=page"),
+        ("/portal/payment-history", "Payment History=page"),
+        ("/portal/payment-methods", "Payment methods=page"),
+        ("/portal/security", "Security=page"),
+    ):
+        page.goto(f"{base}{path}")
+        assert marks() == [mark], path
+    page.goto(f"{base}/portal/invoices?status=open&sort=number")
+    page.locator(".row-link").first.click()
+    page.wait_for_url(re.compile(r".*/portal/invoices/inv_[\w-]+$"))
+    assert marks() == ["Invoices=true"]
+    style = page.evaluate(
+        """() => Array.from(document.querySelectorAll(".site-nav a")).map((a) => {
+             const s = getComputedStyle(a);
+             return [a.textContent.trim(), s.boxShadow, s.fontWeight, s.backgroundColor];
+           })"""
+    )
+    marked = next(s for s in style if s[0] == "Invoices")
+    for other in (s for s in style if s[0] != "Invoices"):
+        assert marked[1:] != other[1:] and marked[1] != "none", (marked, other)
+    assert_axe_clean(page)
+    screenshot(page, "nav-section-invoice-1280-dark")
+    detail = page.url
+    page.get_by_role("link", name="Dispute").click()
+    page.wait_for_url(re.compile(r".*/dispute$"))
+    assert marks() == ["Invoices=true"]
+    page.goto(detail)
+    page.get_by_role("link", name="Pay Now").click()
+    expect(page.locator("h1")).to_have_text("Make Payment")
+    assert marks() == ["Invoices=true"]
+    page.get_by_role("button", name="Review payment").click()
+    expect(page.locator("#confirm-title")).to_be_visible()
+    assert marks() == ["Invoices=true"]
+    page.goto(f"{base}/portal/payment-history")
+    page.locator("a[href*='/portal/payments/pay_']").first.click()
+    page.wait_for_url(re.compile(r".*/portal/payments/pay_[\w-]+$"))
+    assert marks() == ["Payment History=true"]
+    assert_axe_clean(page)
+    page.goto(f"{base}/portal/invoices/inv_missing")  # an error page keeps its section
+    assert marks() == ["Invoices=true"]
+
+
+def test_the_menu_marks_sections_without_javascript(browser: Any, live_server: LiveServer) -> None:
+    context, page = sign_in_without_javascript(browser, live_server)
+    page.goto(f"{live_server.url}/portal/invoices?status=open&sort=number")
+    page.locator(".row-link").first.click()
+    page.get_by_role("link", name="Pay Now").click()
+    assert page.evaluate(NAV_MARKS) == ["Invoices=true"]
+    page.get_by_role("button", name="Review payment").click()  # a POST, answered in full
+    expect(page.locator("#confirm-title")).to_be_visible()
+    assert page.evaluate(NAV_MARKS) == ["Invoices=true"]
+    context.close()
+
+
+SHORTCUTS_SHOWN = """() => Array.from(document.querySelectorAll("#shortcuts .shortcut-list > div"))
+  .filter((group) => getComputedStyle(group).display !== "none")  // each is display: contents
+  .map((group) => group.querySelector("dt").textContent.replace(/\\s+/g, " ").trim() + ": " +
+       Array.from(group.querySelectorAll("dd")).filter((dd) => dd.checkVisibility())
+         .map((dd) => dd.textContent.trim()).join(" | "))"""
+
+
+def shortcuts_shown(page: Any) -> list[str]:
+    page.keyboard.press("?")
+    expect(page.locator("#shortcuts")).to_be_visible()
+    shown = list(page.evaluate(SHORTCUTS_SHOWN))
+    page.keyboard.press("Escape")
+    expect(page.locator("#shortcuts")).to_be_hidden()
+    return shown
+
+
+def test_list_shortcuts_act_on_the_row_in_focus_or_the_selection(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    page = new_page()
+    sign_in_by_keyboard(page, live_server)
+    base = live_server.url
+    page.goto(f"{base}/portal/invoices?status=open&sort=number")
+    numbers = page.locator(".row-link").all_inner_texts()
+    assert len(numbers) >= 3
+
+    # Typing is typing: p, d and ? go into the search box, nothing else happens.
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.keyboard.press("Control+a")
+    page.keyboard.type("pd?")
+    assert page.locator("#q").input_value() == "pd?"
+    assert (
+        page.url.startswith(f"{base}/portal/invoices")
+        and not page.locator("#shortcuts").is_visible()
+    )
+    page.keyboard.press("Control+a")
+    with page.expect_response(lambda r: "q=&" in r.url):  # the search, cleared
+        page.keyboard.press("Backspace")
+    page.wait_for_function(SETTLED)
+    expect(page.locator(".row-link")).to_have_count(len(numbers))
+
+    # d on the row in focus downloads that invoice; p pays it.
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.textContent") == numbers[1]
+    with page.expect_download() as download:
+        page.keyboard.press("d")
+    assert download.value.suggested_filename == f"invoice-{numbers[1]}.pdf"
+    page.keyboard.press("p")
+    # (After a download Playwright's wait_for_url waits for a load that never comes.)
+    expect(page).to_have_url(re.compile(r".*/portal/payment\?invoice=inv_[\w-]+$"))
+    expect(page.locator("h1")).to_have_text("Make Payment")
+    assert page.locator(".pay-table tbody th").all_inner_texts() == [numbers[1]]
+    page.go_back()
+    page.wait_for_url(re.compile(r".*/portal/invoices\?.*"))
+
+    # With rows ticked (by keyboard), p and d act on the selection, wherever focus is.
+    page.keyboard.press("/")
+    page.keyboard.press("ArrowDown")  # the first row's link
+    page.keyboard.press("Shift+Tab")  # its checkbox
+    page.keyboard.press("Space")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")  # the third row
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Space")
+    assert page.locator("input.row-select:checked").count() == 2
+    page.keyboard.press("Tab")  # back on the third row's link
+    with page.expect_download() as download:
+        page.keyboard.press("d")
+    assert download.value.suggested_filename.endswith(".zip")
+    page.keyboard.press("p")
+    expect(page).to_have_url(
+        re.compile(r".*/portal/payment\?invoice=inv_[\w-]+&invoice=inv_[\w-]+$")
+    )
+    assert sorted(page.locator(".pay-table tbody th").all_inner_texts()) == sorted(
+        [numbers[0], numbers[2]]
+    )
+
+    # A row with nothing to pay: p does nothing; the list says what works on it.
+    page.goto(f"{base}/portal/invoices?status=paid")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("p")
+    page.wait_for_timeout(300)
+    assert page.url == f"{base}/portal/invoices?status=paid"
+    assert shortcuts_shown(page) == [
+        "/: Search invoices",
+        "↑ ↓: Move between invoices in a list",
+        "Enter: Open the invoice",
+        "p: Pay the selected invoices, or the invoice in focus",
+        "d: Download the selected invoices, or the invoice in focus, as PDF",
+        "Esc: Close a dialog",
+        "?: Show this list",
+    ]
+    page.keyboard.press("?")
+    assert_axe_clean(page)
+    screenshot(page, "shortcuts-list-1280-dark")
+    page.keyboard.press("Escape")
+
+
+def test_the_shortcut_list_shows_what_works_on_each_page(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    page = new_page(locale="ar")
+    sign_in_by_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/portal/invoices?status=open&sort=number")
+    page.locator(".row-link").first.click()
+    page.wait_for_url(re.compile(r".*/portal/invoices/inv_[\w-]+$"))
+    shown = shortcuts_shown(page)
+    assert [line.split(":")[0] for line in shown] == ["p", "d", "Esc", "?"]
+    page.keyboard.press("?")
+    assert_axe_clean(page)
+    screenshot(page, "shortcuts-invoice-1280-dark-ar")
+    page.keyboard.press("Escape")
+    page.goto(f"{live_server.url}/portal/security")
+    assert [line.split(":")[0] for line in shortcuts_shown(page)] == ["Esc", "?"]
+
+
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "portal/templates"
+# Templates that are not an answer of their own (included into one) or not HTML for a browser.
+NOT_ANSWERS = {"invoices/_count.html", "payments/_form.html"}
+NOT_HTML = ("layouts/", "macros/", "mail/", "pdf/")
+# Only for a user not yet enrolled in MFA, once: test_sign_in's enrolment test shows them.
+ENROLMENT = {"auth/mfa_setup.html", "auth/recovery_codes.html"}
+
+
+def page_templates() -> set[str]:
+    names = {p.relative_to(TEMPLATES).as_posix() for p in TEMPLATES.rglob("*.html")}
+    return {n for n in names if not n.startswith(NOT_HTML)} - NOT_ANSWERS
+
+
+def assert_has_icon(page: Any) -> None:
+    icon = page.locator("link[rel~=icon]")
+    assert icon.count() == 1, f"{page.url} declares no icon: the browser asks for /favicon.ico"
+    href = icon.get_attribute("href")
+    assert page.request.get(urljoin(page.url, href)).status == 200, href
+
+
+def test_every_page_answers_without_an_error_and_has_its_icon(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    """A walk through every page and fragment (so the Nu checker sees each of them): nothing
+    the browser asks for (styles, scripts, the icon the browser fetches itself) answers 4xx or
+    5xx, and every page names its icon."""
+    base = live_server.url
+    answers = live_server.answers
+    start = answers.mark()
+    page = new_page()
+    for path in ("/login", "/password/forgot"):
+        page.goto(f"{base}{path}")
+        assert_has_icon(page)
+    sign_in_by_keyboard(page, live_server)
+    assert_has_icon(page)
+
+    def visit(path: str) -> None:
+        page.goto(f"{base}{path}")
+        assert_has_icon(page)
+
+    visit("/portal/invoices")
+    with page.expect_response(lambda r: "status=open" in r.url):  # the results fragment
+        page.get_by_label("Status").select_option("open")
+    page.wait_for_function(SETTLED)
+    page.locator(".row-link").first.click()
+    page.wait_for_url(re.compile(r".*/portal/invoices/inv_[\w-]+$"))
+    assert_has_icon(page)
+    invoice = page.url
+    page.get_by_role("link", name="Dispute").click()
+    page.wait_for_url(re.compile(r".*/dispute$"))
+    assert_has_icon(page)
+    visit(invoice.removeprefix(base))
+    page.get_by_role("link", name="Pay Now").click()
+    expect(page.locator("h1")).to_have_text("Make Payment")
+    assert_has_icon(page)
+    page.get_by_role("button", name="Review payment").click()
+    expect(page.locator("#confirm-title")).to_be_visible()
+    visit("/portal/payment-history?status=succeeded")
+    page.locator("a[href*='/portal/payments/pay_']").first.click()
+    page.wait_for_url(re.compile(r".*/portal/payments/pay_[\w-]+$"))
+    assert_has_icon(page)
+    visit("/portal/payment-history?status=processing")
+    with page.expect_response(lambda r: "fragment=status" in r.url):  # it polls itself
+        page.locator("a[href*='/portal/payments/pay_']").first.click()
+    assert_has_icon(page)
+    for kind in ("Add a card", "Add a bank account"):
+        visit("/portal/payment-methods")
+        page.get_by_role("button", name=kind).click()
+        page.wait_for_url(re.compile(r".*/sandbox/setup/sbs_[\w-]+$"))
+        assert_has_icon(page)
+        screenshot(page, f"sandbox-{kind.split()[-1]}-1280-dark")
+    visit("/portal/security")
+    page.wait_for_timeout(1000)  # the browser asks for an undeclared icon after the load
+
+    failed = [f"{a.status} {a.method} {a.url}" for a in answers.since(start) if a.status >= 400]
+    assert failed == []
+
+    # Errors are answers too: a missing page, an htmx request that fails (its fragment), a
+    # payment that cannot be made, a spent reset link.
+    visit("/portal/invoices/inv_missing")
+    expect(page.locator("h1")).to_have_text("Not found")
+    visit("/portal/invoices")
+    with page.expect_response(lambda r: r.url.endswith("/portal/invoices/inv_missing")):
+        page.evaluate(
+            "htmx.ajax('GET', '/portal/invoices/inv_missing', {target: '#invoice-results'})"
+        )
+    expect(page.locator("#invoice-results .error-fragment")).to_contain_text("Invoice not found.")
+    visit("/portal/invoices?status=paid")
+    paid = page.locator("input.row-select").first.get_attribute("value")
+    visit(f"/portal/payment?invoice={paid}")
+    visit("/password/reset/not-a-real-token")
+
+    # Every page and fragment the portal has was rendered here, so the checker saw each.
+    rendered = answers.templates.get(answers.test, set())
+    assert page_templates() - ENROLMENT - rendered == set()
