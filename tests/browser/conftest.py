@@ -48,6 +48,11 @@ VNU_JAR = Path(
 )
 
 
+# One short run: the quick compiler alone and one GC thread take ~40 % less CPU than the JVM's
+# defaults (same messages); the quick compiler's frames need a deeper stack than vnu's 512k.
+JAVA_OPTIONS = ("-Xss16m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+
+
 @dataclass
 class Answer:
     """One response of the live server, as the browser received it."""
@@ -229,6 +234,7 @@ def nu_check(documents: dict[str, str]) -> list[NuMessage]:
         result = subprocess.run(
             [
                 java,
+                *JAVA_OPTIONS,
                 "-jar",
                 str(VNU_JAR),
                 "--format",
@@ -301,6 +307,45 @@ def html_to_check(answers: list[Answer]) -> dict[str, tuple[str, Answer]]:
     return files
 
 
+TEMPLATES = ROOT / "portal/templates"
+NOT_HTML = ("layouts/", "macros/", "mail/", "pdf/")  # not a page or fragment on their own
+_INCLUDE = re.compile(r"""{%-?\s*include\s+["']([^"']+)["']""")
+_BROWSER_TESTS = Path(__file__).resolve().parent
+_partial_run: list[str] = []
+
+
+def unseen_templates(rendered: set[str]) -> set[str]:
+    """The page and fragment templates that neither were rendered nor are part of one that was;
+    what the Nu checker therefore never saw."""
+    names = {p.relative_to(TEMPLATES).as_posix() for p in TEMPLATES.rglob("*.html")}
+    seen = set(rendered)
+    while True:
+        included = {
+            name
+            for parent in seen & names
+            for name in _INCLUDE.findall((TEMPLATES / parent).read_text(encoding="utf-8"))
+        }
+        if included <= seen:
+            break
+        seen |= included
+    return {n for n in names - seen if not n.startswith(NOT_HTML)}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    ran = {
+        Path(str(item.path)).name for item in items if Path(str(item.path)).parent == _BROWSER_TESTS
+    }
+    everything = {p.name for p in _BROWSER_TESTS.glob("test_*.py")}
+    if ran and ran != everything:
+        _partial_run.append("only some browser test files ran")
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if any(Path(str(item.path)).parent == _BROWSER_TESTS for item in items):
+        _partial_run.append("some browser tests were deselected")
+
+
 @pytest.fixture(scope="package", autouse=True)
 def _nu_checked_html(live_server: LiveServer) -> Iterator[None]:
     """After the last browser test: every page and fragment received, through one checker run
@@ -344,11 +389,22 @@ def _nu_checked_html(live_server: LiveServer) -> Iterator[None]:
             )
         else:
             _warnings[message.message] = _warnings.get(message.message, 0) + 1
+    # With every browser test run, every page and fragment template reached the checker.
+    if _partial_run:
+        _checked.append(f"not asked whether every template was seen: {_partial_run[0]}")
+    else:
+        rendered = set().union(*live_server.answers.templates.values())
+        unseen = unseen_templates(rendered)
+        if unseen:
+            errors.append(
+                f"no browser test rendered {sorted(unseen)}, so the checker never saw them: "
+                "visit them in test_navigation.py's walk"
+            )
     if errors:
         shown = "\n".join(errors[:40])
         more = f"\n... and {len(errors) - 40} more" if len(errors) > 40 else ""
         pytest.fail(
-            f"the Nu HTML checker found {len(errors)} error(s) in {len(files)} pages and "
+            f"the Nu HTML checker found {len(errors)} problem(s) in {len(files)} pages and "
             f"fragments the browser received:\n{shown}{more}",
             pytrace=False,
         )
