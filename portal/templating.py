@@ -31,23 +31,56 @@ class NavItem:
     endpoint: str
     label: str
     admin_only: bool = False
+    # The other pages of its section: endpoints, or a blueprint's as "name." (the longest
+    # claim wins, so "payments.new" can sit under Invoices while "payments." is Payment History).
+    section: tuple[str, ...] = ()
 
 
 # Every page of the contract, in menu order. An entry shows once its page exists.
 NAV = (
-    NavItem("dashboard.index", _l("Dashboard")),
-    NavItem("invoices.index", _l("Invoices")),
-    NavItem("payments.history", _l("Payment History")),
-    NavItem("statements.index", _l("Statements")),
-    NavItem("documents.index", _l("Documents")),
-    NavItem("payment_methods.index", _l("Payment methods")),
-    NavItem("users.index", _l("Users"), admin_only=True),
+    NavItem("dashboard.index", _l("Dashboard"), section=("dashboard.",)),
+    # An invoice, its dispute and paying it (the form and its confirm step) are reached from
+    # the invoice list; a payment's own page (its progress, then its receipt) is a record of
+    # Payment History.
+    NavItem(
+        "invoices.index",
+        _l("Invoices"),
+        section=("invoices.", "disputes.", "payments.new", "payments.create"),
+    ),
+    NavItem("payments.history", _l("Payment History"), section=("payments.",)),
+    NavItem("statements.index", _l("Statements"), section=("statements.",)),
+    NavItem("documents.index", _l("Documents"), section=("documents.",)),
+    NavItem("payment_methods.index", _l("Payment methods"), section=("payment_methods.",)),
+    NavItem("users.index", _l("Users"), admin_only=True, section=("users.",)),
 )
 ACCOUNT_NAV = (
-    NavItem("profile.show", _l("Profile")),
-    NavItem("notifications.show", _l("Notifications")),
-    NavItem("security.show", _l("Security")),
+    NavItem("profile.show", _l("Profile"), section=("profile.",)),
+    NavItem("notifications.show", _l("Notifications"), section=("notifications.",)),
+    NavItem("security.show", _l("Security"), section=("security.",)),
 )
+
+
+def nav_section(endpoint: str | None) -> str | None:
+    """The menu entry (its endpoint) whose section a page belongs to, if any."""
+    if not endpoint:
+        return None
+    best, best_length = None, 0
+    for item in NAV + ACCOUNT_NAV:
+        for claim in (item.endpoint, *item.section):
+            hit = endpoint == claim or (claim.endswith(".") and endpoint.startswith(claim))
+            if hit and len(claim) > best_length:
+                best, best_length = item.endpoint, len(claim)
+    return best
+
+
+def nav_mark(item: NavItem) -> str | None:
+    """aria-current for a menu entry: "page" on its own page, "true" elsewhere in its section."""
+    endpoint = request.endpoint
+    if endpoint == item.endpoint:
+        return "page"
+    if nav_section(endpoint) == item.endpoint:
+        return "true"
+    return None
 
 
 def _visible(items: tuple[NavItem, ...]) -> list[NavItem]:
@@ -211,7 +244,7 @@ def init_app(app: Flask) -> None:
         language_choices=i18n.language_choices,
         nav_items=lambda: _visible(NAV),
         account_nav_items=lambda: _visible(ACCOUNT_NAV),
-        current_endpoint=lambda: request.endpoint,
+        nav_mark=nav_mark,
         idle_seconds=lambda: current_app.config["SETTINGS"].session_idle_minutes * 60,
     )
     app.jinja_env.trim_blocks = True

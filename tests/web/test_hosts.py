@@ -40,7 +40,7 @@ def test_an_untrusted_host_gets_the_400_page(prod_client: FlaskClient, path: str
     assert response.status_code == 400
     assert response.mimetype == "text/html"
     assert "<h1" in page and "Invalid request" in page and "Traceback" not in page
-    assert "serve the Billing Portal. Check the link you followed." in page  # not the payment form's 400 message
+    assert "serve the Billing Portal. Check the link you followed." in page  # its own message
     assert "evil.example" not in page  # nothing is built from the refused name
     assert 'href="/static/css/portal.css"' in page  # the whole layout, styles included
     assert response.headers["Content-Security-Policy"]  # and the usual headers

@@ -47,6 +47,67 @@
     return true;
   }
 
+  // p and d on a list of invoices: the selected rows if any are ticked (as "Pay selected" and
+  // "Download selected" would), else the row that has focus.
+  function listAction(key) {
+    var table = document.querySelector("table[data-rows]");
+    if (!table) return null;
+    var form = table.closest("form");
+    if (form && form.querySelector("input.row-select:checked")) {
+      return form.querySelector('[data-selection-shortcut="' + key + '"]');
+    }
+    var active = document.activeElement;
+    var row = active && active.closest ? active.closest("tr") : null;
+    if (!row || !table.contains(row)) return null;
+    return row.querySelector('[data-row-shortcut="' + key + '"]');
+  }
+
+  function onList(key) {
+    var target = listAction(key);
+    if (!target) return false;
+    target.click();
+    return true;
+  }
+
+  function focusSearch() {
+    var search = document.querySelector('input[type="search"]');
+    if (!search) return false;
+    search.focus();
+    search.select();
+    return true;
+  }
+
+  // The "?" list shows only what works here: each description names the condition it needs,
+  // and a key with no description left is hidden.
+  var AVAILABLE = {
+    search: function () { return !!document.querySelector('input[type="search"]'); },
+    rows: function () { return rowLinks().length > 0; },
+    "list-p": function () {
+      return rowLinks().length > 0 &&
+        !!document.querySelector('table[data-rows] [data-row-shortcut="p"], [data-selection-shortcut="p"]');
+    },
+    "list-d": function () { return rowLinks().length > 0; },
+    p: function () { return !!document.querySelector('[data-shortcut="p"]'); },
+    d: function () { return !!document.querySelector('[data-shortcut="d"]'); },
+    s: function () { return !!document.querySelector('[data-shortcut="s"]'); }
+  };
+
+  function showShortcuts() {
+    var help = document.getElementById("shortcuts");
+    if (!help || typeof help.showModal !== "function") return false;
+    var entries = help.querySelectorAll("[data-shortcut-when]");
+    for (var i = 0; i < entries.length; i++) {
+      var test = AVAILABLE[entries[i].getAttribute("data-shortcut-when")];
+      entries[i].hidden = !(test && test());
+    }
+    var keys = help.querySelectorAll(".shortcut-list > div");
+    for (var k = 0; k < keys.length; k++) {
+      keys[k].hidden = !keys[k].querySelector("dd:not([hidden])");
+    }
+    help.showModal();
+    return true;
+  }
+
   document.addEventListener("keydown", function (event) {
     if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
     // From the search field, ↓ goes to the first result (as in a combobox).
@@ -59,19 +120,30 @@
     if (document.querySelector("dialog[open]") && event.key !== "Escape") return;
     var handled = false;
     if (event.key === "/") {
-      var search = document.querySelector('input[type="search"]');
-      if (search) { search.focus(); search.select(); handled = true; }
+      handled = focusSearch();
     } else if (event.key === "?") {
-      var help = document.getElementById("shortcuts");
-      if (help && typeof help.showModal === "function") { help.showModal(); handled = true; }
+      handled = showShortcuts();
     } else if (event.key === "ArrowDown") {
       handled = moveRow(1);
     } else if (event.key === "ArrowUp") {
       handled = moveRow(-1);
-    } else if (event.key === "p" || event.key === "d" || event.key === "s") {
+    } else if (event.key === "p" || event.key === "d") {
+      handled = onList(event.key) || follow(event.key);
+    } else if (event.key === "s") {
       handled = follow(event.key);
     }
     if (handled) event.preventDefault();
+  });
+
+  // Paging swaps its own links away: the keyboard lands on the first invoice of the new page
+  // (not on the page's body, where the next Tab would start from the top).
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var detail = event.detail || {};
+    var trigger = detail.requestConfig && detail.requestConfig.elt;
+    if (!trigger || !trigger.closest || !trigger.closest(".pagination")) return;
+    if (document.activeElement && document.activeElement !== document.body) return;
+    var first = detail.target && detail.target.querySelector(".row-link");
+    if (first) first.focus();
   });
 
   // A request that never reached the server (offline, timeout): say so where the results go.
