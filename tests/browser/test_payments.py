@@ -23,7 +23,9 @@ REFERENCE = re.compile(r"^PMT-[0-9A-Z]{4}-[0-9A-Z]{4}$")
 
 
 def focused(page: Any) -> str:
-    return str(page.evaluate("document.activeElement.textContent || ''")).strip()
+    """What a screen reader names the focused element: its aria-label, else its text."""
+    script = "(e => e.getAttribute('aria-label') || e.textContent || '')(document.activeElement)"
+    return str(page.evaluate(script)).strip()
 
 
 def tab_until(page: Any, text: str, limit: int = 60) -> None:
