@@ -1,0 +1,219 @@
+"""Odd input on the forms and filters: a 4xx with the field's own message, never a 500, never a
+200 that dies half way, and nothing typed is lost."""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from portal import tenancy
+from portal.models import Dispute, Invoice, Payment
+from tests.conftest import Auth, csrf_token
+from tests.web.payment_helpers import invoice, method, open_form, submit
+
+TOO_LARGE = "Enter an amount up to $999,999,999,999.99."
+# What Python's Decimal (and Babel) read as numbers but nobody writes as an amount: infinities,
+# not-a-numbers and exponents (the largest of which no BIGINT holds).
+NOT_A_NUMBER = ["Infinity", "inf", "-Infinity", "NaN", "sNaN", "1E+999999999", "1e309", "1e26"]
+HUGE = ["1" * 27, "123456789012345678901234567.89", "1000000000000"]
+
+
+@pytest.fixture
+def signed_in(auth: Auth) -> Auth:
+    auth.sign_in()
+    return auth
+
+
+def _count(db: Session, model: type[Dispute] | type[Payment]) -> int:
+    with tenancy.system(db):
+        return db.scalar(select(func.count()).select_from(model)) or 0
+
+
+def _dispute(client: FlaskClient, inv: Invoice, amount: str) -> tuple[int, str]:
+    token = csrf_token(client, f"/portal/invoices/{inv.public_id}/dispute")
+    response = client.post(
+        f"/portal/invoices/{inv.public_id}/dispute",
+        data={"csrf_token": token, "reason": "incorrect_amount", "amount": amount, "message": "x"},
+    )
+    return response.status_code, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        *((typed, "Enter an amount, like 125.00.") for typed in NOT_A_NUMBER),
+        *((typed, TOO_LARGE) for typed in HUGE),
+        ("0", "Enter an amount above zero."),
+        ("-0.01", "Enter an amount above zero."),
+    ],
+)
+def test_a_dispute_amount_that_is_no_amount_is_explained(
+    client: FlaskClient, signed_in: Auth, db: Session, amount: str, message: str
+) -> None:
+    inv = invoice(db, "INV-1003")
+    before = _count(db, Dispute)
+    status, page = _dispute(client, inv, amount)
+    assert status == 422, page
+    assert html.escape(message) in page
+    assert f'value="{html.escape(amount)}"' in page  # what was typed stays in the field
+    assert 'aria-invalid="true"' in page
+    assert _count(db, Dispute) == before
+
+
+def test_a_dispute_amount_is_read_like_a_payment_amount(
+    client: FlaskClient, auth: Auth, db: Session
+) -> None:
+    """The same parser as the payment form: the locale's separators, the currency's decimals."""
+    auth.sign_in("admin@globex.test")  # de-DE: "1.000,25" is one thousand and a quarter
+    inv = invoice(db, "RE-2026-002")
+    status, page = _dispute(client, inv, "1,005")
+    assert status == 422 and "Use at most two decimals." in page and 'value="1,005"' in page
+    status, page = _dispute(client, inv, "1.000,25")
+    assert status == 302, page
+    with tenancy.system(db):
+        dispute = db.scalars(select(Dispute).where(Dispute.invoice_id == inv.id)).one()
+    assert dispute.amount_disputed == 100_025
+
+
+@pytest.mark.parametrize("typed", [*NOT_A_NUMBER, *HUGE])
+@pytest.mark.parametrize("action", ["review", "confirm"])
+def test_a_payment_amount_that_is_no_amount_is_explained(
+    client: FlaskClient, signed_in: Auth, db: Session, typed: str, action: str
+) -> None:
+    inv = invoice(db, "INV-1003")
+    before = _count(db, Payment)
+    _page, key, token = open_form(client, inv.public_id)
+    response = submit(
+        client,
+        [inv],
+        key=key,
+        token=token,
+        action=action,
+        method_id=method(db, "4242").public_id,
+        amounts={inv.public_id: typed},
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422, page
+    message = TOO_LARGE if typed in HUGE else "Enter an amount, like 125.00."
+    assert "Payment validation failed." in page and html.escape(message) in page
+    assert f'value="{typed}"' in page
+    assert _count(db, Payment) == before
+
+
+@pytest.mark.parametrize("typed", [*NOT_A_NUMBER, *HUGE])
+def test_a_total_that_is_no_amount_is_explained(
+    client: FlaskClient, signed_in: Auth, db: Session, typed: str
+) -> None:
+    first, second = invoice(db, "INV-1003"), invoice(db, "INV-1001")
+    _page, key, token = open_form(client, first.public_id, second.public_id)
+    response = submit(
+        client,
+        [first, second],
+        key=key,
+        token=token,
+        action="allocate",
+        method_id=None,
+        total=typed,
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422, page
+    message = TOO_LARGE if typed in HUGE else "Enter an amount, like 125.00."
+    assert html.escape(message) in page and f'value="{typed}"' in page
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("999999999999.99", 99_999_999_999_999),  # the largest amount anyone may type
+        ("999,999,999,999.99", 99_999_999_999_999),
+        ("1000000000000", "amount_too_large"),
+        ("999999999999.991", "amount_too_large"),  # too large says more than too precise
+        ("1e2", "amount_invalid"),  # nobody writes amounts with an exponent
+        ("1E+999999999", "amount_invalid"),
+        ("9" * 5000, "amount_too_large"),  # longer than int() converts: still just too large
+        ("0." + "0" * 5000 + "1", "amount_decimals"),
+        ("Infinity", "amount_invalid"),
+        ("sNaN", "amount_invalid"),
+        ("١٢٣", 12_300),  # digits as Arabic writes them
+        ("1_000", "amount_invalid"),  # Python's digit grouping is nobody's
+        ("12\x0034", "amount_invalid"),
+        ("0", 0),
+        ("0.00", 0),
+        ("-0", "amount_not_positive"),
+    ],
+)
+def test_one_amount_rule(raw: str, expected: int | str) -> None:
+    from portal.services.money import parse_amount
+
+    assert parse_amount(raw, "USD", "en_US") == expected
+
+
+def test_the_bound_is_in_minor_units_and_fits_every_currency() -> None:
+    from portal.services.money import MAX_MINOR, parse_amount
+
+    assert MAX_MINOR < 2**63 - 1  # PostgreSQL's and SQLite's BIGINT
+    assert parse_amount("99999999999999", "JPY", "en_US") == MAX_MINOR
+    assert parse_amount("100000000000000", "JPY", "en_US") == "amount_too_large"
+    assert parse_amount("99999999999.999", "KWD", "en_US") == MAX_MINOR
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "to=9999-12-31",
+        "from=9999-12-31",
+        "from=0001-01-01",
+        "to=0001-01-01",
+        "from=0001-01-01&to=9999-12-31",
+        "from=someday",
+        "to=2026-02-30",
+        "from=%2B002026-01-01",
+    ],
+)
+@pytest.mark.parametrize("path", ["/portal/payment-history", "/portal/payment-history.csv"])
+def test_history_dates_out_of_range_are_a_400_with_the_message(
+    client: FlaskClient, signed_in: Auth, path: str, query: str
+) -> None:
+    response = client.get(f"{path}?status=failed&{query}")
+    page = response.get_data(as_text=True)  # reads the whole body: a stream would die here
+    assert response.status_code == 400, page
+    assert response.mimetype == "text/html"
+    assert (
+        "Enter a date between 2000-01-01 and 2099-12-31." in page
+        or "Enter a date like 2026-12-31." in page
+    )
+    assert 'aria-invalid="true"' in page
+    assert '<option value="failed" selected>' in page  # the rest of the filter is kept
+
+
+def test_history_dates_at_the_bounds_are_fine(client: FlaskClient, signed_in: Auth) -> None:
+    for path in ("/portal/payment-history", "/portal/payment-history.csv"):
+        response = client.get(f"{path}?from=2000-01-01&to=2099-12-31")
+        assert response.status_code == 200, path
+    page = client.get("/portal/payment-history?from=2000-01-01&to=2099-12-31")
+    assert 'min="2000-01-01"' in page.get_data(as_text=True)
+
+
+def test_the_export_link_carries_only_filters_that_hold(
+    client: FlaskClient, signed_in: Auth
+) -> None:
+    page = client.get("/portal/payment-history?status=failed&from=2026-01-01&to=9999-12-31")
+    body = page.get_data(as_text=True)
+    assert "/portal/payment-history.csv?status=failed&amp;from=2026-01-01" in body
+    assert "payment-history.csv?status=failed&amp;from=2026-01-01&amp;to=" not in body
+    assert 'value="9999-12-31"' in body  # what was typed stays in the field
+
+
+@pytest.mark.parametrize("query", ["from=0001-01-01", "to=9999-12-31", "from=1899-12-31"])
+def test_invoice_list_dates_out_of_range_are_explained(
+    client: FlaskClient, signed_in: Auth, query: str
+) -> None:
+    response = client.get(f"/portal/invoices?{query}&q=INV")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200  # the list's filters explain and apply the rest
+    assert "Enter a date between 2000-01-01 and 2099-12-31." in page
+    assert 'value="INV"' in page
