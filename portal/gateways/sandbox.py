@@ -80,10 +80,10 @@ def verify(payload: bytes, header: str | None, secret: bytes, now: float) -> Non
         given = parts["v1"]
     except (KeyError, ValueError) as error:
         raise InvalidSignature("malformed signature") from error
-    if abs(now - timestamp) > SIGNATURE_TOLERANCE:
+    if abs(int(now) - timestamp) > SIGNATURE_TOLERANCE:  # ints: any length compares
         raise InvalidSignature("signature timestamp outside the tolerance")
     expected = sign(payload, secret, timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, given):
+    if not given.isascii() or not hmac.compare_digest(expected, given):  # str: ASCII only
         raise InvalidSignature("signature mismatch")
 
 
@@ -352,5 +352,5 @@ class SandboxGateway:
                     failure_code=data.get("failure_code"),
                 ),
             )
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise InvalidSignature("unreadable event") from error

@@ -217,3 +217,77 @@ def test_invoice_list_dates_out_of_range_are_explained(
     assert response.status_code == 200  # the list's filters explain and apply the rest
     assert "Enter a date between 2000-01-01 and 2099-12-31." in page
     assert 'value="INV"' in page
+
+
+@pytest.mark.parametrize("path", ["/portal/invoices", "/portal/payment-history"])
+def test_a_page_number_of_any_size_is_the_last_page(
+    client: FlaskClient, signed_in: Auth, path: str
+) -> None:
+    for page in ("9" * 400, "-" + "9" * 400, "1e9", "\u0663"):
+        response = client.get(f"{path}?page={page}")
+        assert response.status_code == 200, page
+
+
+# What the property suite (test_any_input.py) found --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/portal/invoices/%00/dispute"),
+        ("GET", "/portal/invoices/inv_%00"),
+        ("GET", "/portal/invoices?q=a%00b"),
+        ("GET", "/portal/invoices/download?invoice=%00"),
+        ("GET", "/portal/payment?invoice=%00"),
+        ("GET", "/portal/payments/%00"),
+        ("POST", "/portal/security/sessions/%00/end"),
+    ],
+)
+def test_a_nul_anywhere_is_a_400_on_every_database(
+    client: FlaskClient, signed_in: Auth, method: str, path: str
+) -> None:
+    """PostgreSQL cannot hold NUL in text: it raised DataError (a 500) on every lookup."""
+    token = csrf_token(client, "/portal/dashboard")
+    response = client.open(path, method=method, data={"csrf_token": token})
+    assert response.status_code == 400
+    assert "Invalid payment data. Check your input." in response.get_data(as_text=True)
+
+
+def test_a_nul_in_a_form_is_a_400_and_the_text_nul_is_just_text(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    inv = invoice(db, "INV-1003")
+    before = _count(db, Dispute)
+    token = csrf_token(client, "/portal/dashboard")
+    path = f"/portal/invoices/{inv.public_id}/dispute"
+    form = {"csrf_token": token, "reason": "other", "message": "bad\x00seats"}
+    assert client.post(path, data=form).status_code == 400
+    assert _count(db, Dispute) == before
+    assert client.get("/portal/invoices?q=%2500").status_code == 200  # the text "%00"
+    status, _page = _dispute(client, inv, "%00")
+    assert status == 422  # "%00" typed as an amount is no amount, nothing more
+
+
+@pytest.mark.parametrize("target", ["//[", "http://[::1", "/a\r\nSet-Cookie: x=1"])
+def test_a_next_that_is_no_url_is_ignored(client: FlaskClient, target: str) -> None:
+    """urlsplit() raised ValueError ("Invalid IPv6 URL") on these: a 500 on the sign-in page."""
+    assert client.get("/login", query_string={"next": target}).status_code == 200
+    token = csrf_token(client)
+    response = client.post(
+        "/language", data={"csrf_token": token, "language": "de", "next": target}
+    )
+    assert response.status_code == 302 and response.headers["Location"] == "/portal/dashboard"
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["t=" + "9" * 400 + ",v1=00", "t=-" + "9" * 400 + ",v1=00", "t=1e400,v1=00", "t=,v1=", "="],
+)
+def test_a_webhook_signature_of_any_shape_is_a_400(client: FlaskClient, signature: str) -> None:
+    """A timestamp too large for a float made the tolerance check raise OverflowError."""
+    response = client.post(
+        "/webhooks/sandbox",
+        data=b'{"id": "evt_1"}',
+        headers={"Sandbox-Signature": signature, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400

@@ -6,7 +6,7 @@ from typing import Any
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import DateField, Field, IntegerField, SearchField, SelectField
-from wtforms.validators import NumberRange, Optional, ValidationError
+from wtforms.validators import Optional, ValidationError
 
 from portal.services.dates import EARLIEST, LATEST
 from portal.services.invoices import DEFAULT_SORT, SORT_KEYS, InvoiceQuery
@@ -37,6 +37,7 @@ def within_bounds(_form: object, field: Field) -> None:
         )
 
 
+MAX_PAGE = 1_000_000  # pages of 25: far beyond any company's invoices
 _DATE_BOUNDS = {"min": EARLIEST.isoformat(), "max": LATEST.isoformat()}
 
 
@@ -77,7 +78,12 @@ class InvoiceFilterForm(FlaskForm):
         _l("Issued to"), validators=[Optional(), within_bounds], name="to", render_kw=_DATE_BOUNDS
     )
     sort = SelectField(_l("Sort by"), choices=sort_choices, default=DEFAULT_SORT)
-    page = IntegerField(validators=[Optional(), NumberRange(min=1)], default=1)
+    # Not NumberRange: it asks math.isnan() first, which cannot take a 400-digit integer.
+    page = IntegerField(validators=[Optional()], default=1)
+
+    def validate_page(self, field: IntegerField) -> None:
+        if field.data is not None and not 1 <= field.data <= MAX_PAGE:
+            raise ValidationError(_l("Not a valid page."))
 
     def validate_date_to(self, field: DateField) -> None:
         start, end = self.date_from.data, field.data
