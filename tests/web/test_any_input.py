@@ -610,7 +610,8 @@ def _send(stage: Stage, actor: Actor, endpoint: str, method: str, example: Examp
         route = ROUTES[endpoint]
         unread = {name for name in _Reads.names if not route.reads(name)}
         assert not unread, f"{endpoint} reads {sorted(unread)!r}: list them in ROUTES"
-        assert route.iterates_form or not _Reads.iterated, f"{endpoint} iterates a form"
+        everything = f"{endpoint} reads every parameter there is: say so in ROUTES"
+        assert route.iterates_form or not _Reads.iterated, everything
         if route.webhook == "sandbox" and example.signature != "signed":
             assert status == 400, what  # garbage is refused as garbage
         if 400 <= status < 500:
