@@ -64,7 +64,7 @@ def verify_totp(
     if user.mfa_secret_encrypted is None:
         return False
     code = _normalize(code)
-    if len(code) != 6 or not code.isdigit():
+    if len(code) != 6 or not code.isascii() or not code.isdigit():  # "٠١٢٣٤٥" is digits too
         return False
     totp = pyotp.TOTP(crypto.decrypt(secret_key, user.mfa_secret_encrypted))
     current = int(now.timestamp()) // STEP_SECONDS

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import Dispute, Invoice, Payment
-from tests.conftest import Auth, csrf_token
+from tests.conftest import COOKIE, Auth, csrf_token
 from tests.web.payment_helpers import invoice, method, open_form, submit
 
 TOO_LARGE = "Enter an amount up to $999,999,999,999.99."
@@ -291,3 +291,19 @@ def test_a_webhook_signature_of_any_shape_is_a_400(client: FlaskClient, signatur
         headers={"Sandbox-Signature": signature, "Content-Type": "application/json"},
     )
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "code", ["\u0660\u0661\u0662\u0663\u0664\u0665", "\u0660-00-000", "12345\u00b2"]
+)
+def test_a_code_in_other_digits_is_a_wrong_code(client: FlaskClient, auth: Auth, code: str) -> None:
+    """str.isdigit() takes Arabic-Indic digits and superscripts; hmac.compare_digest() then
+    raised TypeError on the non-ASCII text: a 500 on both second-factor pages."""
+    assert auth.login().headers["Location"] == "/login/mfa"
+    assert auth.code(code).status_code == 401
+    client.delete_cookie(COOKIE)  # start again as someone not enrolled yet
+    assert auth.login("new@acme.test").headers["Location"] == "/mfa/setup"
+    token = csrf_token(client, "/mfa/setup")
+    response = client.post("/mfa/setup", data={"csrf_token": token, "code": code})
+    assert response.status_code == 422
+    assert "That code didn&#39;t work." in response.get_data(as_text=True)
