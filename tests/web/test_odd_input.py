@@ -182,6 +182,7 @@ def test_history_dates_out_of_range_are_a_400_with_the_message(
     page = response.get_data(as_text=True)  # reads the whole body: a stream would die here
     assert response.status_code == 400, page
     assert response.mimetype == "text/html"
+    assert "Invalid payment data. Check your input." in page  # the runbook's 400
     assert (
         "Enter a date between 2000-01-01 and 2099-12-31." in page
         or "Enter a date like 2026-12-31." in page
