@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from flask import (
     Flask,
     Response,
+    abort,
     current_app,
     flash,
     g,
@@ -85,14 +86,31 @@ def gateway_link(path: str) -> str:
 
 def safe_next(target: str | None) -> str | None:
     """Only a local path may follow sign-in (no scheme, no host, no protocol-relative //)."""
-    if not target:
+    if not target or not target.startswith("/") or target.startswith("//"):
         return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return None
-    if "\\" in target:
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # e.g. "/[" in what would be the host
+        return None
+    if parts.scheme or parts.netloc:
         return None
     return target
+
+
+FORM_MIMETYPE = "application/x-www-form-urlencoded"
+
+
+def _refuse_nul() -> None:
+    """No text the portal keeps may hold NUL (PostgreSQL refuses it) and nobody types one: a
+    path, query or form carrying one is refused whole (400), before any route reads it. Read
+    from the raw request, so the form is still parsed as usual (and a webhook's body intact)."""
+    encoded = [request.query_string]  # as sent: a NUL is "%00" ("%2500" is the text "%00")
+    if request.mimetype == FORM_MIMETYPE:
+        encoded.append(request.get_data(cache=True))
+    if "\x00" in request.path or any(b"\x00" in part or b"%00" in part for part in encoded):
+        abort(400)
 
 
 def _authenticate() -> None:
@@ -143,6 +161,8 @@ def _unauthorized() -> BaseResponse:
 def init_app(app: Flask) -> None:
     login_manager.request_loader(_load_user)
     login_manager.unauthorized_handler(_unauthorized)
+    # First of all, before Flask-WTF's CSRF check parses the form (the raw body is gone then).
+    app.before_request_funcs.setdefault(None, []).insert(0, _refuse_nul)
     app.before_request(_authenticate)
 
     @app.after_request

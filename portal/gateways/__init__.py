@@ -69,6 +69,27 @@ class ChargeEvent:
     amount: int | None = None  # what the charge is for, to check against that payment
     currency: str | None = None
 
+    def __post_init__(self) -> None:
+        """What the portal keeps of an event must fit where it goes (gateway_events, payments):
+        an event that does not is unreadable, as a forged one is, and answered 400."""
+        result = self.result
+        if not (
+            _storable(self.event_id, 120)
+            and _storable(self.kind, 1_000)  # kept to its first 60 characters
+            and _storable(self.reference, 120)
+            and (self.payment_ref is None or _storable(self.payment_ref, 120))
+            and (result.failure_code is None or _storable(result.failure_code, 60))
+            and (result.action_url is None or _storable(result.action_url, 500))
+            and (self.amount is None or isinstance(self.amount, int))
+            and (self.currency is None or _storable(self.currency, 3))
+        ):
+            raise UnreadableEvent("the event does not fit the portal's records")
+
+
+def _storable(value: object, limit: int) -> bool:
+    """Text a database column of `limit` characters takes (PostgreSQL refuses NUL in text)."""
+    return isinstance(value, str) and 0 < len(value) <= limit and "\x00" not in value
+
 
 class GatewayError(RuntimeError):
     """The gateway could not be reached or answered something unusable (try again later)."""
@@ -81,6 +102,10 @@ class GatewayConflict(GatewayError):
 
 class InvalidSignature(ValueError):
     """A webhook whose signature does not verify; nothing in it may be trusted."""
+
+
+class UnreadableEvent(InvalidSignature):
+    """A webhook, signed or not, that the portal cannot read or keep: refused the same way."""
 
 
 class PaymentGateway(Protocol):

@@ -83,8 +83,10 @@ def verify(payload: bytes, header: str | None, secret: bytes | Sequence[bytes], 
         given = parts["v1"]
     except (KeyError, ValueError) as error:
         raise InvalidSignature("malformed signature") from error
-    if abs(now - timestamp) > SIGNATURE_TOLERANCE:
+    if abs(int(now) - timestamp) > SIGNATURE_TOLERANCE:  # ints: any length compares
         raise InvalidSignature("signature timestamp outside the tolerance")
+    if not given.isascii():  # compare_digest takes ASCII text only
+        raise InvalidSignature("signature mismatch")
     matched = False
     for candidate in secrets_:
         expected = sign(payload, candidate, timestamp).split("v1=", 1)[1]
@@ -361,5 +363,5 @@ class SandboxGateway:
                     failure_code=data.get("failure_code"),
                 ),
             )
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise InvalidSignature("unreadable event") from error

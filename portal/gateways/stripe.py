@@ -220,7 +220,7 @@ class StripeGateway:
             )
         except stripe.SignatureVerificationError as error:
             raise InvalidSignature("Stripe signature does not verify") from error
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
             raise InvalidSignature("unreadable event") from error
         try:
             if event.type not in CHARGE_EVENTS:
@@ -237,7 +237,7 @@ class StripeGateway:
                 amount=_field(intent, "amount"),
                 currency=(_text(intent, "currency") or "").upper() or None,
             )
-        except AttributeError as error:  # a field the event should carry is not there
+        except (AttributeError, TypeError, ValueError) as error:  # a field missing or mistyped
             raise InvalidSignature("unreadable event") from error
 
 

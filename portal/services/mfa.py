@@ -73,7 +73,7 @@ def _normalize(code: str) -> str:
 def _matching_step(secret: str, code: str, now: datetime) -> int | None:
     """The time step (one of drift either way) whose code this is, or None."""
     code = _normalize(code)
-    if len(code) != 6 or not code.isdigit():
+    if len(code) != 6 or not code.isascii() or not code.isdigit():  # "٠١٢٣٤٥" is digits too
         return None
     totp = pyotp.TOTP(secret)
     current = int(now.timestamp()) // STEP_SECONDS

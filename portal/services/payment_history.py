@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -13,6 +13,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.models import Payment, PaymentAllocation, PaymentStatus
+from portal.services.dates import DateError, parse_date
 from portal.services.money import to_decimal
 from portal.services.receipts import method_label
 
@@ -26,6 +27,26 @@ class HistoryQuery:
     date_from: date | None = None
     date_to: date | None = None
     page: int = 1
+
+
+def read_query(args: Mapping[str, str]) -> tuple[HistoryQuery, dict[str, DateError]]:
+    """The filters from query parameters, and what is wrong with the dates ("from", "to"). A
+    refused date is left out of the query; an unknown status means all, a bad page the first."""
+    errors: dict[str, DateError] = {}
+    dates: dict[str, date | None] = {}
+    for name in ("from", "to"):
+        parsed = parse_date(args.get(name, ""))
+        if isinstance(parsed, DateError):
+            errors[name] = parsed
+            parsed = None
+        dates[name] = parsed
+    status = args.get("status", "")
+    try:
+        page = int(args.get("page", "1"))
+    except ValueError:
+        page = 1
+    query = HistoryQuery(status if status in STATUSES else "", dates["from"], dates["to"], page)
+    return query, errors
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,14 @@ CSV_HEADER = (
 
 
 def export_csv(session: Session, query: HistoryQuery) -> Iterator[str]:
-    """Every matching payment (not only one page), a row each; amounts in major units."""
+    """Every matching payment (not only one page), a row each; amounts in major units. The
+    query runs now, before the caller starts a response: a failure is an error page, never a
+    download that stops half way."""
+    payments = session.scalars(_loaded(_filtered(query))).unique().all()
+    return _csv_rows(payments)
+
+
+def _csv_rows(payments: Iterable[Payment]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
@@ -103,7 +131,7 @@ def export_csv(session: Session, query: HistoryQuery) -> Iterator[str]:
 
     writer.writerow(CSV_HEADER)
     yield flush()
-    for payment in session.scalars(_loaded(_filtered(query))).unique():
+    for payment in payments:
         writer.writerow(
             (
                 payment.public_id,

@@ -20,10 +20,8 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
-from babel.numbers import NumberFormatError, parse_decimal
 from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -51,9 +49,8 @@ from portal.models import (
     PortalUser,
 )
 from portal.models.payment import new_reference
-from portal.services import audit
+from portal.services import audit, money
 from portal.services.invoices import PAYABLE
-from portal.services.money import to_minor
 
 # Payments that still hold part of an invoice's balance.
 IN_FLIGHT = (PaymentStatus.PENDING, PaymentStatus.SCHEDULED, PaymentStatus.PROCESSING)
@@ -85,6 +82,7 @@ class FieldError(enum.StrEnum):
     AMOUNT_INVALID = "amount_invalid"
     AMOUNT_DECIMALS = "amount_decimals"
     AMOUNT_NOT_POSITIVE = "amount_not_positive"
+    AMOUNT_TOO_LARGE = "amount_too_large"  # above money.MAX_MINOR
     AMOUNT_ABOVE_BALANCE = "amount_above_balance"
     PARTIAL_NOT_ALLOWED = "partial_not_allowed"
     TOTAL_ABOVE_BALANCE = "total_above_balance"
@@ -266,34 +264,11 @@ def _groups(invoices: list[Invoice], key: object) -> list[tuple[str, list[Invoic
 # amounts ---------------------------------------------------------------------------------
 
 
-_PLAIN = re.compile(r"^\d+(?:\.\d+)?$")
-
-
 def parse_amount(raw: str, currency: str, locale: str = "en") -> int | FieldError:
-    """A typed amount in major units to minor units, read as `locale` writes numbers ("1,234.50"
-    in en, "1.234,50" in de); a plain "1234.50" is accepted everywhere."""
-    cleaned = raw.strip()
-    for noise in ("$", "€", "£", currency, "\u00a0", "\u202f", " "):
-        cleaned = cleaned.replace(noise, "")
-    if not cleaned:
-        return FieldError.AMOUNT_INVALID
-    negative = cleaned.startswith("-")
-    digits = cleaned.lstrip("-")
-    try:
-        value = parse_decimal(digits, locale=locale, strict=True)
-    except (NumberFormatError, ValueError):
-        if not _PLAIN.match(digits):
-            return FieldError.AMOUNT_INVALID
-        value = Decimal(digits)
-    if not value.is_finite():
-        return FieldError.AMOUNT_INVALID
-    if negative:
-        return FieldError.AMOUNT_NOT_POSITIVE
-    try:
-        minor = to_minor(value, currency)
-    except ValueError:
-        return FieldError.AMOUNT_DECIMALS
-    return minor  # 0 means "not this invoice"; the caller decides whether that is allowed
+    """The typed amount in minor units (`money.parse_amount`, the one rule for every amount),
+    or what is wrong with it in this form's terms."""
+    parsed = money.parse_amount(raw, currency, locale)
+    return FieldError(parsed.value) if isinstance(parsed, money.AmountError) else parsed
 
 
 def allocate_oldest_first(items: list[Item], total: int) -> FieldError | None:

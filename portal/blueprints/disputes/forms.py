@@ -4,10 +4,12 @@ from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import DecimalField, SelectField, TextAreaField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms import Field, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, ValidationError
 
+from portal.blueprints.payments.copy import amount_error
 from portal.models import DisputeReason
+from portal.services.money import AmountError, parse_amount
 
 
 def reason_choices() -> list[tuple[str, Any]]:
@@ -22,13 +24,12 @@ def reason_choices() -> list[tuple[str, Any]]:
 
 
 class DisputeForm(FlaskForm):
+    """The amount is read by the payment form's rule (`money.parse_amount`), in the invoice's
+    currency and the reader's locale; `minor_amount` holds it once the form validates (None:
+    the whole balance)."""
+
     reason = SelectField(_l("Reason"), choices=reason_choices)
-    amount = DecimalField(
-        _l("Amount in question"),
-        places=2,
-        validators=[Optional(), NumberRange(min=0.01, message=_l("Enter an amount above zero."))],
-        render_kw={"inputmode": "decimal"},
-    )
+    amount = StringField(_l("Amount in question"), render_kw={"inputmode": "decimal"})
     message = TextAreaField(
         _l("What happened?"),
         validators=[
@@ -37,3 +38,21 @@ class DisputeForm(FlaskForm):
         ],
         render_kw={"rows": 5},
     )
+
+    def __init__(self, *args: Any, currency: str, locale: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+        self.locale = locale
+        self.minor_amount: int | None = None
+
+    def validate_amount(self, field: Field) -> None:
+        raw = (field.data or "").strip()
+        if not raw:
+            self.minor_amount = None
+            return
+        parsed = parse_amount(raw, self.currency, self.locale)
+        if parsed == 0:
+            parsed = AmountError.NOT_POSITIVE
+        if isinstance(parsed, AmountError):
+            raise ValidationError(amount_error(parsed, self.currency))
+        self.minor_amount = parsed

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
-from portal import clock
+from portal import clock, i18n
 from portal.blueprints.disputes.forms import DisputeForm
 from portal.extensions import db_session
 from portal.models import DisputeReason, Invoice
 from portal.services import disputes, invoices
-from portal.services.money import to_minor
 from portal.web import request_info
 
 bp = Blueprint("disputes", __name__, url_prefix="/portal/invoices")
@@ -34,24 +31,17 @@ def new(public_id: str) -> Response | str | tuple[str, int]:
     if not disputes.can_dispute(invoice):
         flash(_("This invoice can't be disputed in its current state."), "warning")
         return redirect(url_for("invoices.show", public_id=public_id))
-    form = DisputeForm()
+    form = DisputeForm(currency=invoice.currency, locale=i18n.format_locale())
     if not form.validate_on_submit():
         status = 422 if form.is_submitted() else 200
         return render_template("disputes/new.html", form=form, invoice=invoice), status
-    amount: int | None = None
-    if form.amount.data is not None:
-        try:
-            amount = to_minor(Decimal(form.amount.data), invoice.currency)
-        except ValueError:
-            form.amount.errors = [_("Use at most two decimals.")]
-            return render_template("disputes/new.html", form=form, invoice=invoice), 422
     db = db_session()
     result = disputes.open_dispute(
         db,
         invoice,
         current_user,
         reason=DisputeReason(form.reason.data),
-        amount=amount,
+        amount=form.minor_amount,
         message=form.message.data or "",
         now=clock.now(),
         request=request_info(),

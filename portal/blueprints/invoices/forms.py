@@ -5,9 +5,10 @@ from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import DateField, IntegerField, SearchField, SelectField
-from wtforms.validators import NumberRange, Optional, ValidationError
+from wtforms import DateField, Field, IntegerField, SearchField, SelectField
+from wtforms.validators import Optional, ValidationError
 
+from portal.services.dates import EARLIEST, LATEST
 from portal.services.invoices import DEFAULT_SORT, SORT_KEYS, InvoiceQuery
 
 
@@ -22,6 +23,22 @@ def status_choices() -> list[tuple[str, Any]]:
         ("disputed", _l("Disputed")),
         ("paid", _l("Paid")),
     ]
+
+
+def within_bounds(_form: object, field: Field) -> None:
+    """The same bounds as every date filter (`portal.services.dates`)."""
+    if field.data is not None and not EARLIEST <= field.data <= LATEST:
+        raise ValidationError(
+            _l(
+                "Enter a date between %(earliest)s and %(latest)s.",
+                earliest=EARLIEST.isoformat(),
+                latest=LATEST.isoformat(),
+            )
+        )
+
+
+MAX_PAGE = 1_000_000  # pages of 25: far beyond any company's invoices
+_DATE_BOUNDS = {"min": EARLIEST.isoformat(), "max": LATEST.isoformat()}
 
 
 def sort_choices() -> list[tuple[str, Any]]:
@@ -51,10 +68,22 @@ class InvoiceFilterForm(FlaskForm):
             "spellcheck": "false",
         },
     )
-    date_from = DateField(_l("Issued from"), validators=[Optional()], name="from")
-    date_to = DateField(_l("Issued to"), validators=[Optional()], name="to")
+    date_from = DateField(
+        _l("Issued from"),
+        validators=[Optional(), within_bounds],
+        name="from",
+        render_kw=_DATE_BOUNDS,
+    )
+    date_to = DateField(
+        _l("Issued to"), validators=[Optional(), within_bounds], name="to", render_kw=_DATE_BOUNDS
+    )
     sort = SelectField(_l("Sort by"), choices=sort_choices, default=DEFAULT_SORT)
-    page = IntegerField(validators=[Optional(), NumberRange(min=1)], default=1)
+    # Not NumberRange: it asks math.isnan() first, which cannot take a 400-digit integer.
+    page = IntegerField(validators=[Optional()], default=1)
+
+    def validate_page(self, field: IntegerField) -> None:
+        if field.data is not None and not 1 <= field.data <= MAX_PAGE:
+            raise ValidationError(_l("Not a valid page."))
 
     def validate_date_to(self, field: DateField) -> None:
         start, end = self.date_from.data, field.data

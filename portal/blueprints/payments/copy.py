@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask_babel import gettext as _
 
+from portal.services.money import MAX_MINOR, AmountError
 from portal.services.payments import FieldError, Problem
+from portal.templating import money
 
 
 def field_error(error: FieldError, **values: str) -> str:
@@ -12,6 +14,9 @@ def field_error(error: FieldError, **values: str) -> str:
         FieldError.AMOUNT_INVALID: _("Enter an amount, like 125.00."),
         FieldError.AMOUNT_DECIMALS: _("Use at most two decimals."),
         FieldError.AMOUNT_NOT_POSITIVE: _("Enter an amount above zero."),
+        FieldError.AMOUNT_TOO_LARGE: _(
+            "Enter an amount up to %(maximum)s.", maximum=values.get("maximum", "")
+        ),
         FieldError.AMOUNT_ABOVE_BALANCE: _(
             "That is more than the %(available)s you can pay on this invoice.",
             available=values.get("available", ""),
@@ -34,6 +39,11 @@ def field_error(error: FieldError, **values: str) -> str:
         FieldError.METHOD_CANNOT_SCHEDULE: _("Choose another method to schedule a payment."),
     }
     return str(messages[error])
+
+
+def amount_error(error: FieldError | AmountError, currency: str) -> str:
+    """What is wrong with a typed amount (payment or dispute): the same rule, the same words."""
+    return field_error(FieldError(error.value), maximum=money(MAX_MINOR, currency))
 
 
 def problem(problem: Problem, number: str = "") -> str:

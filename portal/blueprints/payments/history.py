@@ -4,67 +4,75 @@ Like the invoice list: one GET form, one URL, two renderings (htmx asks for the 
 
 from __future__ import annotations
 
-from datetime import date
-
-from flask import Response, render_template, request, stream_with_context
+from flask import Response, make_response, render_template, request, stream_with_context
+from flask_babel import gettext as _
 from flask_login import login_required
 
 from portal import clock
 from portal.blueprints.payments.routes import bp
 from portal.extensions import db_session
-from portal.services import payment_history
+from portal.services import dates, payment_history
 from portal.services.dashboard import viewing
+from portal.services.dates import DateError
 from portal.services.payment_history import HistoryQuery
 from portal.web import wants_fragment
 
 
-def _date(name: str) -> tuple[date | None, bool]:
-    raw = request.args.get(name, "").strip()
-    if not raw:
-        return None, True
-    try:
-        return date.fromisoformat(raw), True
-    except ValueError:
-        return None, False
+def date_message(error: DateError) -> str:
+    if error is DateError.OUT_OF_RANGE:
+        return str(
+            _(
+                "Enter a date between %(earliest)s and %(latest)s.",
+                earliest=dates.EARLIEST.isoformat(),
+                latest=dates.LATEST.isoformat(),
+            )
+        )
+    return str(_("Enter a date like 2026-12-31."))
 
 
-def _query() -> tuple[HistoryQuery, dict[str, str], dict[str, bool]]:
-    status = request.args.get("status", "")
-    date_from, ok_from = _date("from")
-    date_to, ok_to = _date("to")
-    try:
-        page = int(request.args.get("page", "1"))
-    except ValueError:
-        page = 1
-    args = {k: v for k, v in request.args.items() if k in ("status", "from", "to") and v}
-    valid = {"from": ok_from, "to": ok_to}
-    status = status if status in payment_history.STATUSES else ""
-    return HistoryQuery(status, date_from, date_to, page), args, valid
+def _query() -> tuple[HistoryQuery, dict[str, str], dict[str, str]]:
+    """The filters, the query parameters that hold (for links: pages, CSV) and the errors."""
+    query, problems = payment_history.read_query(request.args)
+    errors = {name: date_message(problem) for name, problem in problems.items()}
+    held = {
+        "status": query.status,
+        "from": query.date_from.isoformat() if query.date_from else "",
+        "to": query.date_to.isoformat() if query.date_to else "",
+    }
+    return query, {k: v for k, v in held.items() if v}, errors
 
 
-@bp.get("/payment-history")
-@login_required
-def history() -> str:
-    query, args, valid = _query()
+def _page(query: HistoryQuery, args: dict[str, str], errors: dict[str, str]) -> Response:
+    """The page (or its results, for htmx); with a refused filter a 400 that says which, the
+    rest of the filters applied."""
     session = db_session()
     context = {
         "page": payment_history.list_payments(session, query),
         "query": query,
         "args": args,
-        "valid": valid,
+        "errors": errors,
         "statuses": payment_history.STATUSES,
         "today": clock.today(),
         "viewing": viewing(session),
+        "earliest": dates.EARLIEST.isoformat(),
+        "latest": dates.LATEST.isoformat(),
     }
-    if wants_fragment():
-        return render_template("payments/_history_results.html", **context)
-    return render_template("payments/history.html", **context)
+    template = "payments/_history_results.html" if wants_fragment() else "payments/history.html"
+    return make_response(render_template(template, **context), 400 if errors else 200)
+
+
+@bp.get("/payment-history")
+@login_required
+def history() -> Response:
+    return _page(*_query())
 
 
 @bp.get("/payment-history.csv")
 @login_required
 def history_csv() -> Response:
-    query, _args, _valid = _query()
+    query, args, errors = _query()
+    if errors:  # checked before the download starts: a 200 cannot take back its status
+        return _page(query, args, errors)
     rows = payment_history.export_csv(db_session(), query)
     response = Response(stream_with_context(rows), mimetype="text/csv")
     response.headers["Content-Disposition"] = (

@@ -171,7 +171,7 @@ def _parse(
         if total == 0:
             total = FieldError.AMOUNT_NOT_POSITIVE
         if isinstance(total, FieldError):
-            draft.errors["total"] = copy.field_error(total)
+            draft.errors["total"] = copy.amount_error(total, currency)
         else:
             problem = payments.allocate_oldest_first(selection.items, total)
             if problem is not None:
@@ -195,7 +195,7 @@ def _parse(
                 continue
             parsed = payments.parse_amount(raw, currency, i18n.format_locale())
             if isinstance(parsed, FieldError):
-                draft.errors[pid] = copy.field_error(parsed)
+                draft.errors[pid] = copy.amount_error(parsed, currency)
                 item.amount = 0
             else:
                 item.amount = parsed
