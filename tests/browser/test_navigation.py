@@ -495,6 +495,13 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     visit("/password/reset/not-a-real-token")
 
     # Every page and fragment this walk can reach was rendered (the enrolment pages are
-    # test_sign_in's); with all browser tests, conftest checks that none was left out.
+    # test_sign_in's, a group's pages need a payment made: test_payments'); with all browser
+    # tests, conftest checks that none was left out.
     rendered = answers.templates.get(answers.test, set())
-    assert unseen_templates(rendered) <= {"auth/mfa_setup.html", "auth/recovery_codes.html"}
+    elsewhere = {
+        "auth/mfa_setup.html",
+        "auth/recovery_codes.html",
+        "payments/group.html",
+        "payments/_group_status.html",
+    }
+    assert unseen_templates(rendered) <= elsewhere
