@@ -7,7 +7,6 @@ are signed as Stripe signs them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -19,43 +18,10 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import InvoiceStatus, PaymentMethod, PaymentStatus
-from tests.conftest import Auth, Backend, csrf_token, make_app, transactional
+from tests.conftest import Auth, csrf_token
 from tests.stripe_stub import StripeStub, card_numbers_in
 from tests.web.payment_helpers import invoice, pay, payment
-
-WEBHOOK_SECRET = "whsec_portal_tests"
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StripeStub]:
-    with StripeStub(webhook_secret=WEBHOOK_SECRET, secret_key="sk_test_portal") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def stripe_app(backend: Backend, stub: StripeStub) -> Iterator[Flask]:
-    app = make_app(
-        backend,
-        payment_gateway="stripe",
-        stripe_secret_key="sk_test_portal",
-        stripe_webhook_secret=WEBHOOK_SECRET,
-        stripe_api_base=stub.url,
-    )
-    yield app
-    app.extensions["portal.db"].engine.dispose()
-
-
-@pytest.fixture
-def client(stripe_app: Flask) -> Iterator[FlaskClient]:
-    with transactional(stripe_app):
-        yield stripe_app.test_client()
-
-
-@pytest.fixture
-def db(stripe_app: Flask, client: FlaskClient) -> Iterator[Session]:
-    session: Session = stripe_app.extensions["portal.db"].sessionmaker()
-    yield session
-    session.close()
+from tests.web.stripe.helpers import deliver
 
 
 @pytest.fixture
@@ -83,16 +49,6 @@ def add_card(client: FlaskClient, stub: StripeStub, number: str, db: Session) ->
             .where(PaymentMethod.gateway == "stripe", PaymentMethod.last4 == number[-4:])
             .order_by(PaymentMethod.id.desc())
         ).first()  # type: ignore[return-value]
-
-
-def deliver(client: FlaskClient, body: bytes, signature: str) -> tuple[int, str]:
-    """POST a webhook as Stripe does; returns (status, the portal's outcome)."""
-    answer = client.post(
-        "/webhooks/stripe",
-        data=body,
-        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-    )
-    return answer.status_code, (answer.get_json() or {}).get("outcome", "")
 
 
 def test_the_sandbox_page_is_not_served_with_stripe(client: FlaskClient) -> None:

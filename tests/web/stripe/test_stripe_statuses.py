@@ -8,7 +8,6 @@ confirmed or captured elsewhere).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,12 +17,11 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from portal.models import PaymentStatus
-from tests.conftest import Auth, Backend, make_app, transactional
+from tests.conftest import Auth
 from tests.stripe_stub import StripeStub
 from tests.web.payment_helpers import invoice, pay, payment
-from tests.web.test_stripe_payments import WEBHOOK_SECRET, deliver
+from tests.web.stripe.helpers import SECRET_KEY, WEBHOOK_SECRET, deliver
 
-SECRET = "sk_test_statuses"
 # What the portal's payment becomes when Stripe reports each status.
 OUTCOME = {
     "requires_payment_method": PaymentStatus.FAILED,
@@ -37,38 +35,6 @@ OUTCOME = {
 
 
 @pytest.fixture(scope="module")
-def stub() -> Iterator[StripeStub]:
-    with StripeStub(webhook_secret=WEBHOOK_SECRET, secret_key=SECRET) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def stripe_app(backend: Backend, stub: StripeStub) -> Iterator[Flask]:
-    app = make_app(
-        backend,
-        payment_gateway="stripe",
-        stripe_secret_key=SECRET,
-        stripe_webhook_secret=WEBHOOK_SECRET,
-        stripe_api_base=stub.url,
-    )
-    yield app
-    app.extensions["portal.db"].engine.dispose()
-
-
-@pytest.fixture
-def client(stripe_app: Flask) -> Iterator[FlaskClient]:
-    with transactional(stripe_app):
-        yield stripe_app.test_client()
-
-
-@pytest.fixture
-def db(stripe_app: Flask, client: FlaskClient) -> Iterator[Session]:
-    session: Session = stripe_app.extensions["portal.db"].sessionmaker()
-    yield session
-    session.close()
-
-
-@pytest.fixture(scope="module")
 def card_3ds(stub: StripeStub) -> tuple[str, str]:
     """A Stripe customer with a saved card that asks for 3-D Secure: (customer, method), made
     once through Checkout for the whole module."""
@@ -77,7 +43,7 @@ def card_3ds(stub: StripeStub) -> tuple[str, str]:
     from portal.gateways.stripe import StripeGateway
     from portal.models import PaymentMethodKind
 
-    with StripeGateway(SECRET, WEBHOOK_SECRET, api_base=stub.url) as gateway:
+    with StripeGateway(SECRET_KEY, WEBHOOK_SECRET, api_base=stub.url) as gateway:
         customer = gateway.ensure_customer(
             existing=None, company_ref="statuses", company_name="Acme Corp"
         )
