@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from flask import (
@@ -13,7 +14,9 @@ from flask import (
     current_app,
     flash,
     g,
+    make_response,
     redirect,
+    render_template,
     request,
     session,
     url_for,
@@ -27,6 +30,7 @@ from portal.models import PortalUser
 from portal.services import audit, auth
 
 SESSION_TOKEN_KEY = "sid"  # noqa: S105 - a cookie key, not a secret
+T = TypeVar("T")
 
 
 def session_policy() -> auth.SessionPolicy:
@@ -59,6 +63,46 @@ def wants_fragment() -> bool:
         and headers.get("HX-Boosted") != "true"
         and headers.get("HX-History-Restore-Request") != "true"
     )
+
+
+def render(
+    page: str,
+    context: Mapping[str, Any],
+    /,
+    *,
+    fragments: Mapping[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    """The one HTMX convention. A page is built from named partials; `fragments` maps the id of
+    an element a targeted htmx request may swap (its `HX-Target` header) to the partial that
+    renders it. A targeted request for one of them gets that partial, with the same context;
+    anything else (a plain request, a boosted one, a history restore, an unknown target) gets
+    the whole page. Every response varies on HX-Request (`init_app`)."""
+    template = page
+    if fragments and wants_fragment():
+        template = fragments.get(request.headers.get("HX-Target", ""), page)
+    return make_response(render_template(template, **context), status)
+
+
+def go(location: str, *, code: int = 303) -> Response:
+    """Send the browser elsewhere: a redirect, or for htmx an HX-Redirect (a whole page)."""
+    if is_htmx():
+        response = make_response("", 204)
+        response.headers["HX-Redirect"] = location
+        return response
+    return redirect(location, code=code)  # type: ignore[return-value]
+
+
+def not_found(message: str) -> NoReturn:
+    abort(404, description=message)
+
+
+def or_404(found: T | None, message: str) -> T:
+    """The one loader's edge: what a tenant-scoped lookup found, or 404 with the page's copy.
+    A foreign id looks exactly like a missing one (tenancy filters every select)."""
+    if found is None:
+        not_found(message)
+    return found
 
 
 def public_link(path: str) -> str:
@@ -168,5 +212,6 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _vary(response: Response) -> Response:
         response.vary.add("HX-Request")
+        response.vary.add("HX-Target")
         response.vary.add("Cookie")
         return response

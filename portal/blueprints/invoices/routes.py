@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from flask import (
     Blueprint,
@@ -27,9 +28,10 @@ from portal.extensions import db_session, settings
 from portal.models import Invoice
 from portal.services import audit, disputes, invoice_pdf, invoices
 from portal.services.dashboard import viewing
-from portal.web import request_info, wants_fragment
+from portal.web import render, request_info
 
 bp = Blueprint("invoices", __name__, url_prefix="/portal/invoices")
+RESULTS = "invoices/_results.html"
 MAX_ZIP = 50  # each uncached PDF takes ~0.2 s to draw
 
 
@@ -57,7 +59,7 @@ def _pdf_bytes(invoice: Invoice) -> bytes:
 
 @bp.get("")
 @login_required
-def index() -> str:
+def index() -> Response:
     form = InvoiceFilterForm(formdata=request.args)
     form.validate()
     query = form.to_query()
@@ -65,7 +67,7 @@ def index() -> str:
     today = clock.today()
     page = invoices.list_invoices(db, query, today)
     narrowed = bool(query.q or query.date_from or query.date_to)
-    context = {
+    context: dict[str, Any] = {
         "form": form,
         "page": page,
         "query": query,
@@ -79,10 +81,8 @@ def index() -> str:
         "list_args": form.list_args(),
         "viewing": viewing(db),
     }
-    # One URL, two renderings: htmx asks for the results only (the response varies on it).
-    if wants_fragment():
-        return render_template("invoices/_results.html", **context)
-    return render_template("invoices/index.html", **context)
+    # One URL, two renderings: htmx swapping the results gets them alone (web.render).
+    return render("invoices/index.html", context, fragments={"invoice-results": RESULTS})
 
 
 @bp.get("/download")
