@@ -43,9 +43,16 @@ def session_policy() -> auth.SessionPolicy:
     )
 
 
+def _printable(text: str, limit: int) -> str:
+    """A header value as the audit log keeps it: no control characters (PostgreSQL refuses a
+    NUL), bounded."""
+    return "".join(c for c in text if c.isprintable())[:limit]
+
+
 def request_info() -> audit.RequestInfo:
     return audit.RequestInfo(
-        ip_address=request.remote_addr or "", user_agent=request.user_agent.string or ""
+        ip_address=_printable(request.remote_addr or "", 64),
+        user_agent=_printable(request.user_agent.string or "", 400),
     )
 
 
@@ -144,17 +151,26 @@ def safe_next(target: str | None) -> str | None:
 
 
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
+MULTIPART_MIMETYPE = "multipart/form-data"
 
 
 def _refuse_nul() -> None:
     """No text the portal keeps may hold NUL (PostgreSQL refuses it) and nobody types one: a
-    path, query or form carrying one is refused whole (400), before any route reads it. Read
-    from the raw request, so the form is still parsed as usual (and a webhook's body intact)."""
+    path, query or form carrying one is refused whole (400), before any route reads it. A
+    url-encoded body is read raw, so the form is still parsed as usual (and a webhook's body
+    intact); any other form (multipart) is read as parsed, names, values and file names."""
     encoded = [request.query_string]  # as sent: a NUL is "%00" ("%2500" is the text "%00")
     if request.mimetype == FORM_MIMETYPE:
         encoded.append(request.get_data(cache=True))
     if "\x00" in request.path or any(b"\x00" in part or b"%00" in part for part in encoded):
         abort(400)
+    if request.mimetype == MULTIPART_MIMETYPE:
+        # A part whose name could not be read (a line break in it) has the name None, which
+        # no route asks for and Flask-WTF's CSRF check trips over: refused as well.
+        texts = [*request.form.keys(), *request.form.values(), *request.files.keys()]
+        texts += [f.filename or "" for f in request.files.values()]
+        if any(text is None or "\x00" in text for text in texts):
+            abort(400)
 
 
 def _authenticate() -> None:

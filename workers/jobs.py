@@ -152,6 +152,9 @@ def send_password_reset(email: str, locale: str, request: dict[str, str]) -> str
     from portal.services import audit, auth, credentials
     from portal.web import public_url_for
 
+    # A short writing unit: look up, record the request, commit. The mail goes out after it,
+    # holding no write lock (on SQLite a slow mail server would otherwise stall every writer,
+    # and only for addresses that exist).
     with _session() as session:
         user = auth.find_user_by_email(session, email)
         if user is None or not user.is_active:
@@ -162,10 +165,12 @@ def send_password_reset(email: str, locale: str, request: dict[str, str]) -> str
         with force_locale(chosen if chosen in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]):
             subject = _("Reset your Billing Portal password")
             text = render_template("mail/password_reset.txt", user=user, link=link)
-        mailer().send(user.email, subject, text)
+        address = user.email
         credentials.note_reset_requested(session, user, audit.RequestInfo(**request))
         session.commit()
-        return "sent"
+    with _context():
+        mailer().send(address, subject, text)
+    return "sent"
 
 
 def forget_run_out_lockouts() -> int:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import Dispute, Invoice, Payment
+from portal.models import AuditEvent, Dispute, Invoice, Payment
 from tests.conftest import COOKIE, Auth, csrf_token
 from tests.web.payment_helpers import invoice, method, open_form, submit
 
@@ -267,6 +267,58 @@ def test_a_nul_in_a_form_is_a_400_and_the_text_nul_is_just_text(
     assert client.get("/portal/invoices?q=%2500").status_code == 200  # the text "%00"
     status, _page = _dispute(client, inv, "%00")
     assert status == 422  # "%00" typed as an amount is no amount, nothing more
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"reason": "other", "message": "bad\x00seats"},
+        {"reason": "other\x00", "message": "seats"},
+        {"reason": "other", "message": "seats", "extra\x00": "x"},
+    ],
+)
+def test_a_nul_in_a_multipart_form_is_a_400_too(
+    client: FlaskClient, signed_in: Auth, db: Session, form: dict[str, str]
+) -> None:
+    """The same form sent as multipart/form-data: it was stored on SQLite and a 500 on
+    PostgreSQL ("text fields cannot contain NUL")."""
+    inv = invoice(db, "INV-1003")
+    before = _count(db, Dispute)
+    token = csrf_token(client, "/portal/dashboard")
+    path = f"/portal/invoices/{inv.public_id}/dispute"
+    response = client.post(
+        path, data={"csrf_token": token, **form}, content_type="multipart/form-data"
+    )
+    assert response.status_code == 400
+    assert _count(db, Dispute) == before
+
+
+@pytest.mark.parametrize("name", ["\r", "\n", "a\r\nb"])
+def test_a_multipart_part_whose_name_cannot_be_read_is_a_400(
+    client: FlaskClient, signed_in: Auth, name: str
+) -> None:
+    """A line break in a part's name leaves it nameless (None): Flask-WTF's CSRF check raised
+    AttributeError on it, a 500 on every POST route."""
+    token = csrf_token(client, "/portal/dashboard")
+    response = client.post(
+        "/logout", data={"csrf_token": token, name: "x"}, content_type="multipart/form-data"
+    )
+    assert response.status_code == 400
+
+
+def test_a_nul_in_a_header_is_not_kept(client: FlaskClient, db: Session) -> None:
+    """A User-Agent carrying a NUL reaches the audit row of a failed sign-in: PostgreSQL
+    refused it with a 500. The audit log keeps the printable part."""
+    token = csrf_token(client)
+    response = client.post(
+        "/login",
+        data={"csrf_token": token, "email": "ap@acme.test", "password": "not it at all"},
+        headers={"User-Agent": "Mozilla\x00evil\x01"},
+    )
+    assert response.status_code < 500
+    with tenancy.system(db):
+        agents = db.scalars(select(AuditEvent.user_agent)).all()
+    assert "Mozillaevil" in agents and not any("\x00" in a for a in agents)
 
 
 @pytest.mark.parametrize("target", ["//[", "http://[::1", "/a\r\nSet-Cookie: x=1"])

@@ -173,3 +173,38 @@ def test_a_score_of_clients_browsing_and_paying_get_no_server_error(live_url: st
     assert statuses["session extend"][204] >= 1, statuses
     assert statuses["payment confirm"][303] >= 1, statuses
     assert sum(statuses["dispute form"].values()) >= 1, statuses
+
+
+def test_a_reset_mail_is_sent_holding_no_write_lock(
+    sqlite_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the reset job talks to the mail server (which may be slow), another writer gets
+    the write lock at once: a sign-in elsewhere must not wait on SMTP, and a known address must
+    not stall writers that an unknown one would not."""
+    import sqlite3
+
+    from portal.services.mail import Mailer
+    from workers import jobs
+
+    path = sqlite_app.extensions["portal.db"].engine.url.database
+    seen: list[str] = []
+
+    def probe(self: Mailer, to: str, subject: str, text: str) -> str:
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            seen.append(f"free:{to}")
+        except sqlite3.OperationalError as error:
+            seen.append(f"locked:{error}")
+        finally:
+            other.close()
+        return "sent"
+
+    monkeypatch.setattr(Mailer, "send", probe)
+    with sqlite_app.app_context():
+        answer = jobs.send_password_reset(
+            "ap@acme.test", "en", {"ip_address": "", "user_agent": ""}
+        )
+    assert answer == "sent"
+    assert seen == ["free:ap@acme.test"]
