@@ -84,13 +84,22 @@ def render(
     return make_response(render_template(template, **context), status)
 
 
-def go(location: str, *, code: int = 303) -> Response:
-    """Send the browser elsewhere: a redirect, or for htmx an HX-Redirect (a whole page)."""
+def go(location: str, *, code: int = 303, htmx_status: int = 204) -> Response:
+    """Send the browser elsewhere: a redirect, or for htmx an HX-Redirect (a whole page), with
+    `htmx_status` (htmx follows HX-Redirect whatever the status: a refusal may say 401)."""
     if is_htmx():
-        response = make_response("", 204)
+        response = make_response("", htmx_status)
         response.headers["HX-Redirect"] = location
         return response
     return redirect(location, code=code)  # type: ignore[return-value]
+
+
+def done(back: str) -> Response:
+    """An action with nothing to show (e.g. "Stay signed in", posted with hx-swap="none"):
+    htmx gets 204 and the page stays as it is; a plain form goes `back`."""
+    if is_htmx():
+        return make_response("", 204)
+    return redirect(back)  # type: ignore[return-value]
 
 
 def not_found(message: str) -> NoReturn:
@@ -195,11 +204,7 @@ def _unauthorized() -> BaseResponse:
     if g.get("session_expired"):
         flash(_("Session expired. Please log in again."), "warning")
     target = url_for("auth.login", next=request.full_path if request.method == "GET" else None)
-    if is_htmx():
-        response = Response(status=401)
-        response.headers["HX-Redirect"] = target
-        return response
-    return redirect(target)
+    return go(target, code=302, htmx_status=401)
 
 
 def init_app(app: Flask) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from argon2 import PasswordHasher
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, g, redirect, request, session, url_for
 from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
 from flask_login import login_required
@@ -20,7 +20,14 @@ from portal.models import UserSession
 from portal.services import audit, auth, credentials
 from portal.services import mfa as totp
 from portal.services.passwords import hasher
-from portal.web import SESSION_TOKEN_KEY, is_htmx, request_info, safe_next, session_policy
+from portal.web import (
+    SESSION_TOKEN_KEY,
+    done,
+    render,
+    request_info,
+    safe_next,
+    session_policy,
+)
 from workers import jobs as job_functions
 
 bp = Blueprint("auth", __name__)
@@ -71,7 +78,7 @@ def _pending() -> UserSession:
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(IP_LIMIT, methods=["POST"])
 @limiter.limit(ACCOUNT_LIMIT, methods=["POST"], key_func=_login_account_key)
-def login() -> Response | str | tuple[str, int]:
+def login() -> Response:
     if g.get("user") is not None:
         return redirect(url_for("dashboard.index"))
     form = LoginForm()
@@ -79,7 +86,7 @@ def login() -> Response | str | tuple[str, int]:
         form.next.data = safe_next(request.args.get("next")) or ""
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
-        return render_template("auth/login.html", form=form, error=None), status
+        return render("auth/login.html", {"form": form, "error": None}, status=status)
     db = db_session()
 
     def attempt() -> tuple[auth.SignInResult, str | None]:
@@ -106,7 +113,7 @@ def login() -> Response | str | tuple[str, int]:
     if token is None or result.user is None:
         form.password.data = ""
         error = _message(result.outcome)
-        return render_template("auth/login.html", form=form, error=error), 401
+        return render("auth/login.html", {"form": form, "error": error}, status=401)
     session.clear()  # a fresh cookie: nothing from before sign-in carries over
     session[SESSION_TOKEN_KEY] = token
     session[NEXT_KEY] = safe_next(form.next.data) or ""
@@ -138,14 +145,14 @@ def _signed_in(token: str) -> str:
 @bp.route("/login/mfa", methods=["GET", "POST"])
 @limiter.limit(IP_LIMIT, methods=["POST"])
 @limiter.limit(ACCOUNT_LIMIT, methods=["POST"], key_func=_pending_account_key)
-def mfa() -> Response | str | tuple[str, int]:
+def mfa() -> Response:
     pending = _pending()
     if not pending.user.mfa_enrolled:
         return redirect(url_for("auth.mfa_setup"))
     form = CodeForm()
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
-        return render_template("auth/mfa.html", form=form, error=None), status
+        return render("auth/mfa.html", {"form": form, "error": None}, status=status)
     db = db_session()
 
     def attempt() -> tuple[auth.SignInResult, str | None]:
@@ -174,14 +181,14 @@ def mfa() -> Response | str | tuple[str, int]:
             )
         else:
             error = _("That code didn't work. Check your authenticator app and try again.")
-        return render_template("auth/mfa.html", form=form, error=error), 401
+        return render("auth/mfa.html", {"form": form, "error": error}, status=401)
     return redirect(_signed_in(token))
 
 
 @bp.route("/mfa/setup", methods=["GET", "POST"])
 @limiter.limit(IP_LIMIT, methods=["POST"])
 @limiter.limit(ACCOUNT_LIMIT, methods=["POST"], key_func=_pending_account_key)
-def mfa_setup() -> Response | str | tuple[str, int]:
+def mfa_setup() -> Response:
     pending = _pending()
     user = pending.user
     if user.mfa_enrolled:
@@ -204,7 +211,7 @@ def mfa_setup() -> Response | str | tuple[str, int]:
     page = {"form": form, "secret": secret, "qr": totp.qr_svg(uri), "error": None}
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
-        return render_template("auth/mfa_setup.html", **page), status
+        return render("auth/mfa_setup.html", page, status=status)
     now = clock.now()
 
     def attempt() -> tuple[totp.Enrolment, list[str], str | None]:
@@ -231,8 +238,8 @@ def mfa_setup() -> Response | str | tuple[str, int]:
     if token is None:
         form.code.data = ""
         page["error"] = _("That code didn't work. Check your authenticator app and try again.")
-        return render_template("auth/mfa_setup.html", **page), 422
-    return render_template("auth/recovery_codes.html", codes=codes, target=_signed_in(token))
+        return render("auth/mfa_setup.html", page, status=422)
+    return render("auth/recovery_codes.html", {"codes": codes, "target": _signed_in(token)})
 
 
 def _already_enrolled() -> None:
@@ -252,11 +259,11 @@ def _forgot_account_key() -> str:
 @bp.route("/password/forgot", methods=["GET", "POST"])
 @limiter.limit(IP_LIMIT, methods=["POST"])
 @limiter.limit("5 per hour", methods=["POST"], key_func=_forgot_account_key)
-def forgot_password() -> Response | str | tuple[str, int]:
+def forgot_password() -> Response:
     form = ForgotPasswordForm()
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
-        return render_template("auth/forgot_password.html", form=form), status
+        return render("auth/forgot_password.html", {"form": form}, status=status)
     email = form.email.data or ""
     # The very same work for every address: no lookup here, one job handed to the queue after
     # the commit. The job finds the account (if any), and only then makes, mails and audits a
@@ -284,23 +291,25 @@ def forgot_password() -> Response | str | tuple[str, int]:
 
 @bp.route("/password/reset/<token>", methods=["GET", "POST"])
 @limiter.limit(IP_LIMIT, methods=["POST"])
-def reset_password(token: str) -> Response | str | tuple[str, int]:
+def reset_password(token: str) -> Response:
     db = db_session()
     config = settings()
     check = credentials.check_reset_token(db, token, keys=config.keyring, now=clock.now())
     if check.state is not credentials.ResetState.OK or check.user is None:
-        return render_template("auth/reset_password.html", form=None, state=check.state), 400
+        return render("auth/reset_password.html", {"form": None, "state": check.state}, status=400)
     user = check.user
     form = NewPasswordForm()
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
-        return render_template("auth/reset_password.html", form=form, state=check.state), status
+        return render(
+            "auth/reset_password.html", {"form": form, "state": check.state}, status=status
+        )
     problem = credentials.new_password_problem(
         user, form.new_password.data or "", form.confirm_password.data or ""
     )
     if problem is not None:
         explain(form, problem)
-        return render_template("auth/reset_password.html", form=form, state=check.state), 422
+        return render("auth/reset_password.html", {"form": form, "state": check.state}, status=422)
     credentials.complete_reset(
         db,
         user,
@@ -318,14 +327,12 @@ def reset_password(token: str) -> Response | str | tuple[str, int]:
 
 @bp.post("/session/extend")
 @login_required
-def extend_session() -> Response | tuple[str, int]:
-    """ "Stay signed in": counts as activity. htmx gets 204; a plain form goes back."""
+def extend_session() -> Response:
+    """ "Stay signed in": counts as activity. htmx gets 204; a plain form goes back (web.done)."""
     db = db_session()
     auth.touch_session(db, g.user_session, clock.now(), force=True)
     db.commit()
-    if is_htmx():
-        return "", 204
-    return redirect(safe_next(request.form.get("next")) or url_for("dashboard.index"))
+    return done(safe_next(request.form.get("next")) or url_for("dashboard.index"))
 
 
 @bp.post("/logout")
