@@ -106,7 +106,7 @@ def login() -> Response:
             token = auth.start_session(
                 db, result.user, policy=session_policy(), now=now, request=request_info()
             )
-        db.commit()  # on a failure too: the count and the audit record must stick
+        db.flush()  # a conflict shows here, inside the retry; a failure too commits at the edge
         return result, token
 
     result, token = retry_on_sqlite_conflict(db, attempt)
@@ -123,8 +123,8 @@ def login() -> Response:
 
 
 def _promote(pending: UserSession) -> str:
-    """Both factors passed: a new session id replaces the half-signed-in one (the caller
-    commits, then hands the token to the cookie with `_signed_in`)."""
+    """Both factors passed: a new session id replaces the half-signed-in one (the
+    request commits it; `_signed_in` hands the token to the cookie)."""
     return auth.promote_session(
         db_session(),
         session[SESSION_TOKEN_KEY],
@@ -166,7 +166,7 @@ def mfa() -> Response:
             request=request_info(),
         )
         token = _promote(pending) if result.outcome is auth.SignInOutcome.OK else None
-        db.commit()  # a failure is counted and audited too
+        db.flush()  # a failure is counted and audited too (kept by the edge commit)
         return result, token
 
     result, token = retry_on_sqlite_conflict(db, attempt)
@@ -202,7 +202,7 @@ def mfa_setup() -> Response:
         # This session's own secret, made on its first visit and shown unchanged after that.
         secret, made = totp.pending_secret(pending, keys=keys)
         if made:
-            db.commit()
+            db.flush()
         return secret
 
     secret = retry_on_sqlite_conflict(db, offer)
@@ -228,7 +228,7 @@ def mfa_setup() -> Response:
         )
         auth.second_factor_passed(db, user, keys=keys, now=now)
         token = _promote(pending)
-        db.commit()
+        db.flush()
         return enrolment, codes, token
 
     enrolment, codes, token = retry_on_sqlite_conflict(db, attempt)
@@ -266,8 +266,8 @@ def forgot_password() -> Response:
         return render("auth/forgot_password.html", {"form": form}, status=status)
     email = form.email.data or ""
     # The very same work for every address: no lookup here, one job handed to the queue after
-    # the commit. The job finds the account (if any), and only then makes, mails and audits a
-    # link. So neither the answer nor its timing tells which addresses have accounts.
+    # the request's commit. The job finds the account (if any), and only then makes, mails and
+    # audits a link. So neither the answer nor its timing tells which addresses have accounts.
     db = db_session()
     hand_off(
         db,
@@ -276,7 +276,6 @@ def forgot_password() -> Response:
         str(get_locale() or "en"),
         asdict(request_info()),
     )
-    db.commit()
     # The same answer whether or not the address has an account.
     flash(
         _(
@@ -319,7 +318,6 @@ def reset_password(token: str) -> Response:
         now=clock.now(),
         request=request_info(),
     )
-    db.commit()
     session.clear()
     flash(_("Your password was changed. Sign in with your new password."), "info")
     return redirect(url_for("auth.login"))
@@ -331,7 +329,6 @@ def extend_session() -> Response:
     """ "Stay signed in": counts as activity. htmx gets 204; a plain form goes back (web.done)."""
     db = db_session()
     auth.touch_session(db, g.user_session, clock.now(), force=True)
-    db.commit()
     return done(safe_next(request.form.get("next")) or url_for("dashboard.index"))
 
 
@@ -341,7 +338,6 @@ def logout() -> Response:
     if token:
         db = db_session()
         auth.sign_out(db, token, g.get("user"), now=clock.now(), request=request_info())
-        db.commit()
     session.clear()
     flash(_("You have signed out."), "info")
     return redirect(url_for("auth.login"))

@@ -42,6 +42,5 @@ def new(public_id: str) -> Response:
     if result.refusal is disputes.DisputeRefusal.AMOUNT_TOO_HIGH:
         form.amount.errors = [_("That is more than the balance due.")]
         return render("disputes/new.html", {"form": form, "invoice": invoice}, status=422)
-    db.commit()
     flash(_("Dispute sent. We'll contact you about it."), "info")
     return redirect(url_for("invoices.show", public_id=public_id))

@@ -119,7 +119,6 @@ def show(public_id: str) -> Response:
         customer_id=current_user.company.public_id,
         invoice_id=invoice.public_id,
     )
-    db.commit()
     context = {
         "invoice": invoice,
         "applied": applied,

@@ -72,7 +72,6 @@ def change_password() -> Response:
     if problem is not None:
         explain(form, problem)
         return _page(password_form=form, status=422)
-    db.commit()
     flash(_("Password changed. Your other sessions were signed out."), "info")
     return redirect(url_for("security.show"))
 
@@ -95,7 +94,6 @@ def recovery_codes() -> Response:
         "Portal.RecoveryCodesIssued",
         request=request_info(),
     )
-    db.commit()
     return render("auth/recovery_codes.html", {"codes": codes, "target": url_for("security.show")})
 
 
@@ -109,7 +107,6 @@ def end(public_id: str) -> Response:
         db, current_user, public_id, now=clock.now(), request=request_info()
     ):
         abort(404)
-    db.commit()
     flash(_("That session was signed out."), "info")
     return redirect(url_for("security.show"))
 
@@ -121,7 +118,6 @@ def end_others() -> Response:
     ended = auth.end_other_sessions(
         db, current_user, g.user_session, now=clock.now(), request=request_info()
     )
-    db.commit()
     flash(
         ngettext(
             "Signed out of %(num)d other session.", "Signed out of %(num)d other sessions.", ended
