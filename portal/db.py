@@ -174,6 +174,14 @@ def unit_of_work(*, writes: bool) -> Iterator[None]:
         end_unit(token)
 
 
+def commit_now(session: Session, reason: str) -> None:
+    """Commit in the middle of a unit of work, deliberately. A request's work commits once, at
+    its edge (portal/web.py); a commit anywhere else is one of the few that must stand before
+    what follows, and says why in `reason` (so a reader, and a grep, finds every one)."""
+    del reason  # documentation at the call site
+    session.commit()
+
+
 def sqlite_snapshot_conflict(error: OperationalError) -> bool:
     """SQLite refused a write that a fresh start would get through (a stale snapshot)."""
     return getattr(error.orig, "sqlite_errorcode", None) in _RETRYABLE

@@ -70,7 +70,7 @@ def render_error(status: int, message: str | None = None) -> tuple[str, int]:
 
 def _http_error(error: HTTPException) -> tuple[str, int]:
     status = error.code or 500
-    # A route may abort(404, description=_("Invoice not found.")) to say what was missing;
+    # A route's loader says what was missing (web.or_404(found, _("Invoice not found.")));
     # a rate limit's description names the limit, which is not for users.
     custom = error.description if error.description != type(error).description else None
     if status == 429:

@@ -22,9 +22,11 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
 from portal import clock, tenancy
+from portal.db import commit_now
 from portal.extensions import db_session, login_manager, settings
 from portal.models import PortalUser
 from portal.services import audit, auth
@@ -91,13 +93,22 @@ def render(
     return make_response(render_template(template, **context), status)
 
 
-def go(location: str, *, code: int = 303) -> Response:
-    """Send the browser elsewhere: a redirect, or for htmx an HX-Redirect (a whole page)."""
+def go(location: str, *, code: int = 303, htmx_status: int = 204) -> Response:
+    """Send the browser elsewhere: a redirect, or for htmx an HX-Redirect (a whole page), with
+    `htmx_status` (htmx follows HX-Redirect whatever the status: a refusal may say 401)."""
     if is_htmx():
-        response = make_response("", 204)
+        response = make_response("", htmx_status)
         response.headers["HX-Redirect"] = location
         return response
     return redirect(location, code=code)  # type: ignore[return-value]
+
+
+def done(back: str) -> Response:
+    """An action with nothing to show (e.g. "Stay signed in", posted with hx-swap="none"):
+    htmx gets 204 and the page stays as it is; a plain form goes `back`."""
+    if is_htmx():
+        return make_response("", 204)
+    return redirect(back)  # type: ignore[return-value]
 
 
 def not_found(message: str) -> NoReturn:
@@ -197,9 +208,27 @@ def _authenticate() -> None:
     g.user = record.user
     g.user_session = record
     if auth.touch_session(db, record, now):
-        # Its own transaction, before the route does any work. In a GET on SQLite the read
-        # above ends before the touch writes, which waits for the write lock (portal/db.py).
+        # Once a minute per session. In a GET on SQLite the read above ends before the touch
+        # writes, which waits for the write lock (portal/db.py); riding on the edge commit would
+        # keep that lock for the whole page, every other writer waiting on its rendering.
+        commit_now(db, "the session touch must not hold SQLite's write lock through a GET")
+
+
+def _commit_unit(response: Response) -> Response:
+    """The unit of work's edge: whatever the route did commits here, once, when it answered
+    (a 2xx, a redirect, or a 4xx of its own: a failed sign-in's count and audit record stand).
+    A 5xx answer (an unhandled error; errors.py has rolled back) keeps nothing. This runs
+    before a byte is sent: should the commit fail, the error handler answers 500 instead
+    (and runs this again, with nothing left to keep). Routes and services never commit; the
+    few commits that must stand earlier are `portal.db.commit_now`, each with its reason."""
+    db: Session | None = g.get("db_session")
+    if db is None:
+        return response
+    if response.status_code >= 500:
+        db.rollback()
+    else:
         db.commit()
+    return response
 
 
 def _load_user(_request: object) -> PortalUser | None:
@@ -211,11 +240,7 @@ def _unauthorized() -> BaseResponse:
     if g.get("session_expired"):
         flash(_("Session expired. Please log in again."), "warning")
     target = url_for("auth.login", next=request.full_path if request.method == "GET" else None)
-    if is_htmx():
-        response = Response(status=401)
-        response.headers["HX-Redirect"] = target
-        return response
-    return redirect(target)
+    return go(target, code=302, htmx_status=401)
 
 
 def init_app(app: Flask) -> None:
@@ -224,6 +249,8 @@ def init_app(app: Flask) -> None:
     # First of all, before Flask-WTF's CSRF check parses the form (the raw body is gone then).
     app.before_request_funcs.setdefault(None, []).insert(0, _refuse_nul)
     app.before_request(_authenticate)
+
+    app.after_request(_commit_unit)
 
     @app.after_request
     def _vary(response: Response) -> Response:

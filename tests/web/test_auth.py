@@ -181,6 +181,18 @@ def test_stay_signed_in_counts_as_activity(app: Flask, client: FlaskClient, auth
     assert plain.headers["Location"] == "/portal/security"
 
 
+def test_signed_out_htmx_request_is_sent_to_sign_in_as_a_whole_page(client: FlaskClient) -> None:
+    """htmx follows HX-Redirect whatever the status; the 401 still says why (web.go)."""
+    response = client.get(
+        "/portal/invoices?status=open",
+        headers={"HX-Request": "true", "HX-Target": "invoice-results"},
+    )
+    assert response.status_code == 401 and response.get_data(as_text=True) == ""
+    assert response.headers["HX-Redirect"] == "/login?next=/portal/invoices?status%3Dopen"
+    plain = client.get("/portal/invoices")
+    assert plain.status_code == 302 and plain.headers["Location"].startswith("/login?next=")
+
+
 def test_cookie_is_host_only_secure_and_strict_headers_outside_development(
     client: FlaskClient, auth: Auth
 ) -> None:

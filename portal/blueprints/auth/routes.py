@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from argon2 import PasswordHasher
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, g, redirect, request, session, url_for
 from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
 from flask_login import login_required
@@ -20,7 +20,14 @@ from portal.models import UserSession
 from portal.services import audit, auth, credentials
 from portal.services import mfa as totp
 from portal.services.passwords import hasher
-from portal.web import SESSION_TOKEN_KEY, is_htmx, request_info, safe_next, session_policy
+from portal.web import (
+    SESSION_TOKEN_KEY,
+    done,
+    render,
+    request_info,
+    safe_next,
+    session_policy,
+)
 from workers import jobs as job_functions
 
 bp = Blueprint("auth", __name__)
@@ -71,7 +78,7 @@ def _pending() -> UserSession:
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(IP_LIMIT, methods=["POST"])
 @limiter.limit(ACCOUNT_LIMIT, methods=["POST"], key_func=_login_account_key)
-def login() -> Response | str | tuple[str, int]:
+def login() -> Response:
     if g.get("user") is not None:
         return redirect(url_for("dashboard.index"))
     form = LoginForm()
@@ -79,7 +86,7 @@ def login() -> Response | str | tuple[str, int]:
         form.next.data = safe_next(request.args.get("next")) or ""
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
-        return render_template("auth/login.html", form=form, error=None), status
+        return render("auth/login.html", {"form": form, "error": None}, status=status)
     db = db_session()
 
     def attempt() -> tuple[auth.SignInResult, str | None]:
@@ -99,14 +106,14 @@ def login() -> Response | str | tuple[str, int]:
             token = auth.start_session(
                 db, result.user, policy=session_policy(), now=now, request=request_info()
             )
-        db.commit()  # on a failure too: the count and the audit record must stick
+        db.flush()  # a conflict shows here, inside the retry; a failure too commits at the edge
         return result, token
 
     result, token = retry_on_sqlite_conflict(db, attempt)
     if token is None or result.user is None:
         form.password.data = ""
         error = _message(result.outcome)
-        return render_template("auth/login.html", form=form, error=error), 401
+        return render("auth/login.html", {"form": form, "error": error}, status=401)
     session.clear()  # a fresh cookie: nothing from before sign-in carries over
     session[SESSION_TOKEN_KEY] = token
     session[NEXT_KEY] = safe_next(form.next.data) or ""
@@ -116,8 +123,8 @@ def login() -> Response | str | tuple[str, int]:
 
 
 def _promote(pending: UserSession) -> str:
-    """Both factors passed: a new session id replaces the half-signed-in one (the caller
-    commits, then hands the token to the cookie with `_signed_in`)."""
+    """Both factors passed: a new session id replaces the half-signed-in one (the
+    request commits it; `_signed_in` hands the token to the cookie)."""
     return auth.promote_session(
         db_session(),
         session[SESSION_TOKEN_KEY],
@@ -138,14 +145,14 @@ def _signed_in(token: str) -> str:
 @bp.route("/login/mfa", methods=["GET", "POST"])
 @limiter.limit(IP_LIMIT, methods=["POST"])
 @limiter.limit(ACCOUNT_LIMIT, methods=["POST"], key_func=_pending_account_key)
-def mfa() -> Response | str | tuple[str, int]:
+def mfa() -> Response:
     pending = _pending()
     if not pending.user.mfa_enrolled:
         return redirect(url_for("auth.mfa_setup"))
     form = CodeForm()
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
-        return render_template("auth/mfa.html", form=form, error=None), status
+        return render("auth/mfa.html", {"form": form, "error": None}, status=status)
     db = db_session()
 
     def attempt() -> tuple[auth.SignInResult, str | None]:
@@ -159,7 +166,7 @@ def mfa() -> Response | str | tuple[str, int]:
             request=request_info(),
         )
         token = _promote(pending) if result.outcome is auth.SignInOutcome.OK else None
-        db.commit()  # a failure is counted and audited too
+        db.flush()  # a failure is counted and audited too (kept by the edge commit)
         return result, token
 
     result, token = retry_on_sqlite_conflict(db, attempt)
@@ -174,14 +181,14 @@ def mfa() -> Response | str | tuple[str, int]:
             )
         else:
             error = _("That code didn't work. Check your authenticator app and try again.")
-        return render_template("auth/mfa.html", form=form, error=error), 401
+        return render("auth/mfa.html", {"form": form, "error": error}, status=401)
     return redirect(_signed_in(token))
 
 
 @bp.route("/mfa/setup", methods=["GET", "POST"])
 @limiter.limit(IP_LIMIT, methods=["POST"])
 @limiter.limit(ACCOUNT_LIMIT, methods=["POST"], key_func=_pending_account_key)
-def mfa_setup() -> Response | str | tuple[str, int]:
+def mfa_setup() -> Response:
     pending = _pending()
     user = pending.user
     if user.mfa_enrolled:
@@ -195,7 +202,7 @@ def mfa_setup() -> Response | str | tuple[str, int]:
         # This session's own secret, made on its first visit and shown unchanged after that.
         secret, made = totp.pending_secret(pending, keys=keys)
         if made:
-            db.commit()
+            db.flush()
         return secret
 
     secret = retry_on_sqlite_conflict(db, offer)
@@ -204,7 +211,7 @@ def mfa_setup() -> Response | str | tuple[str, int]:
     page = {"form": form, "secret": secret, "qr": totp.qr_svg(uri), "error": None}
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
-        return render_template("auth/mfa_setup.html", **page), status
+        return render("auth/mfa_setup.html", page, status=status)
     now = clock.now()
 
     def attempt() -> tuple[totp.Enrolment, list[str], str | None]:
@@ -221,7 +228,7 @@ def mfa_setup() -> Response | str | tuple[str, int]:
         )
         auth.second_factor_passed(db, user, keys=keys, now=now)
         token = _promote(pending)
-        db.commit()
+        db.flush()
         return enrolment, codes, token
 
     enrolment, codes, token = retry_on_sqlite_conflict(db, attempt)
@@ -231,8 +238,8 @@ def mfa_setup() -> Response | str | tuple[str, int]:
     if token is None:
         form.code.data = ""
         page["error"] = _("That code didn't work. Check your authenticator app and try again.")
-        return render_template("auth/mfa_setup.html", **page), 422
-    return render_template("auth/recovery_codes.html", codes=codes, target=_signed_in(token))
+        return render("auth/mfa_setup.html", page, status=422)
+    return render("auth/recovery_codes.html", {"codes": codes, "target": _signed_in(token)})
 
 
 def _already_enrolled() -> None:
@@ -252,15 +259,15 @@ def _forgot_account_key() -> str:
 @bp.route("/password/forgot", methods=["GET", "POST"])
 @limiter.limit(IP_LIMIT, methods=["POST"])
 @limiter.limit("5 per hour", methods=["POST"], key_func=_forgot_account_key)
-def forgot_password() -> Response | str | tuple[str, int]:
+def forgot_password() -> Response:
     form = ForgotPasswordForm()
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
-        return render_template("auth/forgot_password.html", form=form), status
+        return render("auth/forgot_password.html", {"form": form}, status=status)
     email = form.email.data or ""
     # The very same work for every address: no lookup here, one job handed to the queue after
-    # the commit. The job finds the account (if any), and only then makes, mails and audits a
-    # link. So neither the answer nor its timing tells which addresses have accounts.
+    # the request's commit. The job finds the account (if any), and only then makes, mails and
+    # audits a link. So neither the answer nor its timing tells which addresses have accounts.
     db = db_session()
     hand_off(
         db,
@@ -269,7 +276,6 @@ def forgot_password() -> Response | str | tuple[str, int]:
         str(get_locale() or "en"),
         asdict(request_info()),
     )
-    db.commit()
     # The same answer whether or not the address has an account.
     flash(
         _(
@@ -284,23 +290,25 @@ def forgot_password() -> Response | str | tuple[str, int]:
 
 @bp.route("/password/reset/<token>", methods=["GET", "POST"])
 @limiter.limit(IP_LIMIT, methods=["POST"])
-def reset_password(token: str) -> Response | str | tuple[str, int]:
+def reset_password(token: str) -> Response:
     db = db_session()
     config = settings()
     check = credentials.check_reset_token(db, token, keys=config.keyring, now=clock.now())
     if check.state is not credentials.ResetState.OK or check.user is None:
-        return render_template("auth/reset_password.html", form=None, state=check.state), 400
+        return render("auth/reset_password.html", {"form": None, "state": check.state}, status=400)
     user = check.user
     form = NewPasswordForm()
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
-        return render_template("auth/reset_password.html", form=form, state=check.state), status
+        return render(
+            "auth/reset_password.html", {"form": form, "state": check.state}, status=status
+        )
     problem = credentials.new_password_problem(
         user, form.new_password.data or "", form.confirm_password.data or ""
     )
     if problem is not None:
         explain(form, problem)
-        return render_template("auth/reset_password.html", form=form, state=check.state), 422
+        return render("auth/reset_password.html", {"form": form, "state": check.state}, status=422)
     credentials.complete_reset(
         db,
         user,
@@ -310,7 +318,6 @@ def reset_password(token: str) -> Response | str | tuple[str, int]:
         now=clock.now(),
         request=request_info(),
     )
-    db.commit()
     session.clear()
     flash(_("Your password was changed. Sign in with your new password."), "info")
     return redirect(url_for("auth.login"))
@@ -318,14 +325,11 @@ def reset_password(token: str) -> Response | str | tuple[str, int]:
 
 @bp.post("/session/extend")
 @login_required
-def extend_session() -> Response | tuple[str, int]:
-    """ "Stay signed in": counts as activity. htmx gets 204; a plain form goes back."""
+def extend_session() -> Response:
+    """ "Stay signed in": counts as activity. htmx gets 204; a plain form goes back (web.done)."""
     db = db_session()
     auth.touch_session(db, g.user_session, clock.now(), force=True)
-    db.commit()
-    if is_htmx():
-        return "", 204
-    return redirect(safe_next(request.form.get("next")) or url_for("dashboard.index"))
+    return done(safe_next(request.form.get("next")) or url_for("dashboard.index"))
 
 
 @bp.post("/logout")
@@ -334,7 +338,6 @@ def logout() -> Response:
     if token:
         db = db_session()
         auth.sign_out(db, token, g.get("user"), now=clock.now(), request=request_info())
-        db.commit()
     session.clear()
     flash(_("You have signed out."), "info")
     return redirect(url_for("auth.login"))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, url_for
+from flask import Blueprint, redirect, url_for
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
 from portal.extensions import db_session
 from portal.services.dashboard import account_summary, aging, recent_activity, viewing
+from portal.web import render
 
 bp = Blueprint("dashboard", __name__, url_prefix="/portal")
 
@@ -21,16 +22,16 @@ def root() -> Response:
 
 @bp.get("/dashboard")
 @login_required
-def index() -> str:
+def index() -> Response:
     db = db_session()
     today = clock.today()
     buckets = aging(db, today)
-    return render_template(
-        "dashboard/index.html",
-        summary=account_summary(db, today),
-        viewing=viewing(db),
-        aging=buckets,
-        aging_max=max([b.amount for b in buckets] + [1]),
-        activity=recent_activity(db),
-        today=today,
-    )
+    context = {
+        "summary": account_summary(db, today),
+        "viewing": viewing(db),
+        "aging": buckets,
+        "aging_max": max([b.amount for b in buckets] + [1]),
+        "activity": recent_activity(db),
+        "today": today,
+    }
+    return render("dashboard/index.html", context)

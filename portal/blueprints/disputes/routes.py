@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
@@ -10,32 +10,25 @@ from werkzeug.wrappers import Response
 from portal import clock, i18n
 from portal.blueprints.disputes.forms import DisputeForm
 from portal.extensions import db_session
-from portal.models import DisputeReason, Invoice
+from portal.models import DisputeReason
 from portal.services import disputes, invoices
-from portal.web import request_info
+from portal.web import or_404, render, request_info
 
 bp = Blueprint("disputes", __name__, url_prefix="/portal/invoices")
 
 
-def _invoice(public_id: str) -> Invoice:
-    invoice = invoices.get_invoice(db_session(), public_id)
-    if invoice is None:
-        abort(404, description=_("Invoice not found."))
-    return invoice
-
-
 @bp.route("/<public_id>/dispute", methods=["GET", "POST"])
 @login_required
-def new(public_id: str) -> Response | str | tuple[str, int]:
-    invoice = _invoice(public_id)
+def new(public_id: str) -> Response:
+    db = db_session()
+    invoice = or_404(invoices.get_invoice(db, public_id), _("Invoice not found."))
     if not disputes.can_dispute(invoice):
         flash(_("This invoice can't be disputed in its current state."), "warning")
         return redirect(url_for("invoices.show", public_id=public_id))
     form = DisputeForm(currency=invoice.currency, locale=i18n.format_locale())
     if not form.validate_on_submit():
         status = 422 if form.is_submitted() else 200
-        return render_template("disputes/new.html", form=form, invoice=invoice), status
-    db = db_session()
+        return render("disputes/new.html", {"form": form, "invoice": invoice}, status=status)
     result = disputes.open_dispute(
         db,
         invoice,
@@ -48,7 +41,6 @@ def new(public_id: str) -> Response | str | tuple[str, int]:
     )
     if result.refusal is disputes.DisputeRefusal.AMOUNT_TOO_HIGH:
         form.amount.errors = [_("That is more than the balance due.")]
-        return render_template("disputes/new.html", form=form, invoice=invoice), 422
-    db.commit()
+        return render("disputes/new.html", {"form": form, "invoice": invoice}, status=422)
     flash(_("Dispute sent. We'll contact you about it."), "info")
     return redirect(url_for("invoices.show", public_id=public_id))

@@ -13,7 +13,6 @@ from flask import (
     current_app,
     flash,
     redirect,
-    render_template,
     request,
     send_file,
     url_for,
@@ -28,23 +27,15 @@ from portal.extensions import db_session, settings
 from portal.models import Invoice
 from portal.services import audit, disputes, invoice_pdf, invoices
 from portal.services.dashboard import viewing
-from portal.web import render, request_info
+from portal.web import or_404, render, request_info
 
 bp = Blueprint("invoices", __name__, url_prefix="/portal/invoices")
 RESULTS = "invoices/_results.html"
 MAX_ZIP = 50  # each uncached PDF takes ~0.2 s to draw
 
 
-def _not_found() -> Response:
-    abort(404, description=_("Invoice not found."))
-
-
-def _load(public_id: str) -> Invoice:
-    invoice = invoices.get_invoice(db_session(), public_id)
-    if invoice is None:
-        _not_found()
-    assert invoice is not None
-    return invoice
+def _missing() -> str:
+    return str(_("Invoice not found."))
 
 
 def _pdf_bytes(invoice: Invoice) -> bytes:
@@ -94,10 +85,7 @@ def download() -> Response:
         return redirect(url_for("invoices.index"))
     if len(public_ids) > MAX_ZIP:
         abort(400, description=_("Download at most %(num)d invoices at a time.", num=MAX_ZIP))
-    found = invoices.get_invoices(db_session(), public_ids)
-    if found is None:
-        _not_found()
-    assert found is not None
+    found = or_404(invoices.get_invoices(db_session(), public_ids), _missing())
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         used: set[str] = set()
@@ -118,9 +106,9 @@ def download() -> Response:
 
 @bp.get("/<public_id>")
 @login_required
-def show(public_id: str) -> str:
+def show(public_id: str) -> Response:
     db = db_session()
-    invoice = _load(public_id)
+    invoice = or_404(invoices.get_invoice(db, public_id), _missing())
     applied = invoices.payments_applied(db, invoice)
     documents = invoices.documents_for(db, invoice)
     audit.record_for(
@@ -131,23 +119,22 @@ def show(public_id: str) -> str:
         customer_id=current_user.company.public_id,
         invoice_id=invoice.public_id,
     )
-    db.commit()
-    return render_template(
-        "invoices/show.html",
-        invoice=invoice,
-        applied=applied,
-        documents=documents,
-        today=clock.today(),
-        payable=invoices.is_payable(invoice),
-        disputable=disputes.can_dispute(invoice),
-        dispute_list=disputes.disputes_for(db, invoice),
-    )
+    context = {
+        "invoice": invoice,
+        "applied": applied,
+        "documents": documents,
+        "today": clock.today(),
+        "payable": invoices.is_payable(invoice),
+        "disputable": disputes.can_dispute(invoice),
+        "dispute_list": disputes.disputes_for(db, invoice),
+    }
+    return render("invoices/show.html", context)
 
 
 @bp.get("/<public_id>/pdf")
 @login_required
 def pdf(public_id: str) -> Response:
-    invoice = _load(public_id)
+    invoice = or_404(invoices.get_invoice(db_session(), public_id), _missing())
     return send_file(
         io.BytesIO(_pdf_bytes(invoice)),
         mimetype="application/pdf",

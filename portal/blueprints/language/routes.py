@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, g, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
-from portal.extensions import db_session
 from portal.i18n import LANGUAGE_KEY, SUPPORTED_LOCALES
 from portal.web import safe_next
 
@@ -21,6 +20,5 @@ def change() -> Response:
     session[LANGUAGE_KEY] = language
     user = g.get("user")
     if user is not None:
-        user.locale = language
-        db_session().commit()
+        user.locale = language  # kept by the request's commit (portal/web.py)
     return redirect(back)

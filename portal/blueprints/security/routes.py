@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from argon2 import PasswordHasher
-from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, g, redirect, url_for
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_login import current_user, login_required
@@ -15,7 +15,7 @@ from portal.blueprints.auth.passwords import explain
 from portal.extensions import db_session, limiter, settings
 from portal.services import audit, auth, credentials, mfa
 from portal.services.passwords import hasher, verify_password
-from portal.web import request_info, session_policy
+from portal.web import render, request_info, session_policy
 
 bp = Blueprint("security", __name__, url_prefix="/portal/security")
 
@@ -24,21 +24,18 @@ def _page(
     password_form: ChangePasswordForm | None = None,
     codes_form: ConfirmPasswordForm | None = None,
     status: int = 200,
-) -> tuple[str, int]:
+) -> Response:
     db = db_session()
     sessions = auth.active_sessions(db, current_user, policy=session_policy(), now=clock.now())
-    return (
-        render_template(
-            "security/show.html",
-            sessions=sessions,
-            current_session=g.user_session,
-            describe=auth.describe_device,
-            recovery_left=mfa.remaining_recovery_codes(db, current_user),
-            password_form=password_form or ChangePasswordForm(prefix="pw"),
-            codes_form=codes_form or ConfirmPasswordForm(prefix="rc"),
-        ),
-        status,
-    )
+    context = {
+        "sessions": sessions,
+        "current_session": g.user_session,
+        "describe": auth.describe_device,
+        "recovery_left": mfa.remaining_recovery_codes(db, current_user),
+        "password_form": password_form or ChangePasswordForm(prefix="pw"),
+        "codes_form": codes_form or ConfirmPasswordForm(prefix="rc"),
+    }
+    return render("security/show.html", context, status=status)
 
 
 def _hasher() -> PasswordHasher:
@@ -48,14 +45,14 @@ def _hasher() -> PasswordHasher:
 
 @bp.get("")
 @login_required
-def show() -> tuple[str, int]:
+def show() -> Response:
     return _page()
 
 
 @bp.post("/password")
 @login_required
 @limiter.limit("10 per hour", key_func=lambda: f"pwchange:{current_user.id}")
-def change_password() -> Response | tuple[str, int]:
+def change_password() -> Response:
     form = ChangePasswordForm(prefix="pw")
     if not form.validate_on_submit():
         return _page(password_form=form, status=422)
@@ -75,7 +72,6 @@ def change_password() -> Response | tuple[str, int]:
     if problem is not None:
         explain(form, problem)
         return _page(password_form=form, status=422)
-    db.commit()
     flash(_("Password changed. Your other sessions were signed out."), "info")
     return redirect(url_for("security.show"))
 
@@ -83,7 +79,7 @@ def change_password() -> Response | tuple[str, int]:
 @bp.post("/recovery-codes")
 @login_required
 @limiter.limit("10 per hour", key_func=lambda: f"codes:{current_user.id}")
-def recovery_codes() -> str | tuple[str, int]:
+def recovery_codes() -> Response:
     form = ConfirmPasswordForm(prefix="rc")
     if not form.validate_on_submit():
         return _page(codes_form=form, status=422)
@@ -98,8 +94,7 @@ def recovery_codes() -> str | tuple[str, int]:
         "Portal.RecoveryCodesIssued",
         request=request_info(),
     )
-    db.commit()
-    return render_template("auth/recovery_codes.html", codes=codes, target=url_for("security.show"))
+    return render("auth/recovery_codes.html", {"codes": codes, "target": url_for("security.show")})
 
 
 @bp.post("/sessions/<public_id>/end")
@@ -112,7 +107,6 @@ def end(public_id: str) -> Response:
         db, current_user, public_id, now=clock.now(), request=request_info()
     ):
         abort(404)
-    db.commit()
     flash(_("That session was signed out."), "info")
     return redirect(url_for("security.show"))
 
@@ -124,7 +118,6 @@ def end_others() -> Response:
     ended = auth.end_other_sessions(
         db, current_user, g.user_session, now=clock.now(), request=request_info()
     )
-    db.commit()
     flash(
         ngettext(
             "Signed out of %(num)d other session.", "Signed out of %(num)d other sessions.", ended
