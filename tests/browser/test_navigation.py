@@ -290,6 +290,7 @@ def test_the_menu_marks_sections_without_javascript(browser: Any, live_server: L
     page.goto(f"{live_server.url}/portal/invoices?status=open&sort=number")
     page.locator(".row-link").first.click()
     page.get_by_role("link", name="Pay Now").click()
+    expect(page.locator("h1")).to_have_text("Make Payment")  # the click only starts the load
     assert page.evaluate(NAV_MARKS) == ["Invoices=true"]
     page.get_by_role("button", name="Review payment").click()  # a POST, answered in full
     expect(page.locator("#confirm-title")).to_be_visible()
