@@ -12,9 +12,11 @@ from sqlalchemy import select, true
 from portal import clock, migrate, tenancy
 from portal.extensions import Database, settings
 from portal.models import DEFAULT_FLAGS, FeatureFlag
+from portal.runtime import SWEEP, SWEEP_JOB_ID, SWEEPS, Runtime
 from portal.services import audit, auth, mfa
 from portal.services import seed as seed_service
 from portal.services.passwords import hasher
+from workers.queue import resolve
 
 
 def register_cli(app: Flask) -> None:
@@ -88,26 +90,14 @@ def register_cli(app: Flask) -> None:
     @jobs_group.command("start-sweeps")
     def jobs_start_sweeps() -> None:
         """Queue the recurring sweep (scheduled payments due, payments stuck in processing)."""
-        from workers import jobs as job_functions
-
-        queue = app.extensions["portal.jobs"]
-        queue.enqueue(job_functions.sweep, job_id=job_functions.SWEEP_JOB_ID)
+        runtime: Runtime = app.extensions["portal.runtime"]
+        runtime.jobs.enqueue(SWEEP, job_id=SWEEP_JOB_ID)
         click.echo("sweep queued")
 
     @jobs_group.command("sweep")
     def jobs_sweep() -> None:
-        """Run both sweeps once, here."""
-        from workers import jobs as job_functions
-
-        click.echo(
-            str(
-                {
-                    "scheduled": job_functions.run_due_payments(),
-                    "reconciled": job_functions.reconcile_payments(),
-                    "lockouts_forgotten": job_functions.forget_run_out_lockouts(),
-                }
-            )
-        )
+        """Run the sweeps once, here (the worker's own functions, by name: portal/runtime.py)."""
+        click.echo(str({name: resolve(job)() for name, job in SWEEPS.items()}))
 
     @app.cli.group("keys")
     def keys_group() -> None:

@@ -10,12 +10,14 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
-from portal.extensions import db_session, gateway, settings
+from portal.extensions import db_session, settings
 from portal.gateways import GatewayError
 from portal.models import Company, Payment, PaymentMethod, PaymentMethodKind
+from portal.payments import methods
+from portal.runtime import current_runtime
 from portal.services import payment_methods, payments
 from portal.templating import isolated_date
-from portal.web import gateway_link, request_info, safe_next
+from portal.web import request_info, safe_next
 
 bp = Blueprint("payment_methods", __name__, url_prefix="/portal/payment-methods")
 
@@ -52,18 +54,14 @@ def new() -> Response:
     back = safe_next(request.form.get("next")) or url_for("payment_methods.index")
     company = session.get(Company, current_user.company_id)
     assert company is not None
-    gw = gateway(session)
     try:
-        company.gateway_customer_id = gw.ensure_customer(
-            existing=company.gateway_customer_id,
-            company_ref=company.public_id,
-            company_name=company.name,
-        )
-        location = gw.start_setup(
-            customer=company.gateway_customer_id,
-            kind=kind,
-            return_url=gateway_link(url_for("payment_methods.added", next=back)),
-            cancel_url=gateway_link(back),
+        location = methods.start_setup(
+            current_runtime(),
+            session,
+            company,
+            kind,
+            return_path=url_for("payment_methods.added", next=back),
+            cancel_path=back,
         )
     except GatewayError:
         flash(_("We couldn't reach the payment gateway. Please try again."), "error")
@@ -79,15 +77,9 @@ def added() -> Response:
     company = session.get(Company, current_user.company_id)
     assert company is not None
     back = safe_next(request.args.get("next")) or url_for("payment_methods.index")
-    session_id = request.args.get("session_id", "")
-    saved = None
-    if company.gateway_customer_id and session_id:
-        try:
-            saved = gateway(session).finish_setup(
-                customer=company.gateway_customer_id, session_id=session_id
-            )
-        except GatewayError:
-            saved = None
+    saved = methods.finish_setup(
+        current_runtime(), session, company, request.args.get("session_id", "")
+    )
     if saved is None:
         flash(_("The payment method was not added."), "warning")
         return redirect(back, code=303)
@@ -140,12 +132,8 @@ def remove(public_id: str) -> Response:
         return redirect(url_for("payment_methods.index"), code=303)
     if outcome is not None:
         abort(403, description=_("Only an administrator or the person who added it can remove it."))
-    session.commit()
-    try:
-        gateway(session).detach(method.gateway_token)
-        session.commit()
-    except GatewayError:
-        pass  # the portal no longer offers it; the gateway token is harmless without the portal
+    session.commit()  # removed in the portal first: the gateway's answer cannot bring it back
+    methods.detach(current_runtime(), session, method)
     flash(_("Payment method removed."), "info")
     return redirect(url_for("payment_methods.index"), code=303)
 

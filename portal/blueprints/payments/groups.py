@@ -10,10 +10,10 @@ from flask_babel import ngettext
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
-from portal.blueprints.payments import copy
 from portal.blueprints.payments.routes import bp, polling, retry_url
 from portal.extensions import db_session
 from portal.models import Payment, PaymentStatus
+from portal.payments import copy
 from portal.services import payments
 from portal.templating import isolated_date, isolated_money
 from portal.web import wants_fragment

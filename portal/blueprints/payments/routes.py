@@ -23,12 +23,12 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
-from portal import clock, flags, i18n, payflow
-from portal.blueprints.payments import copy
+from portal import clock, flags, i18n
 from portal.db import retry_on_sqlite_conflict
-from portal.extensions import db_session, gateway, settings
-from portal.gateways import GatewayError
+from portal.extensions import db_session, settings
 from portal.models import Company, Payment, PaymentGroup, PaymentMethod, PaymentStatus
+from portal.payments import charging, copy, scheduling
+from portal.runtime import current_runtime
 from portal.services import payment_methods, payments, receipts
 from portal.services.payments import FieldError, Problem, Selection
 from portal.templating import isolated_date, isolated_money, plain_amount
@@ -276,12 +276,12 @@ def _confirm(draft: Draft) -> Response:
         return _to_result(made)
     if draft.scheduled_for is not None:
         for payment in submission.payments:
-            payflow.schedule(session, payment)
+            scheduling.schedule(current_runtime(), session, payment)
         session.commit()
         flash(_("Payment scheduled for %(date)s.", date=isolated_date(draft.scheduled_for)), "info")
         return _to_result(made)
     session.commit()  # the rows exist before the gateway hears of them
-    action_url = payflow.charge_each(session, submission.payments)
+    action_url = charging.charge_each(current_runtime(), session, submission.payments)
     if action_url:  # 3-D Secure: the bank's page, then back to this payment (or its group)
         return _go(action_url)
     return _to_result(made)
@@ -363,14 +363,7 @@ def returned(public_id: str) -> Response:
     """Back from the gateway's authentication step: ask the gateway where the charge stands."""
     session = db_session()
     payment = _payment(public_id)
-    if payment.status is PaymentStatus.PROCESSING and payment.gateway_reference:
-        try:
-            result = gateway(session).retrieve(payment.gateway_reference)
-        except GatewayError:
-            result = None
-        if result is not None:
-            payflow.apply(session, payment, result)
-            session.commit()
+    charging.refresh(current_runtime(), session, payment)  # commits what the gateway says
     if payment.group is not None:  # the customer goes back to the list of the group's payments
         return redirect(url_for("payments.group", public_id=payment.group.public_id), code=303)
     return redirect(url_for("payments.show", public_id=public_id), code=303)
