@@ -464,7 +464,9 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     page.wait_for_url(re.compile(r".*/portal/payments/pay_[\w-]+$"))
     assert_has_icon(page)
     visit("/portal/payment-history?status=processing")
-    with page.expect_response(lambda r: "fragment=status" in r.url):  # it polls itself
+    with page.expect_response(  # it polls itself
+        lambda r: r.request.headers.get("hx-target") == "payment-panel"
+    ):
         page.locator("a[href*='/portal/payments/pay_']").first.click()
     assert_has_icon(page)
     for kind in ("Add a card", "Add a bank account"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
@@ -17,29 +17,24 @@ from portal.payments import methods
 from portal.runtime import current_runtime
 from portal.services import payment_methods, payments
 from portal.templating import isolated_date
-from portal.web import request_info, safe_next
+from portal.web import go, or_404, render, request_info, safe_next
 
 bp = Blueprint("payment_methods", __name__, url_prefix="/portal/payment-methods")
 
 
 def _method(public_id: str) -> PaymentMethod:
-    method = payment_methods.get(db_session(), public_id)
-    if method is None:
-        abort(404, description=_("Payment method not found."))
-    return method
+    return or_404(payment_methods.get(db_session(), public_id), _("Payment method not found."))
 
 
 @bp.get("")
 @login_required
-def index() -> str:
-    session = db_session()
-    methods = payment_methods.usable(session)
-    return render_template(
-        "payment_methods/index.html",
-        methods=methods,
-        today=clock.today(),
-        may_manage=lambda m: payment_methods.may_manage(current_user, m),
-    )
+def index() -> Response:
+    context = {
+        "methods": payment_methods.usable(db_session()),
+        "today": clock.today(),
+        "may_manage": lambda m: payment_methods.may_manage(current_user, m),
+    }
+    return render("payment_methods/index.html", context)
 
 
 @bp.post("/new")
@@ -65,9 +60,9 @@ def new() -> Response:
         )
     except GatewayError:
         flash(_("We couldn't reach the payment gateway. Please try again."), "error")
-        return redirect(url_for("payment_methods.index"), code=303)
+        return go(url_for("payment_methods.index"))
     session.commit()
-    return redirect(location, code=303)
+    return go(location)
 
 
 @bp.get("/added")
@@ -82,7 +77,7 @@ def added() -> Response:
     )
     if saved is None:
         flash(_("The payment method was not added."), "warning")
-        return redirect(back, code=303)
+        return go(back)
     method = payment_methods.add(
         session,
         current_user,
@@ -96,7 +91,7 @@ def added() -> Response:
     if urlsplit(back).path == url_for("payments.new"):  # preselect it on the way back
         separator = "&" if "?" in back else "?"
         back = f"{back}{separator}method={method.public_id}"
-    return redirect(back, code=303)
+    return go(back)
 
 
 @bp.post("/<public_id>/remove")
@@ -116,7 +111,7 @@ def remove(public_id: str) -> Response:
             ),
             "error",
         )
-        return redirect(url_for("payment_methods.index"), code=303)
+        return go(url_for("payment_methods.index"))
     if isinstance(outcome, Payment):
         when = isolated_date(outcome.scheduled_for) if outcome.scheduled_for else ""
         flash(
@@ -129,13 +124,13 @@ def remove(public_id: str) -> Response:
             else _("A payment with this method is still processing. Try again once it is done."),
             "error",
         )
-        return redirect(url_for("payment_methods.index"), code=303)
+        return go(url_for("payment_methods.index"))
     if outcome is not None:
         abort(403, description=_("Only an administrator or the person who added it can remove it."))
     session.commit()  # removed in the portal first: the gateway's answer cannot bring it back
     methods.detach(current_runtime(), session, method)
     flash(_("Payment method removed."), "info")
-    return redirect(url_for("payment_methods.index"), code=303)
+    return go(url_for("payment_methods.index"))
 
 
 @bp.post("/<public_id>/default")
@@ -147,4 +142,4 @@ def make_default(public_id: str) -> Response:
         abort(403, description=_("Only an administrator or the person who added it can change it."))
     session.commit()
     flash(_("Default payment method updated."), "info")
-    return redirect(url_for("payment_methods.index"), code=303)
+    return go(url_for("payment_methods.index"))
