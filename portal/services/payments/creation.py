@@ -4,6 +4,7 @@ amounts reserved under the invoices' lock, once per form key."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -25,7 +26,7 @@ from portal.models.payment import new_reference
 from portal.services import audit
 from portal.services.payments.queries import group_payments
 from portal.services.payments.rules import KEY_FORMAT, REFERENCE_ATTEMPTS, FieldError
-from portal.services.payments.selection import Selection, check_amounts, select_invoices
+from portal.services.payments.selection import Selection, Share, check_amounts, select_invoices
 
 
 def new_idempotency_key() -> str:
@@ -126,48 +127,73 @@ def create_payments(
             charging_since=None if scheduled_for else now,
             gateway=gateway_name,
             created_at=now,
-            allocations=[
-                PaymentAllocation(
-                    company_id=company.id,
-                    billing_account_id=share.account.id,
-                    invoice_id=item.invoice.id,
-                    amount=item.amount,
-                )
-                for item in share.items
-            ],
+            allocations=_allocations(company, share),
         )
         for number, share in enumerate(shares, start=1)
     ]
-    for attempt in range(REFERENCE_ATTEMPTS):
-        try:
-            with session.begin_nested():
-                session.add_all([group, *made] if group else made)
-            break
-        except IntegrityError:
-            existing = find_by_key(session, user, key)
-            if existing is not None:  # a twin of this submit got there first
-                return _replay(session, existing)
-            if attempt == REFERENCE_ATTEMPTS - 1:
-                raise
-            for payment in made:  # nothing else is unique: a reference was taken, draw again
-                payment.reference = new_reference()
+    twin = _insert(session, user, key, [group, *made] if group else made, made)
+    if twin is not None:  # a twin of this submit got there first
+        return _replay(session, twin)
     if scheduled_for is None:
         for item in selection.items:
             if item.amount > 0:
                 item.invoice.status = InvoiceStatus.PROCESSING
     for payment in made:
-        audit.record_for(
-            session,
-            user,
-            "Portal.PaymentScheduled" if scheduled_for else "Portal.PaymentSubmitted",
-            request=request,
-            payment_id=payment.public_id,
-            reference=payment.reference,
-            group_id=group.public_id if group else None,
-            invoice_ids=[a.invoice.public_id for a in payment.allocations],
-            amount=payment.amount,
-            currency=payment.currency,
-            payment_method=method.kind.value,
-            scheduled_for=scheduled_for.isoformat() if scheduled_for else None,
-        )
+        _audit_made(session, user, payment, method, scheduled_for, request)
     return Submission(payments=made, group=group, selection=selection)
+
+
+def _allocations(company: Company, share: Share) -> list[PaymentAllocation]:
+    return [
+        PaymentAllocation(
+            company_id=company.id,
+            billing_account_id=share.account.id,
+            invoice_id=item.invoice.id,
+            amount=item.amount,
+        )
+        for item in share.items
+    ]
+
+
+def _insert(
+    session: Session, user: PortalUser, key: str, rows: Sequence[object], made: list[Payment]
+) -> Payment | PaymentGroup | None:
+    """Add the rows; what a twin of this submit made instead, if it got there first."""
+    for attempt in range(REFERENCE_ATTEMPTS):
+        try:
+            with session.begin_nested():
+                session.add_all(rows)
+            return None
+        except IntegrityError:
+            existing = find_by_key(session, user, key)
+            if existing is not None:
+                return existing
+            if attempt == REFERENCE_ATTEMPTS - 1:
+                raise
+            for payment in made:  # nothing else is unique: a reference was taken, draw again
+                payment.reference = new_reference()
+    return None
+
+
+def _audit_made(
+    session: Session,
+    user: PortalUser,
+    payment: Payment,
+    method: PaymentMethod,
+    scheduled_for: date | None,
+    request: audit.RequestInfo,
+) -> None:
+    audit.record_for(
+        session,
+        user,
+        "Portal.PaymentScheduled" if scheduled_for else "Portal.PaymentSubmitted",
+        request=request,
+        payment_id=payment.public_id,
+        reference=payment.reference,
+        group_id=payment.group.public_id if payment.group else None,
+        invoice_ids=[a.invoice.public_id for a in payment.allocations],
+        amount=payment.amount,
+        currency=payment.currency,
+        payment_method=method.kind.value,
+        scheduled_for=scheduled_for.isoformat() if scheduled_for else None,
+    )
