@@ -20,6 +20,15 @@ from workers.queue import resolve
 
 
 def register_cli(app: Flask) -> None:
+    _db_commands(app)
+    _seed_commands(app)
+    _flags_commands(app)
+    _jobs_commands(app)
+    _keys_commands(app)
+    _users_commands(app)
+
+
+def _db_commands(app: Flask) -> None:
     @app.cli.group("db")
     def db_group() -> None:
         """Database schema."""
@@ -30,6 +39,8 @@ def register_cli(app: Flask) -> None:
         migrate.upgrade(settings().database_url)
         click.echo("database is at the latest schema")
 
+
+def _seed_commands(app: Flask) -> None:
     @app.cli.group("seed")
     def seed_group() -> None:
         """Demo data."""
@@ -57,6 +68,8 @@ def register_cli(app: Flask) -> None:
             session.commit()
         click.echo(f"removed {removed} demo companies")
 
+
+def _flags_commands(app: Flask) -> None:
     @app.cli.group("flags")
     def flags_group() -> None:
         """Feature flags (the runbook's rollout switches)."""
@@ -83,6 +96,8 @@ def register_cli(app: Flask) -> None:
         for name, default in DEFAULT_FLAGS.items():
             click.echo(f"{name}={'on' if stored.get(name, default) else 'off'}")
 
+
+def _jobs_commands(app: Flask) -> None:
     @app.cli.group("jobs")
     def jobs_group() -> None:
         """Background jobs."""
@@ -99,6 +114,8 @@ def register_cli(app: Flask) -> None:
         """Run the sweeps once, here (the worker's own functions, by name: portal/runtime.py)."""
         click.echo(str({name: resolve(job)() for name, job in SWEEPS.items()}))
 
+
+def _keys_commands(app: Flask) -> None:
     @app.cli.group("keys")
     def keys_group() -> None:
         """SECRET_KEY rotation (docs/operations.md)."""
@@ -118,6 +135,8 @@ def register_cli(app: Flask) -> None:
                 "verification (flask --app wsgi users reset-mfa EMAIL)"
             )
 
+
+def _users_commands(app: Flask) -> None:
     @app.cli.group("users")
     def users_group() -> None:
         """Portal users."""
