@@ -106,18 +106,9 @@ def or_404(found: T | None, message: str) -> T:
 
 
 def public_link(path: str) -> str:
-    """An absolute link from PUBLIC_URL (the runtime's link builder: portal/runtime.py)."""
+    """An absolute link from PUBLIC_URL: the runtime's link builder (portal/runtime.py), which
+    mail, gateways and jobs use; this is its name for a request."""
     return current_runtime().links.public(path)
-
-
-def public_url_for(endpoint: str, **values: Any) -> str:
-    """`public_link` for a route, built without a request."""
-    return current_runtime().links.public_for(endpoint, **values)
-
-
-def gateway_link(path: str) -> str:
-    """Where a gateway's hosted page sends the customer back."""
-    return current_runtime().links.gateway_return(path)
 
 
 def safe_next(target: str | None) -> str | None:
