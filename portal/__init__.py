@@ -8,7 +8,23 @@ from typing import Any
 
 from flask import Flask
 
+from portal import clock, errors, i18n, runtime, security, templating, web
+from portal.blueprints.auth.routes import bp as auth_bp
+from portal.blueprints.dashboard.routes import bp as dashboard_bp
+from portal.blueprints.disputes.routes import bp as disputes_bp
+from portal.blueprints.health.routes import bp as health_bp
+from portal.blueprints.invoices.routes import bp as invoices_bp
+from portal.blueprints.language.routes import bp as language_bp
+from portal.blueprints.payment_methods.routes import bp as payment_methods_bp
+from portal.blueprints.payments import groups as _groups  # noqa: F401  (its routes)
+from portal.blueprints.payments import history as _history  # noqa: F401  (its routes)
+from portal.blueprints.payments.routes import bp as payments_bp
+from portal.blueprints.sandbox.routes import bp as sandbox_bp
+from portal.blueprints.security.routes import bp as security_bp
+from portal.blueprints.webhooks.routes import bp as webhooks_bp
+from portal.cli import register_cli
 from portal.config import PROJECT_ROOT, Settings
+from portal.extensions import init_extensions
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -50,30 +66,14 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             "PAYMENT_GATEWAY=sandbox in production: test cards mark invoices paid"
         )
 
-    from portal import clock, errors, i18n, security, templating, web
-    from portal.extensions import init_extensions
-
     init_extensions(app, settings)
+    runtime.init_app(app, settings)
     app.extensions["portal.clock"] = clock.Clock()
     i18n.init_app(app)
     templating.init_app(app)
     security.init_app(app)
     web.init_app(app)
     errors.init_app(app)
-
-    from portal.blueprints.auth.routes import bp as auth_bp
-    from portal.blueprints.dashboard.routes import bp as dashboard_bp
-    from portal.blueprints.disputes.routes import bp as disputes_bp
-    from portal.blueprints.health.routes import bp as health_bp
-    from portal.blueprints.invoices.routes import bp as invoices_bp
-    from portal.blueprints.language.routes import bp as language_bp
-    from portal.blueprints.payment_methods.routes import bp as payment_methods_bp
-    from portal.blueprints.payments import groups as _groups  # noqa: F401  (its routes)
-    from portal.blueprints.payments import history as _history  # noqa: F401  (its routes)
-    from portal.blueprints.payments.routes import bp as payments_bp
-    from portal.blueprints.sandbox.routes import bp as sandbox_bp
-    from portal.blueprints.security.routes import bp as security_bp
-    from portal.blueprints.webhooks.routes import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboard_bp)
@@ -87,8 +87,5 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(webhooks_bp)
     if settings.payment_gateway == "sandbox":
         app.register_blueprint(sandbox_bp)
-
-    from portal.cli import register_cli
-
     register_cli(app)
     return app

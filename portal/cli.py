@@ -12,12 +12,23 @@ from sqlalchemy import select, true
 from portal import clock, migrate, tenancy
 from portal.extensions import Database, settings
 from portal.models import DEFAULT_FLAGS, FeatureFlag
+from portal.runtime import SWEEP, SWEEP_JOB_ID, SWEEPS, Runtime
 from portal.services import audit, auth, mfa
 from portal.services import seed as seed_service
 from portal.services.passwords import hasher
+from workers.queue import resolve
 
 
 def register_cli(app: Flask) -> None:
+    _db_commands(app)
+    _seed_commands(app)
+    _flags_commands(app)
+    _jobs_commands(app)
+    _keys_commands(app)
+    _users_commands(app)
+
+
+def _db_commands(app: Flask) -> None:
     @app.cli.group("db")
     def db_group() -> None:
         """Database schema."""
@@ -28,6 +39,8 @@ def register_cli(app: Flask) -> None:
         migrate.upgrade(settings().database_url)
         click.echo("database is at the latest schema")
 
+
+def _seed_commands(app: Flask) -> None:
     @app.cli.group("seed")
     def seed_group() -> None:
         """Demo data."""
@@ -55,6 +68,8 @@ def register_cli(app: Flask) -> None:
             session.commit()
         click.echo(f"removed {removed} demo companies")
 
+
+def _flags_commands(app: Flask) -> None:
     @app.cli.group("flags")
     def flags_group() -> None:
         """Feature flags (the runbook's rollout switches)."""
@@ -81,6 +96,8 @@ def register_cli(app: Flask) -> None:
         for name, default in DEFAULT_FLAGS.items():
             click.echo(f"{name}={'on' if stored.get(name, default) else 'off'}")
 
+
+def _jobs_commands(app: Flask) -> None:
     @app.cli.group("jobs")
     def jobs_group() -> None:
         """Background jobs."""
@@ -88,27 +105,17 @@ def register_cli(app: Flask) -> None:
     @jobs_group.command("start-sweeps")
     def jobs_start_sweeps() -> None:
         """Queue the recurring sweep (scheduled payments due, payments stuck in processing)."""
-        from workers import jobs as job_functions
-
-        queue = app.extensions["portal.jobs"]
-        queue.enqueue(job_functions.sweep, job_id=job_functions.SWEEP_JOB_ID)
+        runtime: Runtime = app.extensions["portal.runtime"]
+        runtime.jobs.enqueue(SWEEP, job_id=SWEEP_JOB_ID)
         click.echo("sweep queued")
 
     @jobs_group.command("sweep")
     def jobs_sweep() -> None:
-        """Run both sweeps once, here."""
-        from workers import jobs as job_functions
+        """Run the sweeps once, here (the worker's own functions, by name: portal/runtime.py)."""
+        click.echo(str({name: resolve(job)() for name, job in SWEEPS.items()}))
 
-        click.echo(
-            str(
-                {
-                    "scheduled": job_functions.run_due_payments(),
-                    "reconciled": job_functions.reconcile_payments(),
-                    "lockouts_forgotten": job_functions.forget_run_out_lockouts(),
-                }
-            )
-        )
 
+def _keys_commands(app: Flask) -> None:
     @app.cli.group("keys")
     def keys_group() -> None:
         """SECRET_KEY rotation (docs/operations.md)."""
@@ -128,6 +135,8 @@ def register_cli(app: Flask) -> None:
                 "verification (flask --app wsgi users reset-mfa EMAIL)"
             )
 
+
+def _users_commands(app: Flask) -> None:
     @app.cli.group("users")
     def users_group() -> None:
         """Portal users."""

@@ -1,9 +1,10 @@
-"""Flask extensions and the request-scoped database session."""
+"""Flask extensions and the request-scoped database session.
+
+The gateway, the job queue, mail, files and public links are the runtime's (portal/runtime.py)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app, g, request
@@ -15,13 +16,8 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from portal import clock
 from portal.config import Settings
 from portal.db import begin_unit, end_unit, make_engine, make_sessionmaker
-from portal.gateways import PaymentGateway
-from portal.migrate import schema_is_current
-from portal.services.mail import Mailer
-from workers.queue import EmbeddedQueue, JobQueue, RQJobQueue, defer
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -84,96 +80,8 @@ def settings() -> Settings:
     return value
 
 
-def mailer() -> Mailer:
-    config = settings()
-    return Mailer(config.mail_url, config.mail_dir)
-
-
-def jobs() -> JobQueue:
-    queue: JobQueue = current_app.extensions["portal.jobs"]
-    return queue
-
-
-def hand_off(session: Session, func: Callable[..., Any], *args: Any) -> None:
-    """Run `func(*args)` as a job once `session` commits. Should the queue refuse it (Redis
-    down), it runs right here instead: a receipt or a reset link is late, never lost."""
-    queue = jobs()
-
-    def go() -> None:
-        try:
-            queue.enqueue(func, *args)
-        except Exception:
-            log.exception("the job queue refused %s; running it in this process", func.__name__)
-            func(*args)
-
-    defer(session, go)
-
-
-def gateway(session: Session) -> PaymentGateway:
-    """The configured gateway, working in `session` (the sandbox keeps its records there)."""
-    config = settings()
-    if config.payment_gateway == "stripe":
-        from portal.gateways.stripe import StripeGateway
-
-        return StripeGateway(
-            config.stripe_secret_key, config.stripe_webhook_secret, config.stripe_api_base
-        )
-    from portal.gateways.sandbox import SandboxGateway
-    from workers import jobs as job_functions
-
-    queue = jobs()
-
-    def settle_later(reference: str, when: Any) -> None:
-        defer(
-            session,
-            lambda: queue.enqueue_at(when, job_functions.deliver_sandbox_settlement, reference),
-        )
-
-    return SandboxGateway(
-        session,
-        secret_key=config.secret_key,
-        fallback_keys=config.secret_key_fallbacks,
-        now=clock.now,
-        on_processing=settle_later,
-    )
-
-
-def _init_jobs(app: Flask, config: Settings) -> None:
-    if config.redis_url:
-        app.extensions["portal.jobs"] = RQJobQueue(config.redis_url)
-        return
-
-    def in_app(job: Any) -> Any:
-        with app.app_context():
-            return job()
-
-    from workers import jobs as job_functions
-
-    engine = app.extensions["portal.db"].engine
-    queue = EmbeddedQueue(
-        run=in_app,
-        ready=lambda: schema_is_current(engine),
-        not_ready_message=(
-            "background jobs wait: the database schema is not current "
-            "(run `flask --app wsgi db upgrade`)"
-        ),
-    )
-    queue.periodic = job_functions.PERIODIC
-    app.extensions["portal.jobs"] = queue
-    if config.is_testing:
-        return  # tests run the queue by hand, at the clock they set
-
-    # The thread belongs to a process that serves: not to `flask db upgrade` or `seed` (they
-    # would race the migration), nor to a reloader's watcher, nor to a pre-fork master.
-    @app.before_request
-    def _start_jobs() -> None:
-        if not queue.started:
-            queue.start()
-
-
 def init_extensions(app: Flask, config: Settings) -> dict[str, Any]:
     Database().init_app(app, config)
-    _init_jobs(app, config)
     csrf.init_app(app)
     login_manager.init_app(app)
     babel.init_app(app)

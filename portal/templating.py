@@ -119,21 +119,22 @@ def _bdi(text: str, direction: str) -> Markup:
     return Markup('<bdi dir="{}">{}</bdi>').format(direction, text) if text else Markup()
 
 
-def money(minor: int | None, currency: str) -> str:
-    """An amount as plain text (mail, attributes, SVG)."""
-    return format_money(minor or 0, currency, i18n.format_locale())
+def money(minor: int | None, currency: str, locale: str | None = None) -> str:
+    """An amount as plain text (mail, attributes, SVG), in `locale` (a mail names its reader's)
+    or else the request's (`i18n.format_locale`)."""
+    return format_money(minor or 0, currency, locale or i18n.format_locale())
 
 
-def format_date(value: date | None, fmt: str = "medium") -> str:
+def format_date(value: date | None, fmt: str = "medium", locale: str | None = None) -> str:
     if value is None:
         return ""
-    return babel_format_date(value, format=fmt, locale=i18n.format_locale())
+    return babel_format_date(value, format=fmt, locale=locale or i18n.format_locale())
 
 
-def format_datetime(value: datetime | None, fmt: str = "medium") -> str:
+def format_datetime(value: datetime | None, fmt: str = "medium", locale: str | None = None) -> str:
     if value is None:
         return ""
-    return babel_format_datetime(value, format=fmt, locale=i18n.format_locale())
+    return babel_format_datetime(value, format=fmt, locale=locale or i18n.format_locale())
 
 
 def isolated_money(minor: int | None, currency: str) -> str:
@@ -151,8 +152,10 @@ def _html_or_text(context: EvalContext, text: str, direction: str) -> str:
 
 
 @pass_eval_context
-def _money_filter(context: EvalContext, minor: int | None, currency: str) -> str:
-    return _html_or_text(context, money(minor, currency), "ltr")
+def _money_filter(
+    context: EvalContext, minor: int | None, currency: str, locale: str | None = None
+) -> str:
+    return _html_or_text(context, money(minor, currency, locale), "ltr")
 
 
 @pass_eval_context
@@ -161,8 +164,10 @@ def _date_filter(context: EvalContext, value: date | None, fmt: str = "medium") 
 
 
 @pass_eval_context
-def _datetime_filter(context: EvalContext, value: datetime | None, fmt: str = "medium") -> str:
-    return _html_or_text(context, format_datetime(value, fmt), date_direction())
+def _datetime_filter(
+    context: EvalContext, value: datetime | None, fmt: str = "medium", locale: str | None = None
+) -> str:
+    return _html_or_text(context, format_datetime(value, fmt, locale), date_direction())
 
 
 @pass_eval_context

@@ -11,7 +11,6 @@ from flask import (
     Flask,
     Response,
     abort,
-    current_app,
     flash,
     g,
     make_response,
@@ -29,6 +28,7 @@ from portal import clock, tenancy
 from portal.db import commit_now
 from portal.extensions import db_session, login_manager, settings
 from portal.models import PortalUser
+from portal.runtime import current_runtime
 from portal.services import audit, auth
 
 SESSION_TOKEN_KEY = "sid"  # noqa: S105 - a cookie key, not a secret
@@ -124,26 +124,9 @@ def or_404(found: T | None, message: str) -> T:
 
 
 def public_link(path: str) -> str:
-    """An absolute link for mail and gateways, always from PUBLIC_URL: the same from a request
-    as from a job, and never from a request header (a Host header must not steer a password
-    reset link). A retried charge must repeat its parameters exactly, return address included.
-    Production refuses to start without PUBLIC_URL; elsewhere it defaults to where we serve."""
-    base = settings().public_url
-    if not base:
-        raise RuntimeError("PUBLIC_URL is not configured")
-    return base.rstrip("/") + path
-
-
-def public_url_for(endpoint: str, **values: Any) -> str:
-    """`public_link` for a route, built without a request (so a job can build it too)."""
-    adapter = current_app.url_map.bind("localhost")  # the host is never used: a path only
-    return public_link(adapter.build(endpoint, values))
-
-
-def gateway_link(path: str) -> str:
-    """Where a gateway's hosted page sends the customer back. The sandbox's page is served by
-    this very host, so a path keeps whatever host name the customer is using (and its cookie)."""
-    return path if settings().payment_gateway == "sandbox" else public_link(path)
+    """An absolute link from PUBLIC_URL: the runtime's link builder (portal/runtime.py), which
+    mail, gateways and jobs use; this is its name for a request."""
+    return current_runtime().links.public(path)
 
 
 def safe_next(target: str | None) -> str | None:

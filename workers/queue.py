@@ -5,12 +5,17 @@ thread of the web process, at their due time. The thread starts when the app fir
 request (never in `flask db upgrade` or `seed`), and runs nothing until the database schema is
 current. Tests drive it by hand with `run_due(now)`.
 Enqueue through `defer(session, …)` so a job never starts before the commit that made its rows.
+
+Jobs are named by their dotted path ("workers.jobs.send_payment_result"): RQ takes the string as
+it is, the embedded queue imports it when the job runs (`resolve`). So nothing under portal/
+imports workers.jobs, and this module (infrastructure below the portal) imports nothing from it.
 """
 
 from __future__ import annotations
 
 import functools
 import heapq
+import importlib
 import itertools
 import logging
 import threading
@@ -28,6 +33,23 @@ QUEUE_NAME = "portal"
 log = logging.getLogger(__name__)
 
 
+Job = Callable[..., Any] | str  # a function, or its dotted name
+
+
+def resolve(job: Job) -> Callable[..., Any]:
+    """The function a job names ("package.module.function"), imported when it runs."""
+    if not isinstance(job, str):
+        return job
+    module, _, name = job.rpartition(".")
+    func: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return func
+
+
+def job_name(job: Job) -> str:
+    """A job's short name, for logs and `pending()`: "send_payment_result"."""
+    return job.rpartition(".")[2] if isinstance(job, str) else job.__name__
+
+
 def connect(redis_url: str) -> Redis:
     return Redis.from_url(redis_url)
 
@@ -37,10 +59,10 @@ def get_queue(redis_url: str) -> Queue:
 
 
 class JobQueue(Protocol):
-    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> None: ...
+    def enqueue(self, func: Job, *args: Any, job_id: str | None = None) -> None: ...
 
     def enqueue_at(
-        self, when: datetime, func: Callable[..., Any], *args: Any, job_id: str | None = None
+        self, when: datetime, func: Job, *args: Any, job_id: str | None = None
     ) -> None: ...
 
 
@@ -50,22 +72,26 @@ class RQJobQueue:
     def __init__(self, redis_url: str) -> None:
         self.queue = get_queue(redis_url)
 
-    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> None:
-        self.queue.enqueue(func, *args, job_id=job_id, retry=Retry(max=3, interval=[10, 60, 300]))
+    def enqueue(self, func: Job, *args: Any, job_id: str | None = None) -> None:
+        retry = Retry(max=3, interval=[10, 60, 300])
+        if isinstance(func, str):  # RQ imports a dotted name in the worker
+            self.queue.enqueue(func, *args, job_id=job_id, retry=retry)
+        else:
+            self.queue.enqueue(func, *args, job_id=job_id, retry=retry)
 
-    def enqueue_at(
-        self, when: datetime, func: Callable[..., Any], *args: Any, job_id: str | None = None
-    ) -> None:
-        self.queue.enqueue_at(
-            when, func, *args, job_id=job_id, retry=Retry(max=3, interval=[10, 60, 300])
-        )
+    def enqueue_at(self, when: datetime, func: Job, *args: Any, job_id: str | None = None) -> None:
+        retry = Retry(max=3, interval=[10, 60, 300])
+        if isinstance(func, str):
+            self.queue.enqueue_at(when, func, *args, job_id=job_id, retry=retry)
+        else:
+            self.queue.enqueue_at(when, func, *args, job_id=job_id, retry=retry)
 
 
 @dataclass(order=True)
 class _Entry:
     when: datetime
     seq: int
-    func: Callable[..., Any] = field(compare=False)
+    func: Job = field(compare=False)
     args: tuple[Any, ...] = field(compare=False)
     attempts: int = field(default=0, compare=False)
 
@@ -92,14 +118,12 @@ class EmbeddedQueue:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self.periodic: list[tuple[timedelta, Callable[[], Any]]] = []
+        self.periodic: list[tuple[timedelta, Job]] = []
 
-    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> None:
+    def enqueue(self, func: Job, *args: Any, job_id: str | None = None) -> None:
         self.enqueue_at(datetime.now(UTC), func, *args, job_id=job_id)
 
-    def enqueue_at(
-        self, when: datetime, func: Callable[..., Any], *args: Any, job_id: str | None = None
-    ) -> None:
+    def enqueue_at(self, when: datetime, func: Job, *args: Any, job_id: str | None = None) -> None:
         with self._wake:
             heapq.heappush(self._heap, _Entry(when, next(self._seq), func, args))
             self._wake.notify()
@@ -110,7 +134,7 @@ class EmbeddedQueue:
 
     def pending(self) -> list[tuple[datetime, str]]:
         with self._wake:
-            return sorted((e.when, e.func.__name__) for e in self._heap)
+            return sorted((e.when, job_name(e.func)) for e in self._heap)
 
     def run_due(self, now: datetime) -> int:
         """Run every job due at `now` (and what those enqueue for `now`); returns how many."""
@@ -122,9 +146,11 @@ class EmbeddedQueue:
                 entry = heapq.heappop(self._heap)
             ran += 1
             try:
-                self._run(functools.partial(entry.func, *entry.args))
+                self._run(functools.partial(resolve(entry.func), *entry.args))
             except Exception:
-                log.exception("job %s failed (attempt %d)", entry.func.__name__, entry.attempts + 1)
+                log.exception(
+                    "job %s failed (attempt %d)", job_name(entry.func), entry.attempts + 1
+                )
                 if entry.attempts < len(self.RETRY_DELAYS):
                     entry.when = now + self.RETRY_DELAYS[entry.attempts]
                     entry.attempts += 1
@@ -206,7 +232,7 @@ def defer(session: Session, action: Callable[[], Any]) -> None:
 @event.listens_for(Session, "after_commit")
 def _run_deferred(session: Session) -> None:
     # What was committed stands: a failing hand-off must not turn it into an error page, nor
-    # stop the others. (Mail runs in-process when the queue refuses it: extensions.hand_off;
+    # stop the others. (Mail runs in-process when the queue refuses it: Runtime.hand_off;
     # the sweep picks up scheduled and stuck payments whatever happened to their jobs.)
     actions = session.info.pop(_AFTER_COMMIT, [])
     for action in actions:

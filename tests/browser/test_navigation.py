@@ -465,7 +465,9 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     page.wait_for_url(re.compile(r".*/portal/payments/pay_[\w-]+$"))
     assert_has_icon(page)
     visit("/portal/payment-history?status=processing")
-    with page.expect_response(lambda r: "fragment=status" in r.url):  # it polls itself
+    with page.expect_response(  # it polls itself
+        lambda r: r.request.headers.get("hx-target") == "payment-panel"
+    ):
         page.locator("a[href*='/portal/payments/pay_']").first.click()
     assert_has_icon(page)
     for kind in ("Add a card", "Add a bank account"):
@@ -496,7 +498,8 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     visit("/password/reset/not-a-real-token")
 
     # Every page and fragment this walk can reach was rendered (the enrolment pages are
-    # test_sign_in's, a group's pages need a payment made: test_payments'); with all browser
+    # test_sign_in's, a group's pages need a payment made: test_payments'; so is the confirm
+    # step as a whole page, without JavaScript: here htmx swaps its panel); with all browser
     # tests, conftest checks that none was left out.
     rendered = answers.templates.get(answers.test, set())
     elsewhere = {
@@ -504,5 +507,6 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
         "auth/recovery_codes.html",
         "payments/group.html",
         "payments/_group_status.html",
+        "payments/confirm.html",
     }
     assert unseen_templates(rendered) <= elsewhere

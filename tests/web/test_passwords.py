@@ -255,7 +255,7 @@ def test_forgot_does_the_same_work_for_any_address(
         seen.append(list(count_queries.statements))
     assert seen[0] == seen[1] == seen[2]
     assert not any("portal_users" in s for s in seen[0])
-    assert [func.__name__ for func, _args in queue.jobs] == ["send_password_reset"] * 3
+    assert [func for func, _args in queue.jobs] == ["workers.jobs.send_password_reset"] * 3
     shapes = [[type(a).__name__ for a in args] for _func, args in queue.jobs]
     assert shapes == [["str", "str", "dict"]] * 3
     addresses = [args[0] for _func, args in queue.jobs]

@@ -82,7 +82,7 @@ def test_a_bank_debit_processes_then_settles_through_the_signed_webhook(
     assert done.status is PaymentStatus.SUCCEEDED and done.receipt_number
     assert invoice(db, "INV-1004").status is InvoiceStatus.PAID
     fragment = client.get(
-        f"/portal/payments/{pid}?fragment=status", headers={"HX-Request": "true"}
+        f"/portal/payments/{pid}", headers={"HX-Request": "true", "HX-Target": "payment-panel"}
     ).get_data(as_text=True)
     assert "processed successfully" in fragment and 'data-hx-trigger="load' not in fragment
     assert 'data-hx-swap-oob="innerHTML:#payment-announcer"' in fragment

@@ -368,7 +368,8 @@ def test_the_payment_page_polls_while_processing(
     assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in page
     assert 'role="status"' in page
     fragment = client.get(
-        f"/portal/payments/{held.public_id}?fragment=status", headers={"HX-Request": "true"}
+        f"/portal/payments/{held.public_id}",
+        headers={"HX-Request": "true", "HX-Target": "payment-panel"},
     ).get_data(as_text=True)
     assert fragment.lstrip().startswith("<section") and "<html" not in fragment
 

@@ -128,7 +128,7 @@ def test_a_reference_already_taken_is_drawn_again(
         return next(draws, None) or new_reference()
 
     monkeypatch.setattr(payment_model, "new_reference", clashing_then_fresh)
-    monkeypatch.setattr("portal.services.payments.new_reference", clashing_then_fresh)
+    monkeypatch.setattr("portal.services.payments.creation.new_reference", clashing_then_fresh)
     _r, pid = pay(client, [invoice(db, "INV-1001")], method(db, "4242").public_id)
     made = payment(db, pid)
     assert made.status is PaymentStatus.SUCCEEDED

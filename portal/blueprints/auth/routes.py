@@ -15,8 +15,9 @@ from portal import clock
 from portal.blueprints.auth.forms import CodeForm, ForgotPasswordForm, LoginForm, NewPasswordForm
 from portal.blueprints.auth.passwords import explain
 from portal.db import retry_on_sqlite_conflict
-from portal.extensions import db_session, hand_off, limiter, settings
+from portal.extensions import db_session, limiter, settings
 from portal.models import UserSession
+from portal.runtime import SEND_PASSWORD_RESET, current_runtime
 from portal.services import audit, auth, credentials
 from portal.services import mfa as totp
 from portal.services.passwords import hasher
@@ -28,7 +29,6 @@ from portal.web import (
     safe_next,
     session_policy,
 )
-from workers import jobs as job_functions
 
 bp = Blueprint("auth", __name__)
 
@@ -269,9 +269,9 @@ def forgot_password() -> Response:
     # the request's commit. The job finds the account (if any), and only then makes, mails and
     # audits a link. So neither the answer nor its timing tells which addresses have accounts.
     db = db_session()
-    hand_off(
+    current_runtime().hand_off(
         db,
-        job_functions.send_password_reset,
+        SEND_PASSWORD_RESET,
         auth.normalize_email(email),
         str(get_locale() or "en"),
         asdict(request_info()),

@@ -7,8 +7,8 @@ from flask_wtf import FlaskForm
 from wtforms import Field, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
-from portal.blueprints.payments.copy import amount_error
 from portal.models import DisputeReason
+from portal.payments.copy import amount_error
 from portal.services.money import AmountError, parse_amount
 
 

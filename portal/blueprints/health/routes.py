@@ -14,6 +14,7 @@ import logging
 import time
 
 from flask import Blueprint, Flask, Response, abort, g, jsonify, request
+from redis import Redis
 from sqlalchemy import text
 
 from portal.config import Settings
@@ -46,8 +47,6 @@ def readyz() -> tuple[Response, int]:
         ready = False
     redis_url = settings().redis_url
     if redis_url:
-        from redis import Redis
-
         try:
             Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1).ping()
         except Exception as error:

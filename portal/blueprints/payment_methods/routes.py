@@ -4,40 +4,37 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
-from portal.extensions import db_session, gateway, settings
+from portal.extensions import db_session, settings
 from portal.gateways import GatewayError
 from portal.models import Company, Payment, PaymentMethod, PaymentMethodKind
+from portal.payments import methods
+from portal.runtime import current_runtime
 from portal.services import payment_methods, payments
 from portal.templating import isolated_date
-from portal.web import gateway_link, request_info, safe_next
+from portal.web import go, or_404, render, request_info, safe_next
 
 bp = Blueprint("payment_methods", __name__, url_prefix="/portal/payment-methods")
 
 
 def _method(public_id: str) -> PaymentMethod:
-    method = payment_methods.get(db_session(), public_id)
-    if method is None:
-        abort(404, description=_("Payment method not found."))
-    return method
+    return or_404(payment_methods.get(db_session(), public_id), _("Payment method not found."))
 
 
 @bp.get("")
 @login_required
-def index() -> str:
-    session = db_session()
-    methods = payment_methods.usable(session)
-    return render_template(
-        "payment_methods/index.html",
-        methods=methods,
-        today=clock.today(),
-        may_manage=lambda m: payment_methods.may_manage(current_user, m),
-    )
+def index() -> Response:
+    context = {
+        "methods": payment_methods.usable(db_session()),
+        "today": clock.today(),
+        "may_manage": lambda m: payment_methods.may_manage(current_user, m),
+    }
+    return render("payment_methods/index.html", context)
 
 
 @bp.post("/new")
@@ -52,24 +49,20 @@ def new() -> Response:
     back = safe_next(request.form.get("next")) or url_for("payment_methods.index")
     company = session.get(Company, current_user.company_id)
     assert company is not None
-    gw = gateway(session)
     try:
-        company.gateway_customer_id = gw.ensure_customer(
-            existing=company.gateway_customer_id,
-            company_ref=company.public_id,
-            company_name=company.name,
-        )
-        location = gw.start_setup(
-            customer=company.gateway_customer_id,
-            kind=kind,
-            return_url=gateway_link(url_for("payment_methods.added", next=back)),
-            cancel_url=gateway_link(back),
+        location = methods.start_setup(
+            current_runtime(),
+            session,
+            company,
+            kind,
+            return_path=url_for("payment_methods.added", next=back),
+            cancel_path=back,
         )
     except GatewayError:
         flash(_("We couldn't reach the payment gateway. Please try again."), "error")
-        return redirect(url_for("payment_methods.index"), code=303)
+        return go(url_for("payment_methods.index"))
     session.commit()
-    return redirect(location, code=303)
+    return go(location)
 
 
 @bp.get("/added")
@@ -79,18 +72,12 @@ def added() -> Response:
     company = session.get(Company, current_user.company_id)
     assert company is not None
     back = safe_next(request.args.get("next")) or url_for("payment_methods.index")
-    session_id = request.args.get("session_id", "")
-    saved = None
-    if company.gateway_customer_id and session_id:
-        try:
-            saved = gateway(session).finish_setup(
-                customer=company.gateway_customer_id, session_id=session_id
-            )
-        except GatewayError:
-            saved = None
+    saved = methods.finish_setup(
+        current_runtime(), session, company, request.args.get("session_id", "")
+    )
     if saved is None:
         flash(_("The payment method was not added."), "warning")
-        return redirect(back, code=303)
+        return go(back)
     method = payment_methods.add(
         session,
         current_user,
@@ -104,7 +91,7 @@ def added() -> Response:
     if urlsplit(back).path == url_for("payments.new"):  # preselect it on the way back
         separator = "&" if "?" in back else "?"
         back = f"{back}{separator}method={method.public_id}"
-    return redirect(back, code=303)
+    return go(back)
 
 
 @bp.post("/<public_id>/remove")
@@ -124,7 +111,7 @@ def remove(public_id: str) -> Response:
             ),
             "error",
         )
-        return redirect(url_for("payment_methods.index"), code=303)
+        return go(url_for("payment_methods.index"))
     if isinstance(outcome, Payment):
         when = isolated_date(outcome.scheduled_for) if outcome.scheduled_for else ""
         flash(
@@ -137,17 +124,13 @@ def remove(public_id: str) -> Response:
             else _("A payment with this method is still processing. Try again once it is done."),
             "error",
         )
-        return redirect(url_for("payment_methods.index"), code=303)
+        return go(url_for("payment_methods.index"))
     if outcome is not None:
         abort(403, description=_("Only an administrator or the person who added it can remove it."))
-    session.commit()
-    try:
-        gateway(session).detach(method.gateway_token)
-        session.commit()
-    except GatewayError:
-        pass  # the portal no longer offers it; the gateway token is harmless without the portal
+    session.commit()  # removed in the portal first: the gateway's answer cannot bring it back
+    methods.detach(current_runtime(), session, method)
     flash(_("Payment method removed."), "info")
-    return redirect(url_for("payment_methods.index"), code=303)
+    return go(url_for("payment_methods.index"))
 
 
 @bp.post("/<public_id>/default")
@@ -159,4 +142,4 @@ def make_default(public_id: str) -> Response:
         abort(403, description=_("Only an administrator or the person who added it can change it."))
     session.commit()
     flash(_("Default payment method updated."), "info")
-    return redirect(url_for("payment_methods.index"), code=303)
+    return go(url_for("payment_methods.index"))

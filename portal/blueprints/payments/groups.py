@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 
-from flask import abort, make_response, render_template, request
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
-from portal.blueprints.payments import copy
 from portal.blueprints.payments.routes import bp, polling, retry_url
 from portal.extensions import db_session
 from portal.models import Payment, PaymentStatus
+from portal.payments import copy
 from portal.services import payments
 from portal.templating import isolated_date, isolated_money
-from portal.web import wants_fragment
+from portal.web import or_404, render
+
+STATUS_PANEL = {"payment-panel": "payments/_group_status.html"}
 
 
 def _headline(made: list[Payment]) -> str:
@@ -52,8 +53,7 @@ def group(public_id: str) -> Response:
     found = payments.get_group(session, public_id)
     # A restricted user sees the payments of their own accounts, and no group without one.
     made = payments.group_payments(session, found) if found is not None else []
-    if found is None or not made:
-        abort(404, description=_("Payment not found."))
+    found = or_404(found if made else None, _("Payment not found."))
     context = {
         "group": found,
         "payments": made,
@@ -64,6 +64,4 @@ def group(public_id: str) -> Response:
         "retry_urls": {p.id: retry_url(p) for p in made},
         "polling": any(polling(p) for p in made),
     }
-    if wants_fragment() and request.args.get("fragment") == "status":
-        return make_response(render_template("payments/_group_status.html", **context))
-    return make_response(render_template("payments/group.html", **context))
+    return render("payments/group.html", context, fragments=STATUS_PANEL)

@@ -14,7 +14,7 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from portal import clock
-from portal.extensions import db_session, gateway, settings
+from portal.extensions import db_session, settings
 from portal.gateways.sandbox import (
     TEST_BANK_ACCOUNT,
     TEST_BANK_ROUTING,
@@ -22,6 +22,7 @@ from portal.gateways.sandbox import (
     SandboxGateway,
 )
 from portal.models import PaymentMethodKind, SandboxSetup
+from portal.runtime import current_runtime
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
 _EXPIRY = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{2}|\d{4})\s*$")
@@ -44,7 +45,9 @@ def _only_in_sandbox() -> None:
 
 
 def _setup(setup_id: str) -> tuple[SandboxGateway, SandboxSetup]:
-    gw = gateway(db_session())
+    # This blueprint is the sandbox gateway's own hosted page (where Stripe's would be), so it
+    # works with the gateway itself.
+    gw = current_runtime().gateway(db_session())
     assert isinstance(gw, SandboxGateway)
     setup = gw.setup(setup_id)
     if setup is None or setup.token is not None:

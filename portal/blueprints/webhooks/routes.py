@@ -8,9 +8,10 @@ from typing import cast
 from flask import Blueprint, abort, jsonify, request
 from werkzeug.wrappers import Response
 
-from portal import payflow
-from portal.extensions import csrf, db_session, gateway, settings
+from portal.extensions import csrf, db_session, settings
 from portal.gateways import InvalidSignature
+from portal.payments import webhooks
+from portal.runtime import current_runtime
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
@@ -20,9 +21,9 @@ def _receive(name: str) -> Response:
         abort(404)
     session = db_session()
     try:
-        outcome = payflow.receive_webhook(
+        outcome = webhooks.receive(
+            current_runtime(),
             session,
-            gateway(session),
             request.get_data(cache=False),
             cast(Mapping[str, str], request.headers),
         )

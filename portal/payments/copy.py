@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_babel import gettext as _
 
 from portal.services.money import MAX_MINOR, AmountError
-from portal.services.payments import FieldError, Problem
+from portal.services.payments.rules import FieldError, Problem
 from portal.templating import money
 
 

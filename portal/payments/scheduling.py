@@ -1,0 +1,42 @@
+"""Scheduled payments: queued for their day (06:00 UTC) after the commit, charged then."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+from sqlalchemy.orm import Session
+
+from portal import clock, tenancy
+from portal.models import Payment, PaymentStatus
+from portal.payments.charging import charge_now
+from portal.payments.mail import notify_canceled
+from portal.runtime import RUN_SCHEDULED_PAYMENT, Runtime
+from portal.services import payments
+
+RUN_AT = time(6, 0)
+
+
+def schedule(runtime: Runtime, session: Session, payment: Payment) -> None:
+    """Put a scheduled payment's run on the queue for its day, after the commit."""
+    assert payment.scheduled_for is not None
+    when = datetime.combine(payment.scheduled_for, RUN_AT, tzinfo=UTC)
+    runtime.enqueue_at(
+        session, when, RUN_SCHEDULED_PAYMENT, payment.id, job_id=f"scheduled-{payment.id}"
+    )
+
+
+def run_scheduled(runtime: Runtime, session: Session, payment_id: int) -> str:
+    """Charge a scheduled payment on (or after) its day; a canceled or early one is left."""
+    with tenancy.system(session):
+        payment = session.get(Payment, payment_id)
+        if payment is None or payment.status is not PaymentStatus.SCHEDULED:
+            return "not scheduled"
+        started = payments.start_scheduled(session, payment, today=clock.today(), now=clock.now())
+        status: PaymentStatus = payment.status  # start_scheduled may have canceled it
+        if status is PaymentStatus.CANCELED:
+            notify_canceled(runtime, session, payment)
+        session.commit()
+        if not started:
+            return payment.status.value
+        charge_now(runtime, session, payment)
+        return payment.status.value

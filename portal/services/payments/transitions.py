@@ -1,0 +1,212 @@
+"""Moving a payment (and its invoices) from one status to the next: every move is a conditional
+UPDATE from a non-final status, so two writers (a webhook and a job, a replay) never both move
+it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import case, update
+from sqlalchemy.orm import Session
+
+from portal.gateways import (
+    ChargeResult,
+    ChargeStatus,
+)
+from portal.models import (
+    Company,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+    PaymentStatus,
+    PortalUser,
+)
+from portal.services import audit
+from portal.services.invoices import PAYABLE
+from portal.services.payments.rules import FINAL, IN_FLIGHT
+from portal.services.payments.selection import reserved_amounts
+
+
+def apply_result(
+    session: Session, payment: Payment, result: ChargeResult, *, now: datetime
+) -> bool:
+    """Move the payment (and its invoices) to what the gateway says. True if anything changed."""
+    if result.status is ChargeStatus.SUCCEEDED:
+        changed = _transition(session, payment, PaymentStatus.SUCCEEDED, result, now)
+        if changed:
+            _apply_to_invoices(session, payment, now)
+            _record_outcome(session, payment, "Portal.PaymentMade")
+        return changed
+    if result.status is ChargeStatus.FAILED:
+        changed = _transition(session, payment, PaymentStatus.FAILED, result, now)
+        if changed:
+            _release_invoices(session, payment, InvoiceStatus.PAYMENT_FAILED)
+            _record_outcome(session, payment, "Portal.PaymentFailed")
+        return changed
+    # Still on its way (processing, or waiting for the customer to authenticate).
+    values: dict[str, object] = {}
+    if result.reference and payment.gateway_reference is None:
+        values["gateway_reference"] = result.reference
+    if result.status is ChargeStatus.REQUIRES_ACTION and result.action_url != payment.action_url:
+        values["action_url"] = result.action_url
+    if not values or payment.status in FINAL:
+        return False
+    return _move(session, payment, IN_FLIGHT, **values)
+
+
+def _move(
+    session: Session, payment: Payment, sources: Sequence[PaymentStatus], **values: object
+) -> bool:
+    """The one way a payment row changes: a conditional UPDATE from one of `sources`, so two
+    writers (a webhook and a job, a replay) can never both move it. True if this one did."""
+    changed = session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.status.in_(sources))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    session.refresh(payment)
+    return bool(changed)
+
+
+def _transition(
+    session: Session,
+    payment: Payment,
+    status: PaymentStatus,
+    result: ChargeResult,
+    now: datetime,
+    **extra: object,
+) -> bool:
+    values: dict[str, object] = {"status": status, "processed_at": now, "action_url": None}
+    if result.reference:
+        values["gateway_reference"] = result.reference
+    if status is PaymentStatus.FAILED:
+        values["failure_code"] = (result.failure_code or "processing_error")[:60]
+    values.update(extra)
+    return _move(session, payment, IN_FLIGHT, **values)
+
+
+def _apply_to_invoices(session: Session, payment: Payment, now: datetime) -> None:
+    for allocation in payment.allocations:
+        paid = Invoice.amount_paid + allocation.amount
+        done = session.execute(
+            update(Invoice)
+            .where(Invoice.id == allocation.invoice_id, paid <= Invoice.total)
+            .values(
+                amount_paid=paid,
+                status=case(
+                    (paid == Invoice.total, InvoiceStatus.PAID.value),
+                    else_=InvoiceStatus.PARTIALLY_PAID.value,
+                ),
+                paid_at=case((paid == Invoice.total, now), else_=Invoice.paid_at),
+                version=Invoice.version + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if not done:  # reservations make this unreachable; the CHECK constraint backs it up
+            raise RuntimeError(f"payment {payment.public_id} would overpay an invoice")
+    _expire_invoices(session, payment)
+
+
+def _release_invoices(session: Session, payment: Payment, status: InvoiceStatus) -> None:
+    """After a failure: invoices that no other payment is processing take `status`."""
+    ids = [a.invoice_id for a in payment.allocations]
+    busy = reserved_amounts(session, ids, statuses=(PaymentStatus.PROCESSING,))
+    free = [invoice_id for invoice_id in ids if invoice_id not in busy]
+    if free:
+        session.execute(
+            update(Invoice)
+            .where(Invoice.id.in_(free), Invoice.status == InvoiceStatus.PROCESSING)
+            .values(status=status, version=Invoice.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+    _expire_invoices(session, payment)
+
+
+def _expire_invoices(session: Session, payment: Payment) -> None:
+    for allocation in payment.allocations:
+        invoice = session.identity_map.get(session.identity_key(Invoice, allocation.invoice_id))
+        if invoice is not None:
+            session.expire(invoice)
+
+
+def _record_outcome(session: Session, payment: Payment, name: str) -> None:
+    method = payment.payment_method
+    company = session.get(Company, payment.company_id)
+    properties: dict[str, Any] = {
+        "customer_id": company.public_id if company else None,
+        "payment_id": payment.public_id,
+        "reference": payment.reference,
+        "invoice_ids": [a.invoice.public_id for a in payment.allocations],
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "payment_method": method.kind.value if method else None,
+    }
+    if name == "Portal.PaymentFailed":
+        properties["error_reason"] = payment.failure_code
+    audit.record(
+        session, name, company_id=payment.company_id, user_id=payment.user_id, **properties
+    )
+
+
+# scheduled payments ------------------------------------------------------------------------
+
+
+def cancel_scheduled(
+    session: Session,
+    payment: Payment,
+    user: PortalUser,
+    *,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> bool:
+    changed = _move(
+        session, payment, (PaymentStatus.SCHEDULED,), status=PaymentStatus.CANCELED,
+        processed_at=now,
+    )  # fmt: skip
+    if changed:
+        audit.record_for(
+            session,
+            user,
+            "Portal.PaymentCanceled",
+            request=request,
+            payment_id=payment.public_id,
+            reference=payment.reference,
+            amount=payment.amount,
+            currency=payment.currency,
+        )
+    return changed
+
+
+def start_scheduled(session: Session, payment: Payment, *, today: date, now: datetime) -> bool:
+    """A scheduled payment whose day has come becomes processing (once, whoever asks)."""
+    if payment.scheduled_for is None or payment.scheduled_for > today:
+        return False
+    invoices = [a.invoice for a in payment.allocations]
+    reserved_elsewhere = reserved_amounts(
+        session, [a.invoice_id for a in payment.allocations], excluding=payment.id
+    )
+    for allocation, invoice in zip(payment.allocations, invoices, strict=True):
+        if allocation.amount > invoice.balance_due - reserved_elsewhere.get(invoice.id, 0):
+            # Paid some other way since it was scheduled: charging would overpay.
+            _transition(
+                session,
+                payment,
+                PaymentStatus.CANCELED,
+                ChargeResult(ChargeStatus.FAILED, None),
+                now,
+                failure_code="invoice_already_paid",
+            )
+            return False
+    changed = _move(
+        session, payment, (PaymentStatus.SCHEDULED,), status=PaymentStatus.PROCESSING,
+        charging_since=now,
+    )  # fmt: skip
+    if changed:
+        for invoice in invoices:
+            if invoice.status in PAYABLE:
+                invoice.status = InvoiceStatus.PROCESSING
+    return changed
