@@ -68,13 +68,15 @@ def _session(*, writes: bool = True) -> Iterator[tuple[Runtime, Session]]:
     """A job's runtime and session, a unit of work that writes: on SQLite each of its
     transactions takes the write lock when it begins, so a read-then-write is never refused. A
     job that only reads (and then waits on something slow, like a mail server) says
-    `writes=False`."""
+    `writes=False`. What the job did commits here, once, when it ends without an error (the
+    edge of the job, as the end of a request is a route's); an error rolls it back."""
     with (
         _context() as app,
         unit_of_work(writes=writes),
         app.extensions["portal.db"].sessionmaker() as session,
     ):
         yield _runtime(app), session
+        session.commit()
 
 
 def deliver_sandbox_settlement(reference: str) -> str:
@@ -145,7 +147,6 @@ def send_password_reset(email: str, locale: str, request: dict[str, str]) -> str
             text = render_template("mail/password_reset.txt", user=user, link=link)
         address = user.email
         credentials.note_reset_requested(session, user, audit.RequestInfo(**request))
-        session.commit()
     with _context() as app:
         _runtime(app).mailer.send(address, subject, text)
     return "sent"
@@ -155,9 +156,7 @@ def forget_run_out_lockouts() -> int:
     """Drop sign-in failure counts whose window or lock is over (they would start afresh)."""
     with _session() as (_rt, session):
         rule = session_policy().lockout_rule
-        forgotten = lockout.forget_run_out(session, rule=rule, now=clock.now())
-        session.commit()
-        return forgotten
+        return lockout.forget_run_out(session, rule=rule, now=clock.now())
 
 
 def sweep() -> dict[str, int]:

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from portal import clock, tenancy
-from portal.db import retry_on_sqlite_conflict
+from portal.db import commit_now, retry_on_sqlite_conflict
 from portal.gateways import (
     ChargeRequest,
     ChargeResult,
@@ -91,7 +91,7 @@ def charge_now(runtime: Runtime, session: Session, payment: Payment) -> ChargeRe
 
     def attempt() -> ChargeResult | None:
         result = _charge(runtime, session, runtime.gateway(session), payment, clock.now())
-        session.commit()
+        commit_now(session, "each charge's answer stands on its own, before the next call")
         return result
 
     result = retry_on_sqlite_conflict(session, attempt)
@@ -140,7 +140,7 @@ def refresh(runtime: Runtime, session: Session, payment: Payment) -> None:
     except GatewayError:
         return
     apply(runtime, session, payment, result)
-    session.commit()
+    commit_now(session, "the gateway's answer stands, whatever the page does next")
 
 
 def reconcile(runtime: Runtime, session: Session, payment_id: int) -> str:
@@ -186,5 +186,5 @@ def reconcile(runtime: Runtime, session: Session, payment_id: int) -> str:
             return "needs review"
         except GatewayError:
             log.warning("gateway still unreachable for payment %s", payment.id)
-        session.commit()
+        commit_now(session, "one payment's reconciliation stands before the next one's")
         return payment.status.value

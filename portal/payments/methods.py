@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from portal.db import commit_now
 from portal.gateways import GatewayError, SavedMethod
 from portal.models import Company, PaymentMethod, PaymentMethodKind
 from portal.runtime import Runtime
@@ -54,6 +55,6 @@ def detach(runtime: Runtime, session: Session, method: PaymentMethod) -> None:
     the token is harmless: the portal no longer offers it."""
     try:
         runtime.gateway(session).detach(method.gateway_token)
-        session.commit()
+        commit_now(session, "what the gateway said about the method stands")
     except GatewayError:
         pass

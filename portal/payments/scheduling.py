@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time
 from sqlalchemy.orm import Session
 
 from portal import clock, tenancy
+from portal.db import commit_now
 from portal.models import Payment, PaymentStatus
 from portal.payments.charging import charge_now
 from portal.payments.mail import notify_canceled
@@ -35,7 +36,7 @@ def run_scheduled(runtime: Runtime, session: Session, payment_id: int) -> str:
         status: PaymentStatus = payment.status  # start_scheduled may have canceled it
         if status is PaymentStatus.CANCELED:
             notify_canceled(runtime, session, payment)
-        session.commit()
+        commit_now(session, "the payment is processing (or canceled) before the gateway is asked")
         if not started:
             return payment.status.value
         charge_now(runtime, session, payment)

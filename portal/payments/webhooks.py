@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from sqlalchemy.orm import Session
 
 from portal import clock, tenancy
+from portal.db import commit_now
 from portal.gateways import PaymentGateway
 from portal.gateways.sandbox import SIGNATURE_HEADER, SandboxGateway
 from portal.payments.charging import apply
@@ -67,10 +68,8 @@ def settle_sandbox(runtime: Runtime, session: Session, reference: str) -> str:
     sandbox = runtime.gateway(session)
     assert isinstance(sandbox, SandboxGateway)
     signed = sandbox.settle(reference)
-    session.commit()
+    commit_now(session, "the sandbox's settlement is its own, before the portal hears of it")
     if signed is None:
         return "unknown charge"
     body, signature = signed
-    outcome = _receive(runtime, session, sandbox, body, {SIGNATURE_HEADER: signature})
-    session.commit()
-    return outcome.value
+    return _receive(runtime, session, sandbox, body, {SIGNATURE_HEADER: signature}).value

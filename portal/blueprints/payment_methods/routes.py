@@ -10,6 +10,7 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
+from portal.db import commit_now
 from portal.extensions import db_session, settings
 from portal.gateways import GatewayError
 from portal.models import Company, Payment, PaymentMethod, PaymentMethodKind
@@ -61,7 +62,6 @@ def new() -> Response:
     except GatewayError:
         flash(_("We couldn't reach the payment gateway. Please try again."), "error")
         return go(url_for("payment_methods.index"))
-    session.commit()
     return go(location)
 
 
@@ -86,7 +86,6 @@ def added() -> Response:
         now=clock.now(),
         request=request_info(),
     )
-    session.commit()
     flash(_("Payment method added."), "info")
     if urlsplit(back).path == url_for("payments.new"):  # preselect it on the way back
         separator = "&" if "?" in back else "?"
@@ -127,7 +126,7 @@ def remove(public_id: str) -> Response:
         return go(url_for("payment_methods.index"))
     if outcome is not None:
         abort(403, description=_("Only an administrator or the person who added it can remove it."))
-    session.commit()  # removed in the portal first: the gateway's answer cannot bring it back
+    commit_now(session, "removed in the portal first: the gateway's answer cannot bring it back")
     methods.detach(current_runtime(), session, method)
     flash(_("Payment method removed."), "info")
     return go(url_for("payment_methods.index"))
@@ -140,6 +139,5 @@ def make_default(public_id: str) -> Response:
     method = _method(public_id)
     if payment_methods.set_default(session, current_user, method, request=request_info()):
         abort(403, description=_("Only an administrator or the person who added it can change it."))
-    session.commit()
     flash(_("Default payment method updated."), "info")
     return go(url_for("payment_methods.index"))

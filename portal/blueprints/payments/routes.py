@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 
 from portal import clock, flags, i18n
 from portal.blueprints.payments.forms import CONFIRM, PaymentForm
-from portal.db import retry_on_sqlite_conflict
+from portal.db import commit_now, retry_on_sqlite_conflict
 from portal.extensions import db_session
 from portal.models import Company, Payment, PaymentGroup, PaymentMethod, PaymentStatus
 from portal.payments import charging, copy, scheduling
@@ -162,13 +162,12 @@ def _confirm(form: PaymentForm) -> Response:
     if form.when is not None:
         for payment in submission.payments:
             scheduling.schedule(runtime, session, payment)
-        session.commit()
         flash(_("Payment scheduled for %(date)s.", date=isolated_date(form.when)), "info")
         return _to_result(made)
     # The deliberate commit before the gateway call: the payment rows exist before the gateway
     # hears of them, so a crash in between leaves a processing payment that reconciliation
     # asks about (with the same idempotency key), never a charge the portal does not know.
-    session.commit()
+    commit_now(session, "the payment rows exist before the gateway hears of them")
     action_url = charging.charge_each(runtime, session, submission.payments)
     if action_url:  # 3-D Secure: the bank's page, then back to this payment (or its group)
         return go(action_url)
@@ -234,7 +233,6 @@ def cancel(public_id: str) -> Response:
     if payments.cancel_scheduled(
         session, payment, current_user, now=clock.now(), request=request_info()
     ):
-        session.commit()
         flash(_("Scheduled payment canceled."), "info")
     else:
         flash(_("This payment can no longer be canceled."), "warning")

@@ -65,7 +65,6 @@ def setup(setup_id: str) -> Response:
         else:
             errors = _attach_bank(gw, record)
         if not errors:
-            db_session().commit()
             separator = "&" if "?" in record.return_url else "?"
             return redirect(f"{record.return_url}{separator}session_id={record.id}", code=303)
     body = render_template(

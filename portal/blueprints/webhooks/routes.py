@@ -32,8 +32,7 @@ def _receive(name: str) -> Response:
         response = jsonify(error="invalid signature")
         response.status_code = 400
         return response
-    session.commit()
-    return jsonify(received=True, outcome=outcome.value)
+    return jsonify(received=True, outcome=outcome.value)  # committed at the request's edge
 
 
 @bp.post("/stripe")
