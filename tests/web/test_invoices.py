@@ -31,12 +31,6 @@ def acme(db: Session) -> list[Invoice]:
         )
 
 
-@pytest.fixture
-def signed_in(auth: Auth) -> Auth:
-    auth.sign_in()
-    return auth
-
-
 def get(client: FlaskClient, query: str = "", **headers: str) -> str:
     response = client.get(f"/portal/invoices{query}", headers=headers)
     assert response.status_code == 200
