@@ -107,6 +107,12 @@ def make_account(db: Session, company: Company, name: str = "Main") -> BillingAc
     return account
 
 
+def company_named(db: Session, name: str) -> Company:
+    """A seeded company ("Acme Corp"), for tests that act as one of its users."""
+    with tenancy.system(db):
+        return db.scalars(select(Company).where(Company.name == name)).one()
+
+
 def account_named(db: Session, name: str) -> BillingAccount:
     """A seeded billing account ("Acme West"), for tests that act as a seeded user."""
     with tenancy.system(db):
@@ -285,9 +291,10 @@ def make_payment(
     method: PaymentMethod | None = None,
     user: PortalUser | None = None,
     when: datetime | None = None,
+    scheduled_for: date | None = None,
 ) -> Payment:
-    """A payment already made on `invoice` (its whole balance unless `amount`); a succeeded one
-    is applied to the invoice as the portal would."""
+    """A payment on `invoice` (its whole balance unless `amount`); a succeeded one is applied
+    to the invoice as the portal would; a scheduled one waits for `scheduled_for`."""
     paid = invoice.balance_due if amount is None else minor(amount)
     at = when or utcnow() - timedelta(days=1)
     n = next(_serial)
@@ -301,7 +308,8 @@ def make_payment(
         amount=paid,
         status=status,
         gateway="sandbox",
-        gateway_reference=f"sandbox_ch_factory_{n}",
+        gateway_reference=None if status is PaymentStatus.SCHEDULED else f"sandbox_ch_factory_{n}",
+        scheduled_for=scheduled_for,
         created_at=at,
         processed_at=at + timedelta(seconds=2)
         if status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED)
@@ -325,7 +333,7 @@ def make_payment(
             settled = invoice.amount_paid == invoice.total
             invoice.status = InvoiceStatus.PAID if settled else InvoiceStatus.PARTIALLY_PAID
             invoice.paid_at = payment.processed_at if settled else None
-        elif status is PaymentStatus.PROCESSING:
+        elif status in (PaymentStatus.PROCESSING, PaymentStatus.SCHEDULED):
             invoice.status = InvoiceStatus.PROCESSING
         elif status is PaymentStatus.FAILED:
             invoice.status = InvoiceStatus.PAYMENT_FAILED
