@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from portal import tenancy
 from portal.models import AuditEvent, BillingAccount, InvoiceStatus, PaymentStatus
 from tests.conftest import Auth, csrf_token
-from tests.factories import account_named, make_invoice, minor
+from tests.factories import account_named, make_invoice, make_payment, minor
 from tests.web.payment_helpers import (
     audit_events,
     invoice,
@@ -52,10 +52,10 @@ def test_pay_one_invoice_in_full(
 
 
 def test_a_card_whose_charges_fail_says_why_and_offers_retry(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    inv = invoice(db, "INV-1002")
-    owed = inv.balance_due
+    inv = make_invoice(db, west, "480.00", due=-10)
+    owed = minor("480.00")
     response, pid = pay(client, [inv], method(db, "0341").public_id)
     assert response.status_code == 303
     page = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
@@ -63,7 +63,7 @@ def test_a_card_whose_charges_fail_says_why_and_offers_retry(
     assert f'href="/portal/payment?invoice={inv.public_id}"' in page  # Retry
     failed = payment(db, pid)
     assert failed.status is PaymentStatus.FAILED and failed.failure_code == "card_declined"
-    after = invoice(db, "INV-1002")
+    after = invoice(db, inv.number)
     assert after.status is InvoiceStatus.PAYMENT_FAILED and after.balance_due == owed
     event = audit_events(db, "Portal.PaymentFailed")[-1]
     assert event.properties["error_reason"] == "card_declined"
@@ -74,19 +74,18 @@ def test_a_card_whose_charges_fail_says_why_and_offers_retry(
     # Retry makes a new payment with the good card.
     again, second = pay(client, [after], method(db, "4242").public_id)
     assert again.status_code == 303 and second != pid
-    assert invoice(db, "INV-1002").status is InvoiceStatus.PAID
+    assert invoice(db, inv.number).status is InvoiceStatus.PAID
 
 
 def test_partial_payment_where_the_company_allows_it(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    inv = invoice(db, "INV-1003")
-    before = inv.balance_due
+    inv = make_invoice(db, west, "350.00", due=10)
     _response, pid = pay(client, [inv], method(db, "4242").public_id, {inv.public_id: "100.00"})
-    assert payment(db, pid).amount == 10_000
-    after = invoice(db, "INV-1003")
+    assert payment(db, pid).amount == minor("100.00")
+    after = invoice(db, inv.number)
     assert after.status is InvoiceStatus.PARTIALLY_PAID
-    assert after.balance_due == before - 10_000
+    assert after.balance_due == minor("250.00")
 
 
 @pytest.mark.parametrize(
@@ -260,9 +259,11 @@ def test_paying_a_paid_invoice_is_a_409_with_the_receipt(
 
 
 def test_an_invoice_being_paid_cannot_be_paid_again(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    response = client.get(f"/portal/payment?invoice={invoice(db, 'INV-1009').public_id}")
+    being_paid = make_invoice(db, west, "120.00")
+    make_payment(db, being_paid, status=PaymentStatus.PROCESSING)
+    response = client.get(f"/portal/payment?invoice={being_paid.public_id}")
     assert response.status_code == 409
     assert "already on its way" in response.get_data(as_text=True)
 
@@ -323,7 +324,7 @@ def test_expired_methods_cannot_pay(
         db.commit()
     page = client.get("/portal/payment-methods").get_data(as_text=True)
     assert "Expired" in page
-    inv = invoice(db, "INV-1004")
+    inv = make_invoice(db, account_named(db, "Acme West"))
     _page, key, token = open_form(client, inv.public_id)
     response = submit(
         client, [inv], key=key, token=token, action="review", method_id=visa.public_id
@@ -428,13 +429,12 @@ def test_a_german_reader_types_a_decimal_comma(
     with tenancy.system(db):
         admin.locale = "de_DE"
         db.commit()
-    inv = invoice(db, "INV-1003")
-    owed = inv.balance_due
+    inv = make_invoice(db, account_named(db, "Acme West"), "2345.67")
     page, _key, _token = open_form(client, inv.public_id)
-    assert f'value="{owed // 100},{owed % 100:02d}"' in page  # prefilled as it reads
+    assert 'value="2345,67"' in page  # prefilled as it reads
     _response, pid = pay(client, [inv], method(db, "4242").public_id, {inv.public_id: "1.000,25"})
-    assert payment(db, pid).amount == 100_025
-    assert invoice(db, "INV-1003").balance_due == owed - 100_025
+    assert payment(db, pid).amount == minor("1000.25")
+    assert invoice(db, inv.number).balance_due == minor("1345.42")
 
 
 def test_an_overlong_key_is_a_400_not_an_error(
