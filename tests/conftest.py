@@ -36,9 +36,10 @@ from portal.extensions import limiter
 from portal.models import PortalUser
 from portal.services import seed
 from portal.services.passwords import hasher
+from tests import factories
 
 CI = os.environ.get("CI", "").lower() == "true"
-TEST_SECRET = "test-secret-key-" + "x" * 32
+TEST_SECRET = factories.SECRET_KEY
 COOKIE = "__Host-portal"  # the session cookie outside development
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 64}
 BACKENDS = [
@@ -289,6 +290,14 @@ def auth(app: Flask, client: FlaskClient) -> Auth:
     return Auth(app, client)
 
 
+@pytest.fixture
+def signed_in(request: pytest.FixtureRequest, auth: Auth) -> Auth:
+    """Signed in with both factors, as admin@acme.test unless a test asks for someone else:
+    `@pytest.mark.parametrize("signed_in", ["ap@acme.test"], indirect=True)`."""
+    auth.sign_in(getattr(request, "param", "admin@acme.test"))
+    return auth
+
+
 class QueryCounter:
     def __init__(self) -> None:
         self.statements: list[str] = []
@@ -326,8 +335,9 @@ class Inbox:
         return "250 OK"
 
 
-@pytest.fixture
-def smtp(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+@contextmanager
+def smtp_server(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+    """A real SMTP server on loopback that `app` sends its mail to, for the block."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -340,3 +350,9 @@ def smtp(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
         yield inbox
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+    with smtp_server(app, monkeypatch) as inbox:
+        yield inbox

@@ -27,6 +27,7 @@ from portal.services.invoice_pdf import (
     render_invoice_pdf,
 )
 from portal.services.money import format_money
+from tests import factories
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "portal" / "templates"
 LOCALE = "en_US"
@@ -37,7 +38,7 @@ def env() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
 
 
-def make_invoice(
+def unsaved_invoice(
     *,
     lines: int = 3,
     number: str = "INV-1001",
@@ -106,7 +107,7 @@ def embedded_fonts(pdf: bytes) -> set[str]:
 
 
 def test_pdf_holds_the_invoice_figures(env: jinja2.Environment) -> None:
-    invoice, company = make_invoice()
+    invoice, company = unsaved_invoice()
     pdf = render_invoice_pdf(invoice, company, locale=LOCALE, template_env=env)
 
     assert pdf.startswith(b"%PDF-")
@@ -131,7 +132,7 @@ def test_pdf_holds_the_invoice_figures(env: jinja2.Environment) -> None:
 
 
 def test_money_and_dates_follow_the_locale(env: jinja2.Environment) -> None:
-    invoice, company = make_invoice()
+    invoice, company = unsaved_invoice()
     pdf = render_invoice_pdf(invoice, company, locale="de_DE", template_env=env)
     # Babel writes "801,79 $" and "8,25 %" with a no-break space; pypdf reads a plain one.
     text = pdf_text(pdf).replace("\xa0", " ")
@@ -146,7 +147,7 @@ def test_money_and_dates_follow_the_locale(env: jinja2.Environment) -> None:
 def test_arabic_locale_values_read_left_to_right(env: jinja2.Environment) -> None:
     # Babel's Arabic date is "01\u200f/03\u200f/2025": right-to-left marks for a right-to-left
     # page. On this left-to-right page they would draw as "012025/03/"; the service drops them.
-    invoice, company = make_invoice()
+    invoice, company = unsaved_invoice()
     assert "\u200f" in format_money(invoice.total, "USD", "ar")
     pdf = render_invoice_pdf(invoice, company, locale="ar", template_env=env)
     drawn = pdf_text(pdf, extraction_mode="layout").replace("\xa0", " ")
@@ -155,7 +156,7 @@ def test_arabic_locale_values_read_left_to_right(env: jinja2.Environment) -> Non
 
 
 def test_long_invoice_numbers_its_pages(env: jinja2.Environment) -> None:
-    invoice, company = make_invoice(lines=60)
+    invoice, company = unsaved_invoice(lines=60)
     pdf = render_invoice_pdf(invoice, company, locale=LOCALE, template_env=env)
     pages = page_count(pdf)
     assert pages >= 2
@@ -172,14 +173,14 @@ def test_long_invoice_numbers_its_pages(env: jinja2.Environment) -> None:
 
 
 def test_line_text_is_escaped_not_markup(env: jinja2.Environment) -> None:
-    invoice, company = make_invoice(lines=1, description="Widgets <b>&amp;</b> gadgets")
+    invoice, company = unsaved_invoice(lines=1, description="Widgets <b>&amp;</b> gadgets")
     text = pdf_text(render_invoice_pdf(invoice, company, locale=LOCALE, template_env=env))
     assert "Widgets <b>&amp;</b> gadgets" in text
 
 
 def test_arabic_company_name_is_readable_text(env: jinja2.Environment) -> None:
     name = "شركة الأفق"
-    invoice, company = make_invoice(company_name=name)
+    invoice, company = unsaved_invoice(company_name=name)
     pdf = render_invoice_pdf(invoice, company, locale=LOCALE, template_env=env)
 
     # xhtml2pdf joins the letters (arabic-reshaper), which writes Arabic Presentation Forms:
@@ -203,7 +204,7 @@ def test_arabic_company_name_is_readable_text(env: jinja2.Environment) -> None:
 
 def test_accented_greek_and_cyrillic_name(env: jinja2.Environment) -> None:
     name = "Žluťoučký Ωmega Тест"
-    invoice, company = make_invoice(company_name=name)
+    invoice, company = unsaved_invoice(company_name=name)
     pdf = render_invoice_pdf(invoice, company, locale=LOCALE, template_env=env)
     text = unicodedata.normalize("NFC", pdf_text(pdf))
     assert name in text
@@ -214,7 +215,7 @@ def test_missing_font_is_an_error_not_a_fallback(
     env: jinja2.Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(invoice_pdf, "FONT_BOLD", tmp_path / "DejaVuSans-Bold.ttf")
-    invoice, company = make_invoice()
+    invoice, company = unsaved_invoice()
     with pytest.raises(InvoicePdfError, match="fonts-dejavu-core"):
         render_invoice_pdf(invoice, company, locale=LOCALE, template_env=env)
 
@@ -240,7 +241,7 @@ def test_cache_renders_once_per_version(
     env: jinja2.Environment, tmp_path: Path, renderer: CountingRenderer
 ) -> None:
     cache_dir = tmp_path / "cache" / "invoices"  # not there yet
-    invoice, company = make_invoice()
+    invoice, company = unsaved_invoice()
 
     first = cached_invoice_pdf(
         invoice, company, locale=LOCALE, template_env=env, cache_dir=cache_dir
@@ -286,7 +287,7 @@ def cached_file(folder: Path, stem: str) -> Path:
 def test_a_changed_bill_to_or_company_name_is_not_served_stale(
     env: jinja2.Environment, tmp_path: Path, renderer: CountingRenderer
 ) -> None:
-    invoice, company = make_invoice()
+    invoice, company = unsaved_invoice()
     first = cached_invoice_pdf(
         invoice, company, locale=LOCALE, template_env=env, cache_dir=tmp_path
     )
@@ -302,8 +303,8 @@ def test_a_changed_bill_to_or_company_name_is_not_served_stale(
 def test_new_version_drops_older_files_only(
     env: jinja2.Environment, tmp_path: Path, renderer: CountingRenderer
 ) -> None:
-    invoice, company = make_invoice(version=2)
-    other, _ = make_invoice(number="INV-1002", version=1)
+    invoice, company = unsaved_invoice(version=2)
+    other, _ = unsaved_invoice(number="INV-1002", version=1)
     for locale in (LOCALE, "de_DE"):
         cached_invoice_pdf(invoice, company, locale=locale, template_env=env, cache_dir=tmp_path)
     cached_invoice_pdf(other, company, locale=LOCALE, template_env=env, cache_dir=tmp_path)
@@ -324,8 +325,8 @@ def test_new_version_drops_older_files_only(
 def test_cache_keeps_locales_and_invoices_apart(
     env: jinja2.Environment, tmp_path: Path, renderer: CountingRenderer
 ) -> None:
-    invoice, company = make_invoice()
-    other, _ = make_invoice(number="INV-1002")
+    invoice, company = unsaved_invoice()
+    other, _ = unsaved_invoice(number="INV-1002")
     english = cached_invoice_pdf(
         invoice, company, locale=LOCALE, template_env=env, cache_dir=tmp_path
     )
@@ -339,15 +340,20 @@ def test_cache_keeps_locales_and_invoices_apart(
     assert len(list(tmp_path.glob("*.pdf"))) == 3
 
 
-def test_seeded_invoice_and_its_version_bump(
+def test_stored_invoice_and_its_version_bump(
     db: Session, env: jinja2.Environment, tmp_path: Path, renderer: CountingRenderer
 ) -> None:
     """A stored invoice: lines and balance from the database, version bumped by an update."""
-    with tenancy.system(db):  # a test reading one seeded invoice, whoever owns it
-        invoice = db.scalars(
-            select(Invoice).where(Invoice.number == "INV-1001").order_by(Invoice.id).limit(1)
-        ).one()
-        company = invoice.billing_account.company
+    company = factories.make_company(db, "Initrode Ltd")
+    stored = factories.make_invoice(
+        db,
+        company.billing_accounts[0],
+        "1500.00",
+        balance="1000.00",
+        lines=[("Managed hosting, monthly", "1250.00"), ("Support hours", "250.00")],
+    )
+    with tenancy.system(db):  # the test's own company, read back as stored
+        invoice = db.scalars(select(Invoice).where(Invoice.id == stored.id)).one()
         first = cached_invoice_pdf(
             invoice, company, locale=LOCALE, template_env=env, cache_dir=tmp_path
         )
@@ -378,7 +384,7 @@ def test_seeded_invoice_and_its_version_bump(
 def test_cache_refuses_odd_locales(
     env: jinja2.Environment, tmp_path: Path, renderer: CountingRenderer, locale: str
 ) -> None:
-    invoice, company = make_invoice()
+    invoice, company = unsaved_invoice()
     with pytest.raises(ValueError, match="locale"):
         cached_invoice_pdf(invoice, company, locale=locale, template_env=env, cache_dir=tmp_path)
     assert renderer.calls == []
@@ -398,7 +404,7 @@ def test_cache_refuses_odd_locales(
     ],
 )
 def test_pdf_filename(number: str, expected: str) -> None:
-    invoice, _ = make_invoice(number=number, lines=0)
+    invoice, _ = unsaved_invoice(number=number, lines=0)
     name = pdf_filename(invoice)
     assert name == expected
     assert re.fullmatch(r"[A-Za-z0-9._-]+", name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -165,25 +166,28 @@ def test_bulk_update_stays_inside_the_scope(app: Flask) -> None:
     session.close()
 
 
-def test_writing_outside_the_scope_raises(app: Flask, db: Session) -> None:
-    globex = user_by_email(db, "admin@globex.test").company_id
-    session = scoped_session(app, "admin@acme.test")
-    invoice = session.scalars(select(Invoice)).first()
-    assert invoice is not None
-    invoice.company_id = globex
-    with pytest.raises(tenancy.TenancyError):
-        session.flush()
-    session.rollback()
-    session.close()
-
-
-def test_restricted_user_cannot_write_to_another_account(app: Flask, db: Session) -> None:
+@pytest.mark.parametrize(
+    ("email", "column", "elsewhere"),
+    [
+        # a company-wide user moving an invoice to another company
+        ("admin@acme.test", "company_id", select(Company.id).where(Company.name == "Globex GmbH")),
+        # a restricted user moving one to an account they were not granted
+        (
+            "ap@acme.test",
+            "billing_account_id",
+            select(BillingAccount.id).where(BillingAccount.name == "Acme East"),
+        ),
+    ],
+)
+def test_writing_outside_the_scope_raises(
+    app: Flask, db: Session, email: str, column: str, elsewhere: Any
+) -> None:
     with tenancy.system(db):
-        east = db.scalars(select(BillingAccount.id).where(BillingAccount.name == "Acme East")).one()
-    session = scoped_session(app, "ap@acme.test")
+        target = db.scalars(elsewhere).one()
+    session = scoped_session(app, email)
     invoice = session.scalars(select(Invoice)).first()
     assert invoice is not None
-    invoice.billing_account_id = east
+    setattr(invoice, column, target)
     with pytest.raises(tenancy.TenancyError):
         session.flush()
     session.rollback()

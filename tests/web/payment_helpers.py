@@ -11,10 +11,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import Invoice, Payment, PaymentMethod
+from portal.models import AuditEvent, Invoice, Payment, PaymentMethod
 
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def audit_events(db: Session, name: str) -> list[AuditEvent]:
+    with tenancy.system(db):
+        return list(db.scalars(select(AuditEvent).where(AuditEvent.name == name)))
 
 
 def invoice(db: Session, number: str) -> Invoice:
@@ -78,6 +83,15 @@ def submit(
         elif amounts is None:
             data[f"amount-{inv.public_id}"] = str(inv.balance_due / 100)
     return client.post("/portal/payment", data=data)
+
+
+def review(client: FlaskClient, inv: Invoice, method_id: str | None, **typed: Any) -> Any:
+    """Open the form for one invoice and ask to review it with `typed` (its amount is
+    `amounts={inv.public_id: ...}`, anything else a field of the form)."""
+    _page, key, token = open_form(client, inv.public_id)
+    return submit(
+        client, [inv], key=key, token=token, action="review", method_id=method_id, **typed
+    )
 
 
 def pay(

@@ -17,12 +17,6 @@ def _invoice(db: Session, number: str) -> Invoice:
         return db.scalars(select(Invoice).where(Invoice.number == number)).one()
 
 
-@pytest.fixture
-def signed_in(auth: Auth) -> Auth:
-    auth.sign_in()
-    return auth
-
-
 def _post(client: FlaskClient, public_id: str, **data: str):  # type: ignore[no-untyped-def]
     path = f"/portal/invoices/{public_id}/dispute"
     token = csrf_token(client, "/portal/dashboard")

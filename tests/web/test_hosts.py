@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import Backend, Inbox
+from tests.conftest import Backend, Inbox, smtp_server
 from tests.web.security_helpers import PUBLIC_URL, app_as, dispose, shared_transaction
 
 EVIL = "https://evil.example"
@@ -96,22 +96,5 @@ def test_a_reset_asked_for_from_another_host_mails_no_link_to_it(
 
 @pytest.fixture
 def smtp_production(production: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    import dataclasses
-    import socket
-
-    from aiosmtpd.controller import Controller
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    settings = dataclasses.replace(
-        production.config["SETTINGS"], mail_url=f"smtp://127.0.0.1:{port}"
-    )
-    monkeypatch.setitem(production.config, "SETTINGS", settings)
-    try:
+    with smtp_server(production, monkeypatch) as inbox:
         yield inbox
-    finally:
-        controller.stop()

@@ -12,8 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from portal import tenancy
-from portal.models import AuditEvent, Invoice
-from tests.conftest import Auth, Backend, QueryCounter
+from portal.models import AuditEvent, Company, Invoice, PaymentStatus, Role
+from tests.conftest import Auth, Backend, QueryCounter, readable
+from tests.factories import (
+    make_company,
+    make_invoice,
+    make_payment,
+    make_payment_method,
+    make_user,
+)
 
 
 def numbers(page: str) -> list[str]:
@@ -29,12 +36,6 @@ def acme(db: Session) -> list[Invoice]:
                 .options(selectinload(Invoice.lines))
             )
         )
-
-
-@pytest.fixture
-def signed_in(auth: Auth) -> Auth:
-    auth.sign_in()
-    return auth
 
 
 def get(client: FlaskClient, query: str = "", **headers: str) -> str:
@@ -204,22 +205,66 @@ def _public_id(db: Session, number: str) -> str:
         return db.scalars(select(Invoice.public_id).where(Invoice.number == number)).one()
 
 
+@pytest.fixture
+def vandelay(db: Session) -> Company:
+    """A company of its own: two accounts, an admin (art@) and a user granted Imports only
+    (kel@), a saved card."""
+    company = make_company(db, "Vandelay Industries", accounts=("Imports", "Exports"))
+    imports, _exports = company.billing_accounts
+    art = make_user(db, company, "art@vandelay.test")
+    make_user(db, company, "kel@vandelay.test", role=Role.CUSTOMER, accounts=[imports])
+    make_payment_method(db, company, user=art, default=True)
+    return company
+
+
+def _in_state(db: Session, company: Company, state: str) -> Invoice:
+    imports = company.billing_accounts[0]
+    if state == "due":
+        return make_invoice(db, imports, "120.00", due=10)
+    if state == "overdue":
+        return make_invoice(db, imports, "120.00", due=-12)
+    inv = make_invoice(db, imports, "120.00", due=5)
+    status = {
+        "paid": PaymentStatus.SUCCEEDED,
+        "processing": PaymentStatus.PROCESSING,
+        "failed": PaymentStatus.FAILED,
+    }[state]
+    make_payment(db, inv, status=status)
+    return inv
+
+
 @pytest.mark.parametrize(
-    ("number", "message"),
+    ("state", "message"),
     [
-        ("INV-1003", "Payment due by"),
-        ("INV-1002", "days overdue"),
-        ("INV-1007", "Paid on"),
-        ("INV-1009", "Your payment is being processed"),
-        ("INV-1010", "Payment failed: Your card was declined."),
+        ("due", "Payment due by"),
+        ("overdue", "12 days overdue"),
+        ("paid", "Paid on"),
+        ("processing", "Your payment is being processed"),
+        ("failed", "Payment failed: Your card was declined."),
     ],
 )
 def test_detail_states(
-    client: FlaskClient, signed_in: Auth, db: Session, number: str, message: str
+    client: FlaskClient, auth: Auth, db: Session, vandelay: Company, state: str, message: str
 ) -> None:
-    response = client.get(f"/portal/invoices/{_public_id(db, number)}")
-    page = response.get_data(as_text=True)
-    assert response.status_code == 200 and f"Invoice {number}" in page and message in page
+    inv = _in_state(db, vandelay, state)
+    auth.sign_in("art@vandelay.test")
+    response = client.get(f"/portal/invoices/{inv.public_id}")
+    page = readable(response.get_data(as_text=True))
+    assert response.status_code == 200 and f"Invoice {inv.number}" in page and message in page
+
+
+def test_a_user_granted_one_account_sees_only_its_invoices(
+    client: FlaskClient, auth: Auth, db: Session, vandelay: Company
+) -> None:
+    imports, exports = vandelay.billing_accounts
+    mine = make_invoice(db, imports, "120.00", due=-3)
+    theirs = make_invoice(db, exports, "80.00", due=-3)
+    auth.sign_in("kel@vandelay.test")
+    assert numbers(get(client, "?status=all")) == [mine.number]
+    assert client.get(f"/portal/invoices/{theirs.public_id}").status_code == 404
+    auth.logout()
+    auth.sign_in("art@vandelay.test")
+    assert sorted(numbers(get(client, "?status=all"))) == sorted([mine.number, theirs.number])
 
 
 def test_detail_shows_lines_totals_and_payments(

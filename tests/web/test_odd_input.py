@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from portal import tenancy
 from portal.models import AuditEvent, Dispute, Invoice, Payment
 from tests.conftest import COOKIE, Auth, csrf_token
+from tests.factories import account_named, make_invoice
 from tests.web.payment_helpers import invoice, method, open_form, submit
 
 TOO_LARGE = "Enter an amount up to $999,999,999,999.99."
@@ -20,12 +21,6 @@ TOO_LARGE = "Enter an amount up to $999,999,999,999.99."
 # not-a-numbers and exponents (the largest of which no BIGINT holds).
 NOT_A_NUMBER = ["Infinity", "inf", "-Infinity", "NaN", "sNaN", "1E+999999999", "1e309", "1e26"]
 HUGE = ["1" * 27, "123456789012345678901234567.89", "1000000000000"]
-
-
-@pytest.fixture
-def signed_in(auth: Auth) -> Auth:
-    auth.sign_in()
-    return auth
 
 
 def _count(db: Session, model: type[Dispute] | type[Payment]) -> int:
@@ -108,7 +103,8 @@ def test_a_payment_amount_that_is_no_amount_is_explained(
 def test_a_total_that_is_no_amount_is_explained(
     client: FlaskClient, signed_in: Auth, db: Session, typed: str
 ) -> None:
-    first, second = invoice(db, "INV-1003"), invoice(db, "INV-1001")
+    west = account_named(db, "Acme West")
+    first, second = make_invoice(db, west, due=10), make_invoice(db, west, due=-45)
     _page, key, token = open_form(client, first.public_id, second.public_id)
     response = submit(
         client,

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from portal import tenancy
 from portal.models import Invoice, Payment, PaymentAllocation, PaymentStatus, SandboxCharge
 from tests.conftest import COOKIE, Auth, Backend, _postgres_database, make_app, migrate_and_seed
+from tests.factories import account_named, make_invoice
 from tests.web.payment_helpers import KEY, TOKEN
 
 SUBMISSIONS = 50
@@ -37,6 +38,14 @@ def pg_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     app.extensions["portal.db"].engine.dispose()
     for _ in urls:
         pass
+
+
+def _an_open_invoice(app: Flask, total: str) -> str:
+    """Committed (these tests run on databases of their own); returns its number."""
+    with app.extensions["portal.db"].sessionmaker() as session:
+        invoice = make_invoice(session, account_named(session, "Acme West"), total, due=-45)
+        session.commit()
+        return invoice.number
 
 
 def _lookup(app: Flask, number: str) -> tuple[str, int, int]:
@@ -129,10 +138,11 @@ def _outcome(app: Flask, number: str) -> tuple[int, int, int, int, int]:
 
 
 def test_fifty_concurrent_payments_for_one_invoice_charge_once(pg_app: Flask) -> None:
-    statuses = _race(pg_app, "INV-1001", same_key=False)
+    number = _an_open_invoice(pg_app, "1500.00")
+    statuses = _race(pg_app, number, same_key=False)
     assert len(statuses) == SUBMISSIONS
     assert statuses.count(303) == 1 and statuses.count(409) == SUBMISSIONS - 1, statuses
-    payments, succeeded, charges, paid, total = _outcome(pg_app, "INV-1001")
+    payments, succeeded, charges, paid, total = _outcome(pg_app, number)
     assert (payments, succeeded, charges) == (1, 1, 1)
     assert paid == total  # the balance is exactly zero, never below
 

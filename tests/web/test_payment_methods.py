@@ -17,12 +17,6 @@ from tests.conftest import Auth, csrf_token
 from tests.web.payment_helpers import TOKEN, invoice, method, pay
 
 
-@pytest.fixture
-def signed_in(auth: Auth) -> Auth:
-    auth.sign_in()
-    return auth
-
-
 def start_setup(client: FlaskClient, kind: str = "card", next_url: str = "") -> str:
     """Press "Add a card"; returns the hosted page's path."""
     token = csrf_token(client, "/portal/payment-methods")

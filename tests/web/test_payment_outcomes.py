@@ -20,14 +20,9 @@ from portal import tenancy
 from portal.gateways import sandbox
 from portal.models import AuditEvent, InvoiceStatus, PaymentStatus, SandboxCharge
 from tests.conftest import Auth, Inbox, csrf_token
+from tests.factories import account_named, make_invoice
 from tests.web.payment_helpers import invoice, method, pay, payment, run_jobs
 from tests.web.test_payment_methods import start_setup
-
-
-@pytest.fixture
-def signed_in(auth: Auth) -> Auth:
-    auth.sign_in()
-    return auth
 
 
 def _bank(client: FlaskClient, db: Session) -> str:
@@ -216,38 +211,30 @@ def test_a_scheduled_payment_can_be_canceled_before_its_day(
 def test_bad_schedule_dates(
     client: FlaskClient, signed_in: Auth, db: Session, typed: str, message: str
 ) -> None:
-    from tests.web.payment_helpers import open_form, submit
+    from tests.web.payment_helpers import review
 
-    inv = invoice(db, "INV-1003")
-    _page, key, token = open_form(client, inv.public_id)
-    response = submit(
-        client,
-        [inv],
-        key=key,
-        token=token,
-        action="review",
-        method_id=method(db, "4242").public_id,
-        scheduled_for=typed,
-    )
+    inv = make_invoice(db, account_named(db, "Acme West"), due=10)
+    response = review(client, inv, method(db, "4242").public_id, scheduled_for=typed)
     assert response.status_code == 422 and message in response.get_data(as_text=True)
 
 
 def test_receipt_page_and_pdf(client: FlaskClient, signed_in: Auth, db: Session) -> None:
-    inv = invoice(db, "INV-1001")
+    inv = make_invoice(db, account_named(db, "Acme West"), "1234.56", number="INV-7781")
     _response, pid = pay(client, [inv], method(db, "4242").public_id)
     done = payment(db, pid)
     page = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
     assert f"Receipt {done.receipt_number}" in page and "Visa ending 4242" in page
-    assert "INV-1001" in page and "Download receipt (PDF)" in page
+    assert "INV-7781" in page and "Download receipt (PDF)" in page
     pdf = client.get(f"/portal/payments/{pid}/receipt.pdf")
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
     text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages)
-    assert done.receipt_number in text and "INV-1001" in text and "Visa ending 4242" in text
-    assert f"{done.amount / 100:,.2f}" in text
+    assert done.receipt_number in text and "INV-7781" in text and "Visa ending 4242" in text
+    assert "1,234.56" in text
 
 
 def test_history_filters_and_csv(client: FlaskClient, signed_in: Auth, db: Session) -> None:
-    _response, pid = pay(client, [invoice(db, "INV-1001")], method(db, "4242").public_id)
+    inv = make_invoice(db, account_named(db, "Acme West"), "120.00", number="INV-7782")
+    _response, pid = pay(client, [inv], method(db, "4242").public_id)
     made = payment(db, pid)
     page = client.get("/portal/payment-history").get_data(as_text=True)
     assert f">{made.reference}</a>" in page
@@ -266,13 +253,14 @@ def test_history_filters_and_csv(client: FlaskClient, signed_in: Auth, db: Sessi
     assert mine["receipt_number"] == mine["reference"] == made.reference
     assert mine["billing_account"] == "Acme West"
     assert mine["amount"] == f"{made.amount / 100:.2f}" and mine["method"] == "Visa ending 4242"
-    assert mine["invoices"].startswith("INV-1001=")
+    assert mine["invoices"] == "INV-7782=120.00"
 
 
 def test_the_sandbox_charge_record_holds_no_card_data(
     client: FlaskClient, signed_in: Auth, db: Session
 ) -> None:
-    _response, pid = pay(client, [invoice(db, "INV-1001")], method(db, "4242").public_id)
+    inv = make_invoice(db, account_named(db, "Acme West"), "120.00")
+    _response, pid = pay(client, [inv], method(db, "4242").public_id)
     with tenancy.system(db):
         charge = db.scalars(
             select(SandboxCharge).where(
@@ -306,9 +294,11 @@ def test_no_card_number_or_security_code_reaches_the_database_or_logs(
     for number in numbers:
         fill_card(client, start_setup(client), number=number, cvc=cvc)
     bank = _bank(client, db)
-    _ok, good = pay(client, [invoice(db, "INV-1001")], method(db, "4242").public_id)
-    _bad, failed = pay(client, [invoice(db, "INV-1002")], method(db, "0341").public_id)
-    _debit, settled = pay(client, [invoice(db, "INV-1004")], bank)
+    west = account_named(db, "Acme West")
+    owed = [make_invoice(db, west, "120.00") for _ in range(3)]
+    _ok, good = pay(client, [owed[0]], method(db, "4242").public_id)
+    _bad, failed = pay(client, [owed[1]], method(db, "0341").public_id)
+    _debit, settled = pay(client, [owed[2]], bank)
     app.extensions["portal.clock"].advance(timedelta(seconds=5))
     run_jobs(app)
     statuses = [payment(db, pid).status for pid in (good, failed, settled)]

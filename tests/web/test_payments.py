@@ -11,47 +11,51 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import AuditEvent, InvoiceStatus, PaymentStatus
+from portal.models import AuditEvent, BillingAccount, InvoiceStatus, PaymentStatus
 from tests.conftest import Auth, csrf_token
-from tests.web.payment_helpers import invoice, method, open_form, pay, payment, submit
+from tests.factories import account_named, make_invoice, make_payment, minor
+from tests.web.payment_helpers import (
+    audit_events,
+    invoice,
+    method,
+    open_form,
+    pay,
+    payment,
+    review,
+    submit,
+)
 
 
 @pytest.fixture
-def signed_in(auth: Auth) -> Auth:
-    auth.sign_in()
-    return auth
+def west(db: Session) -> BillingAccount:
+    """The billing account admin@acme.test pays for in most tests here."""
+    return account_named(db, "Acme West")
 
 
 def test_pay_one_invoice_in_full(
-    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    inv = invoice(db, "INV-1001")
-    balance = inv.balance_due
+    inv = make_invoice(db, west, "1234.56", due=-45)
     visa = method(db, "4242")
     response, pid = pay(client, [inv], visa.public_id)
     assert response.status_code == 303, response.get_data(as_text=True)
     page = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
     assert "processed successfully" in page
     paid = payment(db, pid)
-    assert paid.status is PaymentStatus.SUCCEEDED and paid.amount == balance
+    assert paid.status is PaymentStatus.SUCCEEDED and paid.amount == minor("1234.56")
     assert paid.receipt_number and paid.gateway_reference
-    after = invoice(db, "INV-1001")
+    after = invoice(db, inv.number)
     assert after.status is InvoiceStatus.PAID and after.balance_due == 0
     with tenancy.system(db):
         names = db.scalars(select(AuditEvent.name)).all()
     assert "Portal.PaymentMade" in names
 
 
-def _events(db: Session, name: str) -> list[AuditEvent]:
-    with tenancy.system(db):
-        return list(db.scalars(select(AuditEvent).where(AuditEvent.name == name)))
-
-
 def test_a_card_whose_charges_fail_says_why_and_offers_retry(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    inv = invoice(db, "INV-1002")
-    owed = inv.balance_due
+    inv = make_invoice(db, west, "480.00", due=-10)
+    owed = minor("480.00")
     response, pid = pay(client, [inv], method(db, "0341").public_id)
     assert response.status_code == 303
     page = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
@@ -59,9 +63,9 @@ def test_a_card_whose_charges_fail_says_why_and_offers_retry(
     assert f'href="/portal/payment?invoice={inv.public_id}"' in page  # Retry
     failed = payment(db, pid)
     assert failed.status is PaymentStatus.FAILED and failed.failure_code == "card_declined"
-    after = invoice(db, "INV-1002")
+    after = invoice(db, inv.number)
     assert after.status is InvoiceStatus.PAYMENT_FAILED and after.balance_due == owed
-    event = _events(db, "Portal.PaymentFailed")[-1]
+    event = audit_events(db, "Portal.PaymentFailed")[-1]
     assert event.properties["error_reason"] == "card_declined"
     assert event.properties["payment_method"] == "card"
     assert event.properties["customer_id"].startswith("cmp_")
@@ -70,19 +74,18 @@ def test_a_card_whose_charges_fail_says_why_and_offers_retry(
     # Retry makes a new payment with the good card.
     again, second = pay(client, [after], method(db, "4242").public_id)
     assert again.status_code == 303 and second != pid
-    assert invoice(db, "INV-1002").status is InvoiceStatus.PAID
+    assert invoice(db, inv.number).status is InvoiceStatus.PAID
 
 
 def test_partial_payment_where_the_company_allows_it(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    inv = invoice(db, "INV-1003")
-    before = inv.balance_due
+    inv = make_invoice(db, west, "350.00", due=10)
     _response, pid = pay(client, [inv], method(db, "4242").public_id, {inv.public_id: "100.00"})
-    assert payment(db, pid).amount == 10_000
-    after = invoice(db, "INV-1003")
+    assert payment(db, pid).amount == minor("100.00")
+    after = invoice(db, inv.number)
     assert after.status is InvoiceStatus.PARTIALLY_PAID
-    assert after.balance_due == before - 10_000
+    assert after.balance_due == minor("250.00")
 
 
 @pytest.mark.parametrize(
@@ -96,19 +99,15 @@ def test_partial_payment_where_the_company_allows_it(
     ],
 )
 def test_bad_amounts_are_refused_inline_and_keep_the_input(
-    client: FlaskClient, signed_in: Auth, db: Session, typed: str, message: str
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    west: BillingAccount,
+    typed: str,
+    message: str,
 ) -> None:
-    inv = invoice(db, "INV-1003")
-    _page, key, token = open_form(client, inv.public_id)
-    response = submit(
-        client,
-        [inv],
-        key=key,
-        token=token,
-        action="review",
-        method_id=method(db, "4242").public_id,
-        amounts={inv.public_id: typed},
-    )
+    inv = make_invoice(db, west, "1500.00")
+    response = review(client, inv, method(db, "4242").public_id, amounts={inv.public_id: typed})
     page = response.get_data(as_text=True)
     assert response.status_code == 422
     assert "Payment validation failed." in page and message in page
@@ -138,15 +137,16 @@ def test_a_company_that_pays_in_full_refuses_partial_amounts(
 
 
 def test_several_invoices_in_one_payment_and_oldest_first(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    first, second, third = (invoice(db, n) for n in ("INV-1012", "INV-1001", "INV-1004"))
-    owed = {inv.number: inv.balance_due for inv in (first, second, third)}
+    first = make_invoice(db, west, "300.00", due=-95)
+    second = make_invoice(db, west, "200.00", due=-45)
+    third = make_invoice(db, west, "100.00", due=20)
     visa = method(db, "4242").public_id
     page, key, token = open_form(client, third.public_id, first.public_id, second.public_id)
     # Oldest due first, whatever the order asked in.
-    assert page.index("INV-1012") < page.index("INV-1001") < page.index("INV-1004")
-    total = owed["INV-1012"] + 1  # all of the oldest and one cent of the next
+    assert page.index(first.number) < page.index(second.number) < page.index(third.number)
+    total = minor("300.01")  # all of the oldest and one cent of the next
     response = submit(
         client,
         [first, second, third],
@@ -160,10 +160,9 @@ def test_several_invoices_in_one_payment_and_oldest_first(
     filled = response.get_data(as_text=True)
     assert response.status_code == 200
     assert f'name="amount-{first.public_id}" inputmode="decimal" autocomplete="off"' in filled
-    oldest = owed["INV-1012"] / 100
-    assert f'value="{oldest:.2f}"' in filled and 'value="0.01"' in filled
+    assert 'value="300.00"' in filled and 'value="0.01"' in filled
     amounts = {
-        first.public_id: f"{owed['INV-1012'] / 100:.2f}",
+        first.public_id: "300.00",
         second.public_id: "0.01",
         third.public_id: "",
     }
@@ -189,19 +188,19 @@ def test_several_invoices_in_one_payment_and_oldest_first(
     assert done.status_code == 303
     made = payment(db, done.headers["Location"].rsplit("/", 1)[1])
     assert made.amount == total
-    assert sorted(a.amount for a in made.allocations) == [1, owed["INV-1012"]]
+    assert sorted(a.amount for a in made.allocations) == [1, minor("300.00")]
     assert sum(a.amount for a in made.allocations) == made.amount  # no cent stranded
-    assert invoice(db, "INV-1012").status is InvoiceStatus.PAID
-    assert invoice(db, "INV-1001").balance_due == owed["INV-1001"] - 1
-    assert invoice(db, "INV-1004").balance_due == owed["INV-1004"]
+    assert invoice(db, first.number).status is InvoiceStatus.PAID
+    assert invoice(db, second.number).balance_due == minor("199.99")
+    assert invoice(db, third.number).balance_due == minor("100.00")
 
 
 def test_a_total_above_what_is_due_is_refused(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    a, b = invoice(db, "INV-1001"), invoice(db, "INV-1004")
+    a, b = make_invoice(db, west, "120.00"), make_invoice(db, west, "80.00")
     _page, key, token = open_form(client, a.public_id, b.public_id)
-    too_much = (a.balance_due + b.balance_due + 1) / 100
+    too_much = 200.01
     response = submit(
         client,
         [a, b],
@@ -217,12 +216,10 @@ def test_a_total_above_what_is_due_is_refused(
 
 
 def test_invoices_in_two_currencies_are_paid_separately(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    usd, other = invoice(db, "INV-1001"), invoice(db, "INV-2002")
-    with tenancy.system(db):
-        other.currency = "EUR"
-        db.commit()
+    usd = make_invoice(db, west, "120.00")
+    other = make_invoice(db, account_named(db, "Acme East"), "80.00", currency="EUR")
     response = client.get(f"/portal/payment?invoice={usd.public_id}&invoice={other.public_id}")
     page = response.get_data(as_text=True)
     assert response.status_code == 422
@@ -231,8 +228,10 @@ def test_invoices_in_two_currencies_are_paid_separately(
     assert f'href="/portal/payment?invoice={other.public_id}"' in page
 
 
-def test_a_double_submit_is_one_payment(client: FlaskClient, signed_in: Auth, db: Session) -> None:
-    inv = invoice(db, "INV-1001")
+def test_a_double_submit_is_one_payment(
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
+) -> None:
+    inv = make_invoice(db, west, "120.00")
     visa = method(db, "4242").public_id
     _page, key, token = open_form(client, inv.public_id)
     first = submit(client, [inv], key=key, token=token, action="confirm", method_id=visa)
@@ -240,13 +239,13 @@ def test_a_double_submit_is_one_payment(client: FlaskClient, signed_in: Auth, db
     assert first.status_code == second.status_code == 303
     assert first.headers["Location"] == second.headers["Location"]
     with tenancy.system(db):
-        assert len(_events(db, "Portal.PaymentMade")) == 1
+        assert len(audit_events(db, "Portal.PaymentMade")) == 1
 
 
 def test_paying_a_paid_invoice_is_a_409_with_the_receipt(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    inv = invoice(db, "INV-1001")
+    inv = make_invoice(db, west, "120.00")
     visa = method(db, "4242").public_id
     _page, key, token = open_form(client, inv.public_id)
     _done, pid = pay(client, [inv], visa)
@@ -260,9 +259,11 @@ def test_paying_a_paid_invoice_is_a_409_with_the_receipt(
 
 
 def test_an_invoice_being_paid_cannot_be_paid_again(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    response = client.get(f"/portal/payment?invoice={invoice(db, 'INV-1009').public_id}")
+    being_paid = make_invoice(db, west, "120.00")
+    make_payment(db, being_paid, status=PaymentStatus.PROCESSING)
+    response = client.get(f"/portal/payment?invoice={being_paid.public_id}")
     assert response.status_code == 409
     assert "already on its way" in response.get_data(as_text=True)
 
@@ -303,8 +304,10 @@ def test_a_restricted_user_pays_only_their_accounts_invoices(
     assert "INV-2001" not in history  # East's payments stay out of sight
 
 
-def test_malformed_posts_are_400(client: FlaskClient, signed_in: Auth, db: Session) -> None:
-    _page, _key, token = open_form(client, invoice(db, "INV-1001").public_id)
+def test_malformed_posts_are_400(
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
+) -> None:
+    _page, _key, token = open_form(client, make_invoice(db, west).public_id)
     response = client.post(
         "/portal/payment", data={"csrf_token": token, "idempotency_key": "x", "action": "confirm"}
     )
@@ -321,7 +324,7 @@ def test_expired_methods_cannot_pay(
         db.commit()
     page = client.get("/portal/payment-methods").get_data(as_text=True)
     assert "Expired" in page
-    inv = invoice(db, "INV-1004")
+    inv = make_invoice(db, account_named(db, "Acme West"))
     _page, key, token = open_form(client, inv.public_id)
     response = submit(
         client, [inv], key=key, token=token, action="review", method_id=visa.public_id
@@ -331,11 +334,11 @@ def test_expired_methods_cannot_pay(
 
 
 def test_flag_off_hides_pay_actions_and_closes_the_routes(
-    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
     from portal.models import FeatureFlag
 
-    inv = invoice(db, "INV-1001")
+    inv = make_invoice(db, west, "120.00", due=-10)
     assert "Pay Now" in client.get(f"/portal/invoices/{inv.public_id}").get_data(as_text=True)
     with tenancy.system(db):
         db.merge(FeatureFlag(name="m25_portal_payment", enabled=False))
@@ -375,14 +378,11 @@ def test_the_payment_page_polls_while_processing(
 
 
 def test_payment_pages_use_a_bounded_number_of_queries(
-    client: FlaskClient, signed_in: Auth, db: Session, count_queries: Any
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount, count_queries: Any
 ) -> None:
     """The same number of statements for one invoice or five, one payment or thirteen."""
-    ids = [
-        invoice(db, n).public_id
-        for n in ("INV-1001", "INV-1002", "INV-1003", "INV-1004", "INV-1012")
-    ]
-    _response, pid = pay(client, [invoice(db, "INV-1013")], method(db, "4242").public_id)
+    ids = [make_invoice(db, west, "100.00", due=days).public_id for days in (-45, -10, 10, 20, 30)]
+    _response, pid = pay(client, [make_invoice(db, west)], method(db, "4242").public_id)
     counts = {}
     for name, path in (
         ("form-1", f"/portal/payment?invoice={ids[0]}"),
@@ -430,19 +430,18 @@ def test_a_german_reader_types_a_decimal_comma(
     with tenancy.system(db):
         admin.locale = "de_DE"
         db.commit()
-    inv = invoice(db, "INV-1003")
-    owed = inv.balance_due
+    inv = make_invoice(db, account_named(db, "Acme West"), "2345.67")
     page, _key, _token = open_form(client, inv.public_id)
-    assert f'value="{owed // 100},{owed % 100:02d}"' in page  # prefilled as it reads
+    assert 'value="2345,67"' in page  # prefilled as it reads
     _response, pid = pay(client, [inv], method(db, "4242").public_id, {inv.public_id: "1.000,25"})
-    assert payment(db, pid).amount == 100_025
-    assert invoice(db, "INV-1003").balance_due == owed - 100_025
+    assert payment(db, pid).amount == minor("1000.25")
+    assert invoice(db, inv.number).balance_due == minor("1345.42")
 
 
 def test_an_overlong_key_is_a_400_not_an_error(
-    client: FlaskClient, signed_in: Auth, db: Session
+    client: FlaskClient, signed_in: Auth, db: Session, west: BillingAccount
 ) -> None:
-    inv = invoice(db, "INV-1001")
+    inv = make_invoice(db, west)
     _page, _key, token = open_form(client, inv.public_id)
     response = submit(
         client, [inv], key="k" * 64, token=token, action="confirm",

@@ -17,7 +17,6 @@ from portal import tenancy
 from portal.gateways import ChargeRequest, ChargeResult, ChargeStatus
 from portal.gateways.sandbox import SandboxGateway
 from portal.models import (
-    AuditEvent,
     BillingAccount,
     Invoice,
     InvoiceStatus,
@@ -29,15 +28,17 @@ from portal.models import (
 )
 from portal.models.payment import valid_reference
 from tests.conftest import Auth, csrf_token, readable, user_by_email
-from tests.web.payment_helpers import invoice, method, open_form, run_jobs, submit
+from tests.factories import account_named, make_invoice
+from tests.web.payment_helpers import audit_events, invoice, method, open_form, run_jobs, submit
 
 GROUP = re.compile(r"/portal/payments/group/(pgr_[A-Za-z0-9_-]+)$")
 
 
-@pytest.fixture
-def signed_in(auth: Auth) -> Auth:
-    auth.sign_in()
-    return auth
+def _one_on_each_account(db: Session) -> tuple[Invoice, Invoice]:
+    """An overdue invoice on Acme West and one on Acme East."""
+    west = make_invoice(db, account_named(db, "Acme West"), "1500.00", due=-45)
+    east = make_invoice(db, account_named(db, "Acme East"), "250.00", due=-15)
+    return west, east
 
 
 def _money(minor: int) -> str:
@@ -88,11 +89,6 @@ def _group(db: Session, public_id: str) -> tuple[PaymentGroup, list[Payment]]:
     return group, made
 
 
-def _events(db: Session, name: str) -> list[AuditEvent]:
-    with tenancy.system(db):
-        return list(db.scalars(select(AuditEvent).where(AuditEvent.name == name)))
-
-
 def test_two_accounts_one_confirm_step_a_payment_each_one_page(
     client: FlaskClient, signed_in: Auth, db: Session
 ) -> None:
@@ -138,11 +134,11 @@ def test_two_accounts_one_confirm_step_a_payment_each_one_page(
     assert all(valid_reference(p.reference) for p in made)
     for number in owed:
         assert invoice(db, number).status is InvoiceStatus.PAID
-    made_events = _events(db, "Portal.PaymentMade")
+    made_events = audit_events(db, "Portal.PaymentMade")
     assert sorted(e.properties["reference"] for e in made_events) == sorted(
         p.reference for p in made
     )
-    submitted = _events(db, "Portal.PaymentSubmitted")
+    submitted = audit_events(db, "Portal.PaymentSubmitted")
     assert {e.properties["group_id"] for e in submitted} == {group.public_id}
     # The group's page: each payment with its account, reference, amount, status and receipt.
     shown = readable(client.get(done.headers["Location"]).get_data(as_text=True))
@@ -187,7 +183,7 @@ def test_a_total_is_spread_oldest_due_first_across_the_accounts(
 def test_an_account_left_at_zero_gets_no_payment(
     client: FlaskClient, signed_in: Auth, db: Session
 ) -> None:
-    west, east = invoice(db, "INV-1001"), invoice(db, "INV-2002")
+    west, east = _one_on_each_account(db)
     amounts = {west.public_id: "10.00", east.public_id: ""}
     _page, key, token = open_form(client, west.public_id, east.public_id)
     visa = method(db, "4242").public_id
@@ -208,7 +204,7 @@ def test_an_account_left_at_zero_gets_no_payment(
 def test_a_double_submit_finds_every_payment_and_makes_none_twice(
     client: FlaskClient, signed_in: Auth, db: Session
 ) -> None:
-    west, east = invoice(db, "INV-1001"), invoice(db, "INV-2002")
+    west, east = _one_on_each_account(db)
     visa = method(db, "4242").public_id
     _page, key, token = open_form(client, west.public_id, east.public_id)
     answers = [
@@ -227,7 +223,7 @@ def test_a_double_submit_finds_every_payment_and_makes_none_twice(
             .where(SandboxCharge.reference.in_(references))
         )
     assert len(made) == 2 and charges == 2
-    assert len(_events(db, "Portal.PaymentMade")) == 2
+    assert len(audit_events(db, "Portal.PaymentMade")) == 2
 
 
 def test_one_declined_charge_does_not_stop_the_other(
@@ -242,16 +238,16 @@ def test_one_declined_charge_does_not_stop_the_other(
         return real_charge(self, request)
 
     monkeypatch.setattr(SandboxGateway, "charge", decline_the_first)
-    east, west = invoice(db, "INV-2002"), invoice(db, "INV-1001")
+    west, east = _one_on_each_account(db)
     owed_east = east.balance_due
     response, public_id, _key = _pay_group(client, [west, east], method(db, "4242").public_id)
     _row, made = _group(db, public_id)
     failed, paid = made
     assert (failed.billing_account.name, failed.status) == ("Acme East", PaymentStatus.FAILED)
     assert (paid.billing_account.name, paid.status) == ("Acme West", PaymentStatus.SUCCEEDED)
-    assert invoice(db, "INV-2002").status is InvoiceStatus.PAYMENT_FAILED
-    assert invoice(db, "INV-2002").balance_due == owed_east
-    assert invoice(db, "INV-1001").status is InvoiceStatus.PAID
+    assert invoice(db, east.number).status is InvoiceStatus.PAYMENT_FAILED
+    assert invoice(db, east.number).balance_due == owed_east
+    assert invoice(db, west.number).status is InvoiceStatus.PAID
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "1 of 2 payments processed successfully" in page
     assert "Payment failed: your card has insufficient funds" in page
@@ -278,7 +274,7 @@ def test_a_charge_that_breaks_is_left_for_reconciliation_and_the_next_is_made(
         return real_charge(self, request)
 
     monkeypatch.setattr(SandboxGateway, "charge", break_the_first)
-    west, east = invoice(db, "INV-1001"), invoice(db, "INV-2002")
+    west, east = _one_on_each_account(db)
     response, public_id, _key = _pay_group(client, [west, east], method(db, "4242").public_id)
     _row, made = _group(db, public_id)
     assert [p.status for p in made] == [PaymentStatus.PROCESSING, PaymentStatus.SUCCEEDED]
@@ -347,7 +343,7 @@ def test_a_restricted_user_sees_only_their_accounts_payment_of_a_group(
     client: FlaskClient, auth: Auth, db: Session
 ) -> None:
     auth.sign_in()
-    west, east = invoice(db, "INV-1001"), invoice(db, "INV-2002")
+    west, east = _one_on_each_account(db)
     response, public_id, _key = _pay_group(client, [west, east], method(db, "4242").public_id)
     _row, made = _group(db, public_id)
     west_payment = next(p for p in made if p.billing_account.name == "Acme West")
@@ -368,7 +364,7 @@ def test_another_companys_group_and_an_unknown_one_are_not_found(
     client: FlaskClient, auth: Auth, db: Session
 ) -> None:
     auth.sign_in()
-    west, east = invoice(db, "INV-1001"), invoice(db, "INV-2002")
+    west, east = _one_on_each_account(db)
     response, _public_id, _key = _pay_group(client, [west, east], method(db, "4242").public_id)
     assert client.get("/portal/payments/group/pgr_unknown").status_code == 404
     auth.logout()
@@ -400,7 +396,7 @@ def test_a_restricted_user_with_two_accounts_pays_both_at_once(
 def test_the_group_page_uses_a_bounded_number_of_queries(
     client: FlaskClient, signed_in: Auth, db: Session, count_queries: Any
 ) -> None:
-    west, east = invoice(db, "INV-1001"), invoice(db, "INV-2002")
+    west, east = _one_on_each_account(db)
     response, _public_id, _key = _pay_group(client, [west, east], method(db, "4242").public_id)
     for target in ("", "payment-panel"):
         before = count_queries.count

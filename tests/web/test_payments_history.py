@@ -13,12 +13,6 @@ from tests.conftest import Auth
 HTMX = {"HX-Request": "true"}
 
 
-@pytest.fixture
-def signed_in(auth: Auth) -> Auth:
-    auth.sign_in()
-    return auth
-
-
 def _rows(page: str) -> list[str]:
     body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0] if "<tbody>" in page else ""
     return re.findall(r'class="badge badge-(\w+)"', body)

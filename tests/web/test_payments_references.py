@@ -26,15 +26,10 @@ from portal.models import Payment, PaymentStatus
 from portal.models import payment as payment_model
 from portal.models.payment import REFERENCE_ALPHABET, new_reference, valid_reference
 from tests.conftest import BACKENDS, Auth, Inbox, _postgres_database, migrate_and_seed
+from tests.factories import account_named, make_invoice
 from tests.web.payment_helpers import invoice, method, pay, payment, run_jobs
 
 FORMAT = re.compile(r"^PMT-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
-
-
-@pytest.fixture
-def signed_in(auth: Auth) -> Auth:
-    auth.sign_in()
-    return auth
 
 
 def test_a_reference_reads_well_and_its_check_character_catches_typing_mistakes() -> None:
@@ -92,8 +87,9 @@ def test_history_shows_a_reference_for_every_payment_never_an_internal_id(
 def test_one_reference_on_the_page_the_pdf_the_mail_and_the_export(
     app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
 ) -> None:
-    _r, pid = pay(client, [invoice(db, "INV-1001")], method(db, "4242").public_id)
-    _r, failed_pid = pay(client, [invoice(db, "INV-1002")], method(db, "0341").public_id)
+    west = account_named(db, "Acme West")
+    _r, pid = pay(client, [make_invoice(db, west)], method(db, "4242").public_id)
+    _r, failed_pid = pay(client, [make_invoice(db, west)], method(db, "0341").public_id)
     run_jobs(app)
     done, failed = payment(db, pid), payment(db, failed_pid)
     page = client.get(f"/portal/payments/{pid}").get_data(as_text=True)
@@ -129,7 +125,8 @@ def test_a_reference_already_taken_is_drawn_again(
 
     monkeypatch.setattr(payment_model, "new_reference", clashing_then_fresh)
     monkeypatch.setattr("portal.services.payments.creation.new_reference", clashing_then_fresh)
-    _r, pid = pay(client, [invoice(db, "INV-1001")], method(db, "4242").public_id)
+    inv = make_invoice(db, account_named(db, "Acme West"))
+    _r, pid = pay(client, [inv], method(db, "4242").public_id)
     made = payment(db, pid)
     assert made.status is PaymentStatus.SUCCEEDED
     assert made.reference != taken and valid_reference(made.reference)

@@ -1,5 +1,5 @@
-"""The Stripe path's tests: a local Stripe stub and the portal configured for it. Here `client`
-and `db` are the Stripe-configured app's."""
+"""The Stripe path's tests: a local Stripe stub and the portal configured for it. Here `client`,
+`auth` (so `signed_in`) and `db` are the Stripe-configured app's."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from tests.conftest import Backend, make_app, transactional
+from tests.conftest import Auth, Backend, make_app, transactional
 from tests.stripe_stub import StripeStub
 from tests.web.stripe.helpers import SECRET_KEY, WEBHOOK_SECRET
 
@@ -38,6 +38,12 @@ def stripe_app(backend: Backend, stub: StripeStub) -> Iterator[Flask]:
 def client(stripe_app: Flask) -> Iterator[FlaskClient]:
     with transactional(stripe_app):
         yield stripe_app.test_client()
+
+
+@pytest.fixture
+def auth(stripe_app: Flask, client: FlaskClient) -> Auth:
+    """Signing in (and `signed_in`, from tests/conftest.py) on the Stripe-configured app."""
+    return Auth(stripe_app, client)
 
 
 @pytest.fixture

@@ -19,16 +19,10 @@ from sqlalchemy.orm import Session
 from portal import tenancy
 from portal.models import InvoiceStatus, PaymentMethod, PaymentStatus
 from tests.conftest import Auth, csrf_token
+from tests.factories import account_named, make_invoice
 from tests.stripe_stub import StripeStub, card_numbers_in
 from tests.web.payment_helpers import invoice, pay, payment
 from tests.web.stripe.helpers import deliver
-
-
-@pytest.fixture
-def signed_in(stripe_app: Flask, client: FlaskClient) -> Auth:
-    auth = Auth(stripe_app, client)
-    auth.sign_in()
-    return auth
 
 
 def add_card(client: FlaskClient, stub: StripeStub, number: str, db: Session) -> PaymentMethod:
@@ -60,11 +54,11 @@ def test_add_a_card_on_checkout_and_pay(
 ) -> None:
     card = add_card(client, stub, "4242424242424242", db)
     assert card.gateway_token.startswith("pm_") and card.brand == "visa"
-    inv = invoice(db, "INV-1001")
+    inv = make_invoice(db, account_named(db, "Acme West"), "120.00")
     _response, pid = pay(client, [inv], card.public_id)
     made = payment(db, pid)
     assert made.status is PaymentStatus.SUCCEEDED and made.gateway_reference.startswith("pi_")
-    assert invoice(db, "INV-1001").status is InvoiceStatus.PAID
+    assert invoice(db, inv.number).status is InvoiceStatus.PAID
     intent = stub.payment_intents[made.gateway_reference]
     assert intent["amount"] == made.amount and intent["customer"].startswith("cus_")
     sent = [r for r in stub.api_requests if r.path == "/v1/payment_intents" and r.method == "POST"]
@@ -323,9 +317,8 @@ def test_a_scheduled_charge_whose_answer_was_lost_is_asked_again(
     card = add_card(client, stub, "4242424242424242", db)
     clock = stripe_app.extensions["portal.clock"]
     day = clock.today() + timedelta(days=2)
-    _response, pid = pay(
-        client, [invoice(db, "INV-1001")], card.public_id, scheduled_for=day.isoformat()
-    )
+    inv = make_invoice(db, account_named(db, "Acme West"))
+    _response, pid = pay(client, [inv], card.public_id, scheduled_for=day.isoformat())
     clock.advance(timedelta(days=2, hours=7))
     stub.fail_next(3, status=500)
     run_jobs(stripe_app)

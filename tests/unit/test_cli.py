@@ -1,0 +1,93 @@
+"""The operator's commands (`flask --app wsgi ...`), run through Flask's CLI runner inside the
+test's transaction: what they print and what they change."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session
+
+from portal import tenancy
+from portal.models import DEFAULT_FLAGS, Company, InvoiceStatus, PaymentStatus
+from portal.services import seed
+from tests.factories import (
+    account_named,
+    company_named,
+    make_invoice,
+    make_payment,
+    make_payment_method,
+)
+from tests.web.payment_helpers import invoice, payment
+
+
+@pytest.fixture
+def cli(app: Flask, connection: Connection) -> object:
+    return app.test_cli_runner()
+
+
+def _flags(cli: object) -> dict[str, str]:
+    listed = cli.invoke(args=["flags", "list"])  # type: ignore[attr-defined]
+    assert listed.exit_code == 0, listed.output
+    return dict(line.split("=", 1) for line in listed.output.split())
+
+
+def test_flags_are_listed_with_their_defaults_and_switched_by_name(cli: object) -> None:
+    before = _flags(cli)
+    assert set(before) == set(DEFAULT_FLAGS)
+    name = "m25_portal_payment"
+    switched = cli.invoke(args=["flags", "set", f"{name}=off"])  # type: ignore[attr-defined]
+    assert switched.exit_code == 0 and f"{name} is off" in switched.output
+    assert _flags(cli) == {**before, name: "off"}
+    back = cli.invoke(args=["flags", "set", f"{name}=on"])  # type: ignore[attr-defined]
+    assert back.exit_code == 0 and _flags(cli)[name] == "on"
+
+
+@pytest.mark.parametrize("assignment", ["m25_portal_payment=maybe", "no_such_flag=on", "on"])
+def test_a_flag_assignment_that_is_not_name_on_or_off_is_refused(
+    cli: object, assignment: str
+) -> None:
+    before = _flags(cli)
+    refused = cli.invoke(args=["flags", "set", assignment])  # type: ignore[attr-defined]
+    assert refused.exit_code != 0
+    assert "use NAME=on|off with NAME one of:" in refused.output
+    assert all(name in refused.output for name in DEFAULT_FLAGS)
+    assert _flags(cli) == before
+
+
+def test_seed_clean_removes_the_demo_companies_and_keeps_others(cli: object, db: Session) -> None:
+    from tests.factories import make_company
+
+    kept = make_company(db, "Not A Demo Ltd")
+    removed = cli.invoke(args=["seed", "clean"])  # type: ignore[attr-defined]
+    assert removed.exit_code == 0 and "removed 3 demo companies" in removed.output
+    with tenancy.system(db):
+        names = db.scalars(select(Company.name)).all()
+    assert kept.name in names and not set(seed.DEMO_COMPANIES) & set(names)
+    again = cli.invoke(args=["seed", "clean"])  # type: ignore[attr-defined]
+    assert "removed 0 demo companies" in again.output
+
+
+def test_start_sweeps_queues_the_recurring_sweep_once(app: Flask, cli: object) -> None:
+    queued = cli.invoke(args=["jobs", "start-sweeps"])  # type: ignore[attr-defined]
+    assert queued.exit_code == 0 and "sweep queued" in queued.output
+    assert [name for _when, name in app.extensions["portal.jobs"].pending()] == ["sweep"]
+
+
+def test_a_sweep_run_by_hand_charges_what_is_due_and_says_what_it_did(
+    app: Flask, cli: object, db: Session
+) -> None:
+    inv = make_invoice(db, account_named(db, "Acme West"), "120.00")
+    card = make_payment_method(db, company_named(db, "Acme Corp"))
+    yesterday = app.extensions["portal.clock"].today() - timedelta(days=1)
+    waiting = make_payment(
+        db, inv, status=PaymentStatus.SCHEDULED, method=card, scheduled_for=yesterday
+    )
+    db.commit()
+    swept = cli.invoke(args=["jobs", "sweep"])  # type: ignore[attr-defined]
+    assert swept.exit_code == 0, swept.output
+    assert "'scheduled': 1," in swept.output and "'lockouts_forgotten':" in swept.output
+    assert payment(db, waiting.public_id).status is PaymentStatus.SUCCEEDED
+    assert invoice(db, inv.number).status is InvoiceStatus.PAID
