@@ -1,4 +1,10 @@
-"""Sign-in: who is this, and the server-side session that remembers it."""
+"""Sign-in: who is this, and the server-side session that remembers it.
+
+A little over the portal's ~400-line norm on purpose: the password step, the second factor and
+the session's lifetimes are one sequence sharing the lockout rule and the audit events; split,
+a reader would follow one sign-in across three modules. The lockout store, MFA secrets and
+credentials already live apart (lockout.py, mfa.py, credentials.py).
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Demo data exactly as the contract lists it, and its removal.
 
 Dates are relative to `today`, so an overdue invoice stays overdue whenever the seed runs.
+Longer than the portal's ~400-line norm on purpose: most of it is the contract's demo data
+written out as data (companies, users, invoices, payments), which reads best in one place.
 """
 
 from __future__ import annotations

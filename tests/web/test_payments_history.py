@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from tests.conftest import Auth
 
-HTMX = {"HX-Request": "true"}
+HTMX = {"HX-Request": "true", "HX-Target": "payment-results"}
 
 
 def _rows(page: str) -> list[str]:

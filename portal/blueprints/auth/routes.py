@@ -9,6 +9,7 @@ from flask import Blueprint, abort, flash, g, redirect, request, session, url_fo
 from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
 from flask_login import login_required
+from sqlalchemy.orm import Session as DbSession
 from werkzeug.wrappers import Response
 
 from portal import clock
@@ -88,28 +89,9 @@ def login() -> Response:
         status = 422 if request.method == "POST" else 200
         return render("auth/login.html", {"form": form, "error": None}, status=status)
     db = db_session()
-
-    def attempt() -> tuple[auth.SignInResult, str | None]:
-        now = clock.now()
-        result = auth.check_password(
-            db,
-            form.email.data or "",
-            form.password.data or "",
-            ph=_password_hasher(),
-            keys=settings().keyring,
-            policy=session_policy(),
-            now=now,
-            request=request_info(),
-        )
-        token = None
-        if result.outcome is auth.SignInOutcome.OK and result.user is not None:
-            token = auth.start_session(
-                db, result.user, policy=session_policy(), now=now, request=request_info()
-            )
-        db.flush()  # a conflict shows here, inside the retry; a failure too commits at the edge
-        return result, token
-
-    result, token = retry_on_sqlite_conflict(db, attempt)
+    result, token = retry_on_sqlite_conflict(
+        db, lambda: _check_password(db, form.email.data or "", form.password.data or "")
+    )
     if token is None or result.user is None:
         form.password.data = ""
         error = _message(result.outcome)
@@ -120,6 +102,31 @@ def login() -> Response:
     if not result.user.mfa_enrolled:
         return redirect(url_for("auth.mfa_setup"))
     return redirect(url_for("auth.mfa"))
+
+
+def _check_password(
+    db: DbSession, email: str, password: str
+) -> tuple[auth.SignInResult, str | None]:
+    """One try of the password (run again whole on a stale SQLite snapshot): the result, and
+    the half-signed-in session's token when it was right."""
+    now = clock.now()
+    result = auth.check_password(
+        db,
+        email,
+        password,
+        ph=_password_hasher(),
+        keys=settings().keyring,
+        policy=session_policy(),
+        now=now,
+        request=request_info(),
+    )
+    token = None
+    if result.outcome is auth.SignInOutcome.OK and result.user is not None:
+        token = auth.start_session(
+            db, result.user, policy=session_policy(), now=now, request=request_info()
+        )
+    db.flush()  # a conflict shows here, inside the retry; a failure too commits at the edge
+    return result, token
 
 
 def _promote(pending: UserSession) -> str:
@@ -212,26 +219,9 @@ def mfa_setup() -> Response:
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
         return render("auth/mfa_setup.html", page, status=status)
-    now = clock.now()
-
-    def attempt() -> tuple[totp.Enrolment, list[str], str | None]:
-        enrolment = totp.confirm_enrolment(db, pending, form.code.data or "", keys=keys, now=now)
-        if enrolment is not totp.Enrolment.CONFIRMED:
-            return enrolment, [], None
-        codes = totp.issue_recovery_codes(db, user, keys=keys)
-        audit.record_for(
-            db,
-            user,
-            "Portal.MfaEnrolled",
-            request=request_info(),
-            customer_id=user.company.public_id,
-        )
-        auth.second_factor_passed(db, user, keys=keys, now=now)
-        token = _promote(pending)
-        db.flush()
-        return enrolment, codes, token
-
-    enrolment, codes, token = retry_on_sqlite_conflict(db, attempt)
+    enrolment, codes, token = retry_on_sqlite_conflict(
+        db, lambda: _enrol(db, pending, form.code.data or "")
+    )
     if enrolment is totp.Enrolment.ALREADY_ENROLLED:  # the same, by a hair
         _already_enrolled()
         return redirect(url_for("auth.mfa"))
@@ -240,6 +230,24 @@ def mfa_setup() -> Response:
         page["error"] = _("That code didn't work. Check your authenticator app and try again.")
         return render("auth/mfa_setup.html", page, status=422)
     return render("auth/recovery_codes.html", {"codes": codes, "target": _signed_in(token)})
+
+
+def _enrol(
+    db: DbSession, pending: UserSession, code: str
+) -> tuple[totp.Enrolment, list[str], str | None]:
+    """One try of the enrolling code: on success the recovery codes and the signed-in token."""
+    user, keys, now = pending.user, settings().keyring, clock.now()
+    enrolment = totp.confirm_enrolment(db, pending, code, keys=keys, now=now)
+    if enrolment is not totp.Enrolment.CONFIRMED:
+        return enrolment, [], None
+    codes = totp.issue_recovery_codes(db, user, keys=keys)
+    audit.record_for(
+        db, user, "Portal.MfaEnrolled", request=request_info(), customer_id=user.company.public_id
+    )
+    auth.second_factor_passed(db, user, keys=keys, now=now)
+    token = _promote(pending)
+    db.flush()
+    return enrolment, codes, token
 
 
 def _already_enrolled() -> None:

@@ -4,7 +4,7 @@ Like the invoice list: one GET form, one URL, two renderings (htmx asks for the 
 
 from __future__ import annotations
 
-from flask import Response, make_response, render_template, request, stream_with_context
+from flask import Response, request, stream_with_context
 from flask_babel import gettext as _
 from flask_login import login_required
 
@@ -15,7 +15,7 @@ from portal.services import dates, payment_history
 from portal.services.dashboard import viewing
 from portal.services.dates import DateError
 from portal.services.payment_history import HistoryQuery
-from portal.web import wants_fragment
+from portal.web import render
 
 
 def date_message(error: DateError) -> str:
@@ -57,8 +57,12 @@ def _page(query: HistoryQuery, args: dict[str, str], errors: dict[str, str]) -> 
         "earliest": dates.EARLIEST.isoformat(),
         "latest": dates.LATEST.isoformat(),
     }
-    template = "payments/_history_results.html" if wants_fragment() else "payments/history.html"
-    return make_response(render_template(template, **context), 400 if errors else 200)
+    return render(
+        "payments/history.html",
+        context,
+        fragments={"payment-results": "payments/_history_results.html"},
+        status=400 if errors else 200,
+    )
 
 
 @bp.get("/payment-history")
