@@ -80,5 +80,12 @@ translations-compile: install
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache tests/artifacts node_modules .coverage .coverage.*
 
+# The pages over HTTP under gunicorn, driven by wrk, beside a hello and a floor page, on SQLite and
+# PostgreSQL; writes docs/BENCHMARKS.md. SIZE=small for a quick run (bench/dataset.py: tiny, small,
+# a, b; default a,b), DATABASES=sqlite, SECONDS per figure.
+SIZE ?= a,b
+DATABASES ?= sqlite,postgresql
+SECONDS ?= 5
 bench: install-dev translations-compile
-	$(BIN)/python -m bench.run
+	@command -v wrk >/dev/null 2>&1 || { echo "wrk not found: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench.over_http --sizes $(SIZE) --databases $(DATABASES) --seconds $(SECONDS)

@@ -68,8 +68,11 @@ class Answer:
 class Client:
     """One browser: its own cookie jar (a copy of a signed-in session's cookie)."""
 
-    def __init__(self, base: str, cookies: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, base: str, cookies: dict[str, str] | None = None, host: str | None = None
+    ) -> None:
         parts = urlsplit(base)
+        self.host_header = host  # a Host header other than the address's (production's name)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.cookies = dict(cookies or {})
@@ -83,6 +86,8 @@ class Client:
     ) -> Answer:
         body = urlencode(form, doseq=True).encode() if form is not None else None
         sent = {"Accept-Language": "en", **(headers or {})}
+        if self.host_header:
+            sent["Host"] = self.host_header
         if body is not None:
             sent["Content-Type"] = "application/x-www-form-urlencoded"
         if self.cookies:
@@ -105,11 +110,13 @@ class Client:
             connection.close()
 
 
-def sign_in(base: str, email: str, after_step: int) -> tuple[dict[str, str], int]:
+def sign_in(
+    base: str, email: str, after_step: int, host: str | None = None
+) -> tuple[dict[str, str], int]:
     """Both factors; returns the session's cookies and the TOTP step used. Codes are good for
     one step either side of the server's and each step only once per user, so the code is
     the current step's, or the next one's if this user just used the current one."""
-    client = Client(base)
+    client = Client(base, host=host)
     token = CSRF.search(client.request("GET", "/login").text)
     assert token, "no CSRF token on /login"
     answer = client.request(
