@@ -78,7 +78,7 @@ translations-compile: install
 		$(BIN)/pybabel compile -d translations --statistics; fi
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache tests/artifacts node_modules .coverage .coverage.*
+	rm -rf $(VENV) instance build .pytest_cache .mypy_cache .ruff_cache tests/artifacts node_modules .coverage .coverage.*
 
 bench: install-dev translations-compile
 	$(BIN)/python -m bench.run
