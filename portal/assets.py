@@ -102,9 +102,10 @@ def build(source: Path = STATIC_DIR, target: Path = BUILD_DIR) -> Assets:
 
 
 def static_url(name: str) -> str:
-    """The URL of a static file by its plain name, fingerprinted: what templates link to."""
+    """The URL of a static file by its plain name, fingerprinted: what templates link to. A
+    name that is no file fails the page (KeyError), rather than link to nothing."""
     assets: Assets = current_app.extensions["portal.assets"]
-    return f"{current_app.static_url_path}/{assets.names.get(name, name)}"
+    return f"{current_app.static_url_path}/{assets.names[name]}"
 
 
 def init_app(app: Flask, headers: Mapping[str, str]) -> None:

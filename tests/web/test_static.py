@@ -41,6 +41,11 @@ def test_every_page_links_the_fingerprinted_names(app: Flask, client: FlaskClien
         assert names[name] == hashed_name(name, content) != name
 
 
+def test_a_template_cannot_link_a_file_that_is_not_there(app: Flask) -> None:
+    with app.test_request_context(), pytest.raises(KeyError):
+        assets.static_url("css/nothing.css")
+
+
 def test_a_fingerprinted_name_is_cached_for_a_year(app: Flask, client: FlaskClient) -> None:
     for name, hashed in _names(app).items():
         response = client.get(f"/static/{hashed}", headers={"Accept-Encoding": "identity"})
