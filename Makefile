@@ -78,7 +78,7 @@ translations-compile: install
 		$(BIN)/pybabel compile -d translations --statistics; fi
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache tests/artifacts node_modules .coverage .coverage.*
+	rm -rf $(VENV) instance build .pytest_cache .mypy_cache .ruff_cache tests/artifacts node_modules .coverage .coverage.*
 
 # The pages over HTTP under gunicorn, driven by wrk, beside a hello and a floor page, on SQLite and
 # PostgreSQL; writes docs/BENCHMARKS.md. SIZE=small for a quick run (bench/dataset.py: tiny, small,

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from portal import clock, errors, i18n, runtime, security, templating, web
+from portal import assets, clock, errors, i18n, runtime, security, templating, web
 from portal.blueprints.auth.routes import bp as auth_bp
 from portal.blueprints.dashboard.routes import bp as dashboard_bp
 from portal.blueprints.disputes.routes import bp as disputes_bp
@@ -72,6 +72,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     i18n.init_app(app)
     templating.init_app(app)
     security.init_app(app)
+    assets.init_app(app, security.common_headers(settings.is_development))
     web.init_app(app)
     errors.init_app(app)
 

@@ -20,18 +20,25 @@ CSP = "; ".join(
 )
 
 
+def common_headers(is_development: bool) -> dict[str, str]:
+    """What every answer carries: the pages here, the static files (portal/assets.py) too."""
+    headers = {
+        "Content-Security-Policy": CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "X-Frame-Options": "DENY",
+        "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(self)",
+        "Cross-Origin-Opener-Policy": "same-origin",
+    }
+    if not is_development:
+        headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+    return headers
+
+
 def _headers(response: Response) -> Response:
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CSP)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault(
-        "Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(self)"
-    )
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if not current_app.config["SETTINGS"].is_development:
-        headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+    for name, value in common_headers(current_app.config["SETTINGS"].is_development).items():
+        headers.setdefault(name, value)
     if response.mimetype == "text/html":
         headers.setdefault("Cache-Control", "no-store")
     return response

@@ -20,6 +20,7 @@ from jinja2.nodes import EvalContext
 from markupsafe import Markup
 
 from portal import flags, i18n
+from portal.assets import static_url
 from portal.models import Invoice, PaymentMethod, PaymentMethodKind
 from portal.services.invoices import is_payable
 from portal.services.money import format_money, to_decimal
@@ -245,6 +246,7 @@ def init_app(app: Flask) -> None:
         payments_enabled=payments_enabled,
         method_name=method_name,
         get_locale=get_locale,
+        static_url=static_url,
         text_direction=i18n.text_direction,
         language_choices=i18n.language_choices,
         nav_items=lambda: _visible(NAV),

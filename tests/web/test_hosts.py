@@ -34,7 +34,9 @@ def test_production_trusts_only_the_public_host(production: Flask) -> None:
 
 
 @pytest.mark.parametrize("path", ["/login", "/portal/dashboard", "/password/forgot", "/nowhere"])
-def test_an_untrusted_host_gets_the_400_page(prod_client: FlaskClient, path: str) -> None:
+def test_an_untrusted_host_gets_the_400_page(
+    production: Flask, prod_client: FlaskClient, path: str
+) -> None:
     response = prod_client.get(path, base_url=EVIL)
     page = response.get_data(as_text=True)
     assert response.status_code == 400
@@ -42,14 +44,19 @@ def test_an_untrusted_host_gets_the_400_page(prod_client: FlaskClient, path: str
     assert "<h1" in page and "Invalid request" in page and "Traceback" not in page
     assert "serve the Billing Portal. Check the link you followed." in page  # its own message
     assert "evil.example" not in page  # nothing is built from the refused name
-    assert 'href="/static/css/portal.css"' in page  # the whole layout, styles included
+    styles = production.extensions["portal.assets"].names["css/portal.css"]
+    assert f'href="/static/{styles}"' in page  # the whole layout, styles included
     assert response.headers["Content-Security-Policy"]  # and the usual headers
 
 
-def test_the_400_page_gets_its_styles_whatever_the_host(prod_client: FlaskClient) -> None:
-    styles = prod_client.get("/static/css/portal.css", base_url=EVIL)
-    assert styles.status_code == 200 and styles.mimetype == "text/css"
-    styles.close()
+def test_the_400_page_gets_its_styles_whatever_the_host(
+    production: Flask, prod_client: FlaskClient
+) -> None:
+    hashed = production.extensions["portal.assets"].names["css/portal.css"]
+    for name in ("css/portal.css", hashed):
+        styles = prod_client.get(f"/static/{name}", base_url=EVIL)
+        assert styles.status_code == 200 and styles.mimetype == "text/css"
+        styles.close()
     missing = prod_client.get("/static/nothing.css", base_url=EVIL)
     assert missing.status_code == 404
 

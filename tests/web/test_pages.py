@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -82,7 +83,7 @@ def test_dashboard_query_count_is_bounded(
     assert count_queries.count <= 8, count_queries.statements
 
 
-def test_layout_landmarks_and_navigation(client: FlaskClient, auth: Auth) -> None:
+def test_layout_landmarks_and_navigation(app: Flask, client: FlaskClient, auth: Auth) -> None:
     auth.sign_in()
     page = client.get("/portal/dashboard").get_data(as_text=True)
     assert '<a class="skip-link" href="#main">' in page
@@ -90,7 +91,8 @@ def test_layout_landmarks_and_navigation(client: FlaskClient, auth: Auth) -> Non
     assert '<nav class="site-nav" aria-label="Main">' in page
     assert 'href="/portal/dashboard" aria-current="page"' in page
     assert '<html lang="en" dir="ltr">' in page
-    assert 'src="/static/js/htmx.min.js"' in page
+    htmx = app.extensions["portal.assets"].names["js/htmx.min.js"]
+    assert f'src="/static/{htmx}"' in page
 
 
 def test_portal_root_redirects_to_the_dashboard(client: FlaskClient) -> None:
