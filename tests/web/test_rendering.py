@@ -4,7 +4,9 @@ Locale the same formatting."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
+from types import SimpleNamespace
 
 import pytest
 from flask import Flask, g, url_for
@@ -48,3 +50,25 @@ def test_browser_locale_is_read_once_per_request(app: Flask) -> None:
     with app.test_request_context(headers={"Accept-Language": "fr-FR, xx-??"}):
         assert i18n._browser_locale() is None
     assert i18n.locale_object("de_DE") is i18n.locale_object("de_DE")
+
+
+@pytest.mark.parametrize(
+    ("current", "pages"), [(1, 2), (1, 9), (5, 9), (4, 800), (400, 800), (800, 800)]
+)
+def test_pagination_writes_the_same_numbers_without_looping_over_every_page(
+    app: Flask, current: int, pages: int
+) -> None:
+    """Every page number it writes, in order, with "…" three away from the current page: what
+    a loop over all the pages wrote (it now loops over those nine at most)."""
+    expected: list[str] = []
+    for number in range(1, pages + 1):
+        if number == 1 or number == pages or abs(number - current) <= 2:
+            expected.append(str(number))
+        elif abs(number - current) == 3:
+            expected.append("…")
+    page = SimpleNamespace(page=current, pages=pages)
+    with app.test_request_context("/portal/invoices"):
+        macro = app.jinja_env.get_template("macros/ui.html").module.pagination  # type: ignore[attr-defined]
+        html = str(macro(page, "invoices.index", "Pages", {}))
+    written = re.findall(r"<li[^>]*>(?:<a[^>]*>)?([^<]+)", html)
+    assert [w for w in written if w not in ("Previous", "Next")] == expected
