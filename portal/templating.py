@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from babel import Locale
 from babel.dates import format_date as babel_format_date
@@ -109,7 +112,12 @@ _ISOLATE_CLOSE = "\u2069"
 
 def date_direction() -> str:
     """The direction a formatted date reads in: Arabic dates carry right-to-left marks."""
-    return str(Locale.parse(i18n.format_locale()).text_direction)
+    return str(_locale().text_direction)
+
+
+def _locale(code: str | None = None) -> Locale:
+    """The Locale to format in: `code` (a mail names its reader's) or else the request's."""
+    return i18n.locale_object(code or i18n.format_locale())
 
 
 def _isolated(text: str, direction: str) -> str:
@@ -123,19 +131,19 @@ def _bdi(text: str, direction: str) -> Markup:
 def money(minor: int | None, currency: str, locale: str | None = None) -> str:
     """An amount as plain text (mail, attributes, SVG), in `locale` (a mail names its reader's)
     or else the request's (`i18n.format_locale`)."""
-    return format_money(minor or 0, currency, locale or i18n.format_locale())
+    return format_money(minor or 0, currency, _locale(locale))
 
 
 def format_date(value: date | None, fmt: str = "medium", locale: str | None = None) -> str:
     if value is None:
         return ""
-    return babel_format_date(value, format=fmt, locale=locale or i18n.format_locale())
+    return babel_format_date(value, format=fmt, locale=_locale(locale))
 
 
 def format_datetime(value: datetime | None, fmt: str = "medium", locale: str | None = None) -> str:
     if value is None:
         return ""
-    return babel_format_datetime(value, format=fmt, locale=locale or i18n.format_locale())
+    return babel_format_datetime(value, format=fmt, locale=_locale(locale))
 
 
 def isolated_money(minor: int | None, currency: str) -> str:
@@ -181,6 +189,55 @@ def _percent_filter(context: EvalContext, basis_points: int) -> str:
     return _html_or_text(context, format_percent(basis_points), "ltr")
 
 
+# A status badge's words, for invoices and payments: text and colour, never colour alone.
+STATUS_LABELS = {
+    "open": _l("Open"),
+    "overdue": _l("Overdue"),
+    "partially_paid": _l("Partially paid"),
+    "processing": _l("Processing"),
+    "payment_failed": _l("Failed"),
+    "disputed": _l("Disputed"),
+    "paid": _l("Paid"),
+    "void": _l("Void"),
+    "succeeded": _l("Paid"),
+    "failed": _l("Failed"),
+    "pending": _l("Pending"),
+    "scheduled": _l("Scheduled"),
+    "canceled": _l("Canceled"),
+}
+
+
+def status_labels() -> dict[str, str]:
+    """STATUS_LABELS in the request's language, translated once per request (a list of 25 rows
+    used to look up all thirteen for every row's badge)."""
+    language = str(get_locale())
+    cached: tuple[str, dict[str, str]] | None = g.get("status_labels")
+    if cached is None or cached[0] != language:
+        cached = (language, {key: str(label) for key, label in STATUS_LABELS.items()})
+        g.status_labels = cached
+    return cached[1]
+
+
+_ROW_VALUE = "ROWVALUE0"
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]+\Z")
+
+
+def row_url(endpoint: str, name: str) -> Callable[[str], str]:
+    """url_for(endpoint, name=value) for each row of a list, the URL built once: a value of
+    letters, digits, "_" and "-" (a public id) reads the same quoted or not, in a path or a
+    query, so it goes in as it is; anything else goes through url_for."""
+    marked: dict[str, Any] = {name: _ROW_VALUE}
+    head, _marker, tail = url_for(endpoint, **marked).partition(_ROW_VALUE)
+
+    def build(value: str) -> str:
+        if _URL_SAFE.match(value):
+            return f"{head}{value}{tail}"
+        values: dict[str, Any] = {name: value}
+        return url_for(endpoint, **values)
+
+    return build
+
+
 def endpoint_exists(endpoint: str) -> bool:
     return endpoint in current_app.view_functions
 
@@ -200,13 +257,11 @@ def pay_url(invoice: Invoice) -> str | None:
 
 def format_percent(basis_points: int) -> str:
     """8.25 % from 825 basis points, spaced and signed as the locale writes it."""
-    return babel_format_percent(
-        basis_points / 10000, format="#,##0.##%", locale=i18n.format_locale()
-    )
+    return babel_format_percent(basis_points / 10000, format="#,##0.##%", locale=_locale())
 
 
 def format_number(value: object) -> str:
-    return babel_format_decimal(value, locale=i18n.format_locale())  # type: ignore[arg-type]
+    return babel_format_decimal(value, locale=_locale())  # type: ignore[arg-type]
 
 
 def plain_amount(minor: int, currency: str) -> str:
@@ -214,11 +269,7 @@ def plain_amount(minor: int, currency: str) -> str:
     ("1234.50" in en, "1234,50" in de); the payment form reads it back the same way."""
     precision = get_currency_precision(currency)
     pattern = "0." + "0" * precision if precision else "0"
-    return str(
-        babel_format_decimal(
-            to_decimal(minor, currency), format=pattern, locale=i18n.format_locale()
-        )
-    )
+    return str(babel_format_decimal(to_decimal(minor, currency), format=pattern, locale=_locale()))
 
 
 def method_name(method: PaymentMethod) -> str:
@@ -243,6 +294,9 @@ def init_app(app: Flask) -> None:
         wants_fragment=wants_fragment,
         endpoint_exists=endpoint_exists,
         pay_url=pay_url,
+        is_payable=is_payable,
+        row_url=row_url,
+        status_labels=status_labels,
         payments_enabled=payments_enabled,
         method_name=method_name,
         get_locale=get_locale,

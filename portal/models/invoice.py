@@ -72,6 +72,9 @@ class Invoice(PublicIdMixin, AccountOwned, Base):
         Index("ix_invoices_company_due", "company_id", "due_date"),
         Index("ix_invoices_company_total", "company_id", "total"),
         Index("ix_invoices_account_total", "billing_account_id", "total"),
+        # Behind the dashboard's recent invoices, newest first.
+        Index("ix_invoices_company_created", "company_id", "created_at"),
+        Index("ix_invoices_account_created", "billing_account_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from decimal import Decimal
 
+from babel import Locale
 from babel.numbers import (
     NumberFormatError,
     format_currency,
@@ -109,5 +110,5 @@ def _plain(digits: str) -> bool:
     return whole.isdecimal() and (not point or fraction.isdecimal())
 
 
-def format_money(minor: int, currency: str, locale: str) -> str:
+def format_money(minor: int, currency: str, locale: str | Locale) -> str:
     return format_currency(to_decimal(minor, currency), currency, locale=locale)
