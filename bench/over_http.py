@@ -472,7 +472,7 @@ def document(results: list[Result], seconds: int, previous: str) -> str:
         "(2 threads), signed in as `admin@acme.test` (company-wide). The references run in the "
         "same run under the same gunicorn settings: *hello* is a bare Flask view, *floor* is "
         "bare Flask + SQLAlchemy Core + Jinja with no session or layout rendering the same 25 "
-        "rows and count as the invoice list (bench/reference_app.py). Targets (issue 11): at "
+        "rows and count as the invoice list (bench/reference_app.py). Targets: at "
         "c=32 the list fragment ≥ 15 % of hello's requests/s, dashboard and detail ≥ 10 %, "
         "search ≥ 5 %; at c=1 p50 within 2x the floor's (search 3x), p99 ≤ 3x p50; no 5xx. A "
         "**>** or **<** marks a miss.",

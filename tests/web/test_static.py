@@ -19,7 +19,7 @@ from portal.assets import IMMUTABLE, STATIC_DIR, build, fingerprint, hashed_name
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FILES = ["css/portal.css", "js/htmx.min.js", "js/portal.js", "favicon.svg"]
-# What a first visit may transfer for the page's styles and scripts, compressed (issue 11).
+# What a first visit may transfer for the page's styles and scripts, compressed.
 FIRST_VISIT_BUDGET = 30_000
 
 
