@@ -265,20 +265,7 @@ def make_payment_method(
     )
     with tenancy.system(db):
         db.add(method)
-        company.gateway_customer_id = sandbox.ensure_customer(
-            existing=company.gateway_customer_id,
-            company_ref=company.public_id,
-            company_name=company.name,
-        )
-        sandbox.register_test_method(
-            method.gateway_token,
-            company.gateway_customer_id,
-            brand=brand,
-            last4=last4,
-            behaviour="charge_fails" if declines else "succeeds",
-            exp_month=month,
-            exp_year=year,
-        )
+        seed.register_on_sandbox(sandbox, company, method, declines=declines)
     return method
 
 

@@ -146,6 +146,28 @@ def _pdf_bytes(title: str, body: str) -> bytes:
     return buffer.getvalue()
 
 
+def register_on_sandbox(
+    sandbox: SandboxGateway, company: Company, method: PaymentMethod, *, declines: bool
+) -> None:
+    """The sandbox gateway's side of a saved card, as if it had come through its page: the
+    company's customer there, and the card, which declines every charge when asked to."""
+    company.gateway_customer_id = sandbox.ensure_customer(
+        existing=company.gateway_customer_id,
+        company_ref=company.public_id,
+        company_name=company.name,
+    )
+    assert method.exp_month is not None and method.exp_year is not None  # a card
+    sandbox.register_test_method(
+        method.gateway_token,
+        company.gateway_customer_id,
+        brand=method.brand,
+        last4=method.last4,
+        behaviour="charge_fails" if declines else "succeeds",
+        exp_month=method.exp_month,
+        exp_year=method.exp_year,
+    )
+
+
 class DemoSeeder:
     def __init__(
         self,
@@ -354,22 +376,8 @@ class DemoSeeder:
             is_default=default,
         )
         self.session.add(method)
-        # The sandbox gateway's side of the same card, as if it had come through its page.
         sandbox = SandboxGateway(self.session, secret_key=self.secret_key, now=utcnow)
-        company.gateway_customer_id = sandbox.ensure_customer(
-            existing=company.gateway_customer_id,
-            company_ref=company.public_id,
-            company_name=company.name,
-        )
-        sandbox.register_test_method(
-            method.gateway_token,
-            company.gateway_customer_id,
-            brand=brand,
-            last4=last4,
-            behaviour="charge_fails" if last4 == "0341" else "succeeds",
-            exp_month=exp[0],
-            exp_year=exp[1],
-        )
+        register_on_sandbox(sandbox, company, method, declines=last4 == "0341")
         self.session.flush()
         return method
 
