@@ -8,11 +8,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from portal.models import Invoice, InvoiceStatus, PaymentStatus
-from tests.conftest import Auth, Backend, QueryCounter
+from portal.db import holds_sqlite_write_lock
+from portal.models import Invoice, InvoiceStatus, PaymentStatus, PortalUser
+from portal.services import payments
+from tests.conftest import Auth, Backend, QueryCounter, scoped_session
 from tests.factories import account_named, make_invoice
 from tests.web.payment_helpers import invoice, method, open_form, payment, submit
 
@@ -98,3 +102,29 @@ def test_a_second_confirm_of_the_same_form_reads_what_the_first_made(
     # session, flags, the locked invoices with what the key made, that payment: nothing written
     assert len(count_queries.statements) <= 4, count_queries.statements
     assert all(s.lstrip().upper().startswith("SELECT") for s in count_queries.statements)
+
+
+def test_the_lock_is_taken_by_the_statement_that_reads_the_invoices(
+    app: Flask, backend: Backend, count_queries: QueryCounter
+) -> None:
+    """PostgreSQL locks the rows as it reads them; SQLite's one write lock is taken by a write
+    first, unless the transaction holds it already (a writing request's does from its start)."""
+    session = scoped_session(app, "admin@acme.test")
+    user = session.scalars(select(PortalUser).where(PortalUser.email == "admin@acme.test")).one()
+    owed = session.scalars(select(Invoice).where(Invoice.number == "INV-1004")).one()
+    connection = session.connection()
+    assert not holds_sqlite_write_lock(connection)  # nothing written yet in this transaction
+    count_queries.statements.clear()
+    selection = payments.lock_selection(
+        session, user, payments.new_idempotency_key(), [owed.public_id]
+    )
+    assert isinstance(selection, payments.Selection) and selection.problem is None
+    first = count_queries.statements[0]
+    if backend.name == "sqlite":
+        assert first.startswith("UPDATE invoices") and holds_sqlite_write_lock(connection)
+        count_queries.statements.clear()
+        payments.lock_selection(session, user, payments.new_idempotency_key(), [owed.public_id])
+        assert count_queries.statements[0].startswith("SELECT"), count_queries.statements
+    else:
+        assert first.startswith("SELECT") and first.rstrip().endswith("FOR UPDATE OF invoices")
+    session.close()
