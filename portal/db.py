@@ -203,6 +203,13 @@ def retry_on_sqlite_conflict(session: Session, work: Callable[[], T], attempts: 
     raise AssertionError("unreachable")
 
 
+def holds_sqlite_write_lock(connection: Connection) -> bool:
+    """Does this SQLite connection's transaction hold the database's write lock? A writer's
+    took it when it began (BEGIN IMMEDIATE); any other's took it with its first write. Either
+    keeps it until the transaction ends, savepoints rolled back or not."""
+    return connection.info.get(_TRANSACTION) == "write"
+
+
 def _sqlite_begin(connection: Connection) -> None:
     # pysqlite's own transaction handling breaks SAVEPOINT (SQLAlchemy's documented recipe:
     # the driver runs in autocommit and we say BEGIN ourselves), and we choose which BEGIN.

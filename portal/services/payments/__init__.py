@@ -24,13 +24,16 @@ from portal.services.payments.creation import (
     Submission as Submission,
 )
 from portal.services.payments.creation import (
-    create_payments as create_payments,
-)
-from portal.services.payments.creation import (
     find_by_key as find_by_key,
 )
 from portal.services.payments.creation import (
+    lock_selection as lock_selection,
+)
+from portal.services.payments.creation import (
     new_idempotency_key as new_idempotency_key,
+)
+from portal.services.payments.creation import (
+    record_payments as record_payments,
 )
 from portal.services.payments.creation import (
     valid_key as valid_key,
