@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from portal import clock, tenancy
-from portal.db import commit_now, retry_on_sqlite_conflict
+from portal.db import commit_now, retry_on_conflict
 from portal.gateways import (
     ChargeRequest,
     ChargeResult,
@@ -94,7 +94,7 @@ def charge_now(runtime: Runtime, session: Session, payment: Payment) -> ChargeRe
         commit_now(session, "each charge's answer stands on its own, before the next call")
         return result
 
-    result = retry_on_sqlite_conflict(session, attempt)
+    result = retry_on_conflict(session, attempt)
     if result is None:
         log.warning("gateway unreachable for payment %s; reconciliation will ask", payment.id)
     return result

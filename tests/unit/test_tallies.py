@@ -7,6 +7,7 @@ tallies the triggers kept equal `tallies.recount`, the same rows computed from t
 
 from __future__ import annotations
 
+import threading
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,14 @@ from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, delete, inspect, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from portal import migrate, tenancy
-from portal.db import make_engine
+from portal.db import make_engine, make_sessionmaker, retry_on_conflict
 from portal.models import SETTLED_DUE, Invoice, InvoiceStatus, InvoiceTally
 from portal.services import tallies
-from tests.conftest import migrate_and_seed, scoped_session
+from tests.conftest import _postgres_database, migrate_and_seed, scoped_session
 from tests.factories import make_account, make_company, make_invoice
 from tests.web.test_payments_references import fresh_url
 
@@ -174,3 +176,63 @@ def test_the_migration_counts_the_invoices_already_there_and_goes_back(
         kept = tallies.kept(session)
         assert kept and kept == tallies.recount(session)
     engine.dispose()
+
+
+def test_writers_crossing_on_tallies_are_retried_not_refused(tmp_path: Path) -> None:
+    """Two PostgreSQL writers that change invoices whose tally rows they reach in crossed
+    order deadlock; PostgreSQL ends one, and `retry_on_conflict` starts it over: both land."""
+    urls = _postgres_database()
+    url = next(urls)
+    try:
+        migrate_and_seed(url, tmp_path / "files", date.today())
+        engine = make_engine(url)
+        make = make_sessionmaker(engine)
+        with make() as session, tenancy.system(session):
+            company = make_company(session)
+            account = make_account(session, company)
+            # Ids ascending; due dates d1, d2, d2, d1: A reaches (d1, d2), B (d2, d1).
+            numbers = [make_invoice(session, account, 100, due=d).id for d in (10, 20, 20, 10)]
+            session.commit()
+        barrier = threading.Barrier(2, timeout=30)
+        attempts = {"A": 0, "B": 0}
+        refused: list[str] = []
+
+        def writer(name: str, first: int, second: int) -> None:
+            with make() as session:
+                tenancy.bind(session, tenancy.Scope(company.id))
+
+                def work() -> None:
+                    attempts[name] += 1
+                    for n, invoice_id in enumerate((first, second)):
+                        session.execute(
+                            update(Invoice)
+                            .where(Invoice.id == invoice_id)
+                            .values(amount_paid=Invoice.amount_paid + 10)
+                        )
+                        if n == 0 and attempts[name] == 1:
+                            barrier.wait()  # both hold their first tally row
+                    session.commit()
+
+                try:
+                    retry_on_conflict(session, work)
+                except OperationalError:
+                    refused.append(name)
+
+        threads = [
+            threading.Thread(target=writer, args=("A", numbers[0], numbers[1])),
+            threading.Thread(target=writer, args=("B", numbers[2], numbers[3])),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert refused == []
+        assert sorted(attempts.values()) == [1, 2]  # one was ended by the deadlock, once
+        with make() as session, tenancy.system(session):
+            paid = session.scalars(select(Invoice.amount_paid).where(Invoice.id.in_(numbers)))
+            assert list(paid) == [10, 10, 10, 10]
+            assert tallies.kept(session) == tallies.recount(session)
+        engine.dispose()
+    finally:
+        for _ in urls:
+            pass

@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 
 from portal import clock, flags, i18n
 from portal.blueprints.payments.forms import CONFIRM, PaymentForm
-from portal.db import commit_now, retry_on_sqlite_conflict
+from portal.db import commit_now, retry_on_conflict
 from portal.extensions import db_session
 from portal.models import Company, Payment, PaymentGroup, PaymentMethod, PaymentStatus
 from portal.payments import charging, copy, scheduling
@@ -158,7 +158,7 @@ def _confirm(form: PaymentForm) -> Response:
 
     # On SQLite (make run) another submit may write first: start over on a fresh snapshot;
     # the key then finds those payments if they were this one's twin's.
-    outcome = retry_on_sqlite_conflict(session, record)
+    outcome = retry_on_conflict(session, record)
     if isinstance(outcome, Payment | PaymentGroup):
         return _to_result(outcome)
     if isinstance(outcome, Selection):
