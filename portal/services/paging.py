@@ -16,10 +16,13 @@ from sqlalchemy.orm import Session
 # 40 pages of 25: enough to page through; past it, people narrow the list.
 COUNT_BOUND = 1_000
 AHEAD = 3  # pages counted past the one asked for
+# However far a page number reaches (a typed URL: ?page=999…9), the count stops here.
+MAX_PAGES = 4_000
 
 
 def count_bound(page: int, page_size: int) -> int:
-    return max(COUNT_BOUND, (page + AHEAD) * page_size)
+    """How many rows to count for `page`: a few pages past it, within COUNT_BOUND..MAX_PAGES."""
+    return max(COUNT_BOUND, (min(page, MAX_PAGES) + AHEAD) * page_size)
 
 
 def bounded_count(session: Session, statement: Select[Any], bound: int) -> tuple[int, bool]:
