@@ -35,7 +35,15 @@ from portal.gateways.sandbox import SandboxGateway
 from portal.gateways.stripe import StripeGateway
 from portal.migrate import schema_is_current
 from portal.services.mail import Mailer
-from workers.queue import EmbeddedQueue, JobQueue, RQJobQueue, defer, job_name, resolve
+from workers.queue import (
+    WEB_TIMEOUT,
+    EmbeddedQueue,
+    JobQueue,
+    RQJobQueue,
+    defer,
+    job_name,
+    resolve,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +181,26 @@ class Runtime:
     def enqueue_at(
         self, session: Session, when: datetime, job: str, *args: Any, job_id: str | None = None
     ) -> None:
-        """Queue `job(*args)` for `when`, once `session` commits."""
+        """Queue `job(*args)` for `when`, once `session` commits. Should the queue refuse it
+        (Redis away), the log says so and the request goes on: each job queued for later has a
+        sweep that finds its work in the database too (a scheduled payment on its day, a bank
+        debit still processing after two minutes), so it runs late, once the queue answers."""
         queue = self.jobs
-        defer(session, lambda: queue.enqueue_at(when, job, *args, job_id=job_id))
+
+        def go() -> None:
+            try:
+                queue.enqueue_at(when, job, *args, job_id=job_id)
+            except Exception as error:
+                log.error(
+                    "the job queue refused %s for %s (%s: %s); the sweep does its work once "
+                    "the queue answers",
+                    job_name(job),
+                    when.isoformat(),
+                    type(error).__name__,
+                    error,
+                )
+
+        defer(session, go)
 
 
 def current_runtime() -> Runtime:
@@ -186,7 +211,7 @@ def current_runtime() -> Runtime:
 
 def _build_queue(app: Flask, config: Settings) -> JobQueue:
     if config.redis_url:
-        return RQJobQueue(config.redis_url)
+        return RQJobQueue(config.redis_url, timeout=WEB_TIMEOUT)
 
     def in_app(job: Any) -> Any:
         with app.app_context():
