@@ -5,7 +5,9 @@ takes it with `current_runtime()` and hands it on, a job finds the same one on t
 app. Nothing else builds a gateway, a queue, a mailer or a public link:
 
 - `gateway(session)`: the configured payment gateway (the sandbox keeps its records in the
-  session, and its later settlement is scheduled here, as a job, after the commit);
+  session, and its later settlement is scheduled here, as a job, after the commit), and
+  `gateway_name`, the one answer to "which gateway's payments and saved methods does the portal
+  deal with" (another gateway's are left alone: never offered, swept or asked about);
 - `jobs`: the job queue (RQ, or the embedded one); jobs are named by dotted path, so the
   portal never imports `workers.jobs`; `hand_off` and `enqueue_at` queue after the commit;
 - `mailer`, `files` (the invoice-PDF cache under STORAGE_DIR) and `links` (absolute links
@@ -145,10 +147,17 @@ class Runtime:
         config = self.settings
         return Links(config.public_url, config.payment_gateway, self.url_map)
 
+    @property
+    def gateway_name(self) -> str:
+        """The configured gateway ("sandbox" or "stripe"). Payments and saved methods record
+        the gateway they were made with; only this one's are offered, charged, swept and asked
+        about (a method saved with another gateway means nothing to this one)."""
+        return self.settings.payment_gateway
+
     def gateway(self, session: Session) -> PaymentGateway:
         """The configured gateway, working in `session` (the sandbox keeps its records there)."""
         config = self.settings
-        if config.payment_gateway == "stripe":
+        if self.gateway_name == "stripe":
             return StripeGateway(
                 config.stripe_secret_key, config.stripe_webhook_secret, config.stripe_api_base
             )

@@ -97,7 +97,7 @@ def new() -> Response:
     selection = payments.select_invoices(session, request.args.getlist("invoice"))
     if selection.problem is not None:
         return _render_problem(selection)
-    methods = payment_methods.usable(session)
+    methods = payment_methods.usable(session, current_runtime().gateway_name)
     preferred = payment_methods.preferred(methods, request.args.get("method"), clock.today())
     key = payments.new_idempotency_key()
     form = PaymentForm(formdata=None).start(selection, _company(), key, preferred)
@@ -117,7 +117,7 @@ def create() -> Response:
     selection = payments.select_invoices(session, form.invoice.data)
     if selection.problem is not None:
         return _render_problem(selection)
-    methods = payment_methods.usable(session)
+    methods = payment_methods.usable(session, current_runtime().gateway_name)
     form.read(selection, _company(), methods, today=clock.today(), locale=i18n.format_locale())
     if form.verb in ("edit", "allocate") or form.problems:
         return _render_form(form, methods, 422 if form.problems else 200)
@@ -136,7 +136,7 @@ def _confirm(form: PaymentForm) -> Response:
         locked = payments.lock_selection(session, current_user, form.key, form.invoice.data)
         if not isinstance(locked, Selection) or locked.problem is not None:
             return locked
-        methods[:] = payment_methods.usable(session)
+        methods[:] = payment_methods.usable(session, current_runtime().gateway_name)
         form.problems.clear()
         form.read(locked, _company(), methods, today=clock.today(), locale=i18n.format_locale())
         if form.problems:
@@ -151,7 +151,7 @@ def _confirm(form: PaymentForm) -> Response:
             key=form.key,
             method=method,
             scheduled_for=form.when,
-            gateway_name=runtime.settings.payment_gateway,
+            gateway_name=runtime.gateway_name,
             now=clock.now(),
             request=request_info(),
         )
@@ -193,7 +193,9 @@ def _refused(form: PaymentForm, submission: payments.Submission) -> Response:
         return _render_problem(submission.selection)
     form.selection = submission.selection
     form.refuse(submission.errors)
-    return _render_form(form, payment_methods.usable(db_session()), 422)
+    return _render_form(
+        form, payment_methods.usable(db_session(), current_runtime().gateway_name), 422
+    )
 
 
 def _to_payment(payment: Payment) -> Response:

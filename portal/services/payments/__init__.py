@@ -45,6 +45,9 @@ from portal.services.payments.events import (
     record_event as record_event,
 )
 from portal.services.payments.queries import (
+    Found as Found,
+)
+from portal.services.payments.queries import (
     charging_since as charging_since,
 )
 from portal.services.payments.queries import (
@@ -61,6 +64,9 @@ from portal.services.payments.queries import (
 )
 from portal.services.payments.queries import (
     group_payments as group_payments,
+)
+from portal.services.payments.queries import (
+    other_gateway as other_gateway,
 )
 from portal.services.payments.queries import (
     payment_by_public_id as payment_by_public_id,
