@@ -222,21 +222,36 @@ def reports(
 
 
 def failing_audits(report: dict[str, Any], category: str) -> list[str]:
-    """The audits that cost `category` points, heaviest first: id, title, score, displayValue."""
+    """The audits that cost `category` points, heaviest first: id, title, score, displayValue
+    (or, for one that could not run, Lighthouse's error)."""
     audits = report["audits"]
     rows = []
     for ref in sorted(report["categories"][category]["auditRefs"], key=lambda r: -r["weight"]):
         audit = audits[ref["id"]]
         score = audit.get("score")
         mode = audit.get("scoreDisplayMode")
-        if score is None or score >= 1 or mode in ("informative", "notApplicable", "manual"):
+        if mode == "error" and ref["weight"] > 0:
+            shown = f"could not run: {audit.get('errorMessage', '')}"
+        elif score is None or score >= 1 or mode in ("informative", "notApplicable", "manual"):
             continue
-        shown = audit.get("displayValue") or ""
-        rows.append(
-            f"  {audit['id']} (weight {ref['weight']}): {audit['title']}: score {score}"
-            + (f", {shown}" if shown else "")
-        )
+        else:
+            shown = f"score {score}" + (
+                f", {audit['displayValue']}" if audit.get("displayValue") else ""
+            )
+        rows.append(f"  {audit['id']} (weight {ref['weight']}): {audit['title']}: {shown}")
+        rows.extend(f"      {where}" for where in _examples(audit))
     return rows
+
+
+def _examples(audit: dict[str, Any], most: int = 3) -> list[str]:
+    """What an audit points at, a few items of its details: the element, message or file."""
+    found = []
+    for item in (audit.get("details") or {}).get("items", [])[:most]:
+        node = item.get("node") or {}
+        text = node.get("snippet") or item.get("description") or item.get("url") or ""
+        if isinstance(text, str) and text:
+            found.append(text[:200])
+    return found
 
 
 @pytest.mark.parametrize("name", PAGES)
@@ -245,6 +260,8 @@ def test_page_meets_the_lighthouse_gate(reports: dict[str, dict[str, Any]], name
     assert not report.get("runtimeError"), report["runtimeError"]
     assert report["configSettings"]["formFactor"] == "mobile"
     assert report["configSettings"]["throttlingMethod"] == "simulate"
+    # Signed in: the page itself was audited, not the sign-in page it would send a stranger to.
+    assert report["finalDisplayedUrl"] == report["requestedUrl"], report["finalDisplayedUrl"]
     problems = []
     for category, least in GATE.items():
         score = report["categories"][category]["score"]
