@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import sync_playwright
 
+from portal.extensions import limiter
 from tests.browser.conftest import (
     ARTIFACTS,
     CHROMIUM,
@@ -85,16 +85,39 @@ def lighthouse() -> Path:
     return LIGHTHOUSE
 
 
+def launcher_flags() -> list[str]:
+    """The flags Lighthouse's own launcher (chrome-launcher, installed with it) starts Chrome
+    with: among them no background tracing and no RenderDocument (both have cost runs their
+    trace: "Something went wrong with recording the trace", NO_NAVSTART) and no backgrounding of
+    the renderer. Started without them, two runs in about seventy here lost their trace."""
+    script = (
+        "import {Launcher} from 'chrome-launcher';"
+        "console.log(JSON.stringify(Launcher.defaultFlags()))"
+    )
+    result = subprocess.run(
+        [shutil.which("node") or "node", "--input-type=module", "-e", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    flags: list[str] = json.loads(result.stdout)
+    return flags
+
+
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Chromium]:
+def chromium(lighthouse: Path) -> Iterator[Chromium]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    flags = launcher_flags()
     with tempfile.TemporaryDirectory(prefix="lighthouse-chromium-") as folder:
         profile = Path(folder)
         process = subprocess.Popen(
             [
                 CHROMIUM,
                 *CHROMIUM_ARGS,
+                *(flag for flag in flags if flag not in CHROMIUM_ARGS),
                 "--headless",
                 "--remote-debugging-port=0",
                 f"--user-data-dir={profile}",
@@ -171,7 +194,10 @@ def _audit(port: int, name: str, url: str) -> dict[str, Any]:
     )
     report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     scores = ", ".join(f"{key} {report['categories'][key]['score']}" for key in CATEGORIES)
-    LIGHTHOUSE_SUMMARY.append(f"{name}: {scores} ({time.monotonic() - started:.1f} s)")
+    speed = report["environment"]["benchmarkIndex"]
+    LIGHTHOUSE_SUMMARY.append(
+        f"{name}: {scores} ({time.monotonic() - started:.1f} s, benchmarkIndex {speed})"
+    )
     return report
 
 
@@ -181,42 +207,46 @@ def _performance(report: dict[str, Any]) -> float:
 
 @pytest.fixture(scope="module")
 def reports(
-    lighthouse: Path, chromium: Chromium, live_server: LiveServer
+    lighthouse: Path, browser: Any, chromium: Chromium, live_server: LiveServer
 ) -> dict[str, dict[str, Any]]:
     """Every page's report, each on a first visit (the HTTP cache emptied, the cookies kept):
-    the sign-in page signed out, then the others signed in."""
+    the sign-in page signed out, then the others signed in. Playwright (the session's, which
+    `browser` started) drives the same Chromium over its DevTools port."""
     live_server.answers.test = f"{__name__} (set-up)"
     started = time.monotonic()
     found: dict[str, dict[str, Any]] = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.connect_over_cdp(f"http://127.0.0.1:{chromium.port}")
-        context = browser.contexts[0]
-        devtools = context.new_cdp_session(context.pages[0])
+    remote = browser.browser_type.connect_over_cdp(f"http://127.0.0.1:{chromium.port}")
+    context = remote.contexts[0]
+    devtools = context.new_cdp_session(context.pages[0])
 
-        def audit(name: str, url: str) -> None:
-            # Lighthouse keeps the cache with the cookies (--disable-storage-reset): empty it, so
-            # every page is measured as a first visit, styles and scripts fetched.
+    def audit(name: str, url: str) -> None:
+        # Lighthouse keeps the cache with the cookies (--disable-storage-reset): empty it, so
+        # every page is measured as a first visit, styles and scripts fetched.
+        devtools.send("Network.clearBrowserCache")
+        first = _audit(chromium.port, name, url)
+        if _performance(first) >= GATE["performance"]:
+            found[name] = first
+            return
+        # Simulated throttling multiplies the CPU time this run observed by four, so a machine
+        # busy with other work can cost a page its score (Lighthouse's "Variability" guide;
+        # benchmarkIndex in each report). As Lighthouse CI does, a miss is measured twice more
+        # and the median run is judged: a page that is truly slow misses it too.
+        runs = [first]
+        for again in (2, 3):
             devtools.send("Network.clearBrowserCache")
-            first = _audit(chromium.port, name, url)
-            if _performance(first) >= GATE["performance"]:
-                found[name] = first
-                return
-            # Simulated throttling multiplies the CPU time this run observed by four, so a
-            # machine busy with other work can cost a page its score (Lighthouse's "Variability"
-            # guide; benchmarkIndex in each report). As Lighthouse CI does, a miss is measured
-            # twice more and the median run is judged: a page that is truly slow misses it too.
-            runs = [first]
-            for again in (2, 3):
-                devtools.send("Network.clearBrowserCache")
-                runs.append(_audit(chromium.port, f"{name}-{again}", url))
-            runs.sort(key=_performance)
-            found[name] = runs[1]
-            found[name]["portalRuns"] = [_performance(run) for run in runs]
+            runs.append(_audit(chromium.port, f"{name}-{again}", url))
+        runs.sort(key=_performance)
+        found[name] = runs[1]
+        found[name]["portalRuns"] = [_performance(run) for run in runs]
 
+    try:
         audit("sign-in", f"{live_server.url}/login")
+        with live_server.app.app_context():
+            limiter.reset()  # the sign-in below counts from zero, whatever ran before
         for name, url in _sign_in(context, live_server).items():
             audit(name, url)
-        browser.close()
+    finally:
+        remote.close()
     LIGHTHOUSE_SUMMARY.append(f"six pages audited in {time.monotonic() - started:.1f} s")
     return found
 
@@ -270,7 +300,10 @@ def test_page_meets_the_lighthouse_gate(reports: dict[str, dict[str, Any]], name
             problems.extend(failing_audits(report, category))
     runs = report.get("portalRuns")
     measured = f"the median of three runs, performance {runs}" if runs else "one run"
+    # Lighthouse's own word on the run, such as a CPU too slow (busy) for its throttling.
+    warnings = [f"  (Lighthouse: {warning})" for warning in report.get("runWarnings", [])]
     assert not problems, (
-        f"{name} ({report['finalDisplayedUrl']}, {measured}) misses the Lighthouse gate "
-        f"(tests/artifacts/lighthouse-{name}.json):\n" + "\n".join(problems)
+        f"{name} ({report['finalDisplayedUrl']}, {measured}, benchmarkIndex "
+        f"{report['environment']['benchmarkIndex']}) misses the Lighthouse gate "
+        f"(tests/artifacts/lighthouse-{name}.json):\n" + "\n".join(problems + warnings)
     )
