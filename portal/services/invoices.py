@@ -6,20 +6,19 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, and_, not_, or_, select
+from sqlalchemy import Select, and_, not_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.models import (
     OUTSTANDING,
     Document,
     Invoice,
-    InvoiceLine,
     InvoiceStatus,
     Payment,
     PaymentAllocation,
     PaymentStatus,
 )
-from portal.services import paging, tallies
+from portal.services import invoice_search, paging, tallies
 
 PAGE_SIZE = 25
 STATUS_FILTERS = (
@@ -77,10 +76,6 @@ def _status_condition(status: str, today: date) -> Any:
     }.get(status)
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _filtered(query: InvoiceQuery, today: date) -> Select[Invoice]:
     statement = select(Invoice)
     condition = _status_condition(query.status, today)
@@ -92,17 +87,7 @@ def _filtered(query: InvoiceQuery, today: date) -> Select[Invoice]:
         statement = statement.where(Invoice.issue_date <= query.date_to)
     text = query.q.strip()
     if text:
-        pattern = f"%{_escape_like(text)}%"
-        in_lines = select(InvoiceLine.invoice_id).where(
-            InvoiceLine.description.ilike(pattern, escape="\\")
-        )
-        statement = statement.where(
-            or_(
-                Invoice.number.ilike(pattern, escape="\\"),
-                Invoice.reference.ilike(pattern, escape="\\"),
-                Invoice.id.in_(in_lines),
-            )
-        )
+        statement = statement.where(invoice_search.matching(text))
     return statement
 
 
