@@ -5,9 +5,13 @@ The meaning is the one the list always had, `ILIKE '%q%'` on each of those colum
 or backslash in the query is a literal character); only the way there changes, so that finding
 a word does not read every invoice of the customer's history:
 
-- PostgreSQL: `pg_trgm` GIN indexes on `invoices.number`, `invoices.reference` and
-  `invoice_lines.description` (migration 0009) serve `ILIKE '%q%'` as it is; the condition is
-  written as a union of the three so that each branch can use its index.
+- PostgreSQL: `invoices.search_text` (migration 0009: the number, the reference and every line's
+  description joined by U+001F, kept by triggers) with a `pg_trgm` GIN index serves
+  `ILIKE '%q%'` as it is. A literal substring (wildcards escaped) can only match across two parts
+  if it holds U+001F: such a query checks each column as before. One condition on one column
+  lets the planner weigh how common the text is (from the column's statistics): a word in many
+  invoices walks the scope's issue-date index and stops at the page; a rare one goes through the
+  trigram index.
 - SQLite: an FTS5 table with the `trigram` tokenizer, `invoice_search` (migration 0009), holds
   one row per invoice (rowid = the invoice's id; `lower()` of its number, of its reference and
   of every line's description, one per line), kept in step by triggers. SQLite's ILIKE is
@@ -43,10 +47,10 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
     table,
-    union,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -67,11 +71,12 @@ OUTSIDE_THE_MODELS = frozenset(
     {
         TEXT_TABLE,
         *(f"{TEXT_TABLE}_{shadow}" for shadow in ("data", "idx", "content", "docsize", "config")),
-        "ix_invoices_number_trgm",
-        "ix_invoices_reference_trgm",
-        "ix_invoice_lines_description_trgm",
+        "search_text",
+        "ix_invoices_search_text_trgm",
     }
 )
+SEPARATOR = "\x1f"  # between the parts of invoices.search_text (PostgreSQL)
+_search_text = literal_column("invoices.search_text", String)
 
 
 def _escape_like(text: str) -> str:
@@ -116,24 +121,14 @@ def _elsewhere(element: _ByDialect, compiler: SQLCompiler, **kw: Any) -> str:
 def matching(q: str) -> ColumnElement[bool]:
     """The condition on `Invoice` for the search text `q` (already stripped, not empty)."""
     pattern = f"%{_escape_like(q)}%"
-    if len(q) < TRIGRAM:
-        in_lines = select(InvoiceLine.invoice_id).where(
-            InvoiceLine.description.ilike(pattern, escape="\\")
-        )
-        return _ilike(pattern, Invoice.id.in_(in_lines))
-    in_trigrams = Invoice.id.in_(
-        union(
-            select(Invoice.id).where(
-                or_(
-                    Invoice.number.ilike(pattern, escape="\\"),
-                    Invoice.reference.ilike(pattern, escape="\\"),
-                )
-            ),
-            select(InvoiceLine.invoice_id).where(
-                InvoiceLine.description.ilike(pattern, escape="\\")
-            ),
-        )
+    in_lines = select(InvoiceLine.invoice_id).where(
+        InvoiceLine.description.ilike(pattern, escape="\\")
     )
+    each_column = _ilike(pattern, Invoice.id.in_(in_lines))  # the plain meaning, no index
+    if len(q) < TRIGRAM:
+        return each_column
+    # On PostgreSQL one column holds all three; a match across two of its parts needs U+001F.
+    in_trigrams = each_column if SEPARATOR in q else _search_text.ilike(pattern, escape="\\")
     # The text index holds lower(...) of each column, as ILIKE compares them, so a phrase of
     # lower(q) matches exactly where ILIKE does; only a line break in q could match across two
     # lines' descriptions (the index joins them with one), and then ILIKE confirms.
