@@ -13,8 +13,15 @@ UPDATEs, a COPY), so no writer can forget it. Invoices that owe nothing fold int
 status (due date 0001-01-01), so the number of rows follows the calendar of what is still owed,
 not the number of invoices.
 
-Decrements only UPDATE (the row exists since the invoice was counted); only increments insert.
-So a cascade that deletes a billing account never inserts a row that points at it.
+Decrements only UPDATE (the row exists since the invoice was counted), and delete a row whose
+count reaches zero, so no row outlives the invoices it counts; only increments insert. So a
+cascade that deletes a billing account never inserts a row that points at it.
+
+PostgreSQL: the backfill acts across companies under row-level security (`app.system`, as 0006
+does), holds off writers of invoices until the triggers are in place (an invoice committed in
+between would go uncounted), and grants on the new table whatever role may write invoices (the
+triggers run as the writer). A later batch migration that rebuilds `invoices` on SQLite (copy
+and rename) drops these triggers: it must create them again.
 """
 
 from __future__ import annotations
@@ -30,7 +37,15 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 OUTSTANDING = "('open', 'partially_paid', 'processing', 'payment_failed', 'disputed')"
-WATCHED = ("status", "due_date", "total", "amount_paid", "currency", "billing_account_id")
+WATCHED = (
+    "status",
+    "due_date",
+    "total",
+    "amount_paid",
+    "currency",
+    "billing_account_id",
+    "company_id",
+)
 KEY = ("billing_account_id", "currency", "status")
 
 
@@ -57,11 +72,13 @@ def _add(row: str, settled: str) -> str:
 
 
 def _remove(row: str, settled: str) -> str:
+    """Two statements: the decrement, then the row's removal once it counts nothing."""
     match = " AND ".join(f"{column} = {row}.{column}" for column in KEY)
+    where = f"WHERE {match} AND due_date = {_due(row, settled)}"
     return (
         f"UPDATE invoice_tallies SET invoice_count = invoice_count - 1, "
-        f"balance = balance - ({row}.total - {row}.amount_paid) "
-        f"WHERE {match} AND due_date = {_due(row, settled)}"
+        f"balance = balance - ({row}.total - {row}.amount_paid) {where}; "
+        f"DELETE FROM invoice_tallies {where} AND invoice_count = 0"
     )
 
 
@@ -143,6 +160,19 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_invoice_tallies_company_id"), "invoice_tallies", ["company_id"])
     postgresql = op.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        op.execute("SELECT set_config('app.system', 'on', true)")  # across companies
+        # Writers of invoices wait until the triggers exist: none goes uncounted meanwhile.
+        op.execute("LOCK TABLE invoices IN SHARE ROW EXCLUSIVE MODE")
+        # The triggers write as whoever writes invoices: that role may write the tallies too.
+        op.execute(
+            "DO $$ DECLARE grantee text; BEGIN "
+            "FOR grantee IN SELECT DISTINCT p.grantee FROM information_schema.table_privileges p "
+            "WHERE p.table_name = 'invoices' AND p.privilege_type = 'UPDATE' "
+            "AND p.grantee <> current_user AND p.grantee <> 'PUBLIC' LOOP "
+            "EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON invoice_tallies TO %I', "
+            "grantee); END LOOP; END $$"
+        )
     settled = "DATE '0001-01-01'" if postgresql else "'0001-01-01'"
     due = _due("invoices", settled)
     op.execute(
