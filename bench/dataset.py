@@ -210,9 +210,12 @@ def build(url: str, folder: Path, size: Size, secret_key: str) -> Facts:
         ).scalar_one()
     # A clean, analysed heap before measuring: the lines' triggers rewrote every invoice once
     # (search_text), and autovacuum would otherwise run during the measurements.
-    clean = "VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE"
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text(clean))
+    if engine.dialect.name == "postgresql":  # VACUUM runs outside a transaction
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE"))
+    else:
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
     engine.dispose()
     # Newest first (issue dates step back a day per n, repeating every 1,400 invoices)
     ids = [f"inv_bench{n:07d}" for n in range(size.customer)]
