@@ -24,15 +24,17 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 # The W3C Nu HTML checker the browser tests run over every page (vnu-jar, pinned in
-# package-lock.json; it runs on Java). Without npm the check is reported as not run; CI=true fails.
-# --ignore-scripts: vnu-jar's install script would fetch a Java runtime; the machine's java is used.
+# package-lock.json; it runs on Java) and Lighthouse (run by node on Debian's Chromium). Without
+# npm both are reported as not run; CI=true fails.
+# --ignore-scripts: vnu-jar's install script would fetch a Java runtime; the machine's java is used
+# (Lighthouse has no install script).
 node_modules/.installed: package.json package-lock.json
 	npm ci --include=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
 test-tools:
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory node_modules/.installed; \
-	else echo "npm not found: the browser tests' HTML check will not run (apt-get install npm)"; fi
+	else echo "npm not found: the browser tests' HTML check and Lighthouse gate will not run (apt-get install npm)"; fi
 
 run: install translations-compile
 	$(RUN_ENV) $(BIN)/flask --app wsgi db upgrade

@@ -9,11 +9,13 @@ Usage:
   python -m bench.profile_pages [--backend sqlite|postgresql] [--invoices 20000] [--runs 15]
       [--db FILE.db] (SQLite: reuse or keep the database, so two checkouts render the same data)
       [--html DIR] (write each page's HTML, tokens masked) [--profile PAGE] (pyinstrument text)
+      [--sql PAGE] (each statement the page runs, with its time)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import statistics
 import tempfile
@@ -99,6 +101,27 @@ def sign_in(client: Any) -> None:
     raise SystemExit("could not sign in")
 
 
+def statement_times(engine: Any, request: Any) -> list[tuple[float, str]]:
+    """Each statement `request()` runs, with its time in ms."""
+    timed: list[tuple[float, str]] = []
+    begun: list[float] = []
+
+    def before(*_a: Any) -> None:
+        begun.append(time.perf_counter())
+
+    def after(*a: Any) -> None:
+        timed.append(((time.perf_counter() - begun.pop()) * 1000, a[2]))
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        request()
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+    return timed
+
+
 def run(url: str, folder: Path, args: argparse.Namespace) -> None:
     app = create_app(
         {
@@ -154,6 +177,10 @@ def run(url: str, folder: Path, args: argparse.Namespace) -> None:
             f"{statistics.median(cpu):>8.1f}{queries:>5}"
             f"{counts['macro calls']:>8}{counts['gettext calls']:>9}"
         )
+        if args.sql and args.sql == name:
+            request = functools.partial(client.get, path, headers=headers)
+            for ms, statement in statement_times(engine, request):
+                print(f"  {ms:7.2f} ms  {' '.join(statement.split())[:150]}")
         if args.profile and args.profile == name:
             from pyinstrument import Profiler
 
@@ -173,6 +200,7 @@ def main() -> None:
     parser.add_argument("--db", help="SQLite file to reuse (built when missing)")
     parser.add_argument("--html", help="folder for each page's HTML, tokens masked")
     parser.add_argument("--profile", help="a page's name to profile with pyinstrument")
+    parser.add_argument("--sql", help="a page's name: print each statement's time (ms)")
     args = parser.parse_args()
     if args.html:
         Path(args.html).mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from portal.blueprints.webhooks.routes import bp as webhooks_bp
 from portal.cli import register_cli
 from portal.config import PROJECT_ROOT, Settings
 from portal.extensions import init_extensions
+from workers.queue import WEB_TIMEOUT, client_options
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -49,6 +50,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the signed-in session
         WTF_CSRF_HEADERS=["X-CSRFToken"],
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        # While Redis is away (stopped, or paused: each call gives up after WEB_TIMEOUT) the
+        # limits are counted in this process's memory; Flask-Limiter logs one warning when it
+        # falls back and goes back to Redis once it answers.
+        RATELIMIT_STORAGE_OPTIONS=client_options(WEB_TIMEOUT) if settings.redis_url else {},
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
         RATELIMIT_HEADERS_ENABLED=True,
         BABEL_DEFAULT_LOCALE=settings.default_locale,
         BABEL_TRANSLATION_DIRECTORIES=str(PROJECT_ROOT / "translations"),

@@ -1,5 +1,5 @@
 """Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ... |
-keys reencrypt | users reset-mfa EMAIL`."""
+keys reencrypt | users reset-mfa EMAIL | tallies check`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from portal import clock, migrate, tenancy
 from portal.extensions import Database, settings
 from portal.models import DEFAULT_FLAGS, FeatureFlag
 from portal.runtime import SWEEP, SWEEP_JOB_ID, SWEEPS, Runtime
-from portal.services import audit, auth, mfa
+from portal.services import audit, auth, mfa, tallies
 from portal.services import seed as seed_service
 from portal.services.passwords import hasher
 from workers.queue import resolve
@@ -26,6 +26,7 @@ def register_cli(app: Flask) -> None:
     _jobs_commands(app)
     _keys_commands(app)
     _users_commands(app)
+    _tallies_commands(app)
 
 
 def _db_commands(app: Flask) -> None:
@@ -163,3 +164,25 @@ def _users_commands(app: Flask) -> None:
                 audit.record_for(session, user, "Portal.MfaReset", by="operator")
             session.commit()
         click.echo(f"{user.email} will set up two-step verification at their next sign-in")
+
+
+def _tallies_commands(app: Flask) -> None:
+    @app.cli.group("tallies")
+    def tallies_group() -> None:
+        """The invoice tallies the database keeps (portal.services.tallies)."""
+
+    @tallies_group.command("check")
+    def tallies_check() -> None:
+        """Compare every company's tallies with a count of its invoices; exit 1 if they differ."""
+        with Database.get().sessionmaker() as session, tenancy.system(session):
+            kept, counted = tallies.kept(session), tallies.recount(session)
+        differ = sorted(set(kept) ^ set(counted) | {k for k in kept if kept[k] != counted.get(k)})
+        for key in differ:
+            account, currency, status, due = key
+            click.echo(
+                f"account {account} {currency} {status} due {due}: "
+                f"kept {kept.get(key, (0, 0))}, counted {counted.get(key, (0, 0))}"
+            )
+        if differ:
+            raise click.ClickException(f"{len(differ)} tallies differ from the invoices")
+        click.echo(f"{len(kept)} tallies match the invoices")

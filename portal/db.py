@@ -187,20 +187,40 @@ def sqlite_snapshot_conflict(error: OperationalError) -> bool:
     return getattr(error.orig, "sqlite_errorcode", None) in _RETRYABLE
 
 
-def retry_on_sqlite_conflict(session: Session, work: Callable[[], T], attempts: int = 8) -> T:
-    """Run `work` (which writes), starting over on a fresh snapshot should SQLite refuse the
-    write as a stale snapshot. The single retry mechanism, for units that might run outside a
-    declared writing unit; whatever `work` does must be safe to redo after a rollback (a
-    gateway call is: the idempotency key answers with the same charge)."""
+# PostgreSQL ended the transaction to break a cycle of waits (two writers touching the same
+# rows, e.g. the invoice tallies its triggers keep, in crossed order) or a serialization failure:
+# the other writer went through, and a fresh start will too.
+_POSTGRES_RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
+def worth_retrying(error: OperationalError) -> bool:
+    """A refused write that starting the unit over would get through, on either database."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlite_snapshot_conflict(error) or sqlstate in _POSTGRES_RETRYABLE
+
+
+def retry_on_conflict(session: Session, work: Callable[[], T], attempts: int = 8) -> T:
+    """Run `work` (which writes), starting over should the database refuse it for a conflict
+    that a fresh start cures (`worth_retrying`: SQLite's stale snapshot, PostgreSQL's deadlock).
+    The single retry mechanism, for units that might run outside a declared writing unit;
+    whatever `work` does must be safe to redo after a rollback (a gateway call is: the
+    idempotency key answers with the same charge)."""
     for attempt in range(attempts):
         try:
             return work()
         except OperationalError as error:
             session.rollback()
-            if attempt == attempts - 1 or not sqlite_snapshot_conflict(error):
+            if attempt == attempts - 1 or not worth_retrying(error):
                 raise
             time.sleep(0.02 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def holds_sqlite_write_lock(connection: Connection) -> bool:
+    """Does this SQLite connection's transaction hold the database's write lock? A writer's
+    took it when it began (BEGIN IMMEDIATE); any other's took it with its first write. Either
+    keeps it until the transaction ends, savepoints rolled back or not."""
+    return connection.info.get(_TRANSACTION) == "write"
 
 
 def _sqlite_begin(connection: Connection) -> None:

@@ -5,7 +5,9 @@ takes it with `current_runtime()` and hands it on, a job finds the same one on t
 app. Nothing else builds a gateway, a queue, a mailer or a public link:
 
 - `gateway(session)`: the configured payment gateway (the sandbox keeps its records in the
-  session, and its later settlement is scheduled here, as a job, after the commit);
+  session, and its later settlement is scheduled here, as a job, after the commit), and
+  `gateway_name`, the one answer to "which gateway's payments and saved methods does the portal
+  deal with" (another gateway's are left alone: never offered, swept or asked about);
 - `jobs`: the job queue (RQ, or the embedded one); jobs are named by dotted path, so the
   portal never imports `workers.jobs`; `hand_off` and `enqueue_at` queue after the commit;
 - `mailer`, `files` (the invoice-PDF cache under STORAGE_DIR) and `links` (absolute links
@@ -35,7 +37,15 @@ from portal.gateways.sandbox import SandboxGateway
 from portal.gateways.stripe import StripeGateway
 from portal.migrate import schema_is_current
 from portal.services.mail import Mailer
-from workers.queue import EmbeddedQueue, JobQueue, RQJobQueue, defer, job_name, resolve
+from workers.queue import (
+    WEB_TIMEOUT,
+    EmbeddedQueue,
+    JobQueue,
+    RQJobQueue,
+    defer,
+    job_name,
+    resolve,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +147,17 @@ class Runtime:
         config = self.settings
         return Links(config.public_url, config.payment_gateway, self.url_map)
 
+    @property
+    def gateway_name(self) -> str:
+        """The configured gateway ("sandbox" or "stripe"). Payments and saved methods record
+        the gateway they were made with; only this one's are offered, charged, swept and asked
+        about (a method saved with another gateway means nothing to this one)."""
+        return self.settings.payment_gateway
+
     def gateway(self, session: Session) -> PaymentGateway:
         """The configured gateway, working in `session` (the sandbox keeps its records there)."""
         config = self.settings
-        if config.payment_gateway == "stripe":
+        if self.gateway_name == "stripe":
             return StripeGateway(
                 config.stripe_secret_key, config.stripe_webhook_secret, config.stripe_api_base
             )
@@ -173,9 +190,26 @@ class Runtime:
     def enqueue_at(
         self, session: Session, when: datetime, job: str, *args: Any, job_id: str | None = None
     ) -> None:
-        """Queue `job(*args)` for `when`, once `session` commits."""
+        """Queue `job(*args)` for `when`, once `session` commits. Should the queue refuse it
+        (Redis away), the log says so and the request goes on: each job queued for later has a
+        sweep that finds its work in the database too (a scheduled payment on its day, a bank
+        debit still processing after two minutes), so it runs late, once the queue answers."""
         queue = self.jobs
-        defer(session, lambda: queue.enqueue_at(when, job, *args, job_id=job_id))
+
+        def go() -> None:
+            try:
+                queue.enqueue_at(when, job, *args, job_id=job_id)
+            except Exception as error:
+                log.error(
+                    "the job queue refused %s for %s (%s: %s); the sweep does its work once "
+                    "the queue answers",
+                    job_name(job),
+                    when.isoformat(),
+                    type(error).__name__,
+                    error,
+                )
+
+        defer(session, go)
 
 
 def current_runtime() -> Runtime:
@@ -186,7 +220,7 @@ def current_runtime() -> Runtime:
 
 def _build_queue(app: Flask, config: Settings) -> JobQueue:
     if config.redis_url:
-        return RQJobQueue(config.redis_url)
+        return RQJobQueue(config.redis_url, timeout=WEB_TIMEOUT)
 
     def in_app(job: Any) -> Any:
         with app.app_context():

@@ -90,10 +90,29 @@ def run_scheduled_payment(payment_id: int) -> str:
         return scheduling.run_scheduled(runtime, session, payment_id)
 
 
+def _report_elsewhere(found: payments.Found, what: str, gateway_name: str, outcome: str) -> None:
+    """One line per sweep (and per other gateway) for the payments of another gateway."""
+    for other, ids in sorted(found.elsewhere.items()):
+        log.warning(
+            "%d %s belong to gateway %s, not %s: %s", len(ids), what, other, gateway_name, outcome
+        )
+
+
 def run_due_payments() -> int:
-    """Scheduled payments whose day has come (a safety net for the jobs queued for that day)."""
-    with _session() as (_rt, session), tenancy.system(session):
-        due = payments.due_scheduled(session, clock.today())
+    """Scheduled payments whose day has come (a safety net for the jobs queued for that day).
+
+    Those made with another gateway are not charged: each fails with its payer told (see
+    `scheduling.run_scheduled`), and the sweep says how many."""
+    with _session() as (runtime, session), tenancy.system(session):
+        gateway_name = runtime.gateway_name
+        found = payments.due_scheduled(session, clock.today(), gateway_name)
+    _report_elsewhere(
+        found,
+        "scheduled payments due",
+        gateway_name,
+        "failed as payment_method_unavailable, their payers told",
+    )
+    due = found.ours + [i for ids in found.elsewhere.values() for i in ids]
     for payment_id in due:
         try:
             run_scheduled_payment(payment_id)
@@ -103,9 +122,13 @@ def run_due_payments() -> int:
 
 
 def reconcile_payments() -> int:
-    """Ask the gateway about payments stuck in processing (a lost webhook or a dropped call)."""
-    with _session() as (_rt, session), tenancy.system(session):
-        stuck = payments.stuck_processing(session, clock.now() - STUCK_AFTER)
+    """Ask the gateway about payments stuck in processing (a lost webhook or a dropped call).
+    Only the configured gateway's: another gateway's are left alone, counted in the log."""
+    with _session() as (runtime, session), tenancy.system(session):
+        gateway_name = runtime.gateway_name
+        found = payments.stuck_processing(session, clock.now() - STUCK_AFTER, gateway_name)
+    _report_elsewhere(found, "processing payments", gateway_name, "left alone")
+    stuck = found.ours
     for payment_id in stuck:
         try:
             with _session() as (runtime, session):

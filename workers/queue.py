@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -50,12 +52,29 @@ def job_name(job: Job) -> str:
     return job.rpartition(".")[2] if isinstance(job, str) else job.__name__
 
 
-def connect(redis_url: str) -> Redis:
-    return Redis.from_url(redis_url)
+# How long the web process waits for Redis in one call (connecting, or an answer), without
+# retrying: a stopped or paused Redis costs a request a fraction of a second, and the caller
+# falls back (rate limits to memory, a hand-off to this process), instead of hanging.
+WEB_TIMEOUT = 0.3
 
 
-def get_queue(redis_url: str) -> Queue:
-    return Queue(QUEUE_NAME, connection=connect(redis_url), default_timeout=300)
+def client_options(timeout: float) -> dict[str, Any]:
+    """Options for a Redis client that gives up after `timeout` seconds and never retries."""
+    return {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "retry": RedisRetry(NoBackoff(), 0),
+    }
+
+
+def connect(redis_url: str, timeout: float | None = None) -> Redis:
+    """A client for `redis_url`; with `timeout`, one that gives up after it (`client_options`).
+    The worker's own connection (`rq worker --url`) waits on the queue and takes none."""
+    return Redis.from_url(redis_url, **(client_options(timeout) if timeout else {}))
+
+
+def get_queue(redis_url: str, timeout: float | None = None) -> Queue:
+    return Queue(QUEUE_NAME, connection=connect(redis_url, timeout), default_timeout=300)
 
 
 class JobQueue(Protocol):
@@ -67,10 +86,11 @@ class JobQueue(Protocol):
 
 
 class RQJobQueue:
-    """Jobs retry three times (10 s, 1 min, 5 min apart) before RQ marks them failed."""
+    """Jobs retry three times (10 s, 1 min, 5 min apart) before RQ marks them failed. With
+    `timeout`, enqueueing raises after that long when Redis does not answer (see WEB_TIMEOUT)."""
 
-    def __init__(self, redis_url: str) -> None:
-        self.queue = get_queue(redis_url)
+    def __init__(self, redis_url: str, timeout: float | None = None) -> None:
+        self.queue = get_queue(redis_url, timeout)
 
     def enqueue(self, func: Job, *args: Any, job_id: str | None = None) -> None:
         retry = Retry(max=3, interval=[10, 60, 300])

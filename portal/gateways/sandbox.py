@@ -29,7 +29,13 @@ from portal.gateways import (
     InvalidSignature,
     SavedMethod,
 )
-from portal.models import PaymentMethodKind, SandboxCharge, SandboxMethod, SandboxSetup
+from portal.models import (
+    Payment,
+    PaymentMethodKind,
+    SandboxCharge,
+    SandboxMethod,
+    SandboxSetup,
+)
 
 SIGNATURE_HEADER = "Sandbox-Signature"
 SIGNATURE_TOLERANCE = 300  # seconds, as Stripe's default
@@ -208,6 +214,26 @@ class SandboxGateway:
                     exp_year,
                 )
             )
+
+    def register_test_charge(self, payment: Payment, token: str) -> None:
+        """The demo seed's past payments, as if they had been charged here: the sandbox answers
+        for every reference the demo shows (a processing one stays processing until settled
+        by hand, as a bank payment waits for its bank)."""
+        reference = payment.gateway_reference
+        if reference is None or self.session.get(SandboxCharge, reference) is not None:
+            return
+        self.session.add(
+            SandboxCharge(
+                reference=reference,
+                idempotency_key=payment.idempotency_key,
+                token=token,
+                amount=payment.amount,
+                currency=payment.currency,
+                status=payment.status.value,
+                failure_code=payment.failure_code,
+                created_at=payment.created_at,
+            )
+        )
 
     def _attach(
         self,

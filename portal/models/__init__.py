@@ -6,7 +6,14 @@ from portal.models.dispute import Dispute, DisputeMessage, DisputeReason, Disput
 from portal.models.document import Document
 from portal.models.flag import DEFAULT_FLAGS, FeatureFlag
 from portal.models.gateway import GatewayEvent, SandboxCharge, SandboxMethod, SandboxSetup
-from portal.models.invoice import OUTSTANDING, Invoice, InvoiceLine, InvoiceStatus
+from portal.models.invoice import (
+    OUTSTANDING,
+    SETTLED_DUE,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    InvoiceTally,
+)
 from portal.models.mixins import HasAccount, HasCompany
 from portal.models.payment import (
     Payment,
@@ -32,6 +39,7 @@ from portal.models.user import (
 __all__ = [
     "DEFAULT_FLAGS",
     "OUTSTANDING",
+    "SETTLED_DUE",
     "AuditEvent",
     "BillingAccount",
     "Company",
@@ -47,6 +55,7 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "InvoiceStatus",
+    "InvoiceTally",
     "LoginThrottle",
     "NotificationPreference",
     "NotificationTopic",

@@ -142,3 +142,32 @@ class InvoiceLine(AccountOwned, Base):
     amount: Mapped[int] = mapped_column(BigInteger)  # quantity x unit price, before tax
 
     invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+# The due date a tally row gets for invoices that owe nothing (paid, void, or a zero balance):
+# for them the due date no longer matters, so they fold into one row per status.
+SETTLED_DUE = date(1, 1, 1)
+
+
+class InvoiceTally(AccountOwned, Base):
+    """How many invoices, and how much they owe, per account, currency, status and due date.
+
+    Kept by the database itself (triggers on `invoices`, migration 0009) in the same
+    transaction as every insert, update or delete of an invoice, whoever writes it (the ORM, a
+    bulk UPDATE of the payment flow, COPY). The dashboard's balances, counts and aging and the
+    invoice list's counts read these rows, whose number follows the calendar (one per due date
+    still owed on) rather than the number of invoices. Invoices that owe nothing are counted
+    under SETTLED_DUE. Never written by the application; `flask --app wsgi tallies check`
+    compares them with a count of the invoices.
+    """
+
+    __tablename__ = "invoice_tallies"
+
+    billing_account_id: Mapped[int] = mapped_column(
+        ForeignKey("billing_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    status: Mapped[str] = mapped_column(String(32), primary_key=True)
+    due_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    invoice_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)  # minor units of `currency`

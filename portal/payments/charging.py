@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from portal import clock, tenancy
-from portal.db import commit_now, retry_on_sqlite_conflict
+from portal.db import commit_now, retry_on_conflict
 from portal.gateways import (
     ChargeRequest,
     ChargeResult,
@@ -28,6 +28,19 @@ from portal.runtime import Runtime
 from portal.services import payments
 
 log = logging.getLogger(__name__)
+
+# A due scheduled payment whose method was saved with another gateway than the configured one
+# fails with this code (the customer reads "this payment method is no longer available").
+METHOD_OF_OTHER_GATEWAY = "payment_method_unavailable"
+
+
+def elsewhere(runtime: Runtime, payment: Payment) -> str | None:
+    """The other gateway a payment (or its method) belongs to; None when it is the configured
+    gateway's. Another gateway's charge is never asked about, nor its token charged, here."""
+    method = payment.payment_method
+    return payments.other_gateway(
+        payment.gateway, method.gateway if method else None, runtime.gateway_name
+    )
 
 
 def charge(
@@ -94,7 +107,7 @@ def charge_now(runtime: Runtime, session: Session, payment: Payment) -> ChargeRe
         commit_now(session, "each charge's answer stands on its own, before the next call")
         return result
 
-    result = retry_on_sqlite_conflict(session, attempt)
+    result = retry_on_conflict(session, attempt)
     if result is None:
         log.warning("gateway unreachable for payment %s; reconciliation will ask", payment.id)
     return result
@@ -135,6 +148,8 @@ def refresh(runtime: Runtime, session: Session, payment: Payment) -> None:
     """Back from the gateway's authentication step: ask where the charge stands (commits)."""
     if payment.status is not PaymentStatus.PROCESSING or not payment.gateway_reference:
         return
+    if elsewhere(runtime, payment) is not None:
+        return
     try:
         result = runtime.gateway(session).retrieve(payment.gateway_reference)
     except GatewayError:
@@ -155,6 +170,8 @@ def reconcile(runtime: Runtime, session: Session, payment_id: int) -> str:
         payment = session.get(Payment, payment_id)
         if payment is None or payment.status is not PaymentStatus.PROCESSING:
             return "not processing"
+        if elsewhere(runtime, payment) is not None:
+            return "another gateway's"  # left alone: the sweep reports how many
         gw = runtime.gateway(session)
         now = clock.now()
         try:

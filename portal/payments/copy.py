@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from babel.numbers import get_currency_precision
 from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from portal.services.money import MAX_MINOR, AmountError
 from portal.services.payments.rules import FieldError, Problem
@@ -42,7 +44,16 @@ def field_error(error: FieldError, **values: str) -> str:
 
 
 def amount_error(error: FieldError | AmountError, currency: str) -> str:
-    """What is wrong with a typed amount (payment or dispute): the same rule, the same words."""
+    """What is wrong with a typed amount (payment or dispute): the same rule, the same words.
+    Too many decimals is said in the currency's own terms (yen have none, dinars three)."""
+    if error.value == FieldError.AMOUNT_DECIMALS.value:
+        digits = get_currency_precision(currency)
+        if digits == 0:
+            return str(_("Enter a whole amount: %(currency)s has no decimals.", currency=currency))
+        if digits != 2:
+            return str(
+                ngettext("Use at most %(num)d decimal.", "Use at most %(num)d decimals.", digits)
+            )
     return field_error(FieldError(error.value), maximum=money(MAX_MINOR, currency))
 
 

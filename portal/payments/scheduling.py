@@ -8,8 +8,9 @@ from sqlalchemy.orm import Session
 
 from portal import clock, tenancy
 from portal.db import commit_now
+from portal.gateways import ChargeResult, ChargeStatus
 from portal.models import Payment, PaymentStatus
-from portal.payments.charging import charge_now
+from portal.payments.charging import METHOD_OF_OTHER_GATEWAY, apply, charge_now, elsewhere
 from portal.payments.mail import notify_canceled
 from portal.runtime import RUN_SCHEDULED_PAYMENT, Runtime
 from portal.services import payments
@@ -27,11 +28,21 @@ def schedule(runtime: Runtime, session: Session, payment: Payment) -> None:
 
 
 def run_scheduled(runtime: Runtime, session: Session, payment_id: int) -> str:
-    """Charge a scheduled payment on (or after) its day; a canceled or early one is left."""
+    """Charge a scheduled payment on (or after) its day; a canceled or early one is left.
+
+    One made with another gateway than the configured one (its method's token means nothing
+    to this gateway) fails on its day with METHOD_OF_OTHER_GATEWAY, and its payer is mailed
+    the outcome, so they can pay with a method of this gateway: left scheduled, it would
+    silently never be paid, and its invoices would stay held."""
     with tenancy.system(session):
         payment = session.get(Payment, payment_id)
         if payment is None or payment.status is not PaymentStatus.SCHEDULED:
             return "not scheduled"
+        due = payment.scheduled_for is not None and payment.scheduled_for <= clock.today()
+        if due and elsewhere(runtime, payment) is not None:
+            failed = ChargeResult(ChargeStatus.FAILED, None, failure_code=METHOD_OF_OTHER_GATEWAY)
+            apply(runtime, session, payment, failed)  # the job's edge commits, then mails
+            return payment.status.value
         started = payments.start_scheduled(session, payment, today=clock.today(), now=clock.now())
         status: PaymentStatus = payment.status  # start_scheduled may have canceled it
         if status is PaymentStatus.CANCELED:

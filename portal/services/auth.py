@@ -189,15 +189,20 @@ def load_session(
 ) -> UserSession | None:
     """The live session behind a cookie token, with its user; None if ended or expired."""
     with tenancy.system(session):
-        record = session.scalars(
-            select(UserSession)
-            .where(UserSession.token_hash == _token_hash(token))
-            .options(
-                # many-to-one joins in the same query; grants (a list) in one more
-                joinedload(UserSession.user).joinedload(PortalUser.company),
-                joinedload(UserSession.user).selectinload(PortalUser.grants),
+        record = (
+            session.scalars(
+                select(UserSession)
+                .where(UserSession.token_hash == _token_hash(token))
+                .options(
+                    # One statement: the user and company (many-to-one) and the user's grants (a
+                    # list of a few rows, needed for the scope every request binds) joined in.
+                    joinedload(UserSession.user).joinedload(PortalUser.company),
+                    joinedload(UserSession.user).joinedload(PortalUser.grants),
+                )
             )
-        ).one_or_none()
+            .unique()
+            .one_or_none()
+        )
     if record is None or record.revoked_at is not None:
         return None
     if now >= record.expires_at or now - record.last_seen_at >= policy.idle:

@@ -1,5 +1,8 @@
 """What the customer owes, and how much credit is left.
 
+The balances, counts and aging come from the tallies the database keeps (services.tallies), so
+their cost does not grow with the number of invoices.
+
 Every figure has one scope. What is owed (balance, counts, aging, activity) is the user's scope:
 the whole company for a customer.admin, the granted billing accounts for a customer. Credit is
 the company's: its limit against what every account owes. A restricted user's dashboard shows it
@@ -9,14 +12,14 @@ in a region of its own that says so (`Viewing` names the page's scope).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from typing import Any
+from datetime import date, datetime
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import OUTSTANDING, BillingAccount, Company, Invoice, Payment, PaymentStatus
+from portal.models import BillingAccount, Company, Invoice, Payment, PaymentStatus
+from portal.services import tallies
 
 
 @dataclass(frozen=True)
@@ -49,32 +52,17 @@ class AccountSummary:
     next_due: date | None
 
 
-def _balances_by_currency(session: Session) -> dict[str, int]:
-    rows = session.execute(
-        select(Invoice.currency, func.coalesce(func.sum(Invoice.balance_due), 0))
-        .where(Invoice.status.in_(OUTSTANDING))
-        .group_by(Invoice.currency)
-    ).all()
-    return {currency: int(total) for currency, total in rows}
-
-
 def account_summary(session: Session, today: date) -> AccountSummary:
     scope = tenancy.current_scope(session)
     company = session.get_one(Company, scope.company_id)
-    balances = _balances_by_currency(session)
+    balances = tallies.balances_by_currency(session)
     if scope.company_wide:
         exposure = balances.get(company.currency, 0)
     else:
         # Credit is a company-level fact: exposure counts every account of the company.
         with tenancy.widened(session):
-            exposure = _balances_by_currency(session).get(company.currency, 0)
-    counts = session.execute(
-        select(
-            func.count(Invoice.id),
-            func.count(Invoice.id).filter(Invoice.is_overdue_on(today)),
-            func.min(Invoice.due_date).filter(Invoice.due_date >= today),
-        ).where(Invoice.status.in_(OUTSTANDING), Invoice.balance_due > 0)
-    ).one()
+            exposure = tallies.balances_by_currency(session).get(company.currency, 0)
+    counts = tallies.owing(session, today)
     remaining = company.credit_limit - exposure
     return AccountSummary(
         customer_name=company.name,
@@ -84,13 +72,13 @@ def account_summary(session: Session, today: date) -> AccountSummary:
         available_credit=max(0, remaining),
         over_limit_by=max(0, -remaining),
         other_currencies={c: v for c, v in balances.items() if c != company.currency and v},
-        open_count=int(counts[0]),
-        overdue_count=int(counts[1]),
-        next_due=counts[2],
+        open_count=counts.open_count,
+        overdue_count=counts.overdue_count,
+        next_due=counts.next_due,
     )
 
 
-AGING_BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
+AGING_BUCKETS = tallies.AGING_BUCKETS
 
 
 @dataclass(frozen=True)
@@ -101,35 +89,10 @@ class AgingBucket:
 
 
 def aging(session: Session, today: date) -> list[AgingBucket]:
-    """What is owed by how late it is, in one query (company currency only)."""
+    """What is owed by how late it is (company currency only), from the tallies."""
     scope = tenancy.current_scope(session)
     company = session.get_one(Company, scope.company_id)
-
-    def days_ago(n: int) -> date:
-        return today - timedelta(days=n)
-
-    conditions = {
-        "current": Invoice.due_date >= today,
-        "1-30": and_(Invoice.due_date < today, Invoice.due_date >= days_ago(30)),
-        "31-60": and_(Invoice.due_date < days_ago(30), Invoice.due_date >= days_ago(60)),
-        "61-90": and_(Invoice.due_date < days_ago(60), Invoice.due_date >= days_ago(90)),
-        "90+": Invoice.due_date < days_ago(90),
-    }
-    columns: list[Any] = []
-    for key in AGING_BUCKETS:
-        columns.append(func.coalesce(func.sum(case((conditions[key], Invoice.balance_due))), 0))
-        columns.append(func.count(case((conditions[key], Invoice.id))))
-    row = session.execute(
-        select(*columns).where(
-            Invoice.status.in_(OUTSTANDING),
-            Invoice.balance_due > 0,
-            Invoice.currency == company.currency,
-        )
-    ).one()
-    return [
-        AgingBucket(key, int(row[2 * i]), int(row[2 * i + 1]))
-        for i, key in enumerate(AGING_BUCKETS)
-    ]
+    return [AgingBucket(*bucket) for bucket in tallies.aging(session, today, company.currency)]
 
 
 @dataclass(frozen=True)

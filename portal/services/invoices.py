@@ -6,19 +6,19 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, and_, func, not_, or_, select
+from sqlalchemy import Select, and_, not_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.models import (
     OUTSTANDING,
     Document,
     Invoice,
-    InvoiceLine,
     InvoiceStatus,
     Payment,
     PaymentAllocation,
     PaymentStatus,
 )
+from portal.services import invoice_search, paging, tallies
 
 PAGE_SIZE = 25
 STATUS_FILTERS = (
@@ -53,9 +53,10 @@ class InvoiceQuery:
 @dataclass
 class InvoicePage:
     items: list[Invoice]
-    total: int
+    total: int  # exact, or with `exact` False a lower bound: there are more
     page: int
     page_size: int = PAGE_SIZE
+    exact: bool = True
     pages: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,10 +76,6 @@ def _status_condition(status: str, today: date) -> Any:
     }.get(status)
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _filtered(query: InvoiceQuery, today: date) -> Select[Invoice]:
     statement = select(Invoice)
     condition = _status_condition(query.status, today)
@@ -90,22 +87,13 @@ def _filtered(query: InvoiceQuery, today: date) -> Select[Invoice]:
         statement = statement.where(Invoice.issue_date <= query.date_to)
     text = query.q.strip()
     if text:
-        pattern = f"%{_escape_like(text)}%"
-        in_lines = select(InvoiceLine.invoice_id).where(
-            InvoiceLine.description.ilike(pattern, escape="\\")
-        )
-        statement = statement.where(
-            or_(
-                Invoice.number.ilike(pattern, escape="\\"),
-                Invoice.reference.ilike(pattern, escape="\\"),
-                Invoice.id.in_(in_lines),
-            )
-        )
+        statement = statement.where(invoice_search.matching(text))
     return statement
 
 
-def _ordering(sort: str) -> list[Any]:
-    descending = sort.startswith("-")
+def _ordering(sort: str, *, reverse: bool = False) -> list[Any]:
+    """The list's order for `sort` ("-date": newest first), or its exact reverse."""
+    descending = sort.startswith("-") != reverse
     key = sort.lstrip("-")
     column = {
         "date": Invoice.issue_date,
@@ -119,18 +107,41 @@ def _ordering(sort: str) -> list[Any]:
 
 
 def list_invoices(session: Session, query: InvoiceQuery, today: date) -> InvoicePage:
-    """One page of the scope's invoices: two queries whatever the number of invoices."""
+    """One page of the scope's invoices: two queries whose cost does not grow with the history.
+
+    The count comes from the tallies the database keeps (services.tallies) when only a status
+    narrows the list. A search or a date range is counted up to a bound (services.paging): past
+    it the page says "more than". A page past the
+    middle of an exactly counted list is read from the far end in reverse, so the last page
+    costs what the first does.
+    """
     statement = _filtered(query, today)
-    total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+    narrowed = bool(query.q.strip() or query.date_from or query.date_to)
+    if narrowed:
+        bound = paging.count_bound(query.page, PAGE_SIZE)
+        total, exact = paging.bounded_count(session, statement, bound)
+    else:
+        total, exact = tallies.invoice_count(session, query.status, today), True
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, query.page), pages)
-    items = session.scalars(
-        statement.options(joinedload(Invoice.billing_account))
-        .order_by(*_ordering(query.sort))
-        .limit(PAGE_SIZE)
-        .offset((page - 1) * PAGE_SIZE)
-    ).all()
-    return InvoicePage(list(items), total, page, PAGE_SIZE)
+    loaded = statement.options(joinedload(Invoice.billing_account))
+    after_page = total - page * PAGE_SIZE  # how many come after this page
+    if exact and page > 1 and after_page < (page - 1) * PAGE_SIZE:
+        rows = session.scalars(
+            loaded.order_by(*_ordering(query.sort, reverse=True))
+            .limit(PAGE_SIZE + min(0, after_page))
+            .offset(max(0, after_page))
+        ).all()
+        items = list(reversed(rows))
+    else:
+        items = list(
+            session.scalars(
+                loaded.order_by(*_ordering(query.sort))
+                .limit(PAGE_SIZE)
+                .offset((page - 1) * PAGE_SIZE)
+            ).all()
+        )
+    return InvoicePage(items, total, page, PAGE_SIZE, exact)
 
 
 def has_outstanding(session: Session) -> bool:

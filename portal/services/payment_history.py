@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.models import Payment, PaymentAllocation, PaymentStatus
+from portal.services import paging
 from portal.services.dates import DateError, parse_date
 from portal.services.money import to_decimal
 from portal.services.receipts import method_label
@@ -52,9 +53,10 @@ def read_query(args: Mapping[str, str]) -> tuple[HistoryQuery, dict[str, DateErr
 @dataclass(frozen=True)
 class HistoryPage:
     items: list[Payment]
-    total: int
+    total: int  # exact, or with `exact` False a lower bound: there are more
     page: int
     per_page: int
+    exact: bool = True
 
     @property
     def pages(self) -> int:
@@ -84,14 +86,16 @@ def _loaded(statement: Select[Any]) -> Select[Any]:
 
 
 def list_payments(session: Session, query: HistoryQuery) -> HistoryPage:
+    """One page of payments, newest first, counted up to a bound (services.paging)."""
     statement = _filtered(query)
-    total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+    bound = paging.count_bound(query.page, PAGE_SIZE)
+    total, exact = paging.bounded_count(session, statement, bound)
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, query.page), pages)
     items = session.scalars(
         _loaded(statement).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     ).all()
-    return HistoryPage(list(items), total, page, PAGE_SIZE)
+    return HistoryPage(list(items), total, page, PAGE_SIZE, exact)
 
 
 CSV_HEADER = (

@@ -21,12 +21,13 @@ class Refusal(enum.StrEnum):
     ALREADY_REMOVED = "already_removed"
 
 
-def usable(session: Session) -> list[PaymentMethod]:
-    """The company's methods not removed: default first, then newest."""
+def usable(session: Session, gateway_name: str) -> list[PaymentMethod]:
+    """The company's methods not removed, saved with `gateway_name` (the configured gateway:
+    another's tokens mean nothing to it): default first, then newest."""
     return list(
         session.scalars(
             select(PaymentMethod)
-            .where(PaymentMethod.removed_at.is_(None))
+            .where(PaymentMethod.removed_at.is_(None), PaymentMethod.gateway == gateway_name)
             .order_by(PaymentMethod.is_default.desc(), PaymentMethod.created_at.desc())
         )
     )
@@ -43,10 +44,13 @@ def preferred(
     return next((m for m in live if m.is_default), live[0] if live else None)
 
 
-def get(session: Session, public_id: str) -> PaymentMethod | None:
+def get(session: Session, public_id: str, gateway_name: str) -> PaymentMethod | None:
+    """One of `usable`'s methods: another gateway's looks like a missing one."""
     return session.scalar(
         select(PaymentMethod).where(
-            PaymentMethod.public_id == public_id, PaymentMethod.removed_at.is_(None)
+            PaymentMethod.public_id == public_id,
+            PaymentMethod.removed_at.is_(None),
+            PaymentMethod.gateway == gateway_name,
         )
     )
 
@@ -71,7 +75,9 @@ def add(
     )
     if existing is not None:
         return existing
-    first = not any(m.is_default for m in usable(session))
+    first = not any(m.is_default for m in usable(session, gateway_name))
+    if first:  # another gateway's default (one per company) is no default for this one
+        _clear_default(session)
     method = PaymentMethod(
         company_id=user.company_id,
         created_by_user_id=user.id,
@@ -121,8 +127,10 @@ def remove(
     *,
     now: datetime,
     request: audit.RequestInfo,
+    gateway_name: str,
 ) -> Refusal | Payment | None:
-    """Soft-remove (payments keep pointing at it). Returns why not, or the payment in the way."""
+    """Soft-remove (payments keep pointing at it). Returns why not, or the payment in the way.
+    The next of `gateway_name`'s methods becomes the default if this one was."""
     if not may_manage(user, method):
         return Refusal.NOT_YOURS
     if method.removed_at is not None:
@@ -135,7 +143,7 @@ def remove(
     method.is_default = False
     session.flush()
     if was_default:
-        successor = next(iter(usable(session)), None)
+        successor = next(iter(usable(session, gateway_name)), None)
         if successor is not None:
             successor.is_default = True
     audit.record_for(
@@ -155,16 +163,19 @@ def set_default(
 ) -> Refusal | None:
     if not may_manage(user, method):
         return Refusal.NOT_YOURS
-    # Clear first: the partial unique index allows one default per company at any moment.
-    session.execute(
-        update(PaymentMethod)
-        .where(PaymentMethod.is_default.is_(True), PaymentMethod.id != method.id)
-        .values(is_default=False)
-        .execution_options(synchronize_session="fetch")
-    )
+    _clear_default(session, but=method)
     method.is_default = True
     session.flush()
     audit.record_for(
         session, user, "Portal.PaymentMethodDefault", request=request, method_id=method.public_id
     )
     return None
+
+
+def _clear_default(session: Session, *, but: PaymentMethod | None = None) -> None:
+    """No method of the company is its default any more (but `but`). Before setting one: the
+    partial unique index allows one default per company at any moment, whatever its gateway."""
+    query = update(PaymentMethod).where(PaymentMethod.is_default.is_(True))
+    if but is not None:
+        query = query.where(PaymentMethod.id != but.id)
+    session.execute(query.values(is_default=False).execution_options(synchronize_session="fetch"))

@@ -184,6 +184,7 @@ class DemoSeeder:
         self.secret_key = secret_key
         self.storage_dir = storage_dir
         self._password_hash = ph.hash(DEMO_PASSWORD)
+        self.sandbox = SandboxGateway(session, secret_key=secret_key, now=utcnow)
 
     def run(self) -> list[str]:
         """Create whichever demo companies are missing; returns the names created."""
@@ -376,8 +377,7 @@ class DemoSeeder:
             is_default=default,
         )
         self.session.add(method)
-        sandbox = SandboxGateway(self.session, secret_key=self.secret_key, now=utcnow)
-        register_on_sandbox(sandbox, company, method, declines=last4 == "0341")
+        register_on_sandbox(self.sandbox, company, method, declines=last4 == "0341")
         self.session.flush()
         return method
 
@@ -472,6 +472,8 @@ class DemoSeeder:
             )
         ]
         self.session.add(payment)
+        # The sandbox answers for the charge: reconciliation asks about a processing one.
+        self.sandbox.register_test_charge(payment, method.gateway_token)
         return payment
 
     def _history(

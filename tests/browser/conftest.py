@@ -209,6 +209,7 @@ _WRAP = (
 )
 _unchecked: list[str] = []
 _checked: list[str] = []
+LIGHTHOUSE_SUMMARY: list[str] = []  # test_lighthouse.py's scores and timings, for the summary
 _warnings: dict[str, int] = {}
 
 
@@ -417,3 +418,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"Nu HTML checker: {line}", yellow=True)
     for message, count in sorted(_warnings.items(), key=lambda item: -item[1]):
         terminalreporter.write_line(f"Nu HTML checker warning ({count}x): {message}")
+    for line in LIGHTHOUSE_SUMMARY:
+        terminalreporter.write_line(f"Lighthouse: {line}")

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import DEFAULT_FLAGS, Company, InvoiceStatus, PaymentStatus
+from portal.models import DEFAULT_FLAGS, Company, InvoiceStatus, InvoiceTally, PaymentStatus
 from portal.services import seed
 from tests.factories import (
     account_named,
@@ -91,3 +91,28 @@ def test_a_sweep_run_by_hand_charges_what_is_due_and_says_what_it_did(
     assert "'scheduled': 1," in swept.output and "'lockouts_forgotten':" in swept.output
     assert payment(db, waiting.public_id).status is PaymentStatus.SUCCEEDED
     assert invoice(db, inv.number).status is InvoiceStatus.PAID
+
+
+def test_tallies_check_says_they_match_and_names_a_row_that_does_not(
+    cli: object, db: Session
+) -> None:
+    checked = cli.invoke(args=["tallies", "check"])  # type: ignore[attr-defined]
+    assert checked.exit_code == 0 and "tallies match the invoices" in checked.output
+    with tenancy.system(db):
+        row = db.scalars(select(InvoiceTally).where(InvoiceTally.invoice_count > 0)).first()
+        assert row is not None
+        db.execute(
+            update(InvoiceTally)
+            .where(
+                InvoiceTally.billing_account_id == row.billing_account_id,
+                InvoiceTally.currency == row.currency,
+                InvoiceTally.status == row.status,
+                InvoiceTally.due_date == row.due_date,
+            )
+            .values(balance=InvoiceTally.balance + 7)
+        )
+        db.commit()
+    checked = cli.invoke(args=["tallies", "check"])  # type: ignore[attr-defined]
+    assert checked.exit_code == 1
+    assert f"account {row.billing_account_id} {row.currency} {row.status}" in checked.output
+    assert "1 tallies differ from the invoices" in checked.output

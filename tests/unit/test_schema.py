@@ -9,13 +9,14 @@ from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from portal import tenancy
+from portal import migrate, tenancy
 from portal.db import Base
 from portal.models import AuditEvent, Invoice, Payment, PaymentAllocation, PaymentStatus
 
 
 def test_migrations_match_the_models(connection: Connection) -> None:
-    diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    context = MigrationContext.configure(connection, opts={"include_name": migrate.include_name})
+    diff = compare_metadata(context, Base.metadata)
     assert diff == []
 
 

@@ -9,6 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
+from portal.db import utcnow
+from portal.gateways.sandbox import SandboxGateway
 from portal.models import (
     BillingAccount,
     Company,
@@ -16,8 +18,10 @@ from portal.models import (
     InvoiceStatus,
     Payment,
     PaymentMethod,
+    PaymentStatus,
     PortalUser,
     Role,
+    SandboxCharge,
 )
 from portal.services import crypto, seed
 from portal.services.passwords import hasher, verify_password
@@ -136,3 +140,22 @@ def test_clean_removes_demo_companies_and_their_history(db: Session, backend: Ba
         assert db.scalar(select(func.count(Payment.id))) == 0
     created = _seed_again(db, backend)
     assert created == list(seed.DEMO_COMPANIES)
+
+
+def test_the_sandbox_answers_for_every_demo_payment(db: Session) -> None:
+    """Reconciliation asks the sandbox about the demo's processing payments: it knows each
+    reference, with the payment's own status and amount (before, it answered "no such charge"
+    and every sweep logged the gateway as unreachable)."""
+    sandbox = SandboxGateway(db, secret_key=TEST_SECRET, now=utcnow)
+    with tenancy.system(db):
+        demo = db.scalars(select(Payment).where(Payment.gateway_reference.is_not(None))).all()
+        statuses = {p.status for p in demo}
+        assert PaymentStatus.PROCESSING in statuses and PaymentStatus.SUCCEEDED in statuses
+        for payment in demo:
+            assert payment.gateway_reference is not None
+            charge = db.get(SandboxCharge, payment.gateway_reference)
+            assert charge is not None, payment.public_id
+            assert (charge.amount, charge.currency) == (payment.amount, payment.currency)
+            answer = sandbox.retrieve(payment.gateway_reference)
+            assert answer.status.value == payment.status.value
+            assert answer.failure_code == payment.failure_code

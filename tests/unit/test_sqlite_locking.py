@@ -21,7 +21,7 @@ from portal.db import (
     BUSY_TIMEOUT_MS,
     make_engine,
     make_sessionmaker,
-    retry_on_sqlite_conflict,
+    retry_on_conflict,
     sqlite_snapshot_conflict,
     unit_of_work,
 )
@@ -194,7 +194,7 @@ def test_only_a_stale_snapshot_is_retried(engine: Engine, tmp_path: Path) -> Non
         return 42
 
     with factory() as session:
-        assert retry_on_sqlite_conflict(session, work) == 42
+        assert retry_on_conflict(session, work) == 42
     assert len(attempts) == 2
 
     def timed_out() -> int:
@@ -203,7 +203,7 @@ def test_only_a_stale_snapshot_is_retried(engine: Engine, tmp_path: Path) -> Non
 
     attempts.clear()
     with factory() as session, pytest.raises(OperationalError):
-        retry_on_sqlite_conflict(session, timed_out)
+        retry_on_conflict(session, timed_out)
     assert len(attempts) == 1
 
 

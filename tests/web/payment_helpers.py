@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import AuditEvent, Invoice, Payment, PaymentMethod
+from portal.models import AuditEvent, Company, Invoice, Payment, PaymentMethod
 
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -132,3 +132,34 @@ def pay(
 
 def run_jobs(app: Flask) -> int:
     return app.extensions["portal.jobs"].run_due(app.extensions["portal.clock"].now())
+
+
+def saved_with(db: Session, gateway: str, company: str = "Acme Corp") -> list[PaymentMethod]:
+    """The company's methods saved with `gateway` (not removed), oldest first."""
+    with tenancy.system(db):
+        return list(
+            db.scalars(
+                select(PaymentMethod)
+                .join(Company, Company.id == PaymentMethod.company_id)
+                .where(
+                    Company.name == company,
+                    PaymentMethod.gateway == gateway,
+                    PaymentMethod.removed_at.is_(None),
+                )
+                .order_by(PaymentMethod.id)
+            )
+        )
+
+
+def as_gateway(db: Session, gateway: str, *rows: PaymentMethod | Payment) -> None:
+    """Record `rows` as made with `gateway` (a method's token and a charge's reference as that
+    gateway's would look), as if saved or charged before the portal was switched to another."""
+    prefix = {"stripe": ("pm_", "pi_"), "sandbox": ("sandbox_pm_", "sandbox_ch_")}[gateway]
+    with tenancy.system(db):
+        for row in rows:
+            row.gateway = gateway
+            if isinstance(row, PaymentMethod):
+                row.gateway_token = f"{prefix[0]}{row.public_id}"
+            elif row.gateway_reference is not None:
+                row.gateway_reference = f"{prefix[1]}{row.public_id}"
+        db.flush()

@@ -41,3 +41,18 @@ def test_the_harness_measures_pages_over_http(
         assert "| *hello (bare Flask)* |" in text
     # the earlier figures move under "Previous run", a level down
     assert "## Previous run\n\n### sqlite\n\n| page | median ms |" in written
+
+
+def test_growth_compares_each_page_between_two_sizes_and_marks_a_miss() -> None:
+    def result(size: str, list_ms: float, search_ms: float) -> over_http.Result:
+        pages = {
+            "invoice list": {1: over_http.Figure(10, 1.0, list_ms, list_ms)},
+            "invoice list (search)": {1: over_http.Figure(10, 1.0, search_ms, search_ms)},
+        }
+        return over_http.Result("sqlite", over_http.dataset.SIZES[size], 0.0, (1, 32), {}, pages)
+
+    lines = over_http.growth([result("b", 12.0, 40.0), result("a", 10.0, 10.0)])
+    assert lines[0].startswith("### Growth on sqlite: size a to b")
+    assert "| invoice list | 10.0 | 12.0 | 1.20x |" in lines
+    assert "| invoice list (search) | 10.0 | 40.0 | 4.00x **>** |" in lines
+    assert over_http.growth([result("a", 1.0, 1.0)]) == []  # one size: nothing to compare

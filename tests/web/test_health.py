@@ -51,9 +51,11 @@ def test_readiness_failures_go_to_the_log_not_the_answer(
 
     broken = dataclasses.replace(app.config["SETTINGS"], redis_url="redis://127.0.0.1:1/0")
     monkeypatch.setitem(app.config, "SETTINGS", broken)
-    with caplog.at_level(logging.ERROR):
+    with caplog.at_level(logging.WARNING):
         answer = client.get("/readyz")
-    assert answer.status_code == 503 and answer.json == {"status": "not ready"}
+    # Without Redis the portal still serves (tests/web/test_redis_away.py): ready, and says so.
+    assert answer.status_code == 200
+    assert answer.json == {"status": "ready", "redis": "unreachable"}
     assert "ConnectionError" not in answer.get_data(as_text=True)
     assert any(
         "redis" in r.getMessage() and "ConnectionError" in r.getMessage() for r in caplog.records

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal import migrate, tenancy
-from portal.db import make_engine, make_sessionmaker, retry_on_sqlite_conflict, unit_of_work
+from portal.db import make_engine, make_sessionmaker, retry_on_conflict, unit_of_work
 from portal.extensions import limiter
 from portal.models import AuditEvent, Company, LoginThrottle, PortalUser, Role
 from portal.services import auth, credentials, lockout
@@ -302,7 +302,7 @@ def test_parallel_failures_each_count(race_database: sessionmaker[Session], emai
                 session.commit()
                 return failure
 
-            return retry_on_sqlite_conflict(session, attempt)
+            return retry_on_conflict(session, attempt)
 
     failures = _in_parallel([fail_once] * PARALLEL)
     assert sorted(f.failures for f in failures) == list(range(1, PARALLEL + 1))
@@ -348,7 +348,7 @@ def test_parallel_wrong_passwords_each_count_for_both(
                     session.commit()
                     return result.outcome
 
-                return retry_on_sqlite_conflict(session, attempt)
+                return retry_on_conflict(session, attempt)
 
         return work
 

@@ -492,3 +492,28 @@ def test_another_companys_payment_and_method_are_not_found(
     ):
         assert response.status_code == 404, response.request.path
     assert acme_paid not in client.get("/portal/payment-history").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("currency", "total", "typed", "message"),
+    [
+        ("JPY", 150_000, "1200.5", "Enter a whole amount: JPY has no decimals."),
+        ("KWD", 150_000, "12.3456", "Use at most 3 decimals."),
+        ("USD", 150_000, "12.345", "Use at most two decimals."),
+    ],
+)
+def test_too_many_decimals_is_said_in_the_currencys_terms(
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    west: BillingAccount,
+    currency: str,
+    total: int,
+    typed: str,
+    message: str,
+) -> None:
+    inv = make_invoice(db, west, total, currency=currency)
+    response = review(client, inv, method(db, "4242").public_id, amounts={inv.public_id: typed})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert message in page and f'value="{typed}"' in page

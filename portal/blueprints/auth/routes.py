@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 from portal import clock
 from portal.blueprints.auth.forms import CodeForm, ForgotPasswordForm, LoginForm, NewPasswordForm
 from portal.blueprints.auth.passwords import explain
-from portal.db import retry_on_sqlite_conflict
+from portal.db import retry_on_conflict
 from portal.extensions import db_session, limiter, settings
 from portal.models import UserSession
 from portal.runtime import SEND_PASSWORD_RESET, current_runtime
@@ -89,7 +89,7 @@ def login() -> Response:
         status = 422 if request.method == "POST" else 200
         return render("auth/login.html", {"form": form, "error": None}, status=status)
     db = db_session()
-    result, token = retry_on_sqlite_conflict(
+    result, token = retry_on_conflict(
         db, lambda: _check_password(db, form.email.data or "", form.password.data or "")
     )
     if token is None or result.user is None:
@@ -176,7 +176,7 @@ def mfa() -> Response:
         db.flush()  # a failure is counted and audited too (kept by the edge commit)
         return result, token
 
-    result, token = retry_on_sqlite_conflict(db, attempt)
+    result, token = retry_on_conflict(db, attempt)
     if token is None:
         form.code.data = ""
         if result.outcome is auth.SignInOutcome.LOCKED:
@@ -212,14 +212,14 @@ def mfa_setup() -> Response:
             db.flush()
         return secret
 
-    secret = retry_on_sqlite_conflict(db, offer)
+    secret = retry_on_conflict(db, offer)
     form = CodeForm()
     uri = totp.provisioning_uri(secret, user.email)
     page = {"form": form, "secret": secret, "qr": totp.qr_svg(uri), "error": None}
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
         return render("auth/mfa_setup.html", page, status=status)
-    enrolment, codes, token = retry_on_sqlite_conflict(
+    enrolment, codes, token = retry_on_conflict(
         db, lambda: _enrol(db, pending, form.code.data or "")
     )
     if enrolment is totp.Enrolment.ALREADY_ENROLLED:  # the same, by a hair

@@ -1,9 +1,10 @@
 """Liveness, readiness and Prometheus metrics for operators.
 
-`/healthz` and `/readyz` say only ok or not ok (what failed goes to the log, never to whoever
-asks). Outside development `/metrics` wants `Authorization: Bearer <METRICS_TOKEN>` and does not
-exist at all without METRICS_TOKEN. Timings leave in a `Server-Timing` header only in
-development: elsewhere a response's own timing could tell a guesser what the server did.
+`/healthz` and `/readyz` say only ok or not ok, and `/readyz` whether Redis answers (what
+failed, and why, goes to the log, never to whoever asks). Outside development `/metrics` wants
+`Authorization: Bearer <METRICS_TOKEN>` and does not exist at all without METRICS_TOKEN. Timings
+leave in a `Server-Timing` header only in development: elsewhere a response's own timing could
+tell a guesser what the server did.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import logging
 import time
 
 from flask import Blueprint, Flask, Response, abort, g, jsonify, request
-from redis import Redis
 from sqlalchemy import text
 
 from portal.config import Settings
 from portal.extensions import Database, settings
+from workers.queue import WEB_TIMEOUT, connect
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -32,12 +33,24 @@ def healthz() -> Response:
     return jsonify(status="ok")
 
 
-def _failed(check: str, error: Exception) -> None:
-    log.error("readiness: %s check failed: %s: %s", check, type(error).__name__, error)
+def _failed(check: str, error: Exception, level: int = logging.ERROR) -> None:
+    log.log(level, "readiness: %s check failed: %s: %s", check, type(error).__name__, error)
+
+
+def _redis_answers(redis_url: str) -> bool:
+    try:
+        with connect(redis_url, WEB_TIMEOUT) as client:
+            client.ping()
+    except Exception as error:
+        _failed("redis", error, logging.WARNING)
+        return False
+    return True
 
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
+    """Ready when the database answers: the portal serves without Redis (rate limits counted
+    in memory, jobs run in this process), so Redis is a named check that does not decide."""
     ready = True
     try:
         with Database.get().engine.connect() as connection:
@@ -45,14 +58,11 @@ def readyz() -> tuple[Response, int]:
     except Exception as error:
         _failed("database", error)
         ready = False
+    answer: dict[str, str] = {"status": "ready" if ready else "not ready"}
     redis_url = settings().redis_url
     if redis_url:
-        try:
-            Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1).ping()
-        except Exception as error:
-            _failed("redis", error)
-            ready = False
-    return jsonify(status="ready" if ready else "not ready"), 200 if ready else 503
+        answer["redis"] = "ok" if _redis_answers(redis_url) else "unreachable"
+    return jsonify(answer), 200 if ready else 503
 
 
 def _metrics_allowed(config: Settings) -> bool:

@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 
 from portal import clock
 from portal.db import commit_now
-from portal.extensions import db_session, settings
+from portal.extensions import db_session
 from portal.gateways import GatewayError
 from portal.models import Company, Payment, PaymentMethod, PaymentMethodKind
 from portal.payments import methods
@@ -24,14 +24,15 @@ bp = Blueprint("payment_methods", __name__, url_prefix="/portal/payment-methods"
 
 
 def _method(public_id: str) -> PaymentMethod:
-    return or_404(payment_methods.get(db_session(), public_id), _("Payment method not found."))
+    found = payment_methods.get(db_session(), public_id, current_runtime().gateway_name)
+    return or_404(found, _("Payment method not found."))
 
 
 @bp.get("")
 @login_required
 def index() -> Response:
     context = {
-        "methods": payment_methods.usable(db_session()),
+        "methods": payment_methods.usable(db_session(), current_runtime().gateway_name),
         "today": clock.today(),
         "may_manage": lambda m: payment_methods.may_manage(current_user, m),
     }
@@ -82,7 +83,7 @@ def added() -> Response:
         session,
         current_user,
         saved,
-        gateway_name=settings().payment_gateway,
+        gateway_name=current_runtime().gateway_name,
         now=clock.now(),
         request=request_info(),
     )
@@ -99,7 +100,12 @@ def remove(public_id: str) -> Response:
     session = db_session()
     method = _method(public_id)
     outcome = payment_methods.remove(
-        session, current_user, method, now=clock.now(), request=request_info()
+        session,
+        current_user,
+        method,
+        now=clock.now(),
+        request=request_info(),
+        gateway_name=current_runtime().gateway_name,
     )
     if isinstance(outcome, Payment) and payments.get_payment(session, outcome.public_id) is None:
         # In an account this user does not see: say who can act, not what they cannot see.

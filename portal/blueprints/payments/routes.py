@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 
 from portal import clock, flags, i18n
 from portal.blueprints.payments.forms import CONFIRM, PaymentForm
-from portal.db import commit_now, retry_on_sqlite_conflict
+from portal.db import commit_now, retry_on_conflict
 from portal.extensions import db_session
 from portal.models import Company, Payment, PaymentGroup, PaymentMethod, PaymentStatus
 from portal.payments import charging, copy, scheduling
@@ -97,7 +97,7 @@ def new() -> Response:
     selection = payments.select_invoices(session, request.args.getlist("invoice"))
     if selection.problem is not None:
         return _render_problem(selection)
-    methods = payment_methods.usable(session)
+    methods = payment_methods.usable(session, current_runtime().gateway_name)
     preferred = payment_methods.preferred(methods, request.args.get("method"), clock.today())
     key = payments.new_idempotency_key()
     form = PaymentForm(formdata=None).start(selection, _company(), key, preferred)
@@ -112,49 +112,60 @@ def create() -> Response:
     form = PaymentForm()
     if not form.well_formed():
         return _render_problem(None)
-    # A double submit of confirm finds the same payments, wherever they stand (and so may a
-    # twin of this submit that made them since: looked up again when the selection refuses).
-    made = payments.find_by_key(session, current_user, form.key) if form.verb == CONFIRM else None
-    selection = payments.select_invoices(session, form.invoice.data) if made is None else None
-    if selection is not None and selection.problem is not None and form.verb == CONFIRM:
-        made = payments.find_by_key(session, current_user, form.key)
-    if made is not None:
-        return _to_result(made)
-    assert selection is not None
+    if form.verb == CONFIRM:
+        return _confirm(form)
+    selection = payments.select_invoices(session, form.invoice.data)
     if selection.problem is not None:
         return _render_problem(selection)
-    methods = payment_methods.usable(session)
+    methods = payment_methods.usable(session, current_runtime().gateway_name)
     form.read(selection, _company(), methods, today=clock.today(), locale=i18n.format_locale())
     if form.verb in ("edit", "allocate") or form.problems:
         return _render_form(form, methods, 422 if form.problems else 200)
-    if form.verb == "review":
-        return render("payments/confirm.html", {"form": form}, fragments=CONFIRM_PANEL)
-    return _confirm(form)
+    return render("payments/confirm.html", {"form": form}, fragments=CONFIRM_PANEL)
 
 
 def _confirm(form: PaymentForm) -> Response:
+    """Read the invoices under their lock (a double submit finds the same payments, wherever
+    they stand, as does a twin of this submit that made them while this one waited), check
+    the form against what is available now, record the payments and charge them."""
     session = db_session()
     runtime = current_runtime()
-    company, method = form.company, form.chosen_method
-    assert form.selection is not None and company is not None and method is not None
-    amounts = {item.invoice.public_id: item.amount for item in form.selection.items}
-    # On SQLite (make run) another submit may write first: start over on a fresh snapshot;
-    # the key then finds those payments if they were this one's twin's.
-    submission = retry_on_sqlite_conflict(
-        session,
-        lambda: payments.create_payments(
+    methods: list[PaymentMethod] = []
+
+    def record() -> Selection | Payment | PaymentGroup | payments.Submission:
+        locked = payments.lock_selection(session, current_user, form.key, form.invoice.data)
+        if not isinstance(locked, Selection) or locked.problem is not None:
+            return locked
+        methods[:] = payment_methods.usable(session, current_runtime().gateway_name)
+        form.problems.clear()
+        form.read(locked, _company(), methods, today=clock.today(), locale=i18n.format_locale())
+        if form.problems:
+            return locked
+        company, method = form.company, form.chosen_method
+        assert company is not None and method is not None
+        return payments.record_payments(
             session,
+            locked,
             user=current_user,
             company=company,
             key=form.key,
-            amounts=amounts,
             method=method,
             scheduled_for=form.when,
-            gateway_name=runtime.settings.payment_gateway,
+            gateway_name=runtime.gateway_name,
             now=clock.now(),
             request=request_info(),
-        ),
-    )
+        )
+
+    # On SQLite (make run) another submit may write first: start over on a fresh snapshot;
+    # the key then finds those payments if they were this one's twin's.
+    outcome = retry_on_conflict(session, record)
+    if isinstance(outcome, Payment | PaymentGroup):
+        return _to_result(outcome)
+    if isinstance(outcome, Selection):
+        if outcome.problem is not None:
+            return _render_problem(outcome)
+        return _render_form(form, methods, 422)  # what was sent does not fit: nothing is made
+    submission = outcome
     made = submission.made
     if made is None or submission.replayed:
         session.rollback()
@@ -182,7 +193,9 @@ def _refused(form: PaymentForm, submission: payments.Submission) -> Response:
         return _render_problem(submission.selection)
     form.selection = submission.selection
     form.refuse(submission.errors)
-    return _render_form(form, payment_methods.usable(db_session()), 422)
+    return _render_form(
+        form, payment_methods.usable(db_session(), current_runtime().gateway_name), 422
+    )
 
 
 def _to_payment(payment: Payment) -> Response:

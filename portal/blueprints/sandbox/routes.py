@@ -14,7 +14,7 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from portal import clock
-from portal.extensions import db_session, settings
+from portal.extensions import db_session
 from portal.gateways.sandbox import (
     TEST_BANK_ACCOUNT,
     TEST_BANK_ROUTING,
@@ -40,7 +40,7 @@ def _messages() -> dict[str, str]:
 
 @bp.before_request
 def _only_in_sandbox() -> None:
-    if settings().payment_gateway != "sandbox":
+    if current_runtime().gateway_name != "sandbox":
         abort(404)
 
 

@@ -8,7 +8,7 @@ from typing import cast
 from flask import Blueprint, abort, jsonify, request
 from werkzeug.wrappers import Response
 
-from portal.extensions import csrf, db_session, settings
+from portal.extensions import csrf, db_session
 from portal.gateways import InvalidSignature
 from portal.payments import webhooks
 from portal.runtime import current_runtime
@@ -17,7 +17,7 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
 def _receive(name: str) -> Response:
-    if settings().payment_gateway != name:
+    if current_runtime().gateway_name != name:
         abort(404)
     session = db_session()
     try:

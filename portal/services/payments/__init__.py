@@ -24,13 +24,16 @@ from portal.services.payments.creation import (
     Submission as Submission,
 )
 from portal.services.payments.creation import (
-    create_payments as create_payments,
-)
-from portal.services.payments.creation import (
     find_by_key as find_by_key,
 )
 from portal.services.payments.creation import (
+    lock_selection as lock_selection,
+)
+from portal.services.payments.creation import (
     new_idempotency_key as new_idempotency_key,
+)
+from portal.services.payments.creation import (
+    record_payments as record_payments,
 )
 from portal.services.payments.creation import (
     valid_key as valid_key,
@@ -40,6 +43,9 @@ from portal.services.payments.events import (
 )
 from portal.services.payments.events import (
     record_event as record_event,
+)
+from portal.services.payments.queries import (
+    Found as Found,
 )
 from portal.services.payments.queries import (
     charging_since as charging_since,
@@ -58,6 +64,9 @@ from portal.services.payments.queries import (
 )
 from portal.services.payments.queries import (
     group_payments as group_payments,
+)
+from portal.services.payments.queries import (
+    other_gateway as other_gateway,
 )
 from portal.services.payments.queries import (
     payment_by_public_id as payment_by_public_id,

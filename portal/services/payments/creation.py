@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from portal.models import (
     Company,
-    InvoiceStatus,
     Payment,
     PaymentAllocation,
     PaymentGroup,
@@ -26,7 +25,15 @@ from portal.models.payment import new_reference
 from portal.services import audit
 from portal.services.payments.queries import group_payments
 from portal.services.payments.rules import KEY_FORMAT, REFERENCE_ATTEMPTS, FieldError
-from portal.services.payments.selection import Selection, Share, check_amounts, select_invoices
+from portal.services.payments.selection import (
+    Selection,
+    Share,
+    check_amounts,
+    chosen_ids,
+    invoices_query,
+    judge,
+)
+from portal.services.payments.transitions import mark_processing
 
 
 def new_idempotency_key() -> str:
@@ -74,33 +81,50 @@ def _replay(session: Session, made: Payment | PaymentGroup) -> Submission:
     return Submission(payments=group_payments(session, made), group=made, replayed=True)
 
 
-def create_payments(
+def lock_selection(
+    session: Session, user: PortalUser, key: str, public_ids: Sequence[str]
+) -> Selection | Payment | PaymentGroup:
+    """The confirm step's read, under the invoices' lock (kept until the transaction ends):
+    what this user's form key already made, if anything, else the invoices to pay with what
+    is available on each. One statement reads the locked invoices, their accounts and the
+    key's payment or group; the amounts other payments hold are read after the lock."""
+    ids, problem = chosen_ids(public_ids)
+    if problem is not None:
+        return find_by_key(session, user, key) or Selection(problem=problem)
+    owned = _owned_key(user, key)
+    made_payment = select(Payment.id).where(Payment.idempotency_key == owned).scalar_subquery()
+    made_group = (
+        select(PaymentGroup.id).where(PaymentGroup.idempotency_key == owned).scalar_subquery()
+    )
+    query = invoices_query(session, ids, lock=True).add_columns(made_payment, made_group)
+    rows = session.execute(query).all()
+    if rows and rows[0][2] is not None:
+        return session.get_one(PaymentGroup, rows[0][2])
+    if rows and rows[0][1] is not None:
+        return session.get_one(Payment, rows[0][1])
+    selection = judge(session, ids, [row[0] for row in rows])
+    if selection.problem is not None:
+        # The lock may have waited for payments that were just made with this very key.
+        return find_by_key(session, user, key) or selection
+    return selection
+
+
+def record_payments(
     session: Session,
+    selection: Selection,
     *,
     user: PortalUser,
     company: Company,
     key: str,
-    amounts: dict[str, int],
     method: PaymentMethod,
     scheduled_for: date | None,
     gateway_name: str,
     now: datetime,
     request: audit.RequestInfo,
 ) -> Submission:
-    """Reserve the amounts and record one payment per billing account (not yet charged), in a
-    group when there are several. All or nothing, in the caller's transaction; it commits."""
-    existing = find_by_key(session, user, key)
-    if existing is not None:
-        return _replay(session, existing)
-    selection = select_invoices(session, list(amounts), lock=True)
-    if selection.problem is not None:
-        # The lock may have waited for payments that were just made with this very key.
-        existing = find_by_key(session, user, key)
-        if existing is not None:
-            return _replay(session, existing)
-        return Submission(selection=selection)
-    for item in selection.items:
-        item.amount = amounts[item.invoice.public_id]
+    """Record the amounts set on a selection read by `lock_selection` (in this transaction,
+    so its invoices are still locked): one payment per billing account, in a group when there
+    are several, not yet charged. All or nothing, in the caller's transaction."""
     errors = check_amounts(selection, company)
     if errors:
         return Submission(selection=selection, errors=errors)
@@ -135,9 +159,7 @@ def create_payments(
     if twin is not None:  # a twin of this submit got there first
         return _replay(session, twin)
     if scheduled_for is None:
-        for item in selection.items:
-            if item.amount > 0:
-                item.invoice.status = InvoiceStatus.PROCESSING
+        mark_processing(session, [item.invoice for item in selection.items if item.amount > 0])
     for payment in made:
         _audit_made(session, user, payment, method, scheduled_for, request)
     return Submission(payments=made, group=group, selection=selection)

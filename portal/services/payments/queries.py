@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -12,6 +14,7 @@ from portal.models import (
     Payment,
     PaymentAllocation,
     PaymentGroup,
+    PaymentMethod,
     PaymentStatus,
 )
 from portal.services.payments.rules import ACTION_TIMEOUT, KEY_LIFETIME, REVIEW_WINDOW
@@ -26,42 +29,76 @@ def get_group(session: Session, public_id: str) -> PaymentGroup | None:
     return session.scalar(select(PaymentGroup).where(PaymentGroup.public_id == public_id))
 
 
-def due_scheduled(session: Session, today: date) -> list[int]:
-    return list(
-        session.scalars(
-            select(Payment.id).where(
-                Payment.status == PaymentStatus.SCHEDULED, Payment.scheduled_for <= today
-            )
-        )
+@dataclass(frozen=True)
+class Found:
+    """Payments a sweep found, by gateway: `ours` were made with the configured gateway (and
+    with one of its methods); `elsewhere` maps each other gateway to its payments' ids."""
+
+    ours: list[int] = field(default_factory=list)
+    elsewhere: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _by_gateway(condition: Any) -> Select[int, str, str]:
+    """Ids of the payments meeting `condition`, with their gateway and their method's."""
+    return (
+        select(Payment.id, Payment.gateway, PaymentMethod.gateway)
+        .outerjoin(PaymentMethod, PaymentMethod.id == Payment.payment_method_id)
+        .where(condition)
+        .order_by(Payment.id)
     )
+
+
+def _split(rows: Iterable[tuple[int, str, str | None]], gateway_name: str) -> Found:
+    found = Found()
+    for payment_id, gateway, method_gateway in rows:
+        other = other_gateway(gateway, method_gateway, gateway_name)
+        if other is None:
+            found.ours.append(payment_id)
+        else:
+            found.elsewhere.setdefault(other, []).append(payment_id)
+    return found
+
+
+def other_gateway(gateway: str, method_gateway: str | None, gateway_name: str) -> str | None:
+    """The other gateway a payment belongs to (its own, else its method's), or None when it and
+    its method are the configured gateway's."""
+    if gateway != gateway_name:
+        return gateway
+    if method_gateway is not None and method_gateway != gateway_name:
+        return method_gateway
+    return None
+
+
+def due_scheduled(session: Session, today: date, gateway_name: str) -> Found:
+    """Scheduled payments whose day has come, split by gateway."""
+    due = and_(Payment.status == PaymentStatus.SCHEDULED, Payment.scheduled_for <= today)
+    return _split(session.execute(_by_gateway(due)), gateway_name)
 
 
 def charging_since(payment: Payment) -> datetime:
     return payment.charging_since or payment.created_at
 
 
-def stuck_processing(session: Session, before: datetime) -> list[int]:
-    """Processing since before `before`, or waiting for 3-D Secure for longer than allowed.
+def stuck_processing(session: Session, before: datetime, gateway_name: str) -> Found:
+    """Processing since before `before`, or waiting for 3-D Secure for longer than allowed,
+    split by gateway (only the configured gateway can be asked about its own charges).
 
     A payment with no gateway reference drops out once its key may be forgotten by the
     gateway (reconcile has reported it by then): asking again could charge twice.
     """
     since = func.coalesce(Payment.charging_since, Payment.created_at)
-    return list(
-        session.scalars(
-            select(Payment.id).where(
-                Payment.status == PaymentStatus.PROCESSING,
-                or_(
-                    and_(Payment.action_url.is_(None), since < before),
-                    since < before - ACTION_TIMEOUT,
-                ),
-                or_(
-                    Payment.gateway_reference.is_not(None),
-                    since > before - KEY_LIFETIME - REVIEW_WINDOW,
-                ),
-            )
-        )
+    stuck = and_(
+        Payment.status == PaymentStatus.PROCESSING,
+        or_(
+            and_(Payment.action_url.is_(None), since < before),
+            since < before - ACTION_TIMEOUT,
+        ),
+        or_(
+            Payment.gateway_reference.is_not(None),
+            since > before - KEY_LIFETIME - REVIEW_WINDOW,
+        ),
     )
+    return _split(session.execute(_by_gateway(stuck)), gateway_name)
 
 
 def _with_details(condition: Any) -> Select[Payment]:

@@ -9,8 +9,9 @@ from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload
 
+from portal.db import holds_sqlite_write_lock
 from portal.models import (
     BillingAccount,
     Company,
@@ -124,22 +125,48 @@ def _latest_payment(
     )
 
 
-def select_invoices(
-    session: Session, public_ids: Sequence[str], *, lock: bool = False
-) -> Selection:
-    """The invoices to pay, oldest first, each with what is still available to pay on it."""
+def select_invoices(session: Session, public_ids: Sequence[str]) -> Selection:
+    """The invoices to pay, oldest first, each with what is still available to pay on it, as
+    the form and its review show them (paying reads them again under their lock:
+    `creation.lock_selection`)."""
+    ids, problem = chosen_ids(public_ids)
+    if problem is not None:
+        return Selection(problem=problem)
+    query = invoices_query(session, ids, lock=False)
+    return judge(session, ids, list(session.scalars(query)))
+
+
+def chosen_ids(public_ids: Sequence[str]) -> tuple[list[str], Problem | None]:
+    """The distinct invoice ids asked for, or why there is nothing to look up."""
     ids = list(dict.fromkeys(pid for pid in public_ids if pid))
     if not ids:
-        return Selection(problem=Problem.NOTHING_SELECTED)
+        return ids, Problem.NOTHING_SELECTED
     if len(ids) > MAX_INVOICES:
-        return Selection(problem=Problem.TOO_MANY)
-    query = select(Invoice).where(Invoice.public_id.in_(ids)).order_by(Invoice.id)
+        return ids, Problem.TOO_MANY
+    return ids, None
+
+
+def invoices_query(session: Session, public_ids: list[str], *, lock: bool) -> Select[Any]:
+    """The chosen invoices with their billing accounts (joined: one statement); with `lock`,
+    locked until this transaction ends and read afresh."""
+    query = (
+        select(Invoice)
+        .where(Invoice.public_id.in_(public_ids))
+        .order_by(Invoice.id)
+        .options(joinedload(Invoice.billing_account, innerjoin=True))
+    )
     if lock:
         # Re-read what an earlier, unlocked read of this request left in the identity map: the
         # locked row is the truth (a payment may have completed while we waited for it).
-        query = _locked(session, query, ids).execution_options(populate_existing=True)
-    invoices = list(session.scalars(query.options(selectinload(Invoice.billing_account))))
-    if len(invoices) != len(ids):
+        query = _locked(session, query, public_ids).execution_options(populate_existing=True)
+    return query
+
+
+def judge(session: Session, public_ids: list[str], invoices: list[Invoice]) -> Selection:
+    """What is available on each of the invoices read for `public_ids` (under the lock when
+    paying: the amounts other payments hold are read after it, so they include any payment
+    committed while this one waited)."""
+    if len(invoices) != len(public_ids):
         return Selection(problem=Problem.NOT_FOUND)
     invoices.sort(key=_order)
     # Several accounts are paid together (a payment each); several currencies are not: one
@@ -165,15 +192,18 @@ def select_invoices(
 
 def _locked(session: Session, query: Select[Any], public_ids: list[str]) -> Select[Any]:
     """Serialize payers of the same invoices until this transaction ends."""
-    bind = session.get_bind()
-    if bind.dialect.name == "sqlite":
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
         # SQLite has no row locks; a write takes the database's write lock for the transaction.
-        session.execute(
-            update(Invoice)
-            .where(Invoice.public_id.in_(public_ids))
-            .values(amount_paid=Invoice.amount_paid)
-            .execution_options(synchronize_session=False)
-        )
+        # A writing unit's transaction took it when it began (BEGIN IMMEDIATE), and one that
+        # has written holds it: only a transaction that has not needs a write to take it.
+        if not holds_sqlite_write_lock(connection):
+            session.execute(
+                update(Invoice)
+                .where(Invoice.public_id.in_(public_ids))
+                .values(amount_paid=Invoice.amount_paid)
+                .execution_options(synchronize_session=False)
+            )
         return query
     return query.with_for_update(of=Invoice)
 

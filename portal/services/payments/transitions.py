@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import case, update
+from sqlalchemy import BigInteger, Row, case, inspect, literal, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
+from portal.db import utcnow
 from portal.gateways import (
     ChargeResult,
     ChargeStatus,
@@ -27,6 +29,9 @@ from portal.services import audit
 from portal.services.invoices import PAYABLE
 from portal.services.payments.rules import FINAL, IN_FLIGHT
 from portal.services.payments.selection import reserved_amounts
+
+# Every column a payment maps, read back by the UPDATE that moves it.
+_PAYMENT_COLUMNS = tuple(attr.key for attr in inspect(Payment).column_attrs)
 
 
 def apply_result(
@@ -60,15 +65,27 @@ def _move(
     session: Session, payment: Payment, sources: Sequence[PaymentStatus], **values: object
 ) -> bool:
     """The one way a payment row changes: a conditional UPDATE from one of `sources`, so two
-    writers (a webhook and a job, a replay) can never both move it. True if this one did."""
-    changed = session.execute(
+    writers (a webhook and a job, a replay) can never both move it. True if this one did.
+    The row it wrote comes back with it (RETURNING) and becomes what `payment` holds; when
+    another writer moved it first, `payment` is read again to show where it stands."""
+    row = session.execute(
         update(Payment)
         .where(Payment.id == payment.id, Payment.status.in_(sources))
         .values(**values)
+        .returning(*(getattr(Payment, key) for key in _PAYMENT_COLUMNS))
         .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    session.refresh(payment)
-    return bool(changed)
+    ).one_or_none()
+    if row is None:
+        session.refresh(payment)
+        return False
+    _set_loaded(payment, _PAYMENT_COLUMNS, row)
+    return True
+
+
+def _set_loaded(instance: object, keys: Sequence[str], row: Sequence[object]) -> None:
+    """What the database holds now, as the loaded (unchanged) state of `instance`."""
+    for key, value in zip(keys, row, strict=True):
+        set_committed_value(instance, key, value)
 
 
 def _transition(
@@ -89,26 +106,48 @@ def _transition(
 
 
 def _apply_to_invoices(session: Session, payment: Payment, now: datetime) -> None:
+    """Add the payment's allocations to its invoices' paid amounts, in one UPDATE, each only
+    while it stays within the invoice's total."""
+    amounts: dict[int, int] = {}
     for allocation in payment.allocations:
-        paid = Invoice.amount_paid + allocation.amount
-        done = session.execute(
-            update(Invoice)
-            .where(Invoice.id == allocation.invoice_id, paid <= Invoice.total)
-            .values(
-                amount_paid=paid,
-                status=case(
-                    (paid == Invoice.total, InvoiceStatus.PAID.value),
-                    else_=InvoiceStatus.PARTIALLY_PAID.value,
-                ),
-                paid_at=case((paid == Invoice.total, now), else_=Invoice.paid_at),
-                version=Invoice.version + 1,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
-        if not done:  # reservations make this unreachable; the CHECK constraint backs it up
-            raise RuntimeError(f"payment {payment.public_id} would overpay an invoice")
-    _expire_invoices(session, payment)
+        amounts[allocation.invoice_id] = amounts.get(allocation.invoice_id, 0) + allocation.amount
+    added = {invoice_id: literal(amount, BigInteger()) for invoice_id, amount in amounts.items()}
+    paid = Invoice.amount_paid + case(added, value=Invoice.id)
+    rows = session.execute(
+        update(Invoice)
+        .where(Invoice.id.in_(amounts), paid <= Invoice.total)
+        .values(
+            amount_paid=paid,
+            status=case(
+                (paid == Invoice.total, InvoiceStatus.PAID.value),
+                else_=InvoiceStatus.PARTIALLY_PAID.value,
+            ),
+            paid_at=case((paid == Invoice.total, now), else_=Invoice.paid_at),
+            version=Invoice.version + 1,
+            updated_at=now,
+        )
+        .returning(Invoice.id, *(getattr(Invoice, key) for key in _INVOICE_CHANGES))
+        .execution_options(synchronize_session=False)
+    ).all()
+    if len(rows) != len(amounts):  # reservations make this unreachable; the CHECK backs it up
+        raise RuntimeError(f"payment {payment.public_id} would overpay an invoice")
+    _refresh_invoices(session, rows)
+
+
+def mark_processing(session: Session, invoices: Sequence[Invoice]) -> None:
+    """Invoices a payment is now charging for show "Processing" (one UPDATE for them all).
+    The caller holds their lock (`lock_selection`), so they are as it read them."""
+    ids = [invoice.id for invoice in invoices if invoice.status is not InvoiceStatus.PROCESSING]
+    if not ids:
+        return
+    rows = session.execute(
+        update(Invoice)
+        .where(Invoice.id.in_(ids))
+        .values(status=InvoiceStatus.PROCESSING, version=Invoice.version + 1, updated_at=utcnow())
+        .returning(Invoice.id, *(getattr(Invoice, key) for key in _INVOICE_CHANGES))
+        .execution_options(synchronize_session=False)
+    ).all()
+    _refresh_invoices(session, rows)
 
 
 def _release_invoices(session: Session, payment: Payment, status: InvoiceStatus) -> None:
@@ -117,20 +156,26 @@ def _release_invoices(session: Session, payment: Payment, status: InvoiceStatus)
     busy = reserved_amounts(session, ids, statuses=(PaymentStatus.PROCESSING,))
     free = [invoice_id for invoice_id in ids if invoice_id not in busy]
     if free:
-        session.execute(
+        rows = session.execute(
             update(Invoice)
             .where(Invoice.id.in_(free), Invoice.status == InvoiceStatus.PROCESSING)
             .values(status=status, version=Invoice.version + 1)
+            .returning(Invoice.id, *(getattr(Invoice, key) for key in _INVOICE_CHANGES))
             .execution_options(synchronize_session=False)
-        )
-    _expire_invoices(session, payment)
+        ).all()
+        _refresh_invoices(session, rows)
 
 
-def _expire_invoices(session: Session, payment: Payment) -> None:
-    for allocation in payment.allocations:
-        invoice = session.identity_map.get(session.identity_key(Invoice, allocation.invoice_id))
+# What a payment's progress changes on an invoice, read back with each UPDATE.
+_INVOICE_CHANGES = ("amount_paid", "balance_due", "status", "paid_at", "version", "updated_at")
+
+
+def _refresh_invoices(session: Session, rows: Sequence[Row[Any]]) -> None:
+    """The invoices this session holds take the values their UPDATE returned."""
+    for row in rows:
+        invoice = session.identity_map.get(session.identity_key(Invoice, row[0]))
         if invoice is not None:
-            session.expire(invoice)
+            _set_loaded(invoice, _INVOICE_CHANGES, tuple(row[1:]))
 
 
 def _record_outcome(session: Session, payment: Payment, name: str) -> None:
