@@ -166,29 +166,39 @@ def _sign_in(context: Any, live: LiveServer) -> dict[str, str]:
     }
 
 
+RUN_AGAIN = 2  # times a run that lost its trace is started over
+
+
 def _audit(port: int, name: str, url: str) -> dict[str, Any]:
     """One Lighthouse run on `url` in the Chromium at `port`; its JSON report, also kept in
     tests/artifacts/lighthouse-<name>.json."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"lighthouse-{name}.json"
     started = time.monotonic()
-    result = subprocess.run(
-        [
-            shutil.which("node") or "node",
-            str(LIGHTHOUSE),
-            url,
-            f"--port={port}",
-            "--disable-storage-reset",
-            "--output=json",
-            f"--output-path={path}",
-            "--quiet",
-            f"--only-categories={','.join(CATEGORIES)}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    for attempt in range(1, RUN_AGAIN + 2):
+        path.unlink(missing_ok=True)
+        result = subprocess.run(
+            [
+                shutil.which("node") or "node",
+                str(LIGHTHOUSE),
+                url,
+                f"--port={port}",
+                "--disable-storage-reset",
+                "--output=json",
+                f"--output-path={path}",
+                "--quiet",
+                f"--only-categories={','.join(CATEGORIES)}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        # A run whose trace Lighthouse lost (NO_NAVSTART and its kin) ends with "Please run
+        # Lighthouse again": that says nothing of the page, so it is run again, as it asks.
+        if result.returncode == 0 or "run Lighthouse again" not in result.stderr:
+            break
+        LIGHTHOUSE_SUMMARY.append(f"{name}: Lighthouse lost its trace (run {attempt}), again")
     assert result.returncode == 0 and path.exists(), (
         f"Lighthouse failed on {url} (exit {result.returncode}): {result.stderr[-3000:]}"
     )
@@ -220,6 +230,12 @@ def reports(
     devtools = context.new_cdp_session(context.pages[0])
 
     def audit(name: str, url: str) -> None:
+        try:
+            measure(name, url)
+        except AssertionError as error:  # this page's test says so; the others still run
+            found[name] = {"portalFailure": str(error)}
+
+    def measure(name: str, url: str) -> None:
         # Lighthouse keeps the cache with the cookies (--disable-storage-reset): empty it, so
         # every page is measured as a first visit, styles and scripts fetched.
         devtools.send("Network.clearBrowserCache")
@@ -287,6 +303,7 @@ def _examples(audit: dict[str, Any], most: int = 3) -> list[str]:
 @pytest.mark.parametrize("name", PAGES)
 def test_page_meets_the_lighthouse_gate(reports: dict[str, dict[str, Any]], name: str) -> None:
     report = reports[name]
+    assert not report.get("portalFailure"), report.get("portalFailure")
     assert not report.get("runtimeError"), report["runtimeError"]
     assert report["configSettings"]["formFactor"] == "mobile"
     assert report["configSettings"]["throttlingMethod"] == "simulate"
