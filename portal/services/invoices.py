@@ -18,6 +18,7 @@ from portal.models import (
     PaymentAllocation,
     PaymentStatus,
 )
+from portal.models.invoice import OVERDUE_ELIGIBLE
 from portal.services import invoice_search, paging, tallies
 
 PAGE_SIZE = 25
@@ -64,16 +65,15 @@ class InvoicePage:
 
 
 def _status_condition(status: str, today: date) -> Any:
+    """The list's status filter (one mapping with its count: tallies.FILTER_STATUS)."""
     overdue = Invoice.is_overdue_on(today)
-    return {
-        "open": and_(Invoice.status == InvoiceStatus.OPEN, not_(overdue)),
-        "overdue": overdue,
-        "partially_paid": and_(Invoice.status == InvoiceStatus.PARTIALLY_PAID, not_(overdue)),
-        "processing": Invoice.status == InvoiceStatus.PROCESSING,
-        "failed": Invoice.status == InvoiceStatus.PAYMENT_FAILED,
-        "disputed": Invoice.status == InvoiceStatus.DISPUTED,
-        "paid": Invoice.status == InvoiceStatus.PAID,
-    }.get(status)
+    if status == "overdue":
+        return overdue
+    shown = tallies.FILTER_STATUS.get(status)
+    if shown is None:
+        return None
+    condition = Invoice.status == shown
+    return and_(condition, not_(overdue)) if shown in OVERDUE_ELIGIBLE else condition
 
 
 def _filtered(query: InvoiceQuery, today: date) -> Select[Invoice]:

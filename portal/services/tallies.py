@@ -86,24 +86,29 @@ def aging(session: Session, today: date, currency: str) -> list[tuple[str, int, 
     return [(key, int(row[2 * i]), int(row[2 * i + 1])) for i, key in enumerate(AGING_BUCKETS)]
 
 
+# The invoice list's status filters, by the status each shows ("overdue" aside: it follows from
+# the due date). Open and partially paid show only those not overdue.
+FILTER_STATUS = {
+    "open": InvoiceStatus.OPEN,
+    "partially_paid": InvoiceStatus.PARTIALLY_PAID,
+    "processing": InvoiceStatus.PROCESSING,
+    "failed": InvoiceStatus.PAYMENT_FAILED,
+    "disputed": InvoiceStatus.DISPUTED,
+    "paid": InvoiceStatus.PAID,
+}
+
+
 def invoice_count(session: Session, status: str, today: date) -> int:
     """How many of the scope's invoices the list shows under a status filter (see
     portal.services.invoices._status_condition): "all", or one of its filters."""
-    statuses = {
-        "open": InvoiceStatus.OPEN,
-        "partially_paid": InvoiceStatus.PARTIALLY_PAID,
-        "processing": InvoiceStatus.PROCESSING,
-        "failed": InvoiceStatus.PAYMENT_FAILED,
-        "disputed": InvoiceStatus.DISPUTED,
-        "paid": InvoiceStatus.PAID,
-    }
     statement = select(func.coalesce(func.sum(T.invoice_count), 0))
+    shown = FILTER_STATUS.get(status)
     if status == "overdue":
         statement = statement.where(_overdue(today))
-    elif status in ("open", "partially_paid"):
-        statement = statement.where(T.status == statuses[status].value, not_(_overdue(today)))
-    elif status in statuses:
-        statement = statement.where(T.status == statuses[status].value)
+    elif shown in OVERDUE_ELIGIBLE:
+        statement = statement.where(T.status == shown.value, not_(_overdue(today)))
+    elif shown is not None:
+        statement = statement.where(T.status == shown.value)
     return int(session.scalar(statement) or 0)
 
 
