@@ -64,9 +64,10 @@ format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# An RQ worker on REDIS_URL (queue `portal`), the app built once, with the dispatcher that hands
+# it the outbox's work and runs the recurring sweep (workers/worker.py). Start as many as needed.
 worker: install
-	REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}" PORTAL_ENV=$${PORTAL_ENV:-development} $(BIN)/flask --app wsgi jobs start-sweeps
-	REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}" PORTAL_ENV=$${PORTAL_ENV:-development} $(BIN)/rq worker --with-scheduler --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" portal
+	REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}" PORTAL_ENV=$${PORTAL_ENV:-development} $(BIN)/flask --app wsgi jobs worker
 
 translations-extract: install
 	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext \

@@ -37,6 +37,7 @@ from portal.models import PortalUser
 from portal.services import seed
 from portal.services.passwords import hasher
 from tests import factories
+from tests.work import ManualQueue
 
 CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET = factories.SECRET_KEY
@@ -153,7 +154,9 @@ def backend(
 
 
 def make_app(backend: Backend, **overrides: Any) -> Flask:
-    return create_app(
+    """An app on `backend`. Without a `redis_url` its work travels nowhere: tests run the
+    outbox's due work by hand (`app.extensions["portal.jobs"].run_due(now)`, tests/work.py)."""
+    app = create_app(
         {
             "env": "testing",
             "secret_key": TEST_SECRET,
@@ -164,6 +167,9 @@ def make_app(backend: Backend, **overrides: Any) -> Flask:
             **overrides,
         }
     )
+    if not overrides.get("redis_url"):
+        app.extensions["portal.jobs"] = ManualQueue(app)
+    return app
 
 
 @pytest.fixture(scope="session")
@@ -184,7 +190,7 @@ def transactional(app: Flask) -> Iterator[Connection]:
         bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
     app.extensions["portal.clock"] = clock.Clock()
-    app.extensions["portal.jobs"].clear()  # the embedded queue: nothing left from another test
+    app.extensions["portal.jobs"].clear()  # no work left over from a test that committed its own
     limiter.reset()
     try:
         yield conn

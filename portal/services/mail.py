@@ -1,9 +1,17 @@
-"""Outgoing e-mail: SMTP when MAIL_URL says so (smtp://host:port), else files under mail_dir."""
+"""Outgoing e-mail: SMTP when MAIL_URL says so (smtp://host:port), else files under mail_dir.
+
+Sending a message has a point of no return: once the message's text has gone to the server,
+a timeout or a dropped connection does not say whether the server kept it. Before that point
+any error means "not sent" (the job may run again); after it, `DeliveryUnknown` (the job must
+not send it again, or the payer gets the same receipt twice). `before_sending` runs just before
+that point, so the caller can record it first.
+"""
 
 from __future__ import annotations
 
 import logging
 import smtplib
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -11,35 +19,65 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
-SENDER = "Billing Portal <no-reply@billing-portal.invalid>"
+MAIL_DOMAIN = "billing-portal.invalid"
+SENDER = f"Billing Portal <no-reply@{MAIL_DOMAIN}>"
+SENDER_ADDRESS = f"no-reply@{MAIL_DOMAIN}"
+
+
+class DeliveryUnknown(Exception):
+    """The server had the whole message and gave no answer: it may have delivered it."""
 
 
 @dataclass(frozen=True)
 class Mailer:
     mail_url: str
     mail_dir: str
+    timeout: float = 10.0
+    message_id: str | None = None  # stable for one piece of work: a receiver can tell a repeat
+    before_sending: Callable[[], None] | None = None
 
     def send(self, to: str, subject: str, text: str) -> str:
         message = EmailMessage()
         message["From"] = SENDER
         message["To"] = to
         message["Subject"] = subject
-        message["Message-ID"] = make_msgid(domain="billing-portal.invalid")
+        message["Message-ID"] = self.message_id or make_msgid(domain=MAIL_DOMAIN)
         message.set_content(text)
         if self.mail_url:
-            parts = urlsplit(self.mail_url)
-            if parts.scheme not in {"smtp", "smtps"}:
-                raise ValueError("MAIL_URL must be smtp://host:port or smtps://host:port")
-            smtp_class = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
-            with smtp_class(parts.hostname or "127.0.0.1", parts.port or 25, timeout=10) as smtp:
-                if parts.username:
-                    smtp.login(parts.username, parts.password or "")
-                smtp.send_message(message)
+            self._smtp(message, to)
         else:
             folder = Path(self.mail_dir)
             folder.mkdir(parents=True, exist_ok=True)
             name = message["Message-ID"].strip("<>").replace("@", "_") + ".eml"
-            (folder / name).write_bytes(bytes(message))
+            if self.before_sending is not None:
+                self.before_sending()
+            (folder / name).write_bytes(bytes(message))  # the same name again: one file
             log.info("mail to %s written to %s", to, folder / name)
         log.info("mail sent to %s: %s", to, subject)
         return str(message["Message-ID"])
+
+    def _smtp(self, message: EmailMessage, to: str) -> None:
+        parts = urlsplit(self.mail_url)
+        if parts.scheme not in {"smtp", "smtps"}:
+            raise ValueError("MAIL_URL must be smtp://host:port or smtps://host:port")
+        smtp_class = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
+        with smtp_class(
+            parts.hostname or "127.0.0.1", parts.port or 25, timeout=self.timeout
+        ) as smtp:
+            if parts.username:
+                smtp.login(parts.username, parts.password or "")
+            smtp.ehlo_or_helo_if_needed()
+            code, answer = smtp.mail(SENDER_ADDRESS)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, answer, SENDER_ADDRESS)
+            code, answer = smtp.rcpt(to)
+            if code not in (250, 251):
+                raise smtplib.SMTPRecipientsRefused({to: (code, answer)})
+            if self.before_sending is not None:
+                self.before_sending()
+            try:
+                smtp.data(bytes(message))
+            except smtplib.SMTPResponseException:
+                raise  # the server answered no: it did not take the message
+            except (OSError, smtplib.SMTPException) as error:  # no answer after the message
+                raise DeliveryUnknown(f"{type(error).__name__}: {error}") from error

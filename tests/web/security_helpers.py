@@ -14,12 +14,10 @@ from sqlalchemy.orm import sessionmaker
 from portal import clock
 from portal.extensions import limiter
 from tests.conftest import Backend, make_app
-from workers.queue import EmbeddedQueue
+from tests.work import ManualQueue
 
 PUBLIC_URL = "https://billing.example.com"
-# Outside testing an app without REDIS_URL starts a thread of its own running the sweeps (here:
-# against the shared test database). With a REDIS_URL it starts none; its queue is then replaced
-# by an embedded one that tests run by hand, so nothing reaches Redis either.
+# Its queue is replaced by the tests' manual one (tests/work.py), so nothing reaches Redis.
 REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -32,12 +30,7 @@ def app_as(backend: Backend, env: str, **overrides: Any) -> Flask:
         "RATELIMIT_STORAGE_URI": "memory://",
     }
     app = make_app(backend, **{**defaults, **overrides})
-
-    def in_app(job: Any) -> Any:
-        with app.app_context():
-            return job()
-
-    app.extensions["portal.jobs"] = EmbeddedQueue(run=in_app)
+    app.extensions["portal.jobs"] = ManualQueue(app)
     return app
 
 
