@@ -196,6 +196,11 @@ class Settings:
                 "reach the portal, e.g. PUBLIC_URL=https://billing.example.com: links in "
                 "e-mails are built from it, and the portal answers to no other host name"
             )
+        if self.is_production and not self.redis_url:
+            raise ConfigError(
+                "REDIS_URL must be set in production (e.g. redis://127.0.0.1:6379/0): background "
+                "work (receipts, reset links, settlements) travels to the workers through it"
+            )
         if self.is_production and self.metrics_token and len(self.metrics_token) < 32:
             raise ConfigError("METRICS_TOKEN must be at least 32 characters")
         return replace(

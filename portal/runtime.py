@@ -22,6 +22,7 @@ The runtime reads the app's settings and queue where the app keeps them (`app.co
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,6 +57,8 @@ SWEEP = f"{JOBS}.sweep"
 # (`job_schedules` in the database says when next, so they come back by themselves).
 SWEEP_EVERY = timedelta(seconds=30)
 SCHEDULES: dict[str, tuple[timedelta, str]] = {"sweep": (SWEEP_EVERY, SWEEP)}
+REFUSED_AT = "portal.jobs.refused_at"  # in app.extensions: when the queue last refused work
+DELAY_REMEMBERED = 300.0  # seconds
 SWEEPS = {  # what `sweep` (and `flask jobs sweep`) runs, by the name it reports
     "scheduled": f"{JOBS}.run_due_payments",
     "reconciled": f"{JOBS}.reconcile_payments",
@@ -180,10 +183,14 @@ class Runtime:
             return
         queue, work_id, rq_job_id = self.jobs, row.id, row.rq_job_id
 
+        services = self.services
+
         def go() -> None:
             try:
                 queue.enqueue(RUN_WORK, work_id, job_id=rq_job_id)
+                services.pop(REFUSED_AT, None)
             except Exception as error:
+                services[REFUSED_AT] = time.monotonic()
                 log.warning(
                     "the job queue refused %s (%s: %s): it waits in the outbox, and the "
                     "dispatcher hands it over once the queue answers",
@@ -193,6 +200,13 @@ class Runtime:
                 )
 
         defer(session, go)
+
+    @property
+    def work_delayed(self) -> bool:
+        """Whether this process's last hand-off to the queue, within DELAY_REMEMBERED, was
+        refused (Redis away): pages that hand off work a person waits for say it may be late."""
+        refused = self.services.get(REFUSED_AT)
+        return refused is not None and time.monotonic() - refused < DELAY_REMEMBERED
 
     @property
     def mailer(self) -> Mailer:

@@ -34,6 +34,7 @@ from portal import clock, create_app, migrate, tenancy
 from portal.db import make_engine
 from portal.extensions import limiter
 from portal.models import PortalUser
+from portal.runtime import REFUSED_AT
 from portal.services import seed
 from portal.services.passwords import hasher
 from tests import factories
@@ -190,7 +191,10 @@ def transactional(app: Flask) -> Iterator[Connection]:
         bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
     app.extensions["portal.clock"] = clock.Clock()
-    app.extensions["portal.jobs"].clear()  # no work left over from a test that committed its own
+    queue = app.extensions["portal.jobs"]
+    if isinstance(queue, ManualQueue):
+        queue.handed.clear()  # what an earlier test handed over (its work was rolled back)
+    app.extensions.pop(REFUSED_AT, None)  # nor a refusal of the queue another test caused
     limiter.reset()
     try:
         yield conn
@@ -342,12 +346,15 @@ class Inbox:
 
 
 @contextmanager
-def smtp_server(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    """A real SMTP server on loopback that `app` sends its mail to, for the block."""
+def smtp_server(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, handler: Inbox | None = None
+) -> Iterator[Inbox]:
+    """A real SMTP server on loopback that `app` sends its mail to, for the block (`handler`:
+    an Inbox that answers otherwise)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    inbox = Inbox()
+    inbox = handler or Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     settings = dataclasses.replace(app.config["SETTINGS"], mail_url=f"smtp://127.0.0.1:{port}")

@@ -36,7 +36,7 @@ from portal.db import unit_of_work
 from portal.models import Schedule, Work, WorkState
 from portal.runtime import RUN_WORK, SCHEDULES
 from portal.services import outbox
-from workers.jobs import run_work
+from workers.jobs import NOT_RUN, run_work
 from workers.queue import RQJobQueue
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,9 @@ def drain(app: Flask, now: datetime | None = None, rounds: int = 20) -> int:
                 )
             if not ids:
                 break
-            for work_id in ids:
-                run_work(work_id)
-                ran += 1
+            outcomes = [run_work(work_id) for work_id in ids]
+            taken = sum(1 for outcome in outcomes if not outcome.startswith(NOT_RUN))
+            if not taken:
+                break  # what is left is held by another process
+            ran += taken
     return ran

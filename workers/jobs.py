@@ -216,6 +216,8 @@ def sweep() -> dict[str, int]:
 
 # running a row of the outbox ---------------------------------------------------------------
 
+NOT_RUN = "not run"  # what run_work answers for work it did not take
+
 
 def _record(app: Flask, change: Callable[[Session], object]) -> None:
     with unit_of_work(writes=True), app.extensions["portal.db"].sessionmaker() as session:
@@ -237,7 +239,7 @@ def run_work(work_id: int) -> str:
 
         _record(app, take)
         if held is None:
-            return "not run: finished, held elsewhere, or not due"
+            return f"{NOT_RUN}: finished, held elsewhere, or not due"
         claim: outbox.Claim = held
         token = outbox.current.set(claim)
         try:

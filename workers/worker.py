@@ -20,6 +20,7 @@ from typing import Any
 
 from flask import Flask
 from rq import Queue, Worker
+from rq.exceptions import StopRequested
 from rq.job import Job
 
 from workers import jobs
@@ -76,16 +77,25 @@ def serve(app: Flask, *, burst: bool = False, name: str | None = None) -> None:
     jobs.use_app(app)
     dispatcher = Dispatcher(app, RQJobQueue(redis_url, timeout=DISPATCH_TIMEOUT))
     while True:
-        worker = PortalWorker(
-            [QUEUE_NAME], connection=connect(redis_url), app=app, dispatcher=dispatcher, name=name
-        )
+        worker: PortalWorker | None = None
         try:
+            worker = PortalWorker(
+                [QUEUE_NAME],
+                connection=connect(redis_url),
+                app=app,
+                dispatcher=dispatcher,
+                name=name,
+            )
             worker.work(burst=burst, with_scheduler=False, logging_level="INFO")
         except Exception as error:  # e.g. Redis away as the worker registers itself
             log.warning("worker: %s: %s", type(error).__name__, error)
-        if burst or worker._stop_requested:
+        stopping = worker is not None and worker._stop_requested
+        if burst or stopping:
             return
         log.warning("worker: RQ's loop ended; starting it again in %.0f s", RESTART_PAUSE)
-        time.sleep(RESTART_PAUSE)
-        if worker._stop_requested:  # a signal while pausing
+        try:
+            time.sleep(RESTART_PAUSE)
+        except StopRequested:  # SIGINT/SIGTERM while pausing (RQ's handler is still set)
+            return
+        if worker is not None and worker._stop_requested:
             return

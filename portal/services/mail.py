@@ -76,8 +76,10 @@ class Mailer:
             if self.before_sending is not None:
                 self.before_sending()
             try:
-                smtp.data(bytes(message))
+                code, answer = smtp.data(bytes(message))
             except smtplib.SMTPResponseException:
-                raise  # the server answered no: it did not take the message
+                raise  # the server answered no (to DATA): it did not take the message
             except (OSError, smtplib.SMTPException) as error:  # no answer after the message
                 raise DeliveryUnknown(f"{type(error).__name__}: {error}") from error
+            if code != 250:  # it answered no after reading the message: not taken either
+                raise smtplib.SMTPDataError(code, answer)
