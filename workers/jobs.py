@@ -225,6 +225,16 @@ def _record(app: Flask, change: Callable[[Session], object]) -> None:
         session.commit()
 
 
+def _refused_for_good(error: Exception) -> bool:
+    """A mail server's permanent "no" (5xx, to the sender, the recipient or the message): it
+    would answer the same again, so the work is not retried."""
+    if isinstance(error, smtplib.SMTPResponseException):
+        return error.smtp_code >= 500
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _answer in error.recipients.values())
+    return False
+
+
 def run_work(work_id: int) -> str:
     """Run one row of the outbox, once: claim it, run the job it names, record the end. A row
     that is done, failed, held by another process or not yet due is left alone (a second
@@ -250,15 +260,12 @@ def run_work(work_id: int) -> str:
             _record(app, lambda s: outbox.finish(s, claim, unconfirmed, clock.now()))
             return "unconfirmed"
         except Exception as error:
-            # A mail server's permanent "no" (5xx) would answer the same again: no retry.
-            again = not (
-                isinstance(error, smtplib.SMTPResponseException) and error.smtp_code >= 500
-            )
+            again = not _refused_for_good(error)
             failure = f"{type(error).__name__}: {error}"
-            now: list[object] = []
+            ended: list[object] = []
 
             def back(session: Session) -> None:
-                now.append(
+                ended.append(
                     outbox.give_up_or_retry(session, claim, failure, clock.now(), retry=again)
                 )
 
@@ -268,7 +275,7 @@ def run_work(work_id: int) -> str:
                 work_id,
                 claim.job,
                 claim.attempt,
-                now[0],
+                ended[0],
             )
             return f"failed: {failure}"
         finally:

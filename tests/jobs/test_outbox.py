@@ -278,6 +278,24 @@ def test_a_mail_server_that_says_no_is_asked_again_only_when_it_said_later(
     assert issubclass(smtplib.SMTPDataError, smtplib.SMTPResponseException)
 
 
+class NoSuchRecipient(Inbox):
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        return "550 5.1.1 no such user"
+
+
+def test_a_recipient_refused_for_good_is_not_asked_again(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with smtp_server(app, monkeypatch, handler=NoSuchRecipient()) as inbox:
+        work_id = _ask(app, db, SEND_MAIL, "gone@acme.test", "Receipt", "Paid")
+        assert _run(app, work_id).startswith("failed: SMTPRecipientsRefused")
+        row = _row(db, work_id)
+        assert (row.state, row.attempts) == (WorkState.FAILED, 1)  # never sent: not "sending"
+        assert inbox.messages == []
+
+
 # any order of deliveries, crashes and recoveries -------------------------------------------
 
 STEPS = st.lists(
