@@ -49,7 +49,7 @@ from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bench.over_http import database
+from bench.over_http import HOST, ROOT, database
 from portal import migrate
 from portal.db import make_engine
 from portal.models import Schedule, Work, WorkState
@@ -57,8 +57,6 @@ from portal.runtime import RUN_WORK, SCHEDULES
 from portal.services import outbox
 from workers.queue import RQJobQueue
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "billing.bench.test"
 SEND_MAIL = "workers.jobs.send_mail"
 SECTION = "## Background jobs"
 LAST_SECTION = "## Misses explained (profiles)"
@@ -378,7 +376,8 @@ def write(output: Path, results: list[Figures], repeats: int) -> None:
         old = document[start + 1 : end]
         document = document[: start + 1] + document[end:]
         body = old[len(SECTION) :].split(PREVIOUS)[0]
-        previous = "\n".join(line for line in body.splitlines() if line.startswith(("|", "- ")))
+        table_at = body.find("\n|")
+        previous = body[table_at + 1 :].strip() if table_at >= 0 else ""
         when = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", body)
         if when and previous:
             previous = f"{when.group(0)}:\n\n{previous}"

@@ -87,6 +87,6 @@ def test_a_new_run_keeps_the_figures_it_replaces_under_previous_run(tmp_path: Pa
     assert "| 10 | 10.00 |" in now
     assert "- sqlite: 40x the jobs per second (0.25 to 10.00)" in now
     assert "| 10 | 8.00 |" in previous
-    assert "- sqlite: 20x the jobs per second (0.40 to 8.00)" in previous
+    assert "|\n\n- sqlite: 20x the jobs per second (0.40 to 8.00)" in previous
     assert "5.00" not in written  # the run before the previous one is dropped
     assert written.endswith("\n## Misses explained (profiles)\n\n- Why.\n")
