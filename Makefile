@@ -6,7 +6,7 @@ PORT ?= 5000
 RUN_ENV := PORTAL_ENV=development
 
 .PHONY: run test test-sqlite test-postgresql test-tools lint format worker bench install install-dev \
-        translations-extract translations-update translations-compile clean
+        bench-jobs translations-extract translations-update translations-compile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,11 +84,23 @@ clean:
 	rm -rf $(VENV) instance build .pytest_cache .mypy_cache .ruff_cache tests/artifacts node_modules .coverage .coverage.*
 
 # The pages over HTTP under gunicorn, driven by wrk, beside a hello and a floor page, on SQLite and
-# PostgreSQL; writes docs/BENCHMARKS.md. SIZE=small for a quick run (bench/dataset.py: tiny, small,
-# a, b; default a,b), DATABASES=sqlite, SECONDS per figure.
+# PostgreSQL, then background jobs per second (bench-jobs); writes docs/BENCHMARKS.md. SIZE=small
+# for a quick run (bench/dataset.py: tiny, small, a, b; default a,b), DATABASES=sqlite, SECONDS per
+# figure.
 SIZE ?= a,b
 DATABASES ?= sqlite,postgresql
 SECONDS ?= 5
 bench: install-dev translations-compile
 	@command -v wrk >/dev/null 2>&1 || { echo "wrk not found: apt-get install wrk"; exit 1; }
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server not found: apt-get install redis-server"; exit 1; }
 	$(BIN)/python -m bench.over_http --sizes $(SIZE) --databases $(DATABASES) --seconds $(SECONDS)
+	$(BIN)/python -m bench.jobs --databases $(DATABASES) --jobs $(JOBS) --repeats $(REPEATS)
+
+# Jobs per second of the stock `rq worker` (the app built in every job) and of `flask jobs worker`
+# (the app built once), each on a redis-server of its own (bench/jobs.py); writes the "Background
+# jobs" section of docs/BENCHMARKS.md. JOBS per run of the worker (the stock one runs fewer).
+JOBS ?= 200
+REPEATS ?= 3
+bench-jobs: install-dev translations-compile
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server not found: apt-get install redis-server"; exit 1; }
+	$(BIN)/python -m bench.jobs --databases $(DATABASES) --jobs $(JOBS) --repeats $(REPEATS)

@@ -124,7 +124,7 @@ class Dispatcher:
 
     def _schedules(self, now: datetime, done: Pass) -> None:
         with unit_of_work(writes=False), self._session() as session:
-            known = dict(session.execute(select(Schedule.name, Schedule.next_run_at)).tuples())
+            known = dict(session.execute(select(Schedule.name, Schedule.next_run_at)).all())
         for name, (every, job) in SCHEDULES.items():
             if name in known and known[name] > now:
                 continue
