@@ -1,7 +1,7 @@
 """The dispatcher: from the outbox (the database) to Redis, and back when Redis forgets.
 
-It runs inside every worker (workers/worker.py), about once a second between jobs, and once as
-the worker starts. Each pass:
+It runs inside every worker (workers/worker.py): once as the worker starts, then about once a
+second (between jobs, or after a second with none). Each pass:
 
 1. gives back the rows whose process died while holding them (`outbox.recover`): a worker killed
    mid-job is rerun at once, not after RQ's maintenance interval;

@@ -2,8 +2,9 @@
 
 One process per worker, the app built once in it before any job: RQ's forking worker then runs
 each job in a child that inherits the built app (a fork, not an import and a `create_app` per
-job; the child drops the database connections it inherited and opens its own). Between jobs,
-about once a second, the worker runs the dispatcher (workers/dispatch.py), which hands work from
+job; the child drops the database connections it inherited and opens its own). As it starts,
+then about once a second (between jobs, or after a second with none), the worker runs the
+dispatcher (workers/dispatch.py), which hands work from
 the outbox to Redis, reruns work whose process died, and runs the recurring sweep: no RQ
 scheduler, so no scheduler process to die and no scheduler lock to outlive a killed worker.
 
@@ -44,19 +45,26 @@ class PortalWorker(Worker):
         super().__init__(*args, **kwargs)
         self.app = app
         self.dispatcher = dispatcher
+        self._dispatched_at = float("-inf")
+
+    def _dispatch(self, *, now: bool = False) -> None:
+        """A dispatcher pass, at most once a TICK while jobs keep coming (`now`: whatever)."""
+        if now or time.monotonic() - self._dispatched_at >= TICK:
+            self._dispatched_at = time.monotonic()
+            self.dispatcher.tick()
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
         if timeout is None:  # burst: what is due now, then stop
-            self.dispatcher.tick()
+            self._dispatch()
             found = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
             if found is None:
-                self.dispatcher.tick()  # a job may have asked for more work
+                self._dispatch(now=True)  # a job may have asked for more work
                 found = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
             return found
         while True:
-            self.dispatcher.tick()
+            self._dispatch()
             found = super().dequeue_job_and_maintain_ttl(TICK, TICK)
             if found is not None or self._stop_requested:
                 return found
