@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app
 from sqlalchemy.orm import Session
@@ -229,7 +230,7 @@ class Runtime:
             self.settings.mail_url,
             self.settings.mail_dir,
             self.settings.mail_timeout,
-            message_id=f"<work-{held.work_id}@{MAIL_DOMAIN}>",
+            message_id=held.message_id(urlsplit(self.settings.public_url).hostname or MAIL_DOMAIN),
             before_sending=sending,
         )
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import Flask
+from rq.exceptions import StopRequested
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -36,21 +37,29 @@ from portal.db import unit_of_work
 from portal.models import Schedule, Work, WorkState
 from portal.runtime import RUN_WORK, SCHEDULES
 from portal.services import outbox
-from workers.jobs import NOT_RUN, run_work
+from workers.jobs import NOT_RUN, pid_namespace, run_work
 from workers.queue import RQJobQueue
 
 log = logging.getLogger(__name__)
 
 LOST_AFTER = timedelta(seconds=10)  # Redis shows a handed-over job by then, or it lost it
+# A handed-over job still waiting after this long is handed over again whatever Redis says of it
+# (longer than a healthy queue keeps work waiting; a duplicate runs once anyway).
+STUCK_AFTER = timedelta(minutes=2)
 # RQ statuses of a job that is still on its way: anything else (gone, failed, stopped, finished
 # while the row says queued) means the hand-off must be made again.
 ON_ITS_WAY = frozenset({"created", "queued", "started", "deferred", "scheduled", "rate_limited"})
 
 
 def alive(by: str) -> bool | None:
-    """Whether the process "host:pid" still runs; None when it is on another host."""
-    host, _, pid = by.rpartition(":")
-    if host != platform.node() or not pid.isdigit():
+    """Whether the process that claimed work ("host:pid-namespace:pid", workers.jobs.
+    worker_identity) still runs; None when this process cannot look (another host or pid
+    namespace): then the claim's lease decides."""
+    parts = by.rsplit(":", 2)
+    if len(parts) != 3:
+        return None
+    host, namespace, pid = parts
+    if host != platform.node() or namespace != pid_namespace() or not pid.isdigit():
         return None
     try:
         os.kill(int(pid), 0)
@@ -91,6 +100,8 @@ class Dispatcher:
             for step in (self._recover, self._schedules, self._due, self._lost):
                 try:
                     step(now, done)
+                except StopRequested:
+                    raise  # SIGINT/SIGTERM during a pass: the worker stops, as RQ means it to
                 except Exception as error:
                     log.warning(
                         "dispatcher: %s: %s: %s", step.__name__, type(error).__name__, error
@@ -109,7 +120,7 @@ class Dispatcher:
         if not any(
             alive(by or "") is False or (claimed_at or now) < now - outbox.LEASE
             for by, claimed_at in held
-        ):
+        ):  # the same test as outbox.recover's, read first so an idle pass writes nothing
             return
         with unit_of_work(writes=True), self._session() as session:
             counts = outbox.recover(session, now, alive)
@@ -139,31 +150,38 @@ class Dispatcher:
         with unit_of_work(writes=False), self._session() as session:
             ids = outbox.due(session, now)
         if ids:
-            self._hand_over(ids, now, done, again=False)
+            self._hand_over(ids, now, done)
 
     def _lost(self, now: datetime, done: Pass) -> None:
         with unit_of_work(writes=False), self._session() as session:
-            waiting = [
-                (w.id, w.rq_job_id) for w in outbox.handed_over_before(session, now - LOST_AFTER)
-            ]
-        if not waiting:
+            waiting = outbox.handed_over_before(session, now - LOST_AFTER)
+            handed = [(w.id, w.rq_job_id, w.dispatched, w.dispatched_at) for w in waiting]
+        if not handed:
             return
-        statuses = self.queue.statuses([rq_id for _id, rq_id in waiting])
+        statuses = self.queue.statuses([rq_id for _id, rq_id, _n, _at in handed])
         lost = [
-            work_id
-            for (work_id, _rq), status in zip(waiting, statuses, strict=True)
-            if status not in ON_ITS_WAY
+            (work_id, dispatched)
+            for (work_id, _rq, dispatched, at), status in zip(handed, statuses, strict=True)
+            # Gone from Redis, or "on its way" for too long: a job RQ took off its list for a
+            # worker that died (its intermediate queue), or whose list was lost, says "queued"
+            # until RQ's maintenance, minutes later. A second hand-off runs it once anyway.
+            if status not in ON_ITS_WAY or (at is not None and at < now - STUCK_AFTER)
         ]
         if lost:
             log.warning(
-                "dispatcher: Redis no longer has %d handed-over job(s): handing them over again",
+                "dispatcher: %d handed-over job(s) lost or stuck in Redis: handing them over again",
                 len(lost),
             )
-            self._hand_over(lost, now, done, again=True)
+            self._hand_over([i for i, _n in lost], now, done, again=dict(lost))
 
-    def _hand_over(self, ids: list[int], now: datetime, done: Pass, *, again: bool) -> None:
+    def _hand_over(
+        self, ids: list[int], now: datetime, done: Pass, *, again: dict[int, int] | None = None
+    ) -> None:
         with unit_of_work(writes=True), self._session() as session:
-            handed = [(i, outbox.hand_over(session, i, now, again=again)) for i in ids]
+            handed = [
+                (i, outbox.hand_over(session, i, now, again_after=(again or {}).get(i)))
+                for i in ids
+            ]
             session.commit()
         for work_id, rq_job_id in handed:
             if rq_job_id is None:

@@ -57,8 +57,17 @@ def use_app(app: Flask) -> None:
 
 
 def worker_identity() -> str:
-    """Who holds a row while running it: "host:pid" (the dispatcher asks whether it lives)."""
-    return f"{platform.node()}:{os.getpid()}"
+    """Who holds a row while running it: "host:pid-namespace:pid". The dispatcher looks whether
+    that process lives only from the same host and pid namespace (two containers may share a
+    host name, each with its own pids); from anywhere else the claim's lease decides."""
+    return f"{platform.node()}:{pid_namespace()}:{os.getpid()}"
+
+
+def pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:  # no /proc: one namespace as far as we can tell
+        return "-"
 
 
 @contextmanager
@@ -261,12 +270,17 @@ def run_work(work_id: int) -> str:
             return "unconfirmed"
         except Exception as error:
             again = not _refused_for_good(error)
+            refused = isinstance(
+                error, (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused)
+            )
             failure = f"{type(error).__name__}: {error}"
             ended: list[object] = []
 
             def back(session: Session) -> None:
                 ended.append(
-                    outbox.give_up_or_retry(session, claim, failure, clock.now(), retry=again)
+                    outbox.give_up_or_retry(
+                        session, claim, failure, clock.now(), retry=again, refused=refused
+                    )
                 )
 
             _record(app, back)

@@ -119,6 +119,9 @@ def defer(session: Session, action: Callable[[], Any]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_deferred(session: Session) -> None:
+    # A savepoint's release fires this too: its work is not committed until the outer one is.
+    if session.in_nested_transaction():
+        return
     # What was committed stands: a failing hand-off must not turn it into an error page, nor
     # stop the others (the work is in the outbox: the dispatcher hands it over later).
     actions = session.info.pop(_AFTER_COMMIT, [])

@@ -66,8 +66,14 @@ class PortalWorker(Worker):
         while True:
             self._dispatch()
             found = super().dequeue_job_and_maintain_ttl(TICK, TICK)
-            if found is not None or self._stop_requested:
+            if found is not None or self.stopping:
                 return found
+
+    @property
+    def stopping(self) -> bool:
+        """Told to stop (SIGINT/SIGTERM). RQ marks it two ways: `_stop_requested` when busy,
+        and only the shutdown date when idle (it raises StopRequested then)."""
+        return self._stop_requested or self._shutdown_requested_date is not None
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         # The child of a fork: the parent's pooled connections are the parent's (SQLAlchemy's
@@ -97,13 +103,12 @@ def serve(app: Flask, *, burst: bool = False, name: str | None = None) -> None:
             worker.work(burst=burst, with_scheduler=False, logging_level="INFO")
         except Exception as error:  # e.g. Redis away as the worker registers itself
             log.warning("worker: %s: %s", type(error).__name__, error)
-        stopping = worker is not None and worker._stop_requested
-        if burst or stopping:
+        if burst or (worker is not None and worker.stopping):
             return
         log.warning("worker: RQ's loop ended; starting it again in %.0f s", RESTART_PAUSE)
         try:
             time.sleep(RESTART_PAUSE)
         except StopRequested:  # SIGINT/SIGTERM while pausing (RQ's handler is still set)
             return
-        if worker is not None and worker._stop_requested:
+        if worker is not None and worker.stopping:
             return

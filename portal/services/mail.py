@@ -4,12 +4,15 @@ Sending a message has a point of no return: once the message's text has gone to 
 a timeout or a dropped connection does not say whether the server kept it. Before that point
 any error means "not sent" (the job may run again); after it, `DeliveryUnknown` (the job must
 not send it again, or the payer gets the same receipt twice). `before_sending` runs just before
-that point, so the caller can record it first.
+that point (once the server said it is ready for the message), so the caller can record it
+first. An answer of "no" (4xx, 5xx) is an `smtplib.SMTPResponseException`: not taken. Once the
+server said 250 the message is delivered, whatever the goodbye that follows says.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,9 +64,8 @@ class Mailer:
         if parts.scheme not in {"smtp", "smtps"}:
             raise ValueError("MAIL_URL must be smtp://host:port or smtps://host:port")
         smtp_class = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
-        with smtp_class(
-            parts.hostname or "127.0.0.1", parts.port or 25, timeout=self.timeout
-        ) as smtp:
+        smtp = smtp_class(parts.hostname or "127.0.0.1", parts.port or 25, timeout=self.timeout)
+        try:
             if parts.username:
                 smtp.login(parts.username, parts.password or "")
             smtp.ehlo_or_helo_if_needed()
@@ -73,13 +75,35 @@ class Mailer:
             code, answer = smtp.rcpt(to)
             if code not in (250, 251):
                 raise smtplib.SMTPRecipientsRefused({to: (code, answer)})
+            smtp.putcmd("data")
+            code, answer = smtp.getreply()
+            if code != 354:  # not ready for the message: nothing of it was sent
+                raise smtplib.SMTPDataError(code, answer)
             if self.before_sending is not None:
                 self.before_sending()
             try:
-                code, answer = smtp.data(bytes(message))
-            except smtplib.SMTPResponseException:
-                raise  # the server answered no (to DATA): it did not take the message
+                smtp.send(_data(message))
+                code, answer = smtp.getreply()
             except (OSError, smtplib.SMTPException) as error:  # no answer after the message
                 raise DeliveryUnknown(f"{type(error).__name__}: {error}") from error
-            if code != 250:  # it answered no after reading the message: not taken either
+            if code != 250:  # it read the message and said no: not taken
                 raise smtplib.SMTPDataError(code, answer)
+        finally:
+            _quit(smtp)  # once the server said 250 the message is its: the goodbye is a formality
+
+
+def _data(message: EmailMessage) -> bytes:
+    """The message as SMTP's DATA carries it: CRLF lines, a leading dot doubled, a dot to end."""
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    raw = re.sub(rb"(?m)^\.", b"..", raw)
+    if not raw.endswith(b"\r\n"):
+        raw += b"\r\n"
+    return raw + b".\r\n"
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (OSError, smtplib.SMTPException) as error:
+        log.info("the mail server's goodbye failed (%s: %s)", type(error).__name__, error)
+        smtp.close()

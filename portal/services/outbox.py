@@ -54,6 +54,13 @@ class Claim:
     args: tuple[Any, ...]
     by: str
     attempt: int
+    created: datetime
+
+    def message_id(self, domain: str) -> str:
+        """The Message-ID of the mail this work sends: the same for every attempt (a receiver
+        can tell a repeat), never the same for two pieces of work (a row id may come again
+        after rows are removed, hence its time too)."""
+        return f"<work-{self.work_id}.{int(self.created.timestamp() * 1_000_000)}@{domain}>"
 
 
 # The claim of the work running in this context (set by the worker around a job), so the mailer
@@ -108,7 +115,7 @@ def claim(session: Session, work_id: int, by: str, now: datetime) -> Claim | Non
     row.claimed_by = by
     row.claimed_at = now
     row.attempts += 1
-    return Claim(row.id, row.job, tuple(row.args), by, row.attempts)
+    return Claim(row.id, row.job, tuple(row.args), by, row.attempts, row.created_at)
 
 
 def _held(session: Session, held: Claim, states: Iterable[WorkState]) -> Work | None:
@@ -123,6 +130,8 @@ def _end(row: Work, state: WorkState, now: datetime, outcome: str) -> None:
     row.state = state
     row.finished_at = now
     row.outcome = outcome[:OUTCOME_LENGTH]
+    if state is WorkState.DONE:
+        row.args = []  # what it needed to run (an address, an IP) is not kept once it ran
 
 
 def mark_sending(session: Session, held: Claim) -> bool:
@@ -143,15 +152,25 @@ def finish(session: Session, held: Claim, outcome: str, now: datetime) -> bool:
 
 
 def give_up_or_retry(
-    session: Session, held: Claim, error: str, now: datetime, *, retry: bool = True
+    session: Session,
+    held: Claim,
+    error: str,
+    now: datetime,
+    *,
+    retry: bool = True,
+    refused: bool = False,
 ) -> WorkState | None:
-    """The job failed, and nothing of it reached anyone (a mail server that answered "no"
-    included): run it again later (RETRY_DELAYS), or give up after MAX_ATTEMPTS, or at once
-    when `retry` is false (an error that a rerun would meet again)."""
+    """The job failed: run it again later (RETRY_DELAYS), or give up after MAX_ATTEMPTS, or at
+    once when `retry` is false (an error that a rerun would meet again). A row already `sending`
+    runs again only when the mail server `refused` the message (it said no: not taken); any
+    other error there may have come after the message went out, so the row ends "unconfirmed"
+    rather than risk a second copy."""
     row = _held(session, held, (WorkState.RUNNING, WorkState.SENDING))
     if row is None:
         return None
-    if retry and row.attempts < MAX_ATTEMPTS:
+    if row.state is WorkState.SENDING and not refused:
+        _end(row, WorkState.DONE, now, f"unconfirmed: {error}")
+    elif retry and row.attempts < MAX_ATTEMPTS:
         row.state = WorkState.PENDING
         row.run_after = now + RETRY_DELAYS[min(row.attempts, len(RETRY_DELAYS)) - 1]
         row.claimed_by = None
@@ -176,13 +195,20 @@ def due(session: Session, now: datetime, limit: int = 200) -> list[int]:
     )
 
 
-def hand_over(session: Session, work_id: int, now: datetime, *, again: bool = False) -> str | None:
-    """Record a (new) hand-off of the row to Redis: its RQ job id, or None if another
-    dispatcher got there first or the row moved on. `again`: a queued row Redis lost."""
-    was = WorkState.QUEUED if again else WorkState.PENDING
+def hand_over(
+    session: Session, work_id: int, now: datetime, *, again_after: int | None = None
+) -> str | None:
+    """Record a (new) hand-off of a pending row to Redis: its RQ job id, or None if another
+    dispatcher got there first or the row moved on. `again_after`: hand over again a queued row
+    that Redis lost, whose last hand-off was that one (so two dispatchers make one)."""
+    condition = (
+        (Work.state == WorkState.PENDING)
+        if again_after is None
+        else (Work.state == WorkState.QUEUED) & (Work.dispatched == again_after)
+    )
     changed = session.execute(
         update(Work)
-        .where(Work.id == work_id, Work.state == was)
+        .where(Work.id == work_id, condition)
         .values(state=WorkState.QUEUED, dispatched=Work.dispatched + 1, dispatched_at=now)
         .returning(Work.dispatched)
     ).scalar_one_or_none()
@@ -202,9 +228,10 @@ def handed_over_before(session: Session, before: datetime, limit: int = 200) -> 
 
 
 def recover(session: Session, now: datetime, alive: Callable[[str], bool | None]) -> dict[str, int]:
-    """Rows whose process died while holding them (`alive(by)` False, or unknown and older
-    than LEASE): running ones go back to pending (run again at once), sending ones end (their
-    mail may have gone: never twice)."""
+    """Rows whose process died while holding them (`alive(by)` False), or held longer than
+    LEASE (longer than any job may run: whatever the process that looks alive is, say one that
+    took a dead one's pid, it is not running this): running ones go back to pending (run again at
+    once), sending ones end (their mail may have gone: never twice)."""
     counts = {"rerun": 0, "unconfirmed": 0}
     held = session.scalars(
         select(Work)
@@ -212,9 +239,8 @@ def recover(session: Session, now: datetime, alive: Callable[[str], bool | None]
         .with_for_update(skip_locked=True)
     ).all()
     for row in held:
-        living = alive(row.claimed_by or "")
         expired = row.claimed_at is None or row.claimed_at < now - LEASE
-        if living or (living is None and not expired):
+        if not expired and alive(row.claimed_by or "") is not False:
             continue
         if row.state is WorkState.SENDING:
             _end(row, WorkState.DONE, now, f"unconfirmed: {row.claimed_by} ended while sending")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import smtplib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -78,6 +80,23 @@ def test_nothing_is_handed_over_when_the_transaction_rolls_back(app: Flask, db: 
     assert db.scalars(select(Work)).all() == []
 
 
+def test_work_asked_for_in_a_savepoint_is_handed_over_with_the_outer_commit(
+    app: Flask, db: Session
+) -> None:
+    queue = app.extensions["portal.jobs"]
+    with db.begin_nested():
+        work_id = _ask_uncommitted(app, db, COUNT, "inner")
+    assert queue.handed == []  # the savepoint's release is not a commit
+    db.commit()
+    assert queue.handed == [("run_work", (work_id,), f"outbox-{work_id}-1")]
+
+
+def _ask_uncommitted(app: Flask, db: Session, job: str, *args: Any) -> int:
+    with app.app_context():
+        app.extensions["portal.runtime"].hand_off(db, job, *args)
+    return max(db.scalars(select(Work.id)))
+
+
 def test_work_delivered_twice_runs_once(app: Flask, db: Session) -> None:
     work_id = _ask(app, db, COUNT, "twice")
     assert _run(app, work_id) == "counted twice"
@@ -131,7 +150,8 @@ def test_recover_reruns_work_whose_process_died_and_never_resends_mail(
     for name, by, state, age in [
         ("dead running", dead, WorkState.RUNNING, timedelta(0)),
         ("dead sending", dead, WorkState.SENDING, timedelta(0)),
-        ("living", living, WorkState.RUNNING, timedelta(hours=1)),
+        ("living", living, WorkState.RUNNING, timedelta(minutes=1)),
+        ("living, past its lease", living, WorkState.RUNNING, outbox.LEASE * 2),
         ("elsewhere, recent", elsewhere, WorkState.RUNNING, timedelta(minutes=1)),
         ("elsewhere, past its lease", elsewhere, WorkState.RUNNING, outbox.LEASE * 2),
     ]:
@@ -144,18 +164,23 @@ def test_recover_reruns_work_whose_process_died_and_never_resends_mail(
     with app.app_context():
         counts = outbox.recover(db, now, dispatch.alive)
     db.commit()
-    assert counts == {"rerun": 2, "unconfirmed": 1}
+    assert counts == {"rerun": 3, "unconfirmed": 1}
     states = {name: _row(db, i).state for name, i in rows.items()}
     assert states == {
         "dead running": WorkState.PENDING,
         "dead sending": WorkState.DONE,
         "living": WorkState.RUNNING,
+        "living, past its lease": WorkState.PENDING,  # its pid is someone else's by now
         "elsewhere, recent": WorkState.RUNNING,
         "elsewhere, past its lease": WorkState.PENDING,
     }
     assert _row(db, rows["dead sending"]).outcome.startswith("unconfirmed")
-    assert app.extensions["portal.jobs"].run_due() == 2
-    assert outbox_jobs.done == {"dead running": 1, "elsewhere, past its lease": 1}
+    assert app.extensions["portal.jobs"].run_due() == 3
+    assert outbox_jobs.done == {
+        "dead running": 1,
+        "living, past its lease": 1,
+        "elsewhere, past its lease": 1,
+    }
 
 
 def test_a_hand_over_is_made_once_and_a_lost_one_again_under_a_new_id(
@@ -168,7 +193,8 @@ def test_a_hand_over_is_made_once_and_a_lost_one_again_under_a_new_id(
     assert outbox.due(db, later) == [row.id]
     assert outbox.hand_over(db, row.id, later) == f"outbox-{row.id}-1"
     assert outbox.hand_over(db, row.id, later) is None  # another dispatcher was first
-    assert outbox.hand_over(db, row.id, later, again=True) == f"outbox-{row.id}-2"
+    assert outbox.hand_over(db, row.id, later, again_after=1) == f"outbox-{row.id}-2"
+    assert outbox.hand_over(db, row.id, later, again_after=1) is None  # made once, not twice
 
 
 def test_a_schedule_is_claimed_by_one_caller_per_period(app: Flask, db: Session) -> None:
@@ -211,7 +237,8 @@ def test_mail_is_marked_sending_before_the_server_has_it_and_named_after_its_wor
     smtp.handle_DATA = look  # type: ignore[method-assign]
     assert app.extensions["portal.jobs"].run_due() == 1
     assert seen == [WorkState.SENDING]
-    assert [m["Message-ID"] for m in smtp.messages] == [f"<work-{work_id}@billing-portal.invalid>"]
+    [message_id] = [m["Message-ID"] for m in smtp.messages]
+    assert re.fullmatch(rf"<work-{work_id}\.\d+@localhost>", message_id)  # PUBLIC_URL's host
     assert _row(db, work_id).state is WorkState.DONE
 
 
@@ -239,16 +266,10 @@ def test_a_mail_server_that_answers_too_late_gets_the_message_once(
             assert _run(app, work_id).startswith("not run")
         row = _row(db, work_id)
         assert row.state is WorkState.DONE and row.outcome.startswith("unconfirmed: ")
-        deadline = asyncio.run(_wait_for(lambda: len(inbox.messages) >= 1))
-        assert deadline and len(inbox.messages) == 1
-
-
-async def _wait_for(condition: Any, seconds: float = 5.0) -> bool:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(condition())
+        deadline = time.monotonic() + 5  # the server's own thread files the message
+        while not inbox.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(inbox.messages) == 1
 
 
 class RefusingInbox(Inbox):
@@ -276,6 +297,27 @@ def test_a_mail_server_that_says_no_is_asked_again_only_when_it_said_later(
         assert isinstance(inbox, RefusingInbox) and inbox.offered == 1
         assert inbox.messages == []
     assert issubclass(smtplib.SMTPDataError, smtplib.SMTPResponseException)
+
+
+class GrumpyGoodbye(Inbox):
+    """Takes every message (250), then answers QUIT with a 4xx."""
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        return "421 4.7.0 closing connection"
+
+
+def test_a_message_the_server_took_is_sent_once_whatever_its_goodbye_says(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = app.extensions["portal.clock"]
+    with smtp_server(app, monkeypatch, handler=GrumpyGoodbye()) as inbox:
+        work_id = _ask(app, db, SEND_MAIL, "ap@acme.test", "Receipt", "Paid")
+        assert _run(app, work_id).startswith(f"<work-{work_id}.")
+        for delay in outbox.RETRY_DELAYS:
+            clock.advance(delay)
+            assert app.extensions["portal.jobs"].run_due() == 0
+        assert len(inbox.messages) == 1
+        assert _row(db, work_id).state is WorkState.DONE
 
 
 class NoSuchRecipient(Inbox):

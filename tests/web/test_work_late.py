@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +34,11 @@ def _ready(client: FlaskClient) -> dict[str, Any]:
 
 
 def test_a_settlement_that_waits_is_said_on_the_page_and_by_readyz(
-    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+    app: Flask,
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = app.extensions["portal.clock"]
     _response, pid = pay(client, [invoice(db, "INV-1004")], _bank(client, db))
@@ -49,7 +54,12 @@ def test_a_settlement_that_waits_is_said_on_the_page_and_by_readyz(
     ).get_data(as_text=True)
     assert LATE in fragment  # the polling panel says it too
     ready = _ready(client)
-    assert (ready["status"], ready["work"], ready["late_work"]) == ("ready", "late", 1)
+    assert (ready["status"], ready["work"]) == ("ready", "late")
+    token = "m" * 40
+    settings = dataclasses.replace(app.config["SETTINGS"], metrics_token=token)
+    monkeypatch.setitem(app.config, "SETTINGS", settings)
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert "\nportal_work_late 1\n" in metrics.get_data(as_text=True)
 
     assert app.extensions["portal.jobs"].run_due() == 2  # the settlement, then its mail
     assert payment(db, pid).status is PaymentStatus.SUCCEEDED
@@ -84,3 +94,20 @@ def test_a_reset_asked_while_the_queue_refuses_says_the_mail_is_late(
     monkeypatch.setitem(app.extensions, "portal.jobs", Down())
     forgot()  # refused after its answer: the next ones know
     assert "Our e-mail is running late right now" in forgot()
+
+
+def test_a_scheduled_payment_whose_run_waits_past_its_time_says_so(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    clock = app.extensions["portal.clock"]
+    day = clock.today() + timedelta(days=1)
+    card = method(db, "4242").public_id
+    _response, pid = pay(client, [invoice(db, "INV-1003")], card, scheduled_for=day.isoformat())
+    assert payment(db, pid).status is PaymentStatus.SCHEDULED
+    assert LATE not in _page(client, pid)  # waiting for its day is not late
+    clock.advance(timedelta(days=2))
+    signed_in.sign_in()  # two days on: a new session
+    assert "This scheduled payment is running late" in _page(client, pid)
+    assert app.extensions["portal.jobs"].run_due() == 2  # its run, then its result mail
+    assert payment(db, pid).status is PaymentStatus.SUCCEEDED
+    assert LATE not in _page(client, pid)

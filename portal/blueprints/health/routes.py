@@ -54,15 +54,14 @@ def readyz() -> tuple[Response, int]:
     """Ready when the database answers: the portal serves without Redis (rate limits counted
     in memory, background work waiting in the outbox), so Redis is a named check that does not
     decide. `work` says whether background work is late (waiting more than a minute past its
-    time: Redis away, or no worker), and `late_work` how many pieces."""
+    time: Redis away, or no worker)."""
     ready = True
     answer: dict[str, object] = {}
     try:
         with Database.get().sessionmaker() as session:
             session.execute(text("SELECT 1"))
             late = outbox.backlog(session, clock.now())
-        answer["work"] = "late" if late.late else "ok"
-        answer["late_work"] = late.late
+        answer["work"] = "late" if late.late else "ok"  # how many: /metrics (portal_work_late)
     except Exception as error:
         _failed("database", error)
         ready = False
@@ -106,6 +105,15 @@ def metrics() -> Response:
     ]
     for endpoint, seconds in sorted(_latency_sum.items()):
         lines.append(f'portal_http_request_seconds_sum{{endpoint="{endpoint}"}} {seconds:.6f}')
+    lines += [
+        "# HELP portal_work_late Background work waiting more than a minute past its time.",
+        "# TYPE portal_work_late gauge",
+    ]
+    try:
+        with Database.get().sessionmaker() as session:
+            lines.append(f"portal_work_late {outbox.backlog(session, clock.now()).late}")
+    except Exception as error:
+        _failed("database", error)
     response = Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
     response.headers["Cache-Control"] = "no-store"
     return response
