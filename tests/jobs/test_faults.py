@@ -59,6 +59,7 @@ from tests.redis_server import PAUSED, STOPPED, RedisServer
 from tests.web.payment_helpers import pay
 from tests.web.security_helpers import dispose
 from tests.web.test_payment_methods import start_setup
+from workers.jobs import NOT_RUN
 from workers.queue import get_queue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -521,6 +522,11 @@ def test_a_mail_the_server_took_but_answered_late_is_not_sent_again(portal: Port
 # 4. the recurring sweep comes back by itself --------------------------------------------------
 
 
+# About a minute whatever the database (the sweep runs every 30 s): on PostgreSQL only, unless
+# the run is on SQLite only.
+@pytest.mark.parametrize(
+    "database", [b for b in BACKENDS if b == "postgresql"] or BACKENDS, indirect=True
+)
 def test_the_sweep_runs_when_a_worker_starts_after_redis_comes_back_empty_and_after_a_kill(
     portal: Portal,
 ) -> None:
@@ -598,7 +604,7 @@ def test_work_handed_to_redis_twice_runs_once_with_two_workers(portal: Portal) -
 
     portal.until("both deliveries finished", finished, 60)
     results = sorted(str(job.return_value()) for job in finished())
-    assert results == ["not run: finished, held elsewhere, or not due", "written"]
+    assert results[0].startswith(NOT_RUN) and results[1] == "written", results
     assert lines(document) == ["twice"]
     assert lines(Path(f"{document}.started")) == ["twice"]
     row = portal.row(work_id)
