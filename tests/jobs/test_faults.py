@@ -193,11 +193,13 @@ class Workers:
         self.started.append(process)
         return process
 
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
+    def kill(self, process: subprocess.Popen[bytes], *, its_group_only: bool = False) -> None:
         """`kill -9` of the worker's process group and of its children's: RQ runs each job in
         a child of a process group of its own (`os.setpgrp`), which a kill of the worker's
-        group alone leaves running. As a machine or a container going down: nothing survives."""
-        for group in [process.pid, *_children(process.pid)]:
+        group alone (`its_group_only`) leaves running. Without it, as a machine or a container
+        going down: nothing survives."""
+        children = [] if its_group_only else _children(process.pid)
+        for group in [process.pid, *children]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
         process.wait(10)
@@ -497,6 +499,25 @@ def test_a_job_whose_worker_was_killed_midway_runs_again_once_on_a_new_worker(
     assert lines(started) == ["slow", "slow"]  # started twice, its effect once
     portal.still("one line", lambda: lines(document) == ["slow"], 3)
     print(f"done {took:.1f} s after the new worker was started")
+
+
+@pytest.mark.parametrize("database", BACKENDS[:1], indirect=True)  # processes, not data
+def test_a_job_outlives_a_kill_of_its_workers_group_alone_and_is_not_run_again(
+    portal: Portal,
+) -> None:
+    first = portal.workers.start()
+    document = portal.tmp / "document.txt"
+    started = Path(f"{document}.started")
+    work_id = portal.hand_off(WRITE_SLOWLY, str(document), "slow", 3)
+    portal.until("the job started", lambda: lines(started) == ["slow"], 60)
+    portal.workers.kill(first, its_group_only=True)  # RQ's child running the job lives on
+    portal.workers.start()  # its dispatcher finds the job's process alive and leaves it be
+
+    portal.until("the job done by the child", lambda: lines(document) == ["slow"], 30)
+    portal.still("one line", lambda: lines(document) == ["slow"], 3)
+    row = portal.row(work_id)
+    assert (row.state, row.attempts, row.outcome) == (WorkState.DONE, 1, "written"), row.outcome
+    assert lines(started) == ["slow"]
 
 
 # 3. a mail server that answers after the client gave up ---------------------------------------
