@@ -423,7 +423,7 @@ def next_sweep(portal: Portal) -> datetime | None:
 def test_work_asked_for_while_redis_is_down_is_done_once_when_it_comes_back_empty(
     portal: Portal,
 ) -> None:
-    portal.workers.start()
+    worker = portal.workers.start()
     client = portal.signed_in()
     bank = add_bank_account(portal, client)
     owed = portal.read(lambda s: invoice(s, "INV-1004"))
@@ -474,6 +474,7 @@ def test_work_asked_for_while_redis_is_down_is_done_once_when_it_comes_back_empt
     portal.still("still once each", everything_once, 6)
     [receipt] = portal.mailbox.about(paid)
     assert receipt["Subject"].startswith("Receipt ")
+    assert worker.poll() is None, portal.diagnosis()  # the same worker came through
     print(f"all done {took:.1f} s after Redis came back")
 
 
