@@ -494,7 +494,11 @@ def test_a_job_whose_worker_was_killed_midway_runs_again_once_on_a_new_worker(
     assert portal.row(work_id).state is WorkState.RUNNING  # held by a process that is gone
 
     portal.workers.start()
-    took = portal.until("the job done on the new worker", lambda: lines(document) == ["slow"], 30)
+
+    def done() -> bool:  # its line written, and its end recorded (a moment later)
+        return lines(document) == ["slow"] and portal.row(work_id).state is WorkState.DONE
+
+    took = portal.until("the job done on the new worker", done, 30)
     row = portal.row(work_id)
     assert (row.state, row.attempts, row.outcome) == (WorkState.DONE, 2, "written"), row.outcome
     assert lines(started) == ["slow", "slow"]  # started twice, its effect once
@@ -514,7 +518,10 @@ def test_a_job_outlives_a_kill_of_its_workers_group_alone_and_is_not_run_again(
     portal.workers.kill(first, its_group_only=True)  # RQ's child running the job lives on
     portal.workers.start()  # its dispatcher finds the job's process alive and leaves it be
 
-    portal.until("the job done by the child", lambda: lines(document) == ["slow"], 30)
+    def done() -> bool:  # its line written, and its end recorded (a moment later)
+        return lines(document) == ["slow"] and portal.row(work_id).state is WorkState.DONE
+
+    portal.until("the job done by the child", done, 30)
     portal.still("one line", lambda: lines(document) == ["slow"], 3)
     row = portal.row(work_id)
     assert (row.state, row.attempts, row.outcome) == (WorkState.DONE, 1, "written"), row.outcome
@@ -649,8 +656,12 @@ def test_a_worker_recovers_by_itself_from_a_paused_redis(portal: Portal) -> None
     portal.redis.repair()
     took = portal.until("work asked for during the pause", lambda: len(lines(document)) == 2, 60)
     portal.hand_off(WRITE, str(document), "after")
-    portal.until("work asked for after", lambda: len(lines(document)) == 3, 30)
+
+    def all_done() -> bool:  # three lines, and every row's end recorded (a moment later)
+        rows_done = all(state == WorkState.DONE.value for _i, _j, state, _a, _o in portal.rows())
+        return len(lines(document)) == 3 and rows_done
+
+    portal.until("work asked for after", all_done, 30)
     assert lines(document) == ["before", "during", "after"]
     assert worker.poll() is None, portal.workers.output()  # the same worker, still running
-    assert all(state == WorkState.DONE.value for _i, _j, state, _a, _o in portal.rows())
     print(f"work of the pause done {took:.1f} s after Redis went on")
