@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +22,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from redis import Redis
 from rq import SimpleWorker
 from rq.job import Job
 
@@ -33,76 +29,17 @@ from portal.extensions import limiter
 from portal.models import PaymentStatus
 from portal.runtime import REFUSED_AT, RUN_WORK
 from tests.conftest import Auth, Backend, csrf_token, make_app, smtp_server
+from tests.redis_server import PAUSED, STOPPED, RedisServer
 from tests.web.payment_helpers import invoice, method, pay, payment
 from tests.web.security_helpers import dispose, shared_transaction
 from workers.dispatch import LOST_AFTER, Dispatcher
-from workers.queue import RQJobQueue, client_options
+from workers.queue import RQJobQueue
 
 # A request may wait on Redis once or twice (WEB_TIMEOUT each) before it falls back; under a
 # loaded machine the rest of its work takes some time too.
 BOUND = 1.5
-STOPPED, PAUSED = "stopped", "paused"
 FALLING_BACK = "Rate limit storage unreachable"
 RECOVERED = "Rate limit storage recovered"
-
-
-class RedisServer:
-    """A `redis-server` of the test's own, without persistence, on a port found free."""
-
-    def __init__(self) -> None:
-        with socket.socket() as probe:  # redis-server cannot bind port 0: find a free one
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.paused = False
-
-    def client(self) -> Redis:
-        return Redis.from_url(self.url, **client_options(1.0))
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        with self.client() as client:
-            while True:  # until it answers (or the deadline)
-                try:
-                    client.ping()
-                    return
-                except Exception:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise
-                    time.sleep(0.02)
-
-    def fail(self, fault: str) -> None:
-        assert self.process is not None
-        if fault == PAUSED:
-            self.process.send_signal(signal.SIGSTOP)
-            self.paused = True
-        else:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def repair(self) -> None:
-        if self.process is None:
-            self.start()
-        elif self.paused:
-            self.process.send_signal(signal.SIGCONT)
-            self.paused = False
-
-    def stop(self) -> None:
-        self.repair()
-        assert self.process is not None
-        self.process.terminate()
-        self.process.wait(10)
-        self.process = None
 
 
 @pytest.fixture(scope="module")
