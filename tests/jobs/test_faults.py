@@ -665,3 +665,24 @@ def test_a_worker_recovers_by_itself_from_a_paused_redis(portal: Portal) -> None
     assert lines(document) == ["before", "during", "after"]
     assert worker.poll() is None, portal.workers.output()  # the same worker, still running
     print(f"work of the pause done {took:.1f} s after Redis went on")
+
+
+@pytest.mark.parametrize("database", BACKENDS[:1], indirect=True)  # processes, not data
+def test_a_worker_stops_on_sigterm_idle_at_once_and_busy_after_its_job(portal: Portal) -> None:
+    """A deploy or `systemctl stop` sends SIGTERM: an idle worker exits (RQ's loop is not
+    started again), a busy one finishes its job first (a warm shutdown), then exits."""
+    idle = portal.workers.start()
+    portal.until("the worker listens", lambda: "Listening on" in portal.workers.output(), 60)
+    time.sleep(1.5)  # a few idle dispatcher passes
+    idle.send_signal(signal.SIGTERM)
+    portal.until("the idle worker exits", lambda: idle.poll() is not None, 15)
+
+    busy = portal.workers.start()
+    document = portal.tmp / "document.txt"
+    portal.hand_off(WRITE_SLOWLY, str(document), "busy", 3)
+    started = Path(f"{document}.started")
+    portal.until("the job starts", lambda: started.exists(), 60)
+    busy.send_signal(signal.SIGTERM)
+    portal.until("the busy worker exits", lambda: busy.poll() is not None, 30)
+    assert lines(document) == ["busy"], portal.workers.output()  # its job finished first
+    assert busy.returncode == 0, portal.workers.output()
