@@ -143,23 +143,16 @@ def test_a_server_that_exits_at_start_is_an_error_naming_its_log(
 def test_a_server_that_never_answers_is_an_error_and_is_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    binary = fake_server(tmp_path, "trap '' TERM; echo 'starting'; exec sleep 60")
+    started = tmp_path / "started.pid"
+    binary = fake_server(tmp_path, f"echo $$ > {started}; exec sleep 60")
     monkeypatch.setattr(embedded_redis, "server_binary", lambda: binary)
     monkeypatch.setattr(embedded_redis, "START_TIMEOUT", 0.3)
     monkeypatch.setattr(embedded_redis, "STOP_TIMEOUT", 0.3)
     redis = EmbeddedRedis(tmp_path / "instance")
-    processes: list[int] = []
-    original = redis._wait_until_it_answers
-
-    def remember() -> None:
-        assert redis.process is not None
-        processes.append(redis.process.pid)
-        original()
-
-    monkeypatch.setattr(redis, "_wait_until_it_answers", remember)
     with pytest.raises(EmbeddedRedisError, match=r"did not answer .* within 0.3 s; its log is"):
         redis.start()
-    assert processes and gone(processes[0])
+    assert gone(int(started.read_text()))  # no SHUTDOWN possible: killed after STOP_TIMEOUT
+    assert not redis.running()
 
 
 def test_a_socket_path_too_long_for_the_kernel_is_refused_up_front(tmp_path: Path) -> None:
