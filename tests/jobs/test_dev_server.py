@@ -37,14 +37,17 @@ STARTED = re.compile(
 STOP_BOUND = 15.0  # seconds from the signal until every process is gone
 
 
-def until(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+def until(
+    what: str, check: Callable[[], Any], timeout: float = 30.0, log: Callable[[], str] = str
+) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` (and showing `log()`)
+    after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{log()}"
         time.sleep(0.05)
 
 
@@ -169,7 +172,7 @@ def running(env: dict[str, str], folder: Path) -> Iterator[DevServer]:
         return STARTED.search(log)
 
     try:
-        found = until("the line saying what runs where", started)
+        found = until("the line saying what runs where", started, log=output.read_text)
         web_url, web_pid, worker_pid, redis_url, redis_pid = found.groups()
         server = DevServer(
             process,
@@ -181,10 +184,16 @@ def running(env: dict[str, str], folder: Path) -> Iterator[DevServer]:
             redis_url,
             int(redis_pid) if redis_pid else None,
         )
-        until("/healthz", lambda: server.get("/healthz")[0] == 200)
+
+        def answers(path: str) -> bool:
+            assert process.poll() is None, server.log()  # it did not exit instead
+            return server.get(path)[0] == 200
+
+        until("/healthz", lambda: answers("/healthz"), log=server.log)
         until(
             "the worker in Redis",
             lambda: server.worker_pid in [w.pid for w in server.registered_workers()],
+            log=server.log,
         )
         yield server
     finally:
@@ -224,11 +233,14 @@ def test_a_worker_that_dies_is_started_again(dev_server: DevServer) -> None:
     again = until(
         "the worker started again",
         lambda: re.search(r"worker started again: pid (\d+)", dev_server.log()),
+        log=dev_server.log,
     )
     pid = int(again.group(1))
     assert pid != dev_server.worker_pid
     until(
-        "the new worker in Redis", lambda: pid in [w.pid for w in dev_server.registered_workers()]
+        "the new worker in Redis",
+        lambda: pid in [w.pid for w in dev_server.registered_workers()],
+        log=dev_server.log,
     )
     assert f"the worker (pid {dev_server.worker_pid}) exited (code -9)" in dev_server.log()
 
