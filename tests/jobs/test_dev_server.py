@@ -226,6 +226,7 @@ def test_it_runs_the_web_server_a_worker_and_redis_and_sigint_stops_them_all(
     dev_server.stops_with(0, after=asked)
     log = dev_server.log()
     assert "SIGINT: stopping" in log and "stopped" in log
+    assert "did not stop" not in log, log  # the worker's warm shutdown, no SIGKILL
     assert "Traceback" not in log, log
 
 
