@@ -93,6 +93,10 @@ class RQJobQueue:
         else:
             self.queue.enqueue(func, *args, job_id=job_id)
 
+    def close(self) -> None:
+        """Let go of its connections to Redis (an app that is done with, a test's)."""
+        self.queue.connection.close()
+
     def statuses(self, job_ids: list[str]) -> list[str | None]:
         """Each job's RQ status ("queued", "started", …), None for a job Redis does not have."""
         jobs = RQJob.fetch_many(job_ids, connection=self.queue.connection)

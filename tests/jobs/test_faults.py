@@ -531,6 +531,7 @@ def test_a_job_outlives_a_kill_of_its_workers_group_alone_and_is_not_run_again(
 # 3. a mail server that answers after the client gave up ---------------------------------------
 
 
+@pytest.mark.parametrize("database", BACKENDS[:1], indirect=True)  # processes, not data
 def test_a_mail_the_server_took_but_answered_late_is_not_sent_again(portal: Portal) -> None:
     portal.mailbox.delay = 3  # longer than the worker waits for it (MAIL_TIMEOUT)
     portal.workers.env["MAIL_TIMEOUT"] = "1"
@@ -609,6 +610,7 @@ def test_the_sweep_runs_when_a_worker_starts_after_redis_comes_back_empty_and_af
 # 5. the same work delivered twice ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("database", BACKENDS[:1], indirect=True)  # processes, not data
 def test_work_handed_to_redis_twice_runs_once_with_two_workers(portal: Portal) -> None:
     portal.workers.start()
     portal.workers.start()
@@ -621,7 +623,9 @@ def test_work_handed_to_redis_twice_runs_once_with_two_workers(portal: Portal) -
     document = portal.tmp / "document.txt"
     work_id = portal.hand_off(WRITE_SLOWLY, str(document), "twice", 2)
     again = f"outbox-{work_id}-again"
-    get_queue(portal.redis.url).enqueue(RUN_WORK, work_id, job_id=again)
+    queue = get_queue(portal.redis.url)
+    queue.enqueue(RUN_WORK, work_id, job_id=again)
+    queue.connection.close()
     deliveries = [f"outbox-{work_id}-1", again]
 
     def finished() -> list[RQJob]:
@@ -644,6 +648,7 @@ def test_work_handed_to_redis_twice_runs_once_with_two_workers(portal: Portal) -
 # also: a paused Redis -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("database", BACKENDS[:1], indirect=True)  # processes, not data
 def test_a_worker_recovers_by_itself_from_a_paused_redis(portal: Portal) -> None:
     worker = portal.workers.start()
     document = portal.tmp / "document.txt"

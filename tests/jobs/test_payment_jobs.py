@@ -24,7 +24,8 @@ from workers.queue import RQJobQueue
 @pytest.fixture
 def rq_jobs(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[RQJobQueue]:
     try:
-        Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        with Redis.from_url(REDIS_URL, socket_connect_timeout=1) as probe:
+            probe.ping()
     except Exception as error:
         pytest.skip(f"Redis is not reachable at {REDIS_URL}: {error}")
     queue = RQJobQueue(REDIS_URL)

@@ -15,6 +15,7 @@ from portal import clock
 from portal.extensions import limiter
 from tests.conftest import Backend, make_app
 from tests.work import ManualQueue
+from workers.queue import RQJobQueue
 
 PUBLIC_URL = "https://billing.example.com"
 # Its queue is replaced by the tests' manual one (tests/work.py), so nothing reaches Redis.
@@ -58,5 +59,9 @@ def shared_transaction(*apps: Flask) -> Iterator[None]:
 
 
 def dispose(*apps: Flask) -> None:
+    """Close what the apps hold open: database pools, and their queue's Redis connections."""
     for app in apps:
         app.extensions["portal.db"].engine.dispose()
+        queue = app.extensions["portal.jobs"]
+        if isinstance(queue, RQJobQueue):
+            queue.close()
