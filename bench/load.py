@@ -1,8 +1,9 @@
 """Load: concurrent clients browsing, filtering, downloading and paying against a real server.
 
 By default it does what `make run` does in a temporary instance directory (PORTAL_ENV=development,
-SQLite, the sandbox gateway, the embedded job queue): `flask --app wsgi db upgrade`, `seed demo`,
-then `flask --app wsgi run` on a free port, and it drives that. `--url` drives a server that is
+SQLite, the sandbox gateway): `flask --app wsgi db upgrade`, `seed demo`, then `python -m
+workers.dev` (the web server, an RQ worker and an embedded Redis) on a free port, and it drives
+that. `--url` drives a server that is
 already running instead (e.g. `make run PORT=5055`, freshly seeded).
 
 Four demo users sign in once each (TOTP codes cannot be replayed, and sign-in is rate limited)
@@ -392,7 +393,8 @@ def free_port() -> int:
 
 @contextmanager
 def make_run(folder: Path) -> Iterator[tuple[str, Path]]:
-    """`make run` in `folder`: migrate, seed, serve with the flask development server."""
+    """`make run` in `folder`: migrate, seed, then the web server (flask's development server),
+    an RQ worker and an embedded Redis (workers/dev.py)."""
     port = free_port()
     env = {
         **os.environ,
@@ -411,7 +413,7 @@ def make_run(folder: Path) -> Iterator[tuple[str, Path]]:
                 [*flask, *command], cwd=ROOT, env=env, stdout=out, stderr=out, check=True
             )
         server = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
-            [*flask, "run", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "workers.dev", "--port", str(port), "--instance", str(folder)],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -429,9 +431,9 @@ def make_run(folder: Path) -> Iterator[tuple[str, Path]]:
             raise RuntimeError(f"the server did not come up; see {log}")
         yield base, log
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(signal.SIGINT)  # the supervisor stops the web, the worker, then Redis
         try:
-            server.wait(10)
+            server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
 

@@ -39,6 +39,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench import dataset, load
+from bench.redis_server import redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).with_name("paths.lua")
@@ -319,10 +320,11 @@ def portal_pages(facts: dataset.Facts, cookie: str) -> list[Page]:
     ]
 
 
-def server_env(url: str, folder: Path, secret: str) -> dict[str, str]:
+def server_env(url: str, folder: Path, secret: str, redis_url: str) -> dict[str, str]:
     env = {
         **os.environ,
         "PORTAL_ENV": "production",
+        "REDIS_URL": redis_url,  # production needs one; the pages measured never touch it
         "SECRET_KEY": secret,
         "PUBLIC_URL": f"https://{HOST}",
         "PAYMENT_GATEWAY": "sandbox",
@@ -330,7 +332,7 @@ def server_env(url: str, folder: Path, secret: str) -> dict[str, str]:
         "PORTAL_STORAGE_DIR": str(folder / "files"),
         "PORTAL_MAIL_DIR": str(folder / "mail"),
     }
-    for name in ("REDIS_URL", "METRICS_TOKEN", "SECRET_KEY_FALLBACKS"):
+    for name in ("METRICS_TOKEN", "SECRET_KEY_FALLBACKS"):
         env.pop(name, None)
     return env
 
@@ -350,11 +352,11 @@ def measure(
         return only is None or name in only
 
     try:
-        with database(kind, folder) as url:
+        with database(kind, folder) as url, redis_server(log) as redis:
             print(f"{kind}, {dataset.describe(size)}: building ...", flush=True)
             facts = dataset.build(url, folder, size, secret)
             print(f"  built in {facts.seconds:.1f} s", flush=True)
-            env = server_env(url, folder, secret)
+            env = server_env(url, folder, secret, redis.url)
             references: dict[str, dict[int, Figure]] = {}
             with gunicorn(
                 "bench.reference_app:app",
@@ -499,7 +501,7 @@ def document(results: list[Result], seconds: int, previous: str) -> str:
         f"`make bench` on {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average "
         f"at the end {load_average}. Over HTTP: gunicorn, {WORKERS} sync workers, "
-        "`PORTAL_ENV=production` (sandbox gateway, no Redis: jobs in-process), 127.0.0.1; "
+        "`PORTAL_ENV=production` (sandbox gateway, a redis-server of the bench's own), 127.0.0.1; "
         f"wrk (bench/paths.lua) for {seconds} s per figure at concurrency 1 (1 thread) and 32 "
         "(2 threads), signed in as `admin@acme.test` (company-wide). The references run in the "
         "same run under the same gunicorn settings: *hello* is a bare Flask view, *floor* is "

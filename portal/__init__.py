@@ -28,6 +28,16 @@ from portal.extensions import init_extensions
 from workers.queue import WEB_TIMEOUT, client_options
 
 
+def limits_storage_uri(redis_url: str) -> str:
+    """Flask-Limiter's storage for REDIS_URL: the same Redis, in the `limits` library's words
+    (it calls a unix socket, which redis-py and RQ call `unix://`, `redis+unix://`)."""
+    if not redis_url:
+        return "memory://"
+    if redis_url.startswith("unix://"):
+        return f"redis+{redis_url}"
+    return redis_url
+
+
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `overrides` replaces settings (by field name) for tests and tools."""
     settings = Settings.from_env(overrides=overrides)
@@ -49,7 +59,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SECURE=not settings.is_development,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the signed-in session
         WTF_CSRF_HEADERS=["X-CSRFToken"],
-        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_STORAGE_URI=limits_storage_uri(settings.redis_url),
         # While Redis is away (stopped, or paused: each call gives up after WEB_TIMEOUT) the
         # limits are counted in this process's memory; Flask-Limiter logs one warning when it
         # falls back and goes back to Redis once it answers.

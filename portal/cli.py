@@ -1,5 +1,6 @@
 """Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ... |
-keys reencrypt | users reset-mfa EMAIL | tallies check`."""
+jobs worker | jobs drain | jobs list | jobs sweep | keys reencrypt | users reset-mfa EMAIL |
+tallies check`."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from sqlalchemy import select, true
 from portal import clock, migrate, tenancy
 from portal.extensions import Database, settings
 from portal.models import DEFAULT_FLAGS, FeatureFlag
-from portal.runtime import SWEEP, SWEEP_JOB_ID, SWEEPS, Runtime
-from portal.services import audit, auth, mfa, tallies
+from portal.runtime import SWEEPS
+from portal.services import audit, auth, mfa, outbox, tallies
 from portal.services import seed as seed_service
 from portal.services.passwords import hasher
-from workers.queue import resolve
+from workers.queue import job_name, resolve
 
 
 def register_cli(app: Flask) -> None:
@@ -103,12 +104,27 @@ def _jobs_commands(app: Flask) -> None:
     def jobs_group() -> None:
         """Background jobs."""
 
-    @jobs_group.command("start-sweeps")
-    def jobs_start_sweeps() -> None:
-        """Queue the recurring sweep (scheduled payments due, payments stuck in processing)."""
-        runtime: Runtime = app.extensions["portal.runtime"]
-        runtime.jobs.enqueue(SWEEP, job_id=SWEEP_JOB_ID)
-        click.echo("sweep queued")
+    @jobs_group.command("worker")
+    @click.option("--burst", is_flag=True, help="Run what is due now, then stop.")
+    def jobs_worker(burst: bool) -> None:
+        """An RQ worker on REDIS_URL, with the dispatcher that hands it the outbox's work and
+        runs the recurring sweep (workers/worker.py)."""
+        resolve("workers.worker.serve")(app, burst=burst)
+
+    @jobs_group.command("drain")
+    def jobs_drain() -> None:
+        """Run every piece of work that is due, here, without Redis (for when Redis is gone)."""
+        click.echo(f"{resolve('workers.dispatch.drain')(app)} piece(s) of work run")
+
+    @jobs_group.command("list")
+    def jobs_list() -> None:
+        """The outbox's unfinished work: when, what, its state and attempts."""
+        with Database.get().sessionmaker() as session:
+            for row in outbox.unfinished(session):
+                click.echo(
+                    f"{row.id}\t{row.run_after.isoformat()}\t{job_name(row.job)}\t"
+                    f"{row.state.value}\t{row.attempts}\t{row.outcome or ''}"
+                )
 
     @jobs_group.command("sweep")
     def jobs_sweep() -> None:

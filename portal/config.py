@@ -41,7 +41,9 @@ class Settings:
     # reset links, sandbox webhooks) while keys rotate; the current key signs and encrypts.
     secret_key_fallbacks: tuple[str, ...] = ()
     database_url: str = f"sqlite:///{INSTANCE_DIR / 'portal.db'}"
-    redis_url: str = ""  # empty: jobs run in-process (see workers/queue.py)
+    # Where background work travels to the worker. `make run` starts an embedded Redis and sets
+    # it; empty anywhere else: work waits in the outbox (see workers/queue.py).
+    redis_url: str = ""
     payment_gateway: str = ""  # empty: not chosen (the sandbox outside production)
     stripe_secret_key: str = ""
     stripe_webhook_secret: str = ""
@@ -53,6 +55,7 @@ class Settings:
     metrics_token: str = ""
     mail_url: str = ""  # empty: mail is written under instance/mail/
     mail_dir: str = str(INSTANCE_DIR / "mail")
+    mail_timeout: float = 10.0  # seconds to wait for the mail server (MAIL_TIMEOUT)
     storage_dir: str = str(INSTANCE_DIR / "files")
     default_locale: str = "en"
     # argon2 cost; tests lower it, production keeps the library's defaults
@@ -125,6 +128,11 @@ class Settings:
                     values[attr] = int(environ[var])
                 except ValueError as error:
                     raise ConfigError(f"{var} must be a whole number") from error
+        if environ.get("MAIL_TIMEOUT"):
+            try:
+                values["mail_timeout"] = float(environ["MAIL_TIMEOUT"])
+            except ValueError as error:
+                raise ConfigError("MAIL_TIMEOUT must be a number of seconds") from error
         extra: dict[str, Any] = {}
         for key, value in (overrides or {}).items():
             attr = key.lower()
@@ -187,6 +195,11 @@ class Settings:
                 "PUBLIC_URL must be set in production to the https address people use to "
                 "reach the portal, e.g. PUBLIC_URL=https://billing.example.com: links in "
                 "e-mails are built from it, and the portal answers to no other host name"
+            )
+        if self.is_production and not self.redis_url:
+            raise ConfigError(
+                "REDIS_URL must be set in production (e.g. redis://127.0.0.1:6379/0): background "
+                "work (receipts, reset links, settlements) travels to the workers through it"
             )
         if self.is_production and self.metrics_token and len(self.metrics_token) < 32:
             raise ConfigError("METRICS_TOKEN must be at least 32 characters")

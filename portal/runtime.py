@@ -8,8 +8,10 @@ app. Nothing else builds a gateway, a queue, a mailer or a public link:
   session, and its later settlement is scheduled here, as a job, after the commit), and
   `gateway_name`, the one answer to "which gateway's payments and saved methods does the portal
   deal with" (another gateway's are left alone: never offered, swept or asked about);
-- `jobs`: the job queue (RQ, or the embedded one); jobs are named by dotted path, so the
-  portal never imports `workers.jobs`; `hand_off` and `enqueue_at` queue after the commit;
+- `jobs`: the transport to the workers (RQ on REDIS_URL); jobs are named by dotted path, so
+  the portal never imports `workers.jobs`. `hand_off` and `enqueue_at` write the work as a row
+  of the outbox in the caller's transaction (portal/services/outbox.py) and hand work due now to
+  the queue after the commit; the worker's dispatcher (workers/dispatch.py) hands over the rest;
 - `mailer`, `files` (the invoice-PDF cache under STORAGE_DIR) and `links` (absolute links
   from PUBLIC_URL, never from a request header).
 
@@ -20,11 +22,13 @@ The runtime reads the app's settings and queue where the app keeps them (`app.co
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app
 from sqlalchemy.orm import Session
@@ -35,41 +39,33 @@ from portal.config import Settings
 from portal.gateways import PaymentGateway
 from portal.gateways.sandbox import SandboxGateway
 from portal.gateways.stripe import StripeGateway
-from portal.migrate import schema_is_current
-from portal.services.mail import Mailer
-from workers.queue import (
-    WEB_TIMEOUT,
-    EmbeddedQueue,
-    JobQueue,
-    RQJobQueue,
-    defer,
-    job_name,
-    resolve,
-)
+from portal.models import WorkState
+from portal.services import outbox
+from portal.services.mail import MAIL_DOMAIN, Mailer
+from workers.queue import WEB_TIMEOUT, JobQueue, RQJobQueue, Unqueued, defer, job_name
 
 log = logging.getLogger(__name__)
 
-# The jobs (workers/jobs.py), by name.
+# The jobs (workers/jobs.py), by name. Each runs from a row of the outbox (`RUN_WORK`).
 JOBS = "workers.jobs"
+RUN_WORK = f"{JOBS}.run_work"
 SEND_PAYMENT_RESULT = f"{JOBS}.send_payment_result"
 RUN_SCHEDULED_PAYMENT = f"{JOBS}.run_scheduled_payment"
 DELIVER_SANDBOX_SETTLEMENT = f"{JOBS}.deliver_sandbox_settlement"
 SEND_PASSWORD_RESET = f"{JOBS}.send_password_reset"
 SWEEP = f"{JOBS}.sweep"
-SWEEP_JOB_ID = "portal-sweep"
-# How often the sweeps run. The embedded queue runs these itself (RQ: `flask jobs
-# start-sweeps` queues `sweep`, which queues itself again).
+# The recurring jobs, by schedule name: the worker's dispatcher runs each this often
+# (`job_schedules` in the database says when next, so they come back by themselves).
 SWEEP_EVERY = timedelta(seconds=30)
+SCHEDULES: dict[str, tuple[timedelta, str]] = {"sweep": (SWEEP_EVERY, SWEEP)}
+REFUSED_AT = "portal.jobs.refused_at"  # in app.extensions: when the queue last refused work
+DELAY_REMEMBERED = 300.0  # seconds
 SWEEPS = {  # what `sweep` (and `flask jobs sweep`) runs, by the name it reports
     "scheduled": f"{JOBS}.run_due_payments",
     "reconciled": f"{JOBS}.reconcile_payments",
     "lockouts_forgotten": f"{JOBS}.forget_run_out_lockouts",
+    "work_pruned": f"{JOBS}.prune_finished_work",
 }
-PERIODIC: list[tuple[timedelta, str]] = [
-    (SWEEP_EVERY, SWEEPS["scheduled"]),
-    (SWEEP_EVERY, SWEEPS["reconciled"]),
-    (timedelta(minutes=5), SWEEPS["lockouts_forgotten"]),
-]
 
 
 @dataclass(frozen=True)
@@ -135,10 +131,6 @@ class Runtime:
         return queue
 
     @property
-    def mailer(self) -> Mailer:
-        return Mailer(self.settings.mail_url, self.settings.mail_dir)
-
-    @property
     def files(self) -> Files:
         return Files(Path(self.settings.storage_dir))
 
@@ -163,7 +155,9 @@ class Runtime:
             )
 
         def settle_later(reference: str, when: datetime) -> None:
-            self.enqueue_at(session, when, DELIVER_SANDBOX_SETTLEMENT, reference)
+            self.enqueue_at(
+                session, when, DELIVER_SANDBOX_SETTLEMENT, reference, subject=f"charge:{reference}"
+            )
 
         return SandboxGateway(
             session,
@@ -173,43 +167,76 @@ class Runtime:
             on_processing=settle_later,
         )
 
-    def hand_off(self, session: Session, job: str, *args: Any) -> None:
-        """Run `job(*args)` once `session` commits. Should the queue refuse it (Redis down), it
-        runs right here instead: a receipt or a reset link is late, never lost."""
-        queue = self.jobs
-
-        def go() -> None:
-            try:
-                queue.enqueue(job, *args)
-            except Exception:
-                log.exception("the job queue refused %s; running it in this process", job_name(job))
-                resolve(job)(*args)
-
-        defer(session, go)
+    def hand_off(self, session: Session, job: str, *args: Any, subject: str | None = None) -> None:
+        """Ask for `job(*args)` now: a row of the outbox in `session`'s transaction, handed to
+        the queue once it commits. Should the queue refuse it (Redis away), the row waits and
+        the dispatcher hands it over once Redis answers: late, never lost, never twice."""
+        self.enqueue_at(session, clock.now(), job, *args, subject=subject)
 
     def enqueue_at(
-        self, session: Session, when: datetime, job: str, *args: Any, job_id: str | None = None
+        self, session: Session, when: datetime, job: str, *args: Any, subject: str | None = None
     ) -> None:
-        """Queue `job(*args)` for `when`, once `session` commits. Should the queue refuse it
-        (Redis away), the log says so and the request goes on: each job queued for later has a
-        sweep that finds its work in the database too (a scheduled payment on its day, a bank
-        debit still processing after two minutes), so it runs late, once the queue answers."""
-        queue = self.jobs
+        """Ask for `job(*args)` at `when`, in `session`'s transaction (`subject`, e.g.
+        "payment:42", lets a page say when that work is late). Work due now is handed to the
+        queue after the commit; later work waits in the database for the dispatcher."""
+        row = outbox.add(session, job, args, now=clock.now(), run_after=when, subject=subject)
+        if row.state is not WorkState.QUEUED:
+            return
+        queue, work_id, rq_job_id = self.jobs, row.id, row.rq_job_id
+
+        services = self.services
 
         def go() -> None:
             try:
-                queue.enqueue_at(when, job, *args, job_id=job_id)
+                queue.enqueue(RUN_WORK, work_id, job_id=rq_job_id)
+                services.pop(REFUSED_AT, None)
             except Exception as error:
-                log.error(
-                    "the job queue refused %s for %s (%s: %s); the sweep does its work once "
-                    "the queue answers",
+                services[REFUSED_AT] = time.monotonic()
+                log.warning(
+                    "the job queue refused %s (%s: %s): it waits in the outbox, and the "
+                    "dispatcher hands it over once the queue answers",
                     job_name(job),
-                    when.isoformat(),
                     type(error).__name__,
                     error,
                 )
 
         defer(session, go)
+
+    @property
+    def work_delayed(self) -> bool:
+        """Whether this process's last hand-off to the queue, within DELAY_REMEMBERED, was
+        refused (Redis away): pages that hand off work a person waits for say it may be late."""
+        refused = self.services.get(REFUSED_AT)
+        return refused is not None and time.monotonic() - refused < DELAY_REMEMBERED
+
+    @property
+    def mailer(self) -> Mailer:
+        """The mailer; inside a job, one that marks the job's row `sending` just before the
+        message reaches the server (never sent twice) and names the message after the row."""
+        held = outbox.current.get()
+        if held is None:
+            return Mailer(
+                self.settings.mail_url, self.settings.mail_dir, self.settings.mail_timeout
+            )
+        database = self.services["portal.db"]
+
+        def sending() -> None:
+            with database.sessionmaker() as session:
+                if not outbox.mark_sending(session, held):
+                    raise WorkTakenOver(f"work {held.work_id} is no longer held by {held.by}")
+                session.commit()
+
+        return Mailer(
+            self.settings.mail_url,
+            self.settings.mail_dir,
+            self.settings.mail_timeout,
+            message_id=held.message_id(urlsplit(self.settings.public_url).hostname or MAIL_DOMAIN),
+            before_sending=sending,
+        )
+
+
+class WorkTakenOver(RuntimeError):
+    """The job's row was taken over by another process (this one was thought dead)."""
 
 
 def current_runtime() -> Runtime:
@@ -218,39 +245,15 @@ def current_runtime() -> Runtime:
     return runtime
 
 
-def _build_queue(app: Flask, config: Settings) -> JobQueue:
+def _build_queue(config: Settings) -> JobQueue:
     if config.redis_url:
         return RQJobQueue(config.redis_url, timeout=WEB_TIMEOUT)
-
-    def in_app(job: Any) -> Any:
-        with app.app_context():
-            return job()
-
-    engine = app.extensions["portal.db"].engine
-    queue = EmbeddedQueue(
-        run=in_app,
-        ready=lambda: schema_is_current(engine),
-        not_ready_message=(
-            "background jobs wait: the database schema is not current "
-            "(run `flask --app wsgi db upgrade`)"
-        ),
-    )
-    queue.periodic = list(PERIODIC)
-    if not config.is_testing:  # tests run the queue by hand, at the clock they set
-        # The thread belongs to a process that serves: not to `flask db upgrade` or `seed`
-        # (they would race the migration), nor to a reloader's watcher, nor to a pre-fork
-        # master.
-        @app.before_request
-        def _start_jobs() -> None:
-            if not queue.started:
-                queue.start()
-
-    return queue
+    return Unqueued()
 
 
 def init_app(app: Flask, config: Settings) -> Runtime:
     """Build the app's queue and runtime (once; after the database)."""
-    app.extensions["portal.jobs"] = _build_queue(app, config)
+    app.extensions["portal.jobs"] = _build_queue(config)
     runtime = Runtime(app.config, app.extensions, app.url_map)
     app.extensions["portal.runtime"] = runtime
     return runtime

@@ -34,9 +34,11 @@ from portal import clock, create_app, migrate, tenancy
 from portal.db import make_engine
 from portal.extensions import limiter
 from portal.models import PortalUser
+from portal.runtime import REFUSED_AT
 from portal.services import seed
 from portal.services.passwords import hasher
 from tests import factories
+from tests.work import ManualQueue
 
 CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET = factories.SECRET_KEY
@@ -153,7 +155,9 @@ def backend(
 
 
 def make_app(backend: Backend, **overrides: Any) -> Flask:
-    return create_app(
+    """An app on `backend`. Without a `redis_url` its work travels nowhere: tests run the
+    outbox's due work by hand (`app.extensions["portal.jobs"].run_due(now)`, tests/work.py)."""
+    app = create_app(
         {
             "env": "testing",
             "secret_key": TEST_SECRET,
@@ -164,6 +168,9 @@ def make_app(backend: Backend, **overrides: Any) -> Flask:
             **overrides,
         }
     )
+    if not overrides.get("redis_url"):
+        app.extensions["portal.jobs"] = ManualQueue(app)
+    return app
 
 
 @pytest.fixture(scope="session")
@@ -184,7 +191,10 @@ def transactional(app: Flask) -> Iterator[Connection]:
         bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
     app.extensions["portal.clock"] = clock.Clock()
-    app.extensions["portal.jobs"].clear()  # the embedded queue: nothing left from another test
+    queue = app.extensions["portal.jobs"]
+    if isinstance(queue, ManualQueue):
+        queue.handed.clear()  # what an earlier test handed over (its work was rolled back)
+    app.extensions.pop(REFUSED_AT, None)  # nor a refusal of the queue another test caused
     limiter.reset()
     try:
         yield conn
@@ -336,12 +346,15 @@ class Inbox:
 
 
 @contextmanager
-def smtp_server(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    """A real SMTP server on loopback that `app` sends its mail to, for the block."""
+def smtp_server(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, handler: Inbox | None = None
+) -> Iterator[Inbox]:
+    """A real SMTP server on loopback that `app` sends its mail to, for the block (`handler`:
+    an Inbox that answers otherwise)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    inbox = Inbox()
+    inbox = handler or Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     settings = dataclasses.replace(app.config["SETTINGS"], mail_url=f"smtp://127.0.0.1:{port}")

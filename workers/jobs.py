@@ -1,9 +1,11 @@
 """Job entry points. Each takes plain ids and values, opens its own app context and session.
 
-Run by RQ (`make worker`, with its scheduler for jobs due later) or, without Redis, by the
-embedded queue of the web process. Every job is safe to run twice. The portal enqueues them by
-name ("workers.jobs.send_payment_result", portal/runtime.py), so only the worker imports this
-module; each job finds the runtime (gateway, queue, mail, links) on the app it runs in.
+Every piece of work is a row of the outbox (portal/services/outbox.py); RQ (`make worker`:
+`flask --app wsgi jobs worker`, workers/worker.py) runs `run_work(row id)`, which claims the row
+and runs the job it names, once. Every job is safe to run again after a crash (it looks at the
+state of what it changes); mail is sent at most once (the row turns `sending` first). The portal
+names jobs by their dotted path (portal/runtime.py), so only the worker imports this module;
+each job finds the runtime (gateway, queue, mail, links) on the app it runs in.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from collections.abc import Iterator
+import smtplib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -24,9 +27,11 @@ from portal import clock, create_app, tenancy
 from portal.db import unit_of_work
 from portal.i18n import SUPPORTED_LOCALES
 from portal.payments import charging, mail, scheduling, webhooks
-from portal.runtime import SWEEP, SWEEP_EVERY, SWEEP_JOB_ID, Runtime
-from portal.services import audit, auth, credentials, lockout, payments
+from portal.runtime import Runtime
+from portal.services import audit, auth, credentials, lockout, outbox, payments
+from portal.services.mail import DeliveryUnknown
 from portal.web import session_policy
+from workers.queue import resolve
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,26 @@ def healthcheck(token: str) -> dict[str, str]:
         "pid": str(os.getpid()),
         "at": datetime.now(UTC).isoformat(),
     }
+
+
+def use_app(app: Flask) -> None:
+    """The worker's app, built once before any job (workers/worker.py)."""
+    global _app
+    _app = app
+
+
+def worker_identity() -> str:
+    """Who holds a row while running it: "host:pid-namespace:pid". The dispatcher looks whether
+    that process lives only from the same host and pid namespace (two containers may share a
+    host name, each with its own pids); from anywhere else the claim's lease decides."""
+    return f"{platform.node()}:{pid_namespace()}:{os.getpid()}"
+
+
+def pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:  # no /proc: one namespace as far as we can tell
+        return "-"
 
 
 @contextmanager
@@ -182,13 +207,92 @@ def forget_run_out_lockouts() -> int:
         return lockout.forget_run_out(session, rule=rule, now=clock.now())
 
 
+def prune_finished_work() -> int:
+    """Forget outbox rows finished more than `outbox.KEEP` ago."""
+    with _session() as (_rt, session):
+        return outbox.prune(session, clock.now())
+
+
 def sweep() -> dict[str, int]:
-    """Both sweeps; on RQ it puts itself back on the queue for the next round."""
-    # The next round is queued first, so an error in this one cannot end the chain.
-    with _context() as app:
-        _runtime(app).jobs.enqueue_at(datetime.now(UTC) + SWEEP_EVERY, SWEEP, job_id=SWEEP_JOB_ID)
+    """The recurring safety nets (the worker's dispatcher runs it every SWEEP_EVERY)."""
     return {
         "scheduled": run_due_payments(),
         "reconciled": reconcile_payments(),
         "lockouts_forgotten": forget_run_out_lockouts(),
+        "work_pruned": prune_finished_work(),
     }
+
+
+# running a row of the outbox ---------------------------------------------------------------
+
+NOT_RUN = "not run"  # what run_work answers for work it did not take
+
+
+def _record(app: Flask, change: Callable[[Session], object]) -> None:
+    with unit_of_work(writes=True), app.extensions["portal.db"].sessionmaker() as session:
+        change(session)
+        session.commit()
+
+
+def _refused_for_good(error: Exception) -> bool:
+    """A mail server's permanent "no" (5xx, to the sender, the recipient or the message): it
+    would answer the same again, so the work is not retried."""
+    if isinstance(error, smtplib.SMTPResponseException):
+        return error.smtp_code >= 500
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _answer in error.recipients.values())
+    return False
+
+
+def run_work(work_id: int) -> str:
+    """Run one row of the outbox, once: claim it, run the job it names, record the end. A row
+    that is done, failed, held by another process or not yet due is left alone (a second
+    delivery of the same work). An error puts it back for later (outbox.RETRY_DELAYS); a mail
+    server that took the message and never answered ends it as "unconfirmed" (never resent)."""
+    with _context() as app:
+        held: outbox.Claim | None = None
+
+        def take(session: Session) -> None:
+            nonlocal held
+            held = outbox.claim(session, work_id, worker_identity(), clock.now())
+
+        _record(app, take)
+        if held is None:
+            return f"{NOT_RUN}: finished, held elsewhere, or not due"
+        claim: outbox.Claim = held
+        token = outbox.current.set(claim)
+        try:
+            outcome = str(resolve(claim.job)(*claim.args))
+        except DeliveryUnknown as error:
+            log.warning("work %s (%s): %s", work_id, claim.job, error)
+            unconfirmed = f"unconfirmed: {error}"
+            _record(app, lambda s: outbox.finish(s, claim, unconfirmed, clock.now()))
+            return "unconfirmed"
+        except Exception as error:
+            again = not _refused_for_good(error)
+            refused = isinstance(
+                error, (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused)
+            )
+            failure = f"{type(error).__name__}: {error}"
+            ended: list[object] = []
+
+            def back(session: Session) -> None:
+                ended.append(
+                    outbox.give_up_or_retry(
+                        session, claim, failure, clock.now(), retry=again, refused=refused
+                    )
+                )
+
+            _record(app, back)
+            log.exception(
+                "work %s (%s) failed on attempt %d; now %s",
+                work_id,
+                claim.job,
+                claim.attempt,
+                ended[0],
+            )
+            return f"failed: {failure}"
+        finally:
+            outbox.current.reset(token)
+        _record(app, lambda s: outbox.finish(s, claim, outcome, clock.now()))
+        return outcome

@@ -15,6 +15,7 @@ from portal.models.invoice import (
     InvoiceTally,
 )
 from portal.models.mixins import HasAccount, HasCompany
+from portal.models.outbox import UNFINISHED, Schedule, Work, WorkState
 from portal.models.payment import (
     Payment,
     PaymentAllocation,
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_FLAGS",
     "OUTSTANDING",
     "SETTLED_DUE",
+    "UNFINISHED",
     "AuditEvent",
     "BillingAccount",
     "Company",
@@ -71,10 +73,13 @@ __all__ = [
     "SandboxCharge",
     "SandboxMethod",
     "SandboxSetup",
+    "Schedule",
     "Statement",
     "StatementFormat",
     "StatementState",
     "UserAccountGrant",
     "UserSession",
     "UserStatus",
+    "Work",
+    "WorkState",
 ]

@@ -23,7 +23,7 @@ def schedule(runtime: Runtime, session: Session, payment: Payment) -> None:
     assert payment.scheduled_for is not None
     when = datetime.combine(payment.scheduled_for, RUN_AT, tzinfo=UTC)
     runtime.enqueue_at(
-        session, when, RUN_SCHEDULED_PAYMENT, payment.id, job_id=f"scheduled-{payment.id}"
+        session, when, RUN_SCHEDULED_PAYMENT, payment.id, subject=f"payment:{payment.id}"
     )
 
 

@@ -31,6 +31,7 @@ from werkzeug.serving import make_server
 from portal import create_app
 from portal.services import seed
 from tests.conftest import CI, FAST_ARGON2, TEST_SECRET, migrate_and_seed
+from tests.work import ManualQueue
 
 CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -135,6 +136,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             **FAST_ARGON2,
         }
     )
+    app.extensions["portal.jobs"] = ManualQueue(app)  # tests run its due work by hand
     answers = Answers()
     app.after_request(answers.record)
     template_rendered.connect(answers.rendered, app)

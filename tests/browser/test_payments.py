@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from portal.services.outbox import LATE_AFTER
 from tests.browser.conftest import LiveServer, screenshot
 from tests.browser.test_sign_in import (
     assert_axe_clean,
@@ -106,11 +107,15 @@ def test_a_bank_debit_updates_itself_and_is_announced(
     page.locator("#payment-back").focus()
     page.wait_for_timeout(2500)
     assert page.evaluate("document.activeElement.id") == "payment-back"
-    # The sandbox settles the debit a few seconds later; its webhook job runs here.
+    # No worker runs here: a minute past its time, the settlement is said to be late, on the
+    # panel that polls itself.
     app = live_server.app
-    app.extensions["portal.jobs"].run_due(
-        app.extensions["portal.clock"].now() + timedelta(seconds=5)
-    )
+    app.extensions["portal.clock"].advance(LATE_AFTER + timedelta(seconds=5))
+    expect(page.locator("#work-late")).to_contain_text("taking longer than usual", timeout=10_000)
+    assert_axe_clean(page)
+    screenshot(page, "payment-late-390-light")
+    # Then it runs (here, by hand) and the page moves on.
+    app.extensions["portal.jobs"].run_due()
     expect(page.locator("#payment-state")).to_contain_text("processed successfully", timeout=10_000)
     expect(page.locator("#payment-announcer")).to_contain_text("processed successfully")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -19,11 +19,13 @@ REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     try:
-        Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        with Redis.from_url(REDIS_URL, socket_connect_timeout=1) as probe:
+            probe.ping()
     except Exception as error:
         pytest.skip(f"Redis is not reachable at {REDIS_URL}: {error}")
     yield REDIS_URL
-    Redis.from_url(REDIS_URL).flushdb()
+    with Redis.from_url(REDIS_URL) as redis:
+        redis.flushdb()
 
 
 def test_a_worker_runs_an_enqueued_job(redis_url: str) -> None:

@@ -70,10 +70,25 @@ def test_seed_clean_removes_the_demo_companies_and_keeps_others(cli: object, db:
     assert "removed 0 demo companies" in again.output
 
 
-def test_start_sweeps_queues_the_recurring_sweep_once(app: Flask, cli: object) -> None:
-    queued = cli.invoke(args=["jobs", "start-sweeps"])  # type: ignore[attr-defined]
-    assert queued.exit_code == 0 and "sweep queued" in queued.output
-    assert [name for _when, name in app.extensions["portal.jobs"].pending()] == ["sweep"]
+def test_drain_runs_the_due_work_here_and_list_shows_what_is_left(
+    app: Flask, cli: object, db: Session
+) -> None:
+    runtime = app.extensions["portal.runtime"]
+    now = app.extensions["portal.clock"].now()
+    runtime.hand_off(db, "workers.jobs.healthcheck", "now")
+    runtime.enqueue_at(db, now + timedelta(hours=1), "workers.jobs.healthcheck", "later")
+    db.commit()
+    listed = cli.invoke(args=["jobs", "list"])  # type: ignore[attr-defined]
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert [line.split("\t")[2:4] for line in lines] == [
+        ["healthcheck", "queued"],
+        ["healthcheck", "pending"],
+    ]
+    drained = cli.invoke(args=["jobs", "drain"])  # type: ignore[attr-defined]
+    assert drained.exit_code == 0 and "1 piece(s) of work run" in drained.output
+    left = cli.invoke(args=["jobs", "list"])  # type: ignore[attr-defined]
+    assert [line.split("\t")[3] for line in left.output.splitlines()] == ["pending"]
 
 
 def test_a_sweep_run_by_hand_charges_what_is_due_and_says_what_it_did(

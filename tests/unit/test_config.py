@@ -18,6 +18,7 @@ PRODUCTION = {
     "SECRET_KEY": "k" * 40,
     "PUBLIC_URL": "https://billing.example.com",
     "PAYMENT_GATEWAY": "sandbox",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
 }
 
 
@@ -49,6 +50,16 @@ def test_production_refuses_to_start_without_public_url() -> None:
             Settings.from_env({**PRODUCTION, "PUBLIC_URL": value})
         message = str(refused.value)
         assert "PUBLIC_URL" in message and "PUBLIC_URL=https://billing.example.com" in message
+
+
+def test_production_refuses_to_start_without_redis_and_mail_timeout_must_be_a_number() -> None:
+    """Without REDIS_URL no work would reach a worker: production says so at start-up."""
+    with pytest.raises(ConfigError, match="REDIS_URL must be set in production"):
+        Settings.from_env({**PRODUCTION, "REDIS_URL": ""})
+    assert Settings.from_env({"PORTAL_ENV": "development"}).redis_url == ""
+    assert Settings.from_env({**PRODUCTION, "MAIL_TIMEOUT": "2.5"}).mail_timeout == 2.5
+    with pytest.raises(ConfigError, match="MAIL_TIMEOUT must be a number of seconds"):
+        Settings.from_env({**PRODUCTION, "MAIL_TIMEOUT": "soon"})
 
 
 def test_production_refuses_to_start_without_a_chosen_gateway() -> None:

@@ -37,6 +37,8 @@ GLOBAL_TABLES = {
     "sandbox_methods",
     "sandbox_charges",
     "login_throttles",  # sign-in failures by address, before any company is known
+    "outbox",  # background work, written by every company's requests, read by the dispatcher
+    "job_schedules",  # when each recurring job is next due
 }
 
 

@@ -14,12 +14,11 @@ from sqlalchemy.orm import sessionmaker
 from portal import clock
 from portal.extensions import limiter
 from tests.conftest import Backend, make_app
-from workers.queue import EmbeddedQueue
+from tests.work import ManualQueue
+from workers.queue import RQJobQueue
 
 PUBLIC_URL = "https://billing.example.com"
-# Outside testing an app without REDIS_URL starts a thread of its own running the sweeps (here:
-# against the shared test database). With a REDIS_URL it starts none; its queue is then replaced
-# by an embedded one that tests run by hand, so nothing reaches Redis either.
+# Its queue is replaced by the tests' manual one (tests/work.py), so nothing reaches Redis.
 REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -32,12 +31,7 @@ def app_as(backend: Backend, env: str, **overrides: Any) -> Flask:
         "RATELIMIT_STORAGE_URI": "memory://",
     }
     app = make_app(backend, **{**defaults, **overrides})
-
-    def in_app(job: Any) -> Any:
-        with app.app_context():
-            return job()
-
-    app.extensions["portal.jobs"] = EmbeddedQueue(run=in_app)
+    app.extensions["portal.jobs"] = ManualQueue(app)
     return app
 
 
@@ -65,5 +59,9 @@ def shared_transaction(*apps: Flask) -> Iterator[None]:
 
 
 def dispose(*apps: Flask) -> None:
+    """Close what the apps hold open: database pools, and their queue's Redis connections."""
     for app in apps:
         app.extensions["portal.db"].engine.dispose()
+        queue = app.extensions["portal.jobs"]
+        if isinstance(queue, RQJobQueue):
+            queue.close()

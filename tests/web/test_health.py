@@ -38,7 +38,8 @@ def prod_client(production: Flask) -> Iterator[FlaskClient]:
 def test_liveness_and_readiness_say_ok_and_nothing_more(client: FlaskClient) -> None:
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json == {"status": "ready"}
+    assert ready.status_code == 200
+    assert ready.json == {"status": "ready", "work": "ok"}
 
 
 def test_readiness_failures_go_to_the_log_not_the_answer(
@@ -55,7 +56,7 @@ def test_readiness_failures_go_to_the_log_not_the_answer(
         answer = client.get("/readyz")
     # Without Redis the portal still serves (tests/web/test_redis_away.py): ready, and says so.
     assert answer.status_code == 200
-    assert answer.json == {"status": "ready", "redis": "unreachable"}
+    assert answer.json == {"status": "ready", "work": "ok", "redis": "unreachable"}
     assert "ConnectionError" not in answer.get_data(as_text=True)
     assert any(
         "redis" in r.getMessage() and "ConnectionError" in r.getMessage() for r in caplog.records

@@ -293,6 +293,14 @@ def forgot_password() -> Response:
         ),
         "info",
     )
+    if current_runtime().work_delayed:  # the queue refused work lately: the mail waits
+        flash(
+            _(
+                "Our e-mail is running late right now: the link may take a few minutes to "
+                "arrive. Nothing is lost."
+            ),
+            "info",
+        )
     return redirect(url_for("auth.login"))
 
 

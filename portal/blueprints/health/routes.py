@@ -17,8 +17,10 @@ import time
 from flask import Blueprint, Flask, Response, abort, g, jsonify, request
 from sqlalchemy import text
 
+from portal import clock
 from portal.config import Settings
 from portal.extensions import Database, settings
+from portal.services import outbox
 from workers.queue import WEB_TIMEOUT, connect
 
 bp = Blueprint("health", __name__)
@@ -50,15 +52,20 @@ def _redis_answers(redis_url: str) -> bool:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Ready when the database answers: the portal serves without Redis (rate limits counted
-    in memory, jobs run in this process), so Redis is a named check that does not decide."""
+    in memory, background work waiting in the outbox), so Redis is a named check that does not
+    decide. `work` says whether background work is late (waiting more than a minute past its
+    time: Redis away, or no worker)."""
     ready = True
+    answer: dict[str, object] = {}
     try:
-        with Database.get().engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        with Database.get().sessionmaker() as session:
+            session.execute(text("SELECT 1"))
+            late = outbox.backlog(session, clock.now())
+        answer["work"] = "late" if late.late else "ok"  # how many: /metrics (portal_work_late)
     except Exception as error:
         _failed("database", error)
         ready = False
-    answer: dict[str, str] = {"status": "ready" if ready else "not ready"}
+    answer = {"status": "ready" if ready else "not ready", **answer}
     redis_url = settings().redis_url
     if redis_url:
         answer["redis"] = "ok" if _redis_answers(redis_url) else "unreachable"
@@ -98,6 +105,15 @@ def metrics() -> Response:
     ]
     for endpoint, seconds in sorted(_latency_sum.items()):
         lines.append(f'portal_http_request_seconds_sum{{endpoint="{endpoint}"}} {seconds:.6f}')
+    lines += [
+        "# HELP portal_work_late Background work waiting more than a minute past its time.",
+        "# TYPE portal_work_late gauge",
+    ]
+    try:
+        with Database.get().sessionmaker() as session:
+            lines.append(f"portal_work_late {outbox.backlog(session, clock.now()).late}")
+    except Exception as error:
+        _failed("database", error)
     response = Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -27,7 +27,7 @@ from portal.extensions import db_session
 from portal.models import Company, Payment, PaymentGroup, PaymentMethod, PaymentStatus
 from portal.payments import charging, copy, scheduling
 from portal.runtime import current_runtime
-from portal.services import payment_methods, payments, receipts
+from portal.services import outbox, payment_methods, payments, receipts
 from portal.services.payments import Problem, Selection
 from portal.templating import isolated_date
 from portal.web import go, or_404, render, request_info
@@ -221,8 +221,18 @@ def show(public_id: str) -> Response:
         "reason": copy.failure_reason(payment.failure_code),
         "retry_url": retry_url(payment),
         "polling": polling(payment),
+        "late": outbox.is_late(db_session(), work_about(payment), clock.now()),
     }
     return render("payments/show.html", context, fragments=STATUS_PANEL)
+
+
+def work_about(payment: Payment) -> list[str]:
+    """The outbox subjects of the work a payment waits on: its charge's settlement (the
+    sandbox's), its scheduled run, the mail of its outcome."""
+    subjects = [f"payment:{payment.id}"]
+    if payment.gateway_reference:
+        subjects.append(f"charge:{payment.gateway_reference}")
+    return subjects
 
 
 def polling(payment: Payment) -> bool:
