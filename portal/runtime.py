@@ -156,7 +156,11 @@ class Runtime:
 
         def settle_later(reference: str, when: datetime) -> None:
             self.enqueue_at(
-                session, when, DELIVER_SANDBOX_SETTLEMENT, reference, subject=f"charge:{reference}"
+                session,
+                when,
+                DELIVER_SANDBOX_SETTLEMENT,
+                reference,
+                subject=outbox.about_charge(reference),
             )
 
         return SandboxGateway(

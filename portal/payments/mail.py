@@ -12,19 +12,23 @@ from portal.i18n import SUPPORTED_LOCALES
 from portal.models import Company, Payment, PaymentStatus, PortalUser
 from portal.payments.copy import failure_reason
 from portal.runtime import SEND_PAYMENT_RESULT, Runtime
-from portal.services import payments
+from portal.services import outbox, payments
 from portal.templating import money
 
 
 def notify(runtime: Runtime, session: Session, payment: Payment) -> None:
     """A payment that reached its end tells its payer, once, after the commit."""
     if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
-        runtime.hand_off(session, SEND_PAYMENT_RESULT, payment.id, subject=f"payment:{payment.id}")
+        runtime.hand_off(
+            session, SEND_PAYMENT_RESULT, payment.id, subject=outbox.about_payment(payment.id)
+        )
 
 
 def notify_canceled(runtime: Runtime, session: Session, payment: Payment) -> None:
     """A scheduled payment the portal canceled on its day (its invoice was paid another way)."""
-    runtime.hand_off(session, SEND_PAYMENT_RESULT, payment.id, subject=f"payment:{payment.id}")
+    runtime.hand_off(
+        session, SEND_PAYMENT_RESULT, payment.id, subject=outbox.about_payment(payment.id)
+    )
 
 
 def mail_result(runtime: Runtime, session: Session, payment_id: int) -> str:

@@ -13,7 +13,7 @@ from portal.models import Payment, PaymentStatus
 from portal.payments.charging import METHOD_OF_OTHER_GATEWAY, apply, charge_now, elsewhere
 from portal.payments.mail import notify_canceled
 from portal.runtime import RUN_SCHEDULED_PAYMENT, Runtime
-from portal.services import payments
+from portal.services import outbox, payments
 
 RUN_AT = time(6, 0)
 
@@ -23,7 +23,7 @@ def schedule(runtime: Runtime, session: Session, payment: Payment) -> None:
     assert payment.scheduled_for is not None
     when = datetime.combine(payment.scheduled_for, RUN_AT, tzinfo=UTC)
     runtime.enqueue_at(
-        session, when, RUN_SCHEDULED_PAYMENT, payment.id, subject=f"payment:{payment.id}"
+        session, when, RUN_SCHEDULED_PAYMENT, payment.id, subject=outbox.about_payment(payment.id)
     )
 
 

@@ -298,6 +298,16 @@ def backlog(session: Session, now: datetime) -> Backlog:
     return Backlog(int(count), oldest)
 
 
+def about_payment(payment_id: int) -> str:
+    """The subject of work about a payment (its scheduled run, the mail of its outcome)."""
+    return f"payment:{payment_id}"
+
+
+def about_charge(reference: str) -> str:
+    """The subject of work about a gateway's charge (the sandbox's settlement of it)."""
+    return f"charge:{reference}"
+
+
 def is_late(session: Session, subjects: Sequence[str], now: datetime) -> bool:
     """Whether work about any of `subjects` ("payment:42") is waiting past LATE_AFTER."""
     if not subjects:

@@ -229,9 +229,9 @@ def show(public_id: str) -> Response:
 def work_about(payment: Payment) -> list[str]:
     """The outbox subjects of the work a payment waits on: its charge's settlement (the
     sandbox's), its scheduled run, the mail of its outcome."""
-    subjects = [f"payment:{payment.id}"]
+    subjects = [outbox.about_payment(payment.id)]
     if payment.gateway_reference:
-        subjects.append(f"charge:{payment.gateway_reference}")
+        subjects.append(outbox.about_charge(payment.gateway_reference))
     return subjects
 
 
