@@ -7,9 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import NameFilterParentNames, NameFilterType
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
 from portal.config import PROJECT_ROOT
 from portal.services.invoice_search import OUTSIDE_THE_MODELS
@@ -36,11 +34,3 @@ def include_name(
 
 def upgrade(url: str | None = None, connection: Connection | None = None) -> None:
     command.upgrade(alembic_config(url, connection), "head")
-
-
-def schema_is_current(engine: Engine) -> bool:
-    """True when the database is at the latest migration (background work may start)."""
-    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
-    with engine.connect() as connection:
-        current = set(MigrationContext.configure(connection).get_current_heads())
-    return current == heads

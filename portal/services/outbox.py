@@ -283,19 +283,12 @@ def prune(session: Session, now: datetime) -> int:
 # what pages and /readyz say -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Backlog:
-    late: int  # unfinished rows more than LATE_AFTER past their time
-    oldest: datetime | None  # the time of the oldest of them
-
-
-def backlog(session: Session, now: datetime) -> Backlog:
-    count, oldest = session.execute(
-        select(func.count(), func.min(Work.run_after)).where(
-            Work.state.in_(UNFINISHED), Work.run_after < now - LATE_AFTER
-        )
-    ).one()
-    return Backlog(int(count), oldest)
+def late(session: Session, now: datetime) -> int:
+    """How many unfinished rows wait more than LATE_AFTER past their time."""
+    count = session.scalar(
+        select(func.count()).where(Work.state.in_(UNFINISHED), Work.run_after < now - LATE_AFTER)
+    )
+    return int(count or 0)
 
 
 def about_payment(payment_id: int) -> str:

@@ -60,8 +60,8 @@ def readyz() -> tuple[Response, int]:
     try:
         with Database.get().sessionmaker() as session:
             session.execute(text("SELECT 1"))
-            late = outbox.backlog(session, clock.now())
-        answer["work"] = "late" if late.late else "ok"  # how many: /metrics (portal_work_late)
+            late = outbox.late(session, clock.now())
+        answer["work"] = "late" if late else "ok"  # how many: /metrics (portal_work_late)
     except Exception as error:
         _failed("database", error)
         ready = False
@@ -111,7 +111,7 @@ def metrics() -> Response:
     ]
     try:
         with Database.get().sessionmaker() as session:
-            lines.append(f"portal_work_late {outbox.backlog(session, clock.now()).late}")
+            lines.append(f"portal_work_late {outbox.late(session, clock.now())}")
     except Exception as error:
         _failed("database", error)
     response = Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
