@@ -12,7 +12,8 @@ app. Nothing else builds a gateway, a queue, a mailer or a public link:
   the portal never imports `workers.jobs`. `hand_off` and `enqueue_at` write the work as a row
   of the outbox in the caller's transaction (portal/services/outbox.py) and hand work due now to
   the queue after the commit; the worker's dispatcher (workers/dispatch.py) hands over the rest;
-- `mailer`, `files` (the invoice-PDF cache under STORAGE_DIR) and `links` (absolute links
+- `mailer`, `files` (the invoice-PDF cache under STORAGE_DIR), `store` (statements and
+  documents, portal/services/storage.py) and `links` (absolute links
   from PUBLIC_URL, never from a request header).
 
 The runtime reads the app's settings and queue where the app keeps them (`app.config`,
@@ -42,6 +43,7 @@ from portal.gateways.stripe import StripeGateway
 from portal.models import WorkState
 from portal.services import outbox
 from portal.services.mail import MAIL_DOMAIN, Mailer
+from portal.services.storage import FileStore, LocalStore
 from workers.queue import WEB_TIMEOUT, JobQueue, RQJobQueue, Unqueued, defer, job_name
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,11 @@ class Runtime:
     @property
     def files(self) -> Files:
         return Files(Path(self.settings.storage_dir))
+
+    @property
+    def store(self) -> FileStore:
+        """Statements, documents and attachments (a local directory under STORAGE_DIR)."""
+        return LocalStore(Path(self.settings.storage_dir))
 
     @property
     def links(self) -> Links:

@@ -1,0 +1,59 @@
+"""Signed download links (portal/services/downloads.py): a statement's or a document's file.
+
+The link must be valid (signed by us, not altered, under 24 hours old) and made for the user
+signed in; anything else gets a page that says what happened, never the file.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, send_file
+from flask_login import current_user, login_required
+from werkzeug.wrappers import Response
+
+from portal import clock
+from portal.extensions import db_session, settings
+from portal.runtime import current_runtime
+from portal.services import documents, downloads
+from portal.services.downloads import FileKind, LinkState
+from portal.services.statements import requests as statements
+from portal.services.storage import StorageError
+from portal.web import render, request_info
+
+bp = Blueprint("downloads", __name__, url_prefix="/portal/download")
+
+
+def _refused(state: LinkState) -> Response:
+    status = 410 if state is LinkState.EXPIRED else 404
+    return render("downloads/refused.html", {"state": state.value}, status=status)
+
+
+@bp.route("/<token>")
+@login_required
+def fetch(token: str) -> Response:
+    checked = downloads.check(
+        token, current_user.public_id, keys=settings().keyring, now=clock.now()
+    )
+    if checked.state is not LinkState.OK or checked.public_id is None:
+        return _refused(checked.state)
+    db = db_session()
+    if checked.kind is FileKind.STATEMENT:
+        found = statements.for_download(db, checked.public_id, current_user, request_info())
+    else:
+        found = documents.for_download(db, checked.public_id, current_user, request_info())
+    if found is None:  # gone since the link was made (expired file, revoked access)
+        return _refused(LinkState.EXPIRED)
+    store = current_runtime().store
+    try:
+        stream = store.open(found.key)
+    except StorageError:
+        return _refused(LinkState.EXPIRED)
+    response = send_file(
+        stream,
+        mimetype=found.content_type,
+        as_attachment=True,
+        download_name=found.filename,
+        max_age=0,
+    )
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
