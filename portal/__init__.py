@@ -22,6 +22,7 @@ from portal.blueprints.payments import history as _history  # noqa: F401  (its r
 from portal.blueprints.payments.routes import bp as payments_bp
 from portal.blueprints.sandbox.routes import bp as sandbox_bp
 from portal.blueprints.security.routes import bp as security_bp
+from portal.blueprints.statements.routes import bp as statements_bp
 from portal.blueprints.webhooks.routes import bp as webhooks_bp
 from portal.cli import register_cli
 from portal.config import PROJECT_ROOT, Settings
@@ -101,6 +102,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(invoices_bp)
     app.register_blueprint(language_bp)
     app.register_blueprint(security_bp)
+    app.register_blueprint(statements_bp)
     app.register_blueprint(payments_bp)
     app.register_blueprint(payment_methods_bp)
     app.register_blueprint(webhooks_bp)

@@ -69,6 +69,7 @@ SWEEPS = {  # what `sweep` (and `flask jobs sweep`) runs, by the name it reports
     "reconciled": f"{JOBS}.reconcile_payments",
     "lockouts_forgotten": f"{JOBS}.forget_run_out_lockouts",
     "work_pruned": f"{JOBS}.prune_finished_work",
+    "statements": f"{JOBS}.settle_statements",
 }
 
 

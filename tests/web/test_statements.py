@@ -1,0 +1,179 @@
+"""Statements: asking for one, the job, the list's states, the ready mail and the signed link."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from portal import tenancy
+from portal.models import AuditEvent, BillingAccount, Statement, StatementState
+from tests.conftest import Auth, Inbox, readable
+
+pytestmark = pytest.mark.usefixtures("connection")
+
+
+def _form(client: FlaskClient, **fields: object) -> dict[str, object]:
+    page = client.get("/portal/statements")
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text)
+    assert token, "the form carries its CSRF token"
+    accounts = re.findall(r'name="accounts" type="checkbox" value="([^"]+)"', page.text)
+    return {"csrf_token": token.group(1), "format": "csv", "accounts": accounts, **fields}
+
+
+def _today(app: Flask) -> str:
+    return app.extensions["portal.clock"].today().isoformat()
+
+
+def _run(app: Flask) -> int:
+    return int(app.extensions["portal.jobs"].run_due(app.extensions["portal.clock"].now()))
+
+
+def _statements(db: Session) -> list[Statement]:
+    with tenancy.system(db):
+        return list(db.scalars(select(Statement).order_by(Statement.id)))
+
+
+def test_page_has_the_contracts_fields(client: FlaskClient, signed_in: Auth) -> None:
+    page = client.get("/portal/statements")
+    assert page.status_code == 200
+    text = page.text
+    assert "<h1>Statements</h1>" in text
+    for label in ("Start Date", "End Date", "Format", "Request statement"):
+        assert label in text
+    for choice in (">PDF<", ">Excel<", ">CSV<"):
+        assert choice in text
+    assert "Acme West" in text and "Acme East" in text  # an admin chooses among accounts
+
+
+def test_request_runs_and_delivers_once(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
+) -> None:
+    today = _today(app)
+    response = client.post(
+        "/portal/statements", data=_form(client, start_date="2026-01-01", end_date=today)
+    )
+    assert response.status_code == 303
+    (statement,) = _statements(db)
+    assert statement.state is StatementState.QUEUED
+    listed = client.get("/portal/statements").text
+    assert "Queued" in listed and 'http-equiv="refresh"' in listed  # it refreshes without JS
+    assert _run(app) == 2  # the statement, then its mail
+    db.expire_all()
+    (statement,) = _statements(db)
+    assert statement.state is StatementState.READY and statement.progress == 100
+    assert statement.storage_key and statement.size_bytes and statement.sha256
+    assert _run(app) == 0  # nothing more: one file, one mail
+    assert len(smtp.messages) == 1
+    message = smtp.messages[0]
+    assert message["Subject"] == "Your statement is ready"
+    parts = {part.get_content_type(): part for part in message.walk()}
+    assert "text/plain" in parts and "text/html" in parts
+    link = re.search(
+        r"http://localhost(/portal/download/\S+)",
+        parts["text/plain"].get_payload(decode=True).decode(),
+    )
+    assert link
+    download = client.get(link.group(1))
+    assert download.status_code == 200
+    assert download.headers["Content-Disposition"].startswith("attachment")
+    import hashlib
+
+    assert hashlib.sha256(download.data).hexdigest() == statement.sha256
+    download.close()
+    with tenancy.system(db):
+        events = db.scalar(
+            select(func.count(AuditEvent.id)).where(AuditEvent.name == "Portal.StatementDownloaded")
+        )
+    assert events == 1
+    listed = client.get("/portal/statements").text
+    assert "Ready" in listed and "Download" in listed and 'http-equiv="refresh"' not in listed
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2026-03-01", "2026-02-01", "The end date must be on or after the start date."),
+        ("2020-01-01", "2026-01-01", "A statement can cover at most 366 days."),
+        ("", "2026-01-01", "Enter a start date."),
+        ("not a date", "2026-01-01", "Not a valid date value."),
+    ],
+)
+def test_bad_ranges_are_refused_inline(
+    app: Flask,
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    start: str,
+    end: str,
+    message: str,
+) -> None:
+    response = client.post("/portal/statements", data=_form(client, start_date=start, end_date=end))
+    assert response.status_code == 422
+    assert message in readable(response.text)
+    assert _statements(db) == []
+
+
+def test_future_end_is_refused(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    tomorrow = (app.extensions["portal.clock"].today() + timedelta(days=1)).isoformat()
+    response = client.post(
+        "/portal/statements", data=_form(client, start_date="2026-01-01", end_date=tomorrow)
+    )
+    assert response.status_code == 422
+    assert "The end date can't be in the future." in readable(response.text)
+
+
+@pytest.mark.parametrize("signed_in", ["ap@acme.test"], indirect=True)
+def test_restricted_user_cannot_include_another_account(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    with tenancy.system(db):
+        east = db.scalars(select(BillingAccount).where(BillingAccount.name == "Acme East")).one()
+    response = client.post(
+        "/portal/statements",
+        data=_form(
+            client, start_date="2026-01-01", end_date=_today(app), accounts=[east.public_id]
+        ),
+    )
+    assert response.status_code == 422
+    assert _statements(db) == []
+
+
+def test_others_links_and_tampering_are_refused(
+    app: Flask, client: FlaskClient, auth: Auth, db: Session
+) -> None:
+    auth.sign_in("admin@acme.test")
+    client.post(
+        "/portal/statements", data=_form(client, start_date="2026-01-01", end_date=_today(app))
+    )
+    _run(app)
+    page = client.get("/portal/statements").text
+    link = re.search(r'href="(/portal/download/[^"]+)"', page)
+    assert link
+    href = link.group(1)
+    tampered = href[:-3] + ("AAA" if not href.endswith("AAA") else "BBB")
+    refused = client.get(tampered)
+    assert refused.status_code == 404 and "Download link not valid" in refused.text
+    auth.logout()
+    auth.sign_in("ap@acme.test")
+    foreign = client.get(href)
+    assert foreign.status_code == 404 and "made for another user" in foreign.text
+    assert "Content-Disposition" not in foreign.headers
+    assert "No statements yet." in readable(client.get("/portal/statements").text)
+    auth.logout()
+    app.extensions["portal.clock"].advance(timedelta(hours=24, seconds=1))
+    auth.sign_in("admin@acme.test")
+    expired = client.get(href)
+    assert expired.status_code == 410 and "Download link expired" in expired.text
+    fresh = re.search(r'href="(/portal/download/[^"]+)"', client.get("/portal/statements").text)
+    assert fresh and fresh.group(1) != href  # the page gives a new link while the file is kept
+    opened = client.get(fresh.group(1))
+    assert opened.status_code == 200
+    opened.close()
