@@ -298,6 +298,7 @@ def settle(session: Session, now: datetime) -> int:
         statement.completed_at = now
         failed += 1
         log.warning("statement %s failed: %s", statement.public_id, failure.value)
+    session.flush()
     return failed
 
 
@@ -314,4 +315,5 @@ def expire_files(runtime: Runtime, session: Session, now: datetime) -> int:
         statement.state = StatementState.EXPIRED
         statement.storage_key = None
         expired += 1
+    session.flush()
     return expired
