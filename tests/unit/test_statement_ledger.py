@@ -38,7 +38,8 @@ def _accounts(session: Session) -> list[BillingAccount]:
 
 
 def _today(app: Flask) -> date:
-    return app.extensions["portal.clock"].today()
+    today: date = app.extensions["portal.clock"].today()
+    return today
 
 
 def test_whole_history_closes_on_what_the_invoices_owe(app: Flask, connection: object) -> None:

@@ -27,7 +27,7 @@ def _form(client: FlaskClient, **fields: object) -> dict[str, object]:
 
 
 def _today(app: Flask) -> str:
-    return app.extensions["portal.clock"].today().isoformat()
+    return str(app.extensions["portal.clock"].today().isoformat())
 
 
 def _run(app: Flask) -> int:
