@@ -39,6 +39,7 @@ class NavItem:
     # The other pages of its section: endpoints, or a blueprint's as "name." (the longest
     # claim wins, so "payments.new" can sit under Invoices while "payments." is Payment History).
     section: tuple[str, ...] = ()
+    flag: str | None = None  # a rollout flag (portal/flags.py) that switches the page off
 
 
 # Every page of the contract, in menu order. An entry shows once its page exists.
@@ -53,8 +54,15 @@ NAV = (
         section=("invoices.", "disputes.", "payments.new", "payments.create"),
     ),
     NavItem("payments.history", _l("Payment History"), section=("payments.",)),
-    NavItem("statements.index", _l("Statements"), section=("statements.",)),
-    NavItem("documents.index", _l("Documents"), section=("documents.",)),
+    NavItem(
+        "statements.index",
+        _l("Statements"),
+        section=("statements.",),
+        flag="m25_portal_statements",
+    ),
+    NavItem(
+        "documents.index", _l("Documents"), section=("documents.",), flag="m25_portal_documents"
+    ),
     NavItem("payment_methods.index", _l("Payment methods"), section=("payment_methods.",)),
     NavItem("users.index", _l("Users"), admin_only=True, section=("users.",)),
 )
@@ -94,7 +102,9 @@ def _visible(items: tuple[NavItem, ...]) -> list[NavItem]:
     return [
         item
         for item in items
-        if item.endpoint in endpoints and (not item.admin_only or (user and user.is_admin))
+        if item.endpoint in endpoints
+        and (not item.admin_only or (user and user.is_admin))
+        and (item.flag is None or flags.enabled(item.flag))
     ]
 
 
@@ -314,6 +324,7 @@ def init_app(app: Flask) -> None:
         is_htmx=is_htmx,
         wants_fragment=wants_fragment,
         endpoint_exists=endpoint_exists,
+        flag_enabled=flags.enabled,
         pay_url=pay_url,
         is_payable=is_payable,
         row_url=row_url,

@@ -177,3 +177,41 @@ def test_others_links_and_tampering_are_refused(
     opened = client.get(fresh.group(1))
     assert opened.status_code == 200
     opened.close()
+
+
+def test_flag_off_hides_statements(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    from portal.models import FeatureFlag
+
+    with tenancy.system(db):
+        db.add(FeatureFlag(name="m25_portal_statements", enabled=False))
+        db.commit()
+    assert client.get("/portal/statements").status_code == 404
+    dashboard = client.get("/portal/dashboard").text
+    assert 'href="/portal/statements"' not in dashboard
+
+
+def test_the_polling_list_announces_the_outcome(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, count_queries: object
+) -> None:
+    client.post(
+        "/portal/statements", data=_form(client, start_date="2026-01-01", end_date=_today(app))
+    )
+    (statement,) = _statements(db)
+    page = client.get("/portal/statements").text
+    assert f"watch={statement.public_id}" in page and 'data-hx-trigger="load delay:2s"' in page
+    headers = {"HX-Request": "true", "HX-Target": "statement-list"}
+    polled = client.get(f"/portal/statements?watch={statement.public_id}", headers=headers)
+    assert polled.text.lstrip().startswith('<div id="statement-list"')
+    assert "statement-news" not in polled.text  # nothing to say yet
+    _run(app)
+    from tests.conftest import QueryCounter
+
+    assert isinstance(count_queries, QueryCounter)
+    before = count_queries.count
+    polled = client.get(f"/portal/statements?watch={statement.public_id}", headers=headers)
+    assert count_queries.count - before <= 5, count_queries.statements[before:]
+    assert 'id="statement-news" data-hx-swap-oob="innerHTML"' in polled.text
+    assert "is ready to download" in polled.text
+    assert "data-hx-trigger" not in polled.text  # nothing left to wait for: polling stops
