@@ -30,7 +30,7 @@ from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
 from portal.services import audit, auth, credentials, lockout, outbox, payments
 from portal.services.mail import DeliveryUnknown
-from portal.services.statements import delivery, generate
+from portal.statements import delivery, generate
 from portal.web import session_policy
 from workers.queue import resolve
 
@@ -202,7 +202,7 @@ def send_password_reset(email: str, locale: str, request: dict[str, str]) -> str
 
 
 def generate_statement(statement_id: int) -> str:
-    """Build a statement's file (portal/services/statements/generate.py: safe to run again)."""
+    """Build a statement's file (portal/statements/generate.py: safe to run again)."""
     with _context() as app:
         database = app.extensions["portal.db"]
         return generate.run(_runtime(app), database.sessionmaker, statement_id, clock.now)

@@ -26,8 +26,9 @@ from portal.models import (
 )
 from portal.runtime import GENERATE_STATEMENT, SEND_STATEMENT_READY
 from portal.services.audit import RequestInfo
-from portal.services.statements import generate, ledger, service
-from portal.services.statements.generate import Failure
+from portal.services.statements import ledger
+from portal.statements import generate, service
+from portal.statements.generate import Failure
 from tests.conftest import scoped_session, user_by_email
 
 EARLY = date(2020, 1, 1)

@@ -15,8 +15,8 @@ from portal.extensions import db_session, settings
 from portal.runtime import current_runtime
 from portal.services import documents, downloads
 from portal.services.downloads import FileKind, LinkState
-from portal.services.statements import service as statements
 from portal.services.storage import StorageError
+from portal.statements import service as statements
 from portal.web import render, request_info
 
 bp = Blueprint("downloads", __name__, url_prefix="/portal/download")

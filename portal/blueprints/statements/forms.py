@@ -10,7 +10,7 @@ from wtforms.validators import InputRequired, ValidationError
 
 from portal.blueprints.invoices.forms import within_bounds
 from portal.models import BillingAccount, StatementFormat
-from portal.services.statements.service import RangeProblem, range_problem
+from portal.statements.service import RangeProblem, range_problem
 
 
 def format_choices() -> list[tuple[str, Any]]:

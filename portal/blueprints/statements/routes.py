@@ -1,4 +1,4 @@
-"""Statements: ask for one, watch it being generated, download it (portal/services/statements)."""
+"""Statements: ask for one, watch it being generated, download it (portal/statements)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from portal.models import IN_PROGRESS, Statement, StatementFormat
 from portal.runtime import current_runtime
 from portal.services import downloads
 from portal.services.downloads import FileKind
-from portal.services.statements import service
+from portal.statements import service
 from portal.web import go, or_404, render, request_info
 
 bp = Blueprint("statements", __name__, url_prefix="/portal/statements")
