@@ -100,12 +100,17 @@ def run(
             _fail(session, begun, refused.failure, now())
         return f"failed: {refused.failure.value}"
     except Exception:
+        held = outbox.current.get()
+        last = held is not None and held.attempt >= outbox.MAX_ATTEMPTS
         with _writing(sessions) as session:
-            session.execute(
-                update(Statement)
-                .where(Statement.id == begun.statement_id, Statement.attempts == begun.attempt)
-                .values(error_code=Failure.RETRYING.value)
-            )
+            if last:  # the outbox gives up after this one: say so now, not at the next sweep
+                _fail(session, begun, Failure.GAVE_UP, now())
+            else:
+                session.execute(
+                    update(Statement)
+                    .where(Statement.id == begun.statement_id, Statement.attempts == begun.attempt)
+                    .values(error_code=Failure.RETRYING.value)
+                )
         raise
     return _finish(runtime, sessions, begun, built, now())
 

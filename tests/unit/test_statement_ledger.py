@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -282,3 +283,34 @@ def test_progress_reaches_the_row(app: Flask, db: Session, email: str) -> None:
     finally:
         generate._ProgressWriter.__call__ = original  # type: ignore[method-assign]
     assert seen and seen[-1] == _load(db, statement.id).line_count
+
+
+def test_an_error_retries_then_fails_on_the_last_attempt(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the outbox: each failed run leaves the statement "retrying"; the last one fails
+    it at once (not at the next sweep), and no file or mail is left behind."""
+    from portal.services import outbox
+    from portal.statements import render
+
+    def broken(*_args: object) -> None:
+        raise OSError("disk full")
+
+    renderer = render.RENDERERS[StatementFormat.CSV]
+    monkeypatch.setitem(
+        render.RENDERERS, StatementFormat.CSV, dataclasses.replace(renderer, render=broken)
+    )
+    before = set(_files(app))
+    statement = _request(app, db)
+    clock = app.extensions["portal.clock"]
+    queue = app.extensions["portal.jobs"]
+    for attempt in range(1, outbox.MAX_ATTEMPTS + 1):
+        assert queue.run_due(clock.now()) == 1
+        row = _load(db, statement.id)
+        if attempt < outbox.MAX_ATTEMPTS:
+            assert row.state is StatementState.RUNNING
+            assert row.error_code == Failure.RETRYING.value
+            clock.advance(timedelta(minutes=6))  # past the longest back-off
+    assert row.state is StatementState.FAILED and row.error_code == Failure.GAVE_UP.value
+    assert _work(db, SEND_STATEMENT_READY) == 0
+    assert set(_files(app)) == before
