@@ -215,3 +215,27 @@ def test_the_polling_list_announces_the_outcome(
     assert 'id="statement-news" data-hx-swap-oob="innerHTML"' in polled.text
     assert "is ready to download" in polled.text
     assert "data-hx-trigger" not in polled.text  # nothing left to wait for: polling stops
+
+
+def test_a_mailed_link_opened_signed_out_leads_through_sign_in_to_the_file(
+    app: Flask, client: FlaskClient, auth: Auth, db: Session, smtp: Inbox
+) -> None:
+    auth.sign_in("admin@acme.test")
+    client.post(
+        "/portal/statements", data=_form(client, start_date="2026-01-01", end_date=_today(app))
+    )
+    _run(app)
+    (plain,) = [p for p in smtp.messages[0].walk() if p.get_content_type() == "text/plain"]
+    body = plain.get_payload(decode=True).decode()
+    link = re.search(r"http://localhost(/portal/download/\S+)", body)
+    assert link
+    auth.logout()
+    away = client.get(link.group(1))
+    assert away.status_code == 302 and away.headers["Location"].startswith("/login?next=")
+    app.extensions["portal.clock"].advance(timedelta(seconds=30))
+    assert auth.login("admin@acme.test", next=link.group(1)).status_code == 302
+    back = auth.code()
+    assert back.status_code == 302 and back.headers["Location"] == link.group(1)
+    opened = client.get(link.group(1))
+    assert opened.status_code == 200 and opened.data.startswith(b"\xef\xbb\xbf")
+    opened.close()
