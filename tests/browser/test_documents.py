@@ -93,3 +93,25 @@ def test_a_refused_link_says_why(live_server: LiveServer, new_page: Any) -> None
     page.goto(f"{live_server.url}/portal/download/not-a-real-link")
     expect(page.locator("h1")).to_have_text("Download link not valid")
     assert_axe_clean(page)
+
+
+def test_an_invoice_shows_its_credit_notes_and_documents(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    page = new_page()
+    sign_in_by_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/portal/documents?type=credit_note")
+    page.get_by_role("link", name="INV-1003").click()
+    page.wait_for_url("**/portal/invoices/inv_*")
+    expect(page.locator(".totals")).to_contain_text("Credits applied")
+    expect(page.locator("[data-figure=credits-applied]")).to_have_text("$120.00")
+    assert_axe_clean(page)
+    screenshot(page, "invoice-credited-1280-dark")
+    with page.expect_download() as download:
+        page.locator(".credit-notes").get_by_role("link", name="CN-301").click()
+    assert download.value.suggested_filename == "credit-note-cn-301.pdf"
+    with page.expect_download() as again:
+        page.locator("section[aria-labelledby=docs-title]").get_by_role(
+            "link", name="Download"
+        ).click()
+    assert again.value.suggested_filename == "credit-note-cn-301.pdf"
