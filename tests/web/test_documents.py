@@ -211,6 +211,14 @@ def test_newest_first_and_paged(
     assert 'href="/portal/documents?page=1"' in second
 
 
+@pytest.mark.parametrize("number", ["0", "-1", "abc", "9" * 30])
+def test_a_page_number_out_of_reach_shows_a_page_that_exists(
+    client: FlaskClient, signed_in: Auth, number: str
+) -> None:
+    text = page(client, f"?page={number}")
+    assert sorted(titles(text)) == sorted(ACME)
+
+
 def test_empty_states(client: FlaskClient, auth: Auth) -> None:
     auth.sign_in("admin@initech.test")
     text = page(client)

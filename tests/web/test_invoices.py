@@ -439,6 +439,8 @@ def test_the_pdf_shows_payments_and_credits_apart(
     text = pdf_text(client.get(f"/portal/invoices/{invoice.public_id}/pdf").data)
     assert "Credits applied" in text and "CN-301" in text and "$120.00" in text
     assert money(invoice.paid_by_payments) in text and money(invoice.balance_due) in text
+    plain = pdf_text(client.get(f"/portal/invoices/{_public_id(db, 'INV-1005')}/pdf").data)
+    assert "Amount paid" in plain and "Credits applied" not in plain
     ids = f"invoice={invoice.public_id}&invoice={_public_id(db, 'INV-1005')}"
     with zipfile.ZipFile(io.BytesIO(client.get(f"/portal/invoices/download?{ids}").data)) as zf:
         assert "CN-301" in pdf_text(zf.read("invoice-INV-1003.pdf"))
