@@ -12,6 +12,7 @@ from portal import assets, clock, errors, i18n, runtime, security, templating, w
 from portal.blueprints.auth.routes import bp as auth_bp
 from portal.blueprints.dashboard.routes import bp as dashboard_bp
 from portal.blueprints.disputes.routes import bp as disputes_bp
+from portal.blueprints.documents.routes import bp as documents_bp
 from portal.blueprints.downloads.routes import bp as downloads_bp
 from portal.blueprints.health.routes import bp as health_bp
 from portal.blueprints.invoices.routes import bp as invoices_bp
@@ -98,6 +99,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(disputes_bp)
+    app.register_blueprint(documents_bp)
     app.register_blueprint(downloads_bp)
     app.register_blueprint(invoices_bp)
     app.register_blueprint(language_bp)

@@ -42,14 +42,17 @@ from portal import clock, create_app, tenancy
 from portal.extensions import limiter
 from portal.gateways.sandbox import SIGNATURE_HEADER, sign, signing_secret
 from portal.models import (
+    BillingAccount,
+    Document,
     Invoice,
     Payment,
     PaymentGroup,
     PaymentMethod,
     UserSession,
 )
-from portal.services import credentials, seed
+from portal.services import credentials, downloads, seed
 from portal.services.crypto import Keyring
+from portal.services.downloads import FileKind
 from portal.services.invoices import PAYABLE
 from tests.conftest import TEST_SECRET, Auth, csrf_token, totp_code, transactional, user_by_email
 from tests.web.fuzz_helpers import ANY, DATES, FUZZ, JSON, NEXT, NUMBERS, TEXT, digest
@@ -133,6 +136,17 @@ ROUTES: dict[str, Route] = {
         }
     ),
     "invoices.download": Route(query={"invoice": "invoice"}, multi=frozenset({"invoice"})),
+    "documents.index": Route(
+        query={
+            "type": "document_type",
+            "q": "text",
+            "from": "date",
+            "to": "date",
+            "account": "account",
+            "page": "page",
+        }
+    ),
+    "downloads.fetch": Route(path={"token": "download_token"}),
     "invoices.show": Route(path={"public_id": "invoice"}),
     "invoices.pdf": Route(path={"public_id": "invoice"}),
     "language.change": Route(form={"language": "language", "next": "next"}, actors=PUBLIC),
@@ -318,6 +332,8 @@ class Known:
     references: list[str]
     reset_tokens: list[str]
     emails: list[str]
+    accounts: list[str]
+    download_tokens: list[str]
 
 
 def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
@@ -351,6 +367,18 @@ def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
                 for email in ("admin@acme.test", "ap@acme.test")
             ],
             emails=["admin@acme.test", "ap@acme.test", "new@acme.test", "admin@globex.test"],
+            accounts=list(db.scalars(select(BillingAccount.public_id).order_by(BillingAccount.id))),
+            download_tokens=[
+                downloads.sign(
+                    FileKind.DOCUMENT,
+                    document,
+                    user_by_email(db, email).public_id,
+                    keys=Keyring(TEST_SECRET),
+                    now=now,
+                )
+                for document in db.scalars(select(Document.public_id).order_by(Document.id))
+                for email in ("admin@acme.test", "ap@acme.test")
+            ],
         )
     db.rollback()
     return known
@@ -385,6 +413,9 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "back": st.one_of(st.just("group"), TEXT),
         "history_status": st.sampled_from(["scheduled", "processing", "succeeded", "failed"]),
         "invoice_status": st.sampled_from(["all", "open", "overdue", "paid", "disputed"]),
+        "document_type": st.sampled_from(["all", "contract", "credit_note", "tax_form"]),
+        "account": st.sampled_from(known.accounts),
+        "download_token": st.sampled_from(known.download_tokens),
         "sort": st.sampled_from(["date", "-date", "due", "-amount", "number", "-status"]),
         "dispute_reason": st.sampled_from(["incorrect_amount", "quality", "other"]),
         "payment_action": st.sampled_from(["review", "confirm", "edit", "allocate"]),

@@ -6,11 +6,11 @@ signed in; anything else gets a page that says what happened, never the file.
 
 from __future__ import annotations
 
-from flask import Blueprint, send_file
+from flask import Blueprint, abort, send_file
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
-from portal import clock
+from portal import clock, flags
 from portal.extensions import db_session, settings
 from portal.runtime import current_runtime
 from portal.services import documents, downloads
@@ -35,6 +35,8 @@ def fetch(token: str) -> Response:
     )
     if checked.state is not LinkState.OK or checked.public_id is None:
         return _refused(checked.state)
+    if checked.kind is FileKind.DOCUMENT and not flags.enabled("m25_portal_documents"):
+        abort(404)  # the documents library is switched off: its files with it
     db = db_session()
     if checked.kind is FileKind.STATEMENT:
         found = statements.for_download(db, checked.public_id, current_user, request_info())
