@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
-from portal.models import BillingAccount, Document, DocumentKind, Invoice, PortalUser
-from portal.services import audit, paging
+from portal.models import BillingAccount, Document, DocumentKind, Invoice
+from portal.services import paging
 from portal.services.downloads import Downloadable
 
 PAGE_SIZE = 25
@@ -133,18 +133,15 @@ def get_document(session: Session, public_id: str) -> Document | None:
     return session.scalars(select(Document).where(Document.public_id == public_id)).one_or_none()
 
 
-def for_download(
-    session: Session, public_id: str, user: PortalUser, request: audit.RequestInfo
-) -> Downloadable | None:
+def for_download(session: Session, public_id: str) -> Downloadable | None:
+    """The file of a document the session's scope may see (None: not theirs, or gone)."""
     document = get_document(session, public_id)
     if document is None:
         return None
-    audit.record_for(
-        session,
-        user,
+    return Downloadable(
+        document.storage_path,
+        document.filename,
+        document.content_type,
         "Portal.DocumentDownloaded",
-        request=request,
-        document_id=document.public_id,
-        kind=document.kind,
+        {"document_id": document.public_id, "kind": document.kind},
     )
-    return Downloadable(document.storage_path, document.filename, document.content_type)

@@ -9,8 +9,9 @@ Signed with SECRET_KEY; links signed with a key in SECRET_KEY_FALLBACKS still op
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
@@ -34,11 +35,14 @@ class LinkState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Downloadable:
-    """What a valid link opens: a file in the store, and how to name it."""
+    """What a valid link opens: a file in the store, how to name it, and the audit event its
+    download records (once the file is found: a missing file records nothing)."""
 
     key: str
     filename: str
     content_type: str
+    event: str
+    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -150,10 +150,8 @@ def is_late(session: Session, statement: Statement, now: datetime) -> bool:
     return statement.state in IN_PROGRESS and outbox.is_late(session, [subject(statement.id)], now)
 
 
-def for_download(
-    session: Session, public_id: str, user: PortalUser, request: audit.RequestInfo
-) -> Downloadable | None:
-    """The user's ready statement's file (None once it expired), recording the download."""
+def for_download(session: Session, public_id: str, user: PortalUser) -> Downloadable | None:
+    """The user's ready statement's file (None once it expired, or for anyone else)."""
     statement = get_own(session, public_id, user)
     if (
         statement is None
@@ -162,17 +160,16 @@ def for_download(
     ):
         return None
     company = session.get(Company, statement.company_id)
-    audit.record_for(
-        session,
-        user,
-        "Portal.StatementDownloaded",
-        request=request,
-        customer_id=company.public_id if company else None,
-        statement_id=statement.public_id,
-        start_date=statement.start_date.isoformat(),
-        end_date=statement.end_date.isoformat(),
-        format=statement.format.value,
-    )
     return Downloadable(
-        statement.storage_key, statement.filename or "statement", CONTENT_TYPES[statement.format]
+        statement.storage_key,
+        statement.filename or "statement",
+        CONTENT_TYPES[statement.format],
+        "Portal.StatementDownloaded",
+        {
+            "customer_id": company.public_id if company else None,
+            "statement_id": statement.public_id,
+            "start_date": statement.start_date.isoformat(),
+            "end_date": statement.end_date.isoformat(),
+            "format": statement.format.value,
+        },
     )

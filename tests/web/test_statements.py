@@ -239,3 +239,23 @@ def test_a_mailed_link_opened_signed_out_leads_through_sign_in_to_the_file(
     opened = client.get(link.group(1))
     assert opened.status_code == 200 and opened.data.startswith(b"\xef\xbb\xbf")
     opened.close()
+
+
+def test_a_missing_file_is_refused_and_records_no_download(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    client.post(
+        "/portal/statements", data=_form(client, start_date="2026-01-01", end_date=_today(app))
+    )
+    _run(app)
+    (statement,) = _statements(db)
+    link = re.search(r'href="(/portal/download/[^"]+)"', client.get("/portal/statements").text)
+    assert link and statement.storage_key
+    app.extensions["portal.runtime"].store.delete(statement.storage_key)
+    gone = client.get(link.group(1))
+    assert gone.status_code == 410 and "Download link expired" in gone.text
+    with tenancy.system(db):
+        recorded = db.scalar(
+            select(func.count(AuditEvent.id)).where(AuditEvent.name == "Portal.StatementDownloaded")
+        )
+    assert recorded == 0

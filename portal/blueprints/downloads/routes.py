@@ -13,13 +13,14 @@ from werkzeug.wrappers import Response
 from portal import clock, flags
 from portal.extensions import db_session, settings
 from portal.runtime import current_runtime
-from portal.services import documents, downloads
+from portal.services import audit, documents, downloads
 from portal.services.downloads import FileKind, LinkState
 from portal.services.storage import StorageError
 from portal.statements import service as statements
 from portal.web import render, request_info
 
 bp = Blueprint("downloads", __name__, url_prefix="/portal/download")
+_FLAGS = {FileKind.STATEMENT: "m25_portal_statements", FileKind.DOCUMENT: "m25_portal_documents"}
 
 
 def _refused(state: LinkState) -> Response:
@@ -33,22 +34,25 @@ def fetch(token: str) -> Response:
     checked = downloads.check(
         token, current_user.public_id, keys=settings().keyring, now=clock.now()
     )
-    if checked.state is not LinkState.OK or checked.public_id is None:
+    if checked.state is not LinkState.OK or checked.public_id is None or checked.kind is None:
         return _refused(checked.state)
-    if checked.kind is FileKind.DOCUMENT and not flags.enabled("m25_portal_documents"):
-        abort(404)  # the documents library is switched off: its files with it
+    if not flags.enabled(_FLAGS[checked.kind]):
+        abort(404)  # the page is switched off: its files with it
     db = db_session()
     if checked.kind is FileKind.STATEMENT:
-        found = statements.for_download(db, checked.public_id, current_user, request_info())
+        found = statements.for_download(db, checked.public_id, current_user)
+        gone = LinkState.EXPIRED  # its file was removed after the retention period
     else:
-        found = documents.for_download(db, checked.public_id, current_user, request_info())
-    if found is None:  # gone since the link was made (expired file, revoked access)
-        return _refused(LinkState.EXPIRED)
+        found = documents.for_download(db, checked.public_id)
+        gone = LinkState.INVALID  # no longer the user's to see (documents are kept)
+    if found is None:
+        return _refused(gone)
     store = current_runtime().store
     try:
         stream = store.open(found.key)
     except StorageError:
         return _refused(LinkState.EXPIRED)
+    audit.record_for(db, current_user, found.event, request=request_info(), **found.properties)
     response = send_file(
         stream,
         mimetype=found.content_type,

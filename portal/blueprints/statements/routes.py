@@ -60,13 +60,12 @@ def _format_labels() -> dict[str, str]:
     return {value: str(label) for value, label in format_choices()}
 
 
-def _context(form: StatementForm) -> dict[str, Any]:
+def _context(form: StatementForm, watched: frozenset[str] = frozenset()) -> dict[str, Any]:
     db = db_session()
     now = clock.now()
     statements = service.recent(db, current_user)
     busy = [s for s in statements if s.state in IN_PROGRESS]
     # The statements the polling list was watching that have now finished: said aloud.
-    watched = set(request.args.getlist("watch"))
     news = [s for s in statements if s.public_id in watched and s.state not in IN_PROGRESS]
     return {
         "form": form,
@@ -85,7 +84,8 @@ def _context(form: StatementForm) -> dict[str, Any]:
 @bp.get("")
 @login_required
 def index() -> Response:
-    return render("statements/index.html", _context(_form()), fragments={"statement-list": LIST})
+    context = _context(_form(), frozenset(request.args.getlist("watch")))
+    return render("statements/index.html", context, fragments={"statement-list": LIST})
 
 
 @bp.post("")
