@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import date
+from decimal import Decimal
 from typing import Any, BinaryIO
 
 from openpyxl import Workbook
@@ -195,19 +196,43 @@ def _section(
     sheet.append([])
     sheet.append([cells.text(value, bold=True) for value in names.columns])
     kinds = names.kinds
+    places = precision(currency)
+    # One set of styled cells for every line: a write-only sheet writes a row as it is
+    # appended, so the cells are refilled for the next (a new styled cell per value costs a
+    # style lookup each). Text goes as plain values (openpyxl makes them text cells), but for
+    # what openpyxl would take for a formula.
+    day = cells.day(data.start)
+    debit, credit, balance = (cells.money(0, currency, fmt) for _ in range(3))
+    reference, description = cells.text(""), cells.text("")
+
+    def text(value: str, cell: WriteOnlyCell) -> str | WriteOnlyCell:
+        value = clean(value)
+        if not value.startswith("="):
+            return value
+        cell.value = value
+        cell.data_type = "s"
+        return cell
+
     count = 0
     for line in section.lines:
-        sheet.append(
-            [
-                cells.day(line.day),
-                kinds[line.kind],
-                cells.text(line.reference),
-                cells.text(line.description),
-                cells.money(line.debit, currency, fmt) if line.debit else None,
-                cells.money(line.credit, currency, fmt) if line.credit else None,
-                cells.money(line.balance, currency, fmt),
-            ]
-        )
+        day.value = line.day
+        balance.value = Decimal(line.balance).scaleb(-places)
+        row: list[Any] = [
+            day,
+            kinds[line.kind],
+            text(line.reference, reference),
+            text(line.description, description),
+            None,
+            None,
+            balance,
+        ]
+        if line.debit:
+            debit.value = Decimal(line.debit).scaleb(-places)
+            row[4] = debit
+        if line.credit:
+            credit.value = Decimal(line.credit).scaleb(-places)
+            row[5] = credit
+        sheet.append(row)
         count += 1
         written += 1
         if written % PROGRESS_EVERY == 0:
