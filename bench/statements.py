@@ -9,8 +9,9 @@ ledger hands them), each written to a temporary file:
 - XLSX of 10,000 lines (openpyxl write-only), budget 2 s; CSV of 10,000 lines, budget 0.5 s;
 - peak memory (tracemalloc) of each format at 1,000 and 10,000 lines. The XLSX and CSV must stay
   flat: the peak at 10,000 under 3 times the peak at 1,000 (a list of the lines would make it
-  ~10 times). The PDF keeps one table's rows until it is drawn, so its peak grows with the lines;
-  the bytes per line are reported.
+  ~10 times). The PDF reads its lines as pages are laid out, but ReportLab holds the drawn pages
+  until the file is written (and the counting canvas until "of y" is known), so its peak grows
+  with the pages; the bytes per line are reported.
 
 Times are the median of the repeats, after one warm-up render (fonts, imports); budgets are judged
 on CPU seconds (the machine may be shared). It exits 1 when a budget is missed. The section
@@ -241,8 +242,9 @@ def section(results: Results, repeats: int, previous: str) -> str:
         "seconds of the process (the machine is shared: wall-clock time waits for other work). "
         "Peak memory is tracemalloc's "
         "while rendering: the XLSX and CSV stream their rows (flat: the peak at the most lines "
-        f"at most {FLAT:.0f}x that at the fewest), the PDF keeps one table's rows, as short "
-        "strings, until it is drawn.",
+        f"at most {FLAT:.0f}x that at the fewest); the PDF reads its lines a page at a time, "
+        "but ReportLab holds the drawn pages until the file is written (the counting canvas "
+        "until the page count is known), so its peak grows with the pages.",
         "",
         *table(results),
         "",

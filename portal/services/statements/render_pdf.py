@@ -3,16 +3,18 @@ takes ~25 times as long for a table of a thousand rows).
 
 A4 portrait, DejaVu fonts (Debian's fonts-dejavu-core, as the invoice). The header (issuer,
 customer and address, period, generated date, statement reference), then per section: the
-account and currency, one table (heading row repeated on every page; opening balance, the
-lines, totals, closing balance) and the aging table. "Page x of y" on every page comes from a
-counting canvas: each finished page is kept as its drawing operations and numbered when the
-last one is known, so the document is laid out once.
+account and currency, the lines table (opening balance, the lines, totals, closing balance;
+its heading row on top of every page) and the aging table. "Page x of y" on every page comes
+from a counting canvas: each finished page is kept as its drawing operations and numbered when
+the last one is known, so the document is laid out once.
 
-Table cells are plain strings (wrapped here to the column's width), not Paragraphs: a line costs
-one small list of strings until the table is drawn. In Arabic the columns run right to left,
-text is right-aligned and every string is shaped (arabic-reshaper) and put in visual order
-(xhtml2pdf's implementation of the Unicode bidirectional algorithm); any Arabic in another
-language's statement is shaped too.
+The lines are read from the section's generator only as pages are laid out, at most CHUNK rows
+ahead (_PagedRows), and cells are plain strings wrapped here to the column's width, not
+Paragraphs. What still grows with the lines is the drawn pages: ReportLab writes the file when
+it is complete, and the counting canvas keeps each page until the count is known (about 1.5 KB
+per line). In Arabic the columns run right to left, text is right-aligned and every string is
+shaped (arabic-reshaper) and put in visual order (xhtml2pdf's implementation of the Unicode
+bidirectional algorithm); any Arabic in another language's statement is shaped too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, date
+from itertools import islice
 from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
 
@@ -34,7 +37,7 @@ from reportlab.lib.utils import simpleSplit
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import Flowable, LongTable, Paragraph, SimpleDocTemplate, Spacer, Table
+from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Spacer, Table
 from xhtml2pdf.bidi import get_display, needs_bidi
 
 from portal.services.invoice_pdf import FONT_BOLD, FONT_REGULAR
@@ -43,6 +46,7 @@ from portal.services.statements.data import Progress, Section, StatementData
 from portal.services.statements.labels import Labels, aging_values, is_rtl, labels, page_of, period
 
 PROGRESS_EVERY = 250
+CHUNK = 100  # rows taken for a page: more than a page holds (at most ~55 one-line rows)
 REGULAR = "DejaVuSans"
 BOLD = "DejaVuSans-Bold"
 PAGE_WIDTH, PAGE_HEIGHT = A4
@@ -125,59 +129,72 @@ def _ordered(row: list[Any], rtl: bool) -> list[Any]:
     return row[::-1] if rtl else row
 
 
-def _lines_table_class(report: Callable[[int], None]) -> type[LongTable]:
-    """A LongTable that reports the rows it draws. ReportLab splits a table across pages by
-    making new tables of the same class, so the reporter travels as a class attribute."""
-
-    class LinesTable(LongTable):
-        def draw(self) -> None:
-            super().draw()
-            report(len(self._cellvalues) - self.repeatRows)
-
-    return LinesTable
-
-
 class _Progress:
-    """Turns rows drawn into lines written: each section's table has an opening row before
-    its lines and two rows (totals, closing) after them."""
+    """Lines laid out so far, reported each time another PROGRESS_EVERY are placed."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.done = 0  # lines of finished sections
-        self.rows = 0  # body rows of the current section's table drawn
-        self.lines = 0  # lines in the current section
-        self.reported = 0
+        self.written = 0
 
-    def section(self, lines: int) -> None:
-        self.done += self.lines
-        self.rows = 0
-        self.lines = lines
-
-    def drawn(self, rows: int) -> None:
-        self.rows += rows
-        written = self.done + max(0, min(self.rows - 1, self.lines))
-        if written // PROGRESS_EVERY > self.reported // PROGRESS_EVERY:
-            self.progress(written)
-        self.reported = written
-
-    def total(self) -> int:
-        return self.done + self.lines
+    def add(self, lines: int) -> None:
+        before, self.written = self.written, self.written + lines
+        if self.written // PROGRESS_EVERY > before // PROGRESS_EVERY:
+            self.progress(self.written)
 
 
-class _SectionStart(Flowable):
-    """Zero-size marker: the following table's rows belong to a new section."""
+# A row of the lines table: what it is ("opening", "line", "totals", "closing") and its cells.
+Row = tuple[str, list[str]]
+LINE = "line"
 
-    def __init__(self, tracker: _Progress, lines: int) -> None:
+
+class _PagedRows(Flowable):
+    """The lines table, a page at a time: it takes rows from the section's generator only as
+    the page being laid out needs them, so no more than CHUNK rows are held at once, and each
+    page is a small table of its own with the heading row on top (what LongTable's repeated
+    heading row looks like, without a table of every line: a big table is split again and
+    again, which grows faster than its rows).
+
+    It never fits whole, so the document asks it to split: the page's part, then a new
+    _PagedRows with the rows that did not fit."""
+
+    def __init__(
+        self,
+        rows: Iterator[Row],
+        make: Callable[[list[Row]], Table],
+        tracker: _Progress,
+        leftover: list[Row] | None = None,
+    ) -> None:
         super().__init__()
+        self.rows = rows
+        self.make = make
         self.tracker = tracker
-        self.lines = lines
-        self.width = self.height = 0
+        self.leftover = leftover or []
 
-    def wrap(self, *_args: float) -> tuple[float, float]:
-        return (0, 0)
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        return (available_width, available_height + 1)
 
-    def draw(self) -> None:
-        self.tracker.section(self.lines)
+    def split(self, available_width: float, available_height: float) -> list[Flowable]:
+        chunk = self.leftover
+        chunk.extend(islice(self.rows, CHUNK + 1 - len(chunk)))
+        more = len(chunk) > CHUNK  # one row past the chunk says whether the generator is done
+        rest = chunk[CHUNK:]
+        chunk = chunk[:CHUNK]
+        table = self.make(chunk)
+        _width, height = table.wrap(available_width, available_height)
+        if height <= available_height:
+            fitted, parts = len(chunk), [table]
+        else:
+            parts = table.split(available_width, available_height)
+            if not parts:  # not even a row fits: the next page, with these rows kept
+                self.leftover = chunk + rest
+                return []
+            fitted = len(parts[0]._cellvalues) - 1  # minus the heading row
+            parts = parts[:1]
+        self.tracker.add(sum(1 for kind, _cells in chunk[:fitted] if kind == LINE))
+        leftover = chunk[fitted:] + rest
+        if leftover or more:
+            parts.append(_PagedRows(self.rows, self.make, self.tracker, leftover))
+        return parts
 
 
 def _canvas_class(locale: str, script: _Script, running: str) -> type[Canvas]:
@@ -242,7 +259,7 @@ def render(data: StatementData, out: BinaryIO, progress: Progress) -> None:
     for section in data.sections:
         story += _section(section, data, names, script, tracker)
     doc.build(story, canvasmaker=_canvas_class(data.locale, script, running))
-    progress(tracker.total())
+    progress(tracker.written)
 
 
 def _paragraph_style(rtl: bool, *, size: float = 9, bold: bool = False) -> ParagraphStyle:
@@ -347,38 +364,41 @@ def _section(
         row[3 if rtl else 1] = wrap(label, label_width, BOLD)
         return _ordered(row, rtl)
 
-    rows: list[list[Any]] = [
-        _ordered([wrap(title, widths[i], BOLD) for i, title in enumerate(names.columns)], rtl),
-        total_row(day(data.start), names.opening, "", "", money(section.opening)),
-    ]
-    ref_width, description_width = widths[2], widths[3]
-    count = 0
-    for line in section.lines:
-        row = [
-            day(line.day),
-            kinds[line.kind],
-            wrap(line.reference, ref_width, data=True),
-            wrap(line.description, description_width, data=True),
-            money(line.debit) if line.debit else "",
-            money(line.credit) if line.credit else "",
-            money(line.balance),
-        ]
-        rows.append(row[::-1] if rtl else row)
-        count += 1
-    rows.append(
-        total_row("", names.totals, money(section.total_debit), money(section.total_credit), "")
+    heading_row = _ordered(
+        [wrap(title, widths[i], BOLD) for i, title in enumerate(names.columns)], rtl
     )
-    rows.append(total_row(day(data.end), names.closing, "", "", money(section.closing)))
-    story.append(_SectionStart(tracker, count))
+    ref_width, description_width = widths[2], widths[3]
+
+    def rows() -> Iterator[Row]:
+        """The table's rows, each line formatted only when the page reaches it."""
+        yield "opening", total_row(day(data.start), names.opening, "", "", money(section.opening))
+        for line in section.lines:
+            row = [
+                day(line.day),
+                kinds[line.kind],
+                wrap(line.reference, ref_width, data=True),
+                wrap(line.description, description_width, data=True),
+                money(line.debit) if line.debit else "",
+                money(line.credit) if line.credit else "",
+                money(line.balance),
+            ]
+            yield LINE, row[::-1] if rtl else row
+        yield (
+            "totals",
+            total_row(
+                "", names.totals, money(section.total_debit), money(section.total_credit), ""
+            ),
+        )
+        yield "closing", total_row(day(data.end), names.closing, "", "", money(section.closing))
 
     def col(index: int) -> int:
         """A column of the reading order as drawn."""
         return len(widths) - 1 - index if rtl else index
 
-    last = len(rows) - 1
     text_align = "RIGHT" if rtl else "LEFT"
     amount_align = "LEFT" if rtl else "RIGHT"
-    style: list[tuple[Any, ...]] = [
+    label_from, label_to = min(col(1), col(3)), max(col(1), col(3))
+    base_style: list[tuple[Any, ...]] = [
         ("FONT", (0, 0), (-1, -1), REGULAR, SIZE),
         ("LEADING", (0, 0), (-1, -1), SIZE * 1.2),
         ("FONT", (0, 0), (-1, 0), BOLD, SIZE),
@@ -390,19 +410,27 @@ def _section(
         ("RIGHTPADDING", (0, 0), (-1, -1), PADDING),
         ("TOPPADDING", (0, 0), (-1, -1), 2),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
-        ("FONT", (0, 1), (-1, 1), BOLD, SIZE),
-        ("FONT", (0, last - 1), (-1, last), BOLD, SIZE),
-        ("BACKGROUND", (0, last), (-1, last), _SHADE),
-        # the label of the opening, totals and closing rows spans type to description
-        ("SPAN", (min(col(1), col(3)), 1), (max(col(1), col(3)), 1)),
-        ("SPAN", (min(col(1), col(3)), last - 1), (max(col(1), col(3)), last - 1)),
-        ("SPAN", (min(col(1), col(3)), last), (max(col(1), col(3)), last)),
+        *(("ALIGN", (col(i), 0), (col(i), -1), amount_align) for i in AMOUNT_COLUMNS),
     ]
-    for index in AMOUNT_COLUMNS:
-        style.append(("ALIGN", (col(index), 0), (col(index), -1), amount_align))
-    table_class = _lines_table_class(tracker.drawn)
-    table = table_class(rows, colWidths=_ordered(widths, rtl), repeatRows=1, style=style)
-    story.append(table)
+    column_widths = _ordered(widths, rtl)
+
+    def make(chunk: list[Row]) -> Table:
+        """One page's table: the heading row, then `chunk`."""
+        style = list(base_style)
+        for index, (kind, _cells) in enumerate(chunk, start=1):
+            if kind != LINE:  # opening, totals, closing: bold, the label spanning 3 columns
+                style.append(("FONT", (0, index), (-1, index), BOLD, SIZE))
+                style.append(("SPAN", (label_from, index), (label_to, index)))
+                if kind == "closing":
+                    style.append(("BACKGROUND", (0, index), (-1, index), _SHADE))
+        return Table(
+            [heading_row, *(cells for _kind, cells in chunk)],
+            colWidths=column_widths,
+            repeatRows=1,
+            style=style,
+        )
+
+    story.append(_PagedRows(rows(), make, tracker))
     story.append(Spacer(1, 4 * mm))
     story.append(_aging(section, names, script, money))
     return story
