@@ -50,7 +50,7 @@ from portal.services import audit, outbox
 from portal.services.invoice_pdf import BRAND
 from portal.services.statements import ledger
 from portal.services.statements.data import StatementData
-from portal.statements.render import RENDERERS, filename
+from portal.services.statements.render import RENDERERS, filename
 from portal.statements.service import subject
 
 log = logging.getLogger(__name__)

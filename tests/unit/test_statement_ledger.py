@@ -291,7 +291,7 @@ def test_an_error_retries_then_fails_on_the_last_attempt(
     """Through the outbox: each failed run leaves the statement "retrying"; the last one fails
     it at once (not at the next sweep), and no file or mail is left behind."""
     from portal.services import outbox
-    from portal.statements import render
+    from portal.services.statements import render
 
     def broken(*_args: object) -> None:
         raise OSError("disk full")
