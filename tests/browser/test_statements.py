@@ -66,14 +66,10 @@ def statements(live: LiveServer, email: str) -> list[Statement]:
         )
 
 
-def fail(live: LiveServer, public_id: str) -> None:
-    """The statement failed, as the sweep leaves one whose time ran out."""
+def change(live: LiveServer, public_id: str, **values: Any) -> None:
+    """The statement's row changed as its job or the sweep would change it."""
     with database(live) as session:
-        session.execute(
-            update(Statement)
-            .where(Statement.public_id == public_id)
-            .values(state=StatementState.FAILED, error_code="timed_out")
-        )
+        session.execute(update(Statement).where(Statement.public_id == public_id).values(**values))
         session.commit()
 
 
@@ -166,6 +162,11 @@ def test_a_statement_by_keyboard_alone(live_server: LiveServer, new_page: Any) -
     with page.expect_download() as download:
         page.keyboard.press("Enter")
     assert_the_file_is(download.value, second)
+    wrap = (
+        "(w => w.scrollWidth <= w.clientWidth)"
+        "(document.querySelector('#statement-list > .table-wrap'))"
+    )
+    assert page.evaluate(wrap), "the list fits its column: nothing scrolls sideways"
     assert_axe_clean(page)
     screenshot(page, "statement-ready-1280-dark")
 
@@ -230,6 +231,9 @@ def test_every_state_of_the_page_is_axe_clean_and_fits_a_phone(
     first = statements(live_server, email)[0]
     expect(page.locator(f"#statement-{first.public_id} .badge")).to_be_visible()
     looked_at("queued")
+    change(live_server, first.public_id, state=StatementState.RUNNING, progress=40)
+    expect(page.locator(f"#statement-{first.public_id} progress")).to_be_visible(timeout=POLL)
+    looked_at("generating")
     run_work(live_server)
     expect(page.locator(f"#download-{first.public_id}")).to_be_visible(timeout=POLL)
     looked_at("ready")
@@ -237,7 +241,7 @@ def test_every_state_of_the_page_is_axe_clean_and_fits_a_phone(
     with page.expect_navigation(url=url):
         page.locator(REQUEST).click()
     second = statements(live_server, email)[0]
-    fail(live_server, second.public_id)
+    change(live_server, second.public_id, state=StatementState.FAILED, error_code="timed_out")
     expect(page.locator(f"#retry-{second.public_id}")).to_be_visible(timeout=POLL)
     looked_at("failed")
     # the phone's cards: each cell on its own line, inside the card
