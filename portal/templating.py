@@ -59,10 +59,11 @@ NAV = (
         section=("invoices.", "disputes.", "payments.new", "payments.create"),
     ),
     NavItem("payments.history", _l("Payment History"), section=("payments.",)),
+    # A refused download link's page (a statement's or a document's) is under Statements.
     NavItem(
         "statements.index",
         _l("Statements"),
-        section=("statements.",),
+        section=("statements.", "downloads."),
         flag="m25_portal_statements",
     ),
     NavItem(

@@ -480,6 +480,7 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     with page.expect_response(lambda r: "type=contract" in r.url):  # the results fragment
         page.get_by_label("Type").select_option("contract")
     page.wait_for_function(SETTLED)
+    visit("/portal/statements")
     visit("/portal/security")
     page.wait_for_timeout(1000)  # the browser asks for an undeclared icon after the load
 
@@ -487,7 +488,7 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     assert failed == []
 
     # Errors are answers too: a missing page, an htmx request that fails (its fragment), a
-    # payment that cannot be made, a spent reset link.
+    # payment that cannot be made, a spent reset link, a download link that opens nothing.
     visit("/portal/invoices/inv_missing")
     expect(page.locator("h1")).to_have_text("Not found")
     visit("/portal/invoices")
