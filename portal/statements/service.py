@@ -137,6 +137,7 @@ def retry(runtime: Runtime, session: Session, statement: Statement, now: datetim
     if statement.state is not StatementState.FAILED:
         return False
     statement.state = StatementState.QUEUED
+    statement.attempts += 1  # an earlier attempt's late writes no longer match this one
     statement.progress = 0
     statement.error_code = None
     statement.created_at = now
@@ -146,17 +147,32 @@ def retry(runtime: Runtime, session: Session, statement: Statement, now: datetim
     return True
 
 
-def is_late(session: Session, statement: Statement, now: datetime) -> bool:
-    return statement.state in IN_PROGRESS and outbox.is_late(session, [subject(statement.id)], now)
+def any_late(session: Session, statements: list[Statement], now: datetime) -> bool:
+    """Whether the work of any of these statements on their way waits past its time (one
+    query, however many)."""
+    busy = [subject(s.id) for s in statements if s.state in IN_PROGRESS]
+    return outbox.is_late(session, busy, now)
 
 
-def for_download(session: Session, public_id: str, user: PortalUser) -> Downloadable | None:
+def still_theirs(session: Session, statement: Statement) -> bool:
+    """Whether every account the statement covers is still in the session's scope (a user who
+    lost an account since cannot open a statement of it)."""
+    wanted = {int(i) for i in statement.account_ids}
+    seen = set(session.scalars(select(BillingAccount.id).where(BillingAccount.id.in_(wanted))))
+    return bool(wanted) and seen == wanted
+
+
+def for_download(
+    session: Session, public_id: str, user: PortalUser, now: datetime
+) -> Downloadable | None:
     """The user's ready statement's file (None once it expired, or for anyone else)."""
     statement = get_own(session, public_id, user)
     if (
         statement is None
         or statement.state is not StatementState.READY
         or statement.storage_key is None
+        or (statement.available_until is not None and statement.available_until <= now)
+        or not still_theirs(session, statement)
     ):
         return None
     company = session.get(Company, statement.company_id)

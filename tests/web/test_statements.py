@@ -259,3 +259,24 @@ def test_a_missing_file_is_refused_and_records_no_download(
             select(func.count(AuditEvent.id)).where(AuditEvent.name == "Portal.StatementDownloaded")
         )
     assert recorded == 0
+
+
+@pytest.mark.parametrize("signed_in", ["ap@acme.test"], indirect=True)
+def test_an_account_taken_away_closes_its_statements_links(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    client.post(
+        "/portal/statements", data=_form(client, start_date="2026-01-01", end_date=_today(app))
+    )
+    _run(app)
+    link = re.search(r'href="(/portal/download/[^"]+)"', client.get("/portal/statements").text)
+    assert link
+    from portal.models import UserAccountGrant
+
+    with tenancy.system(db):
+        for grant in db.scalars(select(UserAccountGrant)):
+            if grant.user.email == "ap@acme.test":
+                db.delete(grant)
+        db.commit()
+    refused = client.get(link.group(1))
+    assert refused.status_code in (404, 410) and "Content-Disposition" not in refused.headers

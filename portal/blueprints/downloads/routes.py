@@ -40,7 +40,7 @@ def fetch(token: str) -> Response:
         abort(404)  # the page is switched off: its files with it
     db = db_session()
     if checked.kind is FileKind.STATEMENT:
-        found = statements.for_download(db, checked.public_id, current_user)
+        found = statements.for_download(db, checked.public_id, current_user, clock.now())
         gone = LinkState.EXPIRED  # its file was removed after the retention period
     else:
         found = documents.for_download(db, checked.public_id)

@@ -72,7 +72,7 @@ def _context(form: StatementForm, watched: frozenset[str] = frozenset()) -> dict
         "statements": statements,
         "busy": [s.public_id for s in busy],
         "news": news,
-        "late": any(service.is_late(db, s, now) for s in busy) or current_runtime().work_delayed,
+        "late": service.any_late(db, busy, now) or current_runtime().work_delayed,
         "link": _link,
         "names": {a.id: a.name for a in form.account_rows},
         "failure_reasons": _failure_reasons(),
