@@ -6,7 +6,7 @@ PORT ?= 5000
 RUN_ENV := PORTAL_ENV=development
 
 .PHONY: run test test-sqlite test-postgresql test-tools lint format worker bench install install-dev \
-        bench-jobs translations-extract translations-update translations-compile clean
+        bench-jobs bench-statements translations-extract translations-update translations-compile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +97,7 @@ bench: install-dev translations-compile
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server not found: apt-get install redis-server"; exit 1; }
 	$(BIN)/python -m bench.over_http --sizes $(SIZE) --databases $(DATABASES) --seconds $(SECONDS)
 	$(BIN)/python -m bench.jobs --databases $(DATABASES) --jobs $(JOBS) --repeats $(REPEATS)
+	$(BIN)/python -m bench.statements
 
 # Jobs per second of the stock `rq worker` (the app built in every job) and of `flask jobs worker`
 # (the app built once), each on a redis-server of its own (bench/jobs.py); writes the "Background
@@ -106,3 +107,9 @@ REPEATS ?= 3
 bench-jobs: install-dev translations-compile
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server not found: apt-get install redis-server"; exit 1; }
 	$(BIN)/python -m bench.jobs --databases $(DATABASES) --jobs $(JOBS) --repeats $(REPEATS)
+
+# The statement files (bench/statements.py): PDF of 1,000 lines against its budget and against
+# xhtml2pdf, XLSX and CSV of 10,000, peak memory at 1,000 and 10,000 lines; fails on a missed
+# budget. Writes the "Statement files" section of docs/BENCHMARKS.md.
+bench-statements: install-dev translations-compile
+	$(BIN)/python -m bench.statements

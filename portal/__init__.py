@@ -12,6 +12,8 @@ from portal import assets, clock, errors, i18n, runtime, security, templating, w
 from portal.blueprints.auth.routes import bp as auth_bp
 from portal.blueprints.dashboard.routes import bp as dashboard_bp
 from portal.blueprints.disputes.routes import bp as disputes_bp
+from portal.blueprints.documents.routes import bp as documents_bp
+from portal.blueprints.downloads.routes import bp as downloads_bp
 from portal.blueprints.health.routes import bp as health_bp
 from portal.blueprints.invoices.routes import bp as invoices_bp
 from portal.blueprints.language.routes import bp as language_bp
@@ -21,6 +23,7 @@ from portal.blueprints.payments import history as _history  # noqa: F401  (its r
 from portal.blueprints.payments.routes import bp as payments_bp
 from portal.blueprints.sandbox.routes import bp as sandbox_bp
 from portal.blueprints.security.routes import bp as security_bp
+from portal.blueprints.statements.routes import bp as statements_bp
 from portal.blueprints.webhooks.routes import bp as webhooks_bp
 from portal.cli import register_cli
 from portal.config import PROJECT_ROOT, Settings
@@ -96,9 +99,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(disputes_bp)
+    app.register_blueprint(documents_bp)
+    app.register_blueprint(downloads_bp)
     app.register_blueprint(invoices_bp)
     app.register_blueprint(language_bp)
     app.register_blueprint(security_bp)
+    app.register_blueprint(statements_bp)
     app.register_blueprint(payments_bp)
     app.register_blueprint(payment_methods_bp)
     app.register_blueprint(webhooks_bp)

@@ -10,6 +10,7 @@ import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,6 +58,10 @@ class Settings:
     mail_dir: str = str(INSTANCE_DIR / "mail")
     mail_timeout: float = 10.0  # seconds to wait for the mail server (MAIL_TIMEOUT)
     storage_dir: str = str(INSTANCE_DIR / "files")
+    # Statements: the longest range one covers (STATEMENT_MAX_DAYS), and how long a generated
+    # file is kept before it is removed (STATEMENT_RETENTION_DAYS; links last 24 hours each).
+    statement_max_days: int = 366
+    statement_retention_days: int = 7
     default_locale: str = "en"
     # argon2 cost; tests lower it, production keeps the library's defaults
     argon2_time_cost: int = 3
@@ -78,6 +83,10 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def statement_retention(self) -> timedelta:
+        return timedelta(days=self.statement_retention_days)
 
     @property
     def keyring(self) -> Keyring:
@@ -122,6 +131,8 @@ class Settings:
             "session_absolute_hours": "SESSION_ABSOLUTE_HOURS",
             "lockout_threshold": "LOCKOUT_THRESHOLD",
             "lockout_minutes": "LOCKOUT_MINUTES",
+            "statement_max_days": "STATEMENT_MAX_DAYS",
+            "statement_retention_days": "STATEMENT_RETENTION_DAYS",
         }.items():
             if environ.get(var):
                 try:
@@ -152,6 +163,8 @@ class Settings:
     def validated(self) -> Settings:
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"PORTAL_ENV must be one of {', '.join(ENVIRONMENTS)}")
+        if self.statement_max_days < 1 or self.statement_retention_days < 1:
+            raise ConfigError("STATEMENT_MAX_DAYS and STATEMENT_RETENTION_DAYS must be 1 or more")
         secret = self.secret_key
         if not secret:
             if self.is_production:

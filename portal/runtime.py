@@ -12,7 +12,8 @@ app. Nothing else builds a gateway, a queue, a mailer or a public link:
   the portal never imports `workers.jobs`. `hand_off` and `enqueue_at` write the work as a row
   of the outbox in the caller's transaction (portal/services/outbox.py) and hand work due now to
   the queue after the commit; the worker's dispatcher (workers/dispatch.py) hands over the rest;
-- `mailer`, `files` (the invoice-PDF cache under STORAGE_DIR) and `links` (absolute links
+- `mailer`, `files` (the invoice-PDF cache under STORAGE_DIR), `store` (statements and
+  documents, portal/services/storage.py) and `links` (absolute links
   from PUBLIC_URL, never from a request header).
 
 The runtime reads the app's settings and queue where the app keeps them (`app.config`,
@@ -42,6 +43,7 @@ from portal.gateways.stripe import StripeGateway
 from portal.models import WorkState
 from portal.services import outbox
 from portal.services.mail import MAIL_DOMAIN, Mailer
+from portal.services.storage import FileStore, LocalStore
 from workers.queue import WEB_TIMEOUT, JobQueue, RQJobQueue, Unqueued, defer, job_name
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ SEND_PAYMENT_RESULT = f"{JOBS}.send_payment_result"
 RUN_SCHEDULED_PAYMENT = f"{JOBS}.run_scheduled_payment"
 DELIVER_SANDBOX_SETTLEMENT = f"{JOBS}.deliver_sandbox_settlement"
 SEND_PASSWORD_RESET = f"{JOBS}.send_password_reset"
+GENERATE_STATEMENT = f"{JOBS}.generate_statement"
+SEND_STATEMENT_READY = f"{JOBS}.send_statement_ready"
 SWEEP = f"{JOBS}.sweep"
 # The recurring jobs, by schedule name: the worker's dispatcher runs each this often
 # (`job_schedules` in the database says when next, so they come back by themselves).
@@ -65,6 +69,7 @@ SWEEPS = {  # what `sweep` (and `flask jobs sweep`) runs, by the name it reports
     "reconciled": f"{JOBS}.reconcile_payments",
     "lockouts_forgotten": f"{JOBS}.forget_run_out_lockouts",
     "work_pruned": f"{JOBS}.prune_finished_work",
+    "statements": f"{JOBS}.settle_statements",
 }
 
 
@@ -133,6 +138,11 @@ class Runtime:
     @property
     def files(self) -> Files:
         return Files(Path(self.settings.storage_dir))
+
+    @property
+    def store(self) -> FileStore:
+        """Statements, documents and attachments (a local directory under STORAGE_DIR)."""
+        return LocalStore(Path(self.settings.storage_dir))
 
     @property
     def links(self) -> Links:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -15,6 +16,7 @@ from babel.dates import format_datetime as babel_format_datetime
 from babel.numbers import format_decimal as babel_format_decimal
 from babel.numbers import format_percent as babel_format_percent
 from babel.numbers import get_currency_precision
+from babel.units import format_unit
 from flask import Flask, current_app, g, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
@@ -23,9 +25,12 @@ from jinja2 import pass_eval_context
 from jinja2.nodes import EvalContext
 from markupsafe import Markup
 
-from portal import flags, i18n
+from portal import clock, flags, i18n
 from portal.assets import static_url
+from portal.extensions import settings
 from portal.models import Invoice, PaymentMethod, PaymentMethodKind
+from portal.services import downloads
+from portal.services.downloads import FileKind
 from portal.services.invoices import is_payable
 from portal.services.money import format_money, to_decimal
 from portal.web import is_htmx, wants_fragment
@@ -39,6 +44,7 @@ class NavItem:
     # The other pages of its section: endpoints, or a blueprint's as "name." (the longest
     # claim wins, so "payments.new" can sit under Invoices while "payments." is Payment History).
     section: tuple[str, ...] = ()
+    flag: str | None = None  # a rollout flag (portal/flags.py) that switches the page off
 
 
 # Every page of the contract, in menu order. An entry shows once its page exists.
@@ -53,8 +59,16 @@ NAV = (
         section=("invoices.", "disputes.", "payments.new", "payments.create"),
     ),
     NavItem("payments.history", _l("Payment History"), section=("payments.",)),
-    NavItem("statements.index", _l("Statements"), section=("statements.",)),
-    NavItem("documents.index", _l("Documents"), section=("documents.",)),
+    # A refused download link's page (a statement's or a document's) is under Statements.
+    NavItem(
+        "statements.index",
+        _l("Statements"),
+        section=("statements.", "downloads."),
+        flag="m25_portal_statements",
+    ),
+    NavItem(
+        "documents.index", _l("Documents"), section=("documents.",), flag="m25_portal_documents"
+    ),
     NavItem("payment_methods.index", _l("Payment methods"), section=("payment_methods.",)),
     NavItem("users.index", _l("Users"), admin_only=True, section=("users.",)),
 )
@@ -94,7 +108,9 @@ def _visible(items: tuple[NavItem, ...]) -> list[NavItem]:
     return [
         item
         for item in items
-        if item.endpoint in endpoints and (not item.admin_only or (user and user.is_admin))
+        if item.endpoint in endpoints
+        and (not item.admin_only or (user and user.is_admin))
+        and (item.flag is None or flags.enabled(item.flag))
     ]
 
 
@@ -276,6 +292,41 @@ def pay_url(invoice: Invoice) -> str | None:
     return url_for("payments.new", invoice=invoice.public_id)
 
 
+def documents_enabled() -> bool:
+    return endpoint_exists("documents.index") and flags.enabled("m25_portal_documents")
+
+
+def document_url(public_id: str) -> str | None:
+    """A signed 24-hour download link to a document, made now for the signed-in user
+    (services.downloads); None while the documents library is switched off."""
+    user = g.get("user")
+    if user is None or not documents_enabled():
+        return None
+    token = downloads.sign(
+        FileKind.DOCUMENT, public_id, user.public_id, keys=settings().keyring, now=clock.now()
+    )
+    return url_for("downloads.fetch", token=token)
+
+
+_SIZE_UNITS = ("digital-byte", "digital-kilobyte", "digital-megabyte", "digital-gigabyte")
+
+
+def format_filesize(size: int) -> str:
+    """A file's size as people read it, in the locale's words: "12.3 kB", "12,3 kB"."""
+    value = Decimal(max(0, size))
+    unit = 0
+    while value >= 1024 and unit < len(_SIZE_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    pattern = "#,##0" if unit == 0 else "#,##0.#"
+    return str(format_unit(value, _SIZE_UNITS[unit], "short", pattern, locale=_locale()))
+
+
+@pass_eval_context
+def _filesize_filter(context: EvalContext, size: int) -> str:
+    return _html_or_text(context, format_filesize(size), date_direction())
+
+
 def format_percent(basis_points: int) -> str:
     """8.25 % from 825 basis points, spaced and signed as the locale writes it."""
     return babel_format_percent(basis_points / 10000, format="#,##0.##%", locale=_locale())
@@ -309,16 +360,20 @@ def init_app(app: Flask) -> None:
         datetime=_datetime_filter,
         number=_number_filter,
         percent=_percent_filter,
+        filesize=_filesize_filter,
     )
     app.jinja_env.globals.update(
         is_htmx=is_htmx,
         wants_fragment=wants_fragment,
         endpoint_exists=endpoint_exists,
+        flag_enabled=flags.enabled,
         pay_url=pay_url,
         is_payable=is_payable,
         row_url=row_url,
         status_labels=status_labels,
         payments_enabled=payments_enabled,
+        documents_enabled=documents_enabled,
+        document_url=document_url,
         method_name=method_name,
         get_locale=get_locale,
         static_url=static_url,

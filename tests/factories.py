@@ -9,11 +9,13 @@ minor units. Dates are relative to the portal's today: `due=-30` is thirty days 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from sqlalchemy import select
@@ -25,6 +27,7 @@ from portal.gateways.sandbox import SandboxGateway
 from portal.models import (
     BillingAccount,
     Company,
+    Document,
     Invoice,
     InvoiceLine,
     InvoiceStatus,
@@ -327,3 +330,45 @@ def make_payment(
         db.flush()
         db.refresh(invoice)
     return payment
+
+
+# documents --------------------------------------------------------------------------------
+
+
+def make_document(
+    db: Session,
+    company: Company,
+    storage: Path,
+    title: str = "Tax form W-9",
+    *,
+    account: BillingAccount | None = None,
+    invoice: Invoice | None = None,
+    kind: str = "tax_form",
+    content: bytes | None = None,
+    filename: str | None = None,
+    days_ago: int = 0,
+) -> Document:
+    """A document of `company` (the whole company's unless `account`), its bytes written to the
+    file store under `storage`; dated `days_ago` days before now."""
+    body = content if content is not None else f"%PDF-1.4 {title} {next(_serial)}".encode()
+    document = Document(
+        company_id=company.id,
+        billing_account_id=account.id if account else None,
+        invoice_id=invoice.id if invoice else None,
+        title=title,
+        kind=kind,
+        filename=filename or title.lower().replace(" ", "-") + ".pdf",
+        content_type="application/pdf",
+        size_bytes=len(body),
+        sha256=hashlib.sha256(body).hexdigest(),
+        storage_path="",
+        created_at=clock.now() - timedelta(days=days_ago),
+    )
+    document.storage_path = f"documents/{document.public_id}.pdf"
+    target = storage / document.storage_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(body)
+    with tenancy.system(db):
+        db.add(document)
+        db.flush()
+    return document

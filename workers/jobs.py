@@ -30,6 +30,7 @@ from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
 from portal.services import audit, auth, credentials, lockout, outbox, payments
 from portal.services.mail import DeliveryUnknown
+from portal.statements import delivery, generate
 from portal.web import session_policy
 from workers.queue import resolve
 
@@ -200,6 +201,29 @@ def send_password_reset(email: str, locale: str, request: dict[str, str]) -> str
     return "sent"
 
 
+def generate_statement(statement_id: int) -> str:
+    """Build a statement's file (portal/statements/generate.py: safe to run again)."""
+    with _context() as app:
+        database = app.extensions["portal.db"]
+        return generate.run(_runtime(app), database.sessionmaker, statement_id, clock.now)
+
+
+def send_statement_ready(statement_id: int) -> str:
+    """Mail the requester that their statement is ready, with a signed link (24 hours)."""
+    with _session(writes=False) as (runtime, session):
+        return delivery.mail_ready(runtime, session, statement_id, clock.now())
+
+
+def settle_statements() -> dict[str, int]:
+    """Fail statements whose work gave up or ran past its time; remove files past retention."""
+    with _session() as (runtime, session), tenancy.system(session):
+        now = clock.now()
+        return {
+            "failed": generate.settle(session, now),
+            "expired": generate.expire_files(runtime, session, now),
+        }
+
+
 def forget_run_out_lockouts() -> int:
     """Drop sign-in failure counts whose window or lock is over (they would start afresh)."""
     with _session() as (_rt, session):
@@ -213,13 +237,14 @@ def prune_finished_work() -> int:
         return outbox.prune(session, clock.now())
 
 
-def sweep() -> dict[str, int]:
+def sweep() -> dict[str, object]:
     """The recurring safety nets (the worker's dispatcher runs it every SWEEP_EVERY)."""
     return {
         "scheduled": run_due_payments(),
         "reconciled": reconcile_payments(),
         "lockouts_forgotten": forget_run_out_lockouts(),
         "work_pruned": prune_finished_work(),
+        "statements": settle_statements(),
     }
 
 

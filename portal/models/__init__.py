@@ -3,7 +3,7 @@
 from portal.models.audit import AuditEvent
 from portal.models.company import BillingAccount, Company
 from portal.models.dispute import Dispute, DisputeMessage, DisputeReason, DisputeStatus
-from portal.models.document import Document
+from portal.models.document import CreditNote, Document, DocumentKind
 from portal.models.flag import DEFAULT_FLAGS, FeatureFlag
 from portal.models.gateway import GatewayEvent, SandboxCharge, SandboxMethod, SandboxSetup
 from portal.models.invoice import (
@@ -24,7 +24,7 @@ from portal.models.payment import (
     PaymentMethodKind,
     PaymentStatus,
 )
-from portal.models.statement import Statement, StatementFormat, StatementState
+from portal.models.statement import IN_PROGRESS, Statement, StatementFormat, StatementState
 from portal.models.user import (
     LoginThrottle,
     NotificationPreference,
@@ -39,17 +39,20 @@ from portal.models.user import (
 
 __all__ = [
     "DEFAULT_FLAGS",
+    "IN_PROGRESS",
     "OUTSTANDING",
     "SETTLED_DUE",
     "UNFINISHED",
     "AuditEvent",
     "BillingAccount",
     "Company",
+    "CreditNote",
     "Dispute",
     "DisputeMessage",
     "DisputeReason",
     "DisputeStatus",
     "Document",
+    "DocumentKind",
     "FeatureFlag",
     "GatewayEvent",
     "HasAccount",

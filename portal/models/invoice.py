@@ -62,6 +62,9 @@ class Invoice(PublicIdMixin, AccountOwned, Base):
         CheckConstraint("tax_total >= 0", name="tax_not_negative"),
         CheckConstraint("total = subtotal + tax_total", name="total_adds_up"),
         CheckConstraint("amount_paid >= 0 AND amount_paid <= total", name="paid_within_total"),
+        CheckConstraint(
+            "amount_credited >= 0 AND amount_credited <= amount_paid", name="credit_within_settled"
+        ),
         CheckConstraint("due_date >= issue_date", name="due_after_issue"),
         CheckConstraint("length(currency) = 3", name="currency_iso"),
         Index("ix_invoices_account_issue", "billing_account_id", "issue_date"),
@@ -86,7 +89,11 @@ class Invoice(PublicIdMixin, AccountOwned, Base):
     subtotal: Mapped[int] = mapped_column(BigInteger)  # minor units
     tax_total: Mapped[int] = mapped_column(BigInteger, default=0)
     total: Mapped[int] = mapped_column(BigInteger)
+    # What is settled of the total: payments and credit notes together (so the balance, its
+    # check and the tallies' triggers have one column to read). `amount_credited` is the part
+    # of it that credit notes settled; `paid_by_payments` the rest.
     amount_paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_credited: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Derived by the database, so it can never disagree with total and amount_paid.
     balance_due: Mapped[int] = mapped_column(
         BigInteger, Computed("total - amount_paid", persisted=True)
@@ -107,6 +114,10 @@ class Invoice(PublicIdMixin, AccountOwned, Base):
     lines: Mapped[list[InvoiceLine]] = relationship(
         back_populates="invoice", order_by="InvoiceLine.position", cascade="all, delete-orphan"
     )
+
+    @property
+    def paid_by_payments(self) -> int:
+        return self.amount_paid - self.amount_credited
 
     @hybrid_method
     def is_overdue_on(self, today: date) -> bool:

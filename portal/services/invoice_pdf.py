@@ -16,6 +16,7 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -82,16 +83,22 @@ class PdfInvoice:
     subtotal: str
     tax_total: str
     total: str
-    amount_paid: str
+    amount_paid: str  # by payments; credit notes are their own row
+    credits_applied: str | None  # None: no credit was given against the invoice
+    credit_notes: list[str]  # their numbers
     balance_due: str
     font_regular: str
     font_bold: str
 
 
-def invoice_view(invoice: Invoice, company: Company, *, locale: str) -> PdfInvoice:
-    """The invoice formatted for `locale`, as the PDF template reads it."""
+def invoice_view(
+    invoice: Invoice, company: Company, *, locale: str, credit_notes: Sequence[str] = ()
+) -> PdfInvoice:
+    """The invoice formatted for `locale`, as the PDF template reads it; `credit_notes` are the
+    numbers of the credit notes given against it."""
     currency = invoice.currency
     account = invoice.billing_account
+    credited = invoice.amount_credited or 0  # an unsaved invoice has none yet
 
     def money(minor: int) -> str:
         return plain(format_money(minor, currency, locale))
@@ -128,7 +135,9 @@ def invoice_view(invoice: Invoice, company: Company, *, locale: str) -> PdfInvoi
         subtotal=money(invoice.subtotal),
         tax_total=money(invoice.tax_total),
         total=money(invoice.total),
-        amount_paid=money(invoice.amount_paid),
+        amount_paid=money(invoice.amount_paid - credited),
+        credits_applied=money(credited) if credited else None,
+        credit_notes=list(credit_notes),
         balance_due=money(invoice.balance_due),
         font_regular=str(FONT_REGULAR),
         font_bold=str(FONT_BOLD),
@@ -146,7 +155,12 @@ def plain(text: str) -> str:
 
 
 def render_invoice_pdf(
-    invoice: Invoice, company: Company, *, locale: str, template_env: jinja2.Environment
+    invoice: Invoice,
+    company: Company,
+    *,
+    locale: str,
+    template_env: jinja2.Environment,
+    credit_notes: Sequence[str] = (),
 ) -> bytes:
     """The invoice as PDF bytes, from `pdf/invoice.html` in `template_env` (the app's)."""
     # xhtml2pdf falls back to Helvetica when a font cannot be read and says so only in its
@@ -155,7 +169,7 @@ def render_invoice_pdf(
     if missing:
         raise InvoicePdfError(f"fonts missing (install fonts-dejavu-core): {', '.join(missing)}")
     html = template_env.get_template(TEMPLATE).render(
-        invoice=invoice_view(invoice, company, locale=locale)
+        invoice=invoice_view(invoice, company, locale=locale, credit_notes=credit_notes)
     )
     return html_to_pdf(html, invoice.number)
 
@@ -176,6 +190,7 @@ def cached_invoice_pdf(
     locale: str,
     template_env: jinja2.Environment,
     cache_dir: Path,
+    credit_notes: Sequence[str] = (),
 ) -> bytes:
     """The invoice's PDF for this version and locale, rendered once and then read from disk.
 
@@ -188,14 +203,16 @@ def cached_invoice_pdf(
         raise ValueError(f"unexpected locale {locale!r}")
     version = int(invoice.version)
     path = (
-        cache_dir
-        / f"{invoice.public_id}-v{version}-{locale}-{_context_digest(invoice, company)}.pdf"
+        cache_dir / f"{invoice.public_id}-v{version}-{locale}-"
+        f"{_context_digest(invoice, company, credit_notes)}.pdf"
     )
     try:
         return path.read_bytes()
     except FileNotFoundError:
         pass
-    pdf = render_invoice_pdf(invoice, company, locale=locale, template_env=template_env)
+    pdf = render_invoice_pdf(
+        invoice, company, locale=locale, template_env=template_env, credit_notes=credit_notes
+    )
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -211,12 +228,13 @@ def cached_invoice_pdf(
     return pdf
 
 
-def _context_digest(invoice: Invoice, company: Company) -> str:
+def _context_digest(invoice: Invoice, company: Company, credit_notes: Sequence[str] = ()) -> str:
     """What the PDF shows besides the invoice row itself (which has its own version): the
-    company and the billing account. A change to either must not serve a stale PDF."""
+    company, the billing account and the credit notes' numbers. A change to any must not serve
+    a stale PDF."""
     account = invoice.billing_account
     shown = "\x1f".join(
-        [company.name, account.name, account.number, account.bill_to or ""]
+        [company.name, account.name, account.number, account.bill_to or "", *credit_notes]
     ).encode()
     return hashlib.sha256(shown).hexdigest()[:10]
 

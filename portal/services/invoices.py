@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.models import (
     OUTSTANDING,
+    CreditNote,
     Document,
     Invoice,
     InvoiceStatus,
@@ -209,6 +210,35 @@ def documents_for(session: Session, invoice: Invoice) -> list[Document]:
             select(Document).where(Document.invoice_id == invoice.id).order_by(Document.title)
         )
     )
+
+
+def credits_applied(session: Session, invoice: Invoice) -> list[CreditNote]:
+    """The credit notes given against the invoice, oldest first, each with its document (when
+    the scope may see it), in one query."""
+    return list(
+        session.scalars(
+            select(CreditNote)
+            .where(CreditNote.invoice_id == invoice.id)
+            .options(joinedload(CreditNote.document))
+            .order_by(CreditNote.issue_date, CreditNote.id)
+        )
+    )
+
+
+def credit_numbers(session: Session, invoices: list[Invoice]) -> dict[int, list[str]]:
+    """The numbers of the credit notes given against each of `invoices` (by invoice id), in
+    one query: what an invoice's PDF lists under "Credits applied"."""
+    found: dict[int, list[str]] = {invoice.id: [] for invoice in invoices}
+    credited = [invoice.id for invoice in invoices if invoice.amount_credited]
+    if credited:
+        rows = session.execute(
+            select(CreditNote.invoice_id, CreditNote.number)
+            .where(CreditNote.invoice_id.in_(credited))
+            .order_by(CreditNote.issue_date, CreditNote.id)
+        )
+        for invoice_id, number in rows:
+            found[invoice_id].append(number)
+    return found
 
 
 def is_payable(invoice: Invoice) -> bool:

@@ -39,13 +39,16 @@ class Mailer:
     message_id: str | None = None  # stable for one piece of work: a receiver can tell a repeat
     before_sending: Callable[[], None] | None = None
 
-    def send(self, to: str, subject: str, text: str) -> str:
+    def send(self, to: str, subject: str, text: str, html: str | None = None) -> str:
+        """Send (or write) one message: plain text, and an HTML alternative when given."""
         message = EmailMessage()
         message["From"] = SENDER
         message["To"] = to
         message["Subject"] = subject
         message["Message-ID"] = self.message_id or make_msgid(domain=MAIL_DOMAIN)
         message.set_content(text)
+        if html is not None:
+            message.add_alternative(html, subtype="html")
         if self.mail_url:
             self._smtp(message, to)
         else:

@@ -317,6 +317,14 @@ def is_late(session: Session, subjects: Sequence[str], now: datetime) -> bool:
     return found is not None
 
 
+def has_unfinished(session: Session, subject: str) -> bool:
+    """Whether any work about `subject` is still to run (or running)."""
+    found = session.scalar(
+        select(Work.id).where(Work.subject == subject, Work.state.in_(UNFINISHED)).limit(1)
+    )
+    return found is not None
+
+
 def unfinished(session: Session) -> list[Work]:
     """Every unfinished row, by time (tests and `flask jobs list`)."""
     return list(

@@ -27,6 +27,7 @@ from portal.models import (
     AuditEvent,
     BillingAccount,
     Company,
+    CreditNote,
     Dispute,
     DisputeMessage,
     DisputeReason,
@@ -50,7 +51,7 @@ from portal.models import (
     UserSession,
 )
 from portal.models.audit import append_only_overrides
-from portal.services import crypto
+from portal.services import credit_notes, crypto
 
 DEMO_PASSWORD = "portal-demo-2026"  # noqa: S105 - published in the contract
 DEMO_TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # noqa: S105 - published in the contract
@@ -113,6 +114,8 @@ ACME_INVOICES = [
     PlannedInvoice("Acme East", "INV-2009", -55, -25, InvoiceStatus.DISPUTED, (0, 4)),
     PlannedInvoice("Acme East", "INV-2010", -3, 27, InvoiceStatus.OPEN, (2,)),
 ]
+# The Globex invoice its demo credit note (GS-501) is given against.
+GLOBEX_CREDITED = "RE-2026-003"
 GLOBEX_INVOICES = [
     PlannedInvoice("Globex Berlin", "RE-2026-001", -80, -50, InvoiceStatus.PAID, (0,)),
     PlannedInvoice("Globex Berlin", "RE-2026-002", -40, -10, InvoiceStatus.OPEN, (1,)),
@@ -241,7 +244,7 @@ class DemoSeeder:
             "Terms between Acme Corp and the supplier, signed 2026.",
         )
         west_invoice = self._invoice_by_number(acme, "INV-1003")
-        self._document(
+        paper = self._document(
             acme,
             west,
             west_invoice,
@@ -249,6 +252,7 @@ class DemoSeeder:
             "credit_note",
             "Credit of 120.00 USD against INV-1003.",
         )
+        self._credit(west_invoice, "CN-301", 12_000, -5, paper, "Two licence seats returned.")
         east_invoice = self._invoice_by_number(acme, "INV-2003")
         self._document(
             acme,
@@ -273,6 +277,16 @@ class DemoSeeder:
         for plan in GLOBEX_INVOICES:
             invoice = self._invoice(globex, berlin, plan, CATALOG_DE, tax_bp=1900)
             self._history(globex, admin, invoice, plan, card, card)
+        credited = self._invoice_by_number(globex, GLOBEX_CREDITED)
+        paper = self._document(
+            globex,
+            berlin,
+            credited,
+            "Gutschrift GS-501",
+            "credit_note",
+            f"Gutschrift über 50,00 EUR zu {GLOBEX_CREDITED}.",
+        )
+        self._credit(credited, "GS-501", 5_000, -3, paper, "Rabatt für verspätete Lieferung.")
         self._document(
             globex,
             None,
@@ -538,6 +552,29 @@ class DemoSeeder:
         invoice.status = plan.status
         self.session.flush()
 
+    def _credit(
+        self,
+        invoice: Invoice,
+        number: str,
+        amount: int,
+        days: int,
+        paper: Document,
+        reason: str,
+    ) -> None:
+        result = credit_notes.apply(
+            self.session,
+            invoice,
+            number=number,
+            amount=amount,
+            currency=invoice.currency,
+            issue_date=self.today + timedelta(days=days),
+            now=utcnow(),
+            reason=reason,
+            document=paper,
+        )
+        if result.credit_note is None:
+            raise RuntimeError(f"demo credit {number} refused: {result.refusal}")
+
     def _document(
         self,
         company: Company,
@@ -546,7 +583,7 @@ class DemoSeeder:
         title: str,
         kind: str,
         body: str,
-    ) -> None:
+    ) -> Document:
         content = _pdf_bytes(title, body)
         document = Document(
             company_id=company.id,
@@ -565,6 +602,8 @@ class DemoSeeder:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
         self.session.add(document)
+        self.session.flush()
+        return document
 
 
 # Dependency order for removal: children first.
@@ -574,6 +613,7 @@ _PURGE_ORDER = (
     PaymentGroup,
     DisputeMessage,
     Dispute,
+    CreditNote,
     Document,
     Statement,
     InvoiceLine,

@@ -476,6 +476,11 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
         page.wait_for_url(re.compile(r".*/sandbox/setup/sbs_[\w-]+$"))
         assert_has_icon(page)
         screenshot(page, f"sandbox-{kind.split()[-1]}-1280-dark")
+    visit("/portal/documents")
+    with page.expect_response(lambda r: "type=contract" in r.url):  # the results fragment
+        page.get_by_label("Type").select_option("contract")
+    page.wait_for_function(SETTLED)
+    visit("/portal/statements")
     visit("/portal/security")
     page.wait_for_timeout(1000)  # the browser asks for an undeclared icon after the load
 
@@ -483,7 +488,7 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     assert failed == []
 
     # Errors are answers too: a missing page, an htmx request that fails (its fragment), a
-    # payment that cannot be made, a spent reset link.
+    # payment that cannot be made, a spent reset link, a download link that opens nothing.
     visit("/portal/invoices/inv_missing")
     expect(page.locator("h1")).to_have_text("Not found")
     visit("/portal/invoices")
@@ -496,6 +501,7 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     paid = page.locator("input.row-select").first.get_attribute("value")
     visit(f"/portal/payment?invoice={paid}")
     visit("/password/reset/not-a-real-token")
+    visit("/portal/download/not-a-real-link")
 
     # Every page and fragment this walk can reach was rendered (the enrolment pages are
     # test_sign_in's, a group's pages need a payment made: test_payments'; so is the confirm

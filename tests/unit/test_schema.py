@@ -68,7 +68,7 @@ def test_balance_can_never_go_below_zero(db: Session) -> None:
 
 def test_balance_and_version_follow_the_invoice(db: Session) -> None:
     with tenancy.system(db):
-        invoice = db.scalars(select(Invoice).where(Invoice.number == "INV-1003")).one()
+        invoice = db.scalars(select(Invoice).where(Invoice.number == "INV-1004")).one()
         version, total = invoice.version, invoice.total
         invoice.amount_paid = 100
         db.flush()

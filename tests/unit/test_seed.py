@@ -14,6 +14,7 @@ from portal.gateways.sandbox import SandboxGateway
 from portal.models import (
     BillingAccount,
     Company,
+    CreditNote,
     Invoice,
     InvoiceStatus,
     Payment,
@@ -94,7 +95,7 @@ def test_companies_and_invoices(db: Session, backend: Backend) -> None:
         assert db.scalar(select(func.count(Payment.id)).where(Payment.company_id == acme)) > 0
 
 
-def test_paid_amounts_match_succeeded_payments(db: Session) -> None:
+def test_paid_amounts_match_succeeded_payments_and_credits(db: Session) -> None:
     with tenancy.system(db):
         for invoice in db.scalars(select(Invoice)):
             applied = sum(
@@ -103,7 +104,13 @@ def test_paid_amounts_match_succeeded_payments(db: Session) -> None:
                 for a in p.allocations
                 if a.invoice_id == invoice.id
             )
-            assert invoice.amount_paid == applied, invoice.number
+            credited = sum(
+                c.amount
+                for c in db.scalars(select(CreditNote).where(CreditNote.invoice_id == invoice.id))
+            )
+            assert invoice.paid_by_payments == applied, invoice.number
+            assert invoice.amount_credited == credited, invoice.number
+            assert invoice.amount_paid == applied + credited, invoice.number
             if invoice.status is InvoiceStatus.PAID:
                 assert invoice.balance_due == 0
 

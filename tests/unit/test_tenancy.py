@@ -75,11 +75,12 @@ def _fill_unseeded_tables(db: Session) -> None:
             db.add(
                 Statement(
                     company_id=account.company_id,
-                    billing_account_id=account.id,
                     requested_by_user_id=user.id,
+                    account_ids=[account.id],
                     start_date=now.date() - timedelta(30),
                     end_date=now.date(),
                     format=StatementFormat.CSV,
+                    locale="en",
                 )
             )
         for company in db.scalars(select(Company)).all():

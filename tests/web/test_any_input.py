@@ -42,14 +42,19 @@ from portal import clock, create_app, tenancy
 from portal.extensions import limiter
 from portal.gateways.sandbox import SIGNATURE_HEADER, sign, signing_secret
 from portal.models import (
+    BillingAccount,
+    Document,
     Invoice,
     Payment,
     PaymentGroup,
     PaymentMethod,
+    Statement,
+    StatementState,
     UserSession,
 )
-from portal.services import credentials, seed
+from portal.services import credentials, downloads, seed
 from portal.services.crypto import Keyring
+from portal.services.downloads import FileKind
 from portal.services.invoices import PAYABLE
 from tests.conftest import TEST_SECRET, Auth, csrf_token, totp_code, transactional, user_by_email
 from tests.web.fuzz_helpers import ANY, DATES, FUZZ, JSON, NEXT, NUMBERS, TEXT, digest
@@ -133,6 +138,28 @@ ROUTES: dict[str, Route] = {
         }
     ),
     "invoices.download": Route(query={"invoice": "invoice"}, multi=frozenset({"invoice"})),
+    "documents.index": Route(
+        query={
+            "type": "document_type",
+            "q": "text",
+            "from": "date",
+            "to": "date",
+            "account": "account",
+            "page": "page",
+        }
+    ),
+    "downloads.fetch": Route(path={"token": "download_token"}),
+    "statements.index": Route(query={"watch": "statement"}, multi=frozenset({"watch"})),
+    "statements.create": Route(
+        form={
+            "start_date": "date",
+            "end_date": "date",
+            "accounts": "account",
+            "format": "statement_format",
+        },
+        multi=frozenset({"accounts"}),
+    ),
+    "statements.retry": Route(path={"public_id": "statement"}),
     "invoices.show": Route(path={"public_id": "invoice"}),
     "invoices.pdf": Route(path={"public_id": "invoice"}),
     "language.change": Route(form={"language": "language", "next": "next"}, actors=PUBLIC),
@@ -318,6 +345,9 @@ class Known:
     references: list[str]
     reset_tokens: list[str]
     emails: list[str]
+    accounts: list[str]
+    download_tokens: list[str]
+    statements: list[str]
 
 
 def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
@@ -329,7 +359,28 @@ def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
         )
         assert started.status_code == 303, started.get_data(as_text=True)
         setups.append(started.headers["Location"].rsplit("/", 1)[1])
+    today = app.extensions["portal.clock"].today()
+    accounts = re.findall(
+        r'name="accounts" type="checkbox" value="([^"]+)"', admin.get("/portal/statements").text
+    )
+    for fmt in ("csv", "pdf"):  # one to be generated, one failed (Retry answers for it)
+        asked = admin.post(
+            "/portal/statements",
+            data={
+                "csrf_token": csrf_token(admin, "/portal/statements"),
+                "start_date": (today - timedelta(days=60)).isoformat(),
+                "end_date": today.isoformat(),
+                "accounts": accounts,
+                "format": fmt,
+            },
+        )
+        assert asked.status_code == 303, asked.get_data(as_text=True)
+    app.extensions["portal.jobs"].run_due(app.extensions["portal.clock"].now())
     now = app.extensions["portal.clock"].now()
+    with tenancy.system(db):
+        asked_for = db.scalars(select(Statement).order_by(Statement.id)).all()
+        asked_for[-1].state = StatementState.FAILED
+    db.commit()
     with tenancy.system(db):
         invoices = db.scalars(select(Invoice).order_by(Invoice.id)).all()
         known = Known(
@@ -351,6 +402,30 @@ def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
                 for email in ("admin@acme.test", "ap@acme.test")
             ],
             emails=["admin@acme.test", "ap@acme.test", "new@acme.test", "admin@globex.test"],
+            accounts=list(db.scalars(select(BillingAccount.public_id).order_by(BillingAccount.id))),
+            download_tokens=[
+                downloads.sign(
+                    FileKind.DOCUMENT,
+                    document,
+                    user_by_email(db, email).public_id,
+                    keys=Keyring(TEST_SECRET),
+                    now=now,
+                )
+                for document in db.scalars(select(Document.public_id).order_by(Document.id))
+                for email in ("admin@acme.test", "ap@acme.test")
+            ]
+            + [
+                downloads.sign(
+                    FileKind.STATEMENT,
+                    statement.public_id,
+                    user_by_email(db, email).public_id,
+                    keys=Keyring(TEST_SECRET),
+                    now=now,
+                )
+                for statement in asked_for
+                for email in ("admin@acme.test", "ap@acme.test")
+            ],
+            statements=[statement.public_id for statement in asked_for],
         )
     db.rollback()
     return known
@@ -385,6 +460,11 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "back": st.one_of(st.just("group"), TEXT),
         "history_status": st.sampled_from(["scheduled", "processing", "succeeded", "failed"]),
         "invoice_status": st.sampled_from(["all", "open", "overdue", "paid", "disputed"]),
+        "document_type": st.sampled_from(["all", "contract", "credit_note", "tax_form"]),
+        "account": st.sampled_from(known.accounts),
+        "download_token": st.sampled_from(known.download_tokens),
+        "statement": st.one_of(st.sampled_from(known.statements), TEXT),
+        "statement_format": st.sampled_from(["pdf", "xlsx", "csv"]),
         "sort": st.sampled_from(["date", "-date", "due", "-amount", "number", "-status"]),
         "dispute_reason": st.sampled_from(["incorrect_amount", "quality", "other"]),
         "payment_action": st.sampled_from(["review", "confirm", "edit", "allocate"]),

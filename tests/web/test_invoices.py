@@ -377,3 +377,75 @@ def test_zip_names_never_collide(client: FlaskClient, signed_in: Auth, db: Sessi
     with zipfile.ZipFile(io.BytesIO(response.data)) as archive:
         names = archive.namelist()
     assert len(names) == len(set(names)) == 2
+
+
+# credit notes and documents on the invoice --------------------------------------------------
+
+
+def _credited(db: Session) -> Invoice:
+    with tenancy.system(db):
+        return db.scalars(select(Invoice).where(Invoice.number == "INV-1003")).one()
+
+
+def test_a_credit_note_lowers_the_balance_and_shows_beside_the_payments(
+    client: FlaskClient, signed_in: Auth, db: Session, count_queries: QueryCounter
+) -> None:
+    invoice = _credited(db)
+    assert invoice.amount_credited == 12_000
+    assert invoice.balance_due == invoice.total - invoice.amount_paid
+    assert invoice.balance_due == invoice.total - 12_000 - invoice.paid_by_payments
+    count_queries.statements.clear()
+    response = client.get(f"/portal/invoices/{invoice.public_id}")
+    # the session, the flags, the invoice and its lines, payments, documents, credit notes with
+    # their documents, disputes, the audit record: 9
+    assert count_queries.count <= 9, count_queries.statements
+    page = readable(response.get_data(as_text=True))
+    assert "Credits applied" in page and "CN-301" in page
+    assert 'data-figure="credits-applied">$120.00<' in page
+    assert f'data-figure="amount-paid">{money(invoice.paid_by_payments)}<' in page
+    assert f'data-figure="balance-due">{money(invoice.balance_due)}<' in page
+    # The credit note's number opens its document through a signed link made for this user.
+    raw = response.get_data(as_text=True)
+    credits = raw.split('<span class="credit-notes">', 1)[1].split("</dt>", 1)[0]
+    assert re.search(r'<a href="/portal/download/[^"]+"><bdi>CN-301</bdi>', credits), credits
+
+
+def test_the_invoices_documents_download_through_signed_links(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    import hashlib
+
+    from portal.models import Document
+
+    invoice = _credited(db)
+    page = client.get(f"/portal/invoices/{invoice.public_id}").get_data(as_text=True)
+    section = page.split('id="docs-title"', 1)[1]
+    assert "Credit note CN-301" in section and 'class="muted">(' in section
+    link = re.search(r'href="(/portal/download/[^"]+)">Download', section)
+    assert link, section
+    with client.get(link.group(1)) as response:
+        body = response.get_data()
+    with tenancy.system(db):
+        paper = db.scalars(select(Document).where(Document.invoice_id == invoice.id)).one()
+    assert hashlib.sha256(body).hexdigest() == paper.sha256
+
+
+def test_the_pdf_shows_payments_and_credits_apart(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    from tests.unit.test_invoice_pdf import pdf_text
+
+    invoice = _credited(db)
+    text = pdf_text(client.get(f"/portal/invoices/{invoice.public_id}/pdf").data)
+    assert "Credits applied" in text and "CN-301" in text and "$120.00" in text
+    assert money(invoice.paid_by_payments) in text and money(invoice.balance_due) in text
+    plain = pdf_text(client.get(f"/portal/invoices/{_public_id(db, 'INV-1005')}/pdf").data)
+    assert "Amount paid" in plain and "Credits applied" not in plain
+    ids = f"invoice={invoice.public_id}&invoice={_public_id(db, 'INV-1005')}"
+    with zipfile.ZipFile(io.BytesIO(client.get(f"/portal/invoices/download?{ids}").data)) as zf:
+        assert "CN-301" in pdf_text(zf.read("invoice-INV-1003.pdf"))
+        assert "Credits applied" not in pdf_text(zf.read("invoice-INV-1005.pdf"))
+
+
+def money(minor: int) -> str:
+    return f"${minor // 100:,}.{minor % 100:02d}"

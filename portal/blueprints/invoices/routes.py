@@ -27,6 +27,7 @@ from portal.extensions import db_session, settings
 from portal.models import Invoice
 from portal.services import audit, disputes, invoice_pdf, invoices
 from portal.services.dashboard import viewing
+from portal.templating import documents_enabled
 from portal.web import or_404, render, request_info
 
 bp = Blueprint("invoices", __name__, url_prefix="/portal/invoices")
@@ -38,13 +39,14 @@ def _missing() -> str:
     return str(_("Invoice not found."))
 
 
-def _pdf_bytes(invoice: Invoice) -> bytes:
+def _pdf_bytes(invoice: Invoice, credit_notes: list[str]) -> bytes:
     return invoice_pdf.cached_invoice_pdf(
         invoice,
         current_user.company,
         locale=i18n.format_locale(),
         template_env=current_app.jinja_env,
         cache_dir=Path(settings().storage_dir) / "invoice-pdf",
+        credit_notes=credit_notes,
     )
 
 
@@ -86,6 +88,7 @@ def download() -> Response:
     if len(public_ids) > MAX_ZIP:
         abort(400, description=_("Download at most %(num)d invoices at a time.", num=MAX_ZIP))
     found = or_404(invoices.get_invoices(db_session(), public_ids), _missing())
+    credited = invoices.credit_numbers(db_session(), found)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         used: set[str] = set()
@@ -94,7 +97,7 @@ def download() -> Response:
             if name in used:  # "INV/7" and "INV-7" would both be invoice-INV-7.pdf
                 name = name.removesuffix(".pdf") + f"-{invoice.public_id}.pdf"
             used.add(name)
-            archive.writestr(name, _pdf_bytes(invoice))
+            archive.writestr(name, _pdf_bytes(invoice, credited[invoice.id]))
     buffer.seek(0)
     return send_file(
         buffer,
@@ -110,7 +113,8 @@ def show(public_id: str) -> Response:
     db = db_session()
     invoice = or_404(invoices.get_invoice(db, public_id), _missing())
     applied = invoices.payments_applied(db, invoice)
-    documents = invoices.documents_for(db, invoice)
+    documents = invoices.documents_for(db, invoice) if documents_enabled() else []
+    credits = invoices.credits_applied(db, invoice) if invoice.amount_credited else []
     audit.record_for(
         db,
         current_user,
@@ -123,6 +127,7 @@ def show(public_id: str) -> Response:
         "invoice": invoice,
         "applied": applied,
         "documents": documents,
+        "credits": credits,
         "today": clock.today(),
         "payable": invoices.is_payable(invoice),
         "disputable": disputes.can_dispute(invoice),
@@ -134,9 +139,11 @@ def show(public_id: str) -> Response:
 @bp.get("/<public_id>/pdf")
 @login_required
 def pdf(public_id: str) -> Response:
-    invoice = or_404(invoices.get_invoice(db_session(), public_id), _missing())
+    db = db_session()
+    invoice = or_404(invoices.get_invoice(db, public_id), _missing())
+    credited = invoices.credit_numbers(db, [invoice])
     return send_file(
-        io.BytesIO(_pdf_bytes(invoice)),
+        io.BytesIO(_pdf_bytes(invoice, credited[invoice.id])),
         mimetype="application/pdf",
         as_attachment=True,
         download_name=invoice_pdf.pdf_filename(invoice),
