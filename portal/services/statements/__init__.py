@@ -1,2 +1,3 @@
-"""Statements of account, the domain side: what a statement says (`data`) and how it is read
-from the database (`ledger`). Asking for one, the job and the formats are portal/statements/."""
+"""Statements of account, the domain side: what a statement says (`data`), how it is read
+from the database (`ledger`), and its files (`render`: PDF, XLSX and CSV, the same figures in
+each, labels from `labels`). Asking for one and the job are portal/statements/."""
