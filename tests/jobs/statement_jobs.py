@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from portal.statements import render
+from portal.services.statements import render
 from workers import jobs
 
 
