@@ -77,11 +77,26 @@ def request_statement(
     request: audit.RequestInfo,
 ) -> Statement:
     """The statement row, and its job handed to the outbox in the same transaction. The
-    caller has checked the range (`range_problem`) and that the accounts are the user's."""
+    caller has checked the range (`range_problem`) and that the accounts are the user's.
+
+    The same request while an identical one is still queued or generating (a double click, a
+    resent form) answers that statement: one file, one mail, one job."""
+    wanted = sorted(set(account_ids))
+    for pending in session.scalars(
+        select(Statement).where(
+            Statement.requested_by_user_id == user.id,
+            Statement.state.in_(IN_PROGRESS),
+            Statement.start_date == start,
+            Statement.end_date == end,
+            Statement.format == fmt,
+        )
+    ):
+        if pending.account_ids == wanted:
+            return pending
     statement = Statement(
         company_id=user.company_id,
         requested_by_user_id=user.id,
-        account_ids=sorted(set(account_ids)),
+        account_ids=wanted,
         start_date=start,
         end_date=end,
         format=fmt,

@@ -280,3 +280,43 @@ def test_an_account_taken_away_closes_its_statements_links(
         db.commit()
     refused = client.get(link.group(1))
     assert refused.status_code in (404, 410) and "Content-Disposition" not in refused.headers
+
+
+def test_a_double_click_makes_one_statement(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    form = _form(client, start_date="2026-01-01", end_date=_today(app))
+    assert client.post("/portal/statements", data=form).status_code == 303
+    assert client.post("/portal/statements", data=form).status_code == 303
+    assert len(_statements(db)) == 1
+    assert _run(app) == 2  # one statement, then its one mail
+    # Once that one is ready, the same request makes a new statement.
+    assert client.post("/portal/statements", data=form).status_code == 303
+    assert len(_statements(db)) == 2
+    other = _form(client, start_date="2026-01-01", end_date=_today(app), format="pdf")
+    assert client.post("/portal/statements", data=other).status_code == 303
+    assert len(_statements(db)) == 3  # another format is another statement
+
+
+@pytest.mark.parametrize("signed_in", ["ap@acme.test"], indirect=True)
+def test_a_user_without_accounts_is_told_so(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    from portal.models import UserAccountGrant
+
+    with tenancy.system(db):
+        for grant in db.scalars(select(UserAccountGrant)):
+            if grant.user.email == "ap@acme.test":
+                db.delete(grant)
+        db.commit()
+    page = client.get("/portal/statements")
+    assert page.status_code == 200
+    assert "No billing accounts" in page.text and "Request statement" not in page.text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text)
+    assert token is None  # no form to send
+    refused = client.post(
+        "/portal/statements",
+        data={"start_date": "2026-01-01", "end_date": "2026-01-31", "format": "csv"},
+    )
+    assert refused.status_code in (400, 422)
+    assert _statements(db) == []
