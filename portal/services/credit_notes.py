@@ -21,6 +21,7 @@ class CreditRefusal(StrEnum):
     TOO_MUCH = "too_much"  # more than the invoice owes, less what payments on their way hold
     VOID = "void"
     DUPLICATE = "duplicate"  # the company already has a credit note with this number
+    DATE = "date"  # issued before the invoice, or after today
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def apply(
         return CreditResult(refusal=CreditRefusal.CURRENCY)
     if invoice.status is InvoiceStatus.VOID:
         return CreditResult(refusal=CreditRefusal.VOID)
+    if not invoice.issue_date <= issue_date <= now.date():
+        return CreditResult(refusal=CreditRefusal.DATE)
     taken = session.scalar(
         select(CreditNote.id).where(
             CreditNote.company_id == invoice.company_id, CreditNote.number == number
@@ -58,6 +61,10 @@ def apply(
     )
     if taken is not None:
         return CreditResult(refusal=CreditRefusal.DUPLICATE)
+    # What payments on their way hold is read under the invoice's row lock, the lock a payer
+    # takes before reserving (portal/services/payments/selection.py), so none slips in between.
+    # SQLite: this unit already holds the database's write lock (BEGIN IMMEDIATE).
+    session.execute(select(Invoice.id).where(Invoice.id == invoice.id).with_for_update())
     held = reserved_amounts(session, [invoice.id]).get(invoice.id, 0)
     settled = Invoice.amount_paid + amount
     changed = session.scalar(

@@ -4,7 +4,7 @@ nothing), and that no mix of credits and payments overpays an invoice."""
 from __future__ import annotations
 
 import itertools
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -147,6 +147,19 @@ def test_refuses_a_void_invoice(db: Session, west: BillingAccount) -> None:
     assert credit(db, invoice, 1_000).refusal is CreditRefusal.VOID
     assert written(db, invoice) == before
 
+
+
+def test_refuses_a_date_before_the_invoice_or_after_today(
+    db: Session, west: BillingAccount
+) -> None:
+    invoice = make_invoice(db, west, "100.00")
+    before = written(db, invoice)
+    early = invoice.issue_date - timedelta(days=1)
+    assert credit(db, invoice, 1_000, issue_date=early).refusal is CreditRefusal.DATE
+    tomorrow = utcnow().date() + timedelta(days=1)
+    assert credit(db, invoice, 1_000, issue_date=tomorrow).refusal is CreditRefusal.DATE
+    assert written(db, invoice) == before
+    assert credit(db, invoice, 1_000, issue_date=invoice.issue_date).credit_note is not None
 
 # credits and payments, in any order -----------------------------------------------------------
 
