@@ -169,6 +169,23 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Before this revision nothing but payments settled an invoice: what credit notes settled
+    # goes back to being owed (an invoice they had paid is open or partly paid again).
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("SELECT set_config('app.system', 'on', true)")  # across companies
+    op.execute(
+        """
+        UPDATE invoices SET
+            status = CASE
+                WHEN status = 'paid' AND amount_paid - amount_credited = 0 THEN 'open'
+                WHEN status = 'paid' THEN 'partially_paid'
+                ELSE status END,
+            paid_at = CASE WHEN status = 'paid' THEN NULL ELSE paid_at END,
+            amount_paid = amount_paid - amount_credited,
+            amount_credited = 0
+        WHERE amount_credited > 0
+        """
+    )
     op.execute("ALTER TABLE invoices DROP COLUMN amount_credited")  # its check goes with it
     op.drop_index("ix_documents_company_created", table_name="documents")
     op.drop_table("credit_notes")

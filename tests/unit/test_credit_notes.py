@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import itertools
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from flask import Flask
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.orm import Session
 
-from portal import tenancy
-from portal.db import utcnow
+from portal import migrate, tenancy
+from portal.db import make_engine, utcnow
 from portal.gateways import ChargeResult, ChargeStatus
 from portal.models import (
     AuditEvent,
@@ -29,7 +31,11 @@ from portal.models import (
 from portal.services import credit_notes
 from portal.services.credit_notes import CreditRefusal
 from portal.services.payments import transitions
+from tests.conftest import migrate_and_seed
 from tests.factories import account_named, make_account, make_company, make_invoice, make_payment
+from tests.web.test_payments_references import fresh_url
+
+__all__ = ["fresh_url"]  # a fixture of this module too
 
 _numbers = itertools.count(1)
 
@@ -148,7 +154,6 @@ def test_refuses_a_void_invoice(db: Session, west: BillingAccount) -> None:
     assert written(db, invoice) == before
 
 
-
 def test_refuses_a_date_before_the_invoice_or_after_today(
     db: Session, west: BillingAccount
 ) -> None:
@@ -160,6 +165,7 @@ def test_refuses_a_date_before_the_invoice_or_after_today(
     assert credit(db, invoice, 1_000, issue_date=tomorrow).refusal is CreditRefusal.DATE
     assert written(db, invoice) == before
     assert credit(db, invoice, 1_000, issue_date=invoice.issue_date).credit_note is not None
+
 
 # credits and payments, in any order -----------------------------------------------------------
 
@@ -239,3 +245,40 @@ def test_credits_and_payments_never_overpay_an_invoice(
     finally:
         db.rollback()
         db.close()
+
+
+# the migration going back ---------------------------------------------------------------------
+
+
+def test_going_back_before_credit_notes_owes_what_they_settled(
+    fresh_url: str, tmp_path: Path
+) -> None:
+    """Before migration 0012 only payments settled an invoice: a downgrade hands back what
+    credit notes settled (INV-1003's CN-301), and upgrading again starts from there."""
+    migrate_and_seed(fresh_url, tmp_path / "files", date.today())
+    engine = make_engine(fresh_url)
+
+    def invoice_1003() -> tuple[Any, ...]:
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":  # row-level security: a system read
+                connection.execute(text("SELECT set_config('app.system', 'on', true)"))
+            return tuple(
+                connection.execute(
+                    text(
+                        "SELECT amount_paid, total, status, (SELECT coalesce(sum(a.amount), 0)"
+                        " FROM payment_allocations a JOIN payments p ON p.id = a.payment_id"
+                        " WHERE a.invoice_id = i.id AND p.status = 'succeeded')"
+                        " FROM invoices i WHERE number = 'INV-1003'"
+                    )
+                ).one()
+            )
+
+    paid, total, _status, by_payments = invoice_1003()
+    assert paid > by_payments  # CN-301 settled part of it
+    config = migrate.alembic_config(fresh_url)
+    command.downgrade(config, "0011")
+    paid, total, status, by_payments = invoice_1003()
+    assert paid == by_payments and status != "paid" and paid < total
+    command.upgrade(config, "head")
+    assert invoice_1003()[0] == by_payments
+    engine.dispose()
