@@ -215,13 +215,13 @@ def send_statement_ready(statement_id: int) -> str:
 
 
 def settle_statements() -> dict[str, int]:
-    """Fail statements whose work gave up or ran past its time; remove files past retention."""
+    """Fail statements whose work gave up or ran past its time; remove files past retention.
+    Each part commits on its own, so a file that cannot be removed fails nothing else."""
+    with _session() as (_rt, session), tenancy.system(session):
+        failed = generate.settle(session, clock.now())
     with _session() as (runtime, session), tenancy.system(session):
-        now = clock.now()
-        return {
-            "failed": generate.settle(session, now),
-            "expired": generate.expire_files(runtime, session, now),
-        }
+        keys = generate.expire(session, clock.now())
+    return {"failed": failed, "expired": len(keys), "removed": generate.remove_files(runtime, keys)}
 
 
 def forget_run_out_lockouts() -> int:

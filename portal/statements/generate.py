@@ -307,18 +307,31 @@ def settle(session: Session, now: datetime) -> int:
     return failed
 
 
-def expire_files(runtime: Runtime, session: Session, now: datetime) -> int:
-    """Remove the files of statements kept past their retention; they show as expired."""
-    expired = 0
+def expire(session: Session, now: datetime) -> list[str]:
+    """Mark the statements kept past their retention expired; answers their files' keys, which
+    the caller removes (`remove_files`) once this is committed: a file goes only after nothing
+    points to it, so a rollback never leaves a ready statement without its file."""
+    keys = []
     for statement in session.scalars(
         select(Statement)
         .where(Statement.state == StatementState.READY, Statement.available_until < now)
         .with_for_update()
     ):
         if statement.storage_key:
-            runtime.store.delete(statement.storage_key)
+            keys.append(statement.storage_key)
         statement.state = StatementState.EXPIRED
         statement.storage_key = None
-        expired += 1
     session.flush()
-    return expired
+    return keys
+
+
+def remove_files(runtime: Runtime, keys: list[str]) -> int:
+    """Delete expired statements' files, each on its own: one that fails is logged and left
+    (nothing points to it any more), the others still go."""
+    removed = 0
+    for key in keys:
+        try:
+            removed += runtime.store.delete(key)
+        except OSError:
+            log.exception("statement file %s could not be removed", key)
+    return removed

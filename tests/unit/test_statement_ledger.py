@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from portal.models import (
 )
 from portal.runtime import GENERATE_STATEMENT, SEND_STATEMENT_READY
 from portal.services.audit import RequestInfo
+from portal.services.storage import LocalStore
 from portal.services.statements import ledger
 from portal.statements import generate, service
 from portal.statements.generate import Failure
@@ -114,7 +116,12 @@ def test_restricted_user_gets_only_their_account(app: Flask, connection: object)
 # the job -----------------------------------------------------------------------------------
 
 
-def _request(app: Flask, db: Session, email: str = "admin@acme.test") -> Statement:
+def _request(
+    app: Flask,
+    db: Session,
+    email: str = "admin@acme.test",
+    fmt: StatementFormat = StatementFormat.CSV,
+) -> Statement:
     runtime = app.extensions["portal.runtime"]
     user = user_by_email(db, email)
     session = scoped_session(app, email)
@@ -125,7 +132,7 @@ def _request(app: Flask, db: Session, email: str = "admin@acme.test") -> Stateme
         start=EARLY,
         end=_today(app),
         account_ids=[a.id for a in _accounts(session)],
-        fmt=StatementFormat.CSV,
+        fmt=fmt,
         locale="en_US",
         now=app.extensions["portal.clock"].now(),
         request=RequestInfo(),
@@ -207,7 +214,7 @@ def test_sweep_fails_what_would_stay_generating(app: Flask, db: Session) -> None
     sessions = app.extensions["portal.db"].sessionmaker
     with app.app_context():
         assert not isinstance(generate._begin(sessions, stuck.id, clock.now()), str)
-    given_up = _request(app, db)
+    given_up = _request(app, db, fmt=StatementFormat.PDF)  # the same request would be `stuck`
     with tenancy.system(db):
         for row in db.scalars(select(Work).where(Work.subject == service.subject(given_up.id))):
             row.state = WorkState.FAILED
@@ -243,16 +250,37 @@ def test_retry_and_expiry(app: Flask, client: object, db: Session) -> None:
     assert _work(db, GENERATE_STATEMENT) == 2
     assert _run(app, statement.id) == "ready"
     ready = _load(db, statement.id)
-    path = Path(app.config["SETTINGS"].storage_dir) / str(ready.storage_key)
+    key = str(ready.storage_key)
+    path = Path(app.config["SETTINGS"].storage_dir) / key
     assert path.exists()
     with app.app_context(), tenancy.system(db):
-        assert generate.expire_files(runtime, db, clock.now()) == 0
+        assert generate.expire(db, clock.now()) == []
         later = clock.now() + app.config["SETTINGS"].statement_retention + timedelta(seconds=1)
-        assert generate.expire_files(runtime, db, later) == 1
+        keys = generate.expire(db, later)
+        assert keys == [key]
         db.commit()
     gone = _load(db, statement.id)
     assert gone.state is StatementState.EXPIRED and gone.storage_key is None
+    assert path.exists()  # removed only once nothing points to it
+    assert generate.remove_files(runtime, [*keys, "statements/no-such-file.pdf"]) == 1
     assert not path.exists()
+
+
+def test_a_file_that_cannot_be_removed_leaves_the_others_to_go(tmp_path: Path) -> None:
+    class Stuck(LocalStore):
+        def delete(self, key: str) -> bool:
+            if key.endswith("stuck.pdf"):
+                raise PermissionError(key)
+            return super().delete(key)
+
+    store = Stuck(tmp_path)
+    for name in ("a.pdf", "stuck.pdf", "b.pdf"):
+        with store.writer(f"statements/{name}") as file:
+            file.write(b"%PDF")
+    runtime = SimpleNamespace(store=store)
+    keys = ["statements/a.pdf", "statements/stuck.pdf", "statements/b.pdf"]
+    assert generate.remove_files(runtime, keys) == 2  # type: ignore[arg-type]
+    assert sorted(p.name for p in (tmp_path / "statements").iterdir()) == ["stuck.pdf"]
 
 
 def test_an_account_taken_away_fails_the_statement(app: Flask, db: Session) -> None:
