@@ -7,7 +7,7 @@ accounts granted (a company-wide document, whose account is NULL, only company-w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from portal.models import BillingAccount, Document, DocumentKind, Invoice
 from portal.services import paging
 from portal.services.downloads import Downloadable
 
-PAGE_SIZE = 25
+PAGE_SIZE = paging.PAGE_SIZE
 KIND_FILTERS = ("all", *(kind.value for kind in DocumentKind))
 
 
@@ -46,17 +46,7 @@ class DocumentRow:
     invoice_number: str | None
 
 
-@dataclass
-class DocumentPage:
-    items: list[DocumentRow]
-    total: int  # exact, or with `exact` False a lower bound: there are more
-    page: int
-    page_size: int = PAGE_SIZE
-    exact: bool = True
-    pages: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pages = max(1, -(-self.total // self.page_size))
+DocumentPage = paging.Page[DocumentRow]
 
 
 def like_pattern(text: str) -> str:

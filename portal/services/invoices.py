@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -22,7 +22,7 @@ from portal.models import (
 from portal.models.invoice import OVERDUE_ELIGIBLE
 from portal.services import invoice_search, paging, tallies
 
-PAGE_SIZE = 25
+PAGE_SIZE = paging.PAGE_SIZE
 STATUS_FILTERS = (
     "all",
     "open",
@@ -52,17 +52,7 @@ class InvoiceQuery:
     page: int = 1
 
 
-@dataclass
-class InvoicePage:
-    items: list[Invoice]
-    total: int  # exact, or with `exact` False a lower bound: there are more
-    page: int
-    page_size: int = PAGE_SIZE
-    exact: bool = True
-    pages: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pages = max(1, -(-self.total // self.page_size))
+InvoicePage = paging.Page[Invoice]
 
 
 def _status_condition(status: str, today: date) -> Any:

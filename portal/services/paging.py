@@ -8,7 +8,8 @@ bounded whatever the customer's history.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -18,6 +19,24 @@ COUNT_BOUND = 1_000
 AHEAD = 3  # pages counted past the one asked for
 # However far a page number reaches (a typed URL: ?page=999…9), the count stops here.
 MAX_PAGES = 4_000
+PAGE_SIZE = 25
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list: its rows, and how many there are in all."""
+
+    items: list[T]
+    total: int  # exact, or with `exact` False a lower bound: there are more
+    page: int
+    page_size: int = PAGE_SIZE
+    exact: bool = True
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
 
 
 def count_bound(page: int, page_size: int) -> int:

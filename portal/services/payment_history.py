@@ -18,7 +18,7 @@ from portal.services.dates import DateError, parse_date
 from portal.services.money import to_decimal
 from portal.services.receipts import method_label
 
-PAGE_SIZE = 25
+PAGE_SIZE = paging.PAGE_SIZE
 STATUSES = tuple(s.value for s in PaymentStatus if s is not PaymentStatus.PENDING)
 
 
@@ -50,17 +50,7 @@ def read_query(args: Mapping[str, str]) -> tuple[HistoryQuery, dict[str, DateErr
     return query, errors
 
 
-@dataclass(frozen=True)
-class HistoryPage:
-    items: list[Payment]
-    total: int  # exact, or with `exact` False a lower bound: there are more
-    page: int
-    per_page: int
-    exact: bool = True
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
+HistoryPage = paging.Page[Payment]
 
 
 def _filtered(query: HistoryQuery) -> Select[Any]:

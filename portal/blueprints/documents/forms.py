@@ -4,15 +4,11 @@ from datetime import date
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import DateField, IntegerField, SearchField, SelectField
-from wtforms.validators import Optional, ValidationError
+from wtforms.validators import Optional
 
-from portal.blueprints.invoices.forms import MAX_PAGE, within_bounds
-from portal.services.dates import EARLIEST, LATEST
+from portal.blueprints.invoices.forms import DATE_BOUNDS, ListFilterForm, within_bounds
 from portal.services.documents import DocumentQuery
-
-_DATE_BOUNDS = {"min": EARLIEST.isoformat(), "max": LATEST.isoformat()}
 
 
 def kind_labels() -> dict[str, Any]:
@@ -30,7 +26,7 @@ def kind_choices() -> list[tuple[str, Any]]:
     return [("all", _l("All types")), *kind_labels().items()]
 
 
-class DocumentFilterForm(FlaskForm):
+class DocumentFilterForm(ListFilterForm):
     """The library's GET form: every control is a query parameter, so URLs can be shared."""
 
     class Meta:
@@ -47,10 +43,10 @@ class DocumentFilterForm(FlaskForm):
     )
     kind = SelectField(_l("Type"), choices=kind_choices, default="all", name="type")
     date_from = DateField(
-        _l("Date from"), validators=[Optional(), within_bounds], name="from", render_kw=_DATE_BOUNDS
+        _l("Date from"), validators=[Optional(), within_bounds], name="from", render_kw=DATE_BOUNDS
     )
     date_to = DateField(
-        _l("Date to"), validators=[Optional(), within_bounds], name="to", render_kw=_DATE_BOUNDS
+        _l("Date to"), validators=[Optional(), within_bounds], name="to", render_kw=DATE_BOUNDS
     )
     # Its choices are the accounts in the user's scope (set by the route); shown when several.
     account = SelectField(
@@ -61,25 +57,13 @@ class DocumentFilterForm(FlaskForm):
     def set_accounts(self, accounts: list[tuple[str, str]]) -> None:
         self.account.choices = [("", _l("All accounts")), *accounts]
 
-    def validate_page(self, field: IntegerField) -> None:
-        if field.data is not None and not 1 <= field.data <= MAX_PAGE:
-            raise ValidationError(_l("Not a valid page."))
-
-    def validate_date_to(self, field: DateField) -> None:
-        start, end = self.date_from.data, field.data
-        if start and end and end < start:
-            raise ValidationError(_l("The end date must be on or after the start date."))
-
-    def list_args(self) -> dict[str, str]:
-        """The filters as query parameters (only ours: links never echo anything else)."""
-        raw = {
-            "type": self.kind.raw_data,
-            "q": self.q.raw_data,
-            "from": self.date_from.raw_data,
-            "to": self.date_to.raw_data,
-            "account": self.account.raw_data,
-        }
-        return {key: value[0] for key, value in raw.items() if value and value[0]}
+    ARGS = (
+        ("type", "kind"),
+        ("q", "q"),
+        ("from", "date_from"),
+        ("to", "date_to"),
+        ("account", "account"),
+    )
 
     def to_query(self) -> DocumentQuery:
         """What the list shows; a field that failed validation is left out, the rest applies."""

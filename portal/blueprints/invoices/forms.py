@@ -38,7 +38,7 @@ def within_bounds(_form: object, field: Field) -> None:
 
 
 MAX_PAGE = 1_000_000  # pages of 25: far beyond any company's invoices
-_DATE_BOUNDS = {"min": EARLIEST.isoformat(), "max": LATEST.isoformat()}
+DATE_BOUNDS = {"min": EARLIEST.isoformat(), "max": LATEST.isoformat()}
 
 
 def sort_choices() -> list[tuple[str, Any]]:
@@ -52,7 +52,32 @@ def sort_choices() -> list[tuple[str, Any]]:
     return [c for key in SORT_KEYS for c in ((f"-{key}", labels[key][0]), (key, labels[key][1]))]
 
 
-class InvoiceFilterForm(FlaskForm):
+class ListFilterForm(FlaskForm):
+    """What a filtered list's form shares (invoices, documents): a page number and a date range
+    whose end is not before its start, and the filters echoed back as query parameters. A
+    subclass declares `date_from`, `date_to` and `page`, and `ARGS`: (parameter, field name)."""
+
+    ARGS: tuple[tuple[str, str], ...] = ()
+    date_from: DateField
+    date_to: DateField
+    page: IntegerField
+
+    def validate_page(self, field: IntegerField) -> None:
+        if field.data is not None and not 1 <= field.data <= MAX_PAGE:
+            raise ValidationError(_l("Not a valid page."))
+
+    def validate_date_to(self, field: DateField) -> None:
+        start, end = self.date_from.data, field.data
+        if start and end and end < start:
+            raise ValidationError(_l("The end date must be on or after the start date."))
+
+    def list_args(self) -> dict[str, str]:
+        """The filters as query parameters (only ours: links never echo anything else)."""
+        raw = {param: getattr(self, name).raw_data for param, name in self.ARGS}
+        return {key: value[0] for key, value in raw.items() if value and value[0]}
+
+
+class InvoiceFilterForm(ListFilterForm):
     """The list's GET form: every control is a query parameter, so URLs can be shared."""
 
     class Meta:
@@ -72,34 +97,22 @@ class InvoiceFilterForm(FlaskForm):
         _l("Issued from"),
         validators=[Optional(), within_bounds],
         name="from",
-        render_kw=_DATE_BOUNDS,
+        render_kw=DATE_BOUNDS,
     )
     date_to = DateField(
-        _l("Issued to"), validators=[Optional(), within_bounds], name="to", render_kw=_DATE_BOUNDS
+        _l("Issued to"), validators=[Optional(), within_bounds], name="to", render_kw=DATE_BOUNDS
     )
     sort = SelectField(_l("Sort by"), choices=sort_choices, default=DEFAULT_SORT)
     # Not NumberRange: it asks math.isnan() first, which cannot take a 400-digit integer.
     page = IntegerField(validators=[Optional()], default=1)
 
-    def validate_page(self, field: IntegerField) -> None:
-        if field.data is not None and not 1 <= field.data <= MAX_PAGE:
-            raise ValidationError(_l("Not a valid page."))
-
-    def validate_date_to(self, field: DateField) -> None:
-        start, end = self.date_from.data, field.data
-        if start and end and end < start:
-            raise ValidationError(_l("The end date must be on or after the start date."))
-
-    def list_args(self) -> dict[str, str]:
-        """The filters as query parameters (only ours: links never echo anything else)."""
-        raw = {
-            "status": self.status.raw_data,
-            "q": self.q.raw_data,
-            "from": self.date_from.raw_data,
-            "to": self.date_to.raw_data,
-            "sort": self.sort.raw_data,
-        }
-        return {key: value[0] for key, value in raw.items() if value and value[0]}
+    ARGS = (
+        ("status", "status"),
+        ("q", "q"),
+        ("from", "date_from"),
+        ("to", "date_to"),
+        ("sort", "sort"),
+    )
 
     def to_query(self) -> InvoiceQuery:
         """What the list shows; a field that failed validation is left out, the rest applies."""
