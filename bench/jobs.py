@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import secrets
 import shutil
 import statistics
@@ -46,6 +45,7 @@ from sqlalchemy.orm import Session
 
 from bench.over_http import HOST, ROOT, database
 from bench.redis_server import RedisServer, redis_server
+from bench.report import PREVIOUS, write_section
 from portal import migrate
 from portal.db import make_engine
 from portal.models import Schedule, Work, WorkState
@@ -55,8 +55,6 @@ from workers.queue import RQJobQueue
 
 SEND_MAIL = "workers.jobs.send_mail"
 SECTION = "## Background jobs"
-LAST_SECTION = "## Misses explained (profiles)"
-PREVIOUS = "### Previous run"
 WORKERS = {
     "before": "`rq worker --burst` (the app built in every job)",
     "after": "`flask jobs worker --burst` (the app built once)",
@@ -308,29 +306,8 @@ def section(results: list[Figures], repeats: int, previous: str) -> str:
 
 
 def write(output: Path, results: list[Figures], repeats: int) -> None:
-    """The section in place in `output`, before LAST_SECTION (or at the end); the figures it
-    held before move under PREVIOUS (the earlier previous run is dropped)."""
-    document = output.read_text() if output.exists() else "# Benchmarks\n"
-    previous = ""
-    start = document.find(f"\n{SECTION}")
-    if start >= 0:
-        following = re.search(r"^## ", document[start + 1 + len(SECTION) :], re.MULTILINE)
-        end = start + 1 + len(SECTION) + following.start() if following else len(document)
-        old = document[start + 1 : end]
-        document = document[: start + 1] + document[end:]
-        body = old[len(SECTION) :].split(PREVIOUS)[0]
-        table_at = body.find("\n|")
-        previous = body[table_at + 1 :].strip() if table_at >= 0 else ""
-        when = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", body)
-        if when and previous:
-            previous = f"{when.group(0)}:\n\n{previous}"
-    text = section(results, repeats, previous).rstrip() + "\n\n"
-    at = document.find(f"\n{LAST_SECTION}")
-    if at >= 0:
-        document = document[: at + 1] + text + document[at + 1 :]
-    else:
-        document = document.rstrip() + "\n\n" + text
-    output.write_text(document.rstrip() + "\n")
+    """This benchmark's section of `output`, in place (bench/report.py)."""
+    write_section(output, SECTION, lambda previous: section(results, repeats, previous))
 
 
 def main(argv: list[str] | None = None) -> list[Figures]:

@@ -28,7 +28,6 @@ import argparse
 import html
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -41,14 +40,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bench import statement_data
+from bench.report import PREVIOUS, write_section
 from portal.services.money import format_money
 from portal.services.statements import render_csv, render_pdf, render_xlsx
 from portal.services.statements.data import StatementData, no_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Statement files"
-LAST_SECTION = "## Misses explained (profiles)"
-PREVIOUS = "### Previous run"
 BUDGETS = {"pdf": 1.2, "xlsx": 2.0, "csv": 0.5}  # seconds
 FLAT = 3.0  # the largest peak over the smallest may be at most this for a streamed format
 STREAMED = ("xlsx", "csv")
@@ -257,29 +255,8 @@ def section(results: Results, repeats: int, previous: str) -> str:
 
 
 def write(output: Path, results: Results, repeats: int) -> None:
-    """The section in place in `output`, before LAST_SECTION (or at the end); the figures it
-    held before move under PREVIOUS (the earlier previous run is dropped)."""
-    document = output.read_text() if output.exists() else "# Benchmarks\n"
-    previous = ""
-    start = document.find(f"\n{SECTION}")
-    if start >= 0:
-        following = re.search(r"^## ", document[start + 1 + len(SECTION) :], re.MULTILINE)
-        end = start + 1 + len(SECTION) + following.start() if following else len(document)
-        old = document[start + 1 : end]
-        document = document[: start + 1] + document[end:]
-        body = old[len(SECTION) :].split(PREVIOUS)[0]
-        table_at = body.find("\n|")
-        previous = body[table_at + 1 :].strip() if table_at >= 0 else ""
-        when = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", body)
-        if when and previous:
-            previous = f"{when.group(0)}:\n\n{previous}"
-    text = section(results, repeats, previous).rstrip() + "\n\n"
-    at = document.find(f"\n{LAST_SECTION}")
-    if at >= 0:
-        document = document[: at + 1] + text + document[at + 1 :]
-    else:
-        document = document.rstrip() + "\n\n" + text
-    output.write_text(document.rstrip() + "\n")
+    """This benchmark's section of `output`, in place (bench/report.py)."""
+    write_section(output, SECTION, lambda previous: section(results, repeats, previous))
 
 
 def main(argv: list[str] | None = None) -> Results:
