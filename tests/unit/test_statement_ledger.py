@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from flask import Flask
@@ -28,8 +28,8 @@ from portal.models import (
 )
 from portal.runtime import GENERATE_STATEMENT, SEND_STATEMENT_READY
 from portal.services.audit import RequestInfo
-from portal.services.storage import LocalStore
 from portal.services.statements import ledger
+from portal.services.storage import LocalStore
 from portal.statements import generate, service
 from portal.statements.generate import Failure
 from tests.conftest import scoped_session, user_by_email
