@@ -12,7 +12,8 @@
 3. *Finish* (one transaction): the row turns "ready" only if it is still this attempt's, and the
    "Statement ready" mail is handed off in that same transaction, so there is one mail however
    often this runs. A run that lost (another attempt finished, or the sweep failed it) removes
-   its own file, so one file remains.
+   its own file, and the run that won removes earlier attempts' files (a worker killed between
+   writing and recording leaves one), so one file remains.
 
 An unexpected error leaves the statement generating (marked as retrying) and goes back to the
 outbox, which runs it again after a pause (portal/services/outbox.py RETRY_DELAYS); the sweep
@@ -181,7 +182,7 @@ def _build(runtime: Runtime, sessions: Sessions, begun: _Begun) -> _Built:
             ),
         )
         renderer = RENDERERS[statement.format]
-        key = f"statements/{begun.public_id}-{begun.attempt}.{renderer.extension}"
+        key = attempt_key(begun.public_id, begun.attempt, renderer.extension)
         progress = _ProgressWriter(sessions, begun, data.line_count)
         language = statement.locale.split("_")[0]
         with (
@@ -190,6 +191,11 @@ def _build(runtime: Runtime, sessions: Sessions, begun: _Begun) -> _Built:
         ):
             renderer.render(data, out, progress)
         return _Built(key, filename(data, statement.format), data.line_count)
+
+
+def attempt_key(public_id: str, attempt: int, extension: str) -> str:
+    """Where an attempt writes its statement's file: each attempt its own."""
+    return f"statements/{public_id}-{attempt}.{extension}"
 
 
 class _ProgressWriter:
@@ -225,6 +231,8 @@ def _finish(
 ) -> str:
     stored = runtime.store.stat(built.key)
     if stored is None:
+        if _overtaken(sessions, begun):  # the attempt that won removed this one's file
+            return "superseded"
         raise RuntimeError(f"statement file {built.key} is missing after writing it")
     with _writing(sessions) as session:
         won = session.scalar(
@@ -267,7 +275,20 @@ def _finish(
     if won is None:
         runtime.store.delete(built.key)  # another attempt's file is the statement's
         return "superseded"
+    # An earlier attempt killed between writing its file and recording it left that file:
+    # now that this one is the statement's, nothing can point to theirs.
+    extension = built.key.rsplit(".", 1)[1]
+    for earlier in range(1, begun.attempt):
+        runtime.store.delete(attempt_key(begun.public_id, earlier, extension))
     return "ready"
+
+
+def _overtaken(sessions: Sessions, begun: _Begun) -> bool:
+    with unit_of_work(writes=False), sessions() as session, tenancy.system(session):
+        attempts = session.scalar(
+            select(Statement.attempts).where(Statement.id == begun.statement_id)
+        )
+    return attempts is None or attempts != begun.attempt
 
 
 def _fail(session: Session, begun: _Begun, failure: Failure, now: datetime) -> None:

@@ -342,3 +342,26 @@ def test_an_error_retries_then_fails_on_the_last_attempt(
     assert row.state is StatementState.FAILED and row.error_code == Failure.GAVE_UP.value
     assert _work(db, SEND_STATEMENT_READY) == 0
     assert set(_files(app)) == before
+
+
+def test_a_file_left_by_an_attempt_killed_before_recording_it_goes(app: Flask, db: Session) -> None:
+    """Attempt 1 wrote its file and died before recording it: attempt 2, once ready, removes
+    it, and only the statement's own file stays."""
+    clock = app.extensions["portal.clock"]
+    runtime = app.extensions["portal.runtime"]
+    statement = _request(app, db)
+    with app.app_context():
+        assert not isinstance(
+            generate._begin(app.extensions["portal.db"].sessionmaker, statement.id, clock.now()),
+            str,
+        )
+    orphan = generate.attempt_key(statement.public_id, 1, "csv")
+    with runtime.store.writer(orphan) as out:
+        out.write(b"half a statement")
+    assert _run(app, statement.id) == "ready"
+    ready = _load(db, statement.id)
+    assert ready.attempts == 2 and ready.storage_key == generate.attempt_key(
+        statement.public_id, 2, "csv"
+    )
+    assert runtime.store.stat(orphan) is None
+    assert runtime.store.stat(ready.storage_key) is not None
