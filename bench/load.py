@@ -38,6 +38,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -52,6 +53,7 @@ CSRF = re.compile(r'name="csrf_token"(?: type="hidden")? value="([^"]+)"')
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
 INVOICE_LINK = re.compile(r'href="/portal/invoices/(inv_[A-Za-z0-9_-]+)"')
 OPAQUE_ID = re.compile(r"(inv|pay|pm)_[A-Za-z0-9_-]+")
+ACCOUNT = re.compile(r'name="accounts" type="checkbox" value="([^"]+)"')
 METHOD = re.compile(r'name="method"[^>]*value="(pm_[A-Za-z0-9_-]+)"|value="(pm_[A-Za-z0-9_-]+)"')
 
 
@@ -235,6 +237,30 @@ def dispute(client: Client, shared: Shared, tally: Tally, rng: random.Random) ->
     timed(tally, client, "dispute submit", "POST", path, form=form)
 
 
+def statement(client: Client, tally: Tally, rng: random.Random) -> None:
+    """The statements page, and every other time a statement asked for (a write, and work
+    handed to the outbox): the last 30 days, in one of the three formats."""
+    answer = timed(tally, client, "statements page", "GET", "/portal/statements")
+    token = CSRF.search(answer.text)
+    if answer.status != 200 or token is None or rng.random() < 0.5:
+        return
+    end = date.today() - timedelta(days=1)  # never "in the future" wherever the server is
+    form: dict[str, str | list[str]] = {
+        "csrf_token": token.group(1),
+        "start_date": (end - timedelta(days=30)).isoformat(),
+        "end_date": end.isoformat(),
+        "format": rng.choice(["pdf", "xlsx", "csv"]),
+        "accounts": ACCOUNT.findall(answer.text),
+    }
+    timed(tally, client, "statement request", "POST", "/portal/statements", form=form)
+
+
+def documents(client: Client, tally: Tally, rng: random.Random) -> None:
+    query = rng.choice(["", "?type=credit_note", "?q=CN", "?from=2020-01-01&to=2030-12-31"])
+    headers = {"HX-Request": "true", "HX-Target": "document-results"} if rng.random() < 0.5 else {}
+    timed(tally, client, "documents", "GET", f"/portal/documents{query}", headers=headers)
+
+
 # Where each client's first round lands (by its index modulo the four sessions: admin@acme,
 # ap@acme, admin@globex, admin@acme), so even a short run pays, extends, disputes and views.
 FIRST_ROUND = (0.99, 0.70, 0.80, 0.30)  # payment, "Stay signed in", dispute, invoice detail
@@ -293,6 +319,10 @@ def one_round(
             )
     elif roll < 0.84:
         dispute(client, shared, tally, rng)
+    elif roll < 0.88:
+        statement(client, tally, rng)
+    elif roll < 0.91:
+        documents(client, tally, rng)
     elif shared.email == "admin@acme.test":
         pay(client, shared, tally, rng)
     else:

@@ -173,6 +173,9 @@ def test_a_score_of_clients_browsing_and_paying_get_no_server_error(live_url: st
     assert statuses["session extend"][204] >= 1, statuses
     assert statuses["payment confirm"][303] >= 1, statuses
     assert sum(statuses["dispute form"].values()) >= 1, statuses
+    # About 4 rounds in 100 ask for statements (half of them request one), 3 list documents.
+    assert statuses["statement request"][303] >= 1, statuses
+    assert statuses["documents"][200] >= 1, statuses
 
 
 def test_a_reset_mail_is_sent_holding_no_write_lock(
