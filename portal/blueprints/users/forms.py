@@ -15,8 +15,8 @@ from portal.models import BillingAccount, Role
 
 def role_choices() -> list[tuple[str, Any]]:
     return [
-        (Role.CUSTOMER.value, _l("Member (customer): the billing accounts granted below")),
-        (Role.ADMIN.value, _l("Administrator (customer.admin): all accounts and users")),
+        (Role.CUSTOMER.value, _l("Member (customer)")),
+        (Role.ADMIN.value, _l("Administrator (customer.admin)")),
     ]
 
 
