@@ -482,3 +482,18 @@ def test_an_invited_admin_does_not_count_as_active(
     admin = user_by_email(db, "admin@acme.test")
     leave = _post(client, f"/portal/users/{admin.public_id}/deactivate")
     assert leave.status_code == 409
+
+
+def test_invitations_are_rate_limited_per_administrator(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    token = csrf_token(client, "/portal/users")
+    answers = [
+        client.post(
+            "/portal/users",
+            data={"csrf_token": token, "email": f"bulk{n}@acme.test", "role": "customer.admin"},
+        ).status_code
+        for n in range(21)
+    ]
+    assert answers[:20] == [303] * 20 and answers[20] == 429
+    assert len(_events(db, "Portal.UserInvited")) == 20
