@@ -198,6 +198,8 @@ def test_an_invitation_leads_from_the_mail_through_mfa_to_the_dashboard(
     types = {part.get_content_type() for part in message.walk()}
     assert {"text/plain", "text/html"} <= types
     link = _mail_link(message)
+    (html,) = [p for p in message.walk() if p.get_content_type() == "text/html"]
+    assert f"http://localhost{link}" in html.get_payload(decode=True).decode()
 
     client.post("/logout", data={"csrf_token": csrf_token(client, "/portal/dashboard")})
     page = client.get(link)
@@ -497,3 +499,19 @@ def test_invitations_are_rate_limited_per_administrator(
     ]
     assert answers[:20] == [303] * 20 and answers[20] == 429
     assert len(_events(db, "Portal.UserInvited")) == 20
+
+
+def test_a_link_signed_with_an_earlier_key_still_opens(app: Flask, db: Session) -> None:
+    from portal.services.crypto import Keyring
+
+    invitee = user_by_email(db, "new@acme.test")
+    with tenancy.system(db):
+        invitee.status, invitee.invitation_nonce = UserStatus.INVITED, "nonce-1"
+        db.flush()
+    now = app.extensions["portal.clock"].now()
+    token = users.invitation_token(invitee, keys=Keyring("old-key"), now=now)
+    rotated = Keyring("new-key", ("old-key",))
+    assert users.check_invitation(db, token, keys=rotated, now=now).user is invitee
+    forgotten = Keyring("new-key")
+    check = users.check_invitation(db, token, keys=forgotten, now=now)
+    assert check.state is users.InvitationState.INVALID
