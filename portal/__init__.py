@@ -15,6 +15,7 @@ from portal.blueprints.disputes.routes import bp as disputes_bp
 from portal.blueprints.documents.routes import bp as documents_bp
 from portal.blueprints.downloads.routes import bp as downloads_bp
 from portal.blueprints.health.routes import bp as health_bp
+from portal.blueprints.invitations.routes import bp as invitations_bp
 from portal.blueprints.invoices.routes import bp as invoices_bp
 from portal.blueprints.language.routes import bp as language_bp
 from portal.blueprints.payment_methods.routes import bp as payment_methods_bp
@@ -24,6 +25,7 @@ from portal.blueprints.payments.routes import bp as payments_bp
 from portal.blueprints.sandbox.routes import bp as sandbox_bp
 from portal.blueprints.security.routes import bp as security_bp
 from portal.blueprints.statements.routes import bp as statements_bp
+from portal.blueprints.users.routes import bp as users_bp
 from portal.blueprints.webhooks.routes import bp as webhooks_bp
 from portal.cli import register_cli
 from portal.config import PROJECT_ROOT, Settings
@@ -108,6 +110,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(payments_bp)
     app.register_blueprint(payment_methods_bp)
     app.register_blueprint(webhooks_bp)
+    app.register_blueprint(users_bp)
+    app.register_blueprint(invitations_bp)
     if settings.payment_gateway == "sandbox":
         app.register_blueprint(sandbox_bp)
     register_cli(app)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 from flask import Flask
-from sqlalchemy import select, true
+from sqlalchemy import select
 
 from portal import clock, migrate, tenancy
 from portal.extensions import Database, settings
 from portal.models import DEFAULT_FLAGS, FeatureFlag
 from portal.runtime import SWEEPS
-from portal.services import audit, auth, mfa, outbox, tallies
+from portal.services import audit, auth, mfa, outbox, tallies, users
 from portal.services import seed as seed_service
 from portal.services.passwords import hasher
 from workers.queue import job_name, resolve
@@ -167,17 +167,13 @@ def _users_commands(app: Flask) -> None:
             user = auth.find_user_by_email(session, email)
             if user is None:
                 raise click.ClickException(f"no user with the e-mail {email}")
-            mfa.reset_enrolment(session, user)
-            with tenancy.system(session):
-                auth.revoke_sessions(
-                    session,
-                    user,
-                    true(),
-                    now=clock.now(),
-                    request=audit.RequestInfo(user_agent="flask users reset-mfa"),
-                    reason="mfa_reset",
-                )
-                audit.record_for(session, user, "Portal.MfaReset", by="operator")
+            users.reset_mfa(
+                session,
+                user,
+                now=clock.now(),
+                request=audit.RequestInfo(user_agent="flask users reset-mfa"),
+                by="operator",
+            )
             session.commit()
         click.echo(f"{user.email} will set up two-step verification at their next sign-in")
 

@@ -26,11 +26,13 @@ from sqlalchemy.orm import Session
 from portal import clock, create_app, tenancy
 from portal.db import unit_of_work
 from portal.i18n import SUPPORTED_LOCALES
+from portal.models import PortalUser, UserStatus
 from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
-from portal.services import audit, auth, credentials, lockout, outbox, payments
+from portal.services import audit, auth, credentials, lockout, outbox, payments, users
 from portal.services.mail import DeliveryUnknown
 from portal.statements import delivery, generate
+from portal.templating import format_datetime
 from portal.web import session_policy
 from workers.queue import resolve
 
@@ -198,6 +200,36 @@ def send_password_reset(email: str, locale: str, request: dict[str, str]) -> str
         credentials.note_reset_requested(session, user, audit.RequestInfo(**request))
     with _context() as app:
         _runtime(app).mailer.send(address, subject, text)
+    return "sent"
+
+
+def send_invitation(user_id: int, locale: str) -> str:
+    """Mail an invited user their link (signed with the invitation's current nonce, 72 hours),
+    in the inviter's language (else the company's). Nothing for a user no longer invited."""
+    with _session(writes=False) as (runtime, session), tenancy.system(session):
+        user = session.get(PortalUser, user_id)
+        if user is None or user.status is not UserStatus.INVITED:
+            return "not invited"
+        now = clock.now()
+        token = users.invitation_token(user, keys=runtime.settings.keyring, now=now)
+        chosen = (locale or user.company.locale or "en").split("_")[0]
+        language = chosen if chosen in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]
+        inviter = user.invited_by
+        with force_locale(language):
+            context = {
+                "company": user.company,
+                "inviter": (inviter.name or inviter.email) if inviter else user.company.name,
+                "link": runtime.links.public_for("invitations.accept", token=token),
+                "expires": format_datetime(now + users.INVITATION_LIFETIME, "medium", language),
+                "language": language,
+            }
+            subject = _(
+                "You're invited to the Billing Portal of %(company)s", company=user.company.name
+            )
+            text = render_template("mail/invitation.txt", **context)
+            html = render_template("mail/invitation.html", **context)
+        address = user.email
+    runtime.mailer.send(address, subject, text, html=html)
     return "sent"
 
 

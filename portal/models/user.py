@@ -55,10 +55,22 @@ class PortalUser(PublicIdMixin, CompanyOwned, Base):
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Company user administration (migration 0014): who invited the user, and the invitation
+    # link's nonce and time (a resent link gets a new nonce, which kills the old link); when an
+    # administrator deactivated them.
+    invited_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("portal_users.id", ondelete="SET NULL")
+    )
+    invitation_nonce: Mapped[str | None] = mapped_column(String(64))
+    invitation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     company: Mapped[Company] = relationship(back_populates="users")
     grants: Mapped[list[UserAccountGrant]] = relationship(
         back_populates="user", cascade="all, delete-orphan"
+    )
+    invited_by: Mapped[PortalUser | None] = relationship(
+        remote_side="PortalUser.id", foreign_keys=[invited_by_user_id]
     )
 
     # What Flask-Login asks of a user object (kept here so models need no Flask import).

@@ -482,6 +482,13 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     page.wait_for_function(SETTLED)
     visit("/portal/statements")
     visit("/portal/security")
+    visit("/portal/users")
+    page.locator("tr", has_text="ap@acme.test").get_by_role("link").first.click()
+    page.wait_for_url(re.compile(r".*/portal/users/usr_[\w-]+$"))
+    assert_has_icon(page)
+    page.get_by_role("link", name="Sign out everywhere").click()
+    page.wait_for_url(re.compile(r".*/end-sessions$"))
+    assert_has_icon(page)
     page.wait_for_timeout(1000)  # the browser asks for an undeclared icon after the load
 
     failed = [f"{a.status} {a.method} {a.url}" for a in answers.since(start) if a.status >= 400]
@@ -502,6 +509,7 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     visit(f"/portal/payment?invoice={paid}")
     visit("/password/reset/not-a-real-token")
     visit("/portal/download/not-a-real-link")
+    visit("/invitations/not-a-real-invitation")
 
     # Every page and fragment this walk can reach was rendered (the enrolment pages are
     # test_sign_in's, a group's pages need a payment made: test_payments'; so is the confirm

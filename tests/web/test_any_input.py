@@ -48,11 +48,12 @@ from portal.models import (
     Payment,
     PaymentGroup,
     PaymentMethod,
+    PortalUser,
     Statement,
     StatementState,
     UserSession,
 )
-from portal.services import credentials, downloads, seed
+from portal.services import credentials, downloads, seed, users
 from portal.services.crypto import Keyring
 from portal.services.downloads import FileKind
 from portal.services.invoices import PAYABLE
@@ -198,6 +199,25 @@ ROUTES: dict[str, Route] = {
     "payment_methods.added": Route(query={"next": "next", "session_id": "setup"}),
     "payment_methods.remove": Route(path={"public_id": "method"}),
     "payment_methods.make_default": Route(path={"public_id": "method"}),
+    "users.index": Route(),
+    "users.invite": Route(
+        form={"email": "email", "role": "role", "accounts": "account"},
+        multi=frozenset({"accounts"}),
+    ),
+    "users.show": Route(path={"public_id": "portal_user"}),
+    "users.change_access": Route(
+        path={"public_id": "portal_user"},
+        form={"role": "role", "accounts": "account"},
+        multi=frozenset({"accounts"}),
+    ),
+    "users.resend": Route(path={"public_id": "portal_user"}),
+    "users.confirm": Route(path={"public_id": "portal_user", "action": "user_action"}),
+    "users.act": Route(path={"public_id": "portal_user", "action": "user_action"}),
+    "invitations.accept": Route(
+        path={"token": "invitation_token"},
+        form={"name": "text", "new_password": "password", "confirm_password": "password"},
+        actors=PUBLIC,
+    ),
     # This app's gateway is the sandbox: Stripe's webhook is not served (404); its parsing is
     # fuzzed by test_the_stripe_webhook_takes_any_body on an app configured for Stripe.
     "webhooks.stripe": Route(actors=(ANONYMOUS,), webhook="stripe"),
@@ -348,6 +368,8 @@ class Known:
     accounts: list[str]
     download_tokens: list[str]
     statements: list[str]
+    portal_users: list[str] = field(default_factory=list)
+    invitation_tokens: list[str] = field(default_factory=list)
 
 
 def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
@@ -375,6 +397,16 @@ def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
             },
         )
         assert asked.status_code == 303, asked.get_data(as_text=True)
+    invited = admin.post(
+        "/portal/users",
+        data={
+            "csrf_token": csrf_token(admin, "/portal/users"),
+            "email": "invited@acme.test",
+            "role": "customer",
+            "accounts": accounts[:1],
+        },
+    )
+    assert invited.status_code == 303, invited.get_data(as_text=True)
     app.extensions["portal.jobs"].run_due(app.extensions["portal.clock"].now())
     now = app.extensions["portal.clock"].now()
     with tenancy.system(db):
@@ -426,6 +458,11 @@ def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
                 for email in ("admin@acme.test", "ap@acme.test")
             ],
             statements=[statement.public_id for statement in asked_for],
+            portal_users=list(db.scalars(select(PortalUser.public_id).order_by(PortalUser.id))),
+            invitation_tokens=[
+                users.invitation_token(user_by_email(db, email), keys=Keyring(TEST_SECRET), now=now)
+                for email in ("invited@acme.test", "new@acme.test")
+            ],
         )
     db.rollback()
     return known
@@ -465,6 +502,12 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "download_token": st.sampled_from(known.download_tokens),
         "statement": st.one_of(st.sampled_from(known.statements), TEXT),
         "statement_format": st.sampled_from(["pdf", "xlsx", "csv"]),
+        "portal_user": st.one_of(st.sampled_from(known.portal_users), TEXT),
+        "user_action": st.one_of(
+            st.sampled_from(["deactivate", "reactivate", "reset-mfa", "end-sessions"]), TEXT
+        ),
+        "role": st.sampled_from(["customer", "customer.admin"]),
+        "invitation_token": st.one_of(st.sampled_from(known.invitation_tokens), TEXT),
         "sort": st.sampled_from(["date", "-date", "due", "-amount", "number", "-status"]),
         "dispute_reason": st.sampled_from(["incorrect_amount", "quality", "other"]),
         "payment_action": st.sampled_from(["review", "confirm", "edit", "allocate"]),
