@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from portal import clock, create_app, tenancy
 from portal.db import unit_of_work
+from portal.disputes import mail as dispute_mail
 from portal.i18n import SUPPORTED_LOCALES
 from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
@@ -212,6 +213,12 @@ def send_statement_ready(statement_id: int) -> str:
     """Mail the requester that their statement is ready, with a signed link (24 hours)."""
     with _session(writes=False) as (runtime, session):
         return delivery.mail_ready(runtime, session, statement_id, clock.now())
+
+
+def send_dispute_mail(dispute_id: int, event: str, message_id: int | None) -> str:
+    """Mail the receivables team (DISPUTES_EMAIL) a customer's dispute message or withdrawal."""
+    with _session(writes=False) as (runtime, session):
+        return dispute_mail.mail_receivables(runtime, session, dispute_id, event, message_id)
 
 
 def settle_statements() -> dict[str, int]:

@@ -2,7 +2,14 @@
 
 from portal.models.audit import AuditEvent
 from portal.models.company import BillingAccount, Company
-from portal.models.dispute import Dispute, DisputeMessage, DisputeReason, DisputeStatus
+from portal.models.dispute import (
+    ACTIVE_DISPUTE,
+    Dispute,
+    DisputeAttachment,
+    DisputeMessage,
+    DisputeReason,
+    DisputeStatus,
+)
 from portal.models.document import CreditNote, Document, DocumentKind
 from portal.models.flag import DEFAULT_FLAGS, FeatureFlag
 from portal.models.gateway import GatewayEvent, SandboxCharge, SandboxMethod, SandboxSetup
@@ -49,6 +56,8 @@ __all__ = [
     "CreditNote",
     "Dispute",
     "DisputeMessage",
+    "DisputeAttachment",
+    "ACTIVE_DISPUTE",
     "DisputeReason",
     "DisputeStatus",
     "Document",

@@ -29,8 +29,10 @@ from portal.models import (
     Company,
     CreditNote,
     Dispute,
+    DisputeAttachment,
     DisputeMessage,
     DisputeReason,
+    DisputeStatus,
     Document,
     Invoice,
     InvoiceLine,
@@ -546,8 +548,16 @@ class DemoSeeder:
                     author_user_id=user.id,
                     body="The installation was billed for two days; it took one.",
                     created_at=when,
-                )
+                ),
+                DisputeMessage(
+                    company_id=company.id,
+                    billing_account_id=invoice.billing_account_id,
+                    author_kind="staff",
+                    body="Thank you: we are checking the engineer's timesheet for those days.",
+                    created_at=min(when + timedelta(days=1), _at(self.today, 7)),
+                ),
             ]
+            dispute.status = DisputeStatus.UNDER_REVIEW
             self.session.add(dispute)
         invoice.status = plan.status
         self.session.flush()
@@ -611,6 +621,7 @@ _PURGE_ORDER = (
     PaymentAllocation,
     Payment,
     PaymentGroup,
+    DisputeAttachment,
     DisputeMessage,
     Dispute,
     CreditNote,
