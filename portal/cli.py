@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 from flask import Flask
 from sqlalchemy import select, true
-
 from sqlalchemy.orm import Session
 
 from portal import clock, migrate, tenancy
@@ -239,9 +238,7 @@ def _disputes_commands(app: Flask) -> None:
     @disputes_group.command("reply")
     @click.argument("public_id")
     @click.option("--message", required=True, help="The reply's text.")
-    @click.option(
-        "--attach", "attach", multiple=True, type=click.Path(exists=True, dir_okay=False)
-    )
+    @click.option("--attach", "attach", multiple=True, type=click.Path(exists=True, dir_okay=False))
     def disputes_reply(public_id: str, message: str, attach: tuple[str, ...]) -> None:
         """Answer a dispute as the billing team (it is under review from then on)."""
         uploads = [Upload(Path(p).name, Path(p).read_bytes()) for p in attach]

@@ -41,8 +41,7 @@ def recipients(session: Session, dispute: Dispute) -> list[PortalUser]:
                 .where(
                     PortalUser.company_id == dispute.company_id,
                     PortalUser.status == UserStatus.ACTIVE,
-                    (PortalUser.role == Role.ADMIN)
-                    | (PortalUser.id == dispute.opened_by_user_id),
+                    (PortalUser.role == Role.ADMIN) | (PortalUser.id == dispute.opened_by_user_id),
                 )
                 .order_by(PortalUser.id)
             )

@@ -45,6 +45,7 @@ from portal.models.user import (
 )
 
 __all__ = [
+    "ACTIVE_DISPUTE",
     "DEFAULT_FLAGS",
     "IN_PROGRESS",
     "OUTSTANDING",
@@ -55,9 +56,8 @@ __all__ = [
     "Company",
     "CreditNote",
     "Dispute",
-    "DisputeMessage",
     "DisputeAttachment",
-    "ACTIVE_DISPUTE",
+    "DisputeMessage",
     "DisputeReason",
     "DisputeStatus",
     "Document",

@@ -81,11 +81,12 @@ def _uploads() -> list[Upload]:
 
 
 def _attachment_error(refusal: AttachmentRefusal) -> str:
-    return {
+    errors: dict[AttachmentRefusal, str] = {
         AttachmentRefusal.TYPE: _("Attach a PDF, PNG or JPEG file."),
         AttachmentRefusal.SIZE: _("Each file must be 10 MB or smaller."),
         AttachmentRefusal.COUNT: _("Attach at most 5 files to a message."),
-    }[refusal]
+    }
+    return errors[refusal]
 
 
 @bp.route("/disputes/<public_id>", methods=["GET", "POST"])
