@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from portal import clock, create_app, tenancy
 from portal.db import unit_of_work
 from portal.i18n import SUPPORTED_LOCALES
+from portal.notifications import mail as notification_mail
 from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
 from portal.services import audit, auth, credentials, lockout, outbox, payments
@@ -212,6 +213,12 @@ def send_statement_ready(statement_id: int) -> str:
     """Mail the requester that their statement is ready, with a signed link (24 hours)."""
     with _session(writes=False) as (runtime, session):
         return delivery.mail_ready(runtime, session, statement_id, clock.now())
+
+
+def send_notification(notification_id: int) -> str:
+    """Mail one notification, if its user still wants it by e-mail (portal/notifications/)."""
+    with _session(writes=False) as (runtime, session):
+        return notification_mail.send(runtime, session, notification_id, clock.now())
 
 
 def settle_statements() -> dict[str, int]:

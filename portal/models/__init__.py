@@ -15,6 +15,13 @@ from portal.models.invoice import (
     InvoiceTally,
 )
 from portal.models.mixins import HasAccount, HasCompany
+from portal.models.notification import (
+    DEFAULT_REMIND_DAYS,
+    REMIND_DAYS,
+    Notification,
+    NotificationRun,
+    NotificationSettings,
+)
 from portal.models.outbox import UNFINISHED, Schedule, Work, WorkState
 from portal.models.payment import (
     Payment,
@@ -27,6 +34,7 @@ from portal.models.payment import (
 from portal.models.statement import IN_PROGRESS, Statement, StatementFormat, StatementState
 from portal.models.user import (
     LoginThrottle,
+    NotificationChannel,
     NotificationPreference,
     NotificationTopic,
     PortalUser,
@@ -39,8 +47,10 @@ from portal.models.user import (
 
 __all__ = [
     "DEFAULT_FLAGS",
+    "DEFAULT_REMIND_DAYS",
     "IN_PROGRESS",
     "OUTSTANDING",
+    "REMIND_DAYS",
     "SETTLED_DUE",
     "UNFINISHED",
     "AuditEvent",
@@ -62,7 +72,11 @@ __all__ = [
     "InvoiceStatus",
     "InvoiceTally",
     "LoginThrottle",
+    "Notification",
+    "NotificationChannel",
     "NotificationPreference",
+    "NotificationRun",
+    "NotificationSettings",
     "NotificationTopic",
     "Payment",
     "PaymentAllocation",
