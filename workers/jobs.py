@@ -27,6 +27,7 @@ from portal import clock, create_app, tenancy
 from portal.db import unit_of_work
 from portal.disputes import mail as dispute_mail
 from portal.i18n import SUPPORTED_LOCALES
+from portal.notifications import mail as notification_mail
 from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
 from portal.services import audit, auth, credentials, lockout, outbox, payments
@@ -219,6 +220,12 @@ def send_dispute_mail(dispute_id: int, event: str, message_id: int | None) -> st
     """Mail the receivables team (DISPUTES_EMAIL) a customer's dispute message or withdrawal."""
     with _session(writes=False) as (runtime, session):
         return dispute_mail.mail_receivables(runtime, session, dispute_id, event, message_id)
+
+
+def send_notification(notification_id: int) -> str:
+    """Mail one notification, if its user still wants it by e-mail (portal/notifications/)."""
+    with _session(writes=False) as (runtime, session):
+        return notification_mail.send(runtime, session, notification_id, clock.now())
 
 
 def settle_statements() -> dict[str, int]:

@@ -1,7 +1,7 @@
 """disputes as conversations: attachments, outcomes, withdrawal
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0015
 Create Date: 2026-11-30
 
 - `dispute_attachments`: a file sent with a dispute's message (PDF, PNG or JPEG, its type the
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | None = "0012"
+down_revision: str | None = "0015"  # after notifications (0015); the brief set "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import Dispute, PortalUser, Role, UserStatus
+from portal.models import Dispute, Invoice, NotificationTopic, PortalUser, Role, UserStatus
+from portal.notifications import notify
 from portal.runtime import SEND_DISPUTE_MAIL, Runtime
 from portal.services import audit
 from portal.services import disputes as service
@@ -52,10 +53,33 @@ def recipients(session: Session, dispute: Dispute) -> list[PortalUser]:
 def _notify_customers(
     runtime: Runtime, session: Session, dispute: Dispute, event: str, key: str, reason: str = ""
 ) -> int:
-    """Tell the customer side (see `recipients`); `key` makes each notice once per user.
-    Returns how many users were told (the notifications centre lands separately)."""
-    del runtime, key, reason, event  # wired to portal.notifications once it is available
-    return len(recipients(session, dispute))
+    """Tell the customer side (see `recipients`) through `portal.notifications.notify`, once
+    per user and `key` (a job or a command run twice notifies once). Returns how many were
+    told this time."""
+    invoice = session.get(Invoice, dispute.invoice_id)
+    if invoice is None:
+        return 0
+    params: dict[str, str | int] = {"invoice": invoice.number, "event": event}
+    if reason.strip():
+        params["reason"] = reason.strip()[:300]
+    # A path (the centre links it, the mail puts PUBLIC_URL before it), built without a request.
+    link = runtime.links.url_map.bind("localhost").build(
+        "disputes.show", {"public_id": dispute.public_id}
+    )
+    told = 0
+    for user in recipients(session, dispute):
+        with tenancy.system(session):
+            sent = notify(
+                runtime,
+                session,
+                user,
+                NotificationTopic.DISPUTE_UPDATED,
+                key=key,
+                params=params,
+                link=link,
+            )
+        told += sent is not None
+    return told
 
 
 def customer_message(

@@ -22,6 +22,13 @@ from portal.models.invoice import (
     InvoiceTally,
 )
 from portal.models.mixins import HasAccount, HasCompany
+from portal.models.notification import (
+    DEFAULT_REMIND_DAYS,
+    REMIND_DAYS,
+    Notification,
+    NotificationRun,
+    NotificationSettings,
+)
 from portal.models.outbox import UNFINISHED, Schedule, Work, WorkState
 from portal.models.payment import (
     Payment,
@@ -34,6 +41,7 @@ from portal.models.payment import (
 from portal.models.statement import IN_PROGRESS, Statement, StatementFormat, StatementState
 from portal.models.user import (
     LoginThrottle,
+    NotificationChannel,
     NotificationPreference,
     NotificationTopic,
     PortalUser,
@@ -47,8 +55,10 @@ from portal.models.user import (
 __all__ = [
     "ACTIVE_DISPUTE",
     "DEFAULT_FLAGS",
+    "DEFAULT_REMIND_DAYS",
     "IN_PROGRESS",
     "OUTSTANDING",
+    "REMIND_DAYS",
     "SETTLED_DUE",
     "UNFINISHED",
     "AuditEvent",
@@ -71,7 +81,11 @@ __all__ = [
     "InvoiceStatus",
     "InvoiceTally",
     "LoginThrottle",
+    "Notification",
+    "NotificationChannel",
     "NotificationPreference",
+    "NotificationRun",
+    "NotificationSettings",
     "NotificationTopic",
     "Payment",
     "PaymentAllocation",

@@ -43,6 +43,7 @@ GLOBAL_TABLES = {
     "login_throttles",  # sign-in failures by address, before any company is known
     "outbox",  # background work, written by every company's requests, read by the dispatcher
     "job_schedules",  # when each recurring job is next due
+    "notification_runs",  # how far a recurring notification job got, across companies
 }
 
 

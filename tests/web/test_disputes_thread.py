@@ -17,6 +17,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import stream_encode_multipart
 
 from portal import tenancy
+from portal.disputes import _notify_customers, recipients
 from portal.models import (
     AuditEvent,
     CreditNote,
@@ -26,6 +27,10 @@ from portal.models import (
     DisputeStatus,
     Invoice,
     InvoiceStatus,
+    Notification,
+    NotificationTopic,
+    PortalUser,
+    Role,
 )
 from portal.services import disputes
 from tests.conftest import Auth, Inbox, QueryCounter, csrf_token, readable
@@ -326,15 +331,62 @@ def test_cli_reject_gives_the_invoice_back(app: Flask, db: Session) -> None:
     assert event.properties["outcome"] == "rejected"
 
 
-def test_customer_side_recipients_are_the_opener_and_the_admins(db: Session) -> None:
-    from portal.disputes import recipients
+def _notices(db: Session, public_id: str) -> list[Notification]:
+    with tenancy.system(db):
+        return list(
+            db.scalars(
+                select(Notification)
+                .where(
+                    Notification.topic == NotificationTopic.DISPUTE_UPDATED,
+                    Notification.link == f"/portal/disputes/{public_id}",
+                )
+                .order_by(Notification.id)
+            )
+        )
 
+
+def test_staff_reply_and_outcome_notify_the_customer_side_once(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
     dispute = _dispute(db, "INV-1011")
-    users = recipients(db, dispute)
-    emails = sorted(u.email for u in users)
-    assert "admin@acme.test" in emails
-    assert len(emails) == len(set(emails))
-    assert all(u.company_id == dispute.company_id for u in users)
+    public_id, company_id = dispute.public_id, dispute.company_id
+    expected = sorted(u.id for u in recipients(db, dispute))
+    with tenancy.system(db):
+        admins = db.scalars(
+            select(PortalUser.id).where(
+                PortalUser.company_id == company_id, PortalUser.role == Role.ADMIN
+            )
+        ).all()
+    assert set(admins) <= set(expected) and dispute.opened_by_user_id in expected
+    cli = app.test_cli_runner()
+    assert cli.invoke(args=["disputes", "reply", public_id, "--message", "On it."]).exit_code == 0
+    replies = _notices(db, public_id)
+    assert sorted(n.user_id for n in replies) == expected
+    assert {n.params["event"] for n in replies} == {"reply"}
+    assert all(n.params["invoice"] == "INV-1011" for n in replies)
+    # the same event told again (a command or job run twice) notifies nobody twice
+    with tenancy.system(db):
+        last = db.scalar(select(func.max(DisputeMessage.id)))
+    with app.app_context():
+        again = _notify_customers(
+            app.extensions["portal.runtime"], db, _dispute(db, "INV-1011"), "reply", f"reply:{last}"
+        )
+    assert again == 0 and len(_notices(db, public_id)) == len(expected)
+    rejected = cli.invoke(args=["disputes", "reject", public_id, "--reason", "As billed."])
+    assert rejected.exit_code == 0
+    outcomes = [n for n in _notices(db, public_id) if n.params["event"] == "rejected"]
+    assert sorted(n.user_id for n in outcomes) == expected
+    assert all(n.params["reason"] == "As billed." for n in outcomes)
+    page = client.get(f"/portal/disputes/{public_id}").text
+    assert "badge-dispute-rejected" in page and "As billed." in page
+
+
+def test_customer_messages_notify_nobody_on_the_customer_side(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    dispute = _dispute(db, "INV-1011")
+    assert _reply(client, dispute, "A note.").status_code == 303
+    assert _notices(db, dispute.public_id) == []
 
 
 def test_select_all_leaves_disputed_invoices_out(
