@@ -117,3 +117,25 @@ def test_the_page_on_a_phone(
     page.goto(f"{live_server.url}/portal/disputes/{public_id}/withdraw")
     no_sideways_scroll(page, 360)
     assert_axe_clean(page)
+
+
+def test_select_all_leaves_disputed_invoices_unticked(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    page = new_page()
+    sign_in_by_keyboard(page, live_server, "admin@acme.test")
+    page.goto(f"{live_server.url}/portal/invoices")
+    held = page.locator("input.row-select[data-select-all-skip]")
+    offered = page.locator("input.row-select:not([data-select-all-skip])")
+    assert held.count() >= 1 and offered.count() >= 1
+    toggle = page.locator("[data-select-all]")
+    expect(toggle).to_have_text("Select all")
+    toggle.focus()  # the bar sits after every row's links: straight to it, then the keyboard
+    page.keyboard.press("Enter")
+    for index in range(offered.count()):
+        expect(offered.nth(index)).to_be_checked()
+    for index in range(held.count()):
+        expect(held.nth(index)).not_to_be_checked()
+    expect(toggle).to_have_text("Clear selection")
+    page.keyboard.press("Enter")  # and back: nothing ticked
+    expect(page.locator("input.row-select:checked")).to_have_count(0)

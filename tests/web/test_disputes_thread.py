@@ -101,6 +101,8 @@ def test_the_page_shows_the_summary_and_the_thread_in_order(
     dispute = _dispute(db, "INV-1011")
     invoice_page = client.get(f"/portal/invoices/{dispute.invoice.public_id}").text
     assert f'href="/portal/disputes/{dispute.public_id}"' in invoice_page
+    opened = client.get(f"/portal/invoices/{dispute.invoice.public_id}/dispute")
+    assert opened.headers["Location"] == f"/portal/disputes/{dispute.public_id}"
     before = count_queries.count
     page = readable(client.get(f"/portal/disputes/{dispute.public_id}").text)
     # the session, the user, the dispute with its invoice, messages, authors and attachments
