@@ -401,3 +401,40 @@ def test_select_all_leaves_disputed_invoices_out(
     assert disputed & set(boxes) and overdue in boxes
     for public_id, rest in boxes.items():
         assert ("data-select-all-skip" in rest) == (public_id in disputed), public_id
+
+
+def test_cli_reply_attaches_files_checked_like_the_customers(
+    app: Flask, db: Session, tmp_path: Path
+) -> None:
+    public_id = _dispute(db, "INV-1011").public_id
+    cli = app.test_cli_runner()
+    renamed = tmp_path / "setup.pdf"
+    renamed.write_bytes(EXE)
+    before = (_count(db, DisputeMessage), _count(db, DisputeAttachment))
+    refused = cli.invoke(
+        args=["disputes", "reply", public_id, "--message", "See file.", "--attach", str(renamed)]
+    )
+    assert refused.exit_code != 0 and "type" in refused.output
+    assert (_count(db, DisputeMessage), _count(db, DisputeAttachment)) == before
+    sheet = tmp_path / "timesheet.pdf"
+    sheet.write_bytes(PDF)
+    done = cli.invoke(
+        args=["disputes", "reply", public_id, "--message", "See file.", "--attach", str(sheet)]
+    )
+    assert done.exit_code == 0, done.output
+    with tenancy.system(db):
+        message = db.scalars(
+            select(DisputeMessage).order_by(DisputeMessage.id.desc()).limit(1)
+        ).one()
+        (attachment,) = message.attachments
+    assert message.author_kind == "staff" and message.author_user_id is None
+    assert (attachment.filename, attachment.content_type) == ("timesheet.pdf", "application/pdf")
+    assert _dispute(db, "INV-1011").status is DisputeStatus.UNDER_REVIEW
+
+
+def test_the_receivables_address_is_a_setting() -> None:
+    from portal.config import Settings
+
+    assert Settings().disputes_email == "receivables@billing-portal.invalid"
+    chosen = Settings.from_env({"PORTAL_ENV": "testing", "DISPUTES_EMAIL": "ar@example.com"})
+    assert chosen.disputes_email == "ar@example.com"
