@@ -1,6 +1,6 @@
 """Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ... |
 jobs worker | jobs drain | jobs list | jobs sweep | keys reencrypt | users reset-mfa EMAIL |
-tallies check`."""
+tallies check | disputes list|reply|resolve|reject`."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ from pathlib import Path
 
 import click
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, true
+from sqlalchemy.orm import Session
 
 from portal import clock, migrate, tenancy
+from portal import disputes as dispute_app
 from portal.extensions import Database, settings
-from portal.models import DEFAULT_FLAGS, FeatureFlag
-from portal.runtime import SWEEPS
+from portal.models import DEFAULT_FLAGS, Dispute, FeatureFlag
+from portal.runtime import SWEEPS, current_runtime
 from portal.services import audit, auth, mfa, outbox, tallies, users
+from portal.services import disputes as dispute_service
 from portal.services import seed as seed_service
+from portal.services.disputes import Upload
+from portal.services.money import AmountError, parse_amount
 from portal.services.passwords import hasher
 from workers.queue import job_name, resolve
 
@@ -28,6 +33,7 @@ def register_cli(app: Flask) -> None:
     _keys_commands(app)
     _users_commands(app)
     _tallies_commands(app)
+    _disputes_commands(app)
 
 
 def _db_commands(app: Flask) -> None:
@@ -198,3 +204,89 @@ def _tallies_commands(app: Flask) -> None:
         if differ:
             raise click.ClickException(f"{len(differ)} tallies differ from the invoices")
         click.echo(f"{len(kept)} tallies match the invoices")
+
+
+def _disputes_commands(app: Flask) -> None:
+    """The receivables team's side of disputes (portal/disputes): answer, resolve, reject."""
+
+    @app.cli.group("disputes")
+    def disputes_group() -> None:
+        """Customer disputes: list them, reply, resolve with a credit note, reject."""
+
+    def _find(session: Session, public_id: str) -> Dispute:
+        found = dispute_service.get_dispute(session, public_id)
+        if found is None:
+            raise click.ClickException(f"no dispute {public_id}")
+        return found
+
+    @disputes_group.command("list")
+    def disputes_list() -> None:
+        """The newest disputes (200 at most), open ones and closed ones."""
+        with Database.get().sessionmaker() as session, tenancy.system(session):
+            for dispute in dispute_service.list_all(session):
+                invoice = dispute.invoice
+                click.echo(
+                    f"{dispute.public_id}  {invoice.number}  {dispute.status.value}  "
+                    f"{dispute.reason.value}  {dispute.amount_disputed} {invoice.currency}  "
+                    f"{dispute.created_at:%Y-%m-%d}"
+                )
+
+    @disputes_group.command("reply")
+    @click.argument("public_id")
+    @click.option("--message", required=True, help="The reply's text.")
+    @click.option("--attach", "attach", multiple=True, type=click.Path(exists=True, dir_okay=False))
+    def disputes_reply(public_id: str, message: str, attach: tuple[str, ...]) -> None:
+        """Answer a dispute as the billing team (it is under review from then on)."""
+        uploads = [Upload(Path(p).name, Path(p).read_bytes()) for p in attach]
+        with Database.get().sessionmaker() as session, tenancy.system(session):
+            outcome = dispute_app.staff_reply(
+                current_runtime(),
+                session,
+                _find(session, public_id),
+                body=message,
+                uploads=uploads,
+                now=clock.now(),
+            )
+            if outcome.refusal is not None:
+                raise click.ClickException(f"refused: {outcome.refusal.value}")
+            session.commit()
+        click.echo(f"replied to {public_id}")
+
+    @disputes_group.command("resolve")
+    @click.argument("public_id")
+    @click.option("--credit", required=True, help="The credit, e.g. 120.00 (invoice currency).")
+    @click.option("--reason", default="", help="Why, shown to the customer.")
+    def disputes_resolve(public_id: str, credit: str, reason: str) -> None:
+        """Resolve a dispute with a credit note against its invoice (its balance falls)."""
+        with Database.get().sessionmaker() as session, tenancy.system(session):
+            dispute = _find(session, public_id)
+            amount = parse_amount(credit, dispute.invoice.currency, "en")
+            if isinstance(amount, AmountError):
+                raise click.ClickException(f"not an amount: {credit} ({amount.value})")
+            outcome = dispute_app.resolve_with_credit(
+                current_runtime(), session, dispute, amount=amount, reason=reason, now=clock.now()
+            )
+            if outcome.refusal is not None:
+                why = outcome.credit_refusal or outcome.refusal
+                raise click.ClickException(f"refused: {why.value}")
+            session.commit()
+            note = dispute.credit_note
+            click.echo(f"{public_id} resolved: credit note {note.number if note else '?'}")
+
+    @disputes_group.command("reject")
+    @click.argument("public_id")
+    @click.option("--reason", required=True, help="Why, shown to the customer.")
+    def disputes_reject(public_id: str, reason: str) -> None:
+        """Reject a dispute: its invoice is due again."""
+        with Database.get().sessionmaker() as session, tenancy.system(session):
+            outcome = dispute_app.reject(
+                current_runtime(),
+                session,
+                _find(session, public_id),
+                reason=reason,
+                now=clock.now(),
+            )
+            if outcome.refusal is not None:
+                raise click.ClickException(f"refused: {outcome.refusal.value}")
+            session.commit()
+        click.echo(f"{public_id} rejected")

@@ -62,6 +62,8 @@ class Settings:
     # file is kept before it is removed (STATEMENT_RETENTION_DAYS; links last 24 hours each).
     statement_max_days: int = 366
     statement_retention_days: int = 7
+    # Where the receivables team hears of disputes: each customer message and withdrawal.
+    disputes_email: str = "receivables@billing-portal.invalid"
     default_locale: str = "en"
     # argon2 cost; tests lower it, production keeps the library's defaults
     argon2_time_cost: int = 3
@@ -120,6 +122,7 @@ class Settings:
             "mail_url": "MAIL_URL",
             "storage_dir": "PORTAL_STORAGE_DIR",
             "mail_dir": "PORTAL_MAIL_DIR",
+            "disputes_email": "DISPUTES_EMAIL",
         }
         for attr, var in mapping.items():
             if environ.get(var):

@@ -58,6 +58,7 @@ SEND_PASSWORD_RESET = f"{JOBS}.send_password_reset"
 GENERATE_STATEMENT = f"{JOBS}.generate_statement"
 SEND_STATEMENT_READY = f"{JOBS}.send_statement_ready"
 SEND_INVITATION = f"{JOBS}.send_invitation"
+SEND_DISPUTE_MAIL = f"{JOBS}.send_dispute_mail"
 SWEEP = f"{JOBS}.sweep"
 # The recurring jobs, by schedule name: the worker's dispatcher runs each this often
 # (`job_schedules` in the database says when next, so they come back by themselves).

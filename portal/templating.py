@@ -308,6 +308,20 @@ def document_url(public_id: str) -> str | None:
     return url_for("downloads.fetch", token=token)
 
 
+def dispute_attachment_url(public_id: str) -> str:
+    """A signed 24-hour download link to a dispute's attachment, for the signed-in user."""
+    user = g.get("user")
+    assert user is not None
+    token = downloads.sign(
+        FileKind.DISPUTE_ATTACHMENT,
+        public_id,
+        user.public_id,
+        keys=settings().keyring,
+        now=clock.now(),
+    )
+    return url_for("downloads.fetch", token=token)
+
+
 _SIZE_UNITS = ("digital-byte", "digital-kilobyte", "digital-megabyte", "digital-gigabyte")
 
 
@@ -374,6 +388,7 @@ def init_app(app: Flask) -> None:
         payments_enabled=payments_enabled,
         documents_enabled=documents_enabled,
         document_url=document_url,
+        dispute_attachment_url=dispute_attachment_url,
         method_name=method_name,
         get_locale=get_locale,
         static_url=static_url,

@@ -25,8 +25,10 @@ from sqlalchemy.orm import Session
 
 from portal import clock, create_app, tenancy
 from portal.db import unit_of_work
+from portal.disputes import mail as dispute_mail
 from portal.i18n import SUPPORTED_LOCALES
 from portal.models import PortalUser, UserStatus
+from portal.notifications import mail as notification_mail
 from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
 from portal.services import audit, auth, credentials, lockout, outbox, payments, users
@@ -244,6 +246,18 @@ def send_statement_ready(statement_id: int) -> str:
     """Mail the requester that their statement is ready, with a signed link (24 hours)."""
     with _session(writes=False) as (runtime, session):
         return delivery.mail_ready(runtime, session, statement_id, clock.now())
+
+
+def send_dispute_mail(dispute_id: int, event: str, message_id: int | None) -> str:
+    """Mail the receivables team (DISPUTES_EMAIL) a customer's dispute message or withdrawal."""
+    with _session(writes=False) as (runtime, session):
+        return dispute_mail.mail_receivables(runtime, session, dispute_id, event, message_id)
+
+
+def send_notification(notification_id: int) -> str:
+    """Mail one notification, if its user still wants it by e-mail (portal/notifications/)."""
+    with _session(writes=False) as (runtime, session):
+        return notification_mail.send(runtime, session, notification_id, clock.now())
 
 
 def settle_statements() -> dict[str, int]:

@@ -2,7 +2,14 @@
 
 from portal.models.audit import AuditEvent
 from portal.models.company import BillingAccount, Company
-from portal.models.dispute import Dispute, DisputeMessage, DisputeReason, DisputeStatus
+from portal.models.dispute import (
+    ACTIVE_DISPUTE,
+    Dispute,
+    DisputeAttachment,
+    DisputeMessage,
+    DisputeReason,
+    DisputeStatus,
+)
 from portal.models.document import CreditNote, Document, DocumentKind
 from portal.models.flag import DEFAULT_FLAGS, FeatureFlag
 from portal.models.gateway import GatewayEvent, SandboxCharge, SandboxMethod, SandboxSetup
@@ -15,6 +22,13 @@ from portal.models.invoice import (
     InvoiceTally,
 )
 from portal.models.mixins import HasAccount, HasCompany
+from portal.models.notification import (
+    DEFAULT_REMIND_DAYS,
+    REMIND_DAYS,
+    Notification,
+    NotificationRun,
+    NotificationSettings,
+)
 from portal.models.outbox import UNFINISHED, Schedule, Work, WorkState
 from portal.models.payment import (
     Payment,
@@ -27,6 +41,7 @@ from portal.models.payment import (
 from portal.models.statement import IN_PROGRESS, Statement, StatementFormat, StatementState
 from portal.models.user import (
     LoginThrottle,
+    NotificationChannel,
     NotificationPreference,
     NotificationTopic,
     PortalUser,
@@ -38,9 +53,12 @@ from portal.models.user import (
 )
 
 __all__ = [
+    "ACTIVE_DISPUTE",
     "DEFAULT_FLAGS",
+    "DEFAULT_REMIND_DAYS",
     "IN_PROGRESS",
     "OUTSTANDING",
+    "REMIND_DAYS",
     "SETTLED_DUE",
     "UNFINISHED",
     "AuditEvent",
@@ -48,6 +66,7 @@ __all__ = [
     "Company",
     "CreditNote",
     "Dispute",
+    "DisputeAttachment",
     "DisputeMessage",
     "DisputeReason",
     "DisputeStatus",
@@ -62,7 +81,11 @@ __all__ = [
     "InvoiceStatus",
     "InvoiceTally",
     "LoginThrottle",
+    "Notification",
+    "NotificationChannel",
     "NotificationPreference",
+    "NotificationRun",
+    "NotificationSettings",
     "NotificationTopic",
     "Payment",
     "PaymentAllocation",

@@ -163,14 +163,27 @@ class LoginThrottle(Base):
 
 
 class NotificationTopic(enum.StrEnum):
+    """What the portal tells a user about (portal/notifications/: preferences, centre, mail)."""
+
     INVOICE_ISSUED = "invoice_issued"
     PAYMENT_DUE = "payment_due"
+    PAYMENT_OVERDUE = "payment_overdue"
     PAYMENT_RECEIPT = "payment_receipt"
+    PAYMENT_FAILED = "payment_failed"
     STATEMENT_READY = "statement_ready"
+    MONTHLY_STATEMENT = "monthly_statement"
     DISPUTE_UPDATED = "dispute_updated"
 
 
+class NotificationChannel(enum.StrEnum):
+    EMAIL = "email"
+    PORTAL = "portal"
+
+
 class NotificationPreference(CompanyOwned, Base):
+    """A user's choice for one topic on one channel (`NotificationChannel`'s values). A missing
+    row means the default (portal.services.notifications.DEFAULTS)."""
+
     __tablename__ = "notification_preferences"
     __table_args__ = (UniqueConstraint("user_id", "topic", "channel"),)
 

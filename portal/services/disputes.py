@@ -1,7 +1,14 @@
-"""Disputing an invoice: a structured reason, the amount in question and a message."""
+"""Disputing an invoice: a structured reason, the amount in question and a message, then a
+conversation (messages with attachments from both sides) that ends in an outcome: a credit
+note, a rejection, or the customer's withdrawal. Closing a dispute gives the invoice back the
+status its amounts make it (overdue stays derived from the due date)."""
 
 from __future__ import annotations
 
+import hashlib
+import re
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -10,7 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from portal.models import (
+    ACTIVE_DISPUTE,
+    CreditNote,
     Dispute,
+    DisputeAttachment,
     DisputeMessage,
     DisputeReason,
     DisputeStatus,
@@ -18,7 +28,19 @@ from portal.models import (
     InvoiceStatus,
     PortalUser,
 )
-from portal.services import audit
+from portal.services import audit, credit_notes
+from portal.services.downloads import Downloadable
+from portal.services.storage import FileStore
+
+MAX_MESSAGE = 5_000  # characters
+MAX_ATTACHMENT = 10 * 1024 * 1024  # bytes, each
+MAX_ATTACHMENTS = 5  # per message
+# What a file's first bytes say it is: the only types a dispute accepts.
+SIGNATURES = (
+    (b"%PDF-", "application/pdf", "pdf"),
+    (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
+    (b"\xff\xd8\xff", "image/jpeg", "jpg"),
+)
 
 # A dispute holds the invoice: it can be opened while the customer still owes money on it.
 DISPUTABLE = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID, InvoiceStatus.PAYMENT_FAILED)
@@ -99,4 +121,343 @@ def disputes_for(session: Session, invoice: Invoice) -> list[Dispute]:
             .options(selectinload(Dispute.messages))
             .order_by(Dispute.created_at.desc())
         )
+    )
+
+
+class AttachmentRefusal(StrEnum):
+    TYPE = "type"  # not a PDF, PNG or JPEG by its content
+    SIZE = "size"  # over MAX_ATTACHMENT
+    COUNT = "count"  # more than MAX_ATTACHMENTS
+
+
+class ActionRefusal(StrEnum):
+    CLOSED = "closed"  # the dispute already has its outcome
+    EMPTY = "empty"  # no message and no file
+    CREDIT = "credit"  # the credit note was refused (see credit_refusal)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file as it arrived: the name the sender gave it and its bytes."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    dispute: Dispute | None = None
+    message: DisputeMessage | None = None
+    refusal: ActionRefusal | AttachmentRefusal | None = None
+    credit_refusal: credit_notes.CreditRefusal | None = None
+
+
+def sniff(data: bytes) -> tuple[str, str] | None:
+    """(content type, extension) from a file's first bytes; None when it is none we take."""
+    for magic, content_type, extension in SIGNATURES:
+        if data.startswith(magic):
+            return content_type, extension
+    return None
+
+
+def check_uploads(uploads: Sequence[Upload]) -> AttachmentRefusal | None:
+    if len(uploads) > MAX_ATTACHMENTS:
+        return AttachmentRefusal.COUNT
+    for upload in uploads:
+        if sniff(upload.data) is None:
+            return AttachmentRefusal.TYPE
+        if len(upload.data) > MAX_ATTACHMENT:
+            return AttachmentRefusal.SIZE
+    return None
+
+
+_UNSAFE = re.compile(r"[^\w.\- ]+")
+
+
+def _safe_name(filename: str, extension: str) -> str:
+    """The sender's name for the file, tamed (no path, no odd characters), ending in the
+    extension of what its bytes are."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = _UNSAFE.sub("_", base.rsplit(".", 1)[0] if "." in base else base).strip(" ._")
+    return f"{(stem or 'attachment')[:150]}.{extension}"
+
+
+def get_dispute(session: Session, public_id: str) -> Dispute | None:
+    """A dispute of the session's scope, its invoice, thread and attachments loaded."""
+    return session.scalars(
+        select(Dispute)
+        .where(Dispute.public_id == public_id)
+        .options(
+            selectinload(Dispute.invoice),
+            selectinload(Dispute.messages).selectinload(DisputeMessage.author),
+            selectinload(Dispute.messages).selectinload(DisputeMessage.attachments),
+        )
+    ).one_or_none()
+
+
+def current_for(session: Session, invoice: Invoice) -> Dispute | None:
+    """The invoice's newest dispute (the one its page shows)."""
+    return session.scalars(
+        select(Dispute)
+        .where(Dispute.invoice_id == invoice.id)
+        .order_by(Dispute.created_at.desc(), Dispute.id.desc())
+        .limit(1)
+    ).first()
+
+
+def _store_message(
+    session: Session,
+    store: FileStore,
+    dispute: Dispute,
+    *,
+    author: PortalUser | None,
+    body: str,
+    uploads: Sequence[Upload],
+    now: datetime,
+) -> DisputeMessage:
+    owner = {"company_id": dispute.company_id, "billing_account_id": dispute.billing_account_id}
+    message = DisputeMessage(
+        **owner,
+        dispute_id=dispute.id,
+        author_user_id=author.id if author else None,
+        author_kind="customer" if author else "staff",
+        body=body.strip(),
+        created_at=now,
+    )
+    session.add(message)
+    session.flush()
+    for upload in uploads:
+        detected = sniff(upload.data)
+        assert detected is not None  # check_uploads ran first
+        content_type, extension = detected
+        key = f"disputes/{dispute.public_id}/{uuid.uuid4().hex}"
+        with store.writer(key) as out:
+            out.write(upload.data)
+        session.add(
+            DisputeAttachment(
+                **owner,
+                dispute_id=dispute.id,
+                message_id=message.id,
+                storage_key=key,
+                filename=_safe_name(upload.filename, extension),
+                content_type=content_type,
+                size_bytes=len(upload.data),
+                sha256=hashlib.sha256(upload.data).hexdigest(),
+                created_at=now,
+            )
+        )
+    session.flush()
+    return message
+
+
+def _refuse_message(
+    dispute: Dispute, body: str, uploads: Sequence[Upload]
+) -> ActionRefusal | AttachmentRefusal | None:
+    if not dispute.is_active:
+        return ActionRefusal.CLOSED
+    if not body.strip() and not uploads:
+        return ActionRefusal.EMPTY
+    return check_uploads(uploads)
+
+
+def post_message(
+    session: Session,
+    store: FileStore,
+    dispute: Dispute,
+    user: PortalUser,
+    *,
+    body: str,
+    uploads: Sequence[Upload],
+    now: datetime,
+    request: audit.RequestInfo,
+) -> Outcome:
+    """The customer writes: refused, with nothing stored, for a closed dispute, an empty
+    message or a file that is not a PDF, PNG or JPEG of at most 10 MB."""
+    refusal = _refuse_message(dispute, body, uploads)
+    if refusal is not None:
+        return Outcome(refusal=refusal)
+    message = _store_message(
+        session, store, dispute, author=user, body=body, uploads=uploads, now=now
+    )
+    audit.record_for(
+        session,
+        user,
+        "Portal.DisputeMessagePosted",
+        request=request,
+        dispute=dispute.public_id,
+        attachments=len(uploads),
+    )
+    return Outcome(dispute=dispute, message=message)
+
+
+def staff_reply(
+    session: Session,
+    store: FileStore,
+    dispute: Dispute,
+    *,
+    body: str,
+    uploads: Sequence[Upload],
+    now: datetime,
+) -> Outcome:
+    """The billing team answers: the dispute is under review from then on."""
+    refusal = _refuse_message(dispute, body, uploads)
+    if refusal is not None:
+        return Outcome(refusal=refusal)
+    message = _store_message(
+        session, store, dispute, author=None, body=body, uploads=uploads, now=now
+    )
+    dispute.status = DisputeStatus.UNDER_REVIEW
+    audit.record(
+        session,
+        "Portal.DisputeMessagePosted",
+        company_id=dispute.company_id,
+        dispute=dispute.public_id,
+        attachments=len(uploads),
+        by="staff",
+    )
+    session.flush()
+    return Outcome(dispute=dispute, message=message)
+
+
+def release_invoice(invoice: Invoice) -> None:
+    """A disputed invoice whose dispute closed: the status its amounts make it (overdue is
+    derived from the due date, never stored)."""
+    if invoice.status is not InvoiceStatus.DISPUTED:
+        return
+    if invoice.balance_due <= 0:
+        invoice.status = InvoiceStatus.PAID
+    elif invoice.amount_paid > 0:
+        invoice.status = InvoiceStatus.PARTIALLY_PAID
+    else:
+        invoice.status = InvoiceStatus.OPEN
+
+
+def _close(
+    session: Session, dispute: Dispute, status: DisputeStatus, now: datetime, reason: str
+) -> None:
+    dispute.status = status
+    dispute.resolved_at = now
+    dispute.outcome_reason = reason.strip()[:500] or None
+    invoice = session.get(Invoice, dispute.invoice_id)
+    assert invoice is not None
+    others = session.scalar(
+        select(Dispute.id).where(
+            Dispute.invoice_id == invoice.id,
+            Dispute.id != dispute.id,
+            Dispute.status.in_(ACTIVE_DISPUTE),
+        )
+    )
+    if others is None:
+        release_invoice(invoice)
+    session.flush()
+
+
+_CREDIT_NUMBER = re.compile(r"CN-(\d+)")
+
+
+def next_credit_number(session: Session, company_id: int) -> str:
+    """The company's next credit note number: CN-301, CN-302 … (after the highest so far)."""
+    numbers = session.scalars(
+        select(CreditNote.number).where(
+            CreditNote.company_id == company_id, CreditNote.number.like("CN-%")
+        )
+    )
+    highest = max(
+        (int(m.group(1)) for n in numbers if (m := _CREDIT_NUMBER.fullmatch(n))), default=300
+    )
+    return f"CN-{highest + 1}"
+
+
+def resolve_with_credit(
+    session: Session, dispute: Dispute, *, amount: int, reason: str, now: datetime
+) -> Outcome:
+    """Resolve with a credit note of `amount` (minor units) against the invoice: its balance
+    falls by that much, and the invoice leaves Disputed."""
+    if not dispute.is_active:
+        return Outcome(refusal=ActionRefusal.CLOSED)
+    invoice = session.get(Invoice, dispute.invoice_id)
+    assert invoice is not None
+    credit = credit_notes.apply(
+        session,
+        invoice,
+        number=next_credit_number(session, dispute.company_id),
+        amount=amount,
+        currency=invoice.currency,
+        issue_date=now.date(),
+        now=now,
+        reason=reason.strip()[:300],
+    )
+    if credit.credit_note is None:
+        return Outcome(refusal=ActionRefusal.CREDIT, credit_refusal=credit.refusal)
+    dispute.credit_note_id = credit.credit_note.id
+    _close(session, dispute, DisputeStatus.CREDIT_ISSUED, now, reason)
+    audit.record(
+        session,
+        "Portal.DisputeResolved",
+        company_id=dispute.company_id,
+        dispute=dispute.public_id,
+        outcome=DisputeStatus.CREDIT_ISSUED.value,
+    )
+    return Outcome(dispute=dispute)
+
+
+def reject(session: Session, dispute: Dispute, *, reason: str, now: datetime) -> Outcome:
+    if not dispute.is_active:
+        return Outcome(refusal=ActionRefusal.CLOSED)
+    _close(session, dispute, DisputeStatus.REJECTED, now, reason)
+    audit.record(
+        session,
+        "Portal.DisputeResolved",
+        company_id=dispute.company_id,
+        dispute=dispute.public_id,
+        outcome=DisputeStatus.REJECTED.value,
+    )
+    return Outcome(dispute=dispute)
+
+
+def withdraw(
+    session: Session,
+    dispute: Dispute,
+    user: PortalUser,
+    *,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> Outcome:
+    """The customer takes the dispute back: the invoice is owed again as its amounts say."""
+    if not dispute.is_active:
+        return Outcome(refusal=ActionRefusal.CLOSED)
+    dispute.withdrawn_at = now
+    _close(session, dispute, DisputeStatus.WITHDRAWN, now, "")
+    audit.record_for(
+        session, user, "Portal.DisputeWithdrawn", request=request, dispute=dispute.public_id
+    )
+    return Outcome(dispute=dispute)
+
+
+def list_all(session: Session, *, limit: int = 200) -> list[Dispute]:
+    """Every dispute the session may see, newest first (the CLI's list; bounded)."""
+    return list(
+        session.scalars(
+            select(Dispute)
+            .options(selectinload(Dispute.invoice))
+            .order_by(Dispute.created_at.desc(), Dispute.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def attachment_for_download(session: Session, public_id: str) -> Downloadable | None:
+    """An attachment the session's scope may see (None: not theirs, or no such file)."""
+    attachment = session.scalars(
+        select(DisputeAttachment).where(DisputeAttachment.public_id == public_id)
+    ).one_or_none()
+    if attachment is None:
+        return None
+    dispute = session.get(Dispute, attachment.dispute_id)
+    return Downloadable(
+        attachment.storage_key,
+        attachment.filename,
+        attachment.content_type,
+        "Portal.DisputeAttachmentDownloaded",
+        {"dispute": dispute.public_id if dispute else None, "attachment": attachment.public_id},
     )

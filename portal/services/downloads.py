@@ -24,6 +24,7 @@ _SALT = "portal.download.v1"
 class FileKind(enum.StrEnum):
     STATEMENT = "statement"
     DOCUMENT = "document"
+    DISPUTE_ATTACHMENT = "dispute_attachment"
 
 
 class LinkState(enum.StrEnum):

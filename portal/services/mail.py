@@ -11,10 +11,11 @@ server said 250 the message is delivered, whatever the goodbye that follows says
 
 from __future__ import annotations
 
+import email.policy
 import logging
 import re
 import smtplib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 MAIL_DOMAIN = "billing-portal.invalid"
 SENDER = f"Billing Portal <no-reply@{MAIL_DOMAIN}>"
 SENDER_ADDRESS = f"no-reply@{MAIL_DOMAIN}"
+_UNFOLDED = email.policy.default.clone(max_line_length=998)
+_OWN_HEADERS = frozenset({"from", "to", "subject", "message-id"})
 
 
 class DeliveryUnknown(Exception):
@@ -39,13 +42,27 @@ class Mailer:
     message_id: str | None = None  # stable for one piece of work: a receiver can tell a repeat
     before_sending: Callable[[], None] | None = None
 
-    def send(self, to: str, subject: str, text: str, html: str | None = None) -> str:
-        """Send (or write) one message: plain text, and an HTML alternative when given."""
-        message = EmailMessage()
+    def send(
+        self,
+        to: str,
+        subject: str,
+        text: str,
+        html: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Send (or write) one message: plain text, and an HTML alternative when given.
+        `headers` adds headers of its own (List-Unsubscribe, never From/To/Subject)."""
+        # A header of its own (a link) is never folded into encoded words: a mail client reads
+        # List-Unsubscribe as it is (lines may reach 998 characters, RFC 5322).
+        message = EmailMessage(policy=_UNFOLDED) if headers else EmailMessage()
         message["From"] = SENDER
         message["To"] = to
         message["Subject"] = subject
         message["Message-ID"] = self.message_id or make_msgid(domain=MAIL_DOMAIN)
+        for name, value in (headers or {}).items():
+            if name.lower() in _OWN_HEADERS:
+                raise ValueError(f"the mailer sets {name} itself")
+            message[name] = value
         message.set_content(text)
         if html is not None:
             message.add_alternative(html, subtype="html")

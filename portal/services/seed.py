@@ -24,18 +24,24 @@ from portal import tenancy
 from portal.db import utcnow
 from portal.gateways.sandbox import SandboxGateway
 from portal.models import (
+    DEFAULT_REMIND_DAYS,
     AuditEvent,
     BillingAccount,
     Company,
     CreditNote,
     Dispute,
+    DisputeAttachment,
     DisputeMessage,
     DisputeReason,
+    DisputeStatus,
     Document,
     Invoice,
     InvoiceLine,
     InvoiceStatus,
+    Notification,
+    NotificationChannel,
     NotificationPreference,
+    NotificationSettings,
     NotificationTopic,
     Payment,
     PaymentAllocation,
@@ -51,7 +57,7 @@ from portal.models import (
     UserSession,
 )
 from portal.models.audit import append_only_overrides
-from portal.services import credit_notes, crypto
+from portal.services import credit_notes, crypto, notifications
 
 DEMO_PASSWORD = "portal-demo-2026"  # noqa: S105 - published in the contract
 DEMO_TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # noqa: S105 - published in the contract
@@ -253,6 +259,7 @@ class DemoSeeder:
             "Credit of 120.00 USD against INV-1003.",
         )
         self._credit(west_invoice, "CN-301", 12_000, -5, paper, "Two licence seats returned.")
+        self._notices(acme, admin)
         east_invoice = self._invoice_by_number(acme, "INV-2003")
         self._document(
             acme,
@@ -287,6 +294,7 @@ class DemoSeeder:
             f"Gutschrift über 50,00 EUR zu {GLOBEX_CREDITED}.",
         )
         self._credit(credited, "GS-501", 5_000, -3, paper, "Rabatt für verspätete Lieferung.")
+        self._notices(globex, admin)
         self._document(
             globex,
             None,
@@ -363,9 +371,15 @@ class DemoSeeder:
                     user_id=user.id,
                     topic=topic,
                     channel="email",
-                    enabled=topic is not NotificationTopic.DISPUTE_UPDATED or role is Role.ADMIN,
+                    enabled=notifications.default(topic, NotificationChannel.EMAIL)
+                    and (topic is not NotificationTopic.DISPUTE_UPDATED or role is Role.ADMIN),
                 )
             )
+        self.session.add(
+            NotificationSettings(
+                company_id=company.id, user_id=user.id, remind_days_before=DEFAULT_REMIND_DAYS
+            )
+        )
         return user
 
     def _method(
@@ -441,6 +455,35 @@ class DemoSeeder:
         self.session.add(invoice)
         self.session.flush()
         return invoice
+
+    def _notices(self, company: Company, user: PortalUser) -> None:
+        """The notification centre's demo rows: the two newest invoices, announced (unread)."""
+        newest = self.session.scalars(
+            select(Invoice)
+            .where(Invoice.company_id == company.id)
+            .order_by(Invoice.created_at.desc(), Invoice.id.desc())
+            .limit(2)
+        )
+        for invoice in newest:
+            self.session.add(
+                Notification(
+                    company_id=company.id,
+                    user_id=user.id,
+                    topic=NotificationTopic.INVOICE_ISSUED,
+                    key=f"invoice:{invoice.id}",
+                    params={
+                        "invoice": invoice.number,
+                        "amount": invoice.total,
+                        "currency": invoice.currency,
+                        "due_date": invoice.due_date.isoformat(),
+                    },
+                    link=f"/portal/invoices/{invoice.public_id}",
+                    in_portal=True,
+                    by_email=False,
+                    created_at=invoice.created_at,
+                )
+            )
+        self.session.flush()
 
     def _invoice_by_number(self, company: Company, number: str) -> Invoice:
         return self.session.scalars(
@@ -546,8 +589,16 @@ class DemoSeeder:
                     author_user_id=user.id,
                     body="The installation was billed for two days; it took one.",
                     created_at=when,
-                )
+                ),
+                DisputeMessage(
+                    company_id=company.id,
+                    billing_account_id=invoice.billing_account_id,
+                    author_kind="staff",
+                    body="Thank you: we are checking the engineer's timesheet for those days.",
+                    created_at=min(when + timedelta(days=1), _at(self.today, 7)),
+                ),
             ]
+            dispute.status = DisputeStatus.UNDER_REVIEW
             self.session.add(dispute)
         invoice.status = plan.status
         self.session.flush()
@@ -611,6 +662,7 @@ _PURGE_ORDER = (
     PaymentAllocation,
     Payment,
     PaymentGroup,
+    DisputeAttachment,
     DisputeMessage,
     Dispute,
     CreditNote,
@@ -621,6 +673,8 @@ _PURGE_ORDER = (
     PaymentMethod,
     UserSession,
     RecoveryCode,
+    Notification,
+    NotificationSettings,
     NotificationPreference,
     UserAccountGrant,
     AuditEvent,

@@ -17,6 +17,10 @@ from portal.models import (
     AuditEvent,
     BillingAccount,
     Company,
+    Dispute,
+    DisputeAttachment,
+    DisputeMessage,
+    DisputeReason,
     HasAccount,
     Invoice,
     PaymentGroup,
@@ -39,6 +43,7 @@ GLOBAL_TABLES = {
     "login_throttles",  # sign-in failures by address, before any company is known
     "outbox",  # background work, written by every company's requests, read by the dispatcher
     "job_schedules",  # when each recurring job is next due
+    "notification_runs",  # how far a recurring notification job got, across companies
 }
 
 
@@ -83,6 +88,29 @@ def _fill_unseeded_tables(db: Session) -> None:
                     locale="en",
                 )
             )
+            invoice = db.scalars(
+                select(Invoice).where(Invoice.billing_account_id == account.id)
+            ).first()
+            if invoice is not None:
+                owner = {"company_id": account.company_id, "billing_account_id": account.id}
+                dispute = Dispute(
+                    **owner, invoice_id=invoice.id, reason=DisputeReason.OTHER, amount_disputed=0
+                )
+                message = DisputeMessage(**owner, dispute=dispute, body="x")
+                db.add_all([dispute, message])
+                db.flush()
+                db.add(
+                    DisputeAttachment(
+                        **owner,
+                        dispute_id=dispute.id,
+                        message_id=message.id,
+                        storage_key="disputes/x",
+                        filename="x.pdf",
+                        content_type="application/pdf",
+                        size_bytes=1,
+                        sha256="0" * 64,
+                    )
+                )
         for company in db.scalars(select(Company)).all():
             for user in company.users:
                 db.add(

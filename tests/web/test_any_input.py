@@ -43,6 +43,7 @@ from portal.extensions import limiter
 from portal.gateways.sandbox import SIGNATURE_HEADER, sign, signing_secret
 from portal.models import (
     BillingAccount,
+    Dispute,
     Document,
     Invoice,
     Payment,
@@ -128,6 +129,10 @@ ROUTES: dict[str, Route] = {
         path={"public_id": "disputable_invoice"},
         form={"reason": "dispute_reason", "amount": "amount", "message": "text"},
     ),
+    "disputes.show": Route(
+        path={"public_id": "dispute"}, form={"message": "text", "attachments": "text"}
+    ),
+    "disputes.withdraw": Route(path={"public_id": "dispute"}),
     "invoices.index": Route(
         query={
             "status": "invoice_status",
@@ -370,6 +375,7 @@ class Known:
     statements: list[str]
     portal_users: list[str] = field(default_factory=list)
     invitation_tokens: list[str] = field(default_factory=list)
+    disputes: list[str] = field(default_factory=list)
 
 
 def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
@@ -463,6 +469,7 @@ def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
                 users.invitation_token(user_by_email(db, email), keys=Keyring(TEST_SECRET), now=now)
                 for email in ("invited@acme.test", "new@acme.test")
             ],
+            disputes=list(db.scalars(select(Dispute.public_id).order_by(Dispute.id))),
         )
     db.rollback()
     return known
@@ -481,6 +488,7 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "invoice": st.sampled_from(known.invoices),
         "payable_invoice": st.sampled_from(known.payable),
         "disputable_invoice": st.sampled_from(known.disputable),
+        "dispute": st.one_of(st.sampled_from(known.disputes), TEXT),
         "payment": st.sampled_from(known.payments),
         # The demo has no group: a group's id shape, and text, reach its 404.
         "payment_group": st.one_of(st.sampled_from([*known.groups, "pgr_AAAAAAAAAAAAAAAA"]), TEXT),

@@ -4,7 +4,7 @@ from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import Field, SelectField, StringField, TextAreaField
+from wtforms import Field, MultipleFileField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from portal.models import DisputeReason
@@ -56,3 +56,22 @@ class DisputeForm(FlaskForm):
         if isinstance(parsed, AmountError):
             raise ValidationError(amount_error(parsed, self.currency))
         self.minor_amount = parsed
+
+
+class ReplyForm(FlaskForm):
+    """A message in a dispute's thread: text (up to 5,000 characters), needed unless files come
+    with it; the files themselves are checked by the service (by their content)."""
+
+    message = TextAreaField(
+        _l("Your message"),
+        validators=[Length(max=5000, message=_l("Keep it under 5,000 characters."))],
+        render_kw={"rows": 5, "maxlength": 5000},
+    )
+    attachments = MultipleFileField(
+        _l("Attachments"),
+        render_kw={"accept": "application/pdf,image/png,image/jpeg"},
+    )
+
+
+class WithdrawForm(FlaskForm):
+    """Only its CSRF token: the confirmation is the page that shows it."""

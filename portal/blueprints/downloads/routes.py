@@ -1,4 +1,5 @@
-"""Signed download links (portal/services/downloads.py): a statement's or a document's file.
+"""Signed download links (portal/services/downloads.py): a statement's, a document's or a
+dispute attachment's file.
 
 The link must be valid (signed by us, not altered, under 24 hours old) and made for the user
 signed in; anything else gets a page that says what happened, never the file.
@@ -13,14 +14,18 @@ from werkzeug.wrappers import Response
 from portal import clock, flags
 from portal.extensions import db_session, settings
 from portal.runtime import current_runtime
-from portal.services import audit, documents, downloads
+from portal.services import audit, disputes, documents, downloads
 from portal.services.downloads import FileKind, LinkState
 from portal.services.storage import StorageError
 from portal.statements import service as statements
 from portal.web import render, request_info
 
 bp = Blueprint("downloads", __name__, url_prefix="/portal/download")
-_FLAGS = {FileKind.STATEMENT: "m25_portal_statements", FileKind.DOCUMENT: "m25_portal_documents"}
+_FLAGS = {
+    FileKind.STATEMENT: "m25_portal_statements",
+    FileKind.DOCUMENT: "m25_portal_documents",
+    FileKind.DISPUTE_ATTACHMENT: "m25_portal",
+}
 
 
 def _refused(state: LinkState) -> Response:
@@ -42,6 +47,9 @@ def fetch(token: str) -> Response:
     if checked.kind is FileKind.STATEMENT:
         found = statements.for_download(db, checked.public_id, current_user, clock.now())
         gone = LinkState.EXPIRED  # its file was removed after the retention period
+    elif checked.kind is FileKind.DISPUTE_ATTACHMENT:
+        found = disputes.attachment_for_download(db, checked.public_id)
+        gone = LinkState.INVALID  # no longer the user's to see
     else:
         found = documents.for_download(db, checked.public_id)
         gone = LinkState.INVALID  # no longer the user's to see (documents are kept)

@@ -236,7 +236,8 @@
     var text = labels[Math.min(checked, labels.length - 1)] || String(checked);
     if (count.textContent !== text) count.textContent = text;
     count.hidden = false;
-    var everything = all.length > 0 && checked === all.length;
+    var offered = all.filter(function (box) { return !box.hasAttribute("data-select-all-skip"); });
+    var everything = offered.length > 0 && offered.every(function (box) { return box.checked; });
     toggle.textContent = toggle.getAttribute(everything ? "data-clear-label" : "data-select-label");
     toggle.hidden = false;
   }
@@ -255,7 +256,9 @@
   document.addEventListener("click", function (event) {
     var toggle = event.target.closest && event.target.closest("[data-select-all]");
     if (!toggle || !toggle.form) return;
-    var all = boxes(toggle.form);
+    // "Select all" leaves out invoices held by a dispute (data-select-all-skip): they are not
+    // to be paid while the dispute is open; one can still tick them by hand.
+    var all = boxes(toggle.form).filter(function (box) { return !box.hasAttribute("data-select-all-skip"); });
     var everything = all.every(function (box) { return box.checked; });
     all.forEach(function (box) { box.checked = !everything; });
     update(toggle.form);

@@ -1,0 +1,62 @@
+"""Notifications: telling a user, once per event, in the portal and by e-mail.
+
+`notify` is the one way in (disputes, payments, statements and the reminders job call it). It
+records the event once per (user, topic, key), whatever the user's channels, and honours their
+preferences: the portal channel shows the row in the centre, the e-mail channel hands off
+`workers.jobs.send_notification(<id>)` through the outbox in the caller's transaction (one mail,
+checked against the preference again when sent: portal/notifications/mail.py). The words are
+rendered when read (portal/notifications/messages.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy.orm import Session
+
+from portal import clock
+from portal.models import Notification, NotificationTopic, PortalUser
+from portal.runtime import JOBS, Runtime
+from portal.services import notifications
+
+SEND_NOTIFICATION = f"{JOBS}.send_notification"
+
+
+def about(notification_id: int) -> str:
+    """The outbox subject of a notification's mail."""
+    return f"notification:{notification_id}"
+
+
+def notify(
+    runtime: Runtime,
+    session: Session,
+    user: PortalUser,
+    topic: NotificationTopic,
+    *,
+    key: str,
+    params: Mapping[str, str | int],
+    link: str | None = None,
+) -> Notification | None:
+    """Notify `user` of an event, once per `key`: the new notification, or None when this key
+    was notified before (or the user is not active). Never commits."""
+    if not user.is_active:
+        return None
+    wanted = notifications.channels(session, user, topic)
+    notification = notifications.record(
+        session,
+        user,
+        topic,
+        key=key,
+        params=params,
+        link=link,
+        in_portal=wanted["portal"],
+        by_email=wanted["email"],
+        now=clock.now(),
+    )
+    if notification is None:
+        return None
+    if notification.by_email:
+        runtime.hand_off(
+            session, SEND_NOTIFICATION, notification.id, subject=about(notification.id)
+        )
+    return notification

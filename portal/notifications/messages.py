@@ -1,0 +1,185 @@
+"""A notification's words: (title, body) from its topic and params, in the reader's language.
+
+Nothing of the text is stored; the centre renders it when drawn (so it follows a change of
+language) and the mail when sent. Gettext answers in the active language (the request's, or the
+one a mail job forces); amounts and dates are formatted in `locale` and isolated from the
+sentence around them (Unicode isolates), so a right-to-left reading never reorders them.
+Params a notification lacks read as empty: an old row never breaks the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+
+from flask_babel import gettext as _
+
+from portal.models import NotificationTopic
+from portal.templating import format_date, money
+
+Params = Mapping[str, object]
+_LRI, _FSI, _PDI = "\u2066", "\u2068", "\u2069"
+
+
+@dataclass(frozen=True)
+class Message:
+    title: str
+    body: str
+
+
+def _text(params: Params, name: str) -> str:
+    value = params.get(name)
+    return "" if value is None else str(value)
+
+
+def _amount(params: Params, locale: str) -> str:
+    amount, currency = params.get("amount"), params.get("currency")
+    if not isinstance(amount, int) or not isinstance(currency, str) or len(currency) != 3:
+        return ""
+    return f"{_LRI}{money(amount, currency, locale)}{_PDI}"
+
+
+def _date(params: Params, name: str, locale: str) -> str:
+    try:
+        value = date.fromisoformat(_text(params, name))
+    except ValueError:
+        return ""
+    return f"{_FSI}{format_date(value, 'medium', locale)}{_PDI}"
+
+
+def _month(params: Params, locale: str) -> str:
+    try:
+        first = date.fromisoformat(f"{_text(params, 'month')}-01")
+    except ValueError:
+        return ""
+    return f"{_FSI}{format_date(first, 'MMMM y', locale)}{_PDI}"
+
+
+def _number(params: Params, name: str) -> str:
+    return f"{_LRI}{_text(params, name)}{_PDI}"
+
+
+def _invoice_issued(p: Params, locale: str) -> Message:
+    return Message(
+        _("New invoice %(invoice)s", invoice=_number(p, "invoice")),
+        _(
+            "Invoice %(invoice)s for %(amount)s is due on %(due)s.",
+            invoice=_number(p, "invoice"),
+            amount=_amount(p, locale),
+            due=_date(p, "due_date", locale),
+        ),
+    )
+
+
+def _payment_due(p: Params, locale: str) -> Message:
+    return Message(
+        _("Invoice %(invoice)s is due soon", invoice=_number(p, "invoice")),
+        _(
+            "%(amount)s is due on %(due)s.",
+            amount=_amount(p, locale),
+            due=_date(p, "due_date", locale),
+        ),
+    )
+
+
+def _payment_overdue(p: Params, locale: str) -> Message:
+    return Message(
+        _("Invoice %(invoice)s is overdue", invoice=_number(p, "invoice")),
+        _(
+            "%(amount)s was due on %(due)s.",
+            amount=_amount(p, locale),
+            due=_date(p, "due_date", locale),
+        ),
+    )
+
+
+def _payment_receipt(p: Params, locale: str) -> Message:
+    return Message(
+        _("Payment received"),
+        _(
+            "Your payment %(reference)s of %(amount)s was received.",
+            reference=_number(p, "reference"),
+            amount=_amount(p, locale),
+        ),
+    )
+
+
+def _payment_failed(p: Params, locale: str) -> Message:
+    return Message(
+        _("Payment failed"),
+        _(
+            "Your payment %(reference)s of %(amount)s did not go through.",
+            reference=_number(p, "reference"),
+            amount=_amount(p, locale),
+        ),
+    )
+
+
+def _statement_ready(p: Params, locale: str) -> Message:
+    return Message(
+        _("Your statement is ready"),
+        _(
+            "Your statement for %(start)s to %(end)s is ready to download.",
+            start=_date(p, "start", locale),
+            end=_date(p, "end", locale),
+        ),
+    )
+
+
+def _monthly_statement(p: Params, locale: str) -> Message:
+    return Message(
+        _("Your monthly statement is ready"),
+        _("Your statement for %(month)s is ready to download.", month=_month(p, locale)),
+    )
+
+
+def _dispute_updated(p: Params, locale: str) -> Message:
+    invoice = _number(p, "invoice")
+    event = _text(p, "event")
+    if event == "reply":
+        body = _("There is a new reply on the dispute of invoice %(invoice)s.", invoice=invoice)
+    elif event == "credit_issued":
+        body = _("The dispute of invoice %(invoice)s was resolved with a credit.", invoice=invoice)
+    elif event == "rejected":
+        body = _("The dispute of invoice %(invoice)s was rejected.", invoice=invoice)
+    elif event == "withdrawn":
+        body = _("The dispute of invoice %(invoice)s was withdrawn.", invoice=invoice)
+    else:
+        body = _("The dispute of invoice %(invoice)s was updated.", invoice=invoice)
+    reason = _text(p, "reason")
+    if reason:
+        body = _("%(update)s Reason: %(reason)s", update=body, reason=f"{_FSI}{reason}{_PDI}")
+    return Message(_("Dispute on invoice %(invoice)s updated", invoice=invoice), body)
+
+
+_RENDERERS: dict[NotificationTopic, Callable[[Params, str], Message]] = {
+    NotificationTopic.INVOICE_ISSUED: _invoice_issued,
+    NotificationTopic.PAYMENT_DUE: _payment_due,
+    NotificationTopic.PAYMENT_OVERDUE: _payment_overdue,
+    NotificationTopic.PAYMENT_RECEIPT: _payment_receipt,
+    NotificationTopic.PAYMENT_FAILED: _payment_failed,
+    NotificationTopic.STATEMENT_READY: _statement_ready,
+    NotificationTopic.MONTHLY_STATEMENT: _monthly_statement,
+    NotificationTopic.DISPUTE_UPDATED: _dispute_updated,
+}
+
+
+def render(topic: NotificationTopic, params: Params, locale: str) -> Message:
+    """The title and body of a notification, in the active language, formatted in `locale`."""
+    return _RENDERERS[topic](params, locale)
+
+
+def topic_label(topic: NotificationTopic) -> str:
+    """The name of a kind of notification, as the preferences page and the mail footer say it."""
+    labels = {
+        NotificationTopic.INVOICE_ISSUED: _("New invoices"),
+        NotificationTopic.PAYMENT_DUE: _("Payment due reminders"),
+        NotificationTopic.PAYMENT_OVERDUE: _("Overdue reminders"),
+        NotificationTopic.PAYMENT_RECEIPT: _("Payment receipts"),
+        NotificationTopic.PAYMENT_FAILED: _("Failed payments"),
+        NotificationTopic.STATEMENT_READY: _("Statements ready"),
+        NotificationTopic.MONTHLY_STATEMENT: _("Monthly statement"),
+        NotificationTopic.DISPUTE_UPDATED: _("Dispute updates"),
+    }
+    return str(labels[topic])

@@ -1,0 +1,314 @@
+"""Notification preferences, settings and the centre's rows: the domain, free of Flask.
+
+A user's choice is a `NotificationPreference` row per (topic, channel); a missing row means the
+default (`DEFAULTS`): every e-mail on except the monthly statement, the portal channel on. The
+centre lists a user's `Notification` rows shown in the portal, newest first, and counts the
+unread ones with one indexed query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from portal.db import new_public_id
+from portal.models import (
+    DEFAULT_REMIND_DAYS,
+    REMIND_DAYS,
+    Notification,
+    NotificationChannel,
+    NotificationPreference,
+    NotificationSettings,
+    NotificationTopic,
+    PortalUser,
+)
+from portal.services.crypto import Keyring
+
+Choice = tuple[NotificationTopic, NotificationChannel]
+PAGE_SIZE = 20
+
+
+def default(topic: NotificationTopic, channel: NotificationChannel) -> bool:
+    """What a user gets without having chosen."""
+    if channel is NotificationChannel.EMAIL:
+        return topic is not NotificationTopic.MONTHLY_STATEMENT
+    return True
+
+
+DEFAULTS: dict[Choice, bool] = {
+    (topic, channel): default(topic, channel)
+    for topic in NotificationTopic
+    for channel in NotificationChannel
+}
+
+
+def preferences(session: Session, user: PortalUser) -> dict[Choice, bool]:
+    """Every (topic, channel) of the user: their choice, else the default (one query)."""
+    chosen = dict(DEFAULTS)
+    rows = session.execute(
+        select(
+            NotificationPreference.topic,
+            NotificationPreference.channel,
+            NotificationPreference.enabled,
+        ).where(NotificationPreference.user_id == user.id)
+    )
+    for topic, channel, enabled in rows:
+        if channel in NotificationChannel._value2member_map_:
+            chosen[(topic, NotificationChannel(channel))] = bool(enabled)
+    return chosen
+
+
+def channels(session: Session, user: PortalUser, topic: NotificationTopic) -> dict[str, bool]:
+    """{"email": on?, "portal": on?} for one topic (one query)."""
+    chosen = {channel.value: default(topic, channel) for channel in NotificationChannel}
+    rows = session.execute(
+        select(NotificationPreference.channel, NotificationPreference.enabled).where(
+            NotificationPreference.user_id == user.id, NotificationPreference.topic == topic
+        )
+    )
+    for channel, enabled in rows:
+        if channel in chosen:
+            chosen[channel] = bool(enabled)
+    return chosen
+
+
+def set_preferences(session: Session, user: PortalUser, wanted: Mapping[Choice, bool]) -> list[str]:
+    """Store the user's choices; the names ("topic.channel") of those that changed."""
+    current = preferences(session, user)
+    rows = {
+        (row.topic, row.channel): row
+        for row in session.scalars(
+            select(NotificationPreference).where(NotificationPreference.user_id == user.id)
+        )
+    }
+    changed: list[str] = []
+    for (topic, channel), enabled in wanted.items():
+        if current[(topic, channel)] == enabled:
+            continue
+        changed.append(f"{topic.value}.{channel.value}")
+        row = rows.get((topic, channel.value))
+        if row is None:
+            session.add(
+                NotificationPreference(
+                    company_id=user.company_id,
+                    user_id=user.id,
+                    topic=topic,
+                    channel=channel.value,
+                    enabled=enabled,
+                )
+            )
+        else:
+            row.enabled = enabled
+    session.flush()
+    return changed
+
+
+def remind_days(session: Session, user: PortalUser) -> int:
+    value = session.scalar(
+        select(NotificationSettings.remind_days_before).where(
+            NotificationSettings.user_id == user.id
+        )
+    )
+    return int(value) if value is not None else DEFAULT_REMIND_DAYS
+
+
+def set_remind_days(session: Session, user: PortalUser, days: int) -> bool:
+    """Store "remind me `days` before the due date"; whether it changed."""
+    if days not in REMIND_DAYS:
+        raise ValueError(f"remind days must be one of {REMIND_DAYS}")
+    row = session.scalar(
+        select(NotificationSettings).where(NotificationSettings.user_id == user.id)
+    )
+    if row is None:
+        if days == DEFAULT_REMIND_DAYS:
+            return False
+        session.add(
+            NotificationSettings(
+                company_id=user.company_id, user_id=user.id, remind_days_before=days
+            )
+        )
+        session.flush()
+        return True
+    if row.remind_days_before == days:
+        return False
+    row.remind_days_before = days
+    session.flush()
+    return True
+
+
+def record(
+    session: Session,
+    user: PortalUser,
+    topic: NotificationTopic,
+    *,
+    key: str,
+    params: Mapping[str, str | int],
+    link: str | None,
+    in_portal: bool,
+    by_email: bool,
+    now: datetime,
+) -> Notification | None:
+    """The notification's row, inserted once per (user, topic, key): None when it exists
+    already (one statement, safe against a concurrent run on both databases)."""
+    values: dict[str, Any] = {
+        "public_id": new_public_id(Notification.public_id_prefix),
+        "company_id": user.company_id,
+        "user_id": user.id,
+        "topic": topic,
+        "key": key,
+        "params": dict(params),
+        "link": link,
+        "in_portal": in_portal,
+        "by_email": by_email,
+        "created_at": now,
+    }
+    dialect = session.get_bind().dialect.name
+    statement: Any
+    if dialect == "postgresql":
+        statement = (
+            postgresql.insert(Notification)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["user_id", "topic", "key"])
+        )
+    elif dialect == "sqlite":
+        statement = (
+            sqlite.insert(Notification)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["user_id", "topic", "key"])
+        )
+    else:  # pragma: no cover - the portal runs on these two
+        statement = insert(Notification).values(values)
+    new_id = session.execute(statement.returning(Notification.id)).scalar_one_or_none()
+    if new_id is None:
+        return None
+    return session.get(Notification, new_id)
+
+
+def exists(session: Session, user: PortalUser, topic: NotificationTopic, key: str) -> bool:
+    found = session.scalar(
+        select(Notification.id).where(
+            Notification.user_id == user.id, Notification.topic == topic, Notification.key == key
+        )
+    )
+    return found is not None
+
+
+# the centre ------------------------------------------------------------------------------
+
+
+def _shown(user: PortalUser) -> Any:
+    return (Notification.user_id == user.id) & Notification.in_portal.is_(True)
+
+
+def unread_count(session: Session, user: PortalUser) -> int:
+    """The header's badge: one indexed count."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(Notification)
+        .where(_shown(user), Notification.read_at.is_(None))
+    )
+    return int(count or 0)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Notification]
+    number: int
+    has_next: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+
+def inbox(session: Session, user: PortalUser, page: int = 1, size: int = PAGE_SIZE) -> Page:
+    """One page of the user's notifications, newest first (one query: a row past the page says
+    whether there is a next one)."""
+    page = max(1, page)
+    rows = list(
+        session.scalars(
+            select(Notification)
+            .where(_shown(user))
+            .order_by(Notification.created_at.desc(), Notification.id.desc())
+            .offset((page - 1) * size)
+            .limit(size + 1)
+        )
+    )
+    return Page(rows[:size], page, len(rows) > size)
+
+
+def mark_read(session: Session, user: PortalUser, public_ids: Iterable[str], now: datetime) -> int:
+    """Mark the user's notifications read; how many changed."""
+    ids = list(public_ids)
+    if not ids:
+        return 0
+    result = session.execute(
+        update(Notification)
+        .where(_shown(user), Notification.public_id.in_(ids), Notification.read_at.is_(None))
+        .values(read_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def mark_all_read(session: Session, user: PortalUser, now: datetime) -> int:
+    result = session.execute(
+        update(Notification)
+        .where(_shown(user), Notification.read_at.is_(None))
+        .values(read_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# one-click unsubscribe links --------------------------------------------------------------
+
+UNSUBSCRIBE_LIFETIME = timedelta(days=90)
+_UNSUBSCRIBE_SALT = "portal.unsubscribe.v1"
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    """What a valid unsubscribe link stands for: one user's e-mail for one topic."""
+
+    user_public_id: str
+    topic: NotificationTopic
+
+
+def _unsubscribe_serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
+    class _Signer(TimestampSigner):
+        def get_timestamp(self) -> int:  # the portal's clock, so expiry can be tested
+            return int(now.timestamp())
+
+    return URLSafeTimedSerializer(keys.oldest_first, salt=_UNSUBSCRIBE_SALT, signer=_Signer)
+
+
+def unsubscribe_token(
+    user: PortalUser, topic: NotificationTopic, *, keys: Keyring, now: datetime
+) -> str:
+    return str(_unsubscribe_serializer(keys, now).dumps([user.public_id, topic.value]))
+
+
+def read_unsubscribe(token: str, *, keys: Keyring, now: datetime) -> Unsubscribe | None:
+    """The link's user and topic; None when altered, expired or not ours."""
+    try:
+        data = _unsubscribe_serializer(keys, now).loads(
+            token, max_age=int(UNSUBSCRIBE_LIFETIME.total_seconds())
+        )
+    except BadSignature:  # SignatureExpired is one
+        return None
+    if (
+        not isinstance(data, list)
+        or len(data) != 2
+        or not all(isinstance(part, str) for part in data)
+        or data[1] not in NotificationTopic._value2member_map_
+    ):
+        return None
+    return Unsubscribe(data[0], NotificationTopic(data[1]))
