@@ -22,18 +22,50 @@ from tests.conftest import Auth, QueryCounter, readable, user_by_email
 
 pytestmark = pytest.mark.usefixtures("connection")
 HTMX = {"HX-Request": "true", "HX-Target": "activity-results"}
-SHARED_NAMES = """Portal.ProfileUpdated Portal.EmailChangeRequested Portal.EmailChanged
-Portal.UserInvited Portal.InvitationAccepted Portal.UserRoleChanged Portal.UserAccessChanged
-Portal.UserDeactivated Portal.UserReactivated Portal.UserMfaReset Portal.UserSessionsEnded
-Portal.InvitationResent Portal.NotificationPreferencesUpdated Portal.Unsubscribed
-Portal.DisputeMessagePosted Portal.DisputeResolved Portal.DisputeWithdrawn Portal.Login
-Portal.SessionEnded Portal.PaymentMade Portal.PaymentFailed Portal.PaymentSubmitted
-Portal.PaymentScheduled Portal.PaymentCanceled Portal.PaymentMethodAdded Portal.PaymentMethodRemoved
-Portal.PaymentMethodDefault Portal.StatementRequested Portal.StatementGenerated
-Portal.StatementDownloaded Portal.DocumentDownloaded Portal.InvoiceViewed Portal.DisputeOpened
-Portal.PasswordChanged Portal.PasswordReset Portal.PasswordResetRequested Portal.MfaEnrolled
-Portal.MfaReset Portal.RecoveryCodeUsed Portal.RecoveryCodesIssued Portal.AccountLocked
-Portal.CreditApplied""".split()
+SHARED_NAMES = [
+    "Portal.ProfileUpdated",
+    "Portal.EmailChangeRequested",
+    "Portal.EmailChanged",
+    "Portal.UserInvited",
+    "Portal.InvitationAccepted",
+    "Portal.UserRoleChanged",
+    "Portal.UserAccessChanged",
+    "Portal.UserDeactivated",
+    "Portal.UserReactivated",
+    "Portal.UserMfaReset",
+    "Portal.UserSessionsEnded",
+    "Portal.InvitationResent",
+    "Portal.NotificationPreferencesUpdated",
+    "Portal.Unsubscribed",
+    "Portal.DisputeMessagePosted",
+    "Portal.DisputeResolved",
+    "Portal.DisputeWithdrawn",
+    "Portal.Login",
+    "Portal.SessionEnded",
+    "Portal.PaymentMade",
+    "Portal.PaymentFailed",
+    "Portal.PaymentSubmitted",
+    "Portal.PaymentScheduled",
+    "Portal.PaymentCanceled",
+    "Portal.PaymentMethodAdded",
+    "Portal.PaymentMethodRemoved",
+    "Portal.PaymentMethodDefault",
+    "Portal.StatementRequested",
+    "Portal.StatementGenerated",
+    "Portal.StatementDownloaded",
+    "Portal.DocumentDownloaded",
+    "Portal.InvoiceViewed",
+    "Portal.DisputeOpened",
+    "Portal.PasswordChanged",
+    "Portal.PasswordReset",
+    "Portal.PasswordResetRequested",
+    "Portal.MfaEnrolled",
+    "Portal.MfaReset",
+    "Portal.RecoveryCodeUsed",
+    "Portal.RecoveryCodesIssued",
+    "Portal.AccountLocked",
+    "Portal.CreditApplied",
+]
 
 
 def _add(

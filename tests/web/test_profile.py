@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from babel.dates import format_datetime
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import AuditEvent, PortalUser, UserSession
-from portal.services import profile
+from portal.services import profile, seed
 from tests.conftest import Auth, Inbox, readable, user_by_email
 
 pytestmark = pytest.mark.usefixtures("connection")
@@ -168,8 +169,6 @@ def test_times_show_in_the_chosen_zone(
 
 
 def profile_zone(name: str) -> Any:
-    from zoneinfo import ZoneInfo
-
     return ZoneInfo(name)
 
 
@@ -198,8 +197,6 @@ def test_language_is_saved_and_the_page_follows_it(
 
 
 def _email_data(client: FlaskClient, new: str, password: str = "") -> dict[str, str]:
-    from portal.services import seed
-
     page = client.get("/portal/profile").get_data(as_text=True)
     return {
         "em-csrf_token": _token(page, "em"),

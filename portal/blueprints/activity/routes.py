@@ -14,10 +14,11 @@ from flask import Blueprint, Response, abort, request, stream_with_context
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
+from sqlalchemy.orm import Session
 
-from portal import clock, i18n
+from portal import clock, i18n, tenancy
 from portal.blueprints.payments.history import date_message
-from portal.extensions import db_session
+from portal.extensions import Database, db_session
 from portal.services import activity, auth, dates
 from portal.services.activity import ActivityQuery, Row
 from portal.templating import format_datetime, money
@@ -193,22 +194,33 @@ def index() -> Response:
 
 def _csv(query: ActivityQuery) -> Iterator[str]:
     header = [_("When"), _("Who"), _("What"), _("Details"), _("IP address"), _("Device")]
-    session = db_session()
+    scope = tenancy.current_scope(db_session())
 
     def rows() -> Iterator[list[str]]:
-        for chunk in activity.export_rows(session, query):
-            for row in chunk:
-                browser, system = auth.describe_device(row.event.user_agent)
-                yield [
-                    format_datetime(row.event.created_at, "yyyy-MM-dd HH:mm:ss ZZZZZ"),
-                    who_label(row),
-                    event_label(row.event.name),
-                    "; ".join(detail_text(kind, value) for kind, value in row.details),
-                    row.event.ip_address,
-                    " / ".join(part for part in (browser, system) if part),
-                ]
+        # Its own session, read while the response streams (the request's committed at its
+        # edge), bound to the request's scope and closed when the last row is sent.
+        session = Database.get().sessionmaker()
+        try:
+            tenancy.bind(session, scope)
+            yield from _csv_rows(session, query)
+        finally:
+            session.close()
 
     return activity.csv_lines([str(h) for h in header], rows())
+
+
+def _csv_rows(session: Session, query: ActivityQuery) -> Iterator[list[str]]:
+    for chunk in activity.export_rows(session, query):
+        for row in chunk:
+            browser, system = auth.describe_device(row.event.user_agent)
+            yield [
+                format_datetime(row.event.created_at, "yyyy-MM-dd HH:mm:ss ZZZZZ"),
+                who_label(row),
+                event_label(row.event.name),
+                "; ".join(detail_text(kind, value) for kind, value in row.details),
+                row.event.ip_address,
+                " / ".join(part for part in (browser, system) if part),
+            ]
 
 
 @bp.get("/activity.csv")

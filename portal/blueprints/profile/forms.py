@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from babel import Locale
+from babel.numbers import format_decimal
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
@@ -30,8 +31,6 @@ def zone_choices() -> dict[str, list[tuple[str, str]]]:
 
 def number_choices() -> list[tuple[str, Any]]:
     sample = 1234567.89
-    from babel.numbers import format_decimal
-
     choices: list[tuple[str, Any]] = [("", _l("Follow language"))]
     for code in i18n.NUMBER_LOCALES:
         name = Locale.parse(code).get_display_name(code) or code

@@ -12,8 +12,8 @@ from werkzeug.wrappers import Response
 from portal import clock
 from portal.blueprints.profile.forms import EmailChangeForm, ProfileForm
 from portal.extensions import db_session, limiter, settings
-from portal.runtime import SEND_EMAIL_CHANGE_LINK, SEND_EMAIL_CHANGE_NOTICE, current_runtime
 from portal.models import PortalUser
+from portal.runtime import SEND_EMAIL_CHANGE_LINK, SEND_EMAIL_CHANGE_NOTICE, current_runtime
 from portal.services import auth, profile
 from portal.services.passwords import hasher, verify_password
 from portal.services.profile import EmailLinkState
