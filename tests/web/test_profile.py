@@ -334,3 +334,14 @@ def test_a_link_opened_signed_out_signs_in_first_and_comes_back(
     assert signed.headers["Location"] == link
     assert client.get(link).status_code == 303
     assert _user(db, "back@acme.test").email == "back@acme.test"
+
+
+def test_email_change_requests_are_rate_limited(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    for n in range(5):
+        answer = client.post("/portal/profile/email", data=_email_data(client, f"n{n}@acme.test"))
+        assert answer.status_code == 303
+    refused = client.post("/portal/profile/email", data=_email_data(client, "n5@acme.test"))
+    assert refused.status_code == 429
+    assert len(_events(db, "Portal.EmailChangeRequested")) == 5
