@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 
 from portal import assets, clock, errors, i18n, runtime, security, templating, web
+from portal.blueprints.activity.routes import bp as activity_bp
 from portal.blueprints.auth.routes import bp as auth_bp
 from portal.blueprints.dashboard.routes import bp as dashboard_bp
 from portal.blueprints.disputes.routes import bp as disputes_bp
@@ -22,6 +23,7 @@ from portal.blueprints.payment_methods.routes import bp as payment_methods_bp
 from portal.blueprints.payments import groups as _groups  # noqa: F401  (its routes)
 from portal.blueprints.payments import history as _history  # noqa: F401  (its routes)
 from portal.blueprints.payments.routes import bp as payments_bp
+from portal.blueprints.profile.routes import bp as profile_bp
 from portal.blueprints.sandbox.routes import bp as sandbox_bp
 from portal.blueprints.security.routes import bp as security_bp
 from portal.blueprints.statements.routes import bp as statements_bp
@@ -112,6 +114,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(users_bp)
     app.register_blueprint(invitations_bp)
+    app.register_blueprint(profile_bp)
+    app.register_blueprint(activity_bp)
     if settings.payment_gateway == "sandbox":
         app.register_blueprint(sandbox_bp)
     register_cli(app)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 from flask import Flask
-from sqlalchemy import select, true
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import clock, migrate, tenancy

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, tzinfo
 from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from flask import Flask, g, has_request_context, request, session
@@ -14,6 +16,8 @@ from portal.extensions import babel
 SUPPORTED_LOCALES = ("en", "es", "de", "ar")
 LANGUAGE_KEY = "lang"
 RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
+# The number formats a profile may choose instead of its language's ("Follow language").
+NUMBER_LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "ar")
 
 
 def select_locale() -> str:
@@ -32,9 +36,11 @@ def select_locale() -> str:
 
 
 def format_locale() -> str:
-    """Where money and dates are formatted: the profile's locale, else the browser's (when it
-    asks for a language we speak), else the company's."""
+    """Where money, numbers and dates are formatted: the profile's number format, else its
+    locale, else the browser's (when it asks for a language we speak), else the company's."""
     user = g.get("user")
+    if user is not None and user.number_locale in NUMBER_LOCALES:
+        return str(user.number_locale)
     if user is not None and user.locale:
         return str(user.locale)
     browser = _browser_locale()
@@ -73,6 +79,28 @@ def locale_object(code: str) -> Locale:
     return Locale.parse(code)
 
 
+@lru_cache(maxsize=64)
+def zone(name: str | None) -> tzinfo:
+    """The IANA zone called `name`, else UTC."""
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def select_timezone() -> str:
+    """The zone dates and times are shown in: the signed-in user's, else UTC."""
+    user = g.get("user") if has_request_context() else None
+    name = getattr(user, "timezone", None)
+    return str(name) if name and zone(name) is not UTC else "UTC"
+
+
+def user_zone() -> tzinfo:
+    return zone(select_timezone())
+
+
 def language_choices() -> list[tuple[str, str]]:
     return [(code, language_name(code)) for code in SUPPORTED_LOCALES]
 
@@ -90,4 +118,4 @@ def language_name(code: str) -> str:
 
 
 def init_app(app: Flask) -> None:
-    babel.init_app(app, locale_selector=select_locale)
+    babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)

@@ -59,6 +59,8 @@ GENERATE_STATEMENT = f"{JOBS}.generate_statement"
 SEND_STATEMENT_READY = f"{JOBS}.send_statement_ready"
 SEND_INVITATION = f"{JOBS}.send_invitation"
 SEND_DISPUTE_MAIL = f"{JOBS}.send_dispute_mail"
+SEND_EMAIL_CHANGE_LINK = f"{JOBS}.send_email_change_link"
+SEND_EMAIL_CHANGE_NOTICE = f"{JOBS}.send_email_change_notice"
 SWEEP = f"{JOBS}.sweep"
 # The recurring jobs, by schedule name: the worker's dispatcher runs each this often
 # (`job_schedules` in the database says when next, so they come back by themselves).

@@ -71,6 +71,7 @@ NAV = (
     ),
     NavItem("payment_methods.index", _l("Payment methods"), section=("payment_methods.",)),
     NavItem("users.index", _l("Users"), admin_only=True, section=("users.",)),
+    NavItem("activity.index", _l("Activity"), admin_only=True, section=("activity.",)),
 )
 ACCOUNT_NAV = (
     NavItem("profile.show", _l("Profile"), section=("profile.",)),
@@ -172,15 +173,20 @@ def _formatted_date(value: date, fmt: str, code: str) -> str:
 def format_date(value: date | None, fmt: str = "medium", locale: str | None = None) -> str:
     if value is None:
         return ""
-    if isinstance(value, datetime):  # a moment: formatted as its date, not cached
-        return babel_format_date(value, format=fmt, locale=_locale(locale))
+    if isinstance(value, datetime):  # a moment: its date where the reader is, not cached
+        return babel_format_date(_local(value), format=fmt, locale=_locale(locale))
     return _formatted_date(value, fmt, locale or i18n.format_locale())
 
 
 def format_datetime(value: datetime | None, fmt: str = "medium", locale: str | None = None) -> str:
     if value is None:
         return ""
-    return babel_format_datetime(value, format=fmt, locale=_locale(locale))
+    return babel_format_datetime(value, format=fmt, tzinfo=i18n.user_zone(), locale=_locale(locale))
+
+
+def _local(value: datetime) -> datetime:
+    """A moment in the reader's time zone (the profile's, else UTC); stored moments are UTC."""
+    return value.astimezone(i18n.user_zone()) if value.tzinfo is not None else value
 
 
 def isolated_money(minor: int | None, currency: str) -> str:

@@ -31,7 +31,7 @@ from portal.models import PortalUser, UserStatus
 from portal.notifications import mail as notification_mail
 from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
-from portal.services import audit, auth, credentials, lockout, outbox, payments, users
+from portal.services import audit, auth, credentials, lockout, outbox, payments, profile, users
 from portal.services.mail import DeliveryUnknown
 from portal.statements import delivery, generate
 from portal.templating import format_datetime
@@ -232,6 +232,67 @@ def send_invitation(user_id: int, locale: str) -> str:
             html = render_template("mail/invitation.html", **context)
         address = user.email
     runtime.mailer.send(address, subject, text, html=html)
+    return "sent"
+
+
+def _email_change_subject(template: str) -> str:
+    if template == "email_change_confirm":
+        return str(_("Confirm your new email address"))
+    return str(_("Your email address is about to change"))
+
+
+def _email_change_mail(
+    user_id: int, old_email: str, template: str, **extra: str
+) -> tuple[str, str, str, str] | None:
+    """Render one of the e-mail change mails in the user's language: (to, subject, text, html),
+    or None when the user is gone or their address is no longer `old_email`."""
+    with _session(writes=False) as (runtime, session), tenancy.system(session):
+        user = session.get(PortalUser, user_id)
+        if user is None or not user.is_active or user.email != old_email:
+            return None
+        chosen = (user.locale or user.company.locale or "en").split("_")[0]
+        locale = chosen if chosen in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]
+        link = (
+            runtime.links.public_for(
+                "profile.confirm_email",
+                token=profile.email_change_token(
+                    user,
+                    extra["new_email"],
+                    old_email=old_email,
+                    keys=runtime.settings.keyring,
+                    now=clock.now(),
+                ),
+            )
+            if "new_email" in extra
+            else runtime.links.public_for("security.show")
+        )
+        context = {"user": user, "old_email": old_email, "link": link, "locale": locale, **extra}
+        with force_locale(locale):
+            title = _email_change_subject(template)
+            text = render_template(f"mail/{template}.txt", **context)
+            html = render_template(f"mail/{template}.html", **context)
+        return extra.get("new_email", old_email), title, text, html
+
+
+def send_email_change_link(user_id: int, old_email: str, new_email: str) -> str:
+    """Mail the confirmation link (signed, 24 hours) to the address the user asked to move to."""
+    mail = _email_change_mail(user_id, old_email, "email_change_confirm", new_email=new_email)
+    if mail is None:
+        return "no recipient"
+    to, subject, text, html = mail
+    with _context() as app:
+        _runtime(app).mailer.send(to, subject, text, html=html)
+    return "sent"
+
+
+def send_email_change_notice(user_id: int, old_email: str) -> str:
+    """Tell the current address that a change was asked for (if it wasn't them: what to do)."""
+    mail = _email_change_mail(user_id, old_email, "email_change_notice")
+    if mail is None:
+        return "no recipient"
+    to, subject, text, html = mail
+    with _context() as app:
+        _runtime(app).mailer.send(to, subject, text, html=html)
     return "sent"
 
 

@@ -64,6 +64,12 @@ class PortalUser(PublicIdMixin, CompanyOwned, Base):
     invitation_nonce: Mapped[str | None] = mapped_column(String(64))
     invitation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Profile (migration 0013): phone in E.164, an IANA time zone (None: UTC), and the locale
+    # numbers and money are written in (None: follow the language).
+    phone: Mapped[str | None] = mapped_column(String(32))
+    job_title: Mapped[str | None] = mapped_column(String(100))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    number_locale: Mapped[str | None] = mapped_column(String(16))
 
     company: Mapped[Company] = relationship(back_populates="users")
     grants: Mapped[list[UserAccountGrant]] = relationship(

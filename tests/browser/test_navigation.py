@@ -489,6 +489,11 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     page.get_by_role("link", name="Sign out everywhere").click()
     page.wait_for_url(re.compile(r".*/end-sessions$"))
     assert_has_icon(page)
+    visit("/portal/profile")
+    visit("/portal/activity")
+    with page.expect_response(lambda r: "kind=security" in r.url):  # the results fragment
+        page.get_by_label("Kind of activity").select_option("security")
+    page.wait_for_function(SETTLED)
     page.wait_for_timeout(1000)  # the browser asks for an undeclared icon after the load
 
     failed = [f"{a.status} {a.method} {a.url}" for a in answers.since(start) if a.status >= 400]
@@ -510,6 +515,7 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     visit("/password/reset/not-a-real-token")
     visit("/portal/download/not-a-real-link")
     visit("/invitations/not-a-real-invitation")
+    visit("/portal/profile/email/not-a-real-link")
 
     # Every page and fragment this walk can reach was rendered (the enrolment pages are
     # test_sign_in's, a group's pages need a payment made: test_payments'; so is the confirm

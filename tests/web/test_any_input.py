@@ -93,6 +93,7 @@ class Route:
 # Read by every form (Flask-WTF's CSRF field), whatever the route.
 ALWAYS_READ = frozenset({"csrf_token"})
 HISTORY = {"status": "history_status", "from": "date", "to": "date", "page": "page"}
+ACTIVITY = {"user": "text", "kind": "activity_kind", "from": "date", "to": "date", "page": "page"}
 PUBLIC = (ANONYMOUS, ADMIN)
 SECURITY_FORMS = {
     "pw-csrf_token": "text",
@@ -101,6 +102,19 @@ SECURITY_FORMS = {
     "pw-confirm_password": "password",
     "rc-csrf_token": "text",
     "rc-current_password": "password",
+}
+# The profile page renders both of its forms whichever was posted.
+PROFILE_FORMS = {
+    "p-csrf_token": "text",
+    "p-name": "text",
+    "p-phone": "phone",
+    "p-job_title": "text",
+    "p-locale": "language",
+    "p-timezone": "time_zone",
+    "p-number_locale": "number_locale",
+    "em-csrf_token": "text",
+    "em-new_email": "email",
+    "em-current_password": "password",
 }
 
 ROUTES: dict[str, Route] = {
@@ -241,6 +255,12 @@ ROUTES: dict[str, Route] = {
         iterates_form=True,  # echoes back name, expiry and holder only
         actors=PUBLIC,
     ),
+    "profile.show": Route(),
+    "profile.update": Route(form=PROFILE_FORMS),
+    "profile.request_email_change": Route(form=PROFILE_FORMS),
+    "profile.confirm_email": Route(path={"token": "text"}),
+    "activity.index": Route(query=ACTIVITY),
+    "activity.export": Route(query=ACTIVITY),
 }
 
 # 4xx answers that change data by design: a failed sign-in counts toward the lockout and is
@@ -526,6 +546,10 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "expiry": st.sampled_from(["12/34", "1/30", "13/30", "00/00", "12/2034"]),
         "cvc": st.sampled_from(["123", "1234", "12"]),
         "bank": st.sampled_from(["110000000", "000123456789"]),
+        "phone": st.sampled_from(["+1 415 555 0132", "(415) 555-0132", "+49 30 901820", "12"]),
+        "time_zone": st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Mars/Base"]),
+        "number_locale": st.sampled_from(["", "de_DE", "ar", "xx_YY"]),
+        "activity_kind": st.sampled_from(["", "security", "payments", "people", "nope"]),
     }
 
 

@@ -1,0 +1,238 @@
+"""The company's activity log (`activity.index`) and its CSV export: customer.admin only.
+
+Like Payment History: one GET form, one URL, two renderings (htmx asks for the results only).
+Anyone else gets the very 404 a missing page gets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, abort, request, stream_with_context
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user, login_required
+from sqlalchemy.orm import Session
+
+from portal import clock, i18n, tenancy
+from portal.blueprints.payments.history import date_message
+from portal.extensions import Database, db_session
+from portal.services import activity, auth, dates
+from portal.services.activity import ActivityQuery, Row
+from portal.templating import format_datetime, money
+from portal.web import render
+
+bp = Blueprint("activity", __name__, url_prefix="/portal")
+F = TypeVar("F", bound=Callable[..., Any])
+
+GROUP_LABELS = {
+    "security": _l("Sign-in & security"),
+    "payments": _l("Payments"),
+    "documents": _l("Documents & statements"),
+    "people": _l("Profile & users"),
+    "disputes": _l("Disputes"),
+}
+
+# What a person reads for each event name (shared-names.md); an unknown name shows as it is.
+EVENT_LABELS = {
+    "Portal.Login": _l("Signed in"),
+    "Portal.SessionEnded": _l("Session ended"),
+    "Portal.PasswordChanged": _l("Password changed"),
+    "Portal.PasswordReset": _l("Password reset"),
+    "Portal.PasswordResetRequested": _l("Password reset requested"),
+    "Portal.MfaEnrolled": _l("Two-step verification turned on"),
+    "Portal.MfaReset": _l("Two-step verification reset"),
+    "Portal.RecoveryCodeUsed": _l("Recovery code used"),
+    "Portal.RecoveryCodesIssued": _l("New recovery codes issued"),
+    "Portal.AccountLocked": _l("Account locked"),
+    "Portal.PaymentMade": _l("Payment made"),
+    "Portal.PaymentFailed": _l("Payment failed"),
+    "Portal.PaymentSubmitted": _l("Payment submitted"),
+    "Portal.PaymentScheduled": _l("Payment scheduled"),
+    "Portal.PaymentCanceled": _l("Payment canceled"),
+    "Portal.PaymentMethodAdded": _l("Payment method added"),
+    "Portal.PaymentMethodRemoved": _l("Payment method removed"),
+    "Portal.PaymentMethodDefault": _l("Default payment method changed"),
+    "Portal.CreditApplied": _l("Credit applied"),
+    "Portal.StatementRequested": _l("Statement requested"),
+    "Portal.StatementGenerated": _l("Statement generated"),
+    "Portal.StatementDownloaded": _l("Statement downloaded"),
+    "Portal.DocumentDownloaded": _l("Document downloaded"),
+    "Portal.InvoiceViewed": _l("Invoice viewed"),
+    "Portal.ProfileUpdated": _l("Profile updated"),
+    "Portal.EmailChangeRequested": _l("Email change requested"),
+    "Portal.EmailChanged": _l("Email changed"),
+    "Portal.UserInvited": _l("User invited"),
+    "Portal.InvitationAccepted": _l("Invitation accepted"),
+    "Portal.InvitationResent": _l("Invitation resent"),
+    "Portal.UserRoleChanged": _l("User role changed"),
+    "Portal.UserAccessChanged": _l("User access changed"),
+    "Portal.UserDeactivated": _l("User deactivated"),
+    "Portal.UserReactivated": _l("User reactivated"),
+    "Portal.UserMfaReset": _l("User's two-step verification reset"),
+    "Portal.UserSessionsEnded": _l("User's sessions ended"),
+    "Portal.NotificationPreferencesUpdated": _l("Notification preferences updated"),
+    "Portal.Unsubscribed": _l("Unsubscribed from e-mails"),
+    "Portal.DisputeOpened": _l("Dispute opened"),
+    "Portal.DisputeMessagePosted": _l("Dispute message posted"),
+    "Portal.DisputeResolved": _l("Dispute resolved"),
+    "Portal.DisputeWithdrawn": _l("Dispute withdrawn"),
+}
+
+DETAIL_LABELS = {
+    "invoices": _l("Invoices"),
+    "amount": _l("Amount"),
+    "fields": _l("Fields"),
+    "user": _l("User"),
+    "dispute": _l("Dispute"),
+    "reference": _l("Reference"),
+    "role": _l("Role"),
+    "topic": _l("Topic"),
+    "outcome": _l("Outcome"),
+    "format": _l("Format"),
+    "payment_method": _l("Payment Method"),
+    "brand": _l("Brand"),
+    "reason": _l("Reason"),
+    "attachments": _l("Attachments"),
+    "ended": _l("Sessions"),
+}
+
+
+def admin_only(view: F) -> F:
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_admin:
+            abort(404)  # the very answer of a page that does not exist
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def event_label(name: str) -> str:
+    label = EVENT_LABELS.get(name)
+    return str(label) if label is not None else name
+
+
+def who_label(row: Row) -> str:
+    found = activity.who(row)
+    if found == "operator":
+        return str(_("Operator"))
+    return found or str(_("System"))
+
+
+def detail_text(kind: str, value: str) -> str:
+    if kind == "amount":
+        minor, _sep, currency = value.partition(":")
+        value = money(int(minor), currency)
+    label = DETAIL_LABELS.get(kind)
+    return f"{label}: {value}" if label is not None else value
+
+
+def where_text(row: Row) -> str:
+    browser, system = auth.describe_device(row.event.user_agent)
+    parts = [row.event.ip_address] if row.event.ip_address else []
+    if browser or system:
+        parts.append(
+            str(
+                _(
+                    "%(browser)s on %(system)s",
+                    browser=browser or _("Unknown browser"),
+                    system=system or _("unknown system"),
+                )
+            )
+        )
+    return " · ".join(parts)
+
+
+def _query() -> tuple[ActivityQuery, dict[str, str], dict[str, str], list[Any]]:
+    users = activity.company_users(db_session())
+    query, problems = activity.read_query(request.args, [u.public_id for u in users])
+    query = replace(query, zone=i18n.user_zone())
+    errors = {name: date_message(problem) for name, problem in problems.items()}
+    held = {
+        "user": query.user,
+        "kind": query.kind,
+        "from": query.date_from.isoformat() if query.date_from else "",
+        "to": query.date_to.isoformat() if query.date_to else "",
+    }
+    return query, {k: v for k, v in held.items() if v}, errors, users
+
+
+def _page(
+    query: ActivityQuery, args: dict[str, str], errors: dict[str, str], users: list[Any]
+) -> Response:
+    context = {
+        "page": activity.list_events(db_session(), query),
+        "query": query,
+        "args": args,
+        "errors": errors,
+        "users": users,
+        "groups": GROUP_LABELS,
+        "event_label": event_label,
+        "who_label": who_label,
+        "detail_text": detail_text,
+        "where_text": where_text,
+        "earliest": dates.EARLIEST.isoformat(),
+        "latest": dates.LATEST.isoformat(),
+    }
+    return render(
+        "activity/index.html",
+        context,
+        fragments={"activity-results": "activity/_results.html"},
+        status=400 if errors else 200,
+    )
+
+
+@bp.get("/activity")
+@login_required
+@admin_only
+def index() -> Response:
+    return _page(*_query())
+
+
+def _csv(query: ActivityQuery) -> Iterator[str]:
+    header = [_("When"), _("Who"), _("What"), _("Details"), _("IP address"), _("Device")]
+    scope = tenancy.current_scope(db_session())
+
+    def rows() -> Iterator[list[str]]:
+        # Its own session, read while the response streams (the request's committed at its
+        # edge), bound to the request's scope and closed when the last row is sent.
+        session = Database.get().sessionmaker()
+        try:
+            tenancy.bind(session, scope)
+            yield from _csv_rows(session, query)
+        finally:
+            session.close()
+
+    return activity.csv_lines([str(h) for h in header], rows())
+
+
+def _csv_rows(session: Session, query: ActivityQuery) -> Iterator[list[str]]:
+    for chunk in activity.export_rows(session, query):
+        for row in chunk:
+            browser, system = auth.describe_device(row.event.user_agent)
+            yield [
+                format_datetime(row.event.created_at, "yyyy-MM-dd HH:mm:ss ZZZZZ"),
+                who_label(row),
+                event_label(row.event.name),
+                "; ".join(detail_text(kind, value) for kind, value in row.details),
+                row.event.ip_address,
+                " / ".join(part for part in (browser, system) if part),
+            ]
+
+
+@bp.get("/activity.csv")
+@login_required
+@admin_only
+def export() -> Response:
+    query, args, errors, users = _query()
+    if errors:  # checked before the download starts: a 200 cannot take back its status
+        return _page(query, args, errors, users)
+    response = Response(stream_with_context(_csv(query)), mimetype="text/csv")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="activity-{clock.today().isoformat()}.csv"'
+    )
+    response.headers["Cache-Control"] = "private, no-store"
+    return response

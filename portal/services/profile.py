@@ -1,0 +1,171 @@
+"""A user's own profile: name, phone, job title, language, time zone and number format; and
+changing the e-mail address they sign in with, confirmed from the new address.
+
+The e-mail change link is signed (SECRET_KEY, fallbacks accepted), lives 24 hours by the portal
+clock, and names the user, the address it was asked from and the address it moves to. Once the
+change is made the user's address is no longer the one the link names, so the link is spent: the
+database's state is what makes it single use.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import available_timezones
+
+import phonenumbers
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
+
+from portal.models import PortalUser
+from portal.services import audit
+from portal.services.auth import find_user_by_email, normalize_email
+from portal.services.crypto import Keyring
+
+EMAIL_CHANGE_LIFETIME = timedelta(hours=24)
+_EMAIL_SALT = "portal.email-change.v1"
+EDITABLE = ("name", "phone", "job_title", "locale", "timezone", "number_locale")
+
+
+@lru_cache(maxsize=1)
+def time_zones() -> tuple[str, ...]:
+    """Every IANA zone name the system knows, sorted, without the legacy aliases."""
+    legacy = ("Etc/", "SystemV/", "US/", "posix/", "right/")
+    zones = sorted(n for n in available_timezones() if "/" in n and not n.startswith(legacy))
+    return (*zones, "UTC")
+
+
+def valid_time_zone(name: str) -> bool:
+    return name in available_timezones()
+
+
+def region_of(locale: str | None) -> str | None:
+    """The country of a locale code ("de_DE" → "DE"), the default region of a phone number."""
+    parts = (locale or "").replace("-", "_").split("_")
+    return parts[1].upper() if len(parts) > 1 and len(parts[1]) == 2 else None
+
+
+def parse_phone(text: str, region: str | None) -> str | None:
+    """`text` as E.164 ("+14155550123"), or None if it is not a possible, valid number. Without
+    a leading + it is read as a number of `region`."""
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def display_phone(e164: str | None) -> str:
+    """A stored number as people write it internationally ("+1 415-555-0123")."""
+    if not e164:
+        return ""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL))
+
+
+def update_profile(
+    session: Session,
+    user: PortalUser,
+    values: dict[str, str | None],
+    *,
+    request: audit.RequestInfo,
+) -> list[str]:
+    """Set the profile's fields to `values` (already validated); the names of those that
+    changed, audited as Portal.ProfileUpdated (names only, never values) when there are any."""
+    changed: list[str] = []
+    for name in EDITABLE:
+        if name not in values:
+            continue
+        value = values[name] or None
+        if name == "name":
+            value = (value or "").strip() or user.name
+        if getattr(user, name) != value:
+            setattr(user, name, value)
+            changed.append(name)
+    if changed:
+        session.flush()
+        audit.record_for(
+            session, user, "Portal.ProfileUpdated", request=request, changed_fields=changed
+        )
+    return changed
+
+
+# --- e-mail change ------------------------------------------------------------------------------
+
+
+class EmailLinkState(enum.StrEnum):
+    OK = "ok"
+    EXPIRED = "expired"  # older than 24 hours
+    INVALID = "invalid"  # altered, or not a link of ours
+    FOREIGN = "foreign"  # made for another user
+    USED = "used"  # the address it changes from is no longer the user's (done, or changed since)
+    TAKEN = "taken"  # the new address belongs to another account by now
+
+
+@dataclass(frozen=True)
+class EmailLinkCheck:
+    state: EmailLinkState
+    new_email: str | None = None
+
+
+def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
+    class _Signer(TimestampSigner):
+        def get_timestamp(self) -> int:  # the portal's clock, so expiry can be tested
+            return int(now.timestamp())
+
+    return URLSafeTimedSerializer(keys.oldest_first, salt=_EMAIL_SALT, signer=_Signer)
+
+
+def email_change_token(
+    user: PortalUser, new_email: str, *, old_email: str, keys: Keyring, now: datetime
+) -> str:
+    return str(_serializer(keys, now).dumps([user.public_id, old_email, new_email]))
+
+
+def check_email_change(
+    session: Session, token: str, user: PortalUser, *, keys: Keyring, now: datetime
+) -> EmailLinkCheck:
+    try:
+        data: Any = _serializer(keys, now).loads(
+            token, max_age=int(EMAIL_CHANGE_LIFETIME.total_seconds())
+        )
+    except SignatureExpired:
+        return EmailLinkCheck(EmailLinkState.EXPIRED)
+    except BadSignature:
+        return EmailLinkCheck(EmailLinkState.INVALID)
+    if not isinstance(data, list) or len(data) != 3 or not all(isinstance(p, str) for p in data):
+        return EmailLinkCheck(EmailLinkState.INVALID)
+    owner, old_email, new_email = data
+    if owner != user.public_id:
+        return EmailLinkCheck(EmailLinkState.FOREIGN)
+    if user.email != old_email:
+        return EmailLinkCheck(EmailLinkState.USED)
+    holder = find_user_by_email(session, new_email)
+    if holder is not None and holder.id != user.id:
+        return EmailLinkCheck(EmailLinkState.TAKEN)
+    return EmailLinkCheck(EmailLinkState.OK, new_email)
+
+
+def request_email_change(
+    session: Session, user: PortalUser, new_email: str, *, request: audit.RequestInfo
+) -> str:
+    """Audit the request (no addresses recorded) and return the normalized new address. Whether
+    it belongs to another account is not looked at here: the confirmation refuses it."""
+    audit.record_for(session, user, "Portal.EmailChangeRequested", request=request)
+    return normalize_email(new_email)
+
+
+def change_email(
+    session: Session, user: PortalUser, new_email: str, *, request: audit.RequestInfo
+) -> None:
+    user.email = normalize_email(new_email)
+    session.flush()
+    audit.record_for(session, user, "Portal.EmailChanged", request=request)
