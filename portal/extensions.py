@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from argon2 import PasswordHasher
 from flask import Flask, current_app, g, request
 from flask_babel import Babel
 from flask_limiter import Limiter
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from portal.config import Settings
 from portal.db import begin_unit, end_unit, make_engine, make_sessionmaker
+from portal.services.passwords import hasher
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -78,6 +80,12 @@ def db_session() -> Session:
 def settings() -> Settings:
     value: Settings = current_app.config["SETTINGS"]
     return value
+
+
+def password_hasher() -> PasswordHasher:
+    """Argon2id with the configured costs (tests make it cheap)."""
+    config = settings()
+    return hasher(config.argon2_time_cost, config.argon2_memory_cost)
 
 
 def init_extensions(app: Flask, config: Settings) -> dict[str, Any]:

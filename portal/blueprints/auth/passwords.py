@@ -1,11 +1,24 @@
-"""What the password forms say when a new password is refused (shared by reset and change)."""
+"""What the password forms say: a current password checked, a new one refused (shared by
+reset, change, the e-mail change and new recovery codes)."""
 
 from __future__ import annotations
 
 from flask_babel import gettext as _
+from flask_login import current_user
+from wtforms import Field
 
 from portal.blueprints.auth.forms import ChangePasswordForm, NewPasswordForm
+from portal.extensions import password_hasher
 from portal.services.credentials import ChangeProblem
+from portal.services.passwords import verify_password
+
+
+def current_password_ok(field: Field) -> bool:
+    """Whether `field` holds the signed-in user's password; when not, the field says so."""
+    if verify_password(current_user.password_hash, field.data or "", password_hasher()):
+        return True
+    field.errors = [_("Your current password is incorrect.")]
+    return False
 
 
 def explain(form: NewPasswordForm, problem: ChangeProblem) -> None:

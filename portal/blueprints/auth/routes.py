@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from argon2 import PasswordHasher
 from flask import Blueprint, abort, flash, g, redirect, request, session, url_for
 from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
@@ -16,12 +15,11 @@ from portal import clock
 from portal.blueprints.auth.forms import CodeForm, ForgotPasswordForm, LoginForm, NewPasswordForm
 from portal.blueprints.auth.passwords import explain
 from portal.db import retry_on_conflict
-from portal.extensions import db_session, limiter, settings
+from portal.extensions import db_session, limiter, password_hasher, settings
 from portal.models import UserSession
 from portal.runtime import SEND_PASSWORD_RESET, current_runtime
 from portal.services import audit, auth, credentials
 from portal.services import mfa as totp
-from portal.services.passwords import hasher
 from portal.web import (
     SESSION_TOKEN_KEY,
     done,
@@ -62,11 +60,6 @@ def _message(outcome: auth.SignInOutcome) -> str:
     if outcome is auth.SignInOutcome.DISABLED:
         return str(_("This account is disabled. Contact your company's portal administrator."))
     return str(_("Incorrect email or password."))
-
-
-def _password_hasher() -> PasswordHasher:
-    config = settings()
-    return hasher(config.argon2_time_cost, config.argon2_memory_cost)
 
 
 def _pending() -> UserSession:
@@ -114,7 +107,7 @@ def _check_password(
         db,
         email,
         password,
-        ph=_password_hasher(),
+        ph=password_hasher(),
         keys=settings().keyring,
         policy=session_policy(),
         now=now,
@@ -329,7 +322,7 @@ def reset_password(token: str) -> Response:
         db,
         user,
         form.new_password.data or "",
-        ph=_password_hasher(),
+        ph=password_hasher(),
         keys=config.keyring,
         now=clock.now(),
         request=request_info(),

@@ -5,7 +5,6 @@ and goes through two-step enrolment (`/mfa/setup`), which ends on the dashboard.
 
 from __future__ import annotations
 
-from argon2 import PasswordHasher
 from flask import Blueprint, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
@@ -13,20 +12,14 @@ from portal import clock
 from portal.blueprints.auth.passwords import explain
 from portal.blueprints.auth.routes import IP_LIMIT
 from portal.blueprints.users.forms import AcceptForm
-from portal.extensions import db_session, limiter, settings
+from portal.extensions import db_session, limiter, password_hasher, settings
 from portal.services import auth, credentials, users
-from portal.services.passwords import hasher
 from portal.services.users import InvitationState
 from portal.web import SESSION_TOKEN_KEY, render, request_info, session_policy
 
 bp = Blueprint("invitations", __name__, url_prefix="/invitations")
 PAGE = "invitations/accept.html"
 REFUSED_STATUS = {InvitationState.INVALID: 404}  # expired, used, revoked: gone (410)
-
-
-def _hasher() -> PasswordHasher:
-    config = settings()
-    return hasher(config.argon2_time_cost, config.argon2_memory_cost)
 
 
 @bp.route("/<token>", methods=["GET", "POST"])
@@ -54,7 +47,7 @@ def accept(token: str) -> Response:
         user,
         form.name.data or "",
         password,
-        ph=_hasher(),
+        ph=password_hasher(),
         keys=config.keyring,
         now=now,
         request=request_info(),

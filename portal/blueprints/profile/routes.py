@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from argon2 import PasswordHasher
 from flask import Blueprint, flash, g, url_for
 from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
@@ -10,12 +9,12 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
+from portal.blueprints.auth.passwords import current_password_ok
 from portal.blueprints.profile.forms import EmailChangeForm, ProfileForm
 from portal.extensions import db_session, limiter, settings
 from portal.models import PortalUser
 from portal.runtime import SEND_EMAIL_CHANGE_LINK, SEND_EMAIL_CHANGE_NOTICE, current_runtime
 from portal.services import auth, profile
-from portal.services.passwords import hasher, verify_password
 from portal.services.profile import EmailLinkState
 from portal.web import go, render, request_info
 
@@ -52,11 +51,6 @@ def _page(
     return render("profile/show.html", context, status=status)
 
 
-def _hasher() -> PasswordHasher:
-    config = settings()
-    return hasher(config.argon2_time_cost, config.argon2_memory_cost)
-
-
 @bp.get("")
 @login_required
 def show() -> Response:
@@ -85,8 +79,7 @@ def request_email_change() -> Response:
     form = EmailChangeForm(prefix="em")
     if not form.validate_on_submit():
         return _page(email_form=form, status=422)
-    if not verify_password(current_user.password_hash, form.current_password.data or "", _hasher()):
-        form.current_password.errors = [_("Your current password is incorrect.")]
+    if not current_password_ok(form.current_password):
         return _page(email_form=form, status=422)
     new_email = auth.normalize_email(form.new_email.data or "")
     if new_email == current_user.email:

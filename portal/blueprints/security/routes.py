@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from argon2 import PasswordHasher
 from flask import Blueprint, abort, flash, g, redirect, url_for
 from flask_babel import gettext as _
 from flask_babel import ngettext
@@ -11,10 +10,9 @@ from werkzeug.wrappers import Response
 
 from portal import clock
 from portal.blueprints.auth.forms import ChangePasswordForm, ConfirmPasswordForm
-from portal.blueprints.auth.passwords import explain
-from portal.extensions import db_session, limiter, settings
+from portal.blueprints.auth.passwords import current_password_ok, explain
+from portal.extensions import db_session, limiter, password_hasher, settings
 from portal.services import audit, auth, credentials, mfa
-from portal.services.passwords import hasher, verify_password
 from portal.web import render, request_info, session_policy
 
 bp = Blueprint("security", __name__, url_prefix="/portal/security")
@@ -38,11 +36,6 @@ def _page(
     return render("security/show.html", context, status=status)
 
 
-def _hasher() -> PasswordHasher:
-    config = settings()
-    return hasher(config.argon2_time_cost, config.argon2_memory_cost)
-
-
 @bp.get("")
 @login_required
 def show() -> Response:
@@ -63,7 +56,7 @@ def change_password() -> Response:
         current=form.current_password.data or "",
         new=form.new_password.data or "",
         confirm=form.confirm_password.data or "",
-        ph=_hasher(),
+        ph=password_hasher(),
         keys=settings().keyring,
         now=clock.now(),
         keep_session_id=g.user_session.id,
@@ -83,8 +76,7 @@ def recovery_codes() -> Response:
     form = ConfirmPasswordForm(prefix="rc")
     if not form.validate_on_submit():
         return _page(codes_form=form, status=422)
-    if not verify_password(current_user.password_hash, form.current_password.data or "", _hasher()):
-        form.current_password.errors = [_("Your current password is incorrect.")]
+    if not current_password_ok(form.current_password):
         return _page(codes_form=form, status=422)
     db = db_session()
     codes = mfa.issue_recovery_codes(db, current_user, keys=settings().keyring)
