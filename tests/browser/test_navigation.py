@@ -519,8 +519,9 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
 
     # Every page and fragment this walk can reach was rendered (the enrolment pages are
     # test_sign_in's, a group's pages need a payment made: test_payments'; so is the confirm
-    # step as a whole page, without JavaScript: here htmx swaps its panel); with all browser
-    # tests, conftest checks that none was left out.
+    # step as a whole page, without JavaScript: here htmx swaps its panel; a dispute's
+    # conversation needs a dispute opened: test_disputes'); with all browser tests, conftest
+    # checks that none was left out.
     rendered = answers.templates.get(answers.test, set())
     elsewhere = {
         "auth/mfa_setup.html",
@@ -528,5 +529,7 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
         "payments/group.html",
         "payments/_group_status.html",
         "payments/confirm.html",
+        "disputes/show.html",
+        "disputes/withdraw.html",
     }
     assert unseen_templates(rendered) <= elsewhere
