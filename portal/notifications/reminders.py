@@ -34,6 +34,7 @@ from portal import i18n, tenancy
 from portal.models import (
     Invoice,
     InvoiceStatus,
+    Notification,
     NotificationRun,
     NotificationTopic,
     PortalUser,
@@ -49,6 +50,8 @@ ISSUED_OVERLAP = timedelta(minutes=15)  # read back this far: an invoice committ
 ISSUED_FIRST_LOOKBACK = timedelta(days=1)  # the first run ever announces the last day's only
 OVERDUE_CATCH_UP = 3  # days past due in which "became overdue" is still told (once)
 NEVER_TOLD = (InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.DISPUTED)
+DUE, OVERDUE = NotificationTopic.PAYMENT_DUE, NotificationTopic.PAYMENT_OVERDUE
+ISSUED = NotificationTopic.INVOICE_ISSUED
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,24 @@ def issued_done(session: Session, until: datetime) -> None:
     )
 
 
+def _untold(
+    session: Session, user: PortalUser, events: list[tuple[NotificationTopic, str, Invoice, int]]
+) -> list[tuple[NotificationTopic, str, Invoice, int]]:
+    """The events not told yet (one query on the UNIQUE index, however many were told before:
+    an hourly run re-reads the day's invoices; `notify` stays what makes each once)."""
+    if not events:
+        return []
+    rows = session.execute(
+        select(Notification.topic, Notification.key).where(
+            Notification.user_id == user.id,
+            Notification.topic.in_({topic for topic, _k, _i, _a in events}),
+            Notification.key.in_([key for _t, key, _i, _a in events]),
+        )
+    )
+    told = {(topic, key) for topic, key in rows}
+    return [event for event in events if (event[0], event[1]) not in told]
+
+
 def _params(invoice: Invoice, amount: int) -> dict[str, str | int]:
     return {
         "invoice": invoice.number,
@@ -119,7 +140,6 @@ def remind(
     today = local_today(user, now)
     due_on = today + timedelta(days=notifications.remind_days(session, user))
     overdue = [today - timedelta(days=n) for n in range(1, OVERDUE_CATCH_UP + 1)]
-    told = 0
     reminded = session.scalars(
         select(Invoice)
         .where(
@@ -129,21 +149,6 @@ def remind(
         )
         .order_by(Invoice.due_date, Invoice.id)
     ).all()
-    for invoice in reminded:
-        soon = invoice.due_date == due_on
-        what = "due" if soon else "overdue"
-        told += (
-            notify(
-                runtime,
-                session,
-                user,
-                NotificationTopic.PAYMENT_DUE if soon else NotificationTopic.PAYMENT_OVERDUE,
-                key=f"{what}:{invoice.public_id}:{invoice.due_date.isoformat()}",
-                params=_params(invoice, invoice.balance_due),
-                link=f"/portal/invoices/{invoice.public_id}",
-            )
-            is not None
-        )
     issued = session.scalars(
         select(Invoice)
         .where(
@@ -153,15 +158,27 @@ def remind(
         )
         .order_by(Invoice.created_at, Invoice.id)
     ).all()
+    events: list[tuple[NotificationTopic, str, Invoice, int]] = []
+    for invoice in reminded:
+        due = invoice.due_date.isoformat()
+        if invoice.due_date == due_on:
+            events.append((DUE, f"due:{invoice.public_id}:{due}", invoice, invoice.balance_due))
+        else:
+            events.append(
+                (OVERDUE, f"overdue:{invoice.public_id}:{due}", invoice, invoice.balance_due)
+            )
     for invoice in issued:
+        events.append((ISSUED, f"issued:{invoice.public_id}", invoice, invoice.total))
+    told = 0
+    for topic, key, invoice, amount in _untold(session, user, events):
         told += (
             notify(
                 runtime,
                 session,
                 user,
-                NotificationTopic.INVOICE_ISSUED,
-                key=f"issued:{invoice.public_id}",
-                params=_params(invoice, invoice.total),
+                topic,
+                key=key,
+                params=_params(invoice, amount),
                 link=f"/portal/invoices/{invoice.public_id}",
             )
             is not None

@@ -15,13 +15,14 @@ from email.message import Message
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import (
     BillingAccount,
     Company,
+    Invoice,
     InvoiceStatus,
     Notification,
     NotificationChannel,
@@ -39,7 +40,7 @@ from portal.payments import mail as payment_mail
 from portal.runtime import SEND_REMINDERS, Runtime
 from portal.services import audit, notifications
 from portal.statements import service as statements
-from tests.conftest import Inbox
+from tests.conftest import Inbox, QueryCounter
 from tests.factories import make_company, make_invoice, make_payment, make_user
 from tests.jobs.test_faults import Portal
 from workers import jobs
@@ -437,9 +438,11 @@ def test_the_reminders_job_twice_at_once_on_two_workers_mails_once(portal: Porta
     soon, late = "Invoice W-SOON is due soon", "Invoice E-LATE is overdue"
     new_west, new_east = "New invoice W-SOON", "New invoice E-LATE"
     expected = Counter(
-        [(boss, soon), (boss, late), (boss, new_west), (boss, new_east)]
-        + [(clerk, soon), (clerk, new_west)]  # West only
-        + [(quiet, late), (quiet, new_west), (quiet, new_east)]  # no due-date mail
+        [
+            *[(boss, soon), (boss, late), (boss, new_west), (boss, new_east)],
+            *[(clerk, soon), (clerk, new_west)],  # West only
+            *[(quiet, late), (quiet, new_west), (quiet, new_east)],  # no due-date mail
+        ]
     )
 
     def mails() -> Counter[tuple[str, str]]:
@@ -453,3 +456,41 @@ def test_the_reminders_job_twice_at_once_on_two_workers_mails_once(portal: Porta
     finished = queue.queue.finished_job_registry.get_job_ids()
     assert {"reminders-a", "reminders-b"} <= set(finished)  # both runs ran to the end
     queue.queue.connection.close()
+
+
+def test_a_run_costs_the_same_whatever_a_customers_history(
+    app: Flask, db: Session, count_queries: QueryCounter
+) -> None:
+    shop = Shop(db)
+    db.commit()
+    with app.app_context():
+        jobs.send_reminders()
+        count_queries.statements.clear()
+        jobs.send_reminders()  # nothing to tell
+    before = count_queries.count
+    clock = app.extensions["portal.clock"]
+    for n in range(120):  # paid, open and overdue long ago, due later: none to tell today
+        old = make_invoice(
+            db,
+            shop.east if n % 2 else shop.west,
+            "10.00",
+            balance=0 if n % 3 == 0 else None,
+            due=-(n + 5) if n % 4 else n + 10,
+        )
+        with tenancy.system(db):
+            old.created_at = clock.now() - timedelta(days=200 - n)
+    db.commit()
+    count_queries.statements.clear()
+    loaded: list[Invoice] = []
+
+    def seen(invoice: Invoice, _context: object) -> None:
+        loaded.append(invoice)
+
+    event.listen(Invoice, "load", seen)
+    try:
+        with app.app_context():
+            jobs.send_reminders()
+    finally:
+        event.remove(Invoice, "load", seen)
+    assert count_queries.count == before  # per user, not per invoice
+    assert loaded == []  # indexed ranges: not one invoice of the history read
