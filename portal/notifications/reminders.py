@@ -48,6 +48,9 @@ from portal.services import notifications
 ISSUED_RUN = "invoices_issued"
 ISSUED_OVERLAP = timedelta(minutes=15)  # read back this far: an invoice committed late counts
 ISSUED_FIRST_LOOKBACK = timedelta(days=1)  # the first run ever announces the last day's only
+# However long the mark stood still (a user whose reminders keep failing holds it), a run reads
+# no further back than this.
+ISSUED_AT_MOST = timedelta(days=7)
 OVERDUE_CATCH_UP = 3  # days past due in which "became overdue" is still told (once)
 NEVER_TOLD = (InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.DISPUTED)
 DUE, OVERDUE = NotificationTopic.PAYMENT_DUE, NotificationTopic.PAYMENT_OVERDUE
@@ -84,7 +87,8 @@ def issued_since(session: Session, now: datetime) -> datetime:
     done = session.scalar(
         select(NotificationRun.done_until).where(NotificationRun.name == ISSUED_RUN)
     )
-    return (done if done is not None else now - ISSUED_FIRST_LOOKBACK) - ISSUED_OVERLAP
+    since = (done if done is not None else now - ISSUED_FIRST_LOOKBACK) - ISSUED_OVERLAP
+    return max(since, now - ISSUED_AT_MOST)
 
 
 def issued_done(session: Session, until: datetime) -> None:

@@ -494,3 +494,48 @@ def test_a_run_costs_the_same_whatever_a_customers_history(
         event.remove(Invoice, "load", seen)
     assert count_queries.count == before  # per user, not per invoice
     assert loaded == []  # indexed ranges: not one invoice of the history read
+
+
+def test_a_mark_that_stood_still_is_read_back_a_week_at_most(app: Flask, db: Session) -> None:
+    clock = app.extensions["portal.clock"]
+    now = clock.now()
+    with tenancy.system(db):
+        assert reminders.issued_since(db, now) == now - timedelta(days=1, minutes=15)
+        db.add(NotificationRun(name=reminders.ISSUED_RUN, done_until=now - timedelta(hours=2)))
+        db.flush()
+        assert reminders.issued_since(db, now) == now - timedelta(hours=2, minutes=15)
+        reminders.issued_done(db, now - timedelta(days=30))  # never moved back
+        db.expire_all()
+        assert reminders.issued_since(db, now) == now - timedelta(hours=2, minutes=15)
+        run = db.get(NotificationRun, reminders.ISSUED_RUN)
+        assert run is not None
+        run.done_until = now - timedelta(days=40)
+        db.flush()
+        assert reminders.issued_since(db, now) == now - reminders.ISSUED_AT_MOST
+
+
+def test_one_users_trouble_holds_up_no_one_and_keeps_the_mark(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop = Shop(db)
+    make_invoice(db, shop.west, "100.00", due=3, number="W-SOON")
+    db.commit()
+    remind = reminders.remind
+
+    def troubled(runtime: Runtime, session: Session, user_id: int, **kwargs: datetime) -> int:
+        if user_id == shop.clerk.id:
+            raise RuntimeError("a user's trouble")
+        return remind(runtime, session, user_id, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reminders, "remind", troubled)
+    with app.app_context():
+        outcome = jobs.send_reminders()
+    assert outcome["failed"] == 1 and outcome["notified"] > 0
+    assert [n.params["invoice"] for n in rows(db, shop.admin, DUE)] == ["W-SOON"]
+    assert rows(db, shop.clerk, DUE, ISSUED) == []
+    with tenancy.system(db):
+        assert db.get(NotificationRun, reminders.ISSUED_RUN) is None  # read again next run
+    monkeypatch.setattr(reminders, "remind", remind)
+    with app.app_context():
+        assert jobs.send_reminders()["failed"] == 0
+    assert [n.params["invoice"] for n in rows(db, shop.clerk, ISSUED)] == ["W-SOON"]
