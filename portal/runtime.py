@@ -62,10 +62,19 @@ SEND_DISPUTE_MAIL = f"{JOBS}.send_dispute_mail"
 SEND_EMAIL_CHANGE_LINK = f"{JOBS}.send_email_change_link"
 SEND_EMAIL_CHANGE_NOTICE = f"{JOBS}.send_email_change_notice"
 SWEEP = f"{JOBS}.sweep"
+SEND_REMINDERS = f"{JOBS}.send_reminders"
+SEND_MONTHLY_STATEMENTS = f"{JOBS}.send_monthly_statements"
 # The recurring jobs, by schedule name: the worker's dispatcher runs each this often
-# (`job_schedules` in the database says when next, so they come back by themselves).
+# (`job_schedules` in the database says when next, so they come back by themselves). The
+# reminders and the monthly statements run hourly: each tells once per user and key (day,
+# month), so a run more, twice at once, or a run missed changes nothing of what is told.
 SWEEP_EVERY = timedelta(seconds=30)
-SCHEDULES: dict[str, tuple[timedelta, str]] = {"sweep": (SWEEP_EVERY, SWEEP)}
+REMIND_EVERY = timedelta(hours=1)
+SCHEDULES: dict[str, tuple[timedelta, str]] = {
+    "sweep": (SWEEP_EVERY, SWEEP),
+    "reminders": (REMIND_EVERY, SEND_REMINDERS),
+    "monthly_statements": (REMIND_EVERY, SEND_MONTHLY_STATEMENTS),
+}
 REFUSED_AT = "portal.jobs.refused_at"  # in app.extensions: when the queue last refused work
 DELAY_REMEMBERED = 300.0  # seconds
 SWEEPS = {  # what `sweep` (and `flask jobs sweep`) runs, by the name it reports

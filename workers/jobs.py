@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from flask import Flask, current_app, has_app_context, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal import clock, create_app, tenancy
@@ -29,11 +30,12 @@ from portal.disputes import mail as dispute_mail
 from portal.i18n import SUPPORTED_LOCALES
 from portal.models import PortalUser, UserStatus
 from portal.notifications import mail as notification_mail
+from portal.notifications import reminders
 from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
 from portal.services import audit, auth, credentials, lockout, outbox, payments, profile, users
 from portal.services.mail import DeliveryUnknown
-from portal.statements import delivery, generate
+from portal.statements import delivery, generate, monthly
 from portal.templating import format_datetime
 from portal.web import session_policy
 from workers.queue import resolve
@@ -319,6 +321,52 @@ def send_notification(notification_id: int) -> str:
     """Mail one notification, if its user still wants it by e-mail (portal/notifications/)."""
     with _session(writes=False) as (runtime, session):
         return notification_mail.send(runtime, session, notification_id, clock.now())
+
+
+def send_reminders() -> dict[str, int]:
+    """Remind every active user of their invoices due in N days, just overdue, or new
+    (portal/notifications/reminders.py), each user in a transaction of their own, in their own
+    scope: once per user and invoice however often this runs. The "new invoices" mark moves on
+    only when every user was handled."""
+    with _session(writes=False) as (_rt, session):
+        now = clock.now()
+        people = reminders.recipients(session)
+        since = reminders.issued_since(session, now)
+    told = failed = 0
+    for person in people:
+        try:
+            with _session() as (runtime, session):
+                tenancy.bind(session, person.scope)
+                told += reminders.remind(runtime, session, person.user_id, now=now, since=since)
+        except Exception:  # one user's trouble must not hold up the others
+            failed += 1
+            log.exception("reminding user %s failed", person.user_id)
+    if not failed:
+        with _session() as (_rt, session):
+            reminders.issued_done(session, now)
+    return {"users": len(people), "notified": told, "failed": failed}
+
+
+def send_monthly_statements() -> dict[str, int]:
+    """On the first days of a month, ask for last month's statement of every user who wants
+    it (portal/statements/monthly.py), each in their own scope and transaction; the
+    notification follows when it is ready. Once per user and month however often this runs."""
+    with _session(writes=False) as (_rt, session):
+        now = clock.now()
+        people = reminders.recipients(session) if monthly.maybe_due(now) else []
+    outcomes: dict[str, int] = {}
+    for person in people:
+        try:
+            with _session() as (runtime, session):
+                tenancy.bind(session, person.scope)
+                outcome = monthly.ask(runtime, session, person.user_id, now)
+        except IntegrityError:  # a concurrent run asked for it first
+            outcome = "asked before"
+        except Exception:  # one user's trouble must not hold up the others
+            outcome = "failed"
+            log.exception("the monthly statement of user %s failed", person.user_id)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
 
 
 def settle_statements() -> dict[str, int]:

@@ -44,6 +44,8 @@ class Statement(PublicIdMixin, CompanyOwned, Base):
         CheckConstraint("progress >= 0 AND progress <= 100", name="progress_percent"),
         Index("ix_statements_user_created", "requested_by_user_id", "created_at"),
         Index("ix_statements_state", "state"),
+        # A user's monthly statement is asked for once per month, however often the job runs.
+        Index("ux_statements_user_period", "requested_by_user_id", "period", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -55,6 +57,9 @@ class Statement(PublicIdMixin, CompanyOwned, Base):
     end_date: Mapped[date] = mapped_column(Date)
     format: Mapped[StatementFormat] = mapped_column(str_enum(StatementFormat, "statement_format"))
     locale: Mapped[str] = mapped_column(String(10))
+    # "YYYY-MM" for the monthly statement the portal asked for itself (workers/jobs.py
+    # `send_monthly_statements`); None for one a user asked for.
+    period: Mapped[str | None] = mapped_column(String(7))
     state: Mapped[StatementState] = mapped_column(
         str_enum(StatementState, "statement_state"), default=StatementState.QUEUED
     )

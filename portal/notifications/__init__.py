@@ -6,11 +6,16 @@ preferences: the portal channel shows the row in the centre, the e-mail channel 
 `workers.jobs.send_notification(<id>)` through the outbox in the caller's transaction (one mail,
 checked against the preference again when sent: portal/notifications/mail.py). The words are
 rendered when read (portal/notifications/messages.py).
+
+A topic with a mail of its own (a payment's receipt or failure, a statement's download link)
+passes that job as `mail`: the same record, the same once, the same preference, its own words
+(the job checks the preference again and carries the same unsubscribe link and headers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -36,9 +41,11 @@ def notify(
     key: str,
     params: Mapping[str, str | int],
     link: str | None = None,
+    mail: tuple[str, Sequence[Any], str] | None = None,
 ) -> Notification | None:
     """Notify `user` of an event, once per `key`: the new notification, or None when this key
-    was notified before (or the user is not active). Never commits."""
+    was notified before (or the user is not active). Never commits. `mail`: (job, args,
+    outbox subject) of the topic's own mail, handed off instead of `send_notification`."""
     if not user.is_active:
         return None
     wanted = notifications.channels(session, user, topic)
@@ -55,7 +62,10 @@ def notify(
     )
     if notification is None:
         return None
-    if notification.by_email:
+    if notification.by_email and mail is not None:
+        job, args, subject = mail
+        runtime.hand_off(session, job, *args, subject=subject)
+    elif notification.by_email:
         runtime.hand_off(
             session, SEND_NOTIFICATION, notification.id, subject=about(notification.id)
         )

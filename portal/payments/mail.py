@@ -1,4 +1,11 @@
-"""Telling the payer: the outcome of a payment, by mail, once, after the commit."""
+"""Telling the payer: the outcome of a payment, once, after the commit.
+
+A payment that succeeded or failed is a notification of its payer (PAYMENT_RECEIPT or
+PAYMENT_FAILED, `portal.notifications.notify`, once per payment): a row in the centre that links
+to the payment (and its receipt) when the portal channel is on, and this module's own mail (the
+receipt's details, or why it failed and how to retry) when the e-mail channel is on, checked
+again when sent, with the unsubscribe link and RFC 8058 headers of every notification mail. A
+scheduled payment the portal canceled is no topic of its own: its mail always goes."""
 
 from __future__ import annotations
 
@@ -7,20 +14,46 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
-from portal import tenancy
+from portal import clock, tenancy
 from portal.i18n import SUPPORTED_LOCALES
-from portal.models import Company, Payment, PaymentStatus, PortalUser
+from portal.models import Company, NotificationTopic, Payment, PaymentStatus, PortalUser
+from portal.notifications import mail as notification_mail
+from portal.notifications import messages
+from portal.notifications import notify as notify_user
 from portal.payments.copy import failure_reason
 from portal.runtime import SEND_PAYMENT_RESULT, Runtime
-from portal.services import outbox, payments
+from portal.services import notifications, outbox, payments
 from portal.templating import money
+
+TOPICS = {
+    PaymentStatus.SUCCEEDED: NotificationTopic.PAYMENT_RECEIPT,
+    PaymentStatus.FAILED: NotificationTopic.PAYMENT_FAILED,
+}
 
 
 def notify(runtime: Runtime, session: Session, payment: Payment) -> None:
-    """A payment that reached its end tells its payer, once, after the commit."""
-    if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
-        runtime.hand_off(
-            session, SEND_PAYMENT_RESULT, payment.id, subject=outbox.about_payment(payment.id)
+    """A payment that reached its end tells its payer, once, as they chose (the centre, the
+    mail handed off after the commit, both or neither)."""
+    topic = TOPICS.get(payment.status)
+    if topic is None or payment.user_id is None:
+        return
+    with tenancy.system(session):  # the payer, whoever's request or job this is
+        user = session.get(PortalUser, payment.user_id)
+        if user is None:
+            return
+        notify_user(
+            runtime,
+            session,
+            user,
+            topic,
+            key=f"payment:{payment.public_id}",
+            params={
+                "reference": payment.reference,
+                "amount": payment.amount,
+                "currency": payment.currency,
+            },
+            link=f"/portal/payments/{payment.public_id}",
+            mail=(SEND_PAYMENT_RESULT, (payment.id,), outbox.about_payment(payment.id)),
         )
 
 
@@ -43,6 +76,14 @@ def mail_result(runtime: Runtime, session: Session, payment_id: int) -> str:
         company = session.get(Company, payment.company_id)
         if user is None or company is None:
             return "no payer"
+        topic = TOPICS.get(payment.status)
+        if topic is not None and not notifications.channels(session, user, topic)["email"]:
+            return "opted out"
+        leave = (
+            notification_mail.unsubscribe(runtime, user, topic, clock.now())
+            if topic is not None
+            else None
+        )
         locale = str(user.locale or company.locale or "en")
         language = locale.split("_")[0]
         with force_locale(language if language in SUPPORTED_LOCALES else "en"):
@@ -69,6 +110,9 @@ def mail_result(runtime: Runtime, session: Session, payment_id: int) -> str:
                 locale=locale,
                 reason=failure_reason(payment.failure_code),
                 link=runtime.links.payment(payment.public_id),
+                topic=messages.topic_label(topic) if topic else None,
+                unsubscribe=leave.link if leave else None,
+                preferences=runtime.links.public("/portal/notifications"),
             )
-        runtime.mailer.send(user.email, subject, text)
+        runtime.mailer.send(user.email, subject, text, headers=leave.headers if leave else None)
         return "sent"

@@ -470,7 +470,7 @@ class DemoSeeder:
                     company_id=company.id,
                     user_id=user.id,
                     topic=NotificationTopic.INVOICE_ISSUED,
-                    key=f"invoice:{invoice.id}",
+                    key=f"issued:{invoice.public_id}",  # as the reminders job keys it
                     params={
                         "invoice": invoice.number,
                         "amount": invoice.total,

@@ -10,10 +10,11 @@
    lost is a failure, not a leak), rendered into the file store (written whole or not at all),
    with progress written to the row every few per cent (short transactions of their own).
 3. *Finish* (one transaction): the row turns "ready" only if it is still this attempt's, and the
-   "Statement ready" mail is handed off in that same transaction, so there is one mail however
-   often this runs. A run that lost (another attempt finished, or the sweep failed it) removes
-   its own file, and the run that won removes earlier attempts' files (a worker killed between
-   writing and recording leaves one), so one file remains.
+   requester is notified in that same transaction (`delivery.announce`: "Statement ready", or
+   the monthly statement's notice), so there is one notice and one mail however often this
+   runs. A run that lost (another attempt finished, or the sweep failed it) removes its own
+   file, and the run that won removes earlier attempts' files (a worker killed between writing
+   and recording leaves one), so one file remains.
 
 An unexpected error leaves the statement generating (marked as retrying) and goes back to the
 outbox, which runs it again after a pause (portal/services/outbox.py RETRY_DELAYS); the sweep
@@ -46,12 +47,13 @@ from portal.models import (
     Statement,
     StatementState,
 )
-from portal.runtime import SEND_STATEMENT_READY, Runtime
+from portal.runtime import Runtime
 from portal.services import audit, outbox
 from portal.services.invoice_pdf import BRAND
 from portal.services.statements import ledger
 from portal.services.statements.data import StatementData
 from portal.services.statements.render import RENDERERS, filename
+from portal.statements import delivery
 from portal.statements.service import subject
 
 log = logging.getLogger(__name__)
@@ -257,12 +259,7 @@ def _finish(
             .returning(Statement.company_id)
         )
         if won is not None:
-            runtime.hand_off(
-                session,
-                SEND_STATEMENT_READY,
-                begun.statement_id,
-                subject=subject(begun.statement_id),
-            )
+            delivery.announce(runtime, session, begun.statement_id)
             audit.record(
                 session,
                 "Portal.StatementGenerated",

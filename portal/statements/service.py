@@ -75,12 +75,20 @@ def request_statement(
     locale: str,
     now: datetime,
     request: audit.RequestInfo,
+    period: str | None = None,
 ) -> Statement:
     """The statement row, and its job handed to the outbox in the same transaction. The
     caller has checked the range (`range_problem`) and that the accounts are the user's.
 
     The same request while an identical one is still queued or generating (a double click, a
-    resent form) answers that statement: one file, one mail, one job."""
+    resent form) answers that statement: one file, one mail, one job. A monthly statement
+    (`period`, "YYYY-MM", asked for by the portal itself) is asked for once per user and month:
+    the existing one is the answer, whatever its state (a UNIQUE index backs this against a
+    concurrent request: the loser's transaction fails and asks nothing)."""
+    if period is not None:
+        existing = monthly(session, user, period)
+        if existing is not None:
+            return existing
     wanted = sorted(set(account_ids))
     for pending in session.scalars(
         select(Statement).where(
@@ -91,7 +99,7 @@ def request_statement(
             Statement.format == fmt,
         )
     ):
-        if pending.account_ids == wanted:
+        if pending.account_ids == wanted and pending.period == period:
             return pending
     statement = Statement(
         company_id=user.company_id,
@@ -101,6 +109,7 @@ def request_statement(
         end_date=end,
         format=fmt,
         locale=locale,
+        period=period,
         state=StatementState.QUEUED,
         progress=0,
         attempts=0,
@@ -120,6 +129,15 @@ def request_statement(
         format=fmt.value,
     )
     return statement
+
+
+def monthly(session: Session, user: PortalUser, period: str) -> Statement | None:
+    """The monthly statement the portal asked for `user` for `period` ("YYYY-MM"), if any."""
+    return session.scalars(
+        select(Statement).where(
+            Statement.requested_by_user_id == user.id, Statement.period == period
+        )
+    ).one_or_none()
 
 
 def _hand_off(runtime: Runtime, session: Session, statement: Statement) -> None:

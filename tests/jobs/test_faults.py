@@ -59,6 +59,7 @@ from tests.redis_server import PAUSED, STOPPED, RedisServer
 from tests.web.payment_helpers import pay
 from tests.web.security_helpers import dispose
 from tests.web.test_payment_methods import start_setup
+from tests.work import hold_recurring
 from workers.jobs import NOT_RUN
 from workers.queue import get_queue
 
@@ -351,6 +352,7 @@ def portal(
         payment_gateway="sandbox",
         RATELIMIT_STORAGE_URI="memory://",  # the limits are not under test here
     )
+    hold_recurring(app)  # only the sweep recurs here (tests/jobs/test_reminders.py: the others)
     workers = Workers(worker_env(database, redis_server, mailbox, tmp_path), tmp_path)
     try:
         yield Portal(app, redis_server, mailbox, workers, tmp_path)
@@ -414,7 +416,9 @@ def make_due(portal: Portal, public_id: str) -> None:
 
 
 def next_sweep(portal: Portal) -> datetime | None:
-    return portal.read(lambda s: s.scalars(select(Schedule.next_run_at)).first())
+    return portal.read(
+        lambda s: s.scalars(select(Schedule.next_run_at).where(Schedule.name == "sweep")).first()
+    )
 
 
 # 1. Redis killed while the worker runs, started again empty ---------------------------------

@@ -13,10 +13,11 @@ from rq import SimpleWorker
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from portal.models import InvoiceStatus, PaymentStatus, Schedule, Work, WorkState
+from portal.models import InvoiceStatus, PaymentStatus, Work, WorkState
 from tests.conftest import Auth, Inbox
 from tests.jobs.test_queue import REDIS_URL
 from tests.web.payment_helpers import invoice, method, pay, payment
+from tests.work import hold_recurring
 from workers.dispatch import Dispatcher
 from workers.queue import RQJobQueue
 
@@ -55,10 +56,9 @@ def test_a_scheduled_payment_is_handed_to_an_rq_worker_on_its_day(
     assert row.state is WorkState.PENDING and row.run_after.date() == day
     assert rq_jobs.queue.count == 0  # nothing in Redis before its day
 
-    # The recurring sweep ran a moment ago: the dispatcher's passes below hand over the payment
+    # The recurring jobs ran a moment ago: the dispatcher's passes below hand over the payment
     # alone (the sweep has a test of its own, tests/jobs/test_dispatch.py).
-    db.add(Schedule(name="sweep", next_run_at=clock.now() + timedelta(days=7)))
-    db.commit()
+    hold_recurring(app, but=())
     dispatcher = Dispatcher(app, rq_jobs)
     worker = SimpleWorker([rq_jobs.queue], connection=rq_jobs.queue.connection)
     dispatcher.tick()

@@ -105,7 +105,9 @@ def test_a_statement_asked_for_over_http_is_generated_by_a_worker_and_mailed_onc
     assert (statement.attempts, statement.progress) == (1, 100)
     [message] = ready_mails(portal.mailbox.messages)
     assert download_link(message).startswith("/portal/download/")
-    assert PUBLIC_URL in str(message.get_payload(0))  # the link is the public one
+    text = message.get_payload(0).get_payload(decode=True).decode()  # its text part
+    assert f"{PUBLIC_URL}/portal/download/" in text  # the link is the public one
+    assert message["List-Unsubscribe"].startswith(f"<{PUBLIC_URL}/unsubscribe/")
     assert_it_downloads(client, message, statement)
     assert all(state == WorkState.DONE.value for _i, _j, state, _a, _o in portal.rows())
     listed = client.get("/portal/statements").text

@@ -32,6 +32,7 @@ from tests.conftest import Auth, Backend, csrf_token, make_app, smtp_server
 from tests.redis_server import PAUSED, STOPPED, RedisServer
 from tests.web.payment_helpers import invoice, method, pay, payment
 from tests.web.security_helpers import dispose, shared_transaction
+from tests.work import hold_recurring
 from workers.dispatch import LOST_AFTER, Dispatcher
 from workers.queue import RQJobQueue
 
@@ -163,6 +164,7 @@ def run_what_waits(app: Flask, server: RedisServer) -> int:
     over earlier and hands it over again (after LOST_AFTER), a worker runs it. How many pieces
     of work ran (the sweep, due too, is not counted)."""
     app.extensions["portal.clock"].advance(LOST_AFTER + timedelta(seconds=1))
+    hold_recurring(app)  # the reminders' and monthly statements' work is not counted either
     queue = RQJobQueue(server.url)
     Dispatcher(app, queue).tick()
     worker = SimpleWorker([queue.queue], connection=queue.queue.connection)
