@@ -61,6 +61,7 @@ SEND_INVITATION = f"{JOBS}.send_invitation"
 SEND_DISPUTE_MAIL = f"{JOBS}.send_dispute_mail"
 SEND_EMAIL_CHANGE_LINK = f"{JOBS}.send_email_change_link"
 SEND_EMAIL_CHANGE_NOTICE = f"{JOBS}.send_email_change_notice"
+SEND_EMAIL_CHANGED_NOTICE = f"{JOBS}.send_email_changed_notice"
 SWEEP = f"{JOBS}.sweep"
 # The recurring jobs, by schedule name: the worker's dispatcher runs each this often
 # (`job_schedules` in the database says when next, so they come back by themselves).

@@ -252,11 +252,43 @@ def test_email_change_sends_a_link_to_the_new_address_and_a_notice_to_the_old(
     )
     assert len(_events(db, "Portal.EmailChanged")) == 1
     assert other.get("/portal/dashboard").status_code == 302  # signed out
+    assert _run(app) == 1
+    changed = smtp.messages[-1]
+    assert (changed["To"], changed["Subject"]) == (
+        "admin@acme.test",
+        "Your email address was changed",
+    )
     # The link is spent: the address it changes from is no longer the user's.
     again = client.get(link)
     assert again.status_code == 410 and "Confirmation link already used" in again.get_data(
         as_text=True
     )
+
+
+def _text(message: Any) -> str:
+    (plain,) = [p for p in message.walk() if p.get_content_type() == "text/plain"]
+    return str(plain.get_payload(decode=True).decode())
+
+
+def test_the_old_address_hears_of_a_change_confirmed_before_the_mail_went_out(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
+) -> None:
+    asked = client.post("/portal/profile/email", data=_email_data(client, "quick@acme.test"))
+    assert asked.status_code == 303
+    # Confirmed (a link signed like the mailed one) before any job has run.
+    confirmed = client.get(f"/portal/profile/email/{_sign(app, _user(db), 'quick@acme.test')}")
+    assert confirmed.status_code == 303
+    assert _user(db, "quick@acme.test").email == "quick@acme.test"
+    _run(app)
+    subjects = sorted((m["To"], m["Subject"]) for m in smtp.messages)
+    # The link is spent already (no mail to the new address); the old one hears both.
+    assert subjects == [
+        ("admin@acme.test", "Your email address is about to change"),
+        ("admin@acme.test", "Your email address was changed"),
+    ]
+    changed = next(m for m in smtp.messages if m["Subject"] == "Your email address was changed")
+    assert "from admin@acme.test to quick@acme.test" in _text(changed)
+    assert _run(app) == 0 and len(smtp.messages) == 2  # once
 
 
 def test_wrong_password_or_same_address_is_refused_inline(

@@ -13,7 +13,12 @@ from portal.blueprints.auth.passwords import current_password_ok
 from portal.blueprints.profile.forms import EmailChangeForm, ProfileForm
 from portal.extensions import db_session, limiter, settings
 from portal.models import PortalUser
-from portal.runtime import SEND_EMAIL_CHANGE_LINK, SEND_EMAIL_CHANGE_NOTICE, current_runtime
+from portal.runtime import (
+    SEND_EMAIL_CHANGE_LINK,
+    SEND_EMAIL_CHANGE_NOTICE,
+    SEND_EMAIL_CHANGED_NOTICE,
+    current_runtime,
+)
 from portal.services import auth, profile
 from portal.services.profile import EmailLinkState
 from portal.web import go, render, request_info
@@ -117,7 +122,11 @@ def confirm_email(token: str) -> Response:
         }.get(checked.state, 404)
         return render("profile/email_refused.html", {"state": checked.state.value}, status=status)
     info = request_info()
+    old_email = current_user.email
     profile.change_email(db, current_user, checked.new_email, request=info)
+    current_runtime().hand_off(
+        db, SEND_EMAIL_CHANGED_NOTICE, current_user.id, old_email, current_user.email
+    )
     auth.end_other_sessions(db, current_user, g.user_session, now=clock.now(), request=info)
     flash(_("Your email address is now %(email)s.", email=checked.new_email), "info")
     return go(url_for("profile.show"))
