@@ -18,6 +18,8 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.models import PortalUser
@@ -164,8 +166,28 @@ def request_email_change(
 
 
 def change_email(
-    session: Session, user: PortalUser, new_email: str, *, request: audit.RequestInfo
-) -> None:
-    user.email = normalize_email(new_email)
+    session: Session,
+    user: PortalUser,
+    new_email: str,
+    *,
+    old_email: str,
+    request: audit.RequestInfo,
+) -> EmailLinkState:
+    """Move the user from `old_email` to `new_email` in one conditional UPDATE: OK, else USED
+    when their address is no longer `old_email` (another request changed it first), or TAKEN
+    when another account took `new_email` since the link was checked (the unique index says so;
+    nothing changes)."""
     session.flush()
+    try:
+        with session.begin_nested():
+            changed = session.execute(
+                update(PortalUser)
+                .where(PortalUser.id == user.id, PortalUser.email == old_email)
+                .values(email=normalize_email(new_email))
+            ).rowcount
+    except IntegrityError:
+        return EmailLinkState.TAKEN
+    if not changed:
+        return EmailLinkState.USED
     audit.record_for(session, user, "Portal.EmailChanged", request=request)
+    return EmailLinkState.OK

@@ -323,6 +323,27 @@ def test_an_address_of_another_account_is_not_revealed_then_refused_on_confirm(
     assert _user(db).email == "admin@acme.test"
 
 
+def test_an_address_taken_between_the_check_and_the_change_is_refused_not_a_500(
+    app: Flask,
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    smtp: Inbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link = f"/portal/profile/email/{_sign(app, _user(db), 'ap@acme.test')}"
+    # Another account takes the address after the link was checked: the check saw it free.
+    monkeypatch.setattr(profile, "find_user_by_email", lambda _session, _email: None)
+    refused = client.get(link)
+    assert refused.status_code == 409
+    assert "That email address is taken" in refused.get_data(as_text=True)
+    assert _user(db).email == "admin@acme.test" and _user(db, "ap@acme.test").role
+    assert _events(db, "Portal.EmailChanged") == []
+    _run(app)
+    assert smtp.messages == []  # nothing changed, nobody is told it did
+    assert client.get("/portal/profile").status_code == 200  # the session carries on
+
+
 def _sign(app: Flask, user: PortalUser, new: str, now: Any = None) -> str:
     settings = app.config["SETTINGS"]
     return profile.email_change_token(

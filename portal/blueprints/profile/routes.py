@@ -107,6 +107,15 @@ def request_email_change() -> Response:
     return go(url_for("profile.show"))
 
 
+def _refused(state: EmailLinkState) -> Response:
+    status = {
+        EmailLinkState.EXPIRED: 410,
+        EmailLinkState.USED: 410,
+        EmailLinkState.TAKEN: 409,
+    }.get(state, 404)
+    return render("profile/email_refused.html", {"state": state.value}, status=status)
+
+
 @bp.get("/email/<token>")
 @login_required
 def confirm_email(token: str) -> Response:
@@ -115,15 +124,14 @@ def confirm_email(token: str) -> Response:
         db, token, current_user, keys=settings().keyring, now=clock.now()
     )
     if checked.state is not EmailLinkState.OK or checked.new_email is None:
-        status = {
-            EmailLinkState.EXPIRED: 410,
-            EmailLinkState.USED: 410,
-            EmailLinkState.TAKEN: 409,
-        }.get(checked.state, 404)
-        return render("profile/email_refused.html", {"state": checked.state.value}, status=status)
+        return _refused(checked.state)
     info = request_info()
     old_email = current_user.email
-    profile.change_email(db, current_user, checked.new_email, request=info)
+    state = profile.change_email(
+        db, current_user, checked.new_email, old_email=old_email, request=info
+    )
+    if state is not EmailLinkState.OK:  # changed or taken since the link was checked
+        return _refused(state)
     current_runtime().hand_off(
         db, SEND_EMAIL_CHANGED_NOTICE, current_user.id, old_email, current_user.email
     )
