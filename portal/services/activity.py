@@ -84,6 +84,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "Portal.DisputeMessagePosted",
         "Portal.DisputeResolved",
         "Portal.DisputeWithdrawn",
+        "Portal.DisputeAttachmentDownloaded",
     ),
 }
 KNOWN_EVENTS = frozenset(name for names in GROUPS.values() for name in names)
