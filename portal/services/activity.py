@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from portal.models import AuditEvent, Invoice, PortalUser
 from portal.services.dates import DateError, parse_date
-from portal.services.paging import bounded_count, count_bound
+from portal.services.paging import MAX_PAGES, bounded_count, count_bound
 from portal.services.statements.render_csv import neutralise
 
 PER_PAGE = 25
@@ -116,7 +116,7 @@ def read_query(
     user = args.get("user", "")
     kind = args.get("kind", "")
     try:
-        page = max(1, int(args.get("page", "1")))
+        page = min(max(1, int(args.get("page", "1"))), MAX_PAGES)
     except ValueError:
         page = 1
     return (
@@ -185,7 +185,9 @@ def list_events(session: Session, query: ActivityQuery) -> ActivityPage:
     statement = _filtered(session, query)
     total, exact = bounded_count(session, statement, count_bound(query.page, PER_PAGE))
     pages = max(1, -(-total // PER_PAGE))
-    page = min(query.page, pages) if exact else query.page
+    # Within what was counted, like every list: however far a typed page number reaches, the
+    # offset stays an ordinary number (an inexact count ends a few pages past the one asked).
+    page = min(max(1, query.page), pages, MAX_PAGES)
     chosen = (
         statement.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
         .limit(PER_PAGE)

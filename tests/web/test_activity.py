@@ -336,6 +336,25 @@ def test_pages_of_25_at_a_constant_number_of_queries(
     assert len(_rows(second)) == 15 and "REF-014" in second and "REF-000" in second
 
 
+@pytest.mark.parametrize("page", [str(10**30), "4001", "-5", "x"])
+def test_a_page_number_out_of_reach_is_capped_not_a_500(
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    monkeypatch: pytest.MonkeyPatch,
+    page: str,
+) -> None:
+    from portal.services import activity
+
+    # A count that stops short (as past 1,000 events): the page asked for is not bounded by it.
+    monkeypatch.setattr(activity, "count_bound", lambda _page, _size: 2)
+    for n in range(4):
+        _add(db, "ap@acme.test", "Portal.PaymentSubmitted", reference=f"FAR-{n}")
+    response = client.get(f"/portal/activity?kind=payments&page={page}")
+    assert response.status_code == 200
+    assert len(_rows(response.get_data(as_text=True))) <= 25
+
+
 def test_csv_is_streamed_with_bom_filters_and_neutralised_text(
     client: FlaskClient, signed_in: Auth, db: Session
 ) -> None:
