@@ -183,6 +183,36 @@ def test_number_format_follows_the_choice(client: FlaskClient, signed_in: Auth) 
     assert "Profile updated successfully" in after
 
 
+def test_number_format_reaches_numbers_only_not_dates_or_the_statements_language(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    from portal.models import Statement
+
+    client.post("/portal/profile", data=_profile_data(client, number_locale="de_DE"))
+    invoices = readable(client.get("/portal/invoices").get_data(as_text=True))
+    assert re.search(r"[\d.]+,\d\d\s?\$", invoices), "amounts: the chosen number format"
+    assert re.search(r"\b[A-Z][a-z]{2} \d{1,2}, 20\d\d\b", invoices), "dates: the language's"
+    assert not re.search(r"\b\d{2}\.\d{2}\.20\d\d\b", invoices), "no German dates"
+    page = client.get("/portal/statements").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    today = app.extensions["portal.clock"].today().isoformat()
+    asked = client.post(
+        "/portal/statements",
+        data={
+            "csrf_token": token.group(1),
+            "format": "csv",
+            "accounts": re.findall(r'name="accounts" type="checkbox" value="([^"]+)"', page),
+            "start_date": "2026-01-01",
+            "end_date": today,
+        },
+    )
+    assert asked.status_code == 303
+    with tenancy.system(db):
+        (statement,) = db.scalars(select(Statement)).all()
+    assert not statement.locale.startswith("de"), statement.locale  # in the language: English
+
+
 def test_language_is_saved_and_the_page_follows_it(
     client: FlaskClient, signed_in: Auth, db: Session
 ) -> None:
