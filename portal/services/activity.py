@@ -17,14 +17,14 @@ import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, tzinfo
 from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from portal.models import AuditEvent, Invoice, PortalUser
-from portal.services.dates import DateError, parse_date
+from portal.services.dates import DateError, day_bounds, parse_date
 from portal.services.paging import MAX_PAGES, bounded_count, count_bound
 from portal.services.statements.render_csv import neutralise
 
@@ -164,11 +164,10 @@ def _filtered(session: Session, query: ActivityQuery) -> Select[Any]:
         )
     if query.kind:
         statement = statement.where(AuditEvent.name.in_(GROUPS[query.kind]))
-    if query.date_from:
-        start = datetime.combine(query.date_from, time(), tzinfo=query.zone)
+    start, end = day_bounds(query.date_from, query.date_to, query.zone)
+    if start is not None:
         statement = statement.where(AuditEvent.created_at >= start)
-    if query.date_to:
-        end = datetime.combine(query.date_to + timedelta(days=1), time(), tzinfo=query.zone)
+    if end is not None:
         statement = statement.where(AuditEvent.created_at < end)
     return statement
 
