@@ -40,8 +40,15 @@ def time_zones() -> tuple[str, ...]:
     return (*zones, "UTC")
 
 
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    return frozenset(time_zones())
+
+
 def valid_time_zone(name: str) -> bool:
-    return name in available_timezones()
+    """Exactly the names the form offers: a legacy alias ("US/Eastern") saved would not be among
+    the options, and the form would then show, and save back, another zone."""
+    return name in _zone_names()
 
 
 def region_of(locale: str | None) -> str | None:

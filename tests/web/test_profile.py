@@ -118,6 +118,8 @@ def test_save_updates_audits_names_only_and_says_so(
         ({"phone": "12"}, "phone", "Enter a valid phone number"),
         ({"phone": "+49 30 1"}, "phone", "Enter a valid phone number"),
         ({"timezone": "Mars/Olympus"}, "timezone", "Choose a time zone from the list."),
+        ({"timezone": "US/Eastern"}, "timezone", "Choose a time zone from the list."),
+        ({"timezone": "EST5EDT"}, "timezone", "Choose a time zone from the list."),
         ({"name": ""}, "name", "Enter your name."),
         ({"name": "x" * 201}, "name", "Field cannot be longer than 200 characters."),
         ({"job_title": "x" * 101}, "job_title", "Field cannot be longer than 100 characters."),
@@ -166,6 +168,12 @@ def test_times_show_in_the_chosen_zone(
     client.post("/portal/profile", data=_profile_data(client, timezone="Asia/Tokyo"))
     page = readable(client.get("/portal/security").get_data(as_text=True))
     assert tokyo in page and utc not in page
+
+
+def test_every_zone_offered_is_accepted_and_nothing_else() -> None:
+    offered = profile.time_zones()
+    assert all(profile.valid_time_zone(name) for name in offered)
+    assert not any(profile.valid_time_zone(n) for n in ("US/Pacific", "Etc/GMT+5", "GMT", ""))
 
 
 def profile_zone(name: str) -> Any:
