@@ -94,9 +94,12 @@ def update_profile(
         if name not in values:
             continue
         value = values[name] or None
+        current = getattr(user, name)
         if name == "name":
             value = (value or "").strip() or user.name
-        if getattr(user, name) != value:
+        elif name == "timezone" and (value or "UTC") == (current or "UTC"):
+            continue  # no zone chosen reads as UTC, which the form shows: not a change
+        if current != value:
             setattr(user, name, value)
             changed.append(name)
     if changed:

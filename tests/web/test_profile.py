@@ -112,6 +112,19 @@ def test_save_updates_audits_names_only_and_says_so(
     assert len(_events(db, "Portal.ProfileUpdated")) == 1
 
 
+def test_saving_the_form_untouched_records_nothing(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    user = _user(db)
+    assert user.timezone is None and user.number_locale is None  # never chosen
+    page = client.get("/portal/profile").get_data(as_text=True)
+    assert '<option selected value="UTC">UTC</option>' in page  # what the form shows for it
+    response = client.post("/portal/profile", data=_profile_data(client, name=user.name))
+    assert response.status_code == 303
+    assert _events(db, "Portal.ProfileUpdated") == []
+    assert _user(db).timezone is None
+
+
 @pytest.mark.parametrize(
     ("fields", "field", "message"),
     [
