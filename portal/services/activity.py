@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, tzinfo
 from typing import Any
@@ -289,22 +290,27 @@ def who(row: Row) -> str | None:
 # --- CSV ----------------------------------------------------------------------------------------
 
 
-def export_rows(session: Session, query: ActivityQuery) -> Iterator[list[Row]]:
+def export_rows(
+    sessions: Callable[[], AbstractContextManager[Session]], query: ActivityQuery
+) -> Iterator[list[Row]]:
     """Every matching event in chunks of EXPORT_CHUNK, newest first (by id, which follows
-    time), each chunk one query plus its lookups: the history is never read whole."""
-    statement = _filtered(session, query)
+    time), each chunk one query plus its lookups, read in a session of its own from `sessions`
+    (bound to the reader's scope) and closed before the chunk is handed on: the history is
+    never read whole, and no transaction stays open while the download streams."""
     before: int | None = None
     while True:
-        chunk = statement.order_by(AuditEvent.id.desc()).limit(EXPORT_CHUNK)
-        if before is not None:
-            chunk = chunk.where(AuditEvent.id < before)
-        found = session.execute(_rows_of(chunk).order_by(AuditEvent.id.desc())).all()
-        if not found:
+        with sessions() as session:
+            chunk = _filtered(session, query).order_by(AuditEvent.id.desc()).limit(EXPORT_CHUNK)
+            if before is not None:
+                chunk = chunk.where(AuditEvent.id < before)
+            found = session.execute(_rows_of(chunk).order_by(AuditEvent.id.desc())).all()
+            rows = _with_details(session, [(event, user) for event, user in found])
+        if not rows:
             return
-        yield _with_details(session, [(event, user) for event, user in found])
-        if len(found) < EXPORT_CHUNK:
+        yield rows
+        if len(rows) < EXPORT_CHUNK:
             return
-        before = found[-1][0].id
+        before = rows[-1].event.id
 
 
 def csv_lines(header: Sequence[str], rows: Iterable[Sequence[str]]) -> Iterator[str]:

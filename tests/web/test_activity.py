@@ -376,6 +376,51 @@ def test_csv_is_streamed_with_bom_filters_and_neutralised_text(
     assert datetime.fromisoformat(when.replace(" ", "T")).tzinfo is not None
 
 
+def test_csv_reads_each_chunk_in_a_transaction_closed_before_it_is_sent(
+    app: Flask,
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from portal.services import activity
+
+    monkeypatch.setattr(activity, "EXPORT_CHUNK", 2)
+    for n in range(5):
+        _add(db, "ap@acme.test", "Portal.PaymentSubmitted", reference=f"CHUNK-{n}")
+    database = app.extensions["portal.db"]
+    opened: list[Session] = []
+    make = database.sessionmaker
+
+    def spy() -> Session:
+        session = make()
+        opened.append(session)
+        return session
+
+    monkeypatch.setattr(database, "sessionmaker", spy)
+    ap = user_by_email(db, "ap@acme.test").public_id
+    response = client.get(f"/portal/activity.csv?kind=payments&user={ap}", buffered=False)
+    assert response.status_code == 200
+    lines: list[str] = []
+    for piece in response.response:
+        # Whatever has been sent so far was read in transactions that are over by now.
+        assert not any(s.in_transaction() for s in opened[-3:]), len(lines)
+        lines.append(piece.decode() if isinstance(piece, bytes) else piece)
+    response.close()
+    assert sum("CHUNK-" in line for line in lines) == 5
+    assert len(opened) >= 3  # one session per chunk of 2 (5 rows: 3 chunks)
+
+
+def test_csv_exports_are_rate_limited(client: FlaskClient, signed_in: Auth) -> None:
+    for _n in range(10):
+        answer = client.get("/portal/activity.csv")
+        assert answer.status_code == 200 and answer.get_data().startswith("\ufeff".encode())
+    refused = client.get("/portal/activity.csv")
+    assert refused.status_code == 429
+    assert "Too many attempts" in refused.get_data(as_text=True)
+    assert client.get("/portal/activity").status_code == 200  # the page itself is not limited
+
+
 def test_csv_neutralises_a_cell_that_starts_a_formula(
     client: FlaskClient, signed_in: Auth, db: Session
 ) -> None:

@@ -6,6 +6,7 @@ Anyone else gets the very 404 a missing page gets."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from functools import wraps
 from typing import Any, TypeVar
@@ -19,13 +20,15 @@ from sqlalchemy.orm import Session
 from portal import clock, i18n, tenancy
 from portal.blueprints.disputes.forms import reason_choices
 from portal.blueprints.payments.history import date_message
-from portal.extensions import Database, db_session
+from portal.extensions import Database, db_session, limiter
 from portal.services import activity, auth, dates
 from portal.services.activity import ActivityQuery, Row
 from portal.templating import format_datetime, money
 from portal.web import render
 
 bp = Blueprint("activity", __name__, url_prefix="/portal")
+# A download reads the whole filtered history: a few a minute is plenty for a person.
+EXPORT_LIMIT = "10 per minute;60 per hour"
 F = TypeVar("F", bound=Callable[..., Any])
 
 GROUP_LABELS = {
@@ -249,21 +252,25 @@ def _csv(query: ActivityQuery) -> Iterator[str]:
     header = [_("When"), _("Who"), _("What"), _("Details"), _("IP address"), _("Device")]
     scope = tenancy.current_scope(db_session())
 
-    def rows() -> Iterator[list[str]]:
-        # Its own session, read while the response streams (the request's committed at its
-        # edge), bound to the request's scope and closed when the last row is sent.
+    @contextmanager
+    def chunk_session() -> Iterator[Session]:
+        # A session per chunk, read while the response streams (the request's committed at
+        # its edge), bound to the request's scope and closed, its transaction with it, before
+        # the chunk's rows are sent.
         session = Database.get().sessionmaker()
         try:
             tenancy.bind(session, scope)
-            yield from _csv_rows(session, query)
+            yield session
         finally:
             session.close()
 
-    return activity.csv_lines([str(h) for h in header], rows())
+    return activity.csv_lines([str(h) for h in header], _csv_rows(chunk_session, query))
 
 
-def _csv_rows(session: Session, query: ActivityQuery) -> Iterator[list[str]]:
-    for chunk in activity.export_rows(session, query):
+def _csv_rows(
+    sessions: Callable[[], AbstractContextManager[Session]], query: ActivityQuery
+) -> Iterator[list[str]]:
+    for chunk in activity.export_rows(sessions, query):
         for row in chunk:
             browser, system = auth.describe_device(row.event.user_agent)
             yield [
@@ -279,6 +286,7 @@ def _csv_rows(session: Session, query: ActivityQuery) -> Iterator[list[str]]:
 @bp.get("/activity.csv")
 @login_required
 @admin_only
+@limiter.limit(EXPORT_LIMIT, key_func=lambda: f"activity-csv:{current_user.id}")
 def export() -> Response:
     query, args, errors, users = _query()
     if errors:  # checked before the download starts: a 200 cannot take back its status
