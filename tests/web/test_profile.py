@@ -360,6 +360,19 @@ def test_wrong_password_or_same_address_is_refused_inline(
     assert _events(db, "Portal.EmailChangeRequested") == []
 
 
+def test_an_address_is_the_same_however_it_is_typed(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    from portal.services import auth
+
+    assert auth.normalize_email(" \uff21dmin@\uff21CME.Test ") == "admin@acme.test"
+    assert auth.find_user_by_email(db, "\uff41dmin@ACME.\uff34EST") is not None  # as sign-in
+    same = client.post("/portal/profile/email", data=_email_data(client, "\uff21DMIN@acme.test"))
+    assert same.status_code == 422
+    assert "That is already your email address." in same.get_data(as_text=True)
+    assert _events(db, "Portal.EmailChangeRequested") == []
+
+
 def test_an_address_of_another_account_is_not_revealed_then_refused_on_confirm(
     app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
 ) -> None:
