@@ -14,7 +14,6 @@ failures each count, on SQLite and PostgreSQL alike. Time is the portal's clock,
 from __future__ import annotations
 
 import unicodedata
-
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,7 +47,7 @@ class Failure:
 
 def normalize_email(email: str) -> str:
     """The one form of an address that sign-in, lockouts, invitations and the profile look
-    users up by: NFKC (a full-width "＠" or "Ａ" is the ASCII one), the local part lower-cased,
+    users up by: NFKC (a full-width at sign or letter is the ASCII one), the local part lower-cased,
     the domain case-folded (domains are case-insensitive whatever their script)."""
     text = unicodedata.normalize("NFKC", email.strip())
     local, at, domain = text.rpartition("@")

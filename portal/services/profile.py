@@ -13,12 +13,12 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from zoneinfo import available_timezones
 
 import phonenumbers
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -190,11 +190,12 @@ def change_email(
     session.flush()
     try:
         with session.begin_nested():
-            changed = session.execute(
+            result = session.execute(
                 update(PortalUser)
                 .where(PortalUser.id == user.id, PortalUser.email == old_email)
                 .values(email=normalize_email(new_email))
-            ).rowcount
+            )
+            changed = int(cast(CursorResult[Any], result).rowcount)
     except IntegrityError:
         return EmailLinkState.TAKEN
     if not changed:

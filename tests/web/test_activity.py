@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import re
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
