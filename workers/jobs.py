@@ -255,17 +255,15 @@ def _email_change_mail(
             return None
         if while_email is not None and user.email != while_email:
             return None
+        if template == "email_change_confirm" and user.pending_email != extra["new_email"]:
+            return None  # another change was asked for since: this one's link would be void
         chosen = (user.locale or user.company.locale or "en").split("_")[0]
         locale = chosen if chosen in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]
         link = (
             runtime.links.public_for(
                 "profile.confirm_email",
                 token=profile.email_change_token(
-                    user,
-                    extra["new_email"],
-                    old_email=extra["old_email"],
-                    keys=runtime.settings.keyring,
-                    now=clock.now(),
+                    user, keys=runtime.settings.keyring, now=clock.now()
                 ),
             )
             if template == "email_change_confirm"

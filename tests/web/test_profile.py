@@ -12,8 +12,9 @@ import pytest
 from babel.dates import format_datetime
 from flask import Flask
 from flask.testing import FlaskClient
+from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from portal import tenancy
 from portal.models import AuditEvent, PortalUser, UserSession
@@ -377,14 +378,33 @@ def test_an_address_of_another_account_is_not_revealed_then_refused_on_confirm(
     app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
 ) -> None:
     taken = client.post("/portal/profile/email", data=_email_data(client, "ap@acme.test"))
-    free = client.post("/portal/profile/email", data=_email_data(client, "free@acme.test"))
-    assert taken.status_code == free.status_code == 303  # the same answer either way
     _run(app)
     link = _link(next(m for m in smtp.messages if m["To"] == "ap@acme.test"))
     refused = client.get(link)
     assert refused.status_code == 409
     assert "That email address is taken" in refused.get_data(as_text=True)
     assert _user(db).email == "admin@acme.test"
+    free = client.post("/portal/profile/email", data=_email_data(client, "free@acme.test"))
+    assert taken.status_code == free.status_code == 303  # the same answer either way
+
+
+def test_the_link_names_no_address_and_a_newer_request_voids_it(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
+) -> None:
+    client.post("/portal/profile/email", data=_email_data(client, "first@acme.test"))
+    _run(app)
+    first = _link(next(m for m in smtp.messages if m["To"] == "first@acme.test"))
+    token = first.rsplit("/", 1)[1]
+    _valid, payload = URLSafeTimedSerializer("any key").loads_unsafe(token)
+    assert payload == [_user(db).public_id, payload[1]] and "@" not in str(payload)
+    assert "acme" not in first and "admin" not in first
+    client.post("/portal/profile/email", data=_email_data(client, "second@acme.test"))
+    _run(app)
+    second = _link(next(m for m in smtp.messages if m["To"] == "second@acme.test"))
+    voided = client.get(first)
+    assert voided.status_code == 410
+    assert client.get(second).status_code == 303
+    assert _user(db, "second@acme.test").pending_email is None
 
 
 def test_an_address_taken_between_the_check_and_the_change_is_refused_not_a_500(
@@ -409,14 +429,16 @@ def test_an_address_taken_between_the_check_and_the_change_is_refused_not_a_500(
 
 
 def _sign(app: Flask, user: PortalUser, new: str, now: Any = None) -> str:
+    """A link as the mail carries it, for a change to `new` asked for just now."""
+    session = object_session(user)
+    assert session is not None
     settings = app.config["SETTINGS"]
-    return profile.email_change_token(
-        user,
-        new,
-        old_email=user.email,
-        keys=settings.keyring,
-        now=now or app.extensions["portal.clock"].now(),
-    )
+    with tenancy.system(session):
+        user.pending_email = new
+        session.commit()
+        return profile.email_change_token(
+            user, keys=settings.keyring, now=now or app.extensions["portal.clock"].now()
+        )
 
 
 def test_expired_tampered_and_foreign_links_say_which(
