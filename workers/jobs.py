@@ -288,7 +288,8 @@ def _send_email_change_mail(mail: tuple[str, str, str, str] | None) -> str:
 
 def send_email_change_link(user_id: int, old_email: str, new_email: str) -> str:
     """Mail the confirmation link (signed, 24 hours) to the address the user asked to move to,
-    unless their address changed meanwhile (the link would be spent already)."""
+    unless their address changed, or another change was asked for, meanwhile (the link would be
+    spent already)."""
     return _send_email_change_mail(
         _email_change_mail(
             user_id,
