@@ -36,11 +36,19 @@ def select_locale() -> str:
 
 
 def format_locale() -> str:
-    """Where money, numbers and dates are formatted: the profile's number format, else its
-    locale, else the browser's (when it asks for a language we speak), else the company's."""
+    """Where money and numbers are formatted: the profile's number format, else
+    `text_locale()`."""
     user = g.get("user")
     if user is not None and user.number_locale in NUMBER_LOCALES:
         return str(user.number_locale)
+    return text_locale()
+
+
+def text_locale() -> str:
+    """Where dates (month names, their order) and documents' words follow the reader: the
+    profile's locale, else the browser's (when it asks for a language we speak), else the
+    company's. The number format never reaches them."""
+    user = g.get("user")
     if user is not None and user.locale:
         return str(user.locale)
     browser = _browser_locale()

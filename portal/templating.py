@@ -130,12 +130,19 @@ _ISOLATE_CLOSE = "\u2069"
 
 def date_direction() -> str:
     """The direction a formatted date reads in: Arabic dates carry right-to-left marks."""
-    return str(_locale().text_direction)
+    return str(_date_locale().text_direction)
 
 
 def _locale(code: str | None = None) -> Locale:
-    """The Locale to format in: `code` (a mail names its reader's) or else the request's."""
+    """The Locale to format numbers in: `code` (a mail names its reader's) or else the
+    request's (the profile's number format, else the language's)."""
     return i18n.locale_object(code or i18n.format_locale())
+
+
+def _date_locale(code: str | None = None) -> Locale:
+    """The Locale to format dates in: `code`, or else the request's language (never the
+    profile's number format: month names are words)."""
+    return i18n.locale_object(code or i18n.text_locale())
 
 
 def _isolated(text: str, direction: str) -> str:
@@ -174,14 +181,16 @@ def format_date(value: date | None, fmt: str = "medium", locale: str | None = No
     if value is None:
         return ""
     if isinstance(value, datetime):  # a moment: its date where the reader is, not cached
-        return babel_format_date(_local(value), format=fmt, locale=_locale(locale))
-    return _formatted_date(value, fmt, locale or i18n.format_locale())
+        return babel_format_date(_local(value), format=fmt, locale=_date_locale(locale))
+    return _formatted_date(value, fmt, locale or i18n.text_locale())
 
 
 def format_datetime(value: datetime | None, fmt: str = "medium", locale: str | None = None) -> str:
     if value is None:
         return ""
-    return babel_format_datetime(value, format=fmt, tzinfo=i18n.user_zone(), locale=_locale(locale))
+    return babel_format_datetime(
+        value, format=fmt, tzinfo=i18n.user_zone(), locale=_date_locale(locale)
+    )
 
 
 def _local(value: datetime) -> datetime:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from flask import Flask, current_app, has_app_context, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -237,65 +238,87 @@ def send_invitation(user_id: int, locale: str) -> str:
     return "sent"
 
 
-def _email_change_subject(template: str) -> str:
-    if template == "email_change_confirm":
-        return str(_("Confirm your new email address"))
-    return str(_("Your email address is about to change"))
+_EMAIL_CHANGE_SUBJECTS = {
+    "email_change_confirm": _l("Confirm your new email address"),
+    "email_change_notice": _l("Your email address is about to change"),
+    "email_changed": _l("Your email address was changed"),
+}
 
 
 def _email_change_mail(
-    user_id: int, old_email: str, template: str, **extra: str
+    user_id: int, to: str, template: str, *, while_email: str | None = None, **extra: str
 ) -> tuple[str, str, str, str] | None:
-    """Render one of the e-mail change mails in the user's language: (to, subject, text, html),
-    or None when the user is gone or their address is no longer `old_email`."""
+    """Render one of the e-mail change mails for `to` in the user's language: (to, subject,
+    text, html), or None when the user is gone, or (`while_email`) their address is no longer
+    that one."""
     with _session(writes=False) as (runtime, session), tenancy.system(session):
         user = session.get(PortalUser, user_id)
-        if user is None or not user.is_active or user.email != old_email:
+        if user is None or not user.is_active:
             return None
+        if while_email is not None and user.email != while_email:
+            return None
+        if template == "email_change_confirm" and user.pending_email != extra["new_email"]:
+            return None  # another change was asked for since: this one's link would be void
         chosen = (user.locale or user.company.locale or "en").split("_")[0]
         locale = chosen if chosen in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]
         link = (
             runtime.links.public_for(
                 "profile.confirm_email",
                 token=profile.email_change_token(
-                    user,
-                    extra["new_email"],
-                    old_email=old_email,
-                    keys=runtime.settings.keyring,
-                    now=clock.now(),
+                    user, keys=runtime.settings.keyring, now=clock.now()
                 ),
             )
-            if "new_email" in extra
+            if template == "email_change_confirm"
             else runtime.links.public_for("security.show")
         )
-        context = {"user": user, "old_email": old_email, "link": link, "locale": locale, **extra}
+        context = {"user": user, "link": link, "locale": locale, **extra}
         with force_locale(locale):
-            title = _email_change_subject(template)
+            title = str(_EMAIL_CHANGE_SUBJECTS[template])
             text = render_template(f"mail/{template}.txt", **context)
             html = render_template(f"mail/{template}.html", **context)
-        return extra.get("new_email", old_email), title, text, html
+        return to, title, text, html
+
+
+def _send_email_change_mail(mail: tuple[str, str, str, str] | None) -> str:
+    if mail is None:
+        return "no recipient"
+    to, subject, text, html = mail
+    with _context() as app:
+        _runtime(app).mailer.send(to, subject, text, html=html)
+    return "sent"
 
 
 def send_email_change_link(user_id: int, old_email: str, new_email: str) -> str:
-    """Mail the confirmation link (signed, 24 hours) to the address the user asked to move to."""
-    mail = _email_change_mail(user_id, old_email, "email_change_confirm", new_email=new_email)
-    if mail is None:
-        return "no recipient"
-    to, subject, text, html = mail
-    with _context() as app:
-        _runtime(app).mailer.send(to, subject, text, html=html)
-    return "sent"
+    """Mail the confirmation link (signed, 24 hours) to the address the user asked to move to,
+    unless their address changed, or another change was asked for, meanwhile (the link would be
+    spent already)."""
+    return _send_email_change_mail(
+        _email_change_mail(
+            user_id,
+            new_email,
+            "email_change_confirm",
+            while_email=old_email,
+            old_email=old_email,
+            new_email=new_email,
+        )
+    )
 
 
 def send_email_change_notice(user_id: int, old_email: str) -> str:
-    """Tell the current address that a change was asked for (if it wasn't them: what to do)."""
-    mail = _email_change_mail(user_id, old_email, "email_change_notice")
-    if mail is None:
-        return "no recipient"
-    to, subject, text, html = mail
-    with _context() as app:
-        _runtime(app).mailer.send(to, subject, text, html=html)
-    return "sent"
+    """Tell the address the change was asked from (if it wasn't them: what to do). Sent to that
+    address even when the change was confirmed before this job ran: its owner must hear of it."""
+    return _send_email_change_mail(
+        _email_change_mail(user_id, old_email, "email_change_notice", old_email=old_email)
+    )
+
+
+def send_email_changed_notice(user_id: int, old_email: str, new_email: str) -> str:
+    """Tell the address a confirmed change moved away from that it is no longer the user's."""
+    return _send_email_change_mail(
+        _email_change_mail(
+            user_id, old_email, "email_changed", old_email=old_email, new_email=new_email
+        )
+    )
 
 
 def generate_statement(statement_id: int) -> str:

@@ -70,6 +70,9 @@ class PortalUser(PublicIdMixin, CompanyOwned, Base):
     job_title: Mapped[str | None] = mapped_column(String(100))
     timezone: Mapped[str | None] = mapped_column(String(64))
     number_locale: Mapped[str | None] = mapped_column(String(16))
+    # The address a change was asked to (migration 0020): the confirmation link names only the
+    # user and a fingerprint of this and the current address, never an address.
+    pending_email: Mapped[str | None] = mapped_column(String(254))
 
     company: Mapped[Company] = relationship(back_populates="users")
     grants: Mapped[list[UserAccountGrant]] = relationship(

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, tzinfo
 from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from portal.models import AuditEvent, Invoice, PortalUser
-from portal.services.dates import DateError, parse_date
-from portal.services.paging import bounded_count, count_bound
+from portal.services.dates import DateError, day_bounds, parse_date
+from portal.services.paging import MAX_PAGES, bounded_count, count_bound
 from portal.services.statements.render_csv import neutralise
 
 PER_PAGE = 25
@@ -84,6 +85,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "Portal.DisputeMessagePosted",
         "Portal.DisputeResolved",
         "Portal.DisputeWithdrawn",
+        "Portal.DisputeAttachmentDownloaded",
     ),
 }
 KNOWN_EVENTS = frozenset(name for names in GROUPS.values() for name in names)
@@ -115,7 +117,7 @@ def read_query(
     user = args.get("user", "")
     kind = args.get("kind", "")
     try:
-        page = max(1, int(args.get("page", "1")))
+        page = min(max(1, int(args.get("page", "1"))), MAX_PAGES)
     except ValueError:
         page = 1
     return (
@@ -163,11 +165,10 @@ def _filtered(session: Session, query: ActivityQuery) -> Select[Any]:
         )
     if query.kind:
         statement = statement.where(AuditEvent.name.in_(GROUPS[query.kind]))
-    if query.date_from:
-        start = datetime.combine(query.date_from, time(), tzinfo=query.zone)
+    start, end = day_bounds(query.date_from, query.date_to, query.zone)
+    if start is not None:
         statement = statement.where(AuditEvent.created_at >= start)
-    if query.date_to:
-        end = datetime.combine(query.date_to + timedelta(days=1), time(), tzinfo=query.zone)
+    if end is not None:
         statement = statement.where(AuditEvent.created_at < end)
     return statement
 
@@ -184,7 +185,9 @@ def list_events(session: Session, query: ActivityQuery) -> ActivityPage:
     statement = _filtered(session, query)
     total, exact = bounded_count(session, statement, count_bound(query.page, PER_PAGE))
     pages = max(1, -(-total // PER_PAGE))
-    page = min(query.page, pages) if exact else query.page
+    # Within what was counted, like every list: however far a typed page number reaches, the
+    # offset stays an ordinary number (an inexact count ends a few pages past the one asked).
+    page = min(max(1, query.page), pages, MAX_PAGES)
     chosen = (
         statement.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
         .limit(PER_PAGE)
@@ -287,22 +290,27 @@ def who(row: Row) -> str | None:
 # --- CSV ----------------------------------------------------------------------------------------
 
 
-def export_rows(session: Session, query: ActivityQuery) -> Iterator[list[Row]]:
+def export_rows(
+    sessions: Callable[[], AbstractContextManager[Session]], query: ActivityQuery
+) -> Iterator[list[Row]]:
     """Every matching event in chunks of EXPORT_CHUNK, newest first (by id, which follows
-    time), each chunk one query plus its lookups: the history is never read whole."""
-    statement = _filtered(session, query)
+    time), each chunk one query plus its lookups, read in a session of its own from `sessions`
+    (bound to the reader's scope) and closed before the chunk is handed on: the history is
+    never read whole, and no transaction stays open while the download streams."""
     before: int | None = None
     while True:
-        chunk = statement.order_by(AuditEvent.id.desc()).limit(EXPORT_CHUNK)
-        if before is not None:
-            chunk = chunk.where(AuditEvent.id < before)
-        found = session.execute(_rows_of(chunk).order_by(AuditEvent.id.desc())).all()
-        if not found:
+        with sessions() as session:
+            chunk = _filtered(session, query).order_by(AuditEvent.id.desc()).limit(EXPORT_CHUNK)
+            if before is not None:
+                chunk = chunk.where(AuditEvent.id < before)
+            found = session.execute(_rows_of(chunk).order_by(AuditEvent.id.desc())).all()
+            rows = _with_details(session, [(event, user) for event, user in found])
+        if not rows:
             return
-        yield _with_details(session, [(event, user) for event, user in found])
-        if len(found) < EXPORT_CHUNK:
+        yield rows
+        if len(rows) < EXPORT_CHUNK:
             return
-        before = found[-1][0].id
+        before = rows[-1].event.id
 
 
 def csv_lines(header: Sequence[str], rows: Iterable[Sequence[str]]) -> Iterator[str]:

@@ -48,8 +48,9 @@ def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
 
 
 def _fingerprint(secret_key: str, user: PortalUser) -> str:
-    # Ties the token to the current password: once it changes, the token is spent.
-    material = f"{user.public_id}:{user.password_hash or ''}".encode()
+    # Ties the token to the current password and e-mail address: once either changes, the
+    # token is spent (a link mailed to an address the account has left opens nothing).
+    material = f"{user.public_id}:{user.email}:{user.password_hash or ''}".encode()
     return hmac.new(secret_key.encode(), material, hashlib.sha256).hexdigest()[:24]
 
 

@@ -8,7 +8,7 @@ never sees year 1 or 9999.
 from __future__ import annotations
 
 import enum
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 EARLIEST = date(2000, 1, 1)
 LATEST = date(2099, 12, 31)
@@ -31,3 +31,19 @@ def parse_date(raw: str) -> date | DateError | None:
     if not EARLIEST <= value <= LATEST:
         return DateError.OUT_OF_RANGE
     return value
+
+
+def day_bounds(
+    first: date | None, last: date | None, zone: tzinfo
+) -> tuple[datetime | None, datetime | None]:
+    """The moments (UTC) a filter's days span where the reader is: from the start of `first` to
+    the start of the day after `last` (exclusive), midnight in `zone` (the profile's time zone,
+    as the page shows its times). Either end None when not given."""
+
+    def start(day: date) -> datetime:
+        return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
+
+    return (
+        start(first) if first is not None else None,
+        start(last + timedelta(days=1)) if last is not None else None,
+    )

@@ -8,7 +8,7 @@ accounts granted (a company-wide document, whose account is NULL, only company-w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, tzinfo
 from typing import Any
 
 from sqlalchemy import Select, or_, select
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from portal.models import BillingAccount, Document, DocumentKind, Invoice
 from portal.services import paging
+from portal.services.dates import day_bounds
 from portal.services.downloads import Downloadable
 
 PAGE_SIZE = paging.PAGE_SIZE
@@ -26,10 +27,11 @@ KIND_FILTERS = ("all", *(kind.value for kind in DocumentKind))
 class DocumentQuery:
     kind: str = "all"
     q: str = ""
-    date_from: date | None = None  # the document's date (created_at, UTC), inclusive
+    date_from: date | None = None  # the document's date (created_at, in `zone`), inclusive
     date_to: date | None = None
     account: str = ""  # a billing account's public id; "" for every account in scope
     page: int = 1
+    zone: tzinfo = UTC  # the days of `date_from` and `date_to` are the viewer's
 
     @property
     def narrowed(self) -> bool:
@@ -55,20 +57,15 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _start_of(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 def _filtered(query: DocumentQuery) -> Select[Any]:
     statement = select(Document)
     if query.kind != "all":
         statement = statement.where(Document.kind == query.kind)
-    if query.date_from:
-        statement = statement.where(Document.created_at >= _start_of(query.date_from))
-    if query.date_to:
-        statement = statement.where(
-            Document.created_at < _start_of(query.date_to + timedelta(days=1))
-        )
+    start, end = day_bounds(query.date_from, query.date_to, query.zone)
+    if start is not None:
+        statement = statement.where(Document.created_at >= start)
+    if end is not None:
+        statement = statement.where(Document.created_at < end)
     text = query.q.strip()
     if text:
         pattern = like_pattern(text)

@@ -92,9 +92,15 @@ class PdfInvoice:
 
 
 def invoice_view(
-    invoice: Invoice, company: Company, *, locale: str, credit_notes: Sequence[str] = ()
+    invoice: Invoice,
+    company: Company,
+    *,
+    locale: str,
+    credit_notes: Sequence[str] = (),
+    date_locale: str | None = None,
 ) -> PdfInvoice:
-    """The invoice formatted for `locale`, as the PDF template reads it; `credit_notes` are the
+    """The invoice formatted for `locale` (its dates for `date_locale`, the language, when the
+    reader chose another number format), as the PDF template reads it; `credit_notes` are the
     numbers of the credit notes given against it."""
     currency = invoice.currency
     account = invoice.billing_account
@@ -104,7 +110,7 @@ def invoice_view(
         return plain(format_money(minor, currency, locale))
 
     def day(value: date) -> str:
-        return plain(format_date(value, format="medium", locale=locale))
+        return plain(format_date(value, format="medium", locale=date_locale or locale))
 
     def percent(basis_points: int) -> str:
         # The locale's own pattern, keeping the basis points' decimals: 8.25 %.
@@ -161,6 +167,7 @@ def render_invoice_pdf(
     locale: str,
     template_env: jinja2.Environment,
     credit_notes: Sequence[str] = (),
+    date_locale: str | None = None,
 ) -> bytes:
     """The invoice as PDF bytes, from `pdf/invoice.html` in `template_env` (the app's)."""
     # xhtml2pdf falls back to Helvetica when a font cannot be read and says so only in its
@@ -169,7 +176,9 @@ def render_invoice_pdf(
     if missing:
         raise InvoicePdfError(f"fonts missing (install fonts-dejavu-core): {', '.join(missing)}")
     html = template_env.get_template(TEMPLATE).render(
-        invoice=invoice_view(invoice, company, locale=locale, credit_notes=credit_notes)
+        invoice=invoice_view(
+            invoice, company, locale=locale, credit_notes=credit_notes, date_locale=date_locale
+        )
     )
     return html_to_pdf(html, invoice.number)
 
@@ -191,6 +200,7 @@ def cached_invoice_pdf(
     template_env: jinja2.Environment,
     cache_dir: Path,
     credit_notes: Sequence[str] = (),
+    date_locale: str | None = None,
 ) -> bytes:
     """The invoice's PDF for this version and locale, rendered once and then read from disk.
 
@@ -199,11 +209,13 @@ def cached_invoice_pdf(
     """
     if not _PUBLIC_ID.fullmatch(invoice.public_id or ""):
         raise ValueError(f"unexpected public id {invoice.public_id!r}")
-    if not _LOCALE.fullmatch(locale):
-        raise ValueError(f"unexpected locale {locale!r}")
+    dates = date_locale or locale
+    if not _LOCALE.fullmatch(locale) or not _LOCALE.fullmatch(dates):
+        raise ValueError(f"unexpected locale {locale!r} / {dates!r}")
     version = int(invoice.version)
+    both = locale if dates == locale else f"{locale}+{dates}"
     path = (
-        cache_dir / f"{invoice.public_id}-v{version}-{locale}-"
+        cache_dir / f"{invoice.public_id}-v{version}-{both}-"
         f"{_context_digest(invoice, company, credit_notes)}.pdf"
     )
     try:
@@ -211,7 +223,12 @@ def cached_invoice_pdf(
     except FileNotFoundError:
         pass
     pdf = render_invoice_pdf(
-        invoice, company, locale=locale, template_env=template_env, credit_notes=credit_notes
+        invoice,
+        company,
+        locale=locale,
+        template_env=template_env,
+        credit_notes=credit_notes,
+        date_locale=dates,
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")

@@ -13,6 +13,7 @@ failures each count, on SQLite and PostgreSQL alike. Time is the portal's clock,
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,7 +46,12 @@ class Failure:
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """The one form of an address that sign-in, lockouts, invitations and the profile look
+    users up by: NFKC (a full-width at sign or letter is the ASCII one), the local part lower-cased,
+    the domain case-folded (domains are case-insensitive whatever their script)."""
+    text = unicodedata.normalize("NFKC", email.strip())
+    local, at, domain = text.rpartition("@")
+    return f"{local.lower()}@{domain.casefold()}" if at else text.lower()
 
 
 def key_for(keys: Keyring, email: str) -> str:

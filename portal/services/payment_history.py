@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, tzinfo
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.models import Payment, PaymentAllocation, PaymentStatus
 from portal.services import paging
-from portal.services.dates import DateError, parse_date
+from portal.services.dates import DateError, day_bounds, parse_date
 from portal.services.money import to_decimal
 from portal.services.receipts import method_label
 
@@ -28,6 +28,7 @@ class HistoryQuery:
     date_from: date | None = None
     date_to: date | None = None
     page: int = 1
+    zone: tzinfo = UTC  # the days of `date_from` and `date_to` are the viewer's
 
 
 def read_query(args: Mapping[str, str]) -> tuple[HistoryQuery, dict[str, DateError]]:
@@ -57,12 +58,10 @@ def _filtered(query: HistoryQuery) -> Select[Any]:
     statement = select(Payment).where(Payment.status != PaymentStatus.PENDING)
     if query.status in STATUSES:
         statement = statement.where(Payment.status == PaymentStatus(query.status))
-    if query.date_from:
-        statement = statement.where(
-            Payment.created_at >= datetime.combine(query.date_from, time(), tzinfo=UTC)
-        )
-    if query.date_to:
-        end = datetime.combine(query.date_to + timedelta(days=1), time(), tzinfo=UTC)
+    start, end = day_bounds(query.date_from, query.date_to, query.zone)
+    if start is not None:
+        statement = statement.where(Payment.created_at >= start)
+    if end is not None:
         statement = statement.where(Payment.created_at < end)
     return statement
 

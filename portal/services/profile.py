@@ -2,22 +2,27 @@
 changing the e-mail address they sign in with, confirmed from the new address.
 
 The e-mail change link is signed (SECRET_KEY, fallbacks accepted), lives 24 hours by the portal
-clock, and names the user, the address it was asked from and the address it moves to. Once the
-change is made the user's address is no longer the one the link names, so the link is spent: the
-database's state is what makes it single use.
+clock, and names the user and a fingerprint (a keyed hash) of their current address and the one
+asked for, which the user's row keeps (`pending_email`): no address is readable in the URL. Once
+the change is made, or another one is asked for, the fingerprint no longer matches, so the link
+is spent: the database's state is what makes it single use.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from zoneinfo import available_timezones
 
 import phonenumbers
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import CursorResult, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.models import PortalUser
@@ -26,7 +31,7 @@ from portal.services.auth import find_user_by_email, normalize_email
 from portal.services.crypto import Keyring
 
 EMAIL_CHANGE_LIFETIME = timedelta(hours=24)
-_EMAIL_SALT = "portal.email-change.v1"
+_EMAIL_SALT = "portal.email-change.v2"
 EDITABLE = ("name", "phone", "job_title", "locale", "timezone", "number_locale")
 
 
@@ -38,8 +43,15 @@ def time_zones() -> tuple[str, ...]:
     return (*zones, "UTC")
 
 
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    return frozenset(time_zones())
+
+
 def valid_time_zone(name: str) -> bool:
-    return name in available_timezones()
+    """Exactly the names the form offers: a legacy alias ("US/Eastern") saved would not be among
+    the options, and the form would then show, and save back, another zone."""
+    return name in _zone_names()
 
 
 def region_of(locale: str | None) -> str | None:
@@ -85,9 +97,12 @@ def update_profile(
         if name not in values:
             continue
         value = values[name] or None
+        current = getattr(user, name)
         if name == "name":
             value = (value or "").strip() or user.name
-        if getattr(user, name) != value:
+        elif name == "timezone" and (value or "UTC") == (current or "UTC"):
+            continue  # no zone chosen reads as UTC, which the form shows: not a change
+        if current != value:
             setattr(user, name, value)
             changed.append(name)
     if changed:
@@ -124,10 +139,14 @@ def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(keys.oldest_first, salt=_EMAIL_SALT, signer=_Signer)
 
 
-def email_change_token(
-    user: PortalUser, new_email: str, *, old_email: str, keys: Keyring, now: datetime
-) -> str:
-    return str(_serializer(keys, now).dumps([user.public_id, old_email, new_email]))
+def _fingerprint(secret_key: str, user: PortalUser) -> str:
+    material = f"{user.public_id}:{user.email}:{user.pending_email or ''}".encode()
+    return hmac.new(secret_key.encode(), material, hashlib.sha256).hexdigest()[:24]
+
+
+def email_change_token(user: PortalUser, *, keys: Keyring, now: datetime) -> str:
+    """The link's token for the change the user asked for last (`pending_email`)."""
+    return str(_serializer(keys, now).dumps([user.public_id, _fingerprint(keys.current, user)]))
 
 
 def check_email_change(
@@ -141,12 +160,15 @@ def check_email_change(
         return EmailLinkCheck(EmailLinkState.EXPIRED)
     except BadSignature:
         return EmailLinkCheck(EmailLinkState.INVALID)
-    if not isinstance(data, list) or len(data) != 3 or not all(isinstance(p, str) for p in data):
+    if not isinstance(data, list) or len(data) != 2 or not all(isinstance(p, str) for p in data):
         return EmailLinkCheck(EmailLinkState.INVALID)
-    owner, old_email, new_email = data
+    owner, given = data
     if owner != user.public_id:
         return EmailLinkCheck(EmailLinkState.FOREIGN)
-    if user.email != old_email:
+    new_email = user.pending_email
+    if new_email is None or not any(
+        hmac.compare_digest(given, _fingerprint(key, user)) for key in keys.all
+    ):
         return EmailLinkCheck(EmailLinkState.USED)
     holder = find_user_by_email(session, new_email)
     if holder is not None and holder.id != user.id:
@@ -157,15 +179,43 @@ def check_email_change(
 def request_email_change(
     session: Session, user: PortalUser, new_email: str, *, request: audit.RequestInfo
 ) -> str:
-    """Audit the request (no addresses recorded) and return the normalized new address. Whether
-    it belongs to another account is not looked at here: the confirmation refuses it."""
+    """Keep the normalized new address as the user's pending one (a link asked for earlier is
+    void from now on), audit the request (no addresses recorded) and return it. Whether it
+    belongs to another account is not looked at here: the confirmation refuses it."""
+    user.pending_email = normalize_email(new_email)
+    session.flush()
     audit.record_for(session, user, "Portal.EmailChangeRequested", request=request)
-    return normalize_email(new_email)
+    return user.pending_email
 
 
 def change_email(
-    session: Session, user: PortalUser, new_email: str, *, request: audit.RequestInfo
-) -> None:
-    user.email = normalize_email(new_email)
+    session: Session,
+    user: PortalUser,
+    new_email: str,
+    *,
+    old_email: str,
+    request: audit.RequestInfo,
+) -> EmailLinkState:
+    """Move the user from `old_email` to `new_email` in one conditional UPDATE: OK, else USED
+    when their address is no longer `old_email` (another request changed it first), or TAKEN
+    when another account took `new_email` since the link was checked (the unique index says so;
+    nothing changes)."""
     session.flush()
+    try:
+        with session.begin_nested():
+            result = session.execute(
+                update(PortalUser)
+                .where(
+                    PortalUser.id == user.id,
+                    PortalUser.email == old_email,
+                    PortalUser.pending_email == new_email,
+                )
+                .values(email=normalize_email(new_email), pending_email=None)
+            )
+            changed = int(cast(CursorResult[Any], result).rowcount)
+    except IntegrityError:
+        return EmailLinkState.TAKEN
+    if not changed:
+        return EmailLinkState.USED
     audit.record_for(session, user, "Portal.EmailChanged", request=request)
+    return EmailLinkState.OK

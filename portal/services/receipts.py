@@ -44,7 +44,12 @@ def method_label(payment: Payment) -> str:
     return f"{method.brand.title()} ending {method.last4}"
 
 
-def receipt_view(payment: Payment, company: Company, *, locale: str) -> ReceiptView:
+def receipt_view(
+    payment: Payment, company: Company, *, locale: str, date_locale: str | None = None
+) -> ReceiptView:
+    """The receipt formatted for `locale`, its dates for `date_locale` (else `locale`)."""
+    dates = date_locale or locale
+
     def money(minor: int) -> str:
         return plain(format_money(minor, payment.currency, locale))
 
@@ -55,7 +60,7 @@ def receipt_view(payment: Payment, company: Company, *, locale: str) -> ReceiptV
         company=company.name,
         account=payment.billing_account.name,
         number=payment.reference,
-        paid_at=plain(format_datetime(payment.processed_at, "medium", locale=locale))
+        paid_at=plain(format_datetime(payment.processed_at, "medium", locale=dates))
         if payment.processed_at
         else "",
         method=method_label(payment),
@@ -63,7 +68,7 @@ def receipt_view(payment: Payment, company: Company, *, locale: str) -> ReceiptV
         lines=[
             ReceiptLine(
                 number=a.invoice.number,
-                issued=plain(format_date(a.invoice.issue_date, "medium", locale=locale)),
+                issued=plain(format_date(a.invoice.issue_date, "medium", locale=dates)),
                 amount=money(a.amount),
             )
             for a in payment.allocations
@@ -72,10 +77,15 @@ def receipt_view(payment: Payment, company: Company, *, locale: str) -> ReceiptV
 
 
 def render_pdf(
-    payment: Payment, company: Company, *, locale: str, template_env: jinja2.Environment
+    payment: Payment,
+    company: Company,
+    *,
+    locale: str,
+    template_env: jinja2.Environment,
+    date_locale: str | None = None,
 ) -> bytes:
     html = template_env.get_template(TEMPLATE).render(
-        receipt=receipt_view(payment, company, locale=locale)
+        receipt=receipt_view(payment, company, locale=locale, date_locale=date_locale)
     )
     return html_to_pdf(html, f"receipt {payment.reference}")
 

@@ -144,6 +144,13 @@ def test_money_and_dates_follow_the_locale(env: jinja2.Environment) -> None:
     assert "\n 2,5\n" in text
 
 
+def test_a_number_format_of_its_own_leaves_the_dates_to_the_language() -> None:
+    invoice, company = unsaved_invoice()
+    view = invoice_pdf.invoice_view(invoice, company, locale="de_DE", date_locale="en")
+    assert "801,79" in str(view.total)  # numbers: the chosen format
+    assert str(view.issue_date) == "Mar 1, 2025"  # dates: the language's words and order
+
+
 def test_arabic_locale_values_read_left_to_right(env: jinja2.Environment) -> None:
     # Babel's Arabic date is "01\u200f/03\u200f/2025": right-to-left marks for a right-to-left
     # page. On this left-to-right page they would draw as "012025/03/"; the service drops them.

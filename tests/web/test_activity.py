@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 from portal import tenancy
 from portal.blueprints.activity.routes import EVENT_LABELS
 from portal.services import audit
-from portal.services.activity import GROUPS
+from portal.services.activity import GROUPS, KNOWN_EVENTS
 from tests.conftest import Auth, QueryCounter, readable, user_by_email
 
 pytestmark = pytest.mark.usefixtures("connection")
@@ -106,6 +107,75 @@ def test_labels_cover_every_shared_name() -> None:
     assert {n for names in GROUPS.values() for n in names} <= set(EVENT_LABELS)
 
 
+def test_every_event_the_portal_records_has_a_label_and_a_kind() -> None:
+    """Walks the code for the event names it records ("Portal.…" literals): each has a label
+    and belongs to a kind of activity the filter offers."""
+    root = Path(__file__).resolve().parents[2]
+    recorded: set[str] = set()
+    for folder in ("portal", "workers"):
+        for source in (root / folder).rglob("*.py"):
+            recorded |= set(re.findall(r"[\"'](Portal\.[A-Z][A-Za-z]+)[\"']", source.read_text()))
+    assert "Portal.DisputeAttachmentDownloaded" in recorded  # the walk finds what it should
+    assert recorded - set(EVENT_LABELS) == set()
+    assert recorded - KNOWN_EVENTS == set()
+
+
+def test_sign_in_steps_say_which_step_and_whether_it_passed(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    steps: list[dict[str, Any]] = [
+        {"factor": "password", "success": True, "reason": "ok"},
+        {"factor": "password", "success": False, "reason": "invalid"},
+        {"factor": "totp", "success": True, "reason": "ok"},
+        {"factor": "recovery_code", "success": False, "reason": "locked"},
+        {"factor": "password", "success": False, "reason": "disabled"},
+    ]
+    base = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    for n, step in enumerate(steps):
+        _add(db, "ap@acme.test", "Portal.Login", at=base + timedelta(minutes=n), **step)
+    _add(
+        db,
+        "ap@acme.test",
+        "Portal.SessionEnded",
+        at=base + timedelta(minutes=9),
+        reason="ended_by_administrator",
+        ended=2,
+    )
+    text = readable(client.get("/portal/activity?kind=security").get_data(as_text=True))
+    rows = [r for r in _rows(text) if "ap@acme.test" in r]
+    assert "Session ended" in rows[0] and "Reason: Ended by an administrator" in rows[0]
+    assert "Sign-in failed" in rows[1] and "Reason: The user is deactivated" in rows[1]
+    assert "Two-step verification failed" in rows[2]
+    assert "Reason: Too many attempts: locked for now" in rows[2]
+    assert "Two-step verification passed" in rows[3] and "Reason" not in rows[3]
+    assert "Sign-in failed" in rows[4] and "Reason: Wrong password or code" in rows[4]
+    assert "Signed in" in rows[5] and "Reason" not in rows[5]
+    assert "ended_by_administrator" not in text and "Reason: ok" not in text
+    csv_rows = list(
+        csv.reader(
+            io.StringIO(
+                client.get("/portal/activity.csv?kind=security").get_data().decode("utf-8-sig")
+            )
+        )
+    )
+    assert ["Sign-in failed", "Reason: Wrong password or code"] in [r[2:4] for r in csv_rows]
+
+
+def test_reasons_and_field_names_are_in_the_readers_language(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    _add(db, "ap@acme.test", "Portal.ProfileUpdated", changed_fields=["phone", "timezone"])
+    _add(db, "ap@acme.test", "Portal.DisputeOpened", reason="duplicate")
+    _add(db, "ap@acme.test", "Portal.DisputeAttachmentDownloaded", dispute="dsp_x")
+    english = readable(client.get("/portal/activity").get_data(as_text=True))
+    assert "Reason: We were billed twice" in english and "Dispute attachment downloaded" in english
+    german = client.get("/portal/activity", headers={"Accept-Language": "de"})
+    text = readable(german.get_data(as_text=True))
+    assert '<html lang="de"' in german.get_data(as_text=True)
+    assert "Felder: Telefon, Zeitzone" in text
+    assert "duplicate" not in text and "timezone" not in text
+
+
 @pytest.mark.parametrize("signed_in", ["ap@acme.test"], indirect=True)
 def test_anyone_but_an_admin_gets_a_missing_pages_404(client: FlaskClient, signed_in: Auth) -> None:
     for path, query in (("/activity", ""), ("/activity.csv", ""), ("/activity", "?kind=payments")):
@@ -136,7 +206,7 @@ def test_admin_sees_the_nav_entry_and_the_log(
     assert "Portal.SomethingNew" in newest and "ap@acme.test" in newest  # unknown: raw name
     assert "Two-step verification reset" in rows[1] and "Operator" in rows[1]
     assert "Credit applied" in rows[2] and "System" in rows[2] and "$123.45" in rows[2]
-    assert "Profile updated" in rows[3] and "Fields: phone, job_title" in rows[3]
+    assert "Profile updated" in rows[3] and "Fields: Phone, Job title" in rows[3]
     assert "203.0.113.7 · Chrome on Windows" in rows[3]
 
 
@@ -266,6 +336,25 @@ def test_pages_of_25_at_a_constant_number_of_queries(
     assert len(_rows(second)) == 15 and "REF-014" in second and "REF-000" in second
 
 
+@pytest.mark.parametrize("page", [str(10**30), "4001", "-5", "x"])
+def test_a_page_number_out_of_reach_is_capped_not_a_500(
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    monkeypatch: pytest.MonkeyPatch,
+    page: str,
+) -> None:
+    from portal.services import activity
+
+    # A count that stops short (as past 1,000 events): the page asked for is not bounded by it.
+    monkeypatch.setattr(activity, "count_bound", lambda _page, _size: 2)
+    for n in range(4):
+        _add(db, "ap@acme.test", "Portal.PaymentSubmitted", reference=f"FAR-{n}")
+    response = client.get(f"/portal/activity?kind=payments&page={page}")
+    assert response.status_code == 200
+    assert len(_rows(response.get_data(as_text=True))) <= 25
+
+
 def test_csv_is_streamed_with_bom_filters_and_neutralised_text(
     client: FlaskClient, signed_in: Auth, db: Session
 ) -> None:
@@ -285,6 +374,51 @@ def test_csv_is_streamed_with_bom_filters_and_neutralised_text(
     assert details == 'Reference: =HYPERLINK("http://x")'  # not at the start: never evaluated
     assert ip == "203.0.113.7" and device == "Chrome / Windows"
     assert datetime.fromisoformat(when.replace(" ", "T")).tzinfo is not None
+
+
+def test_csv_reads_each_chunk_in_a_transaction_closed_before_it_is_sent(
+    app: Flask,
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from portal.services import activity
+
+    monkeypatch.setattr(activity, "EXPORT_CHUNK", 2)
+    for n in range(5):
+        _add(db, "ap@acme.test", "Portal.PaymentSubmitted", reference=f"CHUNK-{n}")
+    database = app.extensions["portal.db"]
+    opened: list[Session] = []
+    make = database.sessionmaker
+
+    def spy() -> Session:
+        session = make()
+        opened.append(session)
+        return session
+
+    monkeypatch.setattr(database, "sessionmaker", spy)
+    ap = user_by_email(db, "ap@acme.test").public_id
+    response = client.get(f"/portal/activity.csv?kind=payments&user={ap}", buffered=False)
+    assert response.status_code == 200
+    lines: list[str] = []
+    for piece in response.response:
+        # Whatever has been sent so far was read in transactions that are over by now.
+        assert not any(s.in_transaction() for s in opened[-3:]), len(lines)
+        lines.append(piece.decode() if isinstance(piece, bytes) else piece)
+    response.close()
+    assert sum("CHUNK-" in line for line in lines) == 5
+    assert len(opened) >= 3  # one session per chunk of 2 (5 rows: 3 chunks)
+
+
+def test_csv_exports_are_rate_limited(client: FlaskClient, signed_in: Auth) -> None:
+    for _n in range(10):
+        answer = client.get("/portal/activity.csv")
+        assert answer.status_code == 200 and answer.get_data().startswith("\ufeff".encode())
+    refused = client.get("/portal/activity.csv")
+    assert refused.status_code == 429
+    assert "Too many attempts" in refused.get_data(as_text=True)
+    assert client.get("/portal/activity").status_code == 200  # the page itself is not limited
 
 
 def test_csv_neutralises_a_cell_that_starts_a_formula(

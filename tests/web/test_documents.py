@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask
@@ -185,6 +185,19 @@ def test_filter_by_date(
     ]
     refused = page(client, f"?from={today.isoformat()}&to={day}")
     assert "The end date must be on or after the start date." in refused
+
+
+def test_filter_by_date_takes_the_days_of_the_viewers_time_zone(
+    client: FlaskClient, signed_in: Auth, db: Session, backend: Backend
+) -> None:
+    acme = company_named(db, "Acme Corp")
+    late = make_document(db, acme, backend.storage, "Late upload")
+    with tenancy.system(db):
+        late.created_at = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # 2 June, 01:30 in Berlin
+        user_by_email(db, "admin@acme.test").timezone = "Europe/Berlin"
+    db.commit()
+    assert "Late upload" in titles(page(client, "?from=2026-06-02&to=2026-06-02"))
+    assert "Late upload" not in titles(page(client, "?from=2026-06-01&to=2026-06-01"))
 
 
 def test_filter_by_account(client: FlaskClient, signed_in: Auth, db: Session) -> None:

@@ -212,6 +212,25 @@ def test_tampered_link_is_refused(client: FlaskClient, smtp: Inbox) -> None:
     assert client.get(link[:-3] + "abc").status_code == 400
 
 
+def test_a_change_of_email_voids_an_outstanding_reset_link(
+    client: FlaskClient, smtp: Inbox, db: Session
+) -> None:
+    from portal.models import PortalUser
+
+    _forgot(client, "ap@acme.test")
+    link = _reset_link(smtp)
+    assert client.get(link).status_code == 200  # good until the address changes
+    with tenancy.system(db):
+        db.execute(
+            update(PortalUser)
+            .where(PortalUser.email == "ap@acme.test")
+            .values(email="ap.moved@acme.test")
+        )
+        db.commit()
+    page = client.get(link)
+    assert page.status_code == 400 and "may have been used already" in page.get_data(as_text=True)
+
+
 def test_without_mail_url_mail_is_written_to_files(app: Flask, client: FlaskClient) -> None:
     from pathlib import Path
 

@@ -4,11 +4,17 @@ one URL answering the results fragment to htmx and the whole page to everyone el
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from tests.conftest import Auth
+from portal import tenancy
+from portal.models import BillingAccount
+from tests.conftest import Auth, readable, user_by_email
+from tests.factories import company_named, make_invoice, make_payment
 
 HTMX = {"HX-Request": "true", "HX-Target": "payment-results"}
 
@@ -83,3 +89,26 @@ def test_a_company_without_payments_is_told_so_plainly(client: FlaskClient, auth
     auth.sign_in("admin@initech.test")
     page = client.get("/portal/payment-history").get_data(as_text=True)
     assert "No payments yet." in page and "No payments match these filters" not in page
+
+
+@pytest.mark.parametrize("signed_in", ["admin@initech.test"], indirect=True)
+def test_dates_filter_by_the_days_of_the_viewers_time_zone(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    initech = company_named(db, "Initech")
+    with tenancy.system(db):
+        account = db.scalars(
+            select(BillingAccount).where(BillingAccount.company_id == initech.id)
+        ).first()
+        assert account is not None
+    invoice = make_invoice(db, account, "50.00")
+    make_payment(db, invoice, when=datetime(2026, 6, 1, 23, 30, tzinfo=UTC))
+    with tenancy.system(db):
+        user_by_email(db, "admin@initech.test").timezone = "Europe/Berlin"
+    db.commit()
+    page = client.get("/portal/payment-history").get_data(as_text=True)
+    assert "Jun 2, 2026" in readable(page)  # 01:30 on 2 June in Berlin
+    the_2nd = client.get("/portal/payment-history?from=2026-06-02&to=2026-06-02")
+    assert _rows(the_2nd.get_data(as_text=True)) == ["succeeded"]
+    the_1st = client.get("/portal/payment-history?from=2026-06-01&to=2026-06-01")
+    assert _rows(the_1st.get_data(as_text=True)) == []

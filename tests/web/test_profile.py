@@ -12,8 +12,9 @@ import pytest
 from babel.dates import format_datetime
 from flask import Flask
 from flask.testing import FlaskClient
+from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from portal import tenancy
 from portal.models import AuditEvent, PortalUser, UserSession
@@ -112,12 +113,27 @@ def test_save_updates_audits_names_only_and_says_so(
     assert len(_events(db, "Portal.ProfileUpdated")) == 1
 
 
+def test_saving_the_form_untouched_records_nothing(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    user = _user(db)
+    assert user.timezone is None and user.number_locale is None  # never chosen
+    page = client.get("/portal/profile").get_data(as_text=True)
+    assert '<option selected value="UTC">UTC</option>' in page  # what the form shows for it
+    response = client.post("/portal/profile", data=_profile_data(client, name=user.name))
+    assert response.status_code == 303
+    assert _events(db, "Portal.ProfileUpdated") == []
+    assert _user(db).timezone is None
+
+
 @pytest.mark.parametrize(
     ("fields", "field", "message"),
     [
         ({"phone": "12"}, "phone", "Enter a valid phone number"),
         ({"phone": "+49 30 1"}, "phone", "Enter a valid phone number"),
         ({"timezone": "Mars/Olympus"}, "timezone", "Choose a time zone from the list."),
+        ({"timezone": "US/Eastern"}, "timezone", "Choose a time zone from the list."),
+        ({"timezone": "EST5EDT"}, "timezone", "Choose a time zone from the list."),
         ({"name": ""}, "name", "Enter your name."),
         ({"name": "x" * 201}, "name", "Field cannot be longer than 200 characters."),
         ({"job_title": "x" * 101}, "job_title", "Field cannot be longer than 100 characters."),
@@ -168,6 +184,12 @@ def test_times_show_in_the_chosen_zone(
     assert tokyo in page and utc not in page
 
 
+def test_every_zone_offered_is_accepted_and_nothing_else() -> None:
+    offered = profile.time_zones()
+    assert all(profile.valid_time_zone(name) for name in offered)
+    assert not any(profile.valid_time_zone(n) for n in ("US/Pacific", "Etc/GMT+5", "GMT", ""))
+
+
 def profile_zone(name: str) -> Any:
     return ZoneInfo(name)
 
@@ -181,6 +203,36 @@ def test_number_format_follows_the_choice(client: FlaskClient, signed_in: Auth) 
     assert re.search(r"[\d.]+,\d\d\s?\$", after), "German format: comma decimals"
     assert not re.findall(r"\$[\d,]+\.\d\d", after)
     assert "Profile updated successfully" in after
+
+
+def test_number_format_reaches_numbers_only_not_dates_or_the_statements_language(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    from portal.models import Statement
+
+    client.post("/portal/profile", data=_profile_data(client, number_locale="de_DE"))
+    invoices = readable(client.get("/portal/invoices").get_data(as_text=True))
+    assert re.search(r"[\d.]+,\d\d\s?\$", invoices), "amounts: the chosen number format"
+    assert re.search(r"\b[A-Z][a-z]{2} \d{1,2}, 20\d\d\b", invoices), "dates: the language's"
+    assert not re.search(r"\b\d{2}\.\d{2}\.20\d\d\b", invoices), "no German dates"
+    page = client.get("/portal/statements").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    today = app.extensions["portal.clock"].today().isoformat()
+    asked = client.post(
+        "/portal/statements",
+        data={
+            "csrf_token": token.group(1),
+            "format": "csv",
+            "accounts": re.findall(r'name="accounts" type="checkbox" value="([^"]+)"', page),
+            "start_date": "2026-01-01",
+            "end_date": today,
+        },
+    )
+    assert asked.status_code == 303
+    with tenancy.system(db):
+        (statement,) = db.scalars(select(Statement)).all()
+    assert not statement.locale.startswith("de"), statement.locale  # in the language: English
 
 
 def test_language_is_saved_and_the_page_follows_it(
@@ -252,11 +304,43 @@ def test_email_change_sends_a_link_to_the_new_address_and_a_notice_to_the_old(
     )
     assert len(_events(db, "Portal.EmailChanged")) == 1
     assert other.get("/portal/dashboard").status_code == 302  # signed out
+    assert _run(app) == 1
+    changed = smtp.messages[-1]
+    assert (changed["To"], changed["Subject"]) == (
+        "admin@acme.test",
+        "Your email address was changed",
+    )
     # The link is spent: the address it changes from is no longer the user's.
     again = client.get(link)
     assert again.status_code == 410 and "Confirmation link already used" in again.get_data(
         as_text=True
     )
+
+
+def _text(message: Any) -> str:
+    (plain,) = [p for p in message.walk() if p.get_content_type() == "text/plain"]
+    return str(plain.get_payload(decode=True).decode())
+
+
+def test_the_old_address_hears_of_a_change_confirmed_before_the_mail_went_out(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
+) -> None:
+    asked = client.post("/portal/profile/email", data=_email_data(client, "quick@acme.test"))
+    assert asked.status_code == 303
+    # Confirmed (a link signed like the mailed one) before any job has run.
+    confirmed = client.get(f"/portal/profile/email/{_sign(app, _user(db), 'quick@acme.test')}")
+    assert confirmed.status_code == 303
+    assert _user(db, "quick@acme.test").email == "quick@acme.test"
+    _run(app)
+    subjects = sorted((m["To"], m["Subject"]) for m in smtp.messages)
+    # The link is spent already (no mail to the new address); the old one hears both.
+    assert subjects == [
+        ("admin@acme.test", "Your email address is about to change"),
+        ("admin@acme.test", "Your email address was changed"),
+    ]
+    changed = next(m for m in smtp.messages if m["Subject"] == "Your email address was changed")
+    assert "from admin@acme.test to quick@acme.test" in _text(changed)
+    assert _run(app) == 0 and len(smtp.messages) == 2  # once
 
 
 def test_wrong_password_or_same_address_is_refused_inline(
@@ -277,29 +361,84 @@ def test_wrong_password_or_same_address_is_refused_inline(
     assert _events(db, "Portal.EmailChangeRequested") == []
 
 
+def test_an_address_is_the_same_however_it_is_typed(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    from portal.services import auth
+
+    assert auth.normalize_email(" \uff21dmin@\uff21CME.Test ") == "admin@acme.test"
+    assert auth.find_user_by_email(db, "\uff41dmin@ACME.\uff34EST") is not None  # as sign-in
+    same = client.post("/portal/profile/email", data=_email_data(client, "\uff21DMIN@acme.test"))
+    assert same.status_code == 422
+    assert "That is already your email address." in same.get_data(as_text=True)
+    assert _events(db, "Portal.EmailChangeRequested") == []
+
+
 def test_an_address_of_another_account_is_not_revealed_then_refused_on_confirm(
     app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
 ) -> None:
     taken = client.post("/portal/profile/email", data=_email_data(client, "ap@acme.test"))
-    free = client.post("/portal/profile/email", data=_email_data(client, "free@acme.test"))
-    assert taken.status_code == free.status_code == 303  # the same answer either way
     _run(app)
     link = _link(next(m for m in smtp.messages if m["To"] == "ap@acme.test"))
     refused = client.get(link)
     assert refused.status_code == 409
     assert "That email address is taken" in refused.get_data(as_text=True)
     assert _user(db).email == "admin@acme.test"
+    free = client.post("/portal/profile/email", data=_email_data(client, "free@acme.test"))
+    assert taken.status_code == free.status_code == 303  # the same answer either way
+
+
+def test_the_link_names_no_address_and_a_newer_request_voids_it(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
+) -> None:
+    client.post("/portal/profile/email", data=_email_data(client, "first@acme.test"))
+    _run(app)
+    first = _link(next(m for m in smtp.messages if m["To"] == "first@acme.test"))
+    token = first.rsplit("/", 1)[1]
+    _valid, payload = URLSafeTimedSerializer("any key").loads_unsafe(token)
+    assert payload == [_user(db).public_id, payload[1]] and "@" not in str(payload)
+    assert "acme" not in first and "admin" not in first
+    client.post("/portal/profile/email", data=_email_data(client, "second@acme.test"))
+    _run(app)
+    second = _link(next(m for m in smtp.messages if m["To"] == "second@acme.test"))
+    voided = client.get(first)
+    assert voided.status_code == 410
+    assert client.get(second).status_code == 303
+    assert _user(db, "second@acme.test").pending_email is None
+
+
+def test_an_address_taken_between_the_check_and_the_change_is_refused_not_a_500(
+    app: Flask,
+    client: FlaskClient,
+    signed_in: Auth,
+    db: Session,
+    smtp: Inbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link = f"/portal/profile/email/{_sign(app, _user(db), 'ap@acme.test')}"
+    # Another account takes the address after the link was checked: the check saw it free.
+    monkeypatch.setattr(profile, "find_user_by_email", lambda _session, _email: None)
+    refused = client.get(link)
+    assert refused.status_code == 409
+    assert "That email address is taken" in refused.get_data(as_text=True)
+    assert _user(db).email == "admin@acme.test" and _user(db, "ap@acme.test").role
+    assert _events(db, "Portal.EmailChanged") == []
+    _run(app)
+    assert smtp.messages == []  # nothing changed, nobody is told it did
+    assert client.get("/portal/profile").status_code == 200  # the session carries on
 
 
 def _sign(app: Flask, user: PortalUser, new: str, now: Any = None) -> str:
+    """A link as the mail carries it, for a change to `new` asked for just now."""
+    session = object_session(user)
+    assert session is not None
     settings = app.config["SETTINGS"]
-    return profile.email_change_token(
-        user,
-        new,
-        old_email=user.email,
-        keys=settings.keyring,
-        now=now or app.extensions["portal.clock"].now(),
-    )
+    with tenancy.system(session):
+        user.pending_email = new
+        session.commit()
+        return profile.email_change_token(
+            user, keys=settings.keyring, now=now or app.extensions["portal.clock"].now()
+        )
 
 
 def test_expired_tampered_and_foreign_links_say_which(

@@ -5,7 +5,8 @@ Anyone else gets the very 404 a missing page gets."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from functools import wraps
 from typing import Any, TypeVar
@@ -17,14 +18,17 @@ from flask_login import current_user, login_required
 from sqlalchemy.orm import Session
 
 from portal import clock, i18n, tenancy
+from portal.blueprints.disputes.forms import reason_choices
 from portal.blueprints.payments.history import date_message
-from portal.extensions import Database, db_session
+from portal.extensions import Database, db_session, limiter
 from portal.services import activity, auth, dates
 from portal.services.activity import ActivityQuery, Row
 from portal.templating import format_datetime, money
 from portal.web import render
 
 bp = Blueprint("activity", __name__, url_prefix="/portal")
+# A download reads the whole filtered history: a few a minute is plenty for a person.
+EXPORT_LIMIT = "10 per minute;60 per hour"
 F = TypeVar("F", bound=Callable[..., Any])
 
 GROUP_LABELS = {
@@ -79,6 +83,41 @@ EVENT_LABELS = {
     "Portal.DisputeMessagePosted": _l("Dispute message posted"),
     "Portal.DisputeResolved": _l("Dispute resolved"),
     "Portal.DisputeWithdrawn": _l("Dispute withdrawn"),
+    "Portal.DisputeAttachmentDownloaded": _l("Dispute attachment downloaded"),
+}
+
+# Portal.Login is recorded for each step of signing in, passed or not: (second factor, success).
+LOGIN_LABELS = {
+    (False, True): _l("Signed in"),
+    (False, False): _l("Sign-in failed"),
+    (True, True): _l("Two-step verification passed"),
+    (True, False): _l("Two-step verification failed"),
+}
+SECOND_FACTORS = frozenset({"totp", "recovery_code"})
+
+# The reason codes events carry (sign-in outcomes, why sessions ended, a dispute's reason); a
+# reason not listed (an operator's own words) shows as it is.
+REASON_LABELS = {
+    "invalid": _l("Wrong password or code"),
+    "locked": _l("Too many attempts: locked for now"),
+    "disabled": _l("The user is deactivated"),
+    "signed_out": _l("Signed out"),
+    "deactivated": _l("User deactivated"),
+    "mfa_reset": _l("Two-step verification reset"),
+    "ended_by_administrator": _l("Ended by an administrator"),
+    "password_changed": _l("Password changed"),
+    **dict(reason_choices()),
+}
+HIDDEN_REASONS = frozenset({"ok"})  # a step that passed needs no reason
+
+# The profile's fields, named as its form names them.
+FIELD_LABELS = {
+    "name": _l("Name"),
+    "phone": _l("Phone"),
+    "job_title": _l("Job title"),
+    "locale": _l("Language"),
+    "timezone": _l("Time zone"),
+    "number_locale": _l("Number format"),
 }
 
 DETAIL_LABELS = {
@@ -110,7 +149,11 @@ def admin_only(view: F) -> F:
     return wrapped  # type: ignore[return-value]
 
 
-def event_label(name: str) -> str:
+def event_label(name: str, properties: Mapping[str, Any] | None = None) -> str:
+    """What happened, in words: a sign-in step says which step and whether it passed."""
+    props = properties or {}
+    if name == "Portal.Login" and isinstance(props.get("success"), bool):
+        return str(LOGIN_LABELS[(props.get("factor") in SECOND_FACTORS, props["success"])])
     label = EVENT_LABELS.get(name)
     return str(label) if label is not None else name
 
@@ -122,10 +165,23 @@ def who_label(row: Row) -> str:
     return found or str(_("System"))
 
 
+def details_of(row: Row) -> list[str]:
+    """The row's details as the reader reads them (a passed step's "ok" reason left out)."""
+    return [
+        detail_text(kind, value)
+        for kind, value in row.details
+        if not (kind == "reason" and value in HIDDEN_REASONS)
+    ]
+
+
 def detail_text(kind: str, value: str) -> str:
     if kind == "amount":
         minor, _sep, currency = value.partition(":")
         value = money(int(minor), currency)
+    elif kind == "fields":
+        value = ", ".join(str(FIELD_LABELS.get(n, n)) for n in value.split(", "))
+    elif kind == "reason":
+        value = str(REASON_LABELS.get(value, value))
     label = DETAIL_LABELS.get(kind)
     return f"{label}: {value}" if label is not None else value
 
@@ -172,7 +228,7 @@ def _page(
         "groups": GROUP_LABELS,
         "event_label": event_label,
         "who_label": who_label,
-        "detail_text": detail_text,
+        "details_of": details_of,
         "where_text": where_text,
         "earliest": dates.EARLIEST.isoformat(),
         "latest": dates.LATEST.isoformat(),
@@ -196,28 +252,32 @@ def _csv(query: ActivityQuery) -> Iterator[str]:
     header = [_("When"), _("Who"), _("What"), _("Details"), _("IP address"), _("Device")]
     scope = tenancy.current_scope(db_session())
 
-    def rows() -> Iterator[list[str]]:
-        # Its own session, read while the response streams (the request's committed at its
-        # edge), bound to the request's scope and closed when the last row is sent.
+    @contextmanager
+    def chunk_session() -> Iterator[Session]:
+        # A session per chunk, read while the response streams (the request's committed at
+        # its edge), bound to the request's scope and closed, its transaction with it, before
+        # the chunk's rows are sent.
         session = Database.get().sessionmaker()
         try:
             tenancy.bind(session, scope)
-            yield from _csv_rows(session, query)
+            yield session
         finally:
             session.close()
 
-    return activity.csv_lines([str(h) for h in header], rows())
+    return activity.csv_lines([str(h) for h in header], _csv_rows(chunk_session, query))
 
 
-def _csv_rows(session: Session, query: ActivityQuery) -> Iterator[list[str]]:
-    for chunk in activity.export_rows(session, query):
+def _csv_rows(
+    sessions: Callable[[], AbstractContextManager[Session]], query: ActivityQuery
+) -> Iterator[list[str]]:
+    for chunk in activity.export_rows(sessions, query):
         for row in chunk:
             browser, system = auth.describe_device(row.event.user_agent)
             yield [
                 format_datetime(row.event.created_at, "yyyy-MM-dd HH:mm:ss ZZZZZ"),
                 who_label(row),
-                event_label(row.event.name),
-                "; ".join(detail_text(kind, value) for kind, value in row.details),
+                event_label(row.event.name, row.event.properties),
+                "; ".join(details_of(row)),
                 row.event.ip_address,
                 " / ".join(part for part in (browser, system) if part),
             ]
@@ -226,6 +286,7 @@ def _csv_rows(session: Session, query: ActivityQuery) -> Iterator[list[str]]:
 @bp.get("/activity.csv")
 @login_required
 @admin_only
+@limiter.limit(EXPORT_LIMIT, key_func=lambda: f"activity-csv:{current_user.id}")
 def export() -> Response:
     query, args, errors, users = _query()
     if errors:  # checked before the download starts: a 200 cannot take back its status

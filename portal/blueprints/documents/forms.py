@@ -7,6 +7,7 @@ from flask_babel import lazy_gettext as _l
 from wtforms import DateField, IntegerField, SearchField, SelectField
 from wtforms.validators import Optional
 
+from portal import i18n
 from portal.blueprints.invoices.forms import DATE_BOUNDS, ListFilterForm, within_bounds
 from portal.services.documents import DocumentQuery
 
@@ -80,4 +81,5 @@ class DocumentFilterForm(ListFilterForm):
             date_to=end,
             account=(self.account.data if ok(self.account) else None) or "",
             page=(self.page.data if ok(self.page) else None) or 1,
+            zone=i18n.user_zone(),  # the days of the dates the list shows
         )

@@ -44,6 +44,7 @@ def _pdf_bytes(invoice: Invoice, credit_notes: list[str]) -> bytes:
         invoice,
         current_user.company,
         locale=i18n.format_locale(),
+        date_locale=i18n.text_locale(),
         template_env=current_app.jinja_env,
         cache_dir=Path(settings().storage_dir) / "invoice-pdf",
         credit_notes=credit_notes,

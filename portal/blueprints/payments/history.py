@@ -4,11 +4,13 @@ Like the invoice list: one GET form, one URL, two renderings (htmx asks for the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Response, request, stream_with_context
 from flask_babel import gettext as _
 from flask_login import login_required
 
-from portal import clock
+from portal import clock, i18n
 from portal.blueprints.payments.routes import bp
 from portal.extensions import db_session
 from portal.services import dates, payment_history
@@ -33,6 +35,7 @@ def date_message(error: DateError) -> str:
 def _query() -> tuple[HistoryQuery, dict[str, str], dict[str, str]]:
     """The filters, the query parameters that hold (for links: pages, CSV) and the errors."""
     query, problems = payment_history.read_query(request.args)
+    query = replace(query, zone=i18n.user_zone())  # the days of the dates the page shows
     errors = {name: date_message(problem) for name, problem in problems.items()}
     held = {
         "status": query.status,

@@ -285,7 +285,11 @@ def receipt_pdf(public_id: str) -> Response:
     company = db_session().get(Company, payment.company_id)
     assert company is not None
     pdf = receipts.render_pdf(
-        payment, company, locale=i18n.format_locale(), template_env=current_app.jinja_env
+        payment,
+        company,
+        locale=i18n.format_locale(),
+        date_locale=i18n.text_locale(),
+        template_env=current_app.jinja_env,
     )
     response = make_response(pdf)
     response.headers["Content-Type"] = "application/pdf"

@@ -13,7 +13,12 @@ from portal.blueprints.auth.passwords import current_password_ok
 from portal.blueprints.profile.forms import EmailChangeForm, ProfileForm
 from portal.extensions import db_session, limiter, settings
 from portal.models import PortalUser
-from portal.runtime import SEND_EMAIL_CHANGE_LINK, SEND_EMAIL_CHANGE_NOTICE, current_runtime
+from portal.runtime import (
+    SEND_EMAIL_CHANGE_LINK,
+    SEND_EMAIL_CHANGE_NOTICE,
+    SEND_EMAIL_CHANGED_NOTICE,
+    current_runtime,
+)
 from portal.services import auth, profile
 from portal.services.profile import EmailLinkState
 from portal.web import go, render, request_info
@@ -102,6 +107,15 @@ def request_email_change() -> Response:
     return go(url_for("profile.show"))
 
 
+def _refused(state: EmailLinkState) -> Response:
+    status = {
+        EmailLinkState.EXPIRED: 410,
+        EmailLinkState.USED: 410,
+        EmailLinkState.TAKEN: 409,
+    }.get(state, 404)
+    return render("profile/email_refused.html", {"state": state.value}, status=status)
+
+
 @bp.get("/email/<token>")
 @login_required
 def confirm_email(token: str) -> Response:
@@ -110,14 +124,17 @@ def confirm_email(token: str) -> Response:
         db, token, current_user, keys=settings().keyring, now=clock.now()
     )
     if checked.state is not EmailLinkState.OK or checked.new_email is None:
-        status = {
-            EmailLinkState.EXPIRED: 410,
-            EmailLinkState.USED: 410,
-            EmailLinkState.TAKEN: 409,
-        }.get(checked.state, 404)
-        return render("profile/email_refused.html", {"state": checked.state.value}, status=status)
+        return _refused(checked.state)
     info = request_info()
-    profile.change_email(db, current_user, checked.new_email, request=info)
+    old_email = current_user.email
+    state = profile.change_email(
+        db, current_user, checked.new_email, old_email=old_email, request=info
+    )
+    if state is not EmailLinkState.OK:  # changed or taken since the link was checked
+        return _refused(state)
+    current_runtime().hand_off(
+        db, SEND_EMAIL_CHANGED_NOTICE, current_user.id, old_email, current_user.email
+    )
     auth.end_other_sessions(db, current_user, g.user_session, now=clock.now(), request=info)
     flash(_("Your email address is now %(email)s.", email=checked.new_email), "info")
     return go(url_for("profile.show"))

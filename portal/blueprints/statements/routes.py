@@ -102,7 +102,7 @@ def create() -> Response:
         end=form.end_date.data,
         account_ids=form.account_ids,
         fmt=StatementFormat(form.format.data),
-        locale=i18n.format_locale(),
+        locale=i18n.text_locale(),  # the statement's language; not the number format
         now=clock.now(),
         request=request_info(),
     )
