@@ -1,7 +1,8 @@
 """Notification preferences, settings and the centre's rows: the domain, free of Flask.
 
 A user's choice is a `NotificationPreference` row per (topic, channel); a missing row means the
-default (`DEFAULTS`): every e-mail on except the monthly statement, the portal channel on. The
+default (`DEFAULTS`): every topic on in both channels except the monthly statement, which is
+asked for (a file generated every month) only by a user who turns it on. The
 centre lists a user's `Notification` rows shown in the portal, newest first, and counts the
 unread ones with one indexed query.
 """
@@ -37,9 +38,7 @@ PAGE_SIZE = 20
 
 def default(topic: NotificationTopic, channel: NotificationChannel) -> bool:
     """What a user gets without having chosen."""
-    if channel is NotificationChannel.EMAIL:
-        return topic is not NotificationTopic.MONTHLY_STATEMENT
-    return True
+    return topic is not NotificationTopic.MONTHLY_STATEMENT
 
 
 DEFAULTS: dict[Choice, bool] = {

@@ -136,10 +136,10 @@ def test_email_only_and_portal_only(runtime: Runtime, db: Session) -> None:
     assert notifications.unread_count(db, user) == unread + 1
 
 
-def test_the_monthly_statement_mail_is_off_until_chosen(runtime: Runtime, db: Session) -> None:
+def test_the_monthly_statement_is_off_until_chosen(runtime: Runtime, db: Session) -> None:
     user = _user(db)
     chosen = notifications.channels(db, user, NotificationTopic.MONTHLY_STATEMENT)
-    assert chosen == {"email": False, "portal": True}
+    assert chosen == {"email": False, "portal": False}
     assert notifications.channels(db, user, NotificationTopic.INVOICE_ISSUED)["email"]
 
 
