@@ -4,11 +4,14 @@ tallies check | disputes list|reply|resolve|reject`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from portal import clock, migrate, tenancy
@@ -19,7 +22,7 @@ from portal.runtime import SWEEPS, current_runtime
 from portal.services import audit, auth, mfa, outbox, tallies, users
 from portal.services import disputes as dispute_service
 from portal.services import seed as seed_service
-from portal.services.disputes import Upload
+from portal.services.disputes import ActionRefusal, Upload
 from portal.services.money import AmountError, parse_amount
 from portal.services.passwords import hasher
 from workers.queue import job_name, resolve
@@ -237,8 +240,8 @@ def _disputes_commands(app: Flask) -> None:
     @click.option("--attach", "attach", multiple=True, type=click.Path(exists=True, dir_okay=False))
     def disputes_reply(public_id: str, message: str, attach: tuple[str, ...]) -> None:
         """Answer a dispute as the billing team (it is under review from then on)."""
-        uploads = [Upload(Path(p).name, Path(p).read_bytes()) for p in attach]
-        with Database.get().sessionmaker() as session, tenancy.system(session):
+        uploads = [_read_attachment(Path(p)) for p in attach]
+        with _unit() as session:
             outcome = dispute_app.staff_reply(
                 current_runtime(),
                 session,
@@ -258,7 +261,7 @@ def _disputes_commands(app: Flask) -> None:
     @click.option("--reason", default="", help="Why, shown to the customer.")
     def disputes_resolve(public_id: str, credit: str, reason: str) -> None:
         """Resolve a dispute with a credit note against its invoice (its balance falls)."""
-        with Database.get().sessionmaker() as session, tenancy.system(session):
+        with _unit() as session:
             dispute = _find(session, public_id)
             amount = parse_amount(credit, dispute.invoice.currency, "en")
             if isinstance(amount, AmountError):
@@ -268,7 +271,7 @@ def _disputes_commands(app: Flask) -> None:
             )
             if outcome.refusal is not None:
                 why = outcome.credit_refusal or outcome.refusal
-                raise click.ClickException(f"refused: {why.value}")
+                raise click.ClickException(f"refused: {why.value}{_explain(why.value)}")
             session.commit()
             note = dispute.credit_note
             click.echo(f"{public_id} resolved: credit note {note.number if note else '?'}")
@@ -278,7 +281,9 @@ def _disputes_commands(app: Flask) -> None:
     @click.option("--reason", required=True, help="Why, shown to the customer.")
     def disputes_reject(public_id: str, reason: str) -> None:
         """Reject a dispute: its invoice is due again."""
-        with Database.get().sessionmaker() as session, tenancy.system(session):
+        if not reason.strip():
+            raise click.ClickException("give a --reason: the customer reads why it was rejected")
+        with _unit() as session:
             outcome = dispute_app.reject(
                 current_runtime(),
                 session,
@@ -287,6 +292,51 @@ def _disputes_commands(app: Flask) -> None:
                 now=clock.now(),
             )
             if outcome.refusal is not None:
-                raise click.ClickException(f"refused: {outcome.refusal.value}")
+                why = outcome.refusal.value
+                raise click.ClickException(f"refused: {why}{_explain(why)}")
             session.commit()
         click.echo(f"{public_id} rejected")
+
+
+# What a refusal of the receivables team's commands means, where its name does not say it.
+_EXPLAINED = {
+    ActionRefusal.CLOSED.value: " (the dispute already has its outcome: nothing was changed)",
+    ActionRefusal.NO_REASON.value: " (give a --reason: the customer reads it)",
+    "too_much": " (more than the invoice owes, less what payments on their way hold)",
+    "duplicate": " (that credit note number is taken: run the command again)",
+}
+
+
+def _explain(refusal: str) -> str:
+    return _EXPLAINED.get(refusal, "")
+
+
+@contextmanager
+def _unit() -> Iterator[Session]:
+    """A session across companies for one of the receivables team's commands; a write that
+    collides with another at the same moment (a unique number taken, a lock given up) is
+    rolled back and said in a sentence, never a traceback."""
+    with Database.get().sessionmaker() as session, tenancy.system(session):
+        try:
+            yield session
+        except (IntegrityError, OperationalError) as error:
+            session.rollback()
+            raise click.ClickException(
+                "another change to this dispute or its invoice was saved at the same moment: "
+                "nothing was changed; look at it again (disputes show) and run the command again"
+            ) from error
+
+
+def _read_attachment(path: Path) -> Upload:
+    """A file for a reply, checked for size before it is read (the customers' limit)."""
+    try:
+        size = path.stat().st_size
+        if size > dispute_service.MAX_ATTACHMENT:
+            raise click.ClickException(f"{path.name} is larger than 10 MB: attach a smaller file")
+        with path.open("rb") as source:
+            data = source.read(dispute_service.MAX_ATTACHMENT + 1)
+    except OSError as error:
+        raise click.ClickException(f"could not read {path}: {error.strerror or error}") from error
+    if len(data) > dispute_service.MAX_ATTACHMENT:
+        raise click.ClickException(f"{path.name} is larger than 10 MB: attach a smaller file")
+    return Upload(path.name, data)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from portal.models import (
     ACTIVE_DISPUTE,
+    Company,
     CreditNote,
     Dispute,
     DisputeAttachment,
@@ -26,10 +27,18 @@ from portal.models import (
     DisputeStatus,
     Invoice,
     InvoiceStatus,
+    Payment,
+    PaymentStatus,
     PortalUser,
 )
 from portal.services import audit, credit_notes
 from portal.services.downloads import Downloadable
+from portal.services.payments.selection import reserved_amounts
+from portal.services.payments.transitions import (
+    DISPUTED,
+    cancel_scheduled_for_invoice,
+    lock_invoices,
+)
 from portal.services.storage import FileStore
 
 MAX_MESSAGE = 5_000  # characters
@@ -55,6 +64,8 @@ class DisputeRefusal(StrEnum):
 class DisputeResult:
     dispute: Dispute | None = None
     refusal: DisputeRefusal | None = None
+    # Scheduled payments of the invoice that the dispute canceled (their payers are told).
+    canceled: tuple[Payment, ...] = ()
 
 
 def can_dispute(invoice: Invoice) -> bool:
@@ -72,6 +83,10 @@ def open_dispute(
     now: datetime,
     request: audit.RequestInfo,
 ) -> DisputeResult:
+    """Open a dispute that holds the invoice (Disputed). The invoice is read again under its
+    row lock, the lock a scheduled payment takes when it starts, so the two never both go
+    ahead; its scheduled payments that have not started are canceled (a dispute holds it)."""
+    invoice = lock_invoices(session, [invoice.id])[invoice.id]
     if not can_dispute(invoice):
         return DisputeResult(refusal=DisputeRefusal.NOT_DISPUTABLE)
     disputed = invoice.balance_due if amount is None else amount
@@ -110,7 +125,19 @@ def open_dispute(
         reason=reason.value,
         amount=disputed,
     )
-    return DisputeResult(dispute=dispute)
+    canceled = cancel_scheduled_for_invoice(session, invoice.id, now=now, failure_code=DISPUTED)
+    for payment in canceled:
+        audit.record_for(
+            session,
+            user,
+            "Portal.PaymentCanceled",
+            request=request,
+            payment_id=payment.public_id,
+            reference=payment.reference,
+            amount=payment.amount,
+            currency=payment.currency,
+        )
+    return DisputeResult(dispute=dispute, canceled=tuple(canceled))
 
 
 def disputes_for(session: Session, invoice: Invoice) -> list[Dispute]:
@@ -134,6 +161,7 @@ class ActionRefusal(StrEnum):
     CLOSED = "closed"  # the dispute already has its outcome
     EMPTY = "empty"  # no message and no file
     CREDIT = "credit"  # the credit note was refused (see credit_refusal)
+    NO_REASON = "no_reason"  # a rejection without a reason
 
 
 @dataclass(frozen=True)
@@ -319,13 +347,16 @@ def staff_reply(
     return Outcome(dispute=dispute, message=message)
 
 
-def release_invoice(invoice: Invoice) -> None:
+def release_invoice(session: Session, invoice: Invoice) -> None:
     """A disputed invoice whose dispute closed: the status its amounts make it (overdue is
-    derived from the due date, never stored)."""
+    derived from the due date, never stored), or Processing while a payment is on its way."""
     if invoice.status is not InvoiceStatus.DISPUTED:
         return
+    processing = reserved_amounts(session, [invoice.id], statuses=(PaymentStatus.PROCESSING,))
     if invoice.balance_due <= 0:
         invoice.status = InvoiceStatus.PAID
+    elif processing.get(invoice.id, 0) > 0:
+        invoice.status = InvoiceStatus.PROCESSING
     elif invoice.amount_paid > 0:
         invoice.status = InvoiceStatus.PARTIALLY_PAID
     else:
@@ -348,7 +379,7 @@ def _close(
         )
     )
     if others is None:
-        release_invoice(invoice)
+        release_invoice(session, invoice)
     session.flush()
 
 
@@ -356,7 +387,10 @@ _CREDIT_NUMBER = re.compile(r"CN-(\d+)")
 
 
 def next_credit_number(session: Session, company_id: int) -> str:
-    """The company's next credit note number: CN-301, CN-302 … (after the highest so far)."""
+    """The company's next credit note number: CN-301, CN-302 … (after the highest so far).
+    Read under the company's row lock (SELECT … FOR UPDATE; SQLite: the write lock the unit
+    holds), held to the commit, so two credits at once get consecutive numbers, never one."""
+    session.execute(select(Company.id).where(Company.id == company_id).with_for_update())
     numbers = session.scalars(
         select(CreditNote.number).where(
             CreditNote.company_id == company_id, CreditNote.number.like("CN-%")
@@ -368,12 +402,26 @@ def next_credit_number(session: Session, company_id: int) -> str:
     return f"CN-{highest + 1}"
 
 
+def lock_active(session: Session, dispute: Dispute) -> bool:
+    """Read the dispute again under its row lock (SELECT … FOR UPDATE on PostgreSQL; SQLite:
+    the write lock the unit holds), held to the commit: whether it is still active. Every
+    outcome (withdrawal, credit, rejection) asks this first, so only one of two at once wins;
+    the other sees the dispute closed."""
+    session.execute(
+        select(Dispute)
+        .where(Dispute.id == dispute.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    return dispute.is_active
+
+
 def resolve_with_credit(
     session: Session, dispute: Dispute, *, amount: int, reason: str, now: datetime
 ) -> Outcome:
     """Resolve with a credit note of `amount` (minor units) against the invoice: its balance
     falls by that much, and the invoice leaves Disputed."""
-    if not dispute.is_active:
+    if not lock_active(session, dispute):
         return Outcome(refusal=ActionRefusal.CLOSED)
     invoice = session.get(Invoice, dispute.invoice_id)
     assert invoice is not None
@@ -402,7 +450,10 @@ def resolve_with_credit(
 
 
 def reject(session: Session, dispute: Dispute, *, reason: str, now: datetime) -> Outcome:
-    if not dispute.is_active:
+    """Reject the dispute, saying why (a reason is needed: the customer reads it)."""
+    if not reason.strip():
+        return Outcome(refusal=ActionRefusal.NO_REASON)
+    if not lock_active(session, dispute):
         return Outcome(refusal=ActionRefusal.CLOSED)
     _close(session, dispute, DisputeStatus.REJECTED, now, reason)
     audit.record(
@@ -424,7 +475,7 @@ def withdraw(
     request: audit.RequestInfo,
 ) -> Outcome:
     """The customer takes the dispute back: the invoice is owed again as its amounts say."""
-    if not dispute.is_active:
+    if not lock_active(session, dispute):
         return Outcome(refusal=ActionRefusal.CLOSED)
     dispute.withdrawn_at = now
     _close(session, dispute, DisputeStatus.WITHDRAWN, now, "")

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import stream_encode_multipart
@@ -19,6 +20,7 @@ from werkzeug.test import stream_encode_multipart
 from portal import tenancy
 from portal.disputes import _notify_customers, recipients
 from portal.models import (
+    ACTIVE_DISPUTE,
     AuditEvent,
     CreditNote,
     Dispute,
@@ -31,8 +33,9 @@ from portal.models import (
     NotificationTopic,
     PortalUser,
     Role,
+    UserAccountGrant,
 )
-from portal.services import disputes
+from portal.services import audit, disputes
 from tests.conftest import Auth, Inbox, QueryCounter, csrf_token, readable
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -438,3 +441,128 @@ def test_the_receivables_address_is_a_setting() -> None:
     assert Settings().disputes_email == "receivables@billing-portal.invalid"
     chosen = Settings.from_env({"PORTAL_ENV": "testing", "DISPUTES_EMAIL": "ar@example.com"})
     assert chosen.disputes_email == "ar@example.com"
+
+
+def test_an_opener_who_lost_the_account_is_no_longer_told(app: Flask, db: Session) -> None:
+    dispute = _dispute(db, "INV-1011")  # Acme West
+    with tenancy.system(db):
+        opener = db.scalars(select(PortalUser).where(PortalUser.email == "ap@acme.test")).one()
+        assert opener.role is Role.CUSTOMER
+        dispute.opened_by_user_id = opener.id
+        db.flush()
+        admins = set(
+            db.scalars(
+                select(PortalUser.id).where(
+                    PortalUser.company_id == dispute.company_id, PortalUser.role == Role.ADMIN
+                )
+            )
+        )
+    assert {u.id for u in recipients(db, dispute)} == admins | {opener.id}
+    with tenancy.system(db):
+        db.execute(
+            delete(UserAccountGrant).where(
+                UserAccountGrant.user_id == opener.id,
+                UserAccountGrant.billing_account_id == dispute.billing_account_id,
+            )
+        )
+        db.expire_all()
+    dispute = _dispute(db, "INV-1011")
+    assert {u.id for u in recipients(db, dispute)} == admins  # the admins still hear of it
+    public_id = dispute.public_id
+    cli = app.test_cli_runner()
+    assert cli.invoke(args=["disputes", "reply", public_id, "--message", "On it."]).exit_code == 0
+    assert {n.user_id for n in _notices(db, public_id)} == admins
+
+
+def _close_behind_its_back(db: Session, dispute: Dispute, status: DisputeStatus) -> None:
+    """What another writer committed while this one held the dispute as it was: the row
+    changes, the object in hand does not."""
+    with tenancy.system(db):
+        db.execute(
+            update(Dispute)
+            .where(Dispute.id == dispute.id)
+            .values(status=status)
+            .execution_options(synchronize_session=False)
+        )
+    assert dispute.is_active  # still what it was when loaded
+
+
+def test_a_withdrawal_after_another_outcome_is_refused_with_a_conflict(
+    client: FlaskClient, signed_in: Auth, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import portal.disputes as application
+
+    dispute = _dispute(db, "INV-1011")
+    path = f"/portal/disputes/{dispute.public_id}/withdraw"
+    token = csrf_token(client, path)
+    original = application.customer_withdraw
+
+    def credited_meanwhile(runtime: Any, session: Session, dispute: Dispute, *a: Any, **k: Any):  # type: ignore[no-untyped-def]
+        _close_behind_its_back(session, dispute, DisputeStatus.CREDIT_ISSUED)
+        return original(runtime, session, dispute, *a, **k)
+
+    monkeypatch.setattr(application, "customer_withdraw", credited_meanwhile)
+    response = client.post(path, data={"csrf_token": token})
+    assert response.status_code == 409
+    page = readable(response.text)
+    assert "This dispute was closed in the meantime: it can no longer be withdrawn." in page
+    assert "badge-dispute-credit_issued" in page
+    after = _dispute(db, "INV-1011")
+    assert after.status is DisputeStatus.CREDIT_ISSUED and after.withdrawn_at is None
+    assert _events(db, "Portal.DisputeWithdrawn") == []
+    assert _invoice(db, "INV-1011").status is InvoiceStatus.DISPUTED  # not released twice
+
+
+@pytest.mark.parametrize("outcome", ["resolve", "reject", "withdraw"])
+def test_every_outcome_looks_again_under_the_lock(app: Flask, db: Session, outcome: str) -> None:
+    dispute = _dispute(db, "INV-1011")
+    credits = _count(db, CreditNote)
+    _close_behind_its_back(db, dispute, DisputeStatus.WITHDRAWN)
+    now = app.extensions["portal.clock"].now()
+    with tenancy.system(db):
+        if outcome == "resolve":
+            done = disputes.resolve_with_credit(db, dispute, amount=100, reason="x", now=now)
+        elif outcome == "reject":
+            done = disputes.reject(db, dispute, reason="As billed.", now=now)
+        else:
+            user = db.get(PortalUser, dispute.opened_by_user_id)
+            assert user is not None
+            request = audit.RequestInfo(user_agent="test")
+            done = disputes.withdraw(db, dispute, user, now=now, request=request)
+    assert done.refusal is disputes.ActionRefusal.CLOSED
+    assert _dispute(db, "INV-1011").status is DisputeStatus.WITHDRAWN
+    assert _count(db, CreditNote) == credits and _events(db, "Portal.DisputeResolved") == []
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "\t\n"])
+def test_cli_reject_needs_a_reason(app: Flask, db: Session, reason: str) -> None:
+    dispute = _dispute(db, "INV-2009")
+    before = dispute.status
+    refused = app.test_cli_runner().invoke(
+        args=["disputes", "reject", dispute.public_id, "--reason", reason]
+    )
+    assert refused.exit_code == 1 and refused.exception is not None
+    assert isinstance(refused.exception, SystemExit)  # a message, not a traceback
+    assert "give a --reason" in refused.output
+    assert _dispute(db, "INV-2009").status is before and before in ACTIVE_DISPUTE
+    now = app.extensions["portal.clock"].now()
+    with tenancy.system(db):
+        done = disputes.reject(db, _dispute(db, "INV-2009"), reason=reason, now=now)
+    assert done.refusal is disputes.ActionRefusal.NO_REASON
+
+
+def test_cli_says_a_colliding_write_in_a_sentence(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import portal.disputes as application
+
+    def collides(*_args: Any, **_kwargs: Any) -> None:
+        raise IntegrityError("INSERT INTO credit_notes", {}, Exception("duplicate key"))
+
+    monkeypatch.setattr(application, "resolve_with_credit", collides)
+    dispute = _dispute(db, "INV-1011")
+    result = app.test_cli_runner().invoke(
+        args=["disputes", "resolve", dispute.public_id, "--credit", "1.00"]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "saved at the same moment: nothing was changed" in result.output
