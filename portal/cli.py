@@ -1,9 +1,10 @@
 """Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ... |
 jobs worker | jobs drain | jobs list | jobs sweep | keys reencrypt | users reset-mfa EMAIL |
-tallies check | disputes list|reply|resolve|reject`."""
+tallies check | disputes list|show|attachment|reply|resolve|reject`."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +24,9 @@ from portal.services import audit, auth, mfa, outbox, tallies, users
 from portal.services import disputes as dispute_service
 from portal.services import seed as seed_service
 from portal.services.disputes import ActionRefusal, Upload
-from portal.services.money import AmountError, parse_amount
+from portal.services.money import AmountError, format_money, parse_amount
 from portal.services.passwords import hasher
+from portal.services.storage import StorageError
 from workers.queue import job_name, resolve
 
 
@@ -234,13 +236,72 @@ def _disputes_commands(app: Flask) -> None:
                     f"{dispute.created_at:%Y-%m-%d}"
                 )
 
+    @disputes_group.command("show")
+    @click.argument("public_id")
+    def disputes_show(public_id: str) -> None:
+        """A dispute: its invoice, state and amount, then the thread oldest first (author,
+        time, text, and each attachment's id, name and size)."""
+        with Database.get().sessionmaker() as session, tenancy.system(session):
+            dispute = _find(session, public_id)
+            invoice = dispute.invoice
+            click.echo(f"dispute  {dispute.public_id}")
+            click.echo(f"invoice  {invoice.number} ({invoice.status.value})")
+            click.echo(f"status   {dispute.status.value}")
+            click.echo(f"reason   {dispute.reason.value}")
+            click.echo(f"amount   {_amount(dispute.amount_disputed, invoice.currency)}")
+            click.echo(f"opened   {dispute.created_at:%Y-%m-%d %H:%M} UTC")
+            if dispute.resolved_at is not None:
+                click.echo(f"closed   {dispute.resolved_at:%Y-%m-%d %H:%M} UTC")
+            if dispute.outcome_reason:
+                click.echo(f"outcome  {dispute.outcome_reason}")
+            for message in sorted(dispute.messages, key=lambda m: (m.created_at, m.id)):
+                author = message.author
+                who = f"{author.name} <{author.email}>" if author else "Billing team"
+                click.echo(f"\n--- {message.created_at:%Y-%m-%d %H:%M} UTC  {who}")
+                if message.body:
+                    click.echo(message.body)
+                for attachment in message.attachments:
+                    click.echo(
+                        f"[attachment {attachment.public_id}] {attachment.filename} "
+                        f"({attachment.content_type}, {attachment.size_bytes} bytes)"
+                    )
+
+    @disputes_group.command("attachment")
+    @click.argument("public_id")
+    @click.option(
+        "--out",
+        "out",
+        required=True,
+        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        help="The file to write.",
+    )
+    @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+    def disputes_attachment(public_id: str, out: Path, force: bool) -> None:
+        """Write an attachment (its id is in `disputes show`) to OUT."""
+        if out.exists() and not force:
+            raise click.ClickException(f"{out} exists: give another --out, or --force")
+        with Database.get().sessionmaker() as session, tenancy.system(session):
+            found = dispute_service.attachment_for_download(session, public_id)
+        if found is None:
+            raise click.ClickException(f"no attachment {public_id}")
+        # Written beside OUT, then renamed over it: a failure leaves OUT as it was.
+        partial = out.with_name(f".{out.name}.part")
+        try:
+            with current_runtime().store.open(found.key) as source, partial.open("wb") as target:
+                shutil.copyfileobj(source, target)
+            partial.replace(out)
+        except (OSError, StorageError) as error:
+            partial.unlink(missing_ok=True)
+            raise click.ClickException(f"could not write {out}: {error}") from error
+        click.echo(f"wrote {found.filename} to {out}")
+
     @disputes_group.command("reply")
     @click.argument("public_id")
     @click.option("--message", required=True, help="The reply's text.")
     @click.option("--attach", "attach", multiple=True, type=click.Path(exists=True, dir_okay=False))
     def disputes_reply(public_id: str, message: str, attach: tuple[str, ...]) -> None:
         """Answer a dispute as the billing team (it is under review from then on)."""
-        uploads = [_read_attachment(Path(p)) for p in attach]
+        uploads = [Upload(Path(p).name, Path(p).read_bytes()) for p in attach]
         with _unit() as session:
             outcome = dispute_app.staff_reply(
                 current_runtime(),
@@ -327,16 +388,5 @@ def _unit() -> Iterator[Session]:
             ) from error
 
 
-def _read_attachment(path: Path) -> Upload:
-    """A file for a reply, checked for size before it is read (the customers' limit)."""
-    try:
-        size = path.stat().st_size
-        if size > dispute_service.MAX_ATTACHMENT:
-            raise click.ClickException(f"{path.name} is larger than 10 MB: attach a smaller file")
-        with path.open("rb") as source:
-            data = source.read(dispute_service.MAX_ATTACHMENT + 1)
-    except OSError as error:
-        raise click.ClickException(f"could not read {path}: {error.strerror or error}") from error
-    if len(data) > dispute_service.MAX_ATTACHMENT:
-        raise click.ClickException(f"{path.name} is larger than 10 MB: attach a smaller file")
-    return Upload(path.name, data)
+def _amount(minor_units: int, currency: str) -> str:
+    return format_money(minor_units, currency, "en")

@@ -566,3 +566,55 @@ def test_cli_says_a_colliding_write_in_a_sentence(
     )
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert "saved at the same moment: nothing was changed" in result.output
+
+
+def test_cli_show_reads_the_thread_and_attachment_writes_the_file(
+    app: Flask, db: Session, tmp_path: Path
+) -> None:
+    dispute = _dispute(db, "INV-1011")
+    cli = app.test_cli_runner()
+    sheet = tmp_path / "timesheet.pdf"
+    sheet.write_bytes(PDF)
+    replied = cli.invoke(
+        args=["disputes", "reply", dispute.public_id, "--message", "See file.", "--attach", sheet]
+    )
+    assert replied.exit_code == 0, replied.output
+    with tenancy.system(db):
+        attachment = db.scalars(select(DisputeAttachment)).one()
+        opener = db.get(PortalUser, dispute.opened_by_user_id)
+    assert opener is not None
+    shown = cli.invoke(args=["disputes", "show", dispute.public_id])
+    assert shown.exit_code == 0, shown.output
+    out = shown.output
+    assert f"dispute  {dispute.public_id}" in out and "invoice  INV-1011 (disputed)" in out
+    assert "status   under_review" in out and "reason   incorrect_amount" in out
+    first = out.index(f"{opener.name} <{opener.email}>")
+    assert out.index("The installation was billed for two days") > first
+    assert out.index("See file.") > out.index("checking the engineer") > first  # oldest first
+    assert out.count("Billing team") == 2 and " UTC " in out
+    assert f"[attachment {attachment.public_id}] timesheet.pdf" in out
+    assert f"(application/pdf, {len(PDF)} bytes)" in out
+    target = tmp_path / "out" / "copy.pdf"
+    missing_dir = cli.invoke(
+        args=["disputes", "attachment", attachment.public_id, "--out", str(target)]
+    )
+    assert missing_dir.exit_code == 1 and isinstance(missing_dir.exception, SystemExit)
+    assert "could not write" in missing_dir.output
+    target.parent.mkdir()
+    wrote = cli.invoke(args=["disputes", "attachment", attachment.public_id, "--out", str(target)])
+    assert wrote.exit_code == 0, wrote.output
+    assert target.read_bytes() == PDF
+    target.write_bytes(b"mine")
+    kept = cli.invoke(args=["disputes", "attachment", attachment.public_id, "--out", str(target)])
+    assert kept.exit_code == 1 and "exists" in kept.output and "--force" in kept.output
+    assert target.read_bytes() == b"mine"
+    forced = cli.invoke(
+        args=["disputes", "attachment", attachment.public_id, "--out", str(target), "--force"]
+    )
+    assert forced.exit_code == 0 and target.read_bytes() == PDF
+    unknown = cli.invoke(
+        args=["disputes", "attachment", "att_nothing", "--out", str(tmp_path / "x")]
+    )
+    assert unknown.exit_code == 1 and "no attachment att_nothing" in unknown.output
+    nobody = cli.invoke(args=["disputes", "show", "dsp_nothing"])
+    assert nobody.exit_code == 1 and "no dispute dsp_nothing" in nobody.output
