@@ -4,9 +4,10 @@ tallies check | disputes list|show|attachment|reply|resolve|reject`."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
@@ -301,8 +302,8 @@ def _disputes_commands(app: Flask) -> None:
     @click.option("--attach", "attach", multiple=True, type=click.Path(exists=True, dir_okay=False))
     def disputes_reply(public_id: str, message: str, attach: tuple[str, ...]) -> None:
         """Answer a dispute as the billing team (it is under review from then on)."""
-        uploads = [Upload(Path(p).name, Path(p).read_bytes()) for p in attach]
-        with _unit() as session:
+        with ExitStack() as files, _unit() as session:
+            uploads = [_open_attachment(files, Path(p)) for p in attach]
             outcome = dispute_app.staff_reply(
                 current_runtime(),
                 session,
@@ -390,3 +391,16 @@ def _unit() -> Iterator[Session]:
 
 def _amount(minor_units: int, currency: str) -> str:
     return format_money(minor_units, currency, "en")
+
+
+def _open_attachment(files: ExitStack, path: Path) -> Upload:
+    """A file for a reply, open for reading in chunks; one over the customers' limit (10 MB)
+    or one that cannot be read is refused in a sentence."""
+    try:
+        stream = files.enter_context(path.open("rb"))
+        size = os.fstat(stream.fileno()).st_size
+    except OSError as error:
+        raise click.ClickException(f"could not read {path}: {error.strerror or error}") from error
+    if size > dispute_service.MAX_ATTACHMENT:
+        raise click.ClickException(f"{path.name} is larger than 10 MB: attach a smaller file")
+    return Upload(path.name, stream, size)

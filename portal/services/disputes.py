@@ -6,15 +6,19 @@ status its amounts make it (overdue stays derived from the due date)."""
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import re
 import uuid
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import IO
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, SessionTransaction, selectinload
 
 from portal.models import (
     ACTIVE_DISPUTE,
@@ -41,6 +45,8 @@ from portal.services.payments.transitions import (
 )
 from portal.services.storage import FileStore
 
+log = logging.getLogger(__name__)
+
 MAX_MESSAGE = 5_000  # characters
 MAX_ATTACHMENT = 10 * 1024 * 1024  # bytes, each
 MAX_ATTACHMENTS = 5  # per message
@@ -50,6 +56,11 @@ SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
     (b"\xff\xd8\xff", "image/jpeg", "jpg"),
 )
+# How much of a file's start and end the structural checks read (never the whole file).
+HEAD = 64
+TAIL = 1024
+CHUNK = 64 * 1024  # what an attachment is hashed and written by
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk: no data, a fixed CRC
 
 # A dispute holds the invoice: it can be opened while the customer still owes money on it.
 DISPUTABLE = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID, InvoiceStatus.PAYMENT_FAILED)
@@ -166,10 +177,40 @@ class ActionRefusal(StrEnum):
 
 @dataclass(frozen=True)
 class Upload:
-    """A file as it arrived: the name the sender gave it and its bytes."""
+    """A file as it arrived: the name the sender gave it, a seekable stream of its bytes (an
+    upload spooled by the form parser, a file the CLI opened) and its size. It is read in
+    chunks of CHUNK bytes, never whole: its start and end for the checks, then once to hash and
+    store it."""
 
     filename: str
-    data: bytes
+    stream: IO[bytes]
+    size: int
+
+    @classmethod
+    def of(cls, filename: str, stream: IO[bytes]) -> Upload:
+        stream.seek(0, io.SEEK_END)
+        size = stream.tell()
+        stream.seek(0)
+        return cls(filename, stream, size)
+
+    @classmethod
+    def of_bytes(cls, filename: str, data: bytes) -> Upload:
+        return cls(filename, io.BytesIO(data), len(data))
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        self.stream.seek(offset)
+        return self.stream.read(length)
+
+    def head(self) -> bytes:
+        return self._read_at(0, HEAD)
+
+    def tail(self) -> bytes:
+        return self._read_at(max(0, self.size - TAIL), TAIL)
+
+    def chunks(self) -> Iterator[bytes]:
+        self.stream.seek(0)
+        while chunk := self.stream.read(CHUNK):
+            yield chunk
 
 
 @dataclass(frozen=True)
@@ -180,22 +221,46 @@ class Outcome:
     credit_refusal: credit_notes.CreditRefusal | None = None
 
 
-def sniff(data: bytes) -> tuple[str, str] | None:
-    """(content type, extension) from a file's first bytes; None when it is none we take."""
+def sniff(head: bytes, tail: bytes | None = None) -> tuple[str, str] | None:
+    """(content type, extension) from a file's first bytes (and its last, `tail`, when given:
+    the whole file when it is short); None when it is none we take, or when its structure says
+    it is cut short or something else: a PDF ends in %%EOF, a PNG's first chunk is its IHDR
+    and its last an IEND, a JPEG ends where it started, with an end-of-image marker."""
+    tail = head if tail is None else tail
     for magic, content_type, extension in SIGNATURES:
-        if data.startswith(magic):
+        if head.startswith(magic) and _whole(extension, head, tail):
             return content_type, extension
     return None
 
 
+def _whole(extension: str, head: bytes, tail: bytes) -> bool:
+    if extension == "pdf":
+        return b"%%EOF" in tail  # within its last kilobyte (trailing whitespace allowed)
+    if extension == "png":
+        ihdr = head[8:33]  # length 13, "IHDR", 13 bytes of header, its CRC
+        return (
+            len(ihdr) == 25
+            and ihdr[:8] == b"\x00\x00\x00\rIHDR"
+            and zlib.crc32(ihdr[4:21]) == int.from_bytes(ihdr[21:25], "big")
+            and tail.endswith(PNG_IEND)
+        )
+    return len(tail) >= 4 and tail.rstrip(b"\x00\r\n").endswith(b"\xff\xd9")  # JPEG
+
+
+def detect(upload: Upload) -> tuple[str, str] | None:
+    return sniff(upload.head(), upload.tail())
+
+
 def check_uploads(uploads: Sequence[Upload]) -> AttachmentRefusal | None:
+    """Refuses more than MAX_ATTACHMENTS files, a file over MAX_ATTACHMENT (by its size, before
+    reading it), and one that is not a whole PDF, PNG or JPEG."""
     if len(uploads) > MAX_ATTACHMENTS:
         return AttachmentRefusal.COUNT
     for upload in uploads:
-        if sniff(upload.data) is None:
-            return AttachmentRefusal.TYPE
-        if len(upload.data) > MAX_ATTACHMENT:
+        if upload.size > MAX_ATTACHMENT:
             return AttachmentRefusal.SIZE
+        if detect(upload) is None:
+            return AttachmentRefusal.TYPE
     return None
 
 
@@ -208,6 +273,35 @@ def _safe_name(filename: str, extension: str) -> str:
     base = filename.replace("\\", "/").rsplit("/", 1)[-1]
     stem = _UNSAFE.sub("_", base.rsplit(".", 1)[0] if "." in base else base).strip(" ._")
     return f"{(stem or 'attachment')[:150]}.{extension}"
+
+
+# Files written in a session's transaction, removed unless it commits -------------------------
+
+_WRITTEN = "portal.dispute_files"
+
+
+def _remove_unless_committed(session: Session, store: FileStore, key: str) -> None:
+    """The file at `key` is about to be written for a row of this transaction: should the
+    transaction not commit (a failed flush or commit, an error before it, a rollback), the
+    file is removed with it, so no file is left that no row names."""
+    session.info.setdefault(_WRITTEN, []).append((store, key))
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_written(session: Session) -> None:
+    if not session.in_nested_transaction():  # a savepoint's release is not the commit
+        session.info.pop(_WRITTEN, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _remove_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:  # a savepoint ended; the outer transaction goes on
+        return
+    for store, key in session.info.pop(_WRITTEN, []):
+        try:
+            store.delete(key)
+        except OSError:
+            log.exception("could not remove the uncommitted dispute file %s", key)
 
 
 def get_dispute(session: Session, public_id: str) -> Dispute | None:
@@ -255,12 +349,17 @@ def _store_message(
     session.add(message)
     session.flush()
     for upload in uploads:
-        detected = sniff(upload.data)
+        detected = detect(upload)
         assert detected is not None  # check_uploads ran first
         content_type, extension = detected
         key = f"disputes/{dispute.public_id}/{uuid.uuid4().hex}"
+        _remove_unless_committed(session, store, key)  # before the first byte is written
+        digest, size = hashlib.sha256(), 0
         with store.writer(key) as out:
-            out.write(upload.data)
+            for chunk in upload.chunks():
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
         session.add(
             DisputeAttachment(
                 **owner,
@@ -269,8 +368,8 @@ def _store_message(
                 storage_key=key,
                 filename=_safe_name(upload.filename, extension),
                 content_type=content_type,
-                size_bytes=len(upload.data),
-                sha256=hashlib.sha256(upload.data).hexdigest(),
+                size_bytes=size,
+                sha256=digest.hexdigest(),
                 created_at=now,
             )
         )

@@ -3,6 +3,7 @@ content, withdrawal, the receivables team's outcomes from the CLI, and the mail 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from pathlib import Path
@@ -38,8 +39,12 @@ from portal.models import (
 from portal.services import audit, disputes
 from tests.conftest import Auth, Inbox, QueryCounter, csrf_token, readable
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-PDF = b"%PDF-1.7\n" + b"1 0 obj << >> endobj\n" * 4
+PNG = (  # a whole 1x1 PNG: signature, IHDR, IDAT, IEND
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU"
+    b"\x00\x00\x00\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+PDF = b"%PDF-1.7\n" + b"1 0 obj << >> endobj\n" * 4 + b"trailer << >>\n%%EOF\n"
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 32 + b"\xff\xd9"
 EXE = b"MZ\x90\x00" + b"\x00" * 64
 
 
@@ -174,6 +179,10 @@ def test_the_content_decides_the_type_of_an_attachment(
     ("files", "message"),
     [
         ([(EXE, "invoice.pdf")], "Attach a PDF, PNG or JPEG file."),
+        ([(PDF[:-7], "cut.pdf")], "Attach a PDF, PNG or JPEG file."),  # no %%EOF
+        ([(PNG[:-12], "cut.png")], "Attach a PDF, PNG or JPEG file."),  # no IEND
+        ([(JPEG[:-2], "cut.jpg")], "Attach a PDF, PNG or JPEG file."),  # no end of image
+        ([(PNG[:8] + PDF, "polyglot.png")], "Attach a PDF, PNG or JPEG file."),
         ([(PDF, "a.pdf"), (EXE, "b.pdf")], "Attach a PDF, PNG or JPEG file."),
         (
             [(PDF + b"\x00" * (disputes.MAX_ATTACHMENT - len(PDF) + 1), "big.pdf")],
@@ -618,3 +627,137 @@ def test_cli_show_reads_the_thread_and_attachment_writes_the_file(
     assert unknown.exit_code == 1 and "no attachment att_nothing" in unknown.output
     nobody = cli.invoke(args=["disputes", "show", "dsp_nothing"])
     assert nobody.exit_code == 1 and "no dispute dsp_nothing" in nobody.output
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (PDF, ("application/pdf", "pdf")),
+        (PDF + b"\n" * 100, ("application/pdf", "pdf")),  # whitespace after %%EOF
+        (PNG, ("image/png", "png")),
+        (JPEG, ("image/jpeg", "jpg")),
+        (PDF.replace(b"%%EOF", b"%%EOX"), None),
+        (PNG[:8] + b"\x00\x00\x00\rIDAT" + PNG[16:], None),  # IHDR not first
+        (PNG[:23] + b"\x02" + PNG[24:], None),  # IHDR's CRC does not match it
+        (PNG[:8] + b"\x00" * 64, None),  # a signature and nothing after it
+        (b"\xff\xd8\xff" + PDF, None),  # a JPEG's start, a PDF's end
+        (EXE, None),
+    ],
+)
+def test_a_file_is_judged_by_its_structure(data: bytes, expected: tuple[str, str] | None) -> None:
+    assert disputes.sniff(data) == expected
+    assert disputes.detect(disputes.Upload.of_bytes("f", data)) == expected
+
+
+class _Watched(io.BytesIO):
+    """A stream that remembers the most it was asked for at once."""
+
+    largest = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.largest = max(self.largest, size if size is not None and size >= 0 else 1 << 62)
+        return super().read(size)
+
+
+def test_an_attachment_is_read_in_chunks_and_its_size_checked_first(
+    app: Flask, db: Session
+) -> None:
+    dispute = _dispute(db, "INV-1011")
+    body = PDF[:-6] + b"\x00" * (3 * disputes.CHUNK) + PDF[-6:]
+    stream = _Watched(body)
+    upload = disputes.Upload.of("big.pdf", stream)
+    oversized = _Watched(PDF + b"\x00" * disputes.MAX_ATTACHMENT)
+    with tenancy.system(db):
+        user = db.get(PortalUser, dispute.opened_by_user_id)
+        assert user is not None
+        store = app.extensions["portal.runtime"].store
+        request = audit.RequestInfo(user_agent="test")
+        now = app.extensions["portal.clock"].now()
+        refused = disputes.post_message(
+            db, store, dispute, user, body="", uploads=[disputes.Upload.of("x.pdf", oversized)],
+            now=now, request=request,
+        )  # fmt: skip
+        assert refused.refusal is disputes.AttachmentRefusal.SIZE
+        assert oversized.largest == 0  # refused by its size: not a byte read
+        done = disputes.post_message(
+            db, store, dispute, user, body="", uploads=[upload], now=now, request=request
+        )
+        assert done.message is not None
+        (attachment,) = done.message.attachments
+    assert attachment.size_bytes == len(body)
+    assert attachment.sha256 == hashlib.sha256(body).hexdigest()
+    assert 0 < stream.largest <= disputes.CHUNK
+    assert (Path(app.config["SETTINGS"].storage_dir) / attachment.storage_key).read_bytes() == body
+
+
+def test_files_of_a_message_that_is_not_committed_are_removed(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import portal.disputes as application
+
+    dispute = _dispute(db, "INV-1011")
+    public_id, before = dispute.public_id, _files(app, dispute)
+    with tenancy.system(db):
+        user = db.get(PortalUser, dispute.opened_by_user_id)
+        assert user is not None
+        outcome = disputes.post_message(
+            db,
+            app.extensions["portal.runtime"].store,
+            dispute,
+            user,
+            body="",
+            uploads=[disputes.Upload.of_bytes("a.png", PNG), disputes.Upload.of_bytes("b", PDF)],
+            now=app.extensions["portal.clock"].now(),
+            request=audit.RequestInfo(user_agent="test"),
+        )
+        assert outcome.message is not None
+    assert len(_files(app, dispute)) == len(before) + 2
+    db.rollback()  # the transaction does not commit: its files go with it
+    dispute = _dispute(db, "INV-1011")
+    assert _files(app, dispute) == before
+
+    # The command's transaction fails after the files were written: none is left behind.
+    def breaks(*_args: Any, **_kwargs: Any) -> int:
+        raise RuntimeError("the notification could not be recorded")
+
+    monkeypatch.setattr(application, "_notify_customers", breaks)
+    sheet = tmp_path / "timesheet.pdf"
+    sheet.write_bytes(PDF)
+    failed = app.test_cli_runner().invoke(
+        args=["disputes", "reply", public_id, "--message", "x", "--attach", str(sheet)]
+    )
+    assert failed.exit_code == 1 and isinstance(failed.exception, RuntimeError)
+    assert _files(app, dispute) == before
+    assert _count(db, DisputeAttachment) == 0
+
+
+def test_cli_reply_refuses_a_file_too_large_or_unreadable(
+    app: Flask, db: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public_id = _dispute(db, "INV-1011").public_id
+    messages = _count(db, DisputeMessage)
+    cli = app.test_cli_runner()
+    big = tmp_path / "big.pdf"
+    with big.open("wb") as out:
+        out.truncate(disputes.MAX_ATTACHMENT + 1)  # sparse: nothing to read into memory
+    refused = cli.invoke(
+        args=["disputes", "reply", public_id, "--message", "x", "--attach", str(big)]
+    )
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit)
+    assert "big.pdf is larger than 10 MB" in refused.output
+    locked = tmp_path / "locked.pdf"
+    locked.write_bytes(PDF)
+    opens = Path.open
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "locked.pdf":
+            raise PermissionError(13, "Permission denied", str(self))
+        return opens(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    unreadable = cli.invoke(
+        args=["disputes", "reply", public_id, "--message", "x", "--attach", str(locked)]
+    )
+    assert unreadable.exit_code == 1 and isinstance(unreadable.exception, SystemExit)
+    assert f"could not read {locked}: Permission denied" in unreadable.output
+    assert _count(db, DisputeMessage) == messages

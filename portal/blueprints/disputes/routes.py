@@ -80,8 +80,11 @@ def _page(dispute: Dispute, form: ReplyForm, status: int = 200) -> Response:
 
 
 def _uploads() -> list[Upload]:
+    """The files as the form parser spooled them (the body's limit enforced as it streamed
+    in): each is checked by its size and its first and last bytes, then stored in chunks,
+    never read whole into memory."""
     files = [f for f in request.files.getlist("attachments") if f and f.filename]
-    return [Upload(f.filename or "", f.read(disputes.MAX_ATTACHMENT + 1)) for f in files]
+    return [Upload.of(f.filename or "", f.stream) for f in files]
 
 
 def _attachment_error(refusal: AttachmentRefusal) -> str:
