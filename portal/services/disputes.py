@@ -378,13 +378,18 @@ def _store_message(
 
 
 def _refuse_message(
-    dispute: Dispute, body: str, uploads: Sequence[Upload]
+    session: Session, dispute: Dispute, body: str, uploads: Sequence[Upload]
 ) -> ActionRefusal | AttachmentRefusal | None:
+    """Why a message is refused, if it is; last, the dispute is read again under its row lock,
+    so a message never lands on (nor a staff reply reopens) a dispute closed meanwhile."""
     if not dispute.is_active:
         return ActionRefusal.CLOSED
     if not body.strip() and not uploads:
         return ActionRefusal.EMPTY
-    return check_uploads(uploads)
+    refusal = check_uploads(uploads)
+    if refusal is None and not lock_active(session, dispute):
+        return ActionRefusal.CLOSED
+    return refusal
 
 
 def post_message(
@@ -400,7 +405,7 @@ def post_message(
 ) -> Outcome:
     """The customer writes: refused, with nothing stored, for a closed dispute, an empty
     message or a file that is not a PDF, PNG or JPEG of at most 10 MB."""
-    refusal = _refuse_message(dispute, body, uploads)
+    refusal = _refuse_message(session, dispute, body, uploads)
     if refusal is not None:
         return Outcome(refusal=refusal)
     message = _store_message(
@@ -427,7 +432,7 @@ def staff_reply(
     now: datetime,
 ) -> Outcome:
     """The billing team answers: the dispute is under review from then on."""
-    refusal = _refuse_message(dispute, body, uploads)
+    refusal = _refuse_message(session, dispute, body, uploads)
     if refusal is not None:
         return Outcome(refusal=refusal)
     message = _store_message(

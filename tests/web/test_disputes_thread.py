@@ -522,10 +522,10 @@ def test_a_withdrawal_after_another_outcome_is_refused_with_a_conflict(
     assert _invoice(db, "INV-1011").status is InvoiceStatus.DISPUTED  # not released twice
 
 
-@pytest.mark.parametrize("outcome", ["resolve", "reject", "withdraw"])
+@pytest.mark.parametrize("outcome", ["resolve", "reject", "withdraw", "reply", "message"])
 def test_every_outcome_looks_again_under_the_lock(app: Flask, db: Session, outcome: str) -> None:
     dispute = _dispute(db, "INV-1011")
-    credits = _count(db, CreditNote)
+    credits, messages = _count(db, CreditNote), _count(db, DisputeMessage)
     _close_behind_its_back(db, dispute, DisputeStatus.WITHDRAWN)
     now = app.extensions["portal.clock"].now()
     with tenancy.system(db):
@@ -533,6 +533,17 @@ def test_every_outcome_looks_again_under_the_lock(app: Flask, db: Session, outco
             done = disputes.resolve_with_credit(db, dispute, amount=100, reason="x", now=now)
         elif outcome == "reject":
             done = disputes.reject(db, dispute, reason="As billed.", now=now)
+        elif outcome == "reply":  # would put it back under review
+            store = app.extensions["portal.runtime"].store
+            done = disputes.staff_reply(db, store, dispute, body="x", uploads=[], now=now)
+        elif outcome == "message":
+            store = app.extensions["portal.runtime"].store
+            user = db.get(PortalUser, dispute.opened_by_user_id)
+            assert user is not None
+            request = audit.RequestInfo(user_agent="test")
+            done = disputes.post_message(
+                db, store, dispute, user, body="x", uploads=[], now=now, request=request
+            )
         else:
             user = db.get(PortalUser, dispute.opened_by_user_id)
             assert user is not None
@@ -541,6 +552,8 @@ def test_every_outcome_looks_again_under_the_lock(app: Flask, db: Session, outco
     assert done.refusal is disputes.ActionRefusal.CLOSED
     assert _dispute(db, "INV-1011").status is DisputeStatus.WITHDRAWN
     assert _count(db, CreditNote) == credits and _events(db, "Portal.DisputeResolved") == []
+    assert _events(db, "Portal.DisputeMessagePosted") == []
+    assert _count(db, DisputeMessage) == messages
 
 
 @pytest.mark.parametrize("reason", ["", "   ", "\t\n"])
