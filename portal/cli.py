@@ -1,14 +1,19 @@
 """Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ... |
 jobs worker | jobs drain | jobs list | jobs sweep | keys reencrypt | users reset-mfa EMAIL |
-tallies check | disputes list|reply|resolve|reject`."""
+tallies check | disputes list|show|attachment|reply|resolve|reject`."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from portal import clock, migrate, tenancy
@@ -19,9 +24,10 @@ from portal.runtime import SWEEPS, current_runtime
 from portal.services import audit, auth, mfa, outbox, tallies, users
 from portal.services import disputes as dispute_service
 from portal.services import seed as seed_service
-from portal.services.disputes import Upload
-from portal.services.money import AmountError, parse_amount
+from portal.services.disputes import ActionRefusal, Upload
+from portal.services.money import AmountError, format_money, parse_amount
 from portal.services.passwords import hasher
+from portal.services.storage import StorageError
 from workers.queue import job_name, resolve
 
 
@@ -231,14 +237,73 @@ def _disputes_commands(app: Flask) -> None:
                     f"{dispute.created_at:%Y-%m-%d}"
                 )
 
+    @disputes_group.command("show")
+    @click.argument("public_id")
+    def disputes_show(public_id: str) -> None:
+        """A dispute: its invoice, state and amount, then the thread oldest first (author,
+        time, text, and each attachment's id, name and size)."""
+        with Database.get().sessionmaker() as session, tenancy.system(session):
+            dispute = _find(session, public_id)
+            invoice = dispute.invoice
+            click.echo(f"dispute  {dispute.public_id}")
+            click.echo(f"invoice  {invoice.number} ({invoice.status.value})")
+            click.echo(f"status   {dispute.status.value}")
+            click.echo(f"reason   {dispute.reason.value}")
+            click.echo(f"amount   {_amount(dispute.amount_disputed, invoice.currency)}")
+            click.echo(f"opened   {dispute.created_at:%Y-%m-%d %H:%M} UTC")
+            if dispute.resolved_at is not None:
+                click.echo(f"closed   {dispute.resolved_at:%Y-%m-%d %H:%M} UTC")
+            if dispute.outcome_reason:
+                click.echo(f"outcome  {dispute.outcome_reason}")
+            for message in sorted(dispute.messages, key=lambda m: (m.created_at, m.id)):
+                author = message.author
+                who = f"{author.name} <{author.email}>" if author else "Billing team"
+                click.echo(f"\n--- {message.created_at:%Y-%m-%d %H:%M} UTC  {who}")
+                if message.body:
+                    click.echo(message.body)
+                for attachment in message.attachments:
+                    click.echo(
+                        f"[attachment {attachment.public_id}] {attachment.filename} "
+                        f"({attachment.content_type}, {attachment.size_bytes} bytes)"
+                    )
+
+    @disputes_group.command("attachment")
+    @click.argument("public_id")
+    @click.option(
+        "--out",
+        "out",
+        required=True,
+        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        help="The file to write.",
+    )
+    @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+    def disputes_attachment(public_id: str, out: Path, force: bool) -> None:
+        """Write an attachment (its id is in `disputes show`) to OUT."""
+        if out.exists() and not force:
+            raise click.ClickException(f"{out} exists: give another --out, or --force")
+        with Database.get().sessionmaker() as session, tenancy.system(session):
+            found = dispute_service.attachment_for_download(session, public_id)
+        if found is None:
+            raise click.ClickException(f"no attachment {public_id}")
+        # Written beside OUT, then renamed over it: a failure leaves OUT as it was.
+        partial = out.with_name(f".{out.name}.part")
+        try:
+            with current_runtime().store.open(found.key) as source, partial.open("wb") as target:
+                shutil.copyfileobj(source, target)
+            partial.replace(out)
+        except (OSError, StorageError) as error:
+            partial.unlink(missing_ok=True)
+            raise click.ClickException(f"could not write {out}: {error}") from error
+        click.echo(f"wrote {found.filename} to {out}")
+
     @disputes_group.command("reply")
     @click.argument("public_id")
     @click.option("--message", required=True, help="The reply's text.")
     @click.option("--attach", "attach", multiple=True, type=click.Path(exists=True, dir_okay=False))
     def disputes_reply(public_id: str, message: str, attach: tuple[str, ...]) -> None:
         """Answer a dispute as the billing team (it is under review from then on)."""
-        uploads = [Upload(Path(p).name, Path(p).read_bytes()) for p in attach]
-        with Database.get().sessionmaker() as session, tenancy.system(session):
+        with ExitStack() as files, _unit() as session:
+            uploads = [_open_attachment(files, Path(p)) for p in attach]
             outcome = dispute_app.staff_reply(
                 current_runtime(),
                 session,
@@ -258,7 +323,7 @@ def _disputes_commands(app: Flask) -> None:
     @click.option("--reason", default="", help="Why, shown to the customer.")
     def disputes_resolve(public_id: str, credit: str, reason: str) -> None:
         """Resolve a dispute with a credit note against its invoice (its balance falls)."""
-        with Database.get().sessionmaker() as session, tenancy.system(session):
+        with _unit() as session:
             dispute = _find(session, public_id)
             amount = parse_amount(credit, dispute.invoice.currency, "en")
             if isinstance(amount, AmountError):
@@ -268,7 +333,7 @@ def _disputes_commands(app: Flask) -> None:
             )
             if outcome.refusal is not None:
                 why = outcome.credit_refusal or outcome.refusal
-                raise click.ClickException(f"refused: {why.value}")
+                raise click.ClickException(f"refused: {why.value}{_explain(why.value)}")
             session.commit()
             note = dispute.credit_note
             click.echo(f"{public_id} resolved: credit note {note.number if note else '?'}")
@@ -278,7 +343,9 @@ def _disputes_commands(app: Flask) -> None:
     @click.option("--reason", required=True, help="Why, shown to the customer.")
     def disputes_reject(public_id: str, reason: str) -> None:
         """Reject a dispute: its invoice is due again."""
-        with Database.get().sessionmaker() as session, tenancy.system(session):
+        if not reason.strip():
+            raise click.ClickException("give a --reason: the customer reads why it was rejected")
+        with _unit() as session:
             outcome = dispute_app.reject(
                 current_runtime(),
                 session,
@@ -287,6 +354,53 @@ def _disputes_commands(app: Flask) -> None:
                 now=clock.now(),
             )
             if outcome.refusal is not None:
-                raise click.ClickException(f"refused: {outcome.refusal.value}")
+                why = outcome.refusal.value
+                raise click.ClickException(f"refused: {why}{_explain(why)}")
             session.commit()
         click.echo(f"{public_id} rejected")
+
+
+# What a refusal of the receivables team's commands means, where its name does not say it.
+_EXPLAINED = {
+    ActionRefusal.CLOSED.value: " (the dispute already has its outcome: nothing was changed)",
+    ActionRefusal.NO_REASON.value: " (give a --reason: the customer reads it)",
+    "too_much": " (more than the invoice owes, less what payments on their way hold)",
+    "duplicate": " (that credit note number is taken: run the command again)",
+}
+
+
+def _explain(refusal: str) -> str:
+    return _EXPLAINED.get(refusal, "")
+
+
+@contextmanager
+def _unit() -> Iterator[Session]:
+    """A session across companies for one of the receivables team's commands; a write that
+    collides with another at the same moment (a unique number taken, a lock given up) is
+    rolled back and said in a sentence, never a traceback."""
+    with Database.get().sessionmaker() as session, tenancy.system(session):
+        try:
+            yield session
+        except (IntegrityError, OperationalError) as error:
+            session.rollback()
+            raise click.ClickException(
+                "another change to this dispute or its invoice was saved at the same moment: "
+                "nothing was changed; look at it again (disputes show) and run the command again"
+            ) from error
+
+
+def _amount(minor_units: int, currency: str) -> str:
+    return format_money(minor_units, currency, "en")
+
+
+def _open_attachment(files: ExitStack, path: Path) -> Upload:
+    """A file for a reply, open for reading in chunks; one over the customers' limit (10 MB)
+    or one that cannot be read is refused in a sentence."""
+    try:
+        stream = files.enter_context(path.open("rb"))
+        size = os.fstat(stream.fileno()).st_size
+    except OSError as error:
+        raise click.ClickException(f"could not read {path}: {error.strerror or error}") from error
+    if size > dispute_service.MAX_ATTACHMENT:
+        raise click.ClickException(f"{path.name} is larger than 10 MB: attach a smaller file")
+    return Upload(path.name, stream, size)

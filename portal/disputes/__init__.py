@@ -2,9 +2,11 @@
 for the receivables team's mail, and the customer side's notifications.
 
 Both sides hear of what the other did. The receivables team (DISPUTES_EMAIL) gets a mail for
-each customer message and each withdrawal (`mail.py`, a job handed off in the same
-transaction). The customer side (the dispute's opener and the company's admins) is notified of
-a staff reply and of an outcome.
+each new dispute, each customer message and each withdrawal (`mail.py`, a job handed off in the
+same transaction). The customer side (the company's admins, and the opener while they can still
+see the invoice's billing account) is notified of a staff reply and of an outcome. Opening a
+dispute cancels the invoice's scheduled payments that have not started, and their payers are
+mailed why (the payment result mail, `portal.payments.mail`).
 """
 
 from __future__ import annotations
@@ -12,16 +14,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import Dispute, Invoice, NotificationTopic, PortalUser, Role, UserStatus
+from portal.models import (
+    Dispute,
+    DisputeReason,
+    Invoice,
+    NotificationTopic,
+    PortalUser,
+    Role,
+    UserAccountGrant,
+    UserStatus,
+)
 from portal.notifications import notify
-from portal.runtime import SEND_DISPUTE_MAIL, Runtime
-from portal.services import audit
+from portal.runtime import SEND_DISPUTE_MAIL, SEND_PAYMENT_RESULT, Runtime
+from portal.services import audit, outbox
 from portal.services import disputes as service
-from portal.services.disputes import Outcome, Upload
+from portal.services.disputes import DisputeResult, Outcome, Upload
 
 
 def _mail_receivables(
@@ -33,8 +44,13 @@ def _mail_receivables(
 
 
 def recipients(session: Session, dispute: Dispute) -> list[PortalUser]:
-    """Who hears of a dispute on the customer side: whoever opened it and the company's
-    admins, active ones only, each once."""
+    """Who hears of a dispute on the customer side: the company's admins, and whoever opened
+    it while they can still see the invoice's billing account (an admin, or granted it);
+    active users only, each once."""
+    granted = exists().where(
+        UserAccountGrant.user_id == PortalUser.id,
+        UserAccountGrant.billing_account_id == dispute.billing_account_id,
+    )
     with tenancy.system(session):
         users = list(
             session.scalars(
@@ -42,7 +58,8 @@ def recipients(session: Session, dispute: Dispute) -> list[PortalUser]:
                 .where(
                     PortalUser.company_id == dispute.company_id,
                     PortalUser.status == UserStatus.ACTIVE,
-                    (PortalUser.role == Role.ADMIN) | (PortalUser.id == dispute.opened_by_user_id),
+                    (PortalUser.role == Role.ADMIN)
+                    | ((PortalUser.id == dispute.opened_by_user_id) & granted),
                 )
                 .order_by(PortalUser.id)
             )
@@ -80,6 +97,41 @@ def _notify_customers(
             )
         told += sent is not None
     return told
+
+
+def open_dispute(
+    runtime: Runtime,
+    session: Session,
+    invoice: Invoice,
+    user: PortalUser,
+    *,
+    reason: DisputeReason,
+    amount: int | None,
+    message: str,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> DisputeResult:
+    """The customer disputes an invoice: recorded, the receivables team's mail handed off (in
+    the same transaction, so once), and the payers of the scheduled payments it canceled told."""
+    result = service.open_dispute(
+        session,
+        invoice,
+        user,
+        reason=reason,
+        amount=amount,
+        message=message,
+        now=now,
+        request=request,
+    )
+    if result.dispute is None:
+        return result
+    first = result.dispute.messages[0]
+    _mail_receivables(runtime, session, result.dispute, "opened", first.id)
+    for payment in result.canceled:
+        runtime.hand_off(
+            session, SEND_PAYMENT_RESULT, payment.id, subject=outbox.about_payment(payment.id)
+        )
+    return result
 
 
 def customer_message(

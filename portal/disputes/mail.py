@@ -1,4 +1,5 @@
-"""The receivables team's mail about a dispute: a customer's message, or a withdrawal.
+"""The receivables team's mail about a dispute: a new one, a customer's message, or a
+withdrawal.
 
 Sent to DISPUTES_EMAIL from a job handed off in the transaction that recorded what the
 customer did (the outbox never sends it twice). The team answers with `flask --app wsgi
@@ -48,7 +49,13 @@ def mail_receivables(
             "author": message.author.name if message and message.author else "",
         }
         with force_locale("en"):
-            if event == "withdrawn":
+            if event == "opened":
+                subject = _(
+                    "New dispute: %(number)s (%(company)s)",
+                    number=invoice.number,
+                    company=company.name,
+                )
+            elif event == "withdrawn":
                 subject = _(
                     "Dispute withdrawn: %(number)s (%(company)s)",
                     number=invoice.number,

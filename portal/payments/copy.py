@@ -94,5 +94,6 @@ def failure_reason(code: str | None) -> str:
         "payment_method_unavailable": _("this payment method is no longer available"),
         "bank_account_declined": _("your bank declined the debit"),
         "invoice_already_paid": _("the invoice was already paid"),
+        "invoice_disputed": _("an invoice it pays was disputed"),
     }
     return str(reasons.get(code or "", _("the payment could not be processed")))

@@ -6,18 +6,23 @@ status its amounts make it (overdue stays derived from the due date)."""
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import re
 import uuid
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import IO
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, SessionTransaction, selectinload
 
 from portal.models import (
     ACTIVE_DISPUTE,
+    Company,
     CreditNote,
     Dispute,
     DisputeAttachment,
@@ -26,11 +31,21 @@ from portal.models import (
     DisputeStatus,
     Invoice,
     InvoiceStatus,
+    Payment,
+    PaymentStatus,
     PortalUser,
 )
 from portal.services import audit, credit_notes
 from portal.services.downloads import Downloadable
+from portal.services.payments.selection import reserved_amounts
+from portal.services.payments.transitions import (
+    DISPUTED,
+    cancel_scheduled_for_invoice,
+    lock_invoices,
+)
 from portal.services.storage import FileStore
+
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 5_000  # characters
 MAX_ATTACHMENT = 10 * 1024 * 1024  # bytes, each
@@ -41,6 +56,11 @@ SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
     (b"\xff\xd8\xff", "image/jpeg", "jpg"),
 )
+# How much of a file's start and end the structural checks read (never the whole file).
+HEAD = 64
+TAIL = 1024
+CHUNK = 64 * 1024  # what an attachment is hashed and written by
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk: no data, a fixed CRC
 
 # A dispute holds the invoice: it can be opened while the customer still owes money on it.
 DISPUTABLE = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID, InvoiceStatus.PAYMENT_FAILED)
@@ -55,6 +75,8 @@ class DisputeRefusal(StrEnum):
 class DisputeResult:
     dispute: Dispute | None = None
     refusal: DisputeRefusal | None = None
+    # Scheduled payments of the invoice that the dispute canceled (their payers are told).
+    canceled: tuple[Payment, ...] = ()
 
 
 def can_dispute(invoice: Invoice) -> bool:
@@ -72,6 +94,10 @@ def open_dispute(
     now: datetime,
     request: audit.RequestInfo,
 ) -> DisputeResult:
+    """Open a dispute that holds the invoice (Disputed). The invoice is read again under its
+    row lock, the lock a scheduled payment takes when it starts, so the two never both go
+    ahead; its scheduled payments that have not started are canceled (a dispute holds it)."""
+    invoice = lock_invoices(session, [invoice.id])[invoice.id]
     if not can_dispute(invoice):
         return DisputeResult(refusal=DisputeRefusal.NOT_DISPUTABLE)
     disputed = invoice.balance_due if amount is None else amount
@@ -110,7 +136,19 @@ def open_dispute(
         reason=reason.value,
         amount=disputed,
     )
-    return DisputeResult(dispute=dispute)
+    canceled = cancel_scheduled_for_invoice(session, invoice.id, now=now, failure_code=DISPUTED)
+    for payment in canceled:
+        audit.record_for(
+            session,
+            user,
+            "Portal.PaymentCanceled",
+            request=request,
+            payment_id=payment.public_id,
+            reference=payment.reference,
+            amount=payment.amount,
+            currency=payment.currency,
+        )
+    return DisputeResult(dispute=dispute, canceled=tuple(canceled))
 
 
 def disputes_for(session: Session, invoice: Invoice) -> list[Dispute]:
@@ -134,14 +172,45 @@ class ActionRefusal(StrEnum):
     CLOSED = "closed"  # the dispute already has its outcome
     EMPTY = "empty"  # no message and no file
     CREDIT = "credit"  # the credit note was refused (see credit_refusal)
+    NO_REASON = "no_reason"  # a rejection without a reason
 
 
 @dataclass(frozen=True)
 class Upload:
-    """A file as it arrived: the name the sender gave it and its bytes."""
+    """A file as it arrived: the name the sender gave it, a seekable stream of its bytes (an
+    upload spooled by the form parser, a file the CLI opened) and its size. It is read in
+    chunks of CHUNK bytes, never whole: its start and end for the checks, then once to hash and
+    store it."""
 
     filename: str
-    data: bytes
+    stream: IO[bytes]
+    size: int
+
+    @classmethod
+    def of(cls, filename: str, stream: IO[bytes]) -> Upload:
+        stream.seek(0, io.SEEK_END)
+        size = stream.tell()
+        stream.seek(0)
+        return cls(filename, stream, size)
+
+    @classmethod
+    def of_bytes(cls, filename: str, data: bytes) -> Upload:
+        return cls(filename, io.BytesIO(data), len(data))
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        self.stream.seek(offset)
+        return self.stream.read(length)
+
+    def head(self) -> bytes:
+        return self._read_at(0, HEAD)
+
+    def tail(self) -> bytes:
+        return self._read_at(max(0, self.size - TAIL), TAIL)
+
+    def chunks(self) -> Iterator[bytes]:
+        self.stream.seek(0)
+        while chunk := self.stream.read(CHUNK):
+            yield chunk
 
 
 @dataclass(frozen=True)
@@ -152,22 +221,46 @@ class Outcome:
     credit_refusal: credit_notes.CreditRefusal | None = None
 
 
-def sniff(data: bytes) -> tuple[str, str] | None:
-    """(content type, extension) from a file's first bytes; None when it is none we take."""
+def sniff(head: bytes, tail: bytes | None = None) -> tuple[str, str] | None:
+    """(content type, extension) from a file's first bytes (and its last, `tail`, when given:
+    the whole file when it is short); None when it is none we take, or when its structure says
+    it is cut short or something else: a PDF ends in %%EOF, a PNG's first chunk is its IHDR
+    and its last an IEND, a JPEG ends where it started, with an end-of-image marker."""
+    tail = head if tail is None else tail
     for magic, content_type, extension in SIGNATURES:
-        if data.startswith(magic):
+        if head.startswith(magic) and _whole(extension, head, tail):
             return content_type, extension
     return None
 
 
+def _whole(extension: str, head: bytes, tail: bytes) -> bool:
+    if extension == "pdf":
+        return b"%%EOF" in tail  # within its last kilobyte (trailing whitespace allowed)
+    if extension == "png":
+        ihdr = head[8:33]  # length 13, "IHDR", 13 bytes of header, its CRC
+        return (
+            len(ihdr) == 25
+            and ihdr[:8] == b"\x00\x00\x00\rIHDR"
+            and zlib.crc32(ihdr[4:21]) == int.from_bytes(ihdr[21:25], "big")
+            and tail.endswith(PNG_IEND)
+        )
+    return len(tail) >= 4 and tail.rstrip(b"\x00\r\n").endswith(b"\xff\xd9")  # JPEG
+
+
+def detect(upload: Upload) -> tuple[str, str] | None:
+    return sniff(upload.head(), upload.tail())
+
+
 def check_uploads(uploads: Sequence[Upload]) -> AttachmentRefusal | None:
+    """Refuses more than MAX_ATTACHMENTS files, a file over MAX_ATTACHMENT (by its size, before
+    reading it), and one that is not a whole PDF, PNG or JPEG."""
     if len(uploads) > MAX_ATTACHMENTS:
         return AttachmentRefusal.COUNT
     for upload in uploads:
-        if sniff(upload.data) is None:
-            return AttachmentRefusal.TYPE
-        if len(upload.data) > MAX_ATTACHMENT:
+        if upload.size > MAX_ATTACHMENT:
             return AttachmentRefusal.SIZE
+        if detect(upload) is None:
+            return AttachmentRefusal.TYPE
     return None
 
 
@@ -180,6 +273,35 @@ def _safe_name(filename: str, extension: str) -> str:
     base = filename.replace("\\", "/").rsplit("/", 1)[-1]
     stem = _UNSAFE.sub("_", base.rsplit(".", 1)[0] if "." in base else base).strip(" ._")
     return f"{(stem or 'attachment')[:150]}.{extension}"
+
+
+# Files written in a session's transaction, removed unless it commits -------------------------
+
+_WRITTEN = "portal.dispute_files"
+
+
+def _remove_unless_committed(session: Session, store: FileStore, key: str) -> None:
+    """The file at `key` is about to be written for a row of this transaction: should the
+    transaction not commit (a failed flush or commit, an error before it, a rollback), the
+    file is removed with it, so no file is left that no row names."""
+    session.info.setdefault(_WRITTEN, []).append((store, key))
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_written(session: Session) -> None:
+    if not session.in_nested_transaction():  # a savepoint's release is not the commit
+        session.info.pop(_WRITTEN, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _remove_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:  # a savepoint ended; the outer transaction goes on
+        return
+    for store, key in session.info.pop(_WRITTEN, []):
+        try:
+            store.delete(key)
+        except OSError:
+            log.exception("could not remove the uncommitted dispute file %s", key)
 
 
 def get_dispute(session: Session, public_id: str) -> Dispute | None:
@@ -227,12 +349,17 @@ def _store_message(
     session.add(message)
     session.flush()
     for upload in uploads:
-        detected = sniff(upload.data)
+        detected = detect(upload)
         assert detected is not None  # check_uploads ran first
         content_type, extension = detected
         key = f"disputes/{dispute.public_id}/{uuid.uuid4().hex}"
+        _remove_unless_committed(session, store, key)  # before the first byte is written
+        digest, size = hashlib.sha256(), 0
         with store.writer(key) as out:
-            out.write(upload.data)
+            for chunk in upload.chunks():
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
         session.add(
             DisputeAttachment(
                 **owner,
@@ -241,8 +368,8 @@ def _store_message(
                 storage_key=key,
                 filename=_safe_name(upload.filename, extension),
                 content_type=content_type,
-                size_bytes=len(upload.data),
-                sha256=hashlib.sha256(upload.data).hexdigest(),
+                size_bytes=size,
+                sha256=digest.hexdigest(),
                 created_at=now,
             )
         )
@@ -251,13 +378,18 @@ def _store_message(
 
 
 def _refuse_message(
-    dispute: Dispute, body: str, uploads: Sequence[Upload]
+    session: Session, dispute: Dispute, body: str, uploads: Sequence[Upload]
 ) -> ActionRefusal | AttachmentRefusal | None:
+    """Why a message is refused, if it is; last, the dispute is read again under its row lock,
+    so a message never lands on (nor a staff reply reopens) a dispute closed meanwhile."""
     if not dispute.is_active:
         return ActionRefusal.CLOSED
     if not body.strip() and not uploads:
         return ActionRefusal.EMPTY
-    return check_uploads(uploads)
+    refusal = check_uploads(uploads)
+    if refusal is None and not lock_active(session, dispute):
+        return ActionRefusal.CLOSED
+    return refusal
 
 
 def post_message(
@@ -273,7 +405,7 @@ def post_message(
 ) -> Outcome:
     """The customer writes: refused, with nothing stored, for a closed dispute, an empty
     message or a file that is not a PDF, PNG or JPEG of at most 10 MB."""
-    refusal = _refuse_message(dispute, body, uploads)
+    refusal = _refuse_message(session, dispute, body, uploads)
     if refusal is not None:
         return Outcome(refusal=refusal)
     message = _store_message(
@@ -300,7 +432,7 @@ def staff_reply(
     now: datetime,
 ) -> Outcome:
     """The billing team answers: the dispute is under review from then on."""
-    refusal = _refuse_message(dispute, body, uploads)
+    refusal = _refuse_message(session, dispute, body, uploads)
     if refusal is not None:
         return Outcome(refusal=refusal)
     message = _store_message(
@@ -319,13 +451,16 @@ def staff_reply(
     return Outcome(dispute=dispute, message=message)
 
 
-def release_invoice(invoice: Invoice) -> None:
+def release_invoice(session: Session, invoice: Invoice) -> None:
     """A disputed invoice whose dispute closed: the status its amounts make it (overdue is
-    derived from the due date, never stored)."""
+    derived from the due date, never stored), or Processing while a payment is on its way."""
     if invoice.status is not InvoiceStatus.DISPUTED:
         return
+    processing = reserved_amounts(session, [invoice.id], statuses=(PaymentStatus.PROCESSING,))
     if invoice.balance_due <= 0:
         invoice.status = InvoiceStatus.PAID
+    elif processing.get(invoice.id, 0) > 0:
+        invoice.status = InvoiceStatus.PROCESSING
     elif invoice.amount_paid > 0:
         invoice.status = InvoiceStatus.PARTIALLY_PAID
     else:
@@ -348,7 +483,7 @@ def _close(
         )
     )
     if others is None:
-        release_invoice(invoice)
+        release_invoice(session, invoice)
     session.flush()
 
 
@@ -356,7 +491,10 @@ _CREDIT_NUMBER = re.compile(r"CN-(\d+)")
 
 
 def next_credit_number(session: Session, company_id: int) -> str:
-    """The company's next credit note number: CN-301, CN-302 … (after the highest so far)."""
+    """The company's next credit note number: CN-301, CN-302 … (after the highest so far).
+    Read under the company's row lock (SELECT … FOR UPDATE; SQLite: the write lock the unit
+    holds), held to the commit, so two credits at once get consecutive numbers, never one."""
+    session.execute(select(Company.id).where(Company.id == company_id).with_for_update())
     numbers = session.scalars(
         select(CreditNote.number).where(
             CreditNote.company_id == company_id, CreditNote.number.like("CN-%")
@@ -368,12 +506,26 @@ def next_credit_number(session: Session, company_id: int) -> str:
     return f"CN-{highest + 1}"
 
 
+def lock_active(session: Session, dispute: Dispute) -> bool:
+    """Read the dispute again under its row lock (SELECT … FOR UPDATE on PostgreSQL; SQLite:
+    the write lock the unit holds), held to the commit: whether it is still active. Every
+    outcome (withdrawal, credit, rejection) asks this first, so only one of two at once wins;
+    the other sees the dispute closed."""
+    session.execute(
+        select(Dispute)
+        .where(Dispute.id == dispute.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    return dispute.is_active
+
+
 def resolve_with_credit(
     session: Session, dispute: Dispute, *, amount: int, reason: str, now: datetime
 ) -> Outcome:
     """Resolve with a credit note of `amount` (minor units) against the invoice: its balance
     falls by that much, and the invoice leaves Disputed."""
-    if not dispute.is_active:
+    if not lock_active(session, dispute):
         return Outcome(refusal=ActionRefusal.CLOSED)
     invoice = session.get(Invoice, dispute.invoice_id)
     assert invoice is not None
@@ -402,7 +554,10 @@ def resolve_with_credit(
 
 
 def reject(session: Session, dispute: Dispute, *, reason: str, now: datetime) -> Outcome:
-    if not dispute.is_active:
+    """Reject the dispute, saying why (a reason is needed: the customer reads it)."""
+    if not reason.strip():
+        return Outcome(refusal=ActionRefusal.NO_REASON)
+    if not lock_active(session, dispute):
         return Outcome(refusal=ActionRefusal.CLOSED)
     _close(session, dispute, DisputeStatus.REJECTED, now, reason)
     audit.record(
@@ -424,7 +579,7 @@ def withdraw(
     request: audit.RequestInfo,
 ) -> Outcome:
     """The customer takes the dispute back: the invoice is owed again as its amounts say."""
-    if not dispute.is_active:
+    if not lock_active(session, dispute):
         return Outcome(refusal=ActionRefusal.CLOSED)
     dispute.withdrawn_at = now
     _close(session, dispute, DisputeStatus.WITHDRAWN, now, "")

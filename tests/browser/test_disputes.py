@@ -23,7 +23,10 @@ from tests.browser.test_statements import database, no_sideways_scroll, tab_to_i
 pytestmark = pytest.mark.browser
 NUMBER = "RE-2026-006"
 EMAIL = "admin@globex.test"
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+PNG = (  # a whole 1x1 PNG: signature, IHDR, IDAT, IEND
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU"
+    b"\x00\x00\x00\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82"
+)
 
 
 def _dispute_id(live: LiveServer, number: str = NUMBER) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import AuditEvent, Dispute, Invoice, InvoiceStatus
-from tests.conftest import Auth, csrf_token
+from tests.conftest import Auth, Inbox, csrf_token
 
 
 def _invoice(db: Session, number: str) -> Invoice:
@@ -83,3 +84,25 @@ def test_foreign_invoice_dispute_is_not_found(
     foreign = _invoice(db, "RE-2026-002")
     assert client.get(f"/portal/invoices/{foreign.public_id}/dispute").status_code == 404
     assert _post(client, foreign.public_id, reason="other", message="x").status_code == 404
+
+
+def test_opening_a_dispute_mails_the_receivables_team_once(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
+) -> None:
+    invoice = _invoice(db, "INV-1003")
+    response = _post(
+        client, invoice.public_id, reason="quality", message="Two of the seats never worked."
+    )
+    assert response.status_code == 302
+    again = _post(client, invoice.public_id, reason="quality", message="Resent by mistake.")
+    assert again.status_code == 302  # already disputed: refused, nothing more recorded
+    jobs = app.extensions["portal.jobs"]
+    now = app.extensions["portal.clock"].now()
+    assert jobs.run_due(now) == 1 and jobs.run_due(now) == 0
+    (mail,) = smtp.messages
+    assert mail["To"] == "receivables@billing-portal.invalid"
+    assert mail["Subject"] == "New dispute: INV-1003 (Acme Corp)"
+    text = next(p for p in mail.walk() if p.get_content_type() == "text/plain")
+    body = text.get_payload(decode=True).decode()
+    assert "Acme Corp disputed invoice INV-1003." in body
+    assert "Two of the seats never worked." in body and "Alex Admin" in body

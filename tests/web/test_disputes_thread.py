@@ -3,6 +3,7 @@ content, withdrawal, the receivables team's outcomes from the CLI, and the mail 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import stream_encode_multipart
@@ -19,6 +21,7 @@ from werkzeug.test import stream_encode_multipart
 from portal import tenancy
 from portal.disputes import _notify_customers, recipients
 from portal.models import (
+    ACTIVE_DISPUTE,
     AuditEvent,
     CreditNote,
     Dispute,
@@ -31,12 +34,17 @@ from portal.models import (
     NotificationTopic,
     PortalUser,
     Role,
+    UserAccountGrant,
 )
-from portal.services import disputes
+from portal.services import audit, disputes
 from tests.conftest import Auth, Inbox, QueryCounter, csrf_token, readable
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-PDF = b"%PDF-1.7\n" + b"1 0 obj << >> endobj\n" * 4
+PNG = (  # a whole 1x1 PNG: signature, IHDR, IDAT, IEND
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU"
+    b"\x00\x00\x00\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+PDF = b"%PDF-1.7\n" + b"1 0 obj << >> endobj\n" * 4 + b"trailer << >>\n%%EOF\n"
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 32 + b"\xff\xd9"
 EXE = b"MZ\x90\x00" + b"\x00" * 64
 
 
@@ -171,6 +179,10 @@ def test_the_content_decides_the_type_of_an_attachment(
     ("files", "message"),
     [
         ([(EXE, "invoice.pdf")], "Attach a PDF, PNG or JPEG file."),
+        ([(PDF[:-7], "cut.pdf")], "Attach a PDF, PNG or JPEG file."),  # no %%EOF
+        ([(PNG[:-12], "cut.png")], "Attach a PDF, PNG or JPEG file."),  # no IEND
+        ([(JPEG[:-2], "cut.jpg")], "Attach a PDF, PNG or JPEG file."),  # no end of image
+        ([(PNG[:8] + PDF, "polyglot.png")], "Attach a PDF, PNG or JPEG file."),
         ([(PDF, "a.pdf"), (EXE, "b.pdf")], "Attach a PDF, PNG or JPEG file."),
         (
             [(PDF + b"\x00" * (disputes.MAX_ATTACHMENT - len(PDF) + 1), "big.pdf")],
@@ -438,3 +450,327 @@ def test_the_receivables_address_is_a_setting() -> None:
     assert Settings().disputes_email == "receivables@billing-portal.invalid"
     chosen = Settings.from_env({"PORTAL_ENV": "testing", "DISPUTES_EMAIL": "ar@example.com"})
     assert chosen.disputes_email == "ar@example.com"
+
+
+def test_an_opener_who_lost_the_account_is_no_longer_told(app: Flask, db: Session) -> None:
+    dispute = _dispute(db, "INV-1011")  # Acme West
+    with tenancy.system(db):
+        opener = db.scalars(select(PortalUser).where(PortalUser.email == "ap@acme.test")).one()
+        assert opener.role is Role.CUSTOMER
+        dispute.opened_by_user_id = opener.id
+        db.flush()
+        admins = set(
+            db.scalars(
+                select(PortalUser.id).where(
+                    PortalUser.company_id == dispute.company_id, PortalUser.role == Role.ADMIN
+                )
+            )
+        )
+    assert {u.id for u in recipients(db, dispute)} == admins | {opener.id}
+    with tenancy.system(db):
+        db.execute(
+            delete(UserAccountGrant).where(
+                UserAccountGrant.user_id == opener.id,
+                UserAccountGrant.billing_account_id == dispute.billing_account_id,
+            )
+        )
+        db.expire_all()
+    dispute = _dispute(db, "INV-1011")
+    assert {u.id for u in recipients(db, dispute)} == admins  # the admins still hear of it
+    public_id = dispute.public_id
+    cli = app.test_cli_runner()
+    assert cli.invoke(args=["disputes", "reply", public_id, "--message", "On it."]).exit_code == 0
+    assert {n.user_id for n in _notices(db, public_id)} == admins
+
+
+def _close_behind_its_back(db: Session, dispute: Dispute, status: DisputeStatus) -> None:
+    """What another writer committed while this one held the dispute as it was: the row
+    changes, the object in hand does not."""
+    with tenancy.system(db):
+        db.execute(
+            update(Dispute)
+            .where(Dispute.id == dispute.id)
+            .values(status=status)
+            .execution_options(synchronize_session=False)
+        )
+    assert dispute.is_active  # still what it was when loaded
+
+
+def test_a_withdrawal_after_another_outcome_is_refused_with_a_conflict(
+    client: FlaskClient, signed_in: Auth, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import portal.disputes as application
+
+    dispute = _dispute(db, "INV-1011")
+    path = f"/portal/disputes/{dispute.public_id}/withdraw"
+    token = csrf_token(client, path)
+    original = application.customer_withdraw
+
+    def credited_meanwhile(runtime: Any, session: Session, dispute: Dispute, *a: Any, **k: Any):  # type: ignore[no-untyped-def]
+        _close_behind_its_back(session, dispute, DisputeStatus.CREDIT_ISSUED)
+        return original(runtime, session, dispute, *a, **k)
+
+    monkeypatch.setattr(application, "customer_withdraw", credited_meanwhile)
+    response = client.post(path, data={"csrf_token": token})
+    assert response.status_code == 409
+    page = readable(response.text)
+    assert "This dispute was closed in the meantime: it can no longer be withdrawn." in page
+    assert "badge-dispute-credit_issued" in page
+    after = _dispute(db, "INV-1011")
+    assert after.status is DisputeStatus.CREDIT_ISSUED and after.withdrawn_at is None
+    assert _events(db, "Portal.DisputeWithdrawn") == []
+    assert _invoice(db, "INV-1011").status is InvoiceStatus.DISPUTED  # not released twice
+
+
+@pytest.mark.parametrize("outcome", ["resolve", "reject", "withdraw", "reply", "message"])
+def test_every_outcome_looks_again_under_the_lock(app: Flask, db: Session, outcome: str) -> None:
+    dispute = _dispute(db, "INV-1011")
+    credits, messages = _count(db, CreditNote), _count(db, DisputeMessage)
+    _close_behind_its_back(db, dispute, DisputeStatus.WITHDRAWN)
+    now = app.extensions["portal.clock"].now()
+    with tenancy.system(db):
+        if outcome == "resolve":
+            done = disputes.resolve_with_credit(db, dispute, amount=100, reason="x", now=now)
+        elif outcome == "reject":
+            done = disputes.reject(db, dispute, reason="As billed.", now=now)
+        elif outcome == "reply":  # would put it back under review
+            store = app.extensions["portal.runtime"].store
+            done = disputes.staff_reply(db, store, dispute, body="x", uploads=[], now=now)
+        elif outcome == "message":
+            store = app.extensions["portal.runtime"].store
+            user = db.get(PortalUser, dispute.opened_by_user_id)
+            assert user is not None
+            request = audit.RequestInfo(user_agent="test")
+            done = disputes.post_message(
+                db, store, dispute, user, body="x", uploads=[], now=now, request=request
+            )
+        else:
+            user = db.get(PortalUser, dispute.opened_by_user_id)
+            assert user is not None
+            request = audit.RequestInfo(user_agent="test")
+            done = disputes.withdraw(db, dispute, user, now=now, request=request)
+    assert done.refusal is disputes.ActionRefusal.CLOSED
+    assert _dispute(db, "INV-1011").status is DisputeStatus.WITHDRAWN
+    assert _count(db, CreditNote) == credits and _events(db, "Portal.DisputeResolved") == []
+    assert _events(db, "Portal.DisputeMessagePosted") == []
+    assert _count(db, DisputeMessage) == messages
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "\t\n"])
+def test_cli_reject_needs_a_reason(app: Flask, db: Session, reason: str) -> None:
+    dispute = _dispute(db, "INV-2009")
+    before = dispute.status
+    refused = app.test_cli_runner().invoke(
+        args=["disputes", "reject", dispute.public_id, "--reason", reason]
+    )
+    assert refused.exit_code == 1 and refused.exception is not None
+    assert isinstance(refused.exception, SystemExit)  # a message, not a traceback
+    assert "give a --reason" in refused.output
+    assert _dispute(db, "INV-2009").status is before and before in ACTIVE_DISPUTE
+    now = app.extensions["portal.clock"].now()
+    with tenancy.system(db):
+        done = disputes.reject(db, _dispute(db, "INV-2009"), reason=reason, now=now)
+    assert done.refusal is disputes.ActionRefusal.NO_REASON
+
+
+def test_cli_says_a_colliding_write_in_a_sentence(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import portal.disputes as application
+
+    def collides(*_args: Any, **_kwargs: Any) -> None:
+        raise IntegrityError("INSERT INTO credit_notes", {}, Exception("duplicate key"))
+
+    monkeypatch.setattr(application, "resolve_with_credit", collides)
+    dispute = _dispute(db, "INV-1011")
+    result = app.test_cli_runner().invoke(
+        args=["disputes", "resolve", dispute.public_id, "--credit", "1.00"]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "saved at the same moment: nothing was changed" in result.output
+
+
+def test_cli_show_reads_the_thread_and_attachment_writes_the_file(
+    app: Flask, db: Session, tmp_path: Path
+) -> None:
+    dispute = _dispute(db, "INV-1011")
+    cli = app.test_cli_runner()
+    sheet = tmp_path / "timesheet.pdf"
+    sheet.write_bytes(PDF)
+    replied = cli.invoke(
+        args=["disputes", "reply", dispute.public_id, "--message", "See file.", "--attach", sheet]
+    )
+    assert replied.exit_code == 0, replied.output
+    with tenancy.system(db):
+        attachment = db.scalars(select(DisputeAttachment)).one()
+        opener = db.get(PortalUser, dispute.opened_by_user_id)
+    assert opener is not None
+    shown = cli.invoke(args=["disputes", "show", dispute.public_id])
+    assert shown.exit_code == 0, shown.output
+    out = shown.output
+    assert f"dispute  {dispute.public_id}" in out and "invoice  INV-1011 (disputed)" in out
+    assert "status   under_review" in out and "reason   incorrect_amount" in out
+    first = out.index(f"{opener.name} <{opener.email}>")
+    assert out.index("The installation was billed for two days") > first
+    assert out.index("See file.") > out.index("checking the engineer") > first  # oldest first
+    assert out.count("Billing team") == 2 and " UTC " in out
+    assert f"[attachment {attachment.public_id}] timesheet.pdf" in out
+    assert f"(application/pdf, {len(PDF)} bytes)" in out
+    target = tmp_path / "out" / "copy.pdf"
+    missing_dir = cli.invoke(
+        args=["disputes", "attachment", attachment.public_id, "--out", str(target)]
+    )
+    assert missing_dir.exit_code == 1 and isinstance(missing_dir.exception, SystemExit)
+    assert "could not write" in missing_dir.output
+    target.parent.mkdir()
+    wrote = cli.invoke(args=["disputes", "attachment", attachment.public_id, "--out", str(target)])
+    assert wrote.exit_code == 0, wrote.output
+    assert target.read_bytes() == PDF
+    target.write_bytes(b"mine")
+    kept = cli.invoke(args=["disputes", "attachment", attachment.public_id, "--out", str(target)])
+    assert kept.exit_code == 1 and "exists" in kept.output and "--force" in kept.output
+    assert target.read_bytes() == b"mine"
+    forced = cli.invoke(
+        args=["disputes", "attachment", attachment.public_id, "--out", str(target), "--force"]
+    )
+    assert forced.exit_code == 0 and target.read_bytes() == PDF
+    unknown = cli.invoke(
+        args=["disputes", "attachment", "att_nothing", "--out", str(tmp_path / "x")]
+    )
+    assert unknown.exit_code == 1 and "no attachment att_nothing" in unknown.output
+    nobody = cli.invoke(args=["disputes", "show", "dsp_nothing"])
+    assert nobody.exit_code == 1 and "no dispute dsp_nothing" in nobody.output
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (PDF, ("application/pdf", "pdf")),
+        (PDF + b"\n" * 100, ("application/pdf", "pdf")),  # whitespace after %%EOF
+        (PNG, ("image/png", "png")),
+        (JPEG, ("image/jpeg", "jpg")),
+        (PDF.replace(b"%%EOF", b"%%EOX"), None),
+        (PNG[:8] + b"\x00\x00\x00\rIDAT" + PNG[16:], None),  # IHDR not first
+        (PNG[:23] + b"\x02" + PNG[24:], None),  # IHDR's CRC does not match it
+        (PNG[:8] + b"\x00" * 64, None),  # a signature and nothing after it
+        (b"\xff\xd8\xff" + PDF, None),  # a JPEG's start, a PDF's end
+        (EXE, None),
+    ],
+)
+def test_a_file_is_judged_by_its_structure(data: bytes, expected: tuple[str, str] | None) -> None:
+    assert disputes.sniff(data) == expected
+    assert disputes.detect(disputes.Upload.of_bytes("f", data)) == expected
+
+
+class _Watched(io.BytesIO):
+    """A stream that remembers the most it was asked for at once."""
+
+    largest = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.largest = max(self.largest, size if size is not None and size >= 0 else 1 << 62)
+        return super().read(size)
+
+
+def test_an_attachment_is_read_in_chunks_and_its_size_checked_first(
+    app: Flask, db: Session
+) -> None:
+    dispute = _dispute(db, "INV-1011")
+    body = PDF[:-6] + b"\x00" * (3 * disputes.CHUNK) + PDF[-6:]
+    stream = _Watched(body)
+    upload = disputes.Upload.of("big.pdf", stream)
+    oversized = _Watched(PDF + b"\x00" * disputes.MAX_ATTACHMENT)
+    with tenancy.system(db):
+        user = db.get(PortalUser, dispute.opened_by_user_id)
+        assert user is not None
+        store = app.extensions["portal.runtime"].store
+        request = audit.RequestInfo(user_agent="test")
+        now = app.extensions["portal.clock"].now()
+        refused = disputes.post_message(
+            db, store, dispute, user, body="", uploads=[disputes.Upload.of("x.pdf", oversized)],
+            now=now, request=request,
+        )  # fmt: skip
+        assert refused.refusal is disputes.AttachmentRefusal.SIZE
+        assert oversized.largest == 0  # refused by its size: not a byte read
+        done = disputes.post_message(
+            db, store, dispute, user, body="", uploads=[upload], now=now, request=request
+        )
+        assert done.message is not None
+        (attachment,) = done.message.attachments
+    assert attachment.size_bytes == len(body)
+    assert attachment.sha256 == hashlib.sha256(body).hexdigest()
+    assert 0 < stream.largest <= disputes.CHUNK
+    assert (Path(app.config["SETTINGS"].storage_dir) / attachment.storage_key).read_bytes() == body
+
+
+def test_files_of_a_message_that_is_not_committed_are_removed(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import portal.disputes as application
+
+    dispute = _dispute(db, "INV-1011")
+    public_id, before = dispute.public_id, _files(app, dispute)
+    with tenancy.system(db):
+        user = db.get(PortalUser, dispute.opened_by_user_id)
+        assert user is not None
+        outcome = disputes.post_message(
+            db,
+            app.extensions["portal.runtime"].store,
+            dispute,
+            user,
+            body="",
+            uploads=[disputes.Upload.of_bytes("a.png", PNG), disputes.Upload.of_bytes("b", PDF)],
+            now=app.extensions["portal.clock"].now(),
+            request=audit.RequestInfo(user_agent="test"),
+        )
+        assert outcome.message is not None
+    assert len(_files(app, dispute)) == len(before) + 2
+    db.rollback()  # the transaction does not commit: its files go with it
+    dispute = _dispute(db, "INV-1011")
+    assert _files(app, dispute) == before
+
+    # The command's transaction fails after the files were written: none is left behind.
+    def breaks(*_args: Any, **_kwargs: Any) -> int:
+        raise RuntimeError("the notification could not be recorded")
+
+    monkeypatch.setattr(application, "_notify_customers", breaks)
+    sheet = tmp_path / "timesheet.pdf"
+    sheet.write_bytes(PDF)
+    failed = app.test_cli_runner().invoke(
+        args=["disputes", "reply", public_id, "--message", "x", "--attach", str(sheet)]
+    )
+    assert failed.exit_code == 1 and isinstance(failed.exception, RuntimeError)
+    assert _files(app, dispute) == before
+    assert _count(db, DisputeAttachment) == 0
+
+
+def test_cli_reply_refuses_a_file_too_large_or_unreadable(
+    app: Flask, db: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public_id = _dispute(db, "INV-1011").public_id
+    messages = _count(db, DisputeMessage)
+    cli = app.test_cli_runner()
+    big = tmp_path / "big.pdf"
+    with big.open("wb") as out:
+        out.truncate(disputes.MAX_ATTACHMENT + 1)  # sparse: nothing to read into memory
+    refused = cli.invoke(
+        args=["disputes", "reply", public_id, "--message", "x", "--attach", str(big)]
+    )
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit)
+    assert "big.pdf is larger than 10 MB" in refused.output
+    locked = tmp_path / "locked.pdf"
+    locked.write_bytes(PDF)
+    opens = Path.open
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "locked.pdf":
+            raise PermissionError(13, "Permission denied", str(self))
+        return opens(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    unreadable = cli.invoke(
+        args=["disputes", "reply", public_id, "--message", "x", "--attach", str(locked)]
+    )
+    assert unreadable.exit_code == 1 and isinstance(unreadable.exception, SystemExit)
+    assert f"could not read {locked}: Permission denied" in unreadable.output
+    assert _count(db, DisputeMessage) == messages

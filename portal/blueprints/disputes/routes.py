@@ -49,7 +49,8 @@ def new(public_id: str) -> Response:
     if not form.validate_on_submit():
         status = 422 if form.is_submitted() else 200
         return render("disputes/new.html", {"form": form, "invoice": invoice}, status=status)
-    result = disputes.open_dispute(
+    result = application.open_dispute(
+        current_runtime(),
         db,
         invoice,
         current_user,
@@ -62,6 +63,9 @@ def new(public_id: str) -> Response:
     if result.refusal is disputes.DisputeRefusal.AMOUNT_TOO_HIGH:
         form.amount.errors = [_("That is more than the balance due.")]
         return render("disputes/new.html", {"form": form, "invoice": invoice}, status=422)
+    if result.refusal is disputes.DisputeRefusal.NOT_DISPUTABLE:  # it changed meanwhile
+        flash(_("This invoice can't be disputed in its current state."), "warning")
+        return redirect(url_for("invoices.show", public_id=public_id))
     flash(_("Dispute sent. We'll contact you about it."), "info")
     return redirect(url_for("invoices.show", public_id=public_id))
 
@@ -76,8 +80,11 @@ def _page(dispute: Dispute, form: ReplyForm, status: int = 200) -> Response:
 
 
 def _uploads() -> list[Upload]:
+    """The files as the form parser spooled them (the body's limit enforced as it streamed
+    in): each is checked by its size and its first and last bytes, then stored in chunks,
+    never read whole into memory."""
     files = [f for f in request.files.getlist("attachments") if f and f.filename]
-    return [Upload(f.filename or "", f.read(disputes.MAX_ATTACHMENT + 1)) for f in files]
+    return [Upload.of(f.filename or "", f.stream) for f in files]
 
 
 def _attachment_error(refusal: AttachmentRefusal) -> str:
@@ -130,7 +137,7 @@ def withdraw(public_id: str) -> Response:
     if not form.validate_on_submit():
         context = {"dispute": dispute, "invoice": dispute.invoice, "form": form}
         return render("disputes/withdraw.html", context, status=422 if form.is_submitted() else 200)
-    application.customer_withdraw(
+    outcome = application.customer_withdraw(
         current_runtime(),
         db_session(),
         dispute,
@@ -138,5 +145,8 @@ def withdraw(public_id: str) -> Response:
         now=clock.now(),
         request=request_info(),
     )
+    if outcome.refusal is ActionRefusal.CLOSED:  # closed by the billing team meanwhile
+        flash(_("This dispute was closed in the meantime: it can no longer be withdrawn."), "error")
+        return _page(dispute, ReplyForm(formdata=None), 409)
     flash(_("Dispute withdrawn. The invoice is due again."), "info")
     return go(url_for("disputes.show", public_id=public_id))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Row, case, inspect, literal, update
+from sqlalchemy import BigInteger, Row, case, inspect, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -22,6 +22,7 @@ from portal.models import (
     Invoice,
     InvoiceStatus,
     Payment,
+    PaymentAllocation,
     PaymentStatus,
     PortalUser,
 )
@@ -107,7 +108,8 @@ def _transition(
 
 def _apply_to_invoices(session: Session, payment: Payment, now: datetime) -> None:
     """Add the payment's allocations to its invoices' paid amounts, in one UPDATE, each only
-    while it stays within the invoice's total."""
+    while it stays within the invoice's total. A disputed invoice stays Disputed (closing the
+    dispute gives it the status its amounts make it)."""
     amounts: dict[int, int] = {}
     for allocation in payment.allocations:
         amounts[allocation.invoice_id] = amounts.get(allocation.invoice_id, 0) + allocation.amount
@@ -119,6 +121,7 @@ def _apply_to_invoices(session: Session, payment: Payment, now: datetime) -> Non
         .values(
             amount_paid=paid,
             status=case(
+                (Invoice.status == InvoiceStatus.DISPUTED.value, InvoiceStatus.DISPUTED.value),
                 (paid == Invoice.total, InvoiceStatus.PAID.value),
                 else_=InvoiceStatus.PARTIALLY_PAID.value,
             ),
@@ -226,25 +229,69 @@ def cancel_scheduled(
     return changed
 
 
+# Why the portal canceled a scheduled payment on its own (the payer's mail says it).
+ALREADY_PAID = "invoice_already_paid"
+DISPUTED = "invoice_disputed"
+
+
+def lock_invoices(session: Session, invoice_ids: Sequence[int]) -> dict[int, Invoice]:
+    """The invoices, read again under their row lock (SELECT … FOR UPDATE on PostgreSQL, in id
+    order; SQLite: the unit already holds the database's write lock), so a dispute being
+    opened and a scheduled payment starting never both go ahead."""
+    locked = session.scalars(
+        select(Invoice)
+        .where(Invoice.id.in_(sorted(set(invoice_ids))))
+        .order_by(Invoice.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {invoice.id: invoice for invoice in locked}
+
+
+def cancel_scheduled_for_invoice(
+    session: Session, invoice_id: int, *, now: datetime, failure_code: str
+) -> list[Payment]:
+    """Cancel the scheduled payments (not started yet) that pay the invoice, each once, with
+    `failure_code` as the reason; the caller holds the invoice's lock. Returns those this call
+    canceled (whose payers are to be told)."""
+    scheduled = session.scalars(
+        select(Payment)
+        .where(
+            Payment.status == PaymentStatus.SCHEDULED,
+            Payment.id.in_(
+                select(PaymentAllocation.payment_id).where(
+                    PaymentAllocation.invoice_id == invoice_id
+                )
+            ),
+        )
+        .order_by(Payment.id)
+    ).all()
+    canceled: list[Payment] = []
+    for payment in scheduled:
+        values = {"status": PaymentStatus.CANCELED, "processed_at": now}
+        if _move(session, payment, (PaymentStatus.SCHEDULED,), **values, failure_code=failure_code):
+            canceled.append(payment)
+    return canceled
+
+
 def start_scheduled(session: Session, payment: Payment, *, today: date, now: datetime) -> bool:
-    """A scheduled payment whose day has come becomes processing (once, whoever asks)."""
+    """A scheduled payment whose day has come becomes processing (once, whoever asks). It is
+    canceled instead when one of its invoices is disputed (the dispute holds it) or was paid
+    some other way since; its invoices are read under their lock."""
     if payment.scheduled_for is None or payment.scheduled_for > today:
         return False
-    invoices = [a.invoice for a in payment.allocations]
+    locked = lock_invoices(session, [a.invoice_id for a in payment.allocations])
+    invoices = [locked[a.invoice_id] for a in payment.allocations]
+    if any(invoice.status is InvoiceStatus.DISPUTED for invoice in invoices):
+        _cancel(session, payment, now, DISPUTED)
+        return False
     reserved_elsewhere = reserved_amounts(
         session, [a.invoice_id for a in payment.allocations], excluding=payment.id
     )
     for allocation, invoice in zip(payment.allocations, invoices, strict=True):
         if allocation.amount > invoice.balance_due - reserved_elsewhere.get(invoice.id, 0):
             # Paid some other way since it was scheduled: charging would overpay.
-            _transition(
-                session,
-                payment,
-                PaymentStatus.CANCELED,
-                ChargeResult(ChargeStatus.FAILED, None),
-                now,
-                failure_code="invoice_already_paid",
-            )
+            _cancel(session, payment, now, ALREADY_PAID)
             return False
     changed = _move(
         session, payment, (PaymentStatus.SCHEDULED,), status=PaymentStatus.PROCESSING,
@@ -255,3 +302,14 @@ def start_scheduled(session: Session, payment: Payment, *, today: date, now: dat
             if invoice.status in PAYABLE:
                 invoice.status = InvoiceStatus.PROCESSING
     return changed
+
+
+def _cancel(session: Session, payment: Payment, now: datetime, failure_code: str) -> None:
+    _transition(
+        session,
+        payment,
+        PaymentStatus.CANCELED,
+        ChargeResult(ChargeStatus.FAILED, None),
+        now,
+        failure_code=failure_code,
+    )
