@@ -81,9 +81,12 @@ def _form(client: FlaskClient, **changes: bool | str) -> dict[str, str]:
     data = {"csrf_token": re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)[1]}  # type: ignore[index]
     for name in re.findall(r'<input[^>]*checked[^>]*name="([^"]+)"', page):
         data[name] = "y"
-    data["remind_days"] = re.search(  # type: ignore[index]
-        r'<option selected value="(\d+)"|<option value="(\d+)" selected', page
-    ).group(1) or "3"
+    data["remind_days"] = (
+        re.search(  # type: ignore[index]
+            r'<option selected value="(\d+)"|<option value="(\d+)" selected', page
+        ).group(1)
+        or "3"
+    )
     for name, value in changes.items():
         name = name.replace("__", "-")
         if value is False:
@@ -191,7 +194,7 @@ def test_a_refused_reminder_keeps_the_form_by_htmx_and_without(
     )
     assert partial.status_code == 422
     html = partial.get_data(as_text=True)
-    assert html.startswith("<form id=\"notification-preferences\"") and "<h1>" not in html
+    assert html.startswith('<form id="notification-preferences"') and "<h1>" not in html
     with tenancy.system(db):
         assert notifications.preferences(db, _user(db))[(NotificationTopic.INVOICE_ISSUED, EMAIL)]
     assert _events(db, "Portal.NotificationPreferencesUpdated") == []
@@ -308,7 +311,9 @@ def test_mark_all_read_without_javascript_goes_back_with_a_toast(
     assert "All notifications marked as read." in html
     assert "Notifications, 0 unread" in _badge(html)
     assert 'class="badge badge-unread"' not in html
-    assert '<p id="mark-all" class="muted mark-all" tabindex="-1">No unread notifications.</p>' in html
+    assert (
+        '<p id="mark-all" class="muted mark-all" tabindex="-1">No unread notifications.</p>' in html
+    )
     assert _read_at(db, other) is None  # a colleague's stays unread
     # Without a CSRF token, nothing happens.
     assert client.post("/portal/notifications/inbox/read-all").status_code == 400
@@ -363,8 +368,9 @@ def test_unsubscribe_asks_without_sign_in_and_turns_off_one_topic_by_one_click(
     assert asked.status_code == 200
     text = readable(asked.get_data(as_text=True))
     assert "Stop e-mails about Payment due reminders to a•••@acme.test?" in text
-    assert '<button type="submit" class="button button-primary button-block">Unsubscribe</button>' in (
-        text
+    assert (
+        '<button type="submit" class="button button-primary button-block">Unsubscribe</button>'
+        in (text)
     )
     assert _email_choices(db, "ap@acme.test") == before  # asking changes nothing
     # A mail client's one-click POST: no cookie, no CSRF token.
@@ -400,9 +406,9 @@ def test_unsubscribe_works_while_someone_else_is_signed_in(
     token = _token(app, db, "admin@globex.test", NotificationTopic.STATEMENT_READY)
     done = client.post(f"/unsubscribe/{token}")
     assert done.status_code == 200
-    assert _email_choices(db, "admin@globex.test")[(NotificationTopic.STATEMENT_READY, "email")] is (
-        False
-    )
+    assert _email_choices(db, "admin@globex.test")[
+        (NotificationTopic.STATEMENT_READY, "email")
+    ] is (False)
     assert _email_choices(db, "admin@acme.test")[(NotificationTopic.STATEMENT_READY, "email")]
 
 

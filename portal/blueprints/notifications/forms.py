@@ -40,7 +40,7 @@ class PreferencesForm(FlaskForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.remind_days.choices = remind_choices()  # type: ignore[assignment]
+        self.remind_days.choices = remind_choices()
 
     def validate_remind_days(self, field: SelectField) -> None:
         if field.data not in REMIND_DAYS:
