@@ -19,6 +19,7 @@ from portal.blueprints.health.routes import bp as health_bp
 from portal.blueprints.invitations.routes import bp as invitations_bp
 from portal.blueprints.invoices.routes import bp as invoices_bp
 from portal.blueprints.language.routes import bp as language_bp
+from portal.blueprints.notifications.routes import bp as notifications_bp
 from portal.blueprints.payment_methods.routes import bp as payment_methods_bp
 from portal.blueprints.payments import groups as _groups  # noqa: F401  (its routes)
 from portal.blueprints.payments import history as _history  # noqa: F401  (its routes)
@@ -116,6 +117,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(invitations_bp)
     app.register_blueprint(profile_bp)
     app.register_blueprint(activity_bp)
+    app.register_blueprint(notifications_bp)
     if settings.payment_gateway == "sandbox":
         app.register_blueprint(sandbox_bp)
     register_cli(app)

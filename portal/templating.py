@@ -27,9 +27,9 @@ from markupsafe import Markup
 
 from portal import clock, flags, i18n
 from portal.assets import static_url
-from portal.extensions import settings
+from portal.extensions import db_session, settings
 from portal.models import Invoice, PaymentMethod, PaymentMethodKind
-from portal.services import downloads
+from portal.services import downloads, notifications
 from portal.services.downloads import FileKind
 from portal.services.invoices import is_payable
 from portal.services.money import format_money, to_decimal
@@ -290,6 +290,19 @@ def row_url(endpoint: str, name: str) -> Callable[[str], str]:
     return build
 
 
+def unread_notifications() -> int:
+    """The signed-in user's unread notifications (the header's badge): one indexed count, read
+    once per request when first drawn, so a route that marks some read first shows the new
+    count."""
+    user = g.get("user")
+    if user is None:
+        return 0
+    count: int | None = g.get("unread_notifications")
+    if count is None:
+        count = g.unread_notifications = notifications.unread_count(db_session(), user)
+    return count
+
+
 def endpoint_exists(endpoint: str) -> bool:
     return endpoint in current_app.view_functions
 
@@ -395,6 +408,7 @@ def init_app(app: Flask) -> None:
         is_htmx=is_htmx,
         wants_fragment=wants_fragment,
         endpoint_exists=endpoint_exists,
+        unread_notifications=unread_notifications,
         flag_enabled=flags.enabled,
         pay_url=pay_url,
         is_payable=is_payable,

@@ -31,6 +31,7 @@ from portal.models import PortalUser
 from portal.runtime import current_runtime
 from portal.services import audit, auth
 
+OUT_OF_BAND = "layouts/_out_of_band.html"
 SESSION_TOKEN_KEY = "sid"  # noqa: S105 - a cookie key, not a secret
 T = TypeVar("T")
 
@@ -86,11 +87,18 @@ def render(
     an element a targeted htmx request may swap (its `HX-Target` header) to the partial that
     renders it. A targeted request for one of them gets that partial, with the same context;
     anything else (a plain request, a boosted one, a history restore, an unknown target) gets
-    the whole page. Every response varies on HX-Request (`init_app`)."""
+    the whole page. A fragment for a signed-in user carries `OUT_OF_BAND` after it (the
+    header's notification badge, swapped out of band). Every response varies on HX-Request
+    (`init_app`)."""
     template = page
     if fragments and wants_fragment():
         template = fragments.get(request.headers.get("HX-Target", ""), page)
-    return make_response(render_template(template, **context), status)
+    body = render_template(template, **context)
+    if template != page and g.get("user") is not None:
+        # A fragment replaces part of a page: what the layout shows of the user's state (the
+        # header's unread count) comes along out of band, so it never goes stale.
+        body += render_template(OUT_OF_BAND)
+    return make_response(body, status)
 
 
 def go(location: str, *, code: int = 303, htmx_status: int = 204) -> Response:

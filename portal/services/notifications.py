@@ -19,6 +19,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from portal import tenancy
 from portal.db import new_public_id
 from portal.models import (
     DEFAULT_REMIND_DAYS,
@@ -30,6 +31,7 @@ from portal.models import (
     NotificationTopic,
     PortalUser,
 )
+from portal.services import audit
 from portal.services.crypto import Keyring
 
 Choice = tuple[NotificationTopic, NotificationChannel]
@@ -106,6 +108,31 @@ def set_preferences(session: Session, user: PortalUser, wanted: Mapping[Choice, 
         else:
             row.enabled = enabled
     session.flush()
+    return changed
+
+
+def update_preferences(
+    session: Session,
+    user: PortalUser,
+    wanted: Mapping[Choice, bool],
+    days: int,
+    *,
+    request: audit.RequestInfo,
+) -> list[str]:
+    """The preferences page's Save: the switches and the reminder's lead time; the names of
+    what changed ("topic.channel", "remind_days"), audited as Portal.NotificationPreferencesUpdated
+    (names only, never values) when there are any."""
+    changed = set_preferences(session, user, wanted)
+    if set_remind_days(session, user, days):
+        changed.append("remind_days")
+    if changed:
+        audit.record_for(
+            session,
+            user,
+            "Portal.NotificationPreferencesUpdated",
+            request=request,
+            changed_fields=changed,
+        )
     return changed
 
 
@@ -243,6 +270,16 @@ def inbox(session: Session, user: PortalUser, page: int = 1, size: int = PAGE_SI
     return Page(rows[:size], page, len(rows) > size)
 
 
+def find(session: Session, user: PortalUser, public_id: str) -> str | None:
+    """The public id of one of the user's notifications shown in the centre, None for someone
+    else's or a missing one. Only the id is read: a row loaded here would keep its stale
+    `read_at` in the session after `mark_read`'s bulk UPDATE."""
+    found: str | None = session.scalar(
+        select(Notification.public_id).where(_shown(user), Notification.public_id == public_id)
+    )
+    return found
+
+
 def mark_read(session: Session, user: PortalUser, public_ids: Iterable[str], now: datetime) -> int:
     """Mark the user's notifications read; how many changed."""
     ids = list(public_ids)
@@ -311,3 +348,38 @@ def read_unsubscribe(token: str, *, keys: Keyring, now: datetime) -> Unsubscribe
     ):
         return None
     return Unsubscribe(data[0], NotificationTopic(data[1]))
+
+
+def unsubscriber(session: Session, link: Unsubscribe) -> PortalUser | None:
+    """The user a valid link names, whoever is signed in here (nobody need be): a lookup
+    across companies by the signed public id; None when there is no such user any more."""
+    with tenancy.system(session):  # the link is the authority, not a session's scope
+        user: PortalUser | None = session.scalar(
+            select(PortalUser).where(PortalUser.public_id == link.user_public_id)
+        )
+        if user is not None:
+            _ = user.company  # read while the company is visible
+    return user
+
+
+def unsubscribe(
+    session: Session, user: PortalUser, topic: NotificationTopic, *, request: audit.RequestInfo
+) -> bool:
+    """Turn off `user`'s e-mail for `topic` (and nothing else); whether it was on. Audited as
+    Portal.Unsubscribed when it changed, so a second click (or a mail client's retry) changes
+    and records nothing."""
+    with tenancy.system(session):  # the person following the link may be signed in elsewhere
+        changed = set_preferences(session, user, {(topic, NotificationChannel.EMAIL): False})
+        if changed:
+            audit.record_for(
+                session, user, "Portal.Unsubscribed", request=request, topic=topic.value
+            )
+    return bool(changed)
+
+
+def masked_email(email: str) -> str:
+    """An address as an unsubscribe page may show it to whoever holds the link: "a•••@acme.test"."""
+    local, at, domain = email.partition("@")
+    if not at:
+        return f"{email[:1]}•••"
+    return f"{local[:1]}•••@{domain}"

@@ -46,6 +46,9 @@ from portal.models import (
     Dispute,
     Document,
     Invoice,
+    Notification,
+    NotificationChannel,
+    NotificationTopic,
     Payment,
     PaymentGroup,
     PaymentMethod,
@@ -54,7 +57,7 @@ from portal.models import (
     StatementState,
     UserSession,
 )
-from portal.services import credentials, downloads, seed, users
+from portal.services import credentials, downloads, notifications, seed, users
 from portal.services.crypto import Keyring
 from portal.services.downloads import FileKind
 from portal.services.invoices import PAYABLE
@@ -115,6 +118,11 @@ PROFILE_FORMS = {
     "em-csrf_token": "text",
     "em-new_email": "email",
     "em-current_password": "password",
+}
+
+PREFERENCES = {
+    "remind_days": "remind_days",
+    **{f"{c.value}-{t.value}": "checkbox" for t in NotificationTopic for c in NotificationChannel},
 }
 
 ROUTES: dict[str, Route] = {
@@ -261,6 +269,12 @@ ROUTES: dict[str, Route] = {
     "profile.confirm_email": Route(path={"token": "text"}),
     "activity.index": Route(query=ACTIVITY),
     "activity.export": Route(query=ACTIVITY),
+    "notifications.show": Route(form=PREFERENCES),
+    "notifications.inbox": Route(query={"page": "page"}),
+    "notifications.mark_read": Route(path={"public_id": "notification"}, form={"page": "page"}),
+    "notifications.mark_all_read": Route(form={"page": "page"}),
+    # No sign-in, and no CSRF token either (RFC 8058 one-click): the signed link decides.
+    "notifications.unsubscribe": Route(path={"token": "unsubscribe_token"}, actors=PUBLIC),
 }
 
 # 4xx answers that change data by design: a failed sign-in counts toward the lockout and is
@@ -396,6 +410,8 @@ class Known:
     portal_users: list[str] = field(default_factory=list)
     invitation_tokens: list[str] = field(default_factory=list)
     disputes: list[str] = field(default_factory=list)
+    notifications: list[str] = field(default_factory=list)
+    unsubscribe_tokens: list[str] = field(default_factory=list)
 
 
 def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
@@ -490,6 +506,16 @@ def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
                 for email in ("invited@acme.test", "new@acme.test")
             ],
             disputes=list(db.scalars(select(Dispute.public_id).order_by(Dispute.id))),
+            notifications=list(
+                db.scalars(select(Notification.public_id).order_by(Notification.id))
+            ),
+            unsubscribe_tokens=[
+                notifications.unsubscribe_token(
+                    user_by_email(db, email), topic, keys=Keyring(TEST_SECRET), now=now
+                )
+                for email in ("admin@acme.test", "ap@acme.test", "admin@globex.test")
+                for topic in (NotificationTopic.PAYMENT_DUE, NotificationTopic.DISPUTE_UPDATED)
+            ],
         )
     db.rollback()
     return known
@@ -550,6 +576,10 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "time_zone": st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Mars/Base"]),
         "number_locale": st.sampled_from(["", "de_DE", "ar", "xx_YY"]),
         "activity_kind": st.sampled_from(["", "security", "payments", "people", "nope"]),
+        "checkbox": st.sampled_from(["y", "on", "", "false"]),
+        "remind_days": st.sampled_from(["1", "3", "7", "14", "5", "0", "-1"]),
+        "notification": st.one_of(st.sampled_from(known.notifications), TEXT),
+        "unsubscribe_token": st.one_of(st.sampled_from(known.unsubscribe_tokens), TEXT),
     }
 
 

@@ -395,8 +395,9 @@ def test_payment_pages_use_a_bounded_number_of_queries(
         assert client.get(path).status_code == 200, name
         counts[name] = count_queries.count - before
     assert counts["form-1"] == counts["form-5"], counts
-    # session + user, company, flags, the page's own reads (measured: 3 to 7)
-    assert max(counts.values()) <= 8, counts
+    # session + user, company, flags, the page's own reads, the header's unread notifications
+    # (measured: 4 to 9)
+    assert max(counts.values()) <= 9, counts
 
 
 @pytest.mark.parametrize(
