@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -230,7 +230,8 @@ def exists(session: Session, user: PortalUser, topic: NotificationTopic, key: st
 
 
 def _shown(user: PortalUser) -> Any:
-    return (Notification.user_id == user.id) & Notification.in_portal.is_(True)
+    # `= true`, not `IS true`: PostgreSQL takes only the former as an index condition.
+    return (Notification.user_id == user.id) & (Notification.in_portal == true())
 
 
 def unread_count(session: Session, user: PortalUser) -> int:
