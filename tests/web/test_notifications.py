@@ -128,10 +128,11 @@ def test_the_page_shows_every_topic_on_both_channels_with_names(
     assert '<th scope="row" id="topic-payment_due">Payment due reminders</th>' in html
     assert '<th scope="col" id="channel-email">Email</th>' in html
     assert '<th scope="col" id="channel-portal">In portal</th>' in html
-    # The seeded choices: the monthly statement's mail off, everything else on.
+    # The seeded choices: the monthly statement off (asked for by those who want it), the rest on.
     assert "checked" not in next(b for b in boxes if 'name="email-monthly_statement"' in b)
+    assert "checked" not in next(b for b in boxes if 'name="portal-monthly_statement"' in b)
     assert "checked" in next(b for b in boxes if 'name="email-invoice_issued"' in b)
-    assert "checked" in next(b for b in boxes if 'name="portal-monthly_statement"' in b)
+    assert "checked" in next(b for b in boxes if 'name="portal-invoice_issued"' in b)
     assert '<label class="field-label" for="remind_days">Remind me before the due date</label>' in (
         html
     )
