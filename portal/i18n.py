@@ -20,6 +20,13 @@ RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
 NUMBER_LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "ar")
 
 
+def language_of(locale: str | None) -> str:
+    """The portal language a locale ("de_DE", "ar") reads in: its language when the portal speaks
+    it, else the first (for mail and files made outside a request)."""
+    language = (locale or "").split("_")[0].split("-")[0].lower()
+    return language if language in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]
+
+
 def select_locale() -> str:
     user = g.get("user")
     if user is not None and user.locale:

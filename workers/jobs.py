@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from portal import clock, create_app, tenancy
 from portal.db import unit_of_work
 from portal.disputes import mail as dispute_mail
-from portal.i18n import SUPPORTED_LOCALES
+from portal.i18n import language_of
 from portal.models import PortalUser, UserStatus
 from portal.notifications import mail as notification_mail
 from portal.notifications import reminders
@@ -197,8 +197,7 @@ def send_password_reset(email: str, locale: str, request: dict[str, str]) -> str
             return "no account"
         token = credentials.reset_token(user, keys=runtime.settings.keyring, now=clock.now())
         link = runtime.links.public_for("auth.reset_password", token=token)
-        chosen = (user.locale or locale or user.company.locale or "en").split("_")[0]
-        with force_locale(chosen if chosen in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]):
+        with force_locale(language_of(user.locale or locale or user.company.locale)):
             subject = _("Reset your Billing Portal password")
             text = render_template("mail/password_reset.txt", user=user, link=link)
         address = user.email
@@ -217,8 +216,7 @@ def send_invitation(user_id: int, locale: str) -> str:
             return "not invited"
         now = clock.now()
         token = users.invitation_token(user, keys=runtime.settings.keyring, now=now)
-        chosen = (locale or user.company.locale or "en").split("_")[0]
-        language = chosen if chosen in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]
+        language = language_of(locale or user.company.locale)
         inviter = user.invited_by
         with force_locale(language):
             context = {
@@ -259,8 +257,7 @@ def _email_change_mail(
             return None
         if template == "email_change_confirm" and user.pending_email != extra["new_email"]:
             return None  # another change was asked for since: this one's link would be void
-        chosen = (user.locale or user.company.locale or "en").split("_")[0]
-        locale = chosen if chosen in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]
+        locale = language_of(user.locale or user.company.locale)
         link = (
             runtime.links.public_for(
                 "profile.confirm_email",

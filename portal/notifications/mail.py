@@ -16,7 +16,7 @@ from flask_babel import force_locale
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.i18n import SUPPORTED_LOCALES
+from portal.i18n import language_of
 from portal.models import Company, Notification, NotificationTopic, PortalUser
 from portal.notifications import messages
 from portal.runtime import Runtime
@@ -32,11 +32,6 @@ def plain(text: str) -> str:
 
 def locale_of(user: PortalUser, company: Company) -> str:
     return str(user.locale or company.locale or "en")
-
-
-def language_of(locale: str) -> str:
-    language = locale.split("_")[0]
-    return language if language in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
 from portal import clock, tenancy
-from portal.i18n import SUPPORTED_LOCALES
+from portal.i18n import language_of
 from portal.models import Company, NotificationTopic, Payment, PaymentStatus, PortalUser
 from portal.notifications import mail as notification_mail
 from portal.notifications import messages
@@ -85,8 +85,7 @@ def mail_result(runtime: Runtime, session: Session, payment_id: int) -> str:
             else None
         )
         locale = str(user.locale or company.locale or "en")
-        language = locale.split("_")[0]
-        with force_locale(language if language in SUPPORTED_LOCALES else "en"):
+        with force_locale(language_of(locale)):
             amount = money(payment.amount, payment.currency, locale)
             if payment.status is PaymentStatus.SUCCEEDED:
                 subject = _(

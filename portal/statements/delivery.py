@@ -23,7 +23,7 @@ from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.i18n import SUPPORTED_LOCALES
+from portal.i18n import language_of
 from portal.models import Company, NotificationTopic, PortalUser, Statement, StatementState
 from portal.notifications import mail as notification_mail
 from portal.notifications import messages, notify
@@ -69,11 +69,6 @@ def announce(runtime: Runtime, session: Session, statement_id: int) -> None:
             link=STATEMENTS_PAGE,
             mail=(SEND_STATEMENT_READY, (statement.id,), subject(statement.id)),
         )
-
-
-def language_of(locale: str) -> str:
-    language = locale.split("_")[0]
-    return language if language in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]
 
 
 def mail_ready(runtime: Runtime, session: Session, statement_id: int, now: datetime) -> str:

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.db import unit_of_work
-from portal.i18n import SUPPORTED_LOCALES
+from portal.i18n import language_of
 from portal.models import (
     IN_PROGRESS,
     BillingAccount,
@@ -186,9 +186,8 @@ def _build(runtime: Runtime, sessions: Sessions, begun: _Begun) -> _Built:
         renderer = RENDERERS[statement.format]
         key = attempt_key(begun.public_id, begun.attempt, renderer.extension)
         progress = _ProgressWriter(sessions, begun, data.line_count)
-        language = statement.locale.split("_")[0]
         with (
-            force_locale(language if language in SUPPORTED_LOCALES else SUPPORTED_LOCALES[0]),
+            force_locale(language_of(statement.locale)),
             runtime.store.writer(key) as out,
         ):
             renderer.render(data, out, progress)
