@@ -208,8 +208,9 @@ def send_password_reset(email: str, locale: str, request: dict[str, str]) -> str
 
 
 def send_invitation(user_id: int, locale: str) -> str:
-    """Mail an invited user their link (signed with the invitation's current nonce, 72 hours),
-    in the inviter's language (else the company's). Nothing for a user no longer invited."""
+    """Mail an invited user their link (signed with the invitation's current nonce), in the
+    inviter's language (else the company's). Nothing for a user no longer invited. The link
+    lives 72 hours from the invitation (`invitation_sent_at`), however late this job runs."""
     with _session(writes=False) as (runtime, session), tenancy.system(session):
         user = session.get(PortalUser, user_id)
         if user is None or user.status is not UserStatus.INVITED:
@@ -223,7 +224,9 @@ def send_invitation(user_id: int, locale: str) -> str:
                 "company": user.company,
                 "inviter": (inviter.name or inviter.email) if inviter else user.company.name,
                 "link": runtime.links.public_for("invitations.accept", token=token),
-                "expires": format_datetime(now + users.INVITATION_LIFETIME, "medium", language),
+                "expires": format_datetime(
+                    (user.invitation_sent_at or now) + users.INVITATION_LIFETIME, "medium", language
+                ),
                 "language": language,
             }
             subject = _(

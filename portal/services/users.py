@@ -28,6 +28,7 @@ from enum import StrEnum
 from argon2 import PasswordHasher
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select, true
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal import tenancy
@@ -43,7 +44,9 @@ class Refusal(StrEnum):
     LAST_ADMIN = "last_admin"
     ADDRESS_IN_COMPANY = "address_in_company"  # a user of this very company has it
     ADDRESS_UNAVAILABLE = "address_unavailable"  # said the same whoever else has it
-    NOT_INVITED = "not_invited"
+    NOT_INVITED = "not_invited"  # accepted already
+    DEACTIVATED = "deactivated"  # no invitation to resend: reactivate them instead
+    NOT_DEACTIVATED = "not_deactivated"  # nothing to reactivate
 
 
 class InvitationState(StrEnum):
@@ -136,11 +139,9 @@ def invite(
     has an account already is refused: in words naming it for this company's own users (the
     administrator sees them in the list anyway), in one generic sentence for any other."""
     address = auth.normalize_email(email)
-    existing = auth.find_user_by_email(session, address)  # across companies, by necessity
-    if existing is not None:
-        if existing.company_id == actor.company_id:
-            return None, Refusal.ADDRESS_IN_COMPANY
-        return None, Refusal.ADDRESS_UNAVAILABLE
+    refusal = _address_taken(session, actor, address)
+    if refusal is not None:
+        return None, refusal
     user = PortalUser(
         company_id=actor.company_id,
         email=address,
@@ -158,10 +159,52 @@ def invite(
             UserAccountGrant(company_id=actor.company_id, billing_account_id=account_id)
             for account_id in sorted(set(account_ids))
         ]
-    session.add(user)
     session.flush()
-    _audit(session, actor, "Portal.UserInvited", user, request, email=address, role=role.value)
+    try:
+        with session.begin_nested():
+            session.add(user)
+            session.flush()
+    except IntegrityError:
+        # The same address was invited (or signed up) at the same moment, committed after our
+        # look-up: the unique index refused ours; say what the look-up would say now.
+        refusal = _address_taken(session, actor, address)
+        if refusal is None:
+            raise
+        return None, refusal
+    granted = _public_ids(session, {grant.billing_account_id for grant in user.grants})
+    _audit(
+        session,
+        actor,
+        "Portal.UserInvited",
+        user,
+        request,
+        email=address,
+        role=role.value,
+        billing_accounts=granted,
+    )
     return user, None
+
+
+def _public_ids(session: Session, account_ids: Collection[int]) -> list[str]:
+    """The billing accounts' public ids, sorted, for the audit (no query for none)."""
+    if not account_ids:
+        return []
+    return list(
+        session.scalars(
+            select(BillingAccount.public_id)
+            .where(BillingAccount.id.in_(account_ids))
+            .order_by(BillingAccount.public_id)
+        )
+    )
+
+
+def _address_taken(session: Session, actor: PortalUser, address: str) -> Refusal | None:
+    existing = auth.find_user_by_email(session, address)  # across companies, by necessity
+    if existing is None:
+        return None
+    if existing.company_id == actor.company_id:
+        return Refusal.ADDRESS_IN_COMPANY
+    return Refusal.ADDRESS_UNAVAILABLE
 
 
 def resend_invitation(
@@ -173,6 +216,8 @@ def resend_invitation(
     request: audit.RequestInfo,
 ) -> Refusal | None:
     """A new link (valid from now): the old one dies with its nonce."""
+    if target.status is UserStatus.DISABLED:
+        return Refusal.DEACTIVATED
     if target.status is not UserStatus.INVITED:
         return Refusal.NOT_INVITED
     target.invitation_nonce = secrets.token_urlsafe(16)
@@ -211,6 +256,9 @@ def check_invitation(
         or not secrets.compare_digest(nonce, user.invitation_nonce or "")
     ):
         return InvitationCheck(InvitationState.REVOKED)
+    if user.invitation_sent_at is not None and now - user.invitation_sent_at > INVITATION_LIFETIME:
+        # the lifetime runs from the invitation, not from the mail (which may go out late)
+        return InvitationCheck(InvitationState.EXPIRED)
     return InvitationCheck(InvitationState.OK, user)
 
 
@@ -224,10 +272,32 @@ def accept_invitation(
     keys: Keyring,
     now: datetime,
     request: audit.RequestInfo,
-) -> None:
+) -> InvitationState:
     """The invitee chose a password: the account is active (the link is spent). They sign in
-    half-way and enrol their second factor next (the caller starts that session)."""
+    half-way and enrol their second factor next (the caller starts that session).
+
+    `user` was checked by `check_invitation` without a lock: it is read again, locked, and
+    must still be invited with the same nonce. Otherwise nothing changes and the answer is
+    USED (accepted meanwhile, e.g. a second tab) or REVOKED (deactivated or re-sent meanwhile).
+    """
+    nonce = user.invitation_nonce
     with tenancy.system(session):
+        current = session.scalars(
+            select(PortalUser)
+            .where(PortalUser.id == user.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        if current is None:
+            return InvitationState.REVOKED
+        if current.status is UserStatus.ACTIVE and current.invitation_nonce is None:
+            return InvitationState.USED
+        if (
+            current.status is not UserStatus.INVITED
+            or not nonce
+            or not secrets.compare_digest(nonce, current.invitation_nonce or "")
+        ):
+            return InvitationState.REVOKED
         credentials.set_password(
             session,
             user,
@@ -244,6 +314,7 @@ def accept_invitation(
         audit.record_for(
             session, user, "Portal.InvitationAccepted", request=request, target_user=user.public_id
         )
+    return InvitationState.OK
 
 
 # changes ---------------------------------------------------------------------------------------
@@ -252,7 +323,11 @@ def accept_invitation(
 def _is_last_active_admin(session: Session, target: PortalUser) -> bool:
     """Whether `target` is the company's only active administrator, with every active
     administrator row locked until the transaction ends (PostgreSQL: a concurrent demotion
-    waits here, then sees the other's outcome, since FOR UPDATE re-reads changed rows)."""
+    waits here, then sees the other's outcome, since FOR UPDATE re-reads changed rows).
+
+    Always called before a role or status change: `target` is then read again under a lock
+    (it was loaded at the start of the request, and may have been promoted, demoted or
+    deactivated since), so the caller decides on its current role and status."""
     admins = session.scalars(
         select(PortalUser.id)
         .where(
@@ -263,7 +338,15 @@ def _is_last_active_admin(session: Session, target: PortalUser) -> bool:
         .order_by(PortalUser.id)
         .with_for_update()
     ).all()
-    return target.id in admins and len(admins) <= 1
+    session.scalars(
+        select(PortalUser)
+        .where(PortalUser.id == target.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    if target.role is not Role.ADMIN or target.status is not UserStatus.ACTIVE:
+        return False
+    return not [admin for admin in admins if admin != target.id]
 
 
 def change_access(
@@ -277,33 +360,31 @@ def change_access(
 ) -> Refusal | None:
     """Set the user's role and (for role customer) granted billing accounts; each part that
     changed is audited. Demoting the last active administrator is refused."""
-    demoting = target.role is Role.ADMIN and role is not Role.ADMIN
-    if demoting and _is_last_active_admin(session, target):
+    last_admin = _is_last_active_admin(session, target)
+    if last_admin and role is not Role.ADMIN:
         return Refusal.LAST_ADMIN
+    became_member = role is Role.CUSTOMER and target.role is not Role.CUSTOMER
     if role is not target.role:
         target.role = role
         _audit(session, actor, "Portal.UserRoleChanged", target, request, role=role.value)
     if role is Role.CUSTOMER:
         wanted = set(account_ids)
         held = {grant.billing_account_id: grant for grant in target.grants}
-        if wanted != set(held):
+        if wanted != set(held) or became_member:
+            # a new member's accounts are recorded even when the grants kept from before
+            # they were an administrator happen to be the ones asked for
             target.grants = [grant for key, grant in held.items() if key in wanted] + [
                 UserAccountGrant(company_id=target.company_id, billing_account_id=key)
                 for key in sorted(wanted - set(held))
             ]
             session.flush()
-            granted = session.scalars(
-                select(BillingAccount.public_id)
-                .where(BillingAccount.id.in_(wanted))
-                .order_by(BillingAccount.public_id)
-            ).all()
             _audit(
                 session,
                 actor,
                 "Portal.UserAccessChanged",
                 target,
                 request,
-                billing_accounts=list(granted),
+                billing_accounts=_public_ids(session, wanted),
             )
     session.flush()
     return None
@@ -318,10 +399,10 @@ def deactivate(
     request: audit.RequestInfo,
 ) -> Refusal | None:
     """Disable the user and end all their sessions at once (an invitation dies with it)."""
+    if _is_last_active_admin(session, target):
+        return Refusal.LAST_ADMIN
     if target.status is UserStatus.DISABLED:
         return None
-    if target.role is Role.ADMIN and _is_last_active_admin(session, target):
-        return Refusal.LAST_ADMIN
     target.status = UserStatus.DISABLED
     target.deactivated_at = now
     target.invitation_nonce = None
@@ -338,10 +419,12 @@ def reactivate(
     *,
     now: datetime,
     request: audit.RequestInfo,
-) -> None:
-    """Active again; one who never accepted their invitation is invited again (a new link)."""
+) -> Refusal | None:
+    """Active again; one who never accepted their invitation is invited again (a new link:
+    the caller mails it when `target` is then `invited`). Only a deactivated user can be
+    reactivated: anyone else is refused, and nothing changes."""
     if target.status is not UserStatus.DISABLED:
-        return
+        return Refusal.NOT_DEACTIVATED
     target.deactivated_at = None
     if target.password_hash is None:
         target.status = UserStatus.INVITED
@@ -351,6 +434,7 @@ def reactivate(
         target.status = UserStatus.ACTIVE
     session.flush()
     _audit(session, actor, "Portal.UserReactivated", target, request)
+    return None
 
 
 def reset_mfa(

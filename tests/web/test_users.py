@@ -12,7 +12,7 @@ import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from portal import tenancy
@@ -27,7 +27,7 @@ from portal.models import (
     UserSession,
     UserStatus,
 )
-from portal.services import users
+from portal.services import audit, auth, users
 from tests.conftest import Auth, Inbox, csrf_token, readable, user_by_email
 
 pytestmark = pytest.mark.usefixtures("connection")
@@ -186,6 +186,7 @@ def test_an_invitation_leads_from_the_mail_through_mfa_to_the_dashboard(
     assert event.properties == {
         "email": "robin@acme.test",
         "role": "customer",
+        "billing_accounts": [west_public_id],
         "target_user": invited.public_id,
     }
     listed = readable(client.get("/portal/users").text)
@@ -349,6 +350,162 @@ def test_a_deactivated_invitees_link_is_dead(
     assert client.get(f"/invitations/{token}").status_code == 410
 
 
+def test_an_administrator_is_invited_with_no_accounts_recorded(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    assert _invite(client, "ada@acme.test", role="customer.admin").status_code == 303
+    (event,) = _events(db, "Portal.UserInvited")
+    assert event.properties == {
+        "email": "ada@acme.test",
+        "role": "customer.admin",
+        "billing_accounts": [],
+        "target_user": _user(db, "ada@acme.test").public_id,
+    }
+
+
+def test_the_link_expires_72_hours_after_the_invitation_however_late_the_mail(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
+) -> None:
+    from babel.dates import format_datetime
+
+    assert _invite(client, "late@acme.test", role="customer.admin").status_code == 303
+    invited_at = _user(db, "late@acme.test").invitation_sent_at
+    assert invited_at is not None
+    clock = app.extensions["portal.clock"]
+    clock.advance(timedelta(hours=48))  # the mail goes out late
+    _run(app)
+    (message,) = smtp.messages
+    (plain,) = [p for p in message.walk() if p.get_content_type() == "text/plain"]
+    body = " ".join(plain.get_payload(decode=True).decode().split())
+    expires = format_datetime(invited_at + timedelta(hours=72), "medium", locale="en")
+    assert f"until {' '.join(expires.split())}" in body  # not 72 hours after the mail
+    link, invitee = _mail_link(message), app.test_client()
+    clock.advance(timedelta(hours=24, minutes=-1))  # 71:59 after the invitation
+    assert invitee.get(link).status_code == 200
+    clock.advance(timedelta(minutes=2))  # 72:01 after the invitation, 24:01 after the mail
+    expired = invitee.get(link)
+    assert expired.status_code == 410 and "has expired" in expired.text
+
+
+def test_resending_to_a_deactivated_invitee_says_to_reactivate_them(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
+) -> None:
+    assert _invite(client, "gone@acme.test", role="customer.admin").status_code == 303
+    _run(app)
+    gone = _user(db, "gone@acme.test")
+    assert _post(client, f"/portal/users/{gone.public_id}/deactivate").status_code == 303
+    answer = _post(client, f"/portal/users/{gone.public_id}/resend")
+    assert answer.status_code == 303
+    page = readable(client.get(answer.headers["Location"]).text)
+    assert "This user is deactivated. Reactivate them to send a new invitation." in page
+    assert "accepted their invitation already" not in page
+    assert _events(db, "Portal.InvitationResent") == []
+    _run(app)
+    assert len(smtp.messages) == 1  # the first invitation only
+
+
+def test_an_address_invited_at_the_same_moment_elsewhere_is_refused_not_a_500(
+    client: FlaskClient, signed_in: Auth, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two invitations of one address at once: both look it up before either is committed;
+    the second insert meets the unique index. (The look-up is made to miss here, as it does
+    in that race; tests/web/test_users_concurrency.py runs the race itself on PostgreSQL.)"""
+    real = auth.find_user_by_email
+    lookups: list[str] = []
+
+    def first_lookup_misses(session: Session, address: str) -> PortalUser | None:
+        lookups.append(address)
+        return None if len(lookups) == 1 else real(session, address)
+
+    monkeypatch.setattr(auth, "find_user_by_email", first_lookup_misses)
+    answer = _invite(client, "AP@acme.test", role="customer.admin")
+    assert answer.status_code == 422
+    assert "already has an account in your company" in answer.text
+    assert lookups == ["ap@acme.test", "ap@acme.test"]
+    assert _events(db, "Portal.UserInvited") == []
+    ap = _user(db, "ap@acme.test")
+    assert ap.role is Role.CUSTOMER and ap.status is UserStatus.ACTIVE
+
+
+def _past_this_session(user_id: int, **values: Any) -> Any:
+    """An UPDATE as another transaction commits it: the user objects this session holds keep
+    what they had read (they are not synchronized)."""
+    return (
+        update(PortalUser)
+        .where(PortalUser.id == user_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _invited(app: Flask, db: Session, email: str) -> tuple[PortalUser, str]:
+    """An invited administrator (invited by admin@) and their link's token."""
+    now = app.extensions["portal.clock"].now()
+    admin = user_by_email(db, "admin@acme.test")
+    with tenancy.system(db):
+        user, refusal = users.invite(
+            db, admin, email, Role.ADMIN, [], now=now, request=audit.RequestInfo()
+        )
+    assert refusal is None and user is not None
+    return user, users.invitation_token(user, keys=app.config["SETTINGS"].keyring, now=now)
+
+
+def _accept(app: Flask, db: Session, user: PortalUser) -> users.InvitationState:
+    from portal.extensions import password_hasher
+
+    with app.app_context(), tenancy.system(db):
+        return users.accept_invitation(
+            db,
+            user,
+            "Pat",
+            "violet lantern harbor 42",
+            ph=password_hasher(),
+            keys=app.config["SETTINGS"].keyring,
+            now=app.extensions["portal.clock"].now(),
+            request=audit.RequestInfo(),
+        )
+
+
+def test_an_invitee_deactivated_after_the_link_was_checked_stays_deactivated(
+    app: Flask, db: Session
+) -> None:
+    """The invitee posts their password; the link is checked, then an administrator's
+    deactivation is committed (another transaction: written past this session's copy)
+    before the acceptance writes. Nothing is accepted."""
+    invited, token = _invited(app, db, "pat@acme.test")
+    now = app.extensions["portal.clock"].now()
+    check = users.check_invitation(db, token, keys=app.config["SETTINGS"].keyring, now=now)
+    assert check.state is users.InvitationState.OK and check.user is invited
+    with tenancy.system(db):
+        db.execute(
+            _past_this_session(invited.id, status=UserStatus.DISABLED, invitation_nonce=None)
+        )
+    state = _accept(app, db, invited)
+    after = _user(db, "pat@acme.test")
+    assert after.status is UserStatus.DISABLED and after.password_hash is None
+    assert state is users.InvitationState.REVOKED
+    assert _events(db, "Portal.InvitationAccepted") == []
+
+
+def test_a_link_accepted_meanwhile_in_another_tab_is_not_accepted_again(
+    app: Flask, db: Session
+) -> None:
+    invited, token = _invited(app, db, "pat@acme.test")
+    now = app.extensions["portal.clock"].now()
+    check = users.check_invitation(db, token, keys=app.config["SETTINGS"].keyring, now=now)
+    assert check.state is users.InvitationState.OK
+    with tenancy.system(db):  # the other tab's acceptance, committed first
+        db.execute(
+            _past_this_session(
+                invited.id, status=UserStatus.ACTIVE, invitation_nonce=None, password_hash="theirs"
+            )
+        )
+    state = _accept(app, db, invited)
+    assert _user(db, "pat@acme.test").password_hash == "theirs"
+    assert state is users.InvitationState.USED
+    assert _events(db, "Portal.InvitationAccepted") == []
+
+
 # changes take effect at the next request --------------------------------------------------------
 
 
@@ -389,6 +546,29 @@ def test_a_grant_removed_closes_that_accounts_invoice_at_the_next_request(
     assert role_event.properties == {"role": "customer.admin", "target_user": ap.public_id}
 
 
+def test_a_demotion_records_the_accounts_the_user_is_left_with(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    """ap@ (member of Acme West) is promoted, then made a member again of Acme West: the
+    grants kept while they were an administrator are the ones asked for, and still the
+    accounts they are left with are recorded."""
+    ap = user_by_email(db, "ap@acme.test")
+    west = _accounts(db)["Acme West"].public_id
+    assert (
+        _post(client, f"/portal/users/{ap.public_id}/access", role="customer.admin").status_code
+        == 303
+    )
+    demoted = _post(
+        client, f"/portal/users/{ap.public_id}/access", role="customer", accounts=[west]
+    )
+    assert demoted.status_code == 303
+    assert _user(db, "ap@acme.test").role is Role.CUSTOMER
+    roles = [e.properties for e in _events(db, "Portal.UserRoleChanged")]
+    assert {"role": "customer", "target_user": ap.public_id} in roles
+    (access,) = _events(db, "Portal.UserAccessChanged")
+    assert access.properties == {"billing_accounts": [west], "target_user": ap.public_id}
+
+
 def test_deactivation_refuses_the_existing_session_and_reactivation_restores_sign_in(
     app: Flask, client: FlaskClient, signed_in: Auth, db: Session
 ) -> None:
@@ -416,6 +596,46 @@ def test_deactivation_refuses_the_existing_session_and_reactivation_restores_sig
     assert _user(db, "ap@acme.test").status is UserStatus.ACTIVE
     assert len(_events(db, "Portal.UserReactivated")) == 1
     _other_client(app, "ap@acme.test")  # signs in again
+
+
+def test_reactivating_a_user_who_is_not_deactivated_changes_and_mails_nothing(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
+) -> None:
+    assert _invite(client, "pat@acme.test", role="customer.admin").status_code == 303
+    _run(app)
+    assert len(smtp.messages) == 1
+    pat = _user(db, "pat@acme.test")
+    nonce = pat.invitation_nonce
+    for _ in range(2):
+        answer = _post(client, f"/portal/users/{pat.public_id}/reactivate")
+        assert answer.status_code == 303
+    page = readable(client.get(answer.headers["Location"]).text)
+    assert "This user is not deactivated: there is nothing to reactivate." in page
+    assert "was reactivated" not in page
+    _run(app)
+    assert len(smtp.messages) == 1
+    assert _events(db, "Portal.UserReactivated") == []
+    assert _user(db, "pat@acme.test").invitation_nonce == nonce  # the mailed link still works
+
+
+def test_reactivating_a_deactivated_invitee_sends_a_new_invitation(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session, smtp: Inbox
+) -> None:
+    assert _invite(client, "pat@acme.test", role="customer.admin").status_code == 303
+    _run(app)
+    pat = _user(db, "pat@acme.test")
+    assert _post(client, f"/portal/users/{pat.public_id}/deactivate").status_code == 303
+    answer = _post(client, f"/portal/users/{pat.public_id}/reactivate")
+    assert answer.status_code == 303
+    page = readable(client.get(answer.headers["Location"]).text)
+    assert "pat@acme.test was reactivated and sent a new invitation." in page
+    assert _user(db, "pat@acme.test").status is UserStatus.INVITED
+    assert len(_events(db, "Portal.UserReactivated")) == 1
+    assert _run(app) == 1
+    first, second = smtp.messages
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/portal/dashboard")})
+    assert client.get(_mail_link(first)).status_code == 410
+    assert client.get(_mail_link(second)).status_code == 200
 
 
 def test_reset_mfa_and_end_sessions(
@@ -484,6 +704,47 @@ def test_an_invited_admin_does_not_count_as_active(
     admin = user_by_email(db, "admin@acme.test")
     leave = _post(client, f"/portal/users/{admin.public_id}/deactivate")
     assert leave.status_code == 409
+
+
+@pytest.mark.parametrize("action", ["demote", "deactivate"])
+def test_the_last_admin_guard_decides_on_the_targets_role_now_not_when_loaded(
+    app: Flask, db: Session, action: str
+) -> None:
+    """ap@ is loaded as a member at the start of the request; meanwhile (other transactions,
+    written past this session's copy) ap@ is made an administrator and admin@ steps down.
+    Demoting or deactivating ap@ now would leave the company without an administrator."""
+    admin = user_by_email(db, "admin@acme.test")
+    ap = user_by_email(db, "ap@acme.test")
+    _ = ap.grants
+    assert ap.role is Role.CUSTOMER
+    with tenancy.system(db):
+        db.execute(_past_this_session(ap.id, role=Role.ADMIN))
+        db.execute(_past_this_session(admin.id, role=Role.CUSTOMER))
+        request, now = audit.RequestInfo(), app.extensions["portal.clock"].now()
+        if action == "demote":
+            refusal = users.change_access(db, admin, ap, Role.CUSTOMER, [], request=request)
+        else:
+            refusal = users.deactivate(db, admin, ap, now=now, request=request)
+    assert refusal is users.Refusal.LAST_ADMIN
+    after = _user(db, "ap@acme.test")
+    assert after.role is Role.ADMIN and after.status is UserStatus.ACTIVE
+
+
+def test_reactivation_is_rate_limited_like_invitations(
+    client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    ap = user_by_email(db, "ap@acme.test")
+    token = csrf_token(client, "/portal/users")
+    answers = [
+        client.post(
+            f"/portal/users/{ap.public_id}/reactivate", data={"csrf_token": token}
+        ).status_code
+        for _ in range(21)
+    ]
+    assert answers[:20] == [303] * 20 and answers[20] == 429
+    # the other confirm-first actions are not limited by it
+    ended = client.post(f"/portal/users/{ap.public_id}/end-sessions", data={"csrf_token": token})
+    assert ended.status_code == 303
 
 
 def test_invitations_are_rate_limited_per_administrator(

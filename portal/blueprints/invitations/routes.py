@@ -42,7 +42,7 @@ def accept(token: str) -> Response:
         explain(form, problem)
         return render(PAGE, context, status=422)
     now = clock.now()
-    users.accept_invitation(
+    accepted = users.accept_invitation(
         db,
         user,
         form.name.data or "",
@@ -52,6 +52,8 @@ def accept(token: str) -> Response:
         now=now,
         request=request_info(),
     )
+    if accepted is not InvitationState.OK:  # accepted, revoked or re-sent since the check
+        return render(PAGE, {"form": None, "state": accepted.value}, status=410)
     signed = auth.start_session(db, user, policy=session_policy(), now=now, request=request_info())
     session.clear()  # whoever was signed in here before, this is the invitee's browser now
     session[SESSION_TOKEN_KEY] = signed

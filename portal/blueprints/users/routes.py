@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, flash, g, url_for
+from flask import request as http_request
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -14,7 +15,7 @@ from werkzeug.wrappers import Response
 from portal import clock
 from portal.blueprints.users.forms import AccessForm, InviteForm
 from portal.extensions import db_session, limiter, login_manager
-from portal.models import PortalUser
+from portal.models import PortalUser, UserStatus
 from portal.runtime import SEND_INVITATION, current_runtime
 from portal.services import users
 from portal.services.users import INVITATION_LIFETIME, Refusal
@@ -52,6 +53,10 @@ def _refusal_message(refusal: Refusal, email: str = "") -> str:
             "contact support."
         ),
         Refusal.NOT_INVITED: _("This user has accepted their invitation already."),
+        Refusal.DEACTIVATED: _(
+            "This user is deactivated. Reactivate them to send a new invitation."
+        ),
+        Refusal.NOT_DEACTIVATED: _("This user is not deactivated: there is nothing to reactivate."),
     }
     return str(messages[refusal])
 
@@ -217,7 +222,13 @@ def confirm(public_id: str, action: str) -> Response:
     return render("users/confirm.html", context)
 
 
+def _not_reactivating() -> bool:
+    """Reactivating an invitee mails them a new invitation: limited like the other mails."""
+    return (http_request.view_args or {}).get("action") != "reactivate"
+
+
 @bp.post("/<public_id>/<action>")
+@limiter.limit(INVITE_LIMIT, key_func=_invite_key, exempt_when=_not_reactivating)
 def act(public_id: str, action: str) -> Response:
     if action not in ACTIONS:
         abort(404)
@@ -235,10 +246,15 @@ def act(public_id: str, action: str) -> Response:
             return render("users/confirm.html", context, status=409)
         message = _("%(email)s was deactivated and signed out everywhere.", email=target.email)
     elif action == "reactivate":
-        users.reactivate(db, current_user, target, now=now, request=request)
-        if target.invitation_nonce is not None:
+        refusal = users.reactivate(db, current_user, target, now=now, request=request)
+        if refusal is not None:
+            flash(_refusal_message(refusal), "warning")
+            return go(url_for("users.show", public_id=target.public_id))
+        if target.status is UserStatus.INVITED:  # never accepted: a new invitation
             _send(target)
-        message = _("%(email)s was reactivated.", email=target.email)
+            message = _("%(email)s was reactivated and sent a new invitation.", email=target.email)
+        else:
+            message = _("%(email)s was reactivated.", email=target.email)
     elif action == "reset-mfa":
         users.reset_user_mfa(db, current_user, target, now=now, request=request)
         message = _(
