@@ -80,34 +80,45 @@ def channels(session: Session, user: PortalUser, topic: NotificationTopic) -> di
     return chosen
 
 
+def _insert(session: Session) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (the portal runs on these two)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _store(
+    session: Session, model: Any, values: dict[str, Any], keys: list[str], column: str
+) -> bool:
+    """Insert the row, or set `column` on the existing one; whether it changed. One statement
+    (INSERT … ON CONFLICT DO UPDATE … WHERE the value differs … RETURNING), so two requests at
+    once neither collide on the unique key nor both count the same change."""
+    statement = _insert(session)(model).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={column: getattr(statement.excluded, column)},
+        where=getattr(model, column) != getattr(statement.excluded, column),
+    ).returning(model.id)
+    return session.execute(statement).scalar_one_or_none() is not None
+
+
 def set_preferences(session: Session, user: PortalUser, wanted: Mapping[Choice, bool]) -> list[str]:
-    """Store the user's choices; the names ("topic.channel") of those that changed."""
+    """Store the user's choices; the names ("topic.channel") of those this call changed (a
+    choice stored meanwhile by a concurrent request is not counted twice)."""
     current = preferences(session, user)
-    rows = {
-        (row.topic, row.channel): row
-        for row in session.scalars(
-            select(NotificationPreference).where(NotificationPreference.user_id == user.id)
-        )
-    }
     changed: list[str] = []
     for (topic, channel), enabled in wanted.items():
         if current[(topic, channel)] == enabled:
             continue
-        changed.append(f"{topic.value}.{channel.value}")
-        row = rows.get((topic, channel.value))
-        if row is None:
-            session.add(
-                NotificationPreference(
-                    company_id=user.company_id,
-                    user_id=user.id,
-                    topic=topic,
-                    channel=channel.value,
-                    enabled=enabled,
-                )
-            )
-        else:
-            row.enabled = enabled
-    session.flush()
+        values = {
+            "company_id": user.company_id,
+            "user_id": user.id,
+            "topic": topic,
+            "channel": channel.value,
+            "enabled": enabled,
+        }
+        if _store(
+            session, NotificationPreference, values, ["user_id", "topic", "channel"], "enabled"
+        ):
+            changed.append(f"{topic.value}.{channel.value}")
     return changed
 
 
@@ -146,27 +157,13 @@ def remind_days(session: Session, user: PortalUser) -> int:
 
 
 def set_remind_days(session: Session, user: PortalUser, days: int) -> bool:
-    """Store "remind me `days` before the due date"; whether it changed."""
+    """Store "remind me `days` before the due date"; whether this call changed it."""
     if days not in REMIND_DAYS:
         raise ValueError(f"remind days must be one of {REMIND_DAYS}")
-    row = session.scalar(
-        select(NotificationSettings).where(NotificationSettings.user_id == user.id)
-    )
-    if row is None:
-        if days == DEFAULT_REMIND_DAYS:
-            return False
-        session.add(
-            NotificationSettings(
-                company_id=user.company_id, user_id=user.id, remind_days_before=days
-            )
-        )
-        session.flush()
-        return True
-    if row.remind_days_before == days:
+    if remind_days(session, user) == days:
         return False
-    row.remind_days_before = days
-    session.flush()
-    return True
+    values = {"company_id": user.company_id, "user_id": user.id, "remind_days_before": days}
+    return _store(session, NotificationSettings, values, ["user_id"], "remind_days_before")
 
 
 def record(
