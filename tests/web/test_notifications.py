@@ -420,6 +420,31 @@ def test_unsubscribe_works_while_someone_else_is_signed_in(
     assert _email_choices(db, "admin@acme.test")[(NotificationTopic.STATEMENT_READY, "email")]
 
 
+def test_one_click_posts_from_one_mail_provider_are_limited_per_link_not_per_address(
+    app: Flask, db: Session
+) -> None:
+    """RFC 8058: the provider's servers post every recipient's unsubscribe from a few IPs."""
+    topics = [t for t in NotificationTopic if t is not NotificationTopic.MONTHLY_STATEMENT]
+    tokens = [_token(app, db, e, t) for e in ("ap@acme.test", "admin@acme.test") for t in topics]
+    assert len(tokens) > 10  # more than one IP may sign in with in a minute
+    provider = {"REMOTE_ADDR": "209.85.220.41"}
+    client = app.test_client()
+
+    def one_click(token: str) -> int:
+        return client.post(
+            f"/unsubscribe/{token}",
+            data="List-Unsubscribe=One-Click",
+            content_type="application/x-www-form-urlencoded",
+            environ_base=provider,
+        ).status_code
+
+    assert [one_click(token) for token in tokens] == [200] * len(tokens)
+    assert _email_choices(db, "admin@acme.test")[(DUE, "email")] is False
+    # One link posted over and over is still held back.
+    assert [one_click(tokens[0]) for _ in range(9)] == [200] * 9
+    assert one_click(tokens[0]) == 429
+
+
 def test_an_altered_expired_or_ownerless_link_is_refused_and_changes_nothing(
     app: Flask, db: Session
 ) -> None:
