@@ -34,8 +34,9 @@ from portal.models import (
     Statement,
     StatementFormat,
     StatementState,
+    UserStatus,
 )
-from portal.notifications import reminders
+from portal.notifications import messages, reminders
 from portal.payments import mail as payment_mail
 from portal.runtime import SEND_REMINDERS, Runtime
 from portal.services import audit, notifications
@@ -374,6 +375,45 @@ def test_a_receipt_and_a_failure_mail_once_with_the_unsubscribe_headers(
         (NotificationTopic.PAYMENT_FAILED, True, True),
         (NotificationTopic.PAYMENT_RECEIPT, True, True),
     ]
+
+
+def test_a_canceled_scheduled_payment_is_told_as_a_failed_payment_is(
+    app: Flask, runtime: Runtime, db: Session, smtp: Inbox
+) -> None:
+    shop = Shop(db)
+    failed_topic = NotificationTopic.PAYMENT_FAILED
+    canceled = {
+        user.email: make_payment(
+            db,
+            make_invoice(db, shop.west, "100.00", due=3),
+            user=user,
+            status=PaymentStatus.CANCELED,
+        )
+        for user in (shop.admin, shop.quiet, shop.clerk)
+    }
+    with tenancy.system(db):
+        notifications.set_preferences(db, shop.quiet, {(failed_topic, EMAIL): False})
+        shop.clerk.status = UserStatus.DISABLED
+        for payment in (*canceled.values(), *canceled.values()):  # a job run twice
+            payment_mail.notify_canceled(runtime, db, payment)
+    db.commit()
+    assert run_outbox(app) == 1
+    [message] = smtp.messages
+    assert message["To"] == "boss@reminded.test"
+    assert message["Subject"] == "Scheduled payment canceled: $100.00"
+    assert message["List-Unsubscribe"].startswith("<http://localhost/unsubscribe/")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    text = text_of(message)
+    assert "“Failed payments” e-mails are on for you" in text
+    assert "http://localhost/unsubscribe/" in text
+    [told] = rows(db, shop.admin, failed_topic)
+    assert told.link == f"/portal/payments/{canceled['boss@reminded.test'].public_id}"
+    with app.test_request_context():
+        words = messages.render(told.topic, told.params, "en")
+    assert words.title == "Scheduled payment canceled: \u2066$100.00\u2069"
+    [quietly] = rows(db, shop.quiet, failed_topic)  # the mail off: in the portal only
+    assert (quietly.in_portal, quietly.by_email) == (True, False)
+    assert rows(db, shop.clerk, failed_topic) == []  # no longer active: not told
 
 
 def test_a_statement_ready_with_the_email_off_is_in_the_portal_only(
