@@ -9,6 +9,8 @@ unread ones with one indexed query.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -310,10 +312,12 @@ _UNSUBSCRIBE_SALT = "portal.unsubscribe.v1"
 
 @dataclass(frozen=True)
 class Unsubscribe:
-    """What a valid unsubscribe link stands for: one user's e-mail for one topic."""
+    """What a valid unsubscribe link stands for: one user's e-mail for one topic, sent to one
+    address (`address`: a keyed hash of it, so the link dies when the address changes)."""
 
     user_public_id: str
     topic: NotificationTopic
+    address: str
 
 
 def _unsubscribe_serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
@@ -324,14 +328,22 @@ def _unsubscribe_serializer(keys: Keyring, now: datetime) -> URLSafeTimedSeriali
     return URLSafeTimedSerializer(keys.oldest_first, salt=_UNSUBSCRIBE_SALT, signer=_Signer)
 
 
+def _address_tag(email: str | None, key: str) -> str:
+    """A short keyed hash of the address the mail went to (the token is signed, not secret:
+    a plain hash would let its holder confirm a guessed address)."""
+    message = ("portal.unsubscribe.address:" + (email or "").strip().lower()).encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()[:16]
+
+
 def unsubscribe_token(
     user: PortalUser, topic: NotificationTopic, *, keys: Keyring, now: datetime
 ) -> str:
-    return str(_unsubscribe_serializer(keys, now).dumps([user.public_id, topic.value]))
+    tag = _address_tag(user.email, keys.current)
+    return str(_unsubscribe_serializer(keys, now).dumps([user.public_id, topic.value, tag]))
 
 
 def read_unsubscribe(token: str, *, keys: Keyring, now: datetime) -> Unsubscribe | None:
-    """The link's user and topic; None when altered, expired or not ours."""
+    """The link's user, topic and address; None when altered, expired or not ours."""
     try:
         data = _unsubscribe_serializer(keys, now).loads(
             token, max_age=int(UNSUBSCRIBE_LIFETIME.total_seconds())
@@ -340,23 +352,27 @@ def read_unsubscribe(token: str, *, keys: Keyring, now: datetime) -> Unsubscribe
         return None
     if (
         not isinstance(data, list)
-        or len(data) != 2
+        or len(data) != 3
         or not all(isinstance(part, str) for part in data)
         or data[1] not in NotificationTopic._value2member_map_
     ):
         return None
-    return Unsubscribe(data[0], NotificationTopic(data[1]))
+    return Unsubscribe(data[0], NotificationTopic(data[1]), data[2])
 
 
-def unsubscriber(session: Session, link: Unsubscribe) -> PortalUser | None:
+def unsubscriber(session: Session, link: Unsubscribe, *, keys: Keyring) -> PortalUser | None:
     """The user a valid link names, whoever is signed in here (nobody need be): a lookup
-    across companies by the signed public id; None when there is no such user any more."""
+    across companies by the signed public id; None when there is no such user any more, or
+    their address is no longer the one the mail went to (a link in an old mailbox)."""
     with tenancy.system(session):  # the link is the authority, not a session's scope
         user: PortalUser | None = session.scalar(
             select(PortalUser).where(PortalUser.public_id == link.user_public_id)
         )
-        if user is not None:
-            _ = user.company  # read while the company is visible
+        if user is None or not any(
+            hmac.compare_digest(link.address, _address_tag(user.email, key)) for key in keys.all
+        ):
+            return None
+        _ = user.company  # read while the company is visible
     return user
 
 

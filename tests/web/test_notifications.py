@@ -426,7 +426,7 @@ def test_one_click_posts_from_one_mail_provider_are_limited_per_link_not_per_add
     """RFC 8058: the provider's servers post every recipient's unsubscribe from a few IPs."""
     topics = [t for t in NotificationTopic if t is not NotificationTopic.MONTHLY_STATEMENT]
     tokens = [_token(app, db, e, t) for e in ("ap@acme.test", "admin@acme.test") for t in topics]
-    assert len(tokens) > 10  # more than one IP may sign in with in a minute
+    assert len(tokens) > 10  # more than one IP may sign in within a minute
     provider = {"REMOTE_ADDR": "209.85.220.41"}
     client = app.test_client()
 
@@ -471,6 +471,29 @@ def test_an_altered_expired_or_ownerless_link_is_refused_and_changes_nothing(
     assert expired.status_code == 404
     assert _email_choices(db, "ap@acme.test") == before
     assert _events(db, "Portal.Unsubscribed") == []
+
+
+def test_a_link_mailed_to_an_address_the_user_changed_since_is_refused(
+    app: Flask, db: Session
+) -> None:
+    token = _token(app, db, "ap@acme.test")
+    before = _email_choices(db, "ap@acme.test")
+    user = _user(db, "ap@acme.test")
+    with tenancy.system(db):
+        user.email = "nora@newco.test"
+        db.commit()
+    client = app.test_client()
+    for method in ("GET", "POST"):
+        answer = client.open(f"/unsubscribe/{token}", method=method)
+        assert answer.status_code == 404, method
+        page = answer.get_data(as_text=True)
+        assert "This unsubscribe link is not valid." in page
+        assert "newco.test" not in page and "acme.test" not in page
+    assert _email_choices(db, "nora@newco.test") == before
+    assert _events(db, "Portal.Unsubscribed") == []
+    # A link mailed to the new address works.
+    fresh = _token(app, db, "nora@newco.test")
+    assert client.post(f"/unsubscribe/{fresh}").status_code == 200
 
 
 @FUZZ

@@ -130,8 +130,9 @@ def _unsubscribe_key() -> str:
 @limiter.limit(UNSUBSCRIBE_LIMIT, methods=["POST"], key_func=_unsubscribe_key)
 def unsubscribe(token: str) -> Response:
     db = db_session()
-    link = notifications.read_unsubscribe(token, keys=settings().keyring, now=clock.now())
-    user = notifications.unsubscriber(db, link) if link is not None else None
+    keys = settings().keyring
+    link = notifications.read_unsubscribe(token, keys=keys, now=clock.now())
+    user = notifications.unsubscriber(db, link, keys=keys) if link is not None else None
     if link is None or user is None:
         return render("notifications/unsubscribe.html", {"state": "invalid"}, status=404)
     context = {
