@@ -449,6 +449,21 @@ def test_a_canceled_scheduled_payment_is_told_as_a_failed_payment_is(
     assert rows(db, shop.clerk, failed_topic) == []  # no longer active: not told
 
 
+def test_a_payer_deactivated_before_the_mail_goes_is_not_mailed(
+    app: Flask, runtime: Runtime, db: Session, smtp: Inbox
+) -> None:
+    shop = Shop(db)
+    failed = make_payment(
+        db, make_invoice(db, shop.west, "60.00"), user=shop.admin, status=PaymentStatus.FAILED
+    )
+    with tenancy.system(db):
+        payment_mail.notify(runtime, db, failed)
+        shop.admin.status = UserStatus.DISABLED  # before the outbox hands the mail on
+    db.commit()
+    run_outbox(app)
+    assert smtp.messages == []
+
+
 def test_a_statement_ready_with_the_email_off_is_in_the_portal_only(
     app: Flask, runtime: Runtime, db: Session, smtp: Inbox
 ) -> None:
