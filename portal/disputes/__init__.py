@@ -29,8 +29,9 @@ from portal.models import (
     UserStatus,
 )
 from portal.notifications import notify
-from portal.runtime import SEND_DISPUTE_MAIL, SEND_PAYMENT_RESULT, Runtime
-from portal.services import audit, outbox
+from portal.payments import mail as payment_mail
+from portal.runtime import SEND_DISPUTE_MAIL, Runtime
+from portal.services import audit
 from portal.services import disputes as service
 from portal.services.disputes import DisputeResult, Outcome, Upload
 
@@ -128,9 +129,7 @@ def open_dispute(
     first = result.dispute.messages[0]
     _mail_receivables(runtime, session, result.dispute, "opened", first.id)
     for payment in result.canceled:
-        runtime.hand_off(
-            session, SEND_PAYMENT_RESULT, payment.id, subject=outbox.about_payment(payment.id)
-        )
+        payment_mail.notify_canceled(runtime, session, payment)
     return result
 
 

@@ -107,7 +107,9 @@ def _payment_receipt(p: Params, locale: str) -> Message:
 
 def _payment_failed(p: Params, locale: str) -> Message:
     return Message(
-        _("Payment failed"),
+        _("Scheduled payment canceled: %(amount)s", amount=_amount(p, locale))
+        if p.get("canceled")
+        else _("Payment failed"),
         _(
             "Your payment %(reference)s of %(amount)s did not go through.",
             reference=_number(p, "reference"),

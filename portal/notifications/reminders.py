@@ -7,8 +7,9 @@ of the company's), asks `remind`. One notification per invoice (its centre row l
 invoice, and the key names the invoice), through `portal.notifications.notify`, so each is told
 once per (user, topic, key) however often, or however concurrently, the job runs:
 
-- PAYMENT_DUE: open or partially paid, a balance left, due exactly the user's N days
-  (`remind_days`) after their "today" (in their time zone): `due:<invoice>:<due date>`;
+- PAYMENT_DUE: open or partially paid, a balance left, due within the user's N days
+  (`remind_days`) after their "today" (in their time zone; told on the first run in that
+  window, so a day the job did not run is caught up): `due:<invoice>:<due date>`;
 - PAYMENT_OVERDUE: the same, on the first day past due (or within OVERDUE_CATCH_UP days of it,
   should the job not have run that day): `overdue:<invoice>:<due date>`, once, not daily;
 - INVOICE_ISSUED: created since the job last finished (`NotificationRun` "invoices_issued",
@@ -16,8 +17,8 @@ once per (user, topic, key) however often, or however concurrently, the job runs
   invoice committed late is not missed): `issued:<invoice>`.
 
 Disputed, paid, void (and processing or failed) invoices are never reminded. Each query is an
-indexed range of one company (or of the user's accounts): the invoices due on a handful of
-dates, or created within the last hour or so, never a customer's history.
+indexed range of one company (or of the user's accounts): the invoices due within a few
+days either side of today, or created within the last hour or so, never a customer's history.
 """
 
 from __future__ import annotations
@@ -143,12 +144,14 @@ def remind(
         return 0
     today = local_today(user, now)
     due_on = today + timedelta(days=notifications.remind_days(session, user))
-    overdue = [today - timedelta(days=n) for n in range(1, OVERDUE_CATCH_UP + 1)]
+    # One indexed range: due within the user's N days (a day the job missed is caught up),
+    # or overdue within OVERDUE_CATCH_UP days; not due today (neither).
     reminded = session.scalars(
         select(Invoice)
         .where(
             Invoice.status.in_(OVERDUE_ELIGIBLE),
-            Invoice.due_date.in_([due_on, *overdue]),
+            Invoice.due_date.between(today - timedelta(days=OVERDUE_CATCH_UP), due_on),
+            Invoice.due_date != today,
             Invoice.balance_due > 0,
         )
         .order_by(Invoice.due_date, Invoice.id)
@@ -165,7 +168,7 @@ def remind(
     events: list[tuple[NotificationTopic, str, Invoice, int]] = []
     for invoice in reminded:
         due = invoice.due_date.isoformat()
-        if invoice.due_date == due_on:
+        if invoice.due_date > today:
             events.append((DUE, f"due:{invoice.public_id}:{due}", invoice, invoice.balance_due))
         else:
             events.append(

@@ -5,7 +5,8 @@ PAYMENT_FAILED, `portal.notifications.notify`, once per payment): a row in the c
 to the payment (and its receipt) when the portal channel is on, and this module's own mail (the
 receipt's details, or why it failed and how to retry) when the e-mail channel is on, checked
 again when sent, with the unsubscribe link and RFC 8058 headers of every notification mail. A
-scheduled payment the portal canceled is no topic of its own: its mail always goes."""
+scheduled payment the portal canceled (its invoice was paid another way, or disputed) is told
+the same way under PAYMENT_FAILED (a payment that did not happen), with its own words."""
 
 from __future__ import annotations
 
@@ -28,14 +29,27 @@ from portal.templating import money
 TOPICS = {
     PaymentStatus.SUCCEEDED: NotificationTopic.PAYMENT_RECEIPT,
     PaymentStatus.FAILED: NotificationTopic.PAYMENT_FAILED,
+    PaymentStatus.CANCELED: NotificationTopic.PAYMENT_FAILED,
 }
 
 
 def notify(runtime: Runtime, session: Session, payment: Payment) -> None:
     """A payment that reached its end tells its payer, once, as they chose (the centre, the
     mail handed off after the commit, both or neither)."""
+    _tell(runtime, session, payment, (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED))
+
+
+def notify_canceled(runtime: Runtime, session: Session, payment: Payment) -> None:
+    """A scheduled payment the portal canceled (on its day, its invoice paid another way; or
+    its invoice disputed): told like a failed one, as the payer chose for failed payments."""
+    _tell(runtime, session, payment, (PaymentStatus.CANCELED,))
+
+
+def _tell(
+    runtime: Runtime, session: Session, payment: Payment, statuses: tuple[PaymentStatus, ...]
+) -> None:
     topic = TOPICS.get(payment.status)
-    if topic is None or payment.user_id is None:
+    if payment.status not in statuses or topic is None or payment.user_id is None:
         return
     with tenancy.system(session):  # the payer, whoever's request or job this is
         user = session.get(PortalUser, payment.user_id)
@@ -51,17 +65,11 @@ def notify(runtime: Runtime, session: Session, payment: Payment) -> None:
                 "reference": payment.reference,
                 "amount": payment.amount,
                 "currency": payment.currency,
+                **({"canceled": 1} if payment.status is PaymentStatus.CANCELED else {}),
             },
             link=f"/portal/payments/{payment.public_id}",
             mail=(SEND_PAYMENT_RESULT, (payment.id,), outbox.about_payment(payment.id)),
         )
-
-
-def notify_canceled(runtime: Runtime, session: Session, payment: Payment) -> None:
-    """A scheduled payment the portal canceled on its day (its invoice was paid another way)."""
-    runtime.hand_off(
-        session, SEND_PAYMENT_RESULT, payment.id, subject=outbox.about_payment(payment.id)
-    )
 
 
 def mail_result(runtime: Runtime, session: Session, payment_id: int) -> str:
@@ -74,7 +82,7 @@ def mail_result(runtime: Runtime, session: Session, payment_id: int) -> str:
             return "no payer"
         user = session.get(PortalUser, payment.user_id)
         company = session.get(Company, payment.company_id)
-        if user is None or company is None:
+        if user is None or company is None or not user.is_active:
             return "no payer"
         topic = TOPICS.get(payment.status)
         if topic is not None and not notifications.channels(session, user, topic)["email"]:

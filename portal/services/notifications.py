@@ -9,6 +9,8 @@ unread ones with one indexed query.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -80,34 +82,45 @@ def channels(session: Session, user: PortalUser, topic: NotificationTopic) -> di
     return chosen
 
 
+def _insert(session: Session) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (the portal runs on these two)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _store(
+    session: Session, model: Any, values: dict[str, Any], keys: list[str], column: str
+) -> bool:
+    """Insert the row, or set `column` on the existing one; whether it changed. One statement
+    (INSERT … ON CONFLICT DO UPDATE … WHERE the value differs … RETURNING), so two requests at
+    once neither collide on the unique key nor both count the same change."""
+    statement = _insert(session)(model).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={column: getattr(statement.excluded, column)},
+        where=getattr(model, column) != getattr(statement.excluded, column),
+    ).returning(model.id)
+    return session.execute(statement).scalar_one_or_none() is not None
+
+
 def set_preferences(session: Session, user: PortalUser, wanted: Mapping[Choice, bool]) -> list[str]:
-    """Store the user's choices; the names ("topic.channel") of those that changed."""
+    """Store the user's choices; the names ("topic.channel") of those this call changed (a
+    choice stored meanwhile by a concurrent request is not counted twice)."""
     current = preferences(session, user)
-    rows = {
-        (row.topic, row.channel): row
-        for row in session.scalars(
-            select(NotificationPreference).where(NotificationPreference.user_id == user.id)
-        )
-    }
     changed: list[str] = []
     for (topic, channel), enabled in wanted.items():
         if current[(topic, channel)] == enabled:
             continue
-        changed.append(f"{topic.value}.{channel.value}")
-        row = rows.get((topic, channel.value))
-        if row is None:
-            session.add(
-                NotificationPreference(
-                    company_id=user.company_id,
-                    user_id=user.id,
-                    topic=topic,
-                    channel=channel.value,
-                    enabled=enabled,
-                )
-            )
-        else:
-            row.enabled = enabled
-    session.flush()
+        values = {
+            "company_id": user.company_id,
+            "user_id": user.id,
+            "topic": topic,
+            "channel": channel.value,
+            "enabled": enabled,
+        }
+        if _store(
+            session, NotificationPreference, values, ["user_id", "topic", "channel"], "enabled"
+        ):
+            changed.append(f"{topic.value}.{channel.value}")
     return changed
 
 
@@ -146,27 +159,13 @@ def remind_days(session: Session, user: PortalUser) -> int:
 
 
 def set_remind_days(session: Session, user: PortalUser, days: int) -> bool:
-    """Store "remind me `days` before the due date"; whether it changed."""
+    """Store "remind me `days` before the due date"; whether this call changed it."""
     if days not in REMIND_DAYS:
         raise ValueError(f"remind days must be one of {REMIND_DAYS}")
-    row = session.scalar(
-        select(NotificationSettings).where(NotificationSettings.user_id == user.id)
-    )
-    if row is None:
-        if days == DEFAULT_REMIND_DAYS:
-            return False
-        session.add(
-            NotificationSettings(
-                company_id=user.company_id, user_id=user.id, remind_days_before=days
-            )
-        )
-        session.flush()
-        return True
-    if row.remind_days_before == days:
+    if remind_days(session, user) == days:
         return False
-    row.remind_days_before = days
-    session.flush()
-    return True
+    values = {"company_id": user.company_id, "user_id": user.id, "remind_days_before": days}
+    return _store(session, NotificationSettings, values, ["user_id"], "remind_days_before")
 
 
 def record(
@@ -313,10 +312,12 @@ _UNSUBSCRIBE_SALT = "portal.unsubscribe.v1"
 
 @dataclass(frozen=True)
 class Unsubscribe:
-    """What a valid unsubscribe link stands for: one user's e-mail for one topic."""
+    """What a valid unsubscribe link stands for: one user's e-mail for one topic, sent to one
+    address (`address`: a keyed hash of it, so the link dies when the address changes)."""
 
     user_public_id: str
     topic: NotificationTopic
+    address: str
 
 
 def _unsubscribe_serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
@@ -327,14 +328,22 @@ def _unsubscribe_serializer(keys: Keyring, now: datetime) -> URLSafeTimedSeriali
     return URLSafeTimedSerializer(keys.oldest_first, salt=_UNSUBSCRIBE_SALT, signer=_Signer)
 
 
+def _address_tag(email: str | None, key: str) -> str:
+    """A short keyed hash of the address the mail went to (the token is signed, not secret:
+    a plain hash would let its holder confirm a guessed address)."""
+    message = ("portal.unsubscribe.address:" + (email or "").strip().lower()).encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()[:16]
+
+
 def unsubscribe_token(
     user: PortalUser, topic: NotificationTopic, *, keys: Keyring, now: datetime
 ) -> str:
-    return str(_unsubscribe_serializer(keys, now).dumps([user.public_id, topic.value]))
+    tag = _address_tag(user.email, keys.current)
+    return str(_unsubscribe_serializer(keys, now).dumps([user.public_id, topic.value, tag]))
 
 
 def read_unsubscribe(token: str, *, keys: Keyring, now: datetime) -> Unsubscribe | None:
-    """The link's user and topic; None when altered, expired or not ours."""
+    """The link's user, topic and address; None when altered, expired or not ours."""
     try:
         data = _unsubscribe_serializer(keys, now).loads(
             token, max_age=int(UNSUBSCRIBE_LIFETIME.total_seconds())
@@ -343,23 +352,27 @@ def read_unsubscribe(token: str, *, keys: Keyring, now: datetime) -> Unsubscribe
         return None
     if (
         not isinstance(data, list)
-        or len(data) != 2
+        or len(data) != 3
         or not all(isinstance(part, str) for part in data)
         or data[1] not in NotificationTopic._value2member_map_
     ):
         return None
-    return Unsubscribe(data[0], NotificationTopic(data[1]))
+    return Unsubscribe(data[0], NotificationTopic(data[1]), data[2])
 
 
-def unsubscriber(session: Session, link: Unsubscribe) -> PortalUser | None:
+def unsubscriber(session: Session, link: Unsubscribe, *, keys: Keyring) -> PortalUser | None:
     """The user a valid link names, whoever is signed in here (nobody need be): a lookup
-    across companies by the signed public id; None when there is no such user any more."""
+    across companies by the signed public id; None when there is no such user any more, or
+    their address is no longer the one the mail went to (a link in an old mailbox)."""
     with tenancy.system(session):  # the link is the authority, not a session's scope
         user: PortalUser | None = session.scalar(
             select(PortalUser).where(PortalUser.public_id == link.user_public_id)
         )
-        if user is not None:
-            _ = user.company  # read while the company is visible
+        if user is None or not any(
+            hmac.compare_digest(link.address, _address_tag(user.email, key)) for key in keys.all
+        ):
+            return None
+        _ = user.company  # read while the company is visible
     return user
 
 

@@ -34,8 +34,9 @@ from portal.models import (
     Statement,
     StatementFormat,
     StatementState,
+    UserStatus,
 )
-from portal.notifications import reminders
+from portal.notifications import messages, reminders
 from portal.payments import mail as payment_mail
 from portal.runtime import SEND_REMINDERS, Runtime
 from portal.services import audit, notifications
@@ -201,9 +202,40 @@ def test_overdue_is_told_once_not_daily_and_due_follows_the_users_days(
     assert invoice.public_id in rows(db, shop.admin, OVERDUE)[0].key
 
 
+def test_a_due_reminder_the_job_missed_on_its_day_is_sent_the_next_day_once(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    shop = Shop(db)
+    clock = app.extensions["portal.clock"]
+    with tenancy.system(db):
+        days = notifications.remind_days(db, shop.admin)
+        db.add(
+            NotificationRun(name=reminders.ISSUED_RUN, done_until=clock.now() + timedelta(days=9))
+        )
+    make_invoice(db, shop.west, "100.00", due=days, number="W-3")
+    make_invoice(db, shop.west, "100.00", due=days + 2, number="W-5")  # not within the N days
+    db.commit()
+    clock.advance(timedelta(days=1))  # the job did not run on W-3's day
+    for _hour in range(2):
+        with app.app_context():
+            jobs.send_reminders()
+        run_outbox(app)
+    assert to(smtp.messages, "boss@reminded.test") == ["Invoice W-3 is due soon"]
+    clock.advance(timedelta(days=1))
+    with app.app_context():
+        jobs.send_reminders()
+    run_outbox(app)
+    assert to(smtp.messages, "boss@reminded.test") == [
+        "Invoice W-3 is due soon",
+        "Invoice W-5 is due soon",
+    ]
+    assert len(rows(db, shop.admin, DUE)) == 2
+
+
 def test_due_dates_are_the_users_own_today(app: Flask, db: Session, smtp: Inbox) -> None:
     """At noon UTC it is already tomorrow in Kiritimati (UTC+14): a user there is reminded of
-    an invoice due three days after *their* today, a user on UTC of one due three after UTC's."""
+    the invoices due within three days of *their* today, a user on UTC of those due within
+    three of UTC's (not of the one due in four)."""
     clock = app.extensions["portal.clock"]
     now = clock.now()
     noon = datetime.combine(now.date() + timedelta(days=1), time(12), tzinfo=UTC)
@@ -218,7 +250,9 @@ def test_due_dates_are_the_users_own_today(app: Flask, db: Session, smtp: Inbox)
     with app.app_context():
         jobs.send_reminders()
     assert [n.params["invoice"] for n in rows(db, shop.admin, DUE)] == [utc_due.number]
-    assert [n.params["invoice"] for n in rows(db, shop.clerk, DUE)] == [far_due.number]
+    assert sorted(n.params["invoice"] for n in rows(db, shop.clerk, DUE)) == sorted(
+        [utc_due.number, far_due.number]
+    )
 
 
 def test_new_invoices_are_those_created_since_the_last_run(
@@ -374,6 +408,60 @@ def test_a_receipt_and_a_failure_mail_once_with_the_unsubscribe_headers(
         (NotificationTopic.PAYMENT_FAILED, True, True),
         (NotificationTopic.PAYMENT_RECEIPT, True, True),
     ]
+
+
+def test_a_canceled_scheduled_payment_is_told_as_a_failed_payment_is(
+    app: Flask, runtime: Runtime, db: Session, smtp: Inbox
+) -> None:
+    shop = Shop(db)
+    failed_topic = NotificationTopic.PAYMENT_FAILED
+    canceled = {
+        user.email: make_payment(
+            db,
+            make_invoice(db, shop.west, "100.00", due=3),
+            user=user,
+            status=PaymentStatus.CANCELED,
+        )
+        for user in (shop.admin, shop.quiet, shop.clerk)
+    }
+    with tenancy.system(db):
+        notifications.set_preferences(db, shop.quiet, {(failed_topic, EMAIL): False})
+        shop.clerk.status = UserStatus.DISABLED
+        for payment in (*canceled.values(), *canceled.values()):  # a job run twice
+            payment_mail.notify_canceled(runtime, db, payment)
+    db.commit()
+    assert run_outbox(app) == 1
+    [message] = smtp.messages
+    assert message["To"] == "boss@reminded.test"
+    assert message["Subject"] == "Scheduled payment canceled: $100.00"
+    assert message["List-Unsubscribe"].startswith("<http://localhost/unsubscribe/")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    text = text_of(message)
+    assert "“Failed payments” e-mails are on for you" in text
+    assert "http://localhost/unsubscribe/" in text
+    [told] = rows(db, shop.admin, failed_topic)
+    assert told.link == f"/portal/payments/{canceled['boss@reminded.test'].public_id}"
+    with app.test_request_context():
+        words = messages.render(told.topic, told.params, "en")
+    assert words.title == "Scheduled payment canceled: \u2066$100.00\u2069"
+    [quietly] = rows(db, shop.quiet, failed_topic)  # the mail off: in the portal only
+    assert (quietly.in_portal, quietly.by_email) == (True, False)
+    assert rows(db, shop.clerk, failed_topic) == []  # no longer active: not told
+
+
+def test_a_payer_deactivated_before_the_mail_goes_is_not_mailed(
+    app: Flask, runtime: Runtime, db: Session, smtp: Inbox
+) -> None:
+    shop = Shop(db)
+    failed = make_payment(
+        db, make_invoice(db, shop.west, "60.00"), user=shop.admin, status=PaymentStatus.FAILED
+    )
+    with tenancy.system(db):
+        payment_mail.notify(runtime, db, failed)
+        shop.admin.status = UserStatus.DISABLED  # before the outbox hands the mail on
+    db.commit()
+    run_outbox(app)
+    assert smtp.messages == []
 
 
 def test_a_statement_ready_with_the_email_off_is_in_the_portal_only(

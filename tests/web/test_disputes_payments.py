@@ -66,6 +66,8 @@ def test_opening_a_dispute_cancels_the_scheduled_payment_and_tells_the_payer(
     payer = next(m for m in smtp.messages if m["Subject"].startswith("Scheduled"))
     assert payer["To"] == "admin@acme.test"
     assert "an invoice it pays was disputed" in _mail_text(payer)
+    assert payer["List-Unsubscribe"].startswith("<http://localhost/unsubscribe/")
+    assert payer["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     # Its day comes: nothing is charged, nobody is mailed again, the invoice stays held.
     app.extensions["portal.clock"].advance(timedelta(days=3, hours=7))
     run_jobs(app)

@@ -420,6 +420,31 @@ def test_unsubscribe_works_while_someone_else_is_signed_in(
     assert _email_choices(db, "admin@acme.test")[(NotificationTopic.STATEMENT_READY, "email")]
 
 
+def test_one_click_posts_from_one_mail_provider_are_limited_per_link_not_per_address(
+    app: Flask, db: Session
+) -> None:
+    """RFC 8058: the provider's servers post every recipient's unsubscribe from a few IPs."""
+    topics = [t for t in NotificationTopic if t is not NotificationTopic.MONTHLY_STATEMENT]
+    tokens = [_token(app, db, e, t) for e in ("ap@acme.test", "admin@acme.test") for t in topics]
+    assert len(tokens) > 10  # more than one IP may sign in within a minute
+    provider = {"REMOTE_ADDR": "209.85.220.41"}
+    client = app.test_client()
+
+    def one_click(token: str) -> int:
+        return client.post(
+            f"/unsubscribe/{token}",
+            data="List-Unsubscribe=One-Click",
+            content_type="application/x-www-form-urlencoded",
+            environ_base=provider,
+        ).status_code
+
+    assert [one_click(token) for token in tokens] == [200] * len(tokens)
+    assert _email_choices(db, "admin@acme.test")[(DUE, "email")] is False
+    # One link posted over and over is still held back.
+    assert [one_click(tokens[0]) for _ in range(9)] == [200] * 9
+    assert one_click(tokens[0]) == 429
+
+
 def test_an_altered_expired_or_ownerless_link_is_refused_and_changes_nothing(
     app: Flask, db: Session
 ) -> None:
@@ -446,6 +471,29 @@ def test_an_altered_expired_or_ownerless_link_is_refused_and_changes_nothing(
     assert expired.status_code == 404
     assert _email_choices(db, "ap@acme.test") == before
     assert _events(db, "Portal.Unsubscribed") == []
+
+
+def test_a_link_mailed_to_an_address_the_user_changed_since_is_refused(
+    app: Flask, db: Session
+) -> None:
+    token = _token(app, db, "ap@acme.test")
+    before = _email_choices(db, "ap@acme.test")
+    user = _user(db, "ap@acme.test")
+    with tenancy.system(db):
+        user.email = "nora@newco.test"
+        db.commit()
+    client = app.test_client()
+    for method in ("GET", "POST"):
+        answer = client.open(f"/unsubscribe/{token}", method=method)
+        assert answer.status_code == 404, method
+        page = answer.get_data(as_text=True)
+        assert "This unsubscribe link is not valid." in page
+        assert "newco.test" not in page and "acme.test" not in page
+    assert _email_choices(db, "nora@newco.test") == before
+    assert _events(db, "Portal.Unsubscribed") == []
+    # A link mailed to the new address works.
+    fresh = _token(app, db, "nora@newco.test")
+    assert client.post(f"/unsubscribe/{fresh}").status_code == 200
 
 
 @FUZZ

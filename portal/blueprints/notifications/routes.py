@@ -4,6 +4,7 @@ unsubscribe page a mail links to (no sign-in: the signed link is the authority).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from flask import Blueprint, flash, request, url_for
@@ -12,7 +13,6 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from portal import clock, i18n
-from portal.blueprints.auth.routes import IP_LIMIT
 from portal.blueprints.notifications.forms import PreferencesForm, field_name
 from portal.extensions import csrf, db_session, limiter, settings
 from portal.models import NotificationChannel, NotificationTopic
@@ -114,13 +114,25 @@ def mark_all_read() -> Response:
 # one-click unsubscribe ---------------------------------------------------------------------
 
 
+UNSUBSCRIBE_LIMIT = "10 per minute"
+
+
+def _unsubscribe_key() -> str:
+    """The link's own allowance, not the IP's: RFC 8058 one-click POSTs come from a mail
+    provider's few shared servers on behalf of many recipients, and the signed token, not
+    the address posting it, is the authority."""
+    token = str((request.view_args or {}).get("token", ""))
+    return "unsubscribe:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
 @csrf.exempt  # RFC 8058: a mail client posts with no cookie and no token; the link is signed
-@limiter.limit(IP_LIMIT, methods=["POST"])
+@limiter.limit(UNSUBSCRIBE_LIMIT, methods=["POST"], key_func=_unsubscribe_key)
 def unsubscribe(token: str) -> Response:
     db = db_session()
-    link = notifications.read_unsubscribe(token, keys=settings().keyring, now=clock.now())
-    user = notifications.unsubscriber(db, link) if link is not None else None
+    keys = settings().keyring
+    link = notifications.read_unsubscribe(token, keys=keys, now=clock.now())
+    user = notifications.unsubscriber(db, link, keys=keys) if link is not None else None
     if link is None or user is None:
         return render("notifications/unsubscribe.html", {"state": "invalid"}, status=404)
     context = {
