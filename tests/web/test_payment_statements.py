@@ -25,12 +25,15 @@ from tests.web.payment_helpers import invoice, method, open_form, payment, submi
 # the form's key already made; what other payments hold; the saved methods; the payment, its
 # allocation, the invoice's status and the audit record; the sandbox's three; the payment's
 # and the invoice's outcome and its audit record; the outbox row of its result mail, written in
-# the same transaction (so the mail cannot be lost, nor sent for a payment that rolled back).
-ONE_INVOICE = 16
+# the same transaction (so the mail cannot be lost, nor sent for a payment that rolled back);
+# the receipt as a notification: the payer's channels for it, its row (once per payment) and
+# the row read back.
+ONE_INVOICE = 19
 # Three invoices of two billing accounts: a group and a payment per account, each charged on
 # its own. SQLite writes the new rows one by one (it has no ordered RETURNING for a batch),
-# PostgreSQL a statement per kind of row. Each payment's result mail is a row of the outbox.
-SEVERAL_ACCOUNTS = {"sqlite": 28, "postgresql": 24}
+# PostgreSQL a statement per kind of row. Each payment's result mail is a row of the outbox,
+# and its receipt a notification (three statements each, as above).
+SEVERAL_ACCOUNTS = {"sqlite": 34, "postgresql": 30}
 
 
 def _show(name: str, statements: list[str]) -> None:
