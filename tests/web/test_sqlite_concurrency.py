@@ -173,7 +173,7 @@ def test_a_score_of_clients_browsing_and_paying_get_no_server_error(live_url: st
     assert statuses["session extend"][204] >= 1, statuses
     assert statuses["payment confirm"][303] >= 1, statuses
     assert sum(statuses["dispute form"].values()) >= 1, statuses
-    # About 4 rounds in 100 ask for statements (half of them request one), 3 list documents.
+    # A first round asks for a statement, another lists documents (bench/load.py FIRST_ROUND).
     assert statuses["statement request"][303] >= 1, statuses
     assert statuses["documents"][200] >= 1, statuses
 
