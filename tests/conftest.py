@@ -173,6 +173,20 @@ def make_app(backend: Backend, **overrides: Any) -> Flask:
     return app
 
 
+def committed_postgres_app(tmp_path_factory: pytest.TempPathFactory, label: str) -> Iterator[Flask]:
+    """An app on a PostgreSQL database of its own, migrated and seeded, whose rows tests commit
+    (the concurrency tests' module-scoped `pg_app`: two sessions must see each other's commits)."""
+    urls = _postgres_database()
+    url = next(urls)
+    storage: Path = tmp_path_factory.mktemp(label)
+    migrate_and_seed(url, storage, date.today())
+    app = make_app(Backend("postgresql", url, date.today(), storage))
+    yield app
+    app.extensions["portal.db"].engine.dispose()
+    for _ in urls:
+        pass
+
+
 @pytest.fixture(scope="session")
 def app(backend: Backend) -> Iterator[Flask]:
     flask_app = make_app(backend)

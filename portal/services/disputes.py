@@ -42,6 +42,7 @@ from portal.services.payments.transitions import (
     DISPUTED,
     cancel_scheduled_for_invoice,
     lock_invoices,
+    record_canceled,
 )
 from portal.services.storage import FileStore
 
@@ -138,16 +139,7 @@ def open_dispute(
     )
     canceled = cancel_scheduled_for_invoice(session, invoice.id, now=now, failure_code=DISPUTED)
     for payment in canceled:
-        audit.record_for(
-            session,
-            user,
-            "Portal.PaymentCanceled",
-            request=request,
-            payment_id=payment.public_id,
-            reference=payment.reference,
-            amount=payment.amount,
-            currency=payment.currency,
-        )
+        record_canceled(session, user, payment, request=request)
     return DisputeResult(dispute=dispute, canceled=tuple(canceled))
 
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import date, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -41,21 +40,15 @@ from portal.models import (
 from portal.runtime import current_runtime
 from portal.services import audit, payments
 from portal.services import disputes as service
-from tests.conftest import Backend, _postgres_database, make_app, migrate_and_seed
+from tests.conftest import (
+    committed_postgres_app,
+)
 from tests.factories import make_payment
 
 
 @pytest.fixture(scope="module")
 def pg_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-    urls = _postgres_database()
-    url = next(urls)
-    storage: Path = tmp_path_factory.mktemp("disputes-concurrency-files")
-    migrate_and_seed(url, storage, date.today())
-    app = make_app(Backend("postgresql", url, date.today(), storage))
-    yield app
-    app.extensions["portal.db"].engine.dispose()
-    for _ in urls:
-        pass
+    yield from committed_postgres_app(tmp_path_factory, "disputes-concurrency-files")
 
 
 def _session(app: Flask) -> Session:

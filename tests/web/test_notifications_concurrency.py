@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,10 +30,7 @@ from portal.services import audit, notifications
 from portal.services.crypto import Keyring
 from tests.conftest import (
     TEST_SECRET,
-    Backend,
-    _postgres_database,
-    make_app,
-    migrate_and_seed,
+    committed_postgres_app,
     user_by_email,
 )
 
@@ -45,15 +40,7 @@ EMAIL = NotificationChannel.EMAIL
 
 @pytest.fixture(scope="module")
 def pg_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-    urls = _postgres_database()
-    url = next(urls)
-    storage: Path = tmp_path_factory.mktemp("notifications-concurrency-files")
-    migrate_and_seed(url, storage, date.today())
-    app = make_app(Backend("postgresql", url, date.today(), storage))
-    yield app
-    app.extensions["portal.db"].engine.dispose()
-    for _ in urls:
-        pass
+    yield from committed_postgres_app(tmp_path_factory, "notifications-concurrency-files")
 
 
 def _both_read_first(monkeypatch: pytest.MonkeyPatch, name: str) -> None:

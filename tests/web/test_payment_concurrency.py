@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -20,7 +19,14 @@ from sqlalchemy import func, select
 
 from portal import tenancy
 from portal.models import Invoice, Payment, PaymentAllocation, PaymentStatus, SandboxCharge
-from tests.conftest import COOKIE, Auth, Backend, _postgres_database, make_app, migrate_and_seed
+from tests.conftest import (
+    COOKIE,
+    Auth,
+    Backend,
+    committed_postgres_app,
+    make_app,
+    migrate_and_seed,
+)
 from tests.factories import account_named, make_invoice
 from tests.web.payment_helpers import KEY, TOKEN
 
@@ -29,15 +35,7 @@ SUBMISSIONS = 50
 
 @pytest.fixture(scope="module")
 def pg_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-    urls = _postgres_database()
-    url = next(urls)
-    storage: Path = tmp_path_factory.mktemp("concurrency-files")
-    migrate_and_seed(url, storage, date.today())
-    app = make_app(Backend("postgresql", url, date.today(), storage))
-    yield app
-    app.extensions["portal.db"].engine.dispose()
-    for _ in urls:
-        pass
+    yield from committed_postgres_app(tmp_path_factory, "concurrency-files")
 
 
 def _an_open_invoice(app: Flask, total: str) -> str:

@@ -15,8 +15,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -28,20 +26,14 @@ from portal.db import unit_of_work
 from portal.extensions import password_hasher
 from portal.models import PortalUser, Role, UserStatus
 from portal.services import audit, users
-from tests.conftest import Backend, _postgres_database, make_app, migrate_and_seed
+from tests.conftest import (
+    committed_postgres_app,
+)
 
 
 @pytest.fixture(scope="module")
 def pg_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-    urls = _postgres_database()
-    url = next(urls)
-    storage: Path = tmp_path_factory.mktemp("users-concurrency-files")
-    migrate_and_seed(url, storage, date.today())
-    app = make_app(Backend("postgresql", url, date.today(), storage))
-    yield app
-    app.extensions["portal.db"].engine.dispose()
-    for _ in urls:
-        pass
+    yield from committed_postgres_app(tmp_path_factory, "users-concurrency-files")
 
 
 def _active_admins(app: Flask) -> list[str]:

@@ -216,17 +216,24 @@ def cancel_scheduled(
         processed_at=now,
     )  # fmt: skip
     if changed:
-        audit.record_for(
-            session,
-            user,
-            "Portal.PaymentCanceled",
-            request=request,
-            payment_id=payment.public_id,
-            reference=payment.reference,
-            amount=payment.amount,
-            currency=payment.currency,
-        )
+        record_canceled(session, user, payment, request=request)
     return changed
+
+
+def record_canceled(
+    session: Session, user: PortalUser, payment: Payment, *, request: audit.RequestInfo
+) -> None:
+    """Audit a scheduled payment canceled by `user` (themselves, or by opening a dispute)."""
+    audit.record_for(
+        session,
+        user,
+        "Portal.PaymentCanceled",
+        request=request,
+        payment_id=payment.public_id,
+        reference=payment.reference,
+        amount=payment.amount,
+        currency=payment.currency,
+    )
 
 
 # Why the portal canceled a scheduled payment on its own (the payer's mail says it).
