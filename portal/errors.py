@@ -19,6 +19,7 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError
 
+from portal import api
 from portal.extensions import settings
 from portal.web import wants_fragment
 
@@ -68,7 +69,9 @@ def render_error(status: int, message: str | None = None) -> tuple[str, int]:
     )
 
 
-def _http_error(error: HTTPException) -> tuple[str, int]:
+def _http_error(error: HTTPException) -> Response | tuple[str, int]:
+    if has_request_context() and api.is_api_request():
+        return api.from_http_error(error)
     status = error.code or 500
     # A route's loader says what was missing (web.or_404(found, _("Invoice not found.")));
     # a rate limit's description names the limit, which is not for users.
@@ -93,11 +96,24 @@ def _untrusted_host(_error: SecurityError) -> Response | tuple[str, int]:
     )
 
 
-def _csrf_error(_error: CSRFError) -> tuple[str, int]:
+def _csrf_error(_error: CSRFError) -> Response | tuple[str, int]:
+    if api.is_api_request():
+        return api.problem_response(
+            api.Problem(403, _("Send the X-CSRFToken header of your signed-in page."))
+        )
     return render_error(400, _("Your form expired. Reload the page and try again."))
 
 
-def _server_error(error: Exception) -> tuple[str, int]:
+def _problem(problem: api.Problem) -> Response:
+    """An API route's (or its authentication's) refusal. A 5xx keeps nothing."""
+    if problem.status >= 500:
+        session = g.get("db_session")
+        if session is not None:
+            session.rollback()
+    return api.problem_response(problem)
+
+
+def _server_error(error: Exception) -> Response | tuple[str, int]:
     original = getattr(error, "original_exception", None) or error
     log.exception("unhandled error", exc_info=original)
     # Whatever failed may have left the request's transaction unusable (a failed flush, an
@@ -105,12 +121,15 @@ def _server_error(error: Exception) -> tuple[str, int]:
     session = g.get("db_session")
     if session is not None:
         session.rollback()
+    if has_request_context() and api.is_api_request():
+        return api.problem_response(api.Problem(500))
     return render_error(500)
 
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(SecurityError, _untrusted_host)
     app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(api.Problem, _problem)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(InternalServerError, _server_error)
     app.register_error_handler(Exception, _server_error)

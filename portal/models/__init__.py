@@ -1,5 +1,6 @@
 """Every model, importable from one place (Alembic and the tenancy test walk this list)."""
 
+from portal.models.api import ApiToken, ArEvent, ArKey, TokenKind, TokenScope
 from portal.models.audit import AuditEvent
 from portal.models.company import BillingAccount, Company
 from portal.models.dispute import (
@@ -61,6 +62,9 @@ __all__ = [
     "REMIND_DAYS",
     "SETTLED_DUE",
     "UNFINISHED",
+    "ApiToken",
+    "ArEvent",
+    "ArKey",
     "AuditEvent",
     "BillingAccount",
     "Company",
@@ -103,6 +107,8 @@ __all__ = [
     "Statement",
     "StatementFormat",
     "StatementState",
+    "TokenKind",
+    "TokenScope",
     "UserAccountGrant",
     "UserSession",
     "UserStatus",

@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 from portal import tenancy
 from portal.db import Base
 from portal.models import (
+    ApiToken,
+    ArEvent,
     AuditEvent,
     BillingAccount,
     Company,
@@ -27,6 +29,8 @@ from portal.models import (
     RecoveryCode,
     Statement,
     StatementFormat,
+    TokenKind,
+    TokenScope,
     UserAccountGrant,
     UserSession,
 )
@@ -44,6 +48,7 @@ GLOBAL_TABLES = {
     "outbox",  # background work, written by every company's requests, read by the dispatcher
     "job_schedules",  # when each recurring job is next due
     "notification_runs",  # how far a recurring notification job got, across companies
+    "ar_keys",  # operator keys of the receivables system, acting for every company
 }
 
 
@@ -123,6 +128,20 @@ def _fill_unseeded_tables(db: Session) -> None:
                 )
                 db.add(RecoveryCode(company_id=company.id, user_id=user.id, code_hash="x"))
                 db.add(AuditEvent(company_id=company.id, user_id=user.id, name="Test.Event"))
+                db.add(
+                    ApiToken(
+                        company_id=company.id,
+                        user_id=user.id,
+                        kind=TokenKind.PERSONAL,
+                        name="t",
+                        scope=TokenScope.READ,
+                        token_hash=f"t{user.id:063d}",
+                        prefix="pt_",
+                        expires_at=now,
+                        last_used_ip="",
+                    )
+                )
+            db.add(ArEvent(company_id=company.id, kind="test", subject_id="x", data="{}"))
             db.add(PaymentGroup(company_id=company.id, idempotency_key=f"test-{company.id}"))
         db.flush()
 
