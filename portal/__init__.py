@@ -10,6 +10,7 @@ from flask import Flask
 
 from portal import assets, clock, errors, i18n, runtime, security, templating, web
 from portal.blueprints.activity.routes import bp as activity_bp
+from portal.blueprints.api_ar.routes import bp as api_ar_bp
 from portal.blueprints.api_docs.routes import bp as api_docs_bp
 from portal.blueprints.api_portal.routes import bp as api_portal_bp
 from portal.blueprints.auth.routes import bp as auth_bp
@@ -122,6 +123,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(notifications_bp)
     app.register_blueprint(api_portal_bp)
     app.register_blueprint(api_docs_bp)
+    app.register_blueprint(api_ar_bp)
     if settings.payment_gateway == "sandbox":
         app.register_blueprint(sandbox_bp)
     register_cli(app)

@@ -237,6 +237,26 @@ def authenticate_portal() -> None:
         csrf.protect()  # the browser session: the same CSRF header htmx sends
 
 
+OPERATOR_SECURITY = {"operator": []}
+
+
+def authenticate_operator() -> None:
+    """An `/api/ar/` request: the receivables system's operator key, nothing else (no session).
+    It acts for every company, so its queries run with the tenancy system scope."""
+    raw = _bearer()
+    db = db_session()
+    key = api_tokens.authenticate_key(db, raw, now=clock.now()) if raw else None
+    if key is None:
+        raise Problem(
+            401,
+            _("The operator key is invalid or revoked."),
+            headers={"WWW-Authenticate": 'Bearer realm="receivables"'},
+        )
+    g.ar_key = key
+    g.user = None
+    g.user_session = None
+
+
 def public(view: Callable[..., T]) -> Callable[..., T]:
     """An endpoint anyone may call (`login`): no token or session asked for. Put it outermost
     (above `@spec.validate`)."""
