@@ -219,6 +219,8 @@ class ImportReport:
     unchanged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     errors: list[RowError] = field(default_factory=list)
     invited: list[int] = field(default_factory=list)  # new users' ids: mail their invitations
+    # Each record applied, in order: (kind, where, outcome, public id).
+    results: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -457,6 +459,7 @@ class _Upsert:
         self.companies: dict[str, Company | None] = {}
         self.accounts: dict[tuple[int, str], BillingAccount | None] = {}
         self.written: list[str] = []  # storage keys written, removed should the batch fail
+        self.subject: str | None = None  # the public id of the record last applied
 
     def count(self, kind: str, outcome: str) -> None:
         getattr(self.report, outcome)[kind] += 1
@@ -518,12 +521,14 @@ class _Upsert:
             self.session.add(company)
             self.session.flush()
             self.companies[record.code] = company
+            self.subject = company.public_id
             return "created"
         self.companies[record.code] = company
         if company.currency != record.currency:
             raise _Refused(
                 "currency", f"the company's currency is {company.currency}: it cannot change"
             )
+        self.subject = company.public_id
         return "updated" if _set(company, values) else "unchanged"
 
     def billing_accounts_(self, record: BillingAccountRecord) -> str:
@@ -543,8 +548,10 @@ class _Upsert:
             self.session.add(account)
             self.session.flush()
             self.accounts[key] = account
+            self.subject = account.public_id
             return "created"
         self.accounts[key] = account
+        self.subject = account.public_id
         return "updated" if _set(account, values) else "unchanged"
 
     def users_(self, record: UserRecord) -> str:
@@ -586,6 +593,7 @@ class _Upsert:
                 by="receivables import",
             )
             self.report.invited.append(user.id)
+            self.subject = user.public_id
             return "created"
         if user.company_id != company.id:
             raise _Refused("email", "this address belongs to a user of another company")
@@ -619,6 +627,7 @@ class _Upsert:
                 role=user.role.value,
                 by="receivables import",
             )
+        self.subject = user.public_id
         return "updated" if changed else "unchanged"
 
     def _other_admin(self, user: PortalUser) -> bool:
@@ -687,6 +696,7 @@ class _Upsert:
             )
             self.session.add(invoice)
             self.session.flush()
+            self.subject = invoice.public_id
             return "created"
         if invoice.billing_account_id != account.id:
             raise _Refused("billing_account", "an invoice cannot move to another billing account")
@@ -729,6 +739,7 @@ class _Upsert:
         if changed:
             invoice.updated_at = self.now
             self.session.flush()
+        self.subject = invoice.public_id
         return "updated" if changed else "unchanged"
 
     def _replace_lines(
@@ -782,6 +793,7 @@ class _Upsert:
                     "a credit note with this number was issued with another invoice, amount, "
                     "currency or date: an issued credit note cannot change",
                 )
+            self.subject = note.public_id
             return "updated" if _set(note, {"reason": record.reason}) else "unchanged"
         result = credit_notes.apply(
             self.session,
@@ -796,6 +808,8 @@ class _Upsert:
         if result.refusal is not None:
             field_, message = _CREDIT_REFUSALS.get(result.refusal, ("", result.refusal.value))
             raise _Refused(field_, message)
+        assert result.credit_note is not None
+        self.subject = result.credit_note.public_id
         return "created"
 
     def documents_(self, record: DocumentRecord) -> str:
@@ -829,6 +843,7 @@ class _Upsert:
             "sha256": digest,
         }
         if document is not None and document.sha256 == digest:
+            self.subject = document.public_id
             return "updated" if _set(document, values) else "unchanged"
         if document is None:
             document = Document(
@@ -850,6 +865,7 @@ class _Upsert:
         document.storage_path = key
         self.session.add(document)
         self.session.flush()
+        self.subject = document.public_id
         return outcome
 
     def _read(self, relative: str) -> bytes:
@@ -917,11 +933,13 @@ def upsert(
                     report.errors.append(RowError(where, refused.field, refused.message))
                     continue
                 work.count(kind, outcome)
+                report.results.append((kind, where, outcome, work.subject or ""))
         if batch.errors or report.errors:
             report.errors = sorted([*batch.errors, *report.errors], key=_position)
             savepoint.rollback()
             _forget(work)
             report.invited.clear()
+            report.results.clear()
         else:
             savepoint.commit()
     return report

@@ -90,8 +90,13 @@ def test_three_bad_rows_among_good_ones_write_nothing_and_are_each_reported(
     bad["invoices"].append(invoice_record("IMP-3", ("Widgets", "-1", 100)))  # shape
     bad["invoices"].append({**invoice_record("IMP-4"), "billing_account": "NOPE"})  # reference
     bad["credit_notes"].append(  # more than the invoice owes
-        {"company": "ACME", "number": "IMP-CN-2", "invoice": "IMP-1", "amount": 10**9,
-         "issue_date": TODAY}
+        {
+            "company": "ACME",
+            "number": "IMP-CN-2",
+            "invoice": "IMP-1",
+            "amount": 10**9,
+            "issue_date": TODAY,
+        }
     )
     result = run(app, str(write(tmp_path, "batch.json", json.dumps(bad))))
     assert result.exit_code == 1, result.output
@@ -137,16 +142,23 @@ def test_a_good_file_shows_in_the_portal_at_once_and_twice_changes_nothing(
     db.expire_all()
     assert {i.number: i.version for i in invoices_named(db, *versions)} == versions
     with tenancy.system(db):
-        assert db.scalar(select(func.count()).select_from(CreditNote).where(
-            CreditNote.number == "IMP-CN-1")) == 1
+        assert (
+            db.scalar(
+                select(func.count()).select_from(CreditNote).where(CreditNote.number == "IMP-CN-1")
+            )
+            == 1
+        )
         invited = user_by_email(db, "boss@newco.test")
         assert invited.status is UserStatus.INVITED and invited.password_hash is None
         assert invited.invitation_nonce
     assert [job for job, *_ in app.extensions["portal.jobs"].handed].count("run_work") == 2
     with tenancy.system(db):
-        assert db.scalar(
-            select(func.count()).select_from(Work).where(Work.job.like("%send_invitation%"))
-        ) == 2
+        assert (
+            db.scalar(
+                select(func.count()).select_from(Work).where(Work.job.like("%send_invitation%"))
+            )
+            == 2
+        )
 
 
 def test_an_update_changes_what_differs_and_refuses_amounts_once_paid(
@@ -154,7 +166,9 @@ def test_an_update_changes_what_differs_and_refuses_amounts_once_paid(
 ) -> None:
     assert run(app, str(write(tmp_path, "a.json", json.dumps(GOOD)))).exit_code == 0
     changed = json.loads(json.dumps(GOOD))
-    changed["invoices"][0]["lines"] = [{"description": "Widgets", "quantity": 1, "unit_price": 7000}]
+    changed["invoices"][0]["lines"] = [
+        {"description": "Widgets", "quantity": 1, "unit_price": 7000}
+    ]
     changed["invoices"][0]["notes"] = "re-issued"
     result = run(app, str(write(tmp_path, "b.json", json.dumps(changed))))
     assert result.exit_code == 0, result.stderr
@@ -253,8 +267,12 @@ def test_documents_come_from_beside_the_file_and_stay_inside_it(
     (tmp_path.parent / "secret.txt").write_text("no")
     batch = {
         "documents": [
-            {"company": "ACME", "title": "Master contract", "kind": "contract",
-             "file": "files/contract.pdf"}
+            {
+                "company": "ACME",
+                "title": "Master contract",
+                "kind": "contract",
+                "file": "files/contract.pdf",
+            }
         ]
     }
     path = write(tmp_path, "d.json", json.dumps(batch))
@@ -263,7 +281,10 @@ def test_documents_come_from_beside_the_file_and_stay_inside_it(
     with tenancy.system(db):
         document = db.scalars(select(Document).where(Document.title == "Master contract")).one()
     assert (document.filename, document.content_type, document.size_bytes) == (
-        "contract.pdf", "application/pdf", 17)
+        "contract.pdf",
+        "application/pdf",
+        17,
+    )
     with app.extensions["portal.runtime"].store.open(document.storage_path) as stored:
         assert stored.read() == b"%PDF-1.4 imported"
     assert "documents: 0 created, 0 updated, 1 unchanged" in run(app, str(path)).output
@@ -282,17 +303,40 @@ def test_not_json_and_unknown_kinds_are_reported(app: Flask, tmp_path: Path) -> 
 
 
 _VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
     st.sampled_from(["ACME", "AW-1001", "INV-1001", TODAY, "customer", "1e999", "NaN", "-1"]),
     st.lists(st.text(max_size=5), max_size=3),
 )
 _FIELDS = st.sampled_from(
-    ["code", "name", "currency", "company", "billing_account", "number", "email", "role",
-     "accounts", "issue_date", "due_date", "lines", "invoice", "amount", "file", "title", "x"]
+    [
+        "code",
+        "name",
+        "currency",
+        "company",
+        "billing_account",
+        "number",
+        "email",
+        "role",
+        "accounts",
+        "issue_date",
+        "due_date",
+        "lines",
+        "invoice",
+        "amount",
+        "file",
+        "title",
+        "x",
+    ]
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     kind=st.sampled_from(receivables.KINDS),
     rows=st.lists(st.dictionaries(_FIELDS, _VALUES, max_size=8), max_size=4),
