@@ -51,6 +51,7 @@ from pydantic import (
     model_validator,
 )
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from portal import tenancy
@@ -460,6 +461,31 @@ class _Upsert:
         self.accounts: dict[tuple[int, str], BillingAccount | None] = {}
         self.written: list[str] = []  # storage keys written, removed should the batch fail
         self.subject: str | None = None  # the public id of the record last applied
+        # Invoices by (company id, number), read ahead for the batch (None: not stored).
+        self.invoices: dict[tuple[int, str], Invoice | None] = {}
+
+    def read_invoices_ahead(self, records: Sequence[tuple[str, Record]]) -> None:
+        """The batch's stored invoices with their lines, a few queries for the lot (not
+        two per record): by company, 500 numbers at a time."""
+        wanted: dict[int, set[str]] = {}
+        for _where, record in records:
+            assert isinstance(record, InvoiceRecord)
+            try:
+                company = self.company(record.company)
+            except _Refused:
+                continue  # reported when the record is applied
+            wanted.setdefault(company.id, set()).add(record.number)
+        for company_id, numbers in wanted.items():
+            ordered = sorted(numbers)
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                self.invoices.update(dict.fromkeys(((company_id, n) for n in chunk), None))
+                for invoice in self.session.scalars(
+                    select(Invoice)
+                    .where(Invoice.company_id == company_id, Invoice.number.in_(chunk))
+                    .options(selectinload(Invoice.lines))
+                ):
+                    self.invoices[(company_id, invoice.number)] = invoice
 
     def count(self, kind: str, outcome: str) -> None:
         getattr(self.report, outcome)[kind] += 1
@@ -659,11 +685,15 @@ class _Upsert:
         tax = sum(_round_half_up(Decimal(amount * bp) / 10000) for *_, bp, amount in lines)
         if subtotal + tax > 10**13:
             raise _Refused("lines", "the invoice's total is too large")
-        invoice = self.session.scalars(
-            select(Invoice)
-            .where(Invoice.company_id == company.id, Invoice.number == record.number)
-            .options(selectinload(Invoice.lines))
-        ).one_or_none()
+        key = (company.id, record.number)
+        if key in self.invoices:
+            invoice = self.invoices[key]
+        else:
+            invoice = self.session.scalars(
+                select(Invoice)
+                .where(Invoice.company_id == company.id, Invoice.number == record.number)
+                .options(selectinload(Invoice.lines))
+            ).one_or_none()
         if invoice is None:
             invoice = Invoice(
                 company_id=company.id,
@@ -694,8 +724,8 @@ class _Upsert:
                     for position, (description, quantity, unit, bp, amount) in enumerate(lines, 1)
                 ],
             )
-            self.session.add(invoice)
-            self.session.flush()
+            self.session.add(invoice)  # flushed with the others of the batch (one INSERT each)
+            self.invoices[key] = invoice
             self.subject = invoice.public_id
             return "created"
         if invoice.billing_account_id != account.id:
@@ -924,16 +954,19 @@ def upsert(
     handlers: dict[str, Callable[[Any], str]] = {kind: getattr(work, f"{kind}_") for kind in KINDS}
     with tenancy.system(session):
         savepoint = session.begin_nested()
-        for kind in KINDS:
-            for where, record in batch.records[kind]:
-                try:
-                    with session.begin_nested():
-                        outcome = handlers[kind](record)
-                except _Refused as refused:
-                    report.errors.append(RowError(where, refused.field, refused.message))
-                    continue
-                work.count(kind, outcome)
-                report.results.append((kind, where, outcome, work.subject or ""))
+        try:
+            _apply(work, batch, handlers)
+        except IntegrityError:
+            # Another writer stored the same key at the same moment (the look-up said it was
+            # not there): nothing of this batch stays; running it again updates that record.
+            report.errors.append(
+                RowError(
+                    "/",
+                    "",
+                    "another change to the same records was saved at the same moment: "
+                    "nothing was imported; run the import again",
+                )
+            )
         if batch.errors or report.errors:
             report.errors = sorted([*batch.errors, *report.errors], key=_position)
             savepoint.rollback()
@@ -943,6 +976,23 @@ def upsert(
         else:
             savepoint.commit()
     return report
+
+
+def _apply(work: _Upsert, batch: Batch, handlers: Mapping[str, Callable[[Any], str]]) -> None:
+    """Each record in turn. A refusal is raised before its record writes anything, so the
+    others go on (and are checked too) without a savepoint each."""
+    for kind in KINDS:
+        if kind == "invoices":
+            work.read_invoices_ahead(batch.records[kind])
+        for where, record in batch.records[kind]:
+            try:
+                outcome = handlers[kind](record)
+            except _Refused as refused:
+                work.report.errors.append(RowError(where, refused.field, refused.message))
+                continue
+            work.count(kind, outcome)
+            work.report.results.append((kind, where, outcome, work.subject or ""))
+        work.session.flush()
 
 
 def _position(error: RowError) -> tuple[int, int, str]:
