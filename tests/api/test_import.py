@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from portal import clock, tenancy
 from portal.models import Company, CreditNote, Document, Invoice, PortalUser, UserStatus, Work
 from portal.services import receivables
-from tests.conftest import Auth, user_by_email
+from tests.conftest import Auth, QueryCounter, user_by_email
 
 TODAY = clock.today().isoformat()
 
@@ -356,3 +356,20 @@ def test_arbitrary_rows_are_reported_never_a_traceback(
 def test_arbitrary_csv_text_is_reported_never_a_traceback(kind: str, text: str) -> None:
     batch = receivables.parse_csv(text, kind)
     assert all(e.where.startswith("row ") for e in batch.errors)
+
+
+def test_a_repeat_reads_stored_invoices_in_a_few_queries_whatever_their_number(
+    db: Session, count_queries: QueryCounter
+) -> None:
+    def statements(count: int) -> int:
+        batch = receivables.parse_json(
+            json.dumps({"invoices": [invoice_record(f"Q-{i}") for i in range(count)]})
+        )
+        assert receivables.upsert(db, batch, now=clock.now()).ok
+        db.flush()
+        before = count_queries.count
+        report = receivables.upsert(db, batch, now=clock.now())
+        assert report.unchanged["invoices"] == count
+        return count_queries.count - before
+
+    assert statements(5) == statements(40) <= 4  # company, account, invoices, their lines
