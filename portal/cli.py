@@ -1,6 +1,6 @@
 """Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ... |
 jobs worker | jobs drain | jobs list | jobs sweep | keys reencrypt | users reset-mfa EMAIL |
-tallies check | disputes list|show|attachment|reply|resolve|reject`."""
+tallies check | disputes list|show|attachment|reply|resolve|reject | import FILE`."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from portal import clock, migrate, tenancy
+from portal import clock, db, migrate, tenancy
 from portal import disputes as dispute_app
 from portal.extensions import Database, settings
-from portal.models import DEFAULT_FLAGS, Dispute, FeatureFlag
-from portal.runtime import SWEEPS, current_runtime
-from portal.services import audit, auth, mfa, outbox, tallies, users
+from portal.models import DEFAULT_FLAGS, Dispute, FeatureFlag, PortalUser
+from portal.runtime import SEND_INVITATION, SWEEPS, current_runtime
+from portal.services import audit, auth, mfa, outbox, receivables, tallies, users
 from portal.services import disputes as dispute_service
 from portal.services import seed as seed_service
 from portal.services.disputes import ActionRefusal, Upload
@@ -40,6 +40,7 @@ def register_cli(app: Flask) -> None:
     _users_commands(app)
     _tallies_commands(app)
     _disputes_commands(app)
+    _import_command(app)
 
 
 def _db_commands(app: Flask) -> None:
@@ -358,6 +359,59 @@ def _disputes_commands(app: Flask) -> None:
                 raise click.ClickException(f"refused: {why}{_explain(why)}")
             session.commit()
         click.echo(f"{public_id} rejected")
+
+
+def _import_command(app: Flask) -> None:
+    @app.cli.command("import")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--kind", type=click.Choice(receivables.KINDS), help="What a CSV file holds.")
+    @click.option(
+        "--format", "fmt", type=click.Choice(["csv", "json"]), help="Default: by the suffix."
+    )
+    @click.option("--dry-run", is_flag=True, help="Check and apply, then roll back.")
+    @click.option(
+        "--invite/--no-invite",
+        default=True,
+        help="Mail new users their invitation (through the outbox). Default: yes.",
+    )
+    def import_file(
+        file: Path, kind: str | None, fmt: receivables.Format | None, dry_run: bool, invite: bool
+    ) -> None:
+        """Import FILE from the receivables system: companies, billing accounts, users,
+        invoices with lines, credit notes and documents (docs/receivables.md). All or
+        nothing: any bad row and nothing is written; every bad row is listed; exit 1."""
+        is_csv = fmt == "csv" or (fmt is None and file.suffix.lower() == ".csv")
+        if is_csv and kind is None:
+            raise click.UsageError("a CSV file holds one kind of record: give --kind")
+        batch = receivables.read_file(file, kind=kind, fmt=fmt)
+        runtime = current_runtime()
+        with db.unit_of_work(writes=True), Database.get().sessionmaker() as session:
+            report = receivables.upsert(
+                session, batch, now=clock.now(), store=runtime.store, base_dir=file.parent
+            )
+            if not report.ok:
+                session.rollback()
+                for error in report.errors:
+                    click.echo(str(error), err=True)
+                click.echo(
+                    f"{file}: {len(report.errors)} bad row(s); nothing was imported", err=True
+                )
+                raise SystemExit(1)
+            if dry_run:
+                session.rollback()
+                click.echo(f"dry run, nothing written: {report.summary()}")
+                return
+            if invite:
+                with tenancy.system(session):
+                    for user_id in report.invited:
+                        user = session.get(PortalUser, user_id)
+                        locale = user.company.locale if user is not None else "en"
+                        runtime.hand_off(session, SEND_INVITATION, user_id, locale)
+            session.commit()
+        click.echo(f"imported {file}: {report.summary()}")
+        if report.invited:
+            mailed = "invitations mailed" if invite else "not mailed (--no-invite)"
+            click.echo(f"{len(report.invited)} new user(s) invited, {mailed}")
 
 
 # What a refusal of the receivables team's commands means, where its name does not say it.
