@@ -16,3 +16,7 @@ csrf.exempt(bp)
 bp.before_request(api.authenticate_operator)
 
 TAGS = ["receivables"]
+
+
+# The routes register themselves on `bp` (imported last: they import it from here).
+from portal.blueprints.api_ar import actions, events  # noqa: E402, F401

@@ -1,0 +1,3 @@
+"""Operator actions on invoices and disputes (`/api/ar/…`)."""
+
+from __future__ import annotations
