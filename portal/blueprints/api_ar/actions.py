@@ -14,7 +14,7 @@ from portal import api, clock, tenancy
 from portal import disputes as dispute_app
 from portal.api import OPERATOR_SECURITY, ProblemDetail, spec
 from portal.api.schemas import Money
-from portal.blueprints.api_ar.routes import TAGS, bp
+from portal.blueprints.api_ar.blueprint import TAGS, bp
 from portal.extensions import db_session
 from portal.models import Company, CreditNote, Dispute, Invoice
 from portal.runtime import current_runtime

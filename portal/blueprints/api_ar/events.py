@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from portal import api, tenancy
 from portal.api import OPERATOR_SECURITY, ProblemDetail, spec
-from portal.blueprints.api_ar.routes import TAGS, bp
+from portal.blueprints.api_ar.blueprint import TAGS, bp
 from portal.extensions import db_session
 from portal.models import Company
 from portal.services import ar_events
