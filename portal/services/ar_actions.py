@@ -80,7 +80,7 @@ def void(session: Session, invoice: Invoice, *, now: datetime) -> VoidRefusal | 
     )
     if changed is None:
         session.refresh(invoice)
-        return None if invoice.status is InvoiceStatus.VOID else VoidRefusal.STATUS
+        return _after_refresh(invoice)
     session.refresh(invoice)
     audit.record(
         session, "Portal.InvoiceVoided", company_id=invoice.company_id, invoice_id=invoice.public_id
@@ -93,6 +93,11 @@ def void(session: Session, invoice: Invoice, *, now: datetime) -> VoidRefusal | 
         _invoice_data(session, invoice),
     )
     return None
+
+
+def _after_refresh(invoice: Invoice) -> VoidRefusal | None:
+    """Another writer moved it first: void already (nothing to do), or not voidable."""
+    return None if invoice.status is InvoiceStatus.VOID else VoidRefusal.STATUS
 
 
 @dataclass(frozen=True)
