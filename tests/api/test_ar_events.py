@@ -196,3 +196,55 @@ def test_a_payments_outcome_is_written_with_it_once(
 def test_record_refuses_secret_fields(db: Session) -> None:
     with pytest.raises(ValueError, match="secret"):
         ar_events.record(db, _company(db).id, "x", "y", {"password": "no"})
+
+
+def test_disputes_and_profile_changes_are_written_without_their_text(
+    app: Flask, db: Session
+) -> None:
+    from portal.models import DisputeReason
+    from portal.services import audit, disputes, profile
+    from tests.conftest import user_by_email
+
+    now = app.extensions["portal.clock"].now()
+    with tenancy.system(db):
+        user = user_by_email(db, "admin@acme.test")
+        invoice = db.scalars(
+            select(Invoice)
+            .where(Invoice.company_id == user.company_id, Invoice.status == InvoiceStatus.OPEN)
+            .order_by(Invoice.id)
+        ).first()
+        assert invoice is not None
+        opened = disputes.open_dispute(
+            db,
+            invoice,
+            user,
+            reason=next(iter(DisputeReason)),
+            amount=None,
+            message="a private complaint",
+            now=now,
+            request=audit.RequestInfo(),
+        )
+        assert opened.dispute is not None
+        withdrawn = disputes.withdraw(
+            db, opened.dispute, user, now=now, request=audit.RequestInfo()
+        )
+        assert withdrawn.refusal is None
+        changed = profile.update_profile(
+            db, user, {"job_title": "Secret title"}, request=audit.RequestInfo()
+        )
+        assert changed == ["job_title"]
+        about_dispute = db.scalars(
+            select(ArEvent)
+            .where(ArEvent.subject_id == opened.dispute.public_id)
+            .order_by(ArEvent.id)
+        ).all()
+        about_user = db.scalars(select(ArEvent).where(ArEvent.subject_id == user.public_id)).all()
+    assert [e.kind for e in about_dispute] == [
+        ar_events.DISPUTE_OPENED,
+        ar_events.DISPUTE_WITHDRAWN,
+    ]
+    assert "private complaint" not in about_dispute[0].data
+    assert json.loads(about_dispute[0].data)["invoice_number"] == invoice.number
+    assert [e.kind for e in about_user] == [ar_events.PROFILE_UPDATED]
+    assert json.loads(about_user[0].data)["changed_fields"] == ["job_title"]
+    assert "Secret title" not in about_user[0].data
