@@ -50,7 +50,7 @@ INVOICE_CREDITED = "invoice.credited"
 
 # Written by `record` in this transaction, for the runtime to hand their webhooks off before
 # the commit (portal/runtime.py); cleared on rollback.
-NEW_KEY = "portal.ar_events.new"
+WRITTEN_IDS = "portal.ar_events.new"
 _FORBIDDEN = frozenset({"card_number", "cvc", "password", "token", "secret", "gateway_token"})
 MAX_PAGE = 500
 WEBHOOK_TIMEOUT = 10.0
@@ -71,18 +71,18 @@ def record(
     )
     session.add(event)
     session.flush()
-    session.info.setdefault(NEW_KEY, []).append(event.id)
+    session.info.setdefault(WRITTEN_IDS, []).append(event.id)
     return event
 
 
 def written(session: Session) -> list[int]:
     """Ids of the events this transaction wrote and not yet handed off (and forget them)."""
-    found: list[int] = session.info.pop(NEW_KEY, [])
+    found: list[int] = session.info.pop(WRITTEN_IDS, [])
     return found
 
 
 def forget(session: Session) -> None:
-    session.info.pop(NEW_KEY, None)
+    session.info.pop(WRITTEN_IDS, None)
 
 
 # the feed ---------------------------------------------------------------------------------
