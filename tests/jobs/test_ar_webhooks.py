@@ -111,7 +111,12 @@ def test_an_event_is_signed_retried_with_backoff_and_delivered_once(
     assert len(configured.got) == 2
     headers, body = configured.got[-1]
     assert headers["Portal-Event-Id"] == str(event_id)
-    assert ar_events.verify(SECRET, headers["Portal-Signature"], body)
+    now = clock.now()
+    assert ar_events.verify(SECRET, headers["Portal-Signature"], body, now=now)
+    assert not ar_events.verify(
+        SECRET, headers["Portal-Signature"], body, now=now + timedelta(minutes=10)
+    )
+    assert not ar_events.verify(SECRET, "t=abc,v1=00", body)
     assert not ar_events.verify("another-secret", headers["Portal-Signature"], body)
     assert not ar_events.verify(SECRET, headers["Portal-Signature"], body + b" ")
     sent = json.loads(body)
