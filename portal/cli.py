@@ -1,6 +1,7 @@
 """Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ... |
 jobs worker | jobs drain | jobs list | jobs sweep | keys reencrypt | users reset-mfa EMAIL |
-tallies check | disputes list|show|attachment|reply|resolve|reject | import FILE`."""
+tallies check | disputes list|show|attachment|reply|resolve|reject | import FILE |
+ar-keys create|list|revoke`."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from sqlalchemy.orm import Session
 from portal import clock, db, migrate, tenancy
 from portal import disputes as dispute_app
 from portal.extensions import Database, settings
-from portal.models import DEFAULT_FLAGS, Dispute, FeatureFlag, PortalUser
+from portal.models import DEFAULT_FLAGS, ArKey, Dispute, FeatureFlag, PortalUser
 from portal.runtime import SEND_INVITATION, SWEEPS, current_runtime
-from portal.services import audit, auth, mfa, outbox, receivables, tallies, users
+from portal.services import api_tokens, audit, auth, mfa, outbox, receivables, tallies, users
 from portal.services import disputes as dispute_service
 from portal.services import seed as seed_service
 from portal.services.disputes import ActionRefusal, Upload
@@ -41,6 +42,7 @@ def register_cli(app: Flask) -> None:
     _tallies_commands(app)
     _disputes_commands(app)
     _import_command(app)
+    _ar_keys_commands(app)
 
 
 def _db_commands(app: Flask) -> None:
@@ -143,6 +145,56 @@ def _jobs_commands(app: Flask) -> None:
     def jobs_sweep() -> None:
         """Run the sweeps once, here (the worker's own functions, by name: portal/runtime.py)."""
         click.echo(str({name: resolve(job)() for name, job in SWEEPS.items()}))
+
+
+def _ar_keys_commands(app: Flask) -> None:
+    """Operator keys of the receivables system (`Authorization: Bearer ark_…` on /api/ar/)."""
+
+    @app.cli.group("ar-keys")
+    def ar_keys_group() -> None:
+        """Operator keys for /api/ar/: create (shown once), list, revoke."""
+
+    @ar_keys_group.command("create")
+    @click.argument("name")
+    def ar_keys_create(name: str) -> None:
+        """Create a key named NAME and print it (once: only its hash is kept)."""
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise click.ClickException("give a name of 1 to 100 characters")
+        with Database.get().sessionmaker() as session:
+            if session.scalar(select(ArKey.id).where(ArKey.name == name)) is not None:
+                raise click.ClickException(f"a key named {name} exists: revoke it or pick another")
+            _key, raw = api_tokens.create_key(session, name=name, now=clock.now())
+            session.commit()
+        click.echo(raw)
+        click.echo(f"key {name} created: store it now, it is not shown again", err=True)
+
+    @ar_keys_group.command("list")
+    def ar_keys_list() -> None:
+        """Every key: name, prefix, created, last used, revoked."""
+        with Database.get().sessionmaker() as session:
+            for key in session.scalars(select(ArKey).order_by(ArKey.id)):
+                used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+                state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                click.echo(
+                    f"{key.name}  {key.prefix}…  created {key.created_at:%Y-%m-%d}  "
+                    f"used {used}  {state}"
+                )
+
+    @ar_keys_group.command("revoke")
+    @click.argument("name")
+    def ar_keys_revoke(name: str) -> None:
+        """Revoke the key named NAME (at once: its next request answers 401)."""
+        with Database.get().sessionmaker() as session:
+            key = session.scalar(select(ArKey).where(ArKey.name == name))
+            if key is None:
+                raise click.ClickException(f"no key named {name}")
+            if key.revoked_at is not None:
+                click.echo(f"key {name} was already revoked")
+                return
+            key.revoked_at = clock.now()
+            session.commit()
+        click.echo(f"key {name} revoked")
 
 
 def _keys_commands(app: Flask) -> None:
