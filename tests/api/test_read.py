@@ -444,7 +444,7 @@ def test_a_pages_queries_are_bounded_and_do_not_grow_with_history(
         f"{HISTORY}?limit=10",
     ]
     before = {url: _statements(client, count_queries, url, headers) for url in urls}
-    assert all(n <= 8 for n in before.values()), before
+    assert all(n <= 6 for n in before.values()), before
     acme = company_named(db, "Acme Corp")
     west = account_named(db, "Acme West")
     for n in range(40):

@@ -101,7 +101,9 @@ def list_documents(query: DocumentListQuery) -> DocumentListOut:
     db = db_session()
     if query.account and query.account not in dict(documents.accounts_in_scope(db)):
         raise api.Problem(
-            400, _("Check your input."), errors=[("account", _("Not a valid choice."))]
+            400,
+            _("Check your input."),
+            errors=[("account", _("Choose one of your billing accounts."))],
         )
     after = None
     if query.after is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from flask import Response, request, send_file
 from flask_login import current_user
@@ -27,7 +27,10 @@ from portal.templating import document_url, documents_enabled
 from portal.web import request_info
 
 StatusFilter = Literal[STATUS_FILTERS]  # type: ignore[valid-type]
-Sort = Literal[tuple(s for key in SORT_KEYS for s in (f"-{key}", key))]  # type: ignore[valid-type]
+Sort = Literal[
+    "-date", "date", "-due", "due", "-amount", "amount", "-status", "status", "-number", "number"
+]
+assert set(get_args(Sort)) == {s for key in SORT_KEYS for s in (f"-{key}", key)}
 
 
 class InvoiceListQuery(paging.ListQuery):
