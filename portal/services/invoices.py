@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.models import (
     OUTSTANDING,
+    BillingAccount,
     CreditNote,
     Document,
     Invoice,
@@ -50,6 +51,7 @@ class InvoiceQuery:
     date_to: date | None = None
     sort: str = DEFAULT_SORT
     page: int = 1
+    account: str = ""  # a billing account's public id (the API's filter); "" for all in scope
 
 
 InvoicePage = paging.Page[Invoice]
@@ -79,6 +81,12 @@ def _filtered(query: InvoiceQuery, today: date) -> Select[Invoice]:
     text = query.q.strip()
     if text:
         statement = statement.where(invoice_search.matching(text))
+    if query.account:
+        statement = statement.where(
+            Invoice.billing_account_id.in_(
+                select(BillingAccount.id).where(BillingAccount.public_id == query.account)
+            )
+        )
     return statement
 
 
@@ -140,7 +148,7 @@ def list_invoices(session: Session, query: InvoiceQuery, today: date) -> Invoice
     costs what the first does.
     """
     statement = _filtered(query, today)
-    narrowed = bool(query.q.strip() or query.date_from or query.date_to)
+    narrowed = bool(query.q.strip() or query.date_from or query.date_to or query.account)
     if narrowed:
         bound = paging.count_bound(query.page, PAGE_SIZE)
         total, exact = paging.bounded_count(session, statement, bound)

@@ -170,6 +170,44 @@ def test_filters_narrow_the_list_like_the_page(
     assert none == []
 
 
+def _account_id(db: Session, name: str) -> str:
+    with tenancy.system(db):
+        return db.scalars(select(BillingAccount.public_id).where(BillingAccount.name == name)).one()
+
+
+def test_the_account_filter_takes_only_an_account_in_scope(
+    app: Flask, client: FlaskClient, bearer: Bearer, spec_check: SpecCheck, db: Session
+) -> None:
+    east = _account_id(db, "Acme East")
+    walked = walk(client, spec_check, LIST, bearer(), limit=3, account=east, sort="due")
+    assert walked and {i["billing_account"]["id"] for i in walked} == {east}
+    session = scoped_session(app, "admin@acme.test")
+    listed = page_ids(
+        lambda n: invoices.list_invoices(
+            session, InvoiceQuery(account=east, sort="due", page=n), clock.today()
+        )
+    )
+    session.close()
+    assert [i["id"] for i in walked] == listed
+    globex = _account_id(db, "Globex Berlin")
+    for headers, account in ((bearer("ap@acme.test"), east), (bearer(), globex)):
+        for path in (LIST, DOCS):
+            response = client.get(f"{path}?account={account}", headers=headers)
+            assert response.status_code == 400, (path, account)
+            body = spec_check(response, path)
+            assert body["errors"] == [
+                {"field": "account", "message": "Choose one of your billing accounts."}
+            ]
+
+
+def test_the_details_queries_are_bounded(
+    client: FlaskClient, bearer: Bearer, db: Session, count_queries: QueryCounter
+) -> None:
+    headers = bearer()
+    url = f"/api/portal/invoices/{_public_id(db, 'INV-1003')}"
+    assert _statements(client, count_queries, url, headers) <= 10, count_queries.statements
+
+
 def test_the_detail_has_lines_payments_credits_and_signed_links(
     client: FlaskClient, bearer: Bearer, spec_check: SpecCheck, db: Session
 ) -> None:

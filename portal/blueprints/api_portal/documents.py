@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from flask_babel import gettext as _
 from pydantic import BaseModel, Field
 from spectree import Response as Answers
 
@@ -99,12 +98,7 @@ def list_documents(query: DocumentListQuery) -> DocumentListOut:
         raise api.Problem(404)
     start, end = paging.date_range(query.from_, query.to)
     db = db_session()
-    if query.account and query.account not in dict(documents.accounts_in_scope(db)):
-        raise api.Problem(
-            400,
-            _("Check your input."),
-            errors=[("account", _("Choose one of your billing accounts."))],
-        )
+    paging.check_account(db, query.account)
     after = None
     if query.after is not None:
         moment, last_id = paging.cursor(query.after, (str, int))

@@ -44,6 +44,9 @@ class InvoiceListQuery(paging.ListQuery):
         None, alias="from", description=f"Issued on or after. {paging.DATE_HELP}"
     )
     to: str | None = Field(None, description=f"Issued on or before. {paging.DATE_HELP}")
+    account: str | None = Field(
+        None, max_length=40, description="A billing account's public id in your scope."
+    )
     sort: Sort = Field(
         DEFAULT_SORT,
         description='A column ("date", "due", "amount", "status", "number"); "-" for descending.',
@@ -194,13 +197,18 @@ def list_invoices(query: InvoiceListQuery) -> InvoiceListOut:
     (send `page.next_cursor` back as `after`)."""
     start, end = paging.date_range(query.from_, query.to)
     after = _after(query.after, query.sort) if query.after is not None else None
+    db = db_session()
+    paging.check_account(db, query.account)
     today = clock.today()
     search = InvoiceQuery(
-        status=query.status, q=query.q.strip(), date_from=start, date_to=end, sort=query.sort
+        status=query.status,
+        q=query.q.strip(),
+        date_from=start,
+        date_to=end,
+        sort=query.sort,
+        account=query.account or "",
     )
-    rows, more = invoices.invoices_after(
-        db_session(), search, today, after=after, limit=query.limit
-    )
+    rows, more = invoices.invoices_after(db, search, today, after=after, limit=query.limit)
     return InvoiceListOut(
         items=[InvoiceOut(**_invoice_out(invoice, today)) for invoice in rows],
         page=paging.page_info(_key(rows[-1], query.sort) if more else None, query.limit),

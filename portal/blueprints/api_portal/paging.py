@@ -13,11 +13,12 @@ from typing import Any
 
 from flask_babel import gettext as _
 from pydantic import BaseModel, Field, model_validator
+from sqlalchemy.orm import Session
 
 from portal import api
 from portal.api.schemas import PageInfo
 from portal.blueprints.payments.history import date_message
-from portal.services import dates
+from portal.services import dates, documents
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
@@ -96,6 +97,17 @@ def date_range(raw_from: str | None, raw_to: str | None) -> tuple[date | None, d
     if errors:
         raise api.Problem(400, _("Check your input."), errors=errors)
     return start, end
+
+
+def check_account(session: Session, account: str | None) -> None:
+    """An `account` filter names a billing account in the user's scope (the documents page's
+    choices); any other (another company's, one not granted, none at all) is a 400."""
+    if account and account not in dict(documents.accounts_in_scope(session)):
+        raise api.Problem(
+            400,
+            _("Check your input."),
+            errors=[("account", _("Choose one of your billing accounts."))],
+        )
 
 
 def page_info(next_key: list[Any] | None, limit: int) -> PageInfo:
