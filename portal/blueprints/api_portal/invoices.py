@@ -31,6 +31,7 @@ Sort = Literal[
     "-date", "date", "-due", "due", "-amount", "amount", "-status", "status", "-number", "number"
 ]
 assert set(get_args(Sort)) == {s for key in SORT_KEYS for s in (f"-{key}", key)}
+assert DEFAULT_SORT == "-date"
 
 
 class InvoiceListQuery(paging.ListQuery):
@@ -48,7 +49,7 @@ class InvoiceListQuery(paging.ListQuery):
         None, max_length=40, description="A billing account's public id in your scope."
     )
     sort: Sort = Field(
-        DEFAULT_SORT,
+        "-date",
         description='A column ("date", "due", "amount", "status", "number"); "-" for descending.',
     )
 
