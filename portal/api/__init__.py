@@ -147,7 +147,7 @@ def _validation_errors(error: Any) -> list[tuple[str, str]]:
     return found
 
 
-def _before(_req: Any, _resp: Any, req_validation_error: Any, _instance: Any, *_: Any) -> None:
+def _before(_req: Any, _resp: Any, req_validation_error: Any, _instance: Any, *_more: Any) -> None:
     """A request that does not fit its model is a 400 naming each field, in problem form."""
     if req_validation_error is not None:
         raise Problem(400, _("Check your input."), errors=_validation_errors(req_validation_error))
