@@ -13,6 +13,7 @@ from portal.blueprints.activity.routes import bp as activity_bp
 from portal.blueprints.api_ar.routes import bp as api_ar_bp
 from portal.blueprints.api_docs.routes import bp as api_docs_bp
 from portal.blueprints.api_portal import payments as _api_payments  # noqa: F401  (its routes)
+from portal.blueprints.api_portal import statements as _api_statements  # noqa: F401  (its routes)
 from portal.blueprints.api_portal.routes import bp as api_portal_bp
 from portal.blueprints.auth.routes import bp as auth_bp
 from portal.blueprints.dashboard.routes import bp as dashboard_bp
