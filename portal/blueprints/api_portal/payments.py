@@ -336,7 +336,11 @@ def _replayed(
 @bp.get("/payment/<public_id>")
 @spec.validate(
     resp=Answers(
-        HTTP_200=PaymentOut, HTTP_401=ProblemDetail, HTTP_404=ProblemDetail, HTTP_429=ProblemDetail
+        HTTP_200=PaymentOut,
+        HTTP_400=ProblemDetail,
+        HTTP_401=ProblemDetail,
+        HTTP_404=ProblemDetail,
+        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,
