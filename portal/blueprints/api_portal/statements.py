@@ -215,6 +215,7 @@ def statements(query: StatementsQuery) -> StatementListOut:
 @spec.validate(
     resp=Answers(
         HTTP_200=StatementOut,
+        HTTP_400=ProblemDetail,
         HTTP_401=ProblemDetail,
         HTTP_404=ProblemDetail,
         HTTP_429=ProblemDetail,
