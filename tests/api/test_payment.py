@@ -211,3 +211,13 @@ def test_bad_bodies_are_400_or_422_never_500(
     response = client.post(PAY, json=body, headers=sent)
     assert response.status_code in (400, 404, 409, 422), response.get_data(as_text=True)
     spec_check(response, PAY, "post")
+
+
+def test_a_body_that_is_not_json_is_refused(
+    client: FlaskClient, bearer: Headers, spec_check: SpecCheck
+) -> None:
+    headers = {**bearer(), "Idempotency-Key": "k-9"}
+    for sent in ({"data": {"invoices": "inv_x"}}, {}):
+        response = client.post(PAY, headers=headers, **sent)
+        assert response.status_code in (400, 415)  # SpecTree or the view refuses it; no 500
+        spec_check(response, PAY, "post")

@@ -168,3 +168,11 @@ def test_any_body_is_answered_by_the_spec_never_500(
     response = client.post(LIST, json=body, headers=bearer())
     assert response.status_code in (202, 400, 422), response.get_data(as_text=True)
     spec_check(response, LIST, "post")
+
+
+def test_a_body_that_is_not_json_is_refused(
+    client: FlaskClient, bearer: Headers, spec_check: SpecCheck
+) -> None:
+    response = client.post(LIST, data={"start_date": "2026-01-01"}, headers=bearer())
+    assert response.status_code in (400, 415)  # SpecTree or the view refuses it; no 500
+    spec_check(response, LIST, "post")

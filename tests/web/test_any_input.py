@@ -275,6 +275,20 @@ ROUTES: dict[str, Route] = {
     "notifications.mark_all_read": Route(form={"page": "page"}),
     # No sign-in, and no CSRF token either (RFC 8058 one-click): the signed link decides.
     "notifications.unsubscribe": Route(path={"token": "unsubscribe_token"}, actors=PUBLIC),
+    # The JSON API: its bodies are JSON (fuzzed by tests/api); here any query and form
+    # (SpecTree looks at every form field of a route that takes a body).
+    "api_docs.openapi": Route(actors=PUBLIC),
+    "api_docs.docs": Route(actors=PUBLIC),
+    "api_portal.dashboard": Route(actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.pay": Route(iterates_form=True, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.payment_status": Route(
+        path={"public_id": "payment"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
+    "api_portal.request_statement": Route(iterates_form=True, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.statements": Route(
+        query={"limit": "page", "after": "text"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
+    "api_portal.statement": Route(path={"public_id": "statement"}, actors=(ADMIN, AP, ANONYMOUS)),
 }
 
 # 4xx answers that change data by design: a failed sign-in counts toward the lockout and is

@@ -245,6 +245,7 @@ def pay(json: PaymentIn, headers: PaymentHeaders) -> tuple[PaymentsOut, int]:
     """Pay invoices with a saved method, once per Idempotency-Key: one payment per billing
     account (in a group when several), charged now; poll each payment's poll_url."""
     api.require_pay_scope()
+    json = api.require_json(json)
     if not flags.enabled("m25_portal_payment"):
         raise api.Problem(404, _("Online payment isn't available right now."))
     duplicated = [

@@ -132,6 +132,7 @@ def request_statement(json: StatementIn) -> tuple[StatementOut, int]:
     _enabled()
     session = db_session()
     rows = service.accounts(session)
+    json = api.require_json(json)
     chosen = json.account_ids if json.account_ids is not None else [a.public_id for a in rows]
     data = MultiDict(
         [
