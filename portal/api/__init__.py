@@ -276,6 +276,14 @@ def require_pay_scope() -> None:
         raise Problem(403, _("This token may only read. Create a token that may pay."))
 
 
+def require_json(body: T | None) -> T:
+    """The validated JSON body; SpecTree hands a view None when the body was not JSON (a form
+    post, no body at all): that is a 415, not a crash."""
+    if body is None:
+        raise Problem(415)
+    return body
+
+
 # Cursors -----------------------------------------------------------------------------------
 
 

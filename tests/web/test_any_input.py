@@ -281,6 +281,58 @@ ROUTES: dict[str, Route] = {
         f"api_ar.upsert_{kind}": Route(actors=PUBLIC)
         for kind in ("companies", "billing_accounts", "users", "invoices", "credit_notes")
     },
+    # The JSON API: its bodies are JSON (fuzzed by tests/api); here any query and form
+    # (SpecTree looks at every form field of a route that takes a body).
+    "api_docs.openapi": Route(actors=PUBLIC),
+    "api_docs.docs": Route(actors=PUBLIC),
+    "api_portal.dashboard": Route(actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.pay": Route(iterates_form=True, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.payment_status": Route(
+        path={"public_id": "payment"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
+    "api_portal.request_statement": Route(iterates_form=True, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.statements": Route(
+        query={"limit": "page", "after": "text"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
+    "api_portal.statement": Route(path={"public_id": "statement"}, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.list_invoices": Route(
+        query={
+            "status": "text",
+            "q": "text",
+            "from": "date",
+            "to": "date",
+            "sort": "text",
+            "account": "text",
+            "limit": "page",
+            "after": "text",
+        },
+        actors=(ADMIN, AP, ANONYMOUS),
+    ),
+    "api_portal.show_invoice": Route(path={"public_id": "invoice"}, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.invoice_pdf_file": Route(
+        path={"public_id": "invoice"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
+    "api_portal.list_documents": Route(
+        query={
+            "type": "text",
+            "q": "text",
+            "from": "date",
+            "to": "date",
+            "account": "text",
+            "limit": "page",
+            "after": "text",
+        },
+        actors=(ADMIN, AP, ANONYMOUS),
+    ),
+    "api_portal.payment_history_list": Route(
+        query={**HISTORY, "limit": "page", "after": "text"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
+    # The receivables system's feed and actions: an operator key only (a session gets 401);
+    # their bodies and queries are fuzzed in tests/api/test_ar_events.py and test_ar_actions.py.
+    "api_ar.events": Route(query={"after": "text", "limit": "page"}, actors=PUBLIC),
+    "api_ar.void_invoice": Route(path={"reference": "text"}, actors=PUBLIC),
+    "api_ar.credit_invoice": Route(path={"reference": "text"}, actors=PUBLIC),
+    "api_ar.answer_dispute": Route(path={"public_id": "text"}, actors=PUBLIC),
 }
 
 # 4xx answers that change data by design: a failed sign-in counts toward the lockout and is
