@@ -147,7 +147,7 @@ def _validation_errors(error: Any) -> list[tuple[str, str]]:
     return found
 
 
-def _before(_req: Any, _resp: Any, req_validation_error: Any, _instance: Any, *_: Any) -> None:
+def _before(_req: Any, _resp: Any, req_validation_error: Any, _instance: Any, *_more: Any) -> None:
     """A request that does not fit its model is a 400 naming each field, in problem form."""
     if req_validation_error is not None:
         raise Problem(400, _("Check your input."), errors=_validation_errors(req_validation_error))
@@ -274,6 +274,14 @@ def require_pay_scope() -> None:
     token = current_token()
     if token is not None and token.scope is not TokenScope.PAY:
         raise Problem(403, _("This token may only read. Create a token that may pay."))
+
+
+def require_write_scope() -> None:
+    """A read-only token may only GET (read-only = GET only); the session and read+pay tokens
+    may change what the user may change."""
+    token = current_token()
+    if token is not None and token.scope is not TokenScope.PAY:
+        raise Problem(403, _("This token may only read. Create a token that may change things."))
 
 
 # Cursors -----------------------------------------------------------------------------------
