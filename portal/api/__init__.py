@@ -226,6 +226,14 @@ def authenticate_portal() -> None:
                 _("The token is invalid, expired or revoked."),
                 headers={"WWW-Authenticate": 'Bearer realm="portal", error="invalid_token"'},
             )
+        session_user = g.get("user")
+        if session_user is not None and session_user.id != token.user_id:
+            # The browser is signed in as someone else: the request's scope is theirs already.
+            raise Problem(
+                401,
+                _("This token belongs to another user than the one signed in here."),
+                headers={"WWW-Authenticate": 'Bearer realm="portal", error="invalid_token"'},
+            )
         tenancy.bind(db, tenancy.scope_for_user(token.user))
         g.user = token.user
         g.user_session = None

@@ -45,6 +45,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "Portal.RecoveryCodeUsed",
         "Portal.RecoveryCodesIssued",
         "Portal.AccountLocked",
+        "Portal.ApiTokenCreated",
+        "Portal.ApiTokenRevoked",
     ),
     "payments": (
         "Portal.PaymentMade",

@@ -51,6 +51,8 @@ EVENT_LABELS = {
     "Portal.RecoveryCodeUsed": _l("Recovery code used"),
     "Portal.RecoveryCodesIssued": _l("New recovery codes issued"),
     "Portal.AccountLocked": _l("Account locked"),
+    "Portal.ApiTokenCreated": _l("API token created"),
+    "Portal.ApiTokenRevoked": _l("API token revoked"),
     "Portal.PaymentMade": _l("Payment made"),
     "Portal.PaymentFailed": _l("Payment failed"),
     "Portal.PaymentSubmitted": _l("Payment submitted"),
