@@ -311,6 +311,15 @@ def test_notification_refusals(
         assert problem["errors"][0]["message"] == "Choose how many days before the due date."
 
 
+def test_a_nul_in_a_json_body_is_400_not_a_database_error(
+    client: FlaskClient, bearer: Bearer, spec_check: SpecCheck
+) -> None:
+    for body in ({"job_title": "a\x00b"}, {"name\x00": "x"}, {"name": ["\x00"]}):
+        response = client.patch("/api/portal/profile", json=body, headers=bearer())
+        assert response.status_code == 400
+        spec_check(response, "/api/portal/profile", "patch")
+
+
 @settings(
     max_examples=30,
     deadline=None,
