@@ -183,7 +183,7 @@ spec = SpecTree(
     ],
 )
 
-PORTAL_SECURITY = {"bearer": [], "session": []}
+PORTAL_SECURITY: dict[str, list[str]] = {"bearer": [], "session": []}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -245,7 +245,7 @@ def authenticate_portal() -> None:
         csrf.protect()  # the browser session: the same CSRF header htmx sends
 
 
-OPERATOR_SECURITY = {"operator": []}
+OPERATOR_SECURITY: dict[str, list[str]] = {"operator": []}
 
 
 def authenticate_operator() -> None:
