@@ -10,6 +10,7 @@ from flask import Flask
 
 from portal import assets, clock, errors, i18n, runtime, security, templating, web
 from portal.blueprints.activity.routes import bp as activity_bp
+from portal.blueprints.api_ar import upserts as _api_ar_upserts  # noqa: F401 (routes on bp)
 from portal.blueprints.api_ar.routes import bp as api_ar_bp
 from portal.blueprints.api_docs.routes import bp as api_docs_bp
 from portal.blueprints.api_portal.routes import bp as api_portal_bp

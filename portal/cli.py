@@ -1,6 +1,7 @@
 """Operator commands: `flask --app wsgi db upgrade | seed demo | seed clean | flags set ... |
 jobs worker | jobs drain | jobs list | jobs sweep | keys reencrypt | users reset-mfa EMAIL |
-tallies check | disputes list|show|attachment|reply|resolve|reject`."""
+tallies check | disputes list|show|attachment|reply|resolve|reject | import FILE |
+ar-keys create|list|revoke`."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from portal import clock, migrate, tenancy
+from portal import clock, db, migrate, tenancy
 from portal import disputes as dispute_app
 from portal.extensions import Database, settings
-from portal.models import DEFAULT_FLAGS, Dispute, FeatureFlag
-from portal.runtime import SWEEPS, current_runtime
-from portal.services import audit, auth, mfa, outbox, tallies, users
+from portal.models import DEFAULT_FLAGS, ArKey, Dispute, FeatureFlag, PortalUser
+from portal.runtime import SEND_INVITATION, SWEEPS, current_runtime
+from portal.services import api_tokens, audit, auth, mfa, outbox, receivables, tallies, users
 from portal.services import disputes as dispute_service
 from portal.services import seed as seed_service
 from portal.services.disputes import ActionRefusal, Upload
@@ -40,6 +41,8 @@ def register_cli(app: Flask) -> None:
     _users_commands(app)
     _tallies_commands(app)
     _disputes_commands(app)
+    _import_command(app)
+    _ar_keys_commands(app)
 
 
 def _db_commands(app: Flask) -> None:
@@ -142,6 +145,56 @@ def _jobs_commands(app: Flask) -> None:
     def jobs_sweep() -> None:
         """Run the sweeps once, here (the worker's own functions, by name: portal/runtime.py)."""
         click.echo(str({name: resolve(job)() for name, job in SWEEPS.items()}))
+
+
+def _ar_keys_commands(app: Flask) -> None:
+    """Operator keys of the receivables system (`Authorization: Bearer ark_…` on /api/ar/)."""
+
+    @app.cli.group("ar-keys")
+    def ar_keys_group() -> None:
+        """Operator keys for /api/ar/: create (shown once), list, revoke."""
+
+    @ar_keys_group.command("create")
+    @click.argument("name")
+    def ar_keys_create(name: str) -> None:
+        """Create a key named NAME and print it (once: only its hash is kept)."""
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise click.ClickException("give a name of 1 to 100 characters")
+        with Database.get().sessionmaker() as session:
+            if session.scalar(select(ArKey.id).where(ArKey.name == name)) is not None:
+                raise click.ClickException(f"a key named {name} exists: revoke it or pick another")
+            _key, raw = api_tokens.create_key(session, name=name, now=clock.now())
+            session.commit()
+        click.echo(raw)
+        click.echo(f"key {name} created: store it now, it is not shown again", err=True)
+
+    @ar_keys_group.command("list")
+    def ar_keys_list() -> None:
+        """Every key: name, prefix, created, last used, revoked."""
+        with Database.get().sessionmaker() as session:
+            for key in session.scalars(select(ArKey).order_by(ArKey.id)):
+                used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+                state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                click.echo(
+                    f"{key.name}  {key.prefix}…  created {key.created_at:%Y-%m-%d}  "
+                    f"used {used}  {state}"
+                )
+
+    @ar_keys_group.command("revoke")
+    @click.argument("name")
+    def ar_keys_revoke(name: str) -> None:
+        """Revoke the key named NAME (at once: its next request answers 401)."""
+        with Database.get().sessionmaker() as session:
+            key = session.scalar(select(ArKey).where(ArKey.name == name))
+            if key is None:
+                raise click.ClickException(f"no key named {name}")
+            if key.revoked_at is not None:
+                click.echo(f"key {name} was already revoked")
+                return
+            key.revoked_at = clock.now()
+            session.commit()
+        click.echo(f"key {name} revoked")
 
 
 def _keys_commands(app: Flask) -> None:
@@ -358,6 +411,59 @@ def _disputes_commands(app: Flask) -> None:
                 raise click.ClickException(f"refused: {why}{_explain(why)}")
             session.commit()
         click.echo(f"{public_id} rejected")
+
+
+def _import_command(app: Flask) -> None:
+    @app.cli.command("import")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--kind", type=click.Choice(receivables.KINDS), help="What a CSV file holds.")
+    @click.option(
+        "--format", "fmt", type=click.Choice(["csv", "json"]), help="Default: by the suffix."
+    )
+    @click.option("--dry-run", is_flag=True, help="Check and apply, then roll back.")
+    @click.option(
+        "--invite/--no-invite",
+        default=True,
+        help="Mail new users their invitation (through the outbox). Default: yes.",
+    )
+    def import_file(
+        file: Path, kind: str | None, fmt: receivables.Format | None, dry_run: bool, invite: bool
+    ) -> None:
+        """Import FILE from the receivables system: companies, billing accounts, users,
+        invoices with lines, credit notes and documents (docs/receivables.md). All or
+        nothing: any bad row and nothing is written; every bad row is listed; exit 1."""
+        is_csv = fmt == "csv" or (fmt is None and file.suffix.lower() == ".csv")
+        if is_csv and kind is None:
+            raise click.UsageError("a CSV file holds one kind of record: give --kind")
+        batch = receivables.read_file(file, kind=kind, fmt=fmt)
+        runtime = current_runtime()
+        with db.unit_of_work(writes=True), Database.get().sessionmaker() as session:
+            report = receivables.upsert(
+                session, batch, now=clock.now(), store=runtime.store, base_dir=file.parent
+            )
+            if not report.ok:
+                session.rollback()
+                for error in report.errors:
+                    click.echo(str(error), err=True)
+                click.echo(
+                    f"{file}: {len(report.errors)} bad row(s); nothing was imported", err=True
+                )
+                raise SystemExit(1)
+            if dry_run:
+                session.rollback()
+                click.echo(f"dry run, nothing written: {report.summary()}")
+                return
+            if invite:
+                with tenancy.system(session):
+                    for user_id in report.invited:
+                        user = session.get(PortalUser, user_id)
+                        locale = user.company.locale if user is not None else "en"
+                        runtime.hand_off(session, SEND_INVITATION, user_id, locale)
+            session.commit()
+        click.echo(f"imported {file}: {report.summary()}")
+        if report.invited:
+            mailed = "invitations mailed" if invite else "not mailed (--no-invite)"
+            click.echo(f"{len(report.invited)} new user(s) invited, {mailed}")
 
 
 # What a refusal of the receivables team's commands means, where its name does not say it.

@@ -64,6 +64,10 @@ class Settings:
     statement_retention_days: int = 7
     # Where the receivables team hears of disputes: each customer message and withdrawal.
     disputes_email: str = "receivables@billing-portal.invalid"
+    # The receivables system's webhook (optional): each event of /api/ar/events is POSTed there,
+    # signed with AR_WEBHOOK_SECRET (Portal-Signature: t=…,v1=HMAC-SHA256 of "t.body").
+    ar_webhook_url: str = ""
+    ar_webhook_secret: str = ""
     default_locale: str = "en"
     # argon2 cost; tests lower it, production keeps the library's defaults
     argon2_time_cost: int = 3
@@ -123,6 +127,8 @@ class Settings:
             "storage_dir": "PORTAL_STORAGE_DIR",
             "mail_dir": "PORTAL_MAIL_DIR",
             "disputes_email": "DISPUTES_EMAIL",
+            "ar_webhook_url": "AR_WEBHOOK_URL",
+            "ar_webhook_secret": "AR_WEBHOOK_SECRET",
         }
         for attr, var in mapping.items():
             if environ.get(var):
@@ -217,6 +223,17 @@ class Settings:
                 "REDIS_URL must be set in production (e.g. redis://127.0.0.1:6379/0): background "
                 "work (receipts, reset links, settlements) travels to the workers through it"
             )
+        if self.ar_webhook_url:
+            hook = urlsplit(self.ar_webhook_url)
+            if hook.scheme not in ("http", "https") or not hook.hostname:
+                raise ConfigError("AR_WEBHOOK_URL must look like https://ar.example.com/hooks")
+            if self.is_production and hook.scheme != "https":
+                raise ConfigError("AR_WEBHOOK_URL must be an https address in production")
+            if len(self.ar_webhook_secret) < MIN_SECRET_LENGTH:
+                raise ConfigError(
+                    "AR_WEBHOOK_URL needs AR_WEBHOOK_SECRET (32 or more random characters): "
+                    "the receiver checks each event's signature with it"
+                )
         if self.is_production and self.metrics_token and len(self.metrics_token) < 32:
             raise ConfigError("METRICS_TOKEN must be at least 32 characters")
         return replace(

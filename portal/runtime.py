@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 from werkzeug.routing import Map
 
@@ -41,7 +42,7 @@ from portal.gateways import PaymentGateway
 from portal.gateways.sandbox import SandboxGateway
 from portal.gateways.stripe import StripeGateway
 from portal.models import WorkState
-from portal.services import outbox
+from portal.services import ar_events, outbox
 from portal.services.mail import MAIL_DOMAIN, Mailer
 from portal.services.storage import FileStore, LocalStore
 from workers.queue import WEB_TIMEOUT, JobQueue, RQJobQueue, Unqueued, defer, job_name
@@ -65,6 +66,7 @@ SEND_EMAIL_CHANGED_NOTICE = f"{JOBS}.send_email_changed_notice"
 SWEEP = f"{JOBS}.sweep"
 SEND_REMINDERS = f"{JOBS}.send_reminders"
 SEND_MONTHLY_STATEMENTS = f"{JOBS}.send_monthly_statements"
+DELIVER_AR_EVENT = f"{JOBS}.deliver_ar_event"
 # The recurring jobs, by schedule name: the worker's dispatcher runs each this often
 # (`job_schedules` in the database says when next, so they come back by themselves). The
 # reminders and the monthly statements run hourly: each tells once per user and key (day,
@@ -265,6 +267,27 @@ class Runtime:
 
 class WorkTakenOver(RuntimeError):
     """The job's row was taken over by another process (this one was thought dead)."""
+
+
+def _hand_off_ar_webhooks(session: Session) -> None:
+    """Before a transaction that wrote receivables events commits: each event's webhook
+    delivery, a row of the outbox in the same transaction (when AR_WEBHOOK_URL is set)."""
+    written = ar_events.written(session)
+    if not written or not has_app_context():
+        return
+    runtime: Runtime | None = current_app.extensions.get("portal.runtime")
+    if runtime is None or not runtime.settings.ar_webhook_url:
+        return
+    for event_id in written:
+        runtime.hand_off(session, DELIVER_AR_EVENT, event_id, subject=f"ar_event:{event_id}")
+
+
+def _forget_ar_events(session: Session, *_: object) -> None:
+    ar_events.forget(session)
+
+
+event.listen(Session, "before_commit", _hand_off_ar_webhooks)
+event.listen(Session, "after_rollback", _forget_ar_events)
 
 
 def current_runtime() -> Runtime:

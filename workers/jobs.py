@@ -29,12 +29,22 @@ from portal import clock, create_app, tenancy
 from portal.db import unit_of_work
 from portal.disputes import mail as dispute_mail
 from portal.i18n import language_of
-from portal.models import PortalUser, UserStatus
+from portal.models import Company, PortalUser, UserStatus
 from portal.notifications import mail as notification_mail
 from portal.notifications import reminders
 from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
-from portal.services import audit, auth, credentials, lockout, outbox, payments, profile, users
+from portal.services import (
+    ar_events,
+    audit,
+    auth,
+    credentials,
+    lockout,
+    outbox,
+    payments,
+    profile,
+    users,
+)
 from portal.services.mail import DeliveryUnknown
 from portal.statements import delivery, generate, monthly
 from portal.templating import format_datetime
@@ -338,6 +348,36 @@ def send_dispute_mail(dispute_id: int, event: str, message_id: int | None) -> st
     """Mail the receivables team (DISPUTES_EMAIL) a customer's dispute message or withdrawal."""
     with _session(writes=False) as (runtime, session):
         return dispute_mail.mail_receivables(runtime, session, dispute_id, event, message_id)
+
+
+def deliver_ar_event(event_id: int) -> str:
+    """POST one receivables event to AR_WEBHOOK_URL, signed (portal/services/ar_events.py).
+
+    At least once, never twice for a job run twice: the attempt is counted under the event's
+    row lock and committed, the POST goes out holding no lock, and a 2xx marks it delivered
+    (a conditional UPDATE). An error raises, so the outbox runs it again later (RETRY_DELAYS);
+    a process that dies after the POST and before the mark sends again: receivers dedupe on
+    Portal-Event-Id."""
+    with _session() as (runtime, session), tenancy.system(session):
+        settings = runtime.settings
+        if not settings.ar_webhook_url:
+            return "no webhook configured"
+        event = ar_events.begin_attempt(session, event_id)
+        if event is None:
+            return "already delivered"
+        company = session.get(Company, event.company_id)
+        body = ar_events.body_of(event, company.public_id if company else None)
+    try:
+        ar_events.send(
+            settings.ar_webhook_url, settings.ar_webhook_secret, event_id, body, now=clock.now()
+        )
+    except ar_events.WebhookFailed as error:
+        with _session() as (_runtime, session), tenancy.system(session):
+            ar_events.mark_failed(session, event_id, str(error))
+        raise
+    with _session() as (_runtime, session), tenancy.system(session):
+        ar_events.mark_delivered(session, event_id, clock.now())
+    return "delivered"
 
 
 def send_notification(notification_id: int) -> str:

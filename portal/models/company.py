@@ -25,6 +25,9 @@ class Company(PublicIdMixin, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    # The receivables system's key for the company (migration 0022): what imports and the
+    # operator API (`/api/ar/`) name it by. None for a company made only in the portal.
+    code: Mapped[str | None] = mapped_column(String(40), index=True, unique=True)
     currency: Mapped[str] = mapped_column(String(3))
     locale: Mapped[str] = mapped_column(String(16), default="en_US")
     credit_limit: Mapped[int] = mapped_column(BigInteger, default=0)  # minor units

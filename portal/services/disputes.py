@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import IO
+from typing import IO, Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, SessionTransaction, selectinload
@@ -35,7 +35,7 @@ from portal.models import (
     PaymentStatus,
     PortalUser,
 )
-from portal.services import audit, credit_notes
+from portal.services import ar_events, audit, credit_notes
 from portal.services.downloads import Downloadable
 from portal.services.payments.selection import reserved_amounts
 from portal.services.payments.transitions import (
@@ -137,10 +137,32 @@ def open_dispute(
         reason=reason.value,
         amount=disputed,
     )
+    _publish(session, dispute, ar_events.DISPUTE_OPENED)
     canceled = cancel_scheduled_for_invoice(session, invoice.id, now=now, failure_code=DISPUTED)
     for payment in canceled:
         record_canceled(session, user, payment, request=request)
     return DisputeResult(dispute=dispute, canceled=tuple(canceled))
+
+
+def _publish(session: Session, dispute: Dispute, kind: str, **extra: Any) -> None:
+    """The receivables feed's event of a dispute (public ids, amounts; no message text)."""
+    invoice = session.get(Invoice, dispute.invoice_id)
+    company = session.get(Company, dispute.company_id)
+    data: dict[str, Any] = {
+        "dispute_id": dispute.public_id,
+        "company_id": company.public_id if company else None,
+        "invoice_id": invoice.public_id if invoice else None,
+        "invoice_number": invoice.number if invoice else None,
+        "billing_account_id": invoice.billing_account.public_id if invoice else None,
+        "status": dispute.status.value,
+        "reason": dispute.reason.value,
+        "amount_disputed": {
+            "amount_minor": dispute.amount_disputed,
+            "currency": invoice.currency if invoice else None,
+        },
+        **extra,
+    }
+    ar_events.record(session, dispute.company_id, kind, dispute.public_id, data)
 
 
 def disputes_for(session: Session, invoice: Invoice) -> list[Dispute]:
@@ -411,6 +433,7 @@ def post_message(
         dispute=dispute.public_id,
         attachments=len(uploads),
     )
+    _publish(session, dispute, ar_events.DISPUTE_MESSAGE, by="customer", attachments=len(uploads))
     return Outcome(dispute=dispute, message=message)
 
 
@@ -440,6 +463,7 @@ def staff_reply(
         by="staff",
     )
     session.flush()
+    _publish(session, dispute, ar_events.DISPUTE_REPLIED, by="staff", attachments=len(uploads))
     return Outcome(dispute=dispute, message=message)
 
 
@@ -542,6 +566,14 @@ def resolve_with_credit(
         dispute=dispute.public_id,
         outcome=DisputeStatus.CREDIT_ISSUED.value,
     )
+    note = credit.credit_note
+    _publish(
+        session,
+        dispute,
+        ar_events.DISPUTE_RESOLVED,
+        outcome=DisputeStatus.CREDIT_ISSUED.value,
+        credit_note={"id": note.public_id, "number": note.number, "amount_minor": note.amount},
+    )
     return Outcome(dispute=dispute)
 
 
@@ -559,6 +591,7 @@ def reject(session: Session, dispute: Dispute, *, reason: str, now: datetime) ->
         dispute=dispute.public_id,
         outcome=DisputeStatus.REJECTED.value,
     )
+    _publish(session, dispute, ar_events.DISPUTE_RESOLVED, outcome=DisputeStatus.REJECTED.value)
     return Outcome(dispute=dispute)
 
 
@@ -578,6 +611,7 @@ def withdraw(
     audit.record_for(
         session, user, "Portal.DisputeWithdrawn", request=request, dispute=dispute.public_id
     )
+    _publish(session, dispute, ar_events.DISPUTE_WITHDRAWN)
     return Outcome(dispute=dispute)
 
 

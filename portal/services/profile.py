@@ -25,8 +25,8 @@ from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portal.models import PortalUser
-from portal.services import audit
+from portal.models import Company, PortalUser
+from portal.services import ar_events, audit
 from portal.services.auth import find_user_by_email, normalize_email
 from portal.services.crypto import Keyring
 
@@ -110,7 +110,24 @@ def update_profile(
         audit.record_for(
             session, user, "Portal.ProfileUpdated", request=request, changed_fields=changed
         )
+        _publish_profile(session, user, ar_events.PROFILE_UPDATED, changed)
     return changed
+
+
+def _publish_profile(session: Session, user: PortalUser, kind: str, changed: list[str]) -> None:
+    """The receivables feed hears which fields changed (names only, never values)."""
+    company = session.get(Company, user.company_id)
+    ar_events.record(
+        session,
+        user.company_id,
+        kind,
+        user.public_id,
+        {
+            "user_id": user.public_id,
+            "company_id": company.public_id if company else None,
+            "changed_fields": changed,
+        },
+    )
 
 
 # --- e-mail change ------------------------------------------------------------------------------
@@ -218,4 +235,5 @@ def change_email(
     if not changed:
         return EmailLinkState.USED
     audit.record_for(session, user, "Portal.EmailChanged", request=request)
+    _publish_profile(session, user, ar_events.EMAIL_CHANGED, ["email"])
     return EmailLinkState.OK

@@ -318,6 +318,7 @@ class DemoSeeder:
     ) -> Company:
         company = Company(
             name=name,
+            code=name.split()[0].upper(),  # ACME, GLOBEX, INITECH: the receivables system's key
             currency=currency,
             locale=locale,
             credit_limit=limit,

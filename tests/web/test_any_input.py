@@ -275,6 +275,12 @@ ROUTES: dict[str, Route] = {
     "notifications.mark_all_read": Route(form={"page": "page"}),
     # No sign-in, and no CSRF token either (RFC 8058 one-click): the signed link decides.
     "notifications.unsubscribe": Route(path={"token": "unsubscribe_token"}, actors=PUBLIC),
+    # The receivables system's upserts take JSON and an operator key: neither a session nor a
+    # form reaches them (401); their bodies are fuzzed in tests/api/test_ar_upserts.py.
+    **{
+        f"api_ar.upsert_{kind}": Route(actors=PUBLIC)
+        for kind in ("companies", "billing_accounts", "users", "invoices", "credit_notes")
+    },
 }
 
 # 4xx answers that change data by design: a failed sign-in counts toward the lockout and is

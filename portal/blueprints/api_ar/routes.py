@@ -1,18 +1,9 @@
-"""The receivables system's side (`/api/ar/…`): operator keys only (`Authorization: Bearer
-ark_…`, made by `flask --app wsgi ar-keys create`). It feeds the portal (upserts, voids,
-credits, dispute answers) and learns what happened (`/api/ar/events`). Its routes act for any
-company: each opens `tenancy.system(db)` where it must cross companies, else binds the
-company it acts on (`tenancy.bind(db, tenancy.Scope(...))`)."""
+"""The receivables side's routes (`/api/ar/…`): the blueprint (blueprint.py) with the event
+feed (events.py) and the operator actions (actions.py) registered on it."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from portal.blueprints.api_ar import actions, events
+from portal.blueprints.api_ar.blueprint import TAGS, bp
 
-from portal import api
-from portal.extensions import csrf
-
-bp = Blueprint("api_ar", __name__, url_prefix="/api/ar")
-csrf.exempt(bp)
-bp.before_request(api.authenticate_operator)
-
-TAGS = ["receivables"]
+__all__ = ["TAGS", "actions", "bp", "events"]

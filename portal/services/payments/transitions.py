@@ -26,7 +26,7 @@ from portal.models import (
     PaymentStatus,
     PortalUser,
 )
-from portal.services import audit
+from portal.services import ar_events, audit
 from portal.services.invoices import PAYABLE
 from portal.services.payments.rules import FINAL, IN_FLIGHT
 from portal.services.payments.selection import reserved_amounts
@@ -44,12 +44,14 @@ def apply_result(
         if changed:
             _apply_to_invoices(session, payment, now)
             _record_outcome(session, payment, "Portal.PaymentMade")
+            _publish(session, payment, ar_events.PAYMENT_SUCCEEDED)
         return changed
     if result.status is ChargeStatus.FAILED:
         changed = _transition(session, payment, PaymentStatus.FAILED, result, now)
         if changed:
             _release_invoices(session, payment, InvoiceStatus.PAYMENT_FAILED)
             _record_outcome(session, payment, "Portal.PaymentFailed")
+            _publish(session, payment, ar_events.PAYMENT_FAILED)
         return changed
     # Still on its way (processing, or waiting for the customer to authenticate).
     values: dict[str, object] = {}
@@ -198,6 +200,29 @@ def _record_outcome(session: Session, payment: Payment, name: str) -> None:
     audit.record(
         session, name, company_id=payment.company_id, user_id=payment.user_id, **properties
     )
+
+
+def _publish(session: Session, payment: Payment, kind: str) -> None:
+    """The receivables feed's event of a payment's outcome (public ids and amounts only)."""
+    company = session.get(Company, payment.company_id)
+    data: dict[str, Any] = {
+        "payment_id": payment.public_id,
+        "reference": payment.reference,
+        "company_id": company.public_id if company else None,
+        "amount": {"amount_minor": payment.amount, "currency": payment.currency},
+        "invoices": [
+            {
+                "id": a.invoice.public_id,
+                "number": a.invoice.number,
+                "billing_account_id": a.invoice.billing_account.public_id,
+                "amount_minor": a.amount,
+            }
+            for a in payment.allocations
+        ],
+    }
+    if kind == ar_events.PAYMENT_FAILED:
+        data["failure_code"] = payment.failure_code
+    ar_events.record(session, payment.company_id, kind, payment.public_id, data)
 
 
 # scheduled payments ------------------------------------------------------------------------
