@@ -284,6 +284,14 @@ def require_pay_scope() -> None:
         raise Problem(403, _("This token may only read. Create a token that may pay."))
 
 
+def json_body(model: T | None) -> T:
+    """The validated JSON body SpecTree handed the view: it hands None when the body is not
+    JSON at all (a form, nothing), which is a 415, not a crash."""
+    if model is None:
+        raise Problem(415)
+    return model
+
+
 def require_write_scope() -> None:
     """A read-only token may only GET (read-only = GET only); the session and read+pay tokens
     may change what the user may change."""

@@ -311,6 +311,20 @@ def test_notification_refusals(
         assert problem["errors"][0]["message"] == "Choose how many days before the due date."
 
 
+def test_a_body_that_is_not_json_is_415(
+    client: FlaskClient, bearer: Bearer, spec_check: SpecCheck
+) -> None:
+    headers = bearer()
+    for method, path in (
+        ("post", "/api/portal/login"),
+        ("patch", "/api/portal/profile"),
+        ("put", "/api/portal/notifications"),
+    ):
+        response = getattr(client, method)(path, data={"email": "x", "name": "y"}, headers=headers)
+        assert response.status_code == 415, (path, response.get_data(as_text=True))
+        assert spec_check(response, path, method)["detail"] == "Send the request body as JSON."
+
+
 def test_a_nul_in_a_json_body_is_400_not_a_database_error(
     client: FlaskClient, bearer: Bearer, spec_check: SpecCheck
 ) -> None:

@@ -183,8 +183,9 @@ def login(json: LoginIn) -> LoginOut:
 
     The same checks and lockout as signing in on the web; a recovery code works in place of
     the code (and is spent). Users without two-step verification set up get 403."""
+    body = api.json_body(json)
     db = db_session()
-    result = retry_on_conflict(db, lambda: _sign_in(json.email, json.password, json.code))
+    result = retry_on_conflict(db, lambda: _sign_in(body.email, body.password, body.code))
     if isinstance(result, _Refusal):
         raise api.Problem(result.status, result.detail, headers=result.headers)
     return LoginOut(token=result.raw, expires_at=result.token.expires_at, scope=result.token.scope)
@@ -264,6 +265,7 @@ def _field_errors(form: Any) -> list[tuple[str, str]]:
 def profile_update(json: ProfilePatch) -> ProfileOut:
     """Change some of the profile's fields: the profile page's checks and words (422)."""
     api.require_write_scope()
+    json = api.json_body(json)
     user: PortalUser = g.user
     sent = json.model_fields_set
     # The page's form, filled with what is stored and what was sent: the same validation.
@@ -354,6 +356,7 @@ def notifications_show() -> NotificationsOut:
 def notifications_update(json: NotificationsIn) -> NotificationsOut:
     """Set the choices: the preferences page's checks and words (422)."""
     api.require_write_scope()
+    json = api.json_body(json)
     user: PortalUser = g.user
     db = db_session()
     topics = [choice.topic for choice in json.topics]
