@@ -13,6 +13,9 @@ from portal.blueprints.activity.routes import bp as activity_bp
 from portal.blueprints.api_ar import upserts as _api_ar_upserts  # noqa: F401 (routes on bp)
 from portal.blueprints.api_ar.routes import bp as api_ar_bp
 from portal.blueprints.api_docs.routes import bp as api_docs_bp
+from portal.blueprints.api_portal import documents as _api_documents  # noqa: F401  (its routes)
+from portal.blueprints.api_portal import history as _api_history  # noqa: F401  (its routes)
+from portal.blueprints.api_portal import invoices as _api_invoices  # noqa: F401  (its routes)
 from portal.blueprints.api_portal.routes import bp as api_portal_bp
 from portal.blueprints.auth.routes import bp as auth_bp
 from portal.blueprints.dashboard.routes import bp as dashboard_bp

@@ -8,7 +8,7 @@ accounts granted (a company-wide document, whose account is NULL, only company-w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import Select, or_, select
@@ -84,6 +84,17 @@ def _filtered(query: DocumentQuery) -> Select[Any]:
     return statement
 
 
+def _with_names(statement: Select[Any]) -> Select[Any]:
+    """Each document with its account's name and its invoice's public id and number, newest
+    first (the id breaks ties)."""
+    return (
+        statement.add_columns(BillingAccount.name, Invoice.public_id, Invoice.number)
+        .outerjoin(BillingAccount, BillingAccount.id == Document.billing_account_id)
+        .outerjoin(Invoice, Invoice.id == Document.invoice_id)
+        .order_by(Document.created_at.desc(), Document.id.desc())
+    )
+
+
 def list_documents(session: Session, query: DocumentQuery) -> DocumentPage:
     """One page of the scope's documents, newest first, with each one's account and invoice."""
     statement = _filtered(query)
@@ -92,15 +103,29 @@ def list_documents(session: Session, query: DocumentQuery) -> DocumentPage:
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, query.page), pages)
     rows = session.execute(
-        statement.add_columns(BillingAccount.name, Invoice.public_id, Invoice.number)
-        .outerjoin(BillingAccount, BillingAccount.id == Document.billing_account_id)
-        .outerjoin(Invoice, Invoice.id == Document.invoice_id)
-        .order_by(Document.created_at.desc(), Document.id.desc())
-        .limit(PAGE_SIZE)
-        .offset((page - 1) * PAGE_SIZE)
+        _with_names(statement).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     ).all()
     items = [DocumentRow(row[0], row[1], row[2], row[3]) for row in rows]
     return DocumentPage(items, total, page, PAGE_SIZE, exact)
+
+
+def documents_after(
+    session: Session,
+    query: DocumentQuery,
+    *,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> tuple[list[DocumentRow], bool]:
+    """Keyset pagination of the library (same filters, same order): up to `limit` documents
+    after the one whose (created_at, id) is `after`, and whether more follow. One query."""
+    statement = _filtered(query)
+    if after is not None:
+        statement = statement.where(
+            paging.after_key([Document.created_at, Document.id], after, descending=True)
+        )
+    rows = session.execute(_with_names(statement).limit(limit + 1)).all()
+    items = [DocumentRow(row[0], row[1], row[2], row[3]) for row in rows[:limit]]
+    return items, len(rows) > limit
 
 
 def accounts_in_scope(session: Session) -> list[tuple[str, str]]:

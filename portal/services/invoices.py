@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal.models import (
     OUTSTANDING,
+    BillingAccount,
     CreditNote,
     Document,
     Invoice,
@@ -50,6 +51,7 @@ class InvoiceQuery:
     date_to: date | None = None
     sort: str = DEFAULT_SORT
     page: int = 1
+    account: str = ""  # a billing account's public id (the API's filter); "" for all in scope
 
 
 InvoicePage = paging.Page[Invoice]
@@ -79,22 +81,61 @@ def _filtered(query: InvoiceQuery, today: date) -> Select[Invoice]:
     text = query.q.strip()
     if text:
         statement = statement.where(invoice_search.matching(text))
+    if query.account:
+        statement = statement.where(
+            Invoice.billing_account_id.in_(
+                select(BillingAccount.id).where(BillingAccount.public_id == query.account)
+            )
+        )
     return statement
 
 
-def _ordering(sort: str, *, reverse: bool = False) -> list[Any]:
-    """The list's order for `sort` ("-date": newest first), or its exact reverse."""
-    descending = sort.startswith("-") != reverse
-    key = sort.lstrip("-")
+def sort_column(sort: str) -> tuple[Any, bool]:
+    """The column the list sorts on for `sort` ("-date": issue date, newest first), and whether
+    it runs descending. The invoice's id breaks ties, in the same direction."""
     column = {
         "date": Invoice.issue_date,
         "due": Invoice.due_date,
         "amount": Invoice.total,
         "status": Invoice.status,
         "number": Invoice.number,
-    }.get(key, Invoice.issue_date)
+    }.get(sort.lstrip("-"), Invoice.issue_date)
+    return column, sort.startswith("-")
+
+
+def _ordering(sort: str, *, reverse: bool = False) -> list[Any]:
+    """The list's order for `sort` ("-date": newest first), or its exact reverse."""
+    column, descending = sort_column(sort)
+    descending = descending != reverse
     tie = Invoice.id.desc() if descending else Invoice.id.asc()
     return [column.desc() if descending else column.asc(), tie]
+
+
+def sort_value(invoice: Invoice, sort: str) -> Any:
+    """The invoice's value of the column the list sorts on (the first half of its keyset key)."""
+    column, _descending = sort_column(sort)
+    return getattr(invoice, column.key)
+
+
+def invoices_after(
+    session: Session,
+    query: InvoiceQuery,
+    today: date,
+    *,
+    after: tuple[Any, int] | None,
+    limit: int,
+) -> tuple[list[Invoice], bool]:
+    """Keyset pagination of the list (same filters, same order): up to `limit` invoices after
+    the one whose key (`sort_value`, id) is `after`, and whether more follow. One query, which
+    reads one page through the sort's index whatever the history."""
+    statement = _filtered(query, today).options(joinedload(Invoice.billing_account))
+    if after is not None:
+        column, descending = sort_column(query.sort)
+        statement = statement.where(
+            paging.after_key([column, Invoice.id], after, descending=descending)
+        )
+    rows = list(session.scalars(statement.order_by(*_ordering(query.sort)).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
 
 
 def list_invoices(session: Session, query: InvoiceQuery, today: date) -> InvoicePage:
@@ -107,7 +148,7 @@ def list_invoices(session: Session, query: InvoiceQuery, today: date) -> Invoice
     costs what the first does.
     """
     statement = _filtered(query, today)
-    narrowed = bool(query.q.strip() or query.date_from or query.date_to)
+    narrowed = bool(query.q.strip() or query.date_from or query.date_to or query.account)
     if narrowed:
         bound = paging.count_bound(query.page, PAGE_SIZE)
         total, exact = paging.bounded_count(session, statement, bound)

@@ -8,10 +8,11 @@ bounded whatever the customer's history.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 # 40 pages of 25: enough to page through; past it, people narrow the list.
@@ -51,3 +52,17 @@ def bounded_count(session: Session, statement: Select[Any], bound: int) -> tuple
     )
     found = int(counted or 0)
     return (bound, False) if found > bound else (found, True)
+
+
+def after_key(
+    columns: Sequence[Any], values: Sequence[Any], *, descending: bool
+) -> ColumnElement[bool]:
+    """Keyset pagination: the rows that come after the one whose sort key (`columns`, the last
+    one unique) is `values`, in that order (all descending, or all ascending). Each value is
+    bound with its column's type."""
+    alternatives = []
+    for i, column in enumerate(columns):
+        equal = [columns[j] == values[j] for j in range(i)]
+        beyond = column < values[i] if descending else column > values[i]
+        alternatives.append(and_(*equal, beyond))
+    return or_(*alternatives)

@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -85,6 +85,26 @@ def list_payments(session: Session, query: HistoryQuery) -> HistoryPage:
         _loaded(statement).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     ).all()
     return HistoryPage(list(items), total, page, PAGE_SIZE, exact)
+
+
+def payments_after(
+    session: Session,
+    query: HistoryQuery,
+    *,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> tuple[list[Payment], bool]:
+    """Keyset pagination of the history (same filters, same order): up to `limit` payments
+    after the one whose (created_at, id) is `after`, and whether more follow. The page's
+    queries (the payments, then their allocations, invoices and methods), whatever the
+    history."""
+    statement = _filtered(query)
+    if after is not None:
+        statement = statement.where(
+            paging.after_key([Payment.created_at, Payment.id], after, descending=True)
+        )
+    rows = list(session.scalars(_loaded(statement).limit(limit + 1)).unique())
+    return rows[:limit], len(rows) > limit
 
 
 CSV_HEADER = (
