@@ -156,16 +156,34 @@ FORM_MIMETYPE = "application/x-www-form-urlencoded"
 MULTIPART_MIMETYPE = "multipart/form-data"
 
 
+def _holds_nul(value: Any) -> bool:
+    """Whether any string (key or value) of a parsed JSON body holds NUL (iterative: any depth)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def _refuse_nul() -> None:
     """No text the portal keeps may hold NUL (PostgreSQL refuses it) and nobody types one: a
     path, query or form carrying one is refused whole (400), before any route reads it. A
     url-encoded body is read raw, so the form is still parsed as usual (and a webhook's body
-    intact); any other form (multipart) is read as parsed, names, values and file names."""
+    intact); any other form (multipart) is read as parsed, names, values and file names; a
+    JSON body (the API) as parsed, every key and string."""
     encoded = [request.query_string]  # as sent: a NUL is "%00" ("%2500" is the text "%00")
     if request.mimetype == FORM_MIMETYPE:
         encoded.append(request.get_data(cache=True))
     if "\x00" in request.path or any(b"\x00" in part or b"%00" in part for part in encoded):
         abort(400)
+    if request.is_json and _holds_nul(request.get_json(silent=True)):
+        abort(400)  # a JSON body's strings and keys too ("\u0000" decodes to NUL)
     if request.mimetype == MULTIPART_MIMETYPE:
         # A part whose name could not be read (a line break in it) has the name None, which
         # no route asks for and Flask-WTF's CSRF check trips over: refused as well.

@@ -106,6 +106,12 @@ SECURITY_FORMS = {
     "rc-csrf_token": "text",
     "rc-current_password": "password",
 }
+TOKEN_FORM = {
+    "tk-csrf_token": "text",
+    "tk-name": "text",
+    "tk-scope": "token_scope",
+    "tk-expires_in": "token_days",
+}
 # The profile page renders both of its forms whichever was posted.
 PROFILE_FORMS = {
     "p-csrf_token": "text",
@@ -197,6 +203,21 @@ ROUTES: dict[str, Route] = {
     "security.recovery_codes": Route(form=SECURITY_FORMS),
     "security.end": Route(path={"public_id": "user_session"}),
     "security.end_others": Route(),
+    # The API tokens section: its answer is the page (or the section), which builds the page's
+    # other forms from what was posted too.
+    "security.create_token": Route(form={**SECURITY_FORMS, **TOKEN_FORM}),
+    "security.revoke_token": Route(form=SECURITY_FORMS, path={"public_id": "api_token"}),
+    # The API's account endpoints take JSON (fuzzed in tests/api/test_account.py and by
+    # Schemathesis): a form gets 415 (or 401/403 before that), the session reads. SpecTree
+    # reads a posted form whole before the view refuses it.
+    **{
+        f"api_portal.{name}": Route(actors=PUBLIC)
+        for name in ("login", "profile_show", "notifications_show")
+    },
+    **{
+        f"api_portal.{name}": Route(actors=PUBLIC, iterates_form=True)
+        for name in ("profile_update", "notifications_update")
+    },
     "payments.new": Route(
         query={"invoice": "payable_invoice", "method": "method"},
         form={"scheduled_for": "date"},  # the form's template asks (empty on a GET)
@@ -598,6 +619,10 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "payment_group": st.one_of(st.sampled_from([*known.groups, "pgr_AAAAAAAAAAAAAAAA"]), TEXT),
         "method": st.sampled_from(known.methods),
         "user_session": st.sampled_from(known.sessions),
+        # The demo has no API token: a token's id shape, and text, reach the 404.
+        "api_token": st.one_of(st.just("tok_AAAAAAAAAAAAAAAA"), TEXT),
+        "token_scope": st.one_of(st.sampled_from(["read", "read+pay"]), TEXT),
+        "token_days": st.one_of(st.sampled_from(["30", "90", "365"]), TEXT),
         "setup": st.sampled_from(known.setups),
         "reset_token": st.sampled_from(known.reset_tokens),
         "email": st.sampled_from(known.emails),
