@@ -1,0 +1,43 @@
+"""The portal API attacked from outside: sign-in for every role, mixed credentials, scopes on
+every unsafe operation, cursors and amounts that are not what they claim, what ends a token."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from portal.services import seed
+from tests.api.conftest import PROBLEM, SpecCheck
+from tests.conftest import totp_code
+
+Bearer = Callable[..., dict[str, str]]
+LOGIN = "/api/portal/login"
+
+
+def _login(app: Flask, client: FlaskClient, email: str) -> Any:
+    app.extensions["portal.clock"].advance(timedelta(seconds=30))  # never a replayed code
+    body = {"email": email, "password": seed.DEMO_PASSWORD, "code": totp_code(app)}
+    return client.post(LOGIN, json=body)
+
+
+# sign-in -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("email", ["admin@acme.test", "ap@acme.test", "admin@globex.test"])
+def test_every_demo_role_gets_a_token_that_reads_its_scope(
+    app: Flask, client: FlaskClient, db: Session, spec_check: SpecCheck, email: str
+) -> None:
+    """A customer restricted to some billing accounts signs in too (their grants are read
+    before any tenant scope is bound: once a 500)."""
+    response = _login(app, client, email)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    token = spec_check(response, LOGIN, "post")["token"]
+    profile = client.get("/api/portal/profile", headers={"Authorization": f"Bearer {token}"})
+    assert profile.status_code == 200
+    assert spec_check(profile, "/api/portal/profile")["email"] == email
