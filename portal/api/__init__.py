@@ -233,7 +233,10 @@ def authenticate_portal() -> None:
                 _("The token is invalid, expired or revoked."),
                 headers={"WWW-Authenticate": 'Bearer realm="portal", error="invalid_token"'},
             )
-        session_user = g.get("user")
+        # Signed in, or half signed in (the code still to come): either way the database
+        # session is bound to that user's scope already.
+        pending = g.get("pending_session")
+        session_user = g.get("user") or (pending.user if pending is not None else None)
         if session_user is not None and session_user.id != token.user_id:
             # The browser is signed in as someone else: the request's scope is theirs already.
             raise Problem(

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from portal.services import seed
 from tests.api.conftest import PROBLEM, SpecCheck
-from tests.conftest import totp_code
+from tests.conftest import Auth, totp_code
 
 Bearer = Callable[..., dict[str, str]]
 LOGIN = "/api/portal/login"
@@ -41,3 +41,30 @@ def test_every_demo_role_gets_a_token_that_reads_its_scope(
     profile = client.get("/api/portal/profile", headers={"Authorization": f"Bearer {token}"})
     assert profile.status_code == 200
     assert spec_check(profile, "/api/portal/profile")["email"] == email
+
+
+# a browser session and a bearer token together ---------------------------------------------
+
+
+@pytest.mark.parametrize("token_of", ["admin@globex.test", "admin@acme.test"])
+def test_a_half_signed_in_browser_with_anothers_token_is_401(
+    client: FlaskClient, auth: Auth, bearer: Bearer, spec_check: SpecCheck, token_of: str
+) -> None:
+    """The password given, the code still to come (the session's scope is bound already): a
+    token of anyone else is refused like with a fully signed-in session, never a 500."""
+    auth.app.extensions["portal.clock"].advance(timedelta(seconds=30))
+    assert auth.login("ap@acme.test").headers["Location"] == "/login/mfa"
+    response = client.get("/api/portal/dashboard", headers=bearer(token_of))
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    assert "another user" in spec_check(response, "/api/portal/dashboard")["detail"]
+
+
+def test_a_half_signed_in_browser_with_its_own_users_token_reads(
+    client: FlaskClient, auth: Auth, bearer: Bearer, spec_check: SpecCheck
+) -> None:
+    auth.app.extensions["portal.clock"].advance(timedelta(seconds=30))
+    auth.login("ap@acme.test")
+    response = client.get("/api/portal/profile", headers=bearer("ap@acme.test"))
+    assert response.status_code == 200
+    assert spec_check(response, "/api/portal/profile")["email"] == "ap@acme.test"
