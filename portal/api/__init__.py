@@ -31,6 +31,7 @@ from portal.models import ApiToken, TokenScope
 from portal.services import api_tokens
 
 PROBLEM_MIMETYPE = "application/problem+json"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_PREFIX = "/api/"
 T = TypeVar("T")
 
@@ -218,7 +219,9 @@ def _bearer() -> str | None:
 
 
 def authenticate_portal() -> None:
-    """A portal API request's user: a bearer token, else the signed-in browser session."""
+    """A portal API request's user: a bearer token, else the signed-in browser session. A
+    read-only token may only read: any other method is refused here (403), whatever the route
+    (a route that changes something lists 403 in its answers)."""
     g.api_token = None
     raw = _bearer()
     view = current_app.view_functions.get(request.endpoint or "")
@@ -248,10 +251,12 @@ def authenticate_portal() -> None:
         g.user = token.user
         g.user_session = None
         g.api_token = token
+        if request.method not in SAFE_METHODS:
+            require_write_scope()  # here, once, for every route that changes anything
         return
     if g.get("user") is None:
         raise Problem(401, headers={"WWW-Authenticate": 'Bearer realm="portal"'})
-    if request.method not in {"GET", "HEAD", "OPTIONS"}:
+    if request.method not in SAFE_METHODS:
         csrf.protect()  # the browser session: the same CSRF header htmx sends
 
 

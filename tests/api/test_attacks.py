@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from portal import tenancy
+from portal.models import Statement, TokenScope
 from portal.services import seed
 from tests.api.conftest import PROBLEM, SpecCheck
 from tests.conftest import Auth, totp_code
@@ -68,3 +71,45 @@ def test_a_half_signed_in_browser_with_its_own_users_token_reads(
     response = client.get("/api/portal/profile", headers=bearer("ap@acme.test"))
     assert response.status_code == 200
     assert spec_check(response, "/api/portal/profile")["email"] == "ap@acme.test"
+
+
+# scopes ------------------------------------------------------------------------------------
+
+
+def _unsafe_operations(client: FlaskClient) -> list[tuple[str, str]]:
+    document = client.get("/api/openapi.json").get_json()
+    return [
+        (path, method)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if path.startswith("/api/portal/") and method != "get" and operation.get("security")
+    ]
+
+
+def test_a_read_only_token_is_refused_every_unsafe_operation(
+    client: FlaskClient, bearer: Bearer, spec_check: SpecCheck
+) -> None:
+    """Read-only means GET only, enforced once for every route (POST /statements forgot it):
+    a 403 the spec documents, whatever the body, before anything is read or made."""
+    headers = bearer(scope=TokenScope.READ)
+    operations = _unsafe_operations(client)
+    assert ("/api/portal/statements", "post") in operations
+    assert ("/api/portal/payment", "post") in operations
+    for path, method in operations:
+        url = path.replace("{public_id}", "x")
+        for body in ({}, {"start_date": "2026-01-01", "end_date": "2026-01-31"}):
+            sent = {**headers, "Idempotency-Key": "read-only"}
+            response = client.open(url, method=method.upper(), json=body, headers=sent)
+            assert response.status_code == 403, (method, path, response.get_data(as_text=True))
+            assert "may only read" in spec_check(response, path, method)["detail"]
+
+
+def test_a_read_only_token_cannot_ask_for_a_statement(
+    client: FlaskClient, db: Session, bearer: Bearer
+) -> None:
+    body = {"start_date": "2026-01-01", "end_date": "2026-01-31"}
+    response = client.post("/api/portal/statements", json=body, headers=bearer(scope=TokenScope.READ))
+    assert response.status_code == 403
+    with tenancy.system(db):
+        assert db.scalar(select(func.count(Statement.id))) == 0
+    assert client.post("/api/portal/statements", json=body, headers=bearer()).status_code == 202

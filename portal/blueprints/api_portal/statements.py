@@ -119,6 +119,7 @@ def _account_ids() -> dict[int, str]:
         HTTP_202=StatementOut,
         HTTP_400=ProblemDetail,
         HTTP_401=ProblemDetail,
+        HTTP_403=ProblemDetail,
         HTTP_404=ProblemDetail,
         HTTP_415=ProblemDetail,
         HTTP_422=ProblemDetail,
