@@ -3,6 +3,8 @@ every unsafe operation, cursors and amounts that are not what they claim, what e
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -113,3 +115,63 @@ def test_a_read_only_token_cannot_ask_for_a_statement(
     with tenancy.system(db):
         assert db.scalar(select(func.count(Statement.id))) == 0
     assert client.post("/api/portal/statements", json=body, headers=bearer()).status_code == 202
+
+
+# cursors -----------------------------------------------------------------------------------
+
+
+def _cursor(values: list[Any]) -> str:
+    raw = json.dumps(values).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["2026-01-01T00:00:00", 1],  # no offset: the column holds UTC moments
+        ["0001-01-01", 1],
+        ["9999-12-31T23:59:59", 1],
+        ["0001-01-01T00:00:00+14:00", 1],  # before year 1 once in UTC
+        ["2026-01-01T00:00:00+00:00", 2**31],  # beyond an INTEGER column
+        ["2026-01-01T00:00:00+00:00", -(2**70)],
+        ["2026-01-01T00:00:00+00:00", 2**70],
+        ["2026-01-01T00:00:00\u0000+00:00", 1],
+        ["not a time", 1],
+        [1, "2026-01-01T00:00:00+00:00"],
+    ],
+)
+def test_a_made_up_statement_cursor_is_400_never_500(
+    client: FlaskClient, bearer: Bearer, spec_check: SpecCheck, values: list[Any]
+) -> None:
+    response = client.get(
+        "/api/portal/statements", query_string={"after": _cursor(values)}, headers=bearer()
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert spec_check(response, "/api/portal/statements")["errors"] == [
+        {"field": "after", "message": "invalid"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "values"),
+    [
+        ("/api/portal/statements", ["2026-01-01T00:00:00+00:00"]),
+        ("/api/portal/documents", ["2026-01-01T00:00:00+00:00"]),
+        ("/api/portal/payment-history", ["2026-01-01T00:00:00+00:00"]),
+        ("/api/portal/invoices", ["-date", "2026-01-01"]),
+    ],
+)
+@pytest.mark.parametrize("last_id", [2**31, 2**62, -(2**31) - 1])
+def test_a_cursors_row_id_beyond_an_id_column_is_400(
+    client: FlaskClient,
+    bearer: Bearer,
+    spec_check: SpecCheck,
+    path: str,
+    values: list[Any],
+    last_id: int,
+) -> None:
+    """Row ids are INTEGER columns: a larger id than one holds was a PostgreSQL error (500)."""
+    after = _cursor([*values, last_id])
+    response = client.get(path, query_string={"after": after}, headers=bearer())
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert spec_check(response, path)["errors"] == [{"field": "after", "message": "invalid"}]
