@@ -175,3 +175,21 @@ def test_a_cursors_row_id_beyond_an_id_column_is_400(
     response = client.get(path, query_string={"after": after}, headers=bearer())
     assert response.status_code == 400, response.get_data(as_text=True)
     assert spec_check(response, path)["errors"] == [{"field": "after", "message": "invalid"}]
+
+
+# caching -----------------------------------------------------------------------------------
+
+
+def test_a_login_token_and_every_portal_answer_are_never_stored_by_a_cache(
+    app: Flask, client: FlaskClient, bearer: Bearer
+) -> None:
+    """RFC 6749 §5.1: an answer carrying a token says `Cache-Control: no-store`; so does every
+    other answer of the user's data (and its problems)."""
+    login = _login(app, client, "admin@acme.test")
+    assert login.status_code == 200
+    assert login.headers["Cache-Control"] == "no-store"
+    headers = {"Authorization": f"Bearer {login.get_json()['token']}"}
+    for path in ("/api/portal/profile", "/api/portal/dashboard", "/api/portal/invoices"):
+        assert client.get(path, headers=headers).headers["Cache-Control"] == "no-store"
+    refused = client.get("/api/portal/profile")
+    assert refused.status_code == 401 and refused.headers["Cache-Control"] == "no-store"
