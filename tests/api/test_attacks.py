@@ -20,6 +20,8 @@ from portal.models import Statement, TokenScope
 from portal.services import seed
 from tests.api.conftest import PROBLEM, SpecCheck
 from tests.conftest import Auth, totp_code
+from tests.factories import account_named, make_invoice, minor
+from tests.web.payment_helpers import invoice, method
 
 Bearer = Callable[..., dict[str, str]]
 LOGIN = "/api/portal/login"
@@ -193,3 +195,24 @@ def test_a_login_token_and_every_portal_answer_are_never_stored_by_a_cache(
         assert client.get(path, headers=headers).headers["Cache-Control"] == "no-store"
     refused = client.get("/api/portal/profile")
     assert refused.status_code == 401 and refused.headers["Cache-Control"] == "no-store"
+
+
+# payment -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("amount", [True, "100", "1e2", 100.0])
+def test_an_amount_that_is_not_a_json_integer_is_400_and_pays_nothing(
+    client: FlaskClient, db: Session, bearer: Bearer, spec_check: SpecCheck, amount: Any
+) -> None:
+    """`true` was taken for 1 (a cent paid) and "100" for 100: minor units are integers."""
+    inv = make_invoice(db, account_named(db, "Acme West"), "50.00")
+    body = {
+        "invoices": [{"id": inv.public_id, "amount_minor": amount}],
+        "method_id": method(db, "4242").public_id,
+    }
+    headers = {**bearer(), "Idempotency-Key": "strict"}
+    response = client.post("/api/portal/payment", json=body, headers=headers)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    [error] = spec_check(response, "/api/portal/payment", "post")["errors"]
+    assert error["field"] == "invoices.0.amount_minor"
+    assert invoice(db, inv.number).balance_due == minor("50.00")
