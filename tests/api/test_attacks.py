@@ -216,3 +216,29 @@ def test_an_amount_that_is_not_a_json_integer_is_400_and_pays_nothing(
     [error] = spec_check(response, "/api/portal/payment", "post")["errors"]
     assert error["field"] == "invoices.0.amount_minor"
     assert invoice(db, inv.number).balance_due == minor("50.00")
+
+
+# the spec ----------------------------------------------------------------------------------
+
+
+def test_every_error_answer_in_the_spec_is_a_problem(client: FlaskClient) -> None:
+    """SpecTree added its own `ValidationError` (a list of loc/msg/type) as the 400 of routes
+    taking no input; every 4xx/5xx the portal sends is a ProblemDetail."""
+    document = client.get("/api/openapi.json").get_json()
+    assert not [name for name in document["components"]["schemas"] if "ValidationError" in name]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, answer in operation["responses"].items():
+                if status[0] in "45":
+                    [(mimetype, media)] = answer["content"].items()
+                    assert mimetype == PROBLEM, (method, path, status)
+                    assert "ProblemDetail" in media["schema"]["$ref"], (method, path, status)
+
+
+@pytest.mark.parametrize("path", ["/api/portal/dashboard", "/api/portal/profile"])
+def test_a_400_of_a_route_without_input_fits_the_spec(
+    client: FlaskClient, bearer: Bearer, spec_check: SpecCheck, path: str
+) -> None:
+    response = client.get(path, query_string="x=%00", headers=bearer())
+    assert response.status_code == 400
+    assert spec_check(response, path)["status"] == 400
