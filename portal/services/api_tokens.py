@@ -211,6 +211,19 @@ def revoke_login_tokens(session: Session, user: PortalUser, *, now: datetime) ->
     return int(cast(CursorResult[Any], result).rowcount)
 
 
+def revoke_all(session: Session, user: PortalUser, *, now: datetime) -> int:
+    """End every live token of the user, personal ones too: they are deactivated, and being
+    reactivated must not bring tokens made before back to life. How many ended."""
+    with tenancy.system(session):
+        result = session.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
 def create_key(session: Session, *, name: str, now: datetime) -> tuple[ArKey, str]:
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ArKey(name=name, key_hash=_digest(raw), prefix=raw[:10], created_at=now)

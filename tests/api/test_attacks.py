@@ -16,15 +16,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import Statement, TokenScope
-from portal.services import seed
-from tests.api.conftest import PROBLEM, SpecCheck
-from tests.conftest import Auth, totp_code
+from portal.models import Statement, TokenKind, TokenScope, UserStatus
+from portal.services import audit, seed, users
+from tests.api.conftest import PROBLEM, SpecCheck, issue_token
+from tests.conftest import Auth, totp_code, user_by_email
 from tests.factories import account_named, make_invoice, minor
 from tests.web.payment_helpers import invoice, method
 
 Bearer = Callable[..., dict[str, str]]
 LOGIN = "/api/portal/login"
+INFO = audit.RequestInfo(user_agent="test")
 
 
 def _login(app: Flask, client: FlaskClient, email: str) -> Any:
@@ -242,3 +243,58 @@ def test_a_400_of_a_route_without_input_fits_the_spec(
     response = client.get(path, query_string="x=%00", headers=bearer())
     assert response.status_code == 400
     assert spec_check(response, path)["status"] == 400
+
+
+# what ends tokens --------------------------------------------------------------------------
+
+
+def _live(client: FlaskClient, raw: str) -> bool:
+    answer = client.get("/api/portal/profile", headers={"Authorization": f"Bearer {raw}"})
+    assert answer.status_code in {200, 401}
+    return answer.status_code == 200
+
+
+def _tokens_of(app: Flask, db: Session, email: str) -> tuple[str, str]:
+    login = issue_token(app, db, email, kind=TokenKind.LOGIN, lifetime=timedelta(hours=1))
+    return login, issue_token(app, db, email)
+
+
+def test_a_two_step_reset_ends_login_tokens_as_it_ends_sessions(
+    app: Flask, client: FlaskClient, db: Session
+) -> None:
+    login, personal = _tokens_of(app, db, "ap@acme.test")
+    with tenancy.system(db):
+        user = user_by_email(db, "ap@acme.test")
+        users.reset_mfa(db, user, now=app.extensions["portal.clock"].now(), request=INFO, by="t")
+    assert not _live(client, login)
+    assert _live(client, personal)  # revoked one by one on /portal/security, as on a password change
+
+
+def test_an_administrator_signing_a_user_out_everywhere_ends_their_login_tokens(
+    app: Flask, client: FlaskClient, db: Session
+) -> None:
+    login, personal = _tokens_of(app, db, "ap@acme.test")
+    with tenancy.system(db):
+        admin, user = user_by_email(db, "admin@acme.test"), user_by_email(db, "ap@acme.test")
+        now = app.extensions["portal.clock"].now()
+        users.end_sessions(db, admin, user, now=now, request=INFO)
+    assert not _live(client, login)
+    assert _live(client, personal)
+
+
+def test_deactivating_a_user_ends_every_token_for_good(
+    app: Flask, client: FlaskClient, db: Session
+) -> None:
+    """Reactivated, the user starts afresh: the tokens made before do not come back to life."""
+    login, personal = _tokens_of(app, db, "ap@acme.test")
+    with tenancy.system(db):
+        admin, user = user_by_email(db, "admin@acme.test"), user_by_email(db, "ap@acme.test")
+        now = app.extensions["portal.clock"].now()
+        assert users.deactivate(db, admin, user, now=now, request=INFO) is None
+        assert users.reactivate(db, admin, user, now=now, request=INFO) is None
+        db.flush()
+    assert user.status is UserStatus.ACTIVE
+    assert not _live(client, login)
+    assert not _live(client, personal)
+    fresh = issue_token(app, db, "ap@acme.test")
+    assert _live(client, fresh)
