@@ -67,8 +67,9 @@ def issue(
 
 
 def authenticate(session: Session, raw: str, *, now: datetime, ip: str = "") -> ApiToken | None:
-    """The live token behind a bearer value, with its user; None when unknown, revoked, expired
-    or its user is no longer active. Notes its use (at most once a minute)."""
+    """The live token behind a bearer value, with its user; None when unknown, revoked, expired,
+    its user is no longer active or no longer in the company it was made in. Notes its use (at
+    most once a minute)."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
     with tenancy.system(session):
@@ -88,6 +89,8 @@ def authenticate(session: Session, raw: str, *, now: datetime, ip: str = "") -> 
             return None
         if token.user.status is not UserStatus.ACTIVE:
             return None
+        if token.company_id != token.user.company_id:
+            return None  # made for another company than the user's now
         if token.last_used_at is None or now - token.last_used_at >= USE_RECORDED_EVERY:
             session.execute(
                 update(ApiToken)

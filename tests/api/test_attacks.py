@@ -298,3 +298,16 @@ def test_deactivating_a_user_ends_every_token_for_good(
     assert not _live(client, personal)
     fresh = issue_token(app, db, "ap@acme.test")
     assert _live(client, fresh)
+
+
+def test_a_token_made_in_another_company_than_its_users_is_401(
+    app: Flask, client: FlaskClient, db: Session
+) -> None:
+    """No page moves a user between companies; should their row ever change company, a token
+    made for the old one must not read the new one."""
+    raw = issue_token(app, db, "ap@acme.test")
+    with tenancy.system(db):
+        user = user_by_email(db, "ap@acme.test")
+        user.company_id = user_by_email(db, "admin@globex.test").company_id
+        db.flush()
+    assert not _live(client, raw)
