@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import Statement, TokenKind, TokenScope, UserStatus
+from portal.models import ApiToken, Statement, TokenKind, TokenScope, UserStatus
 from portal.services import audit, seed, users
 from tests.api.conftest import PROBLEM, SpecCheck, issue_token
 from tests.conftest import Auth, totp_code, user_by_email
@@ -100,20 +100,22 @@ def test_a_read_only_token_is_refused_every_unsafe_operation(
     operations = _unsafe_operations(client)
     assert ("/api/portal/statements", "post") in operations
     assert ("/api/portal/payment", "post") in operations
-    for path, method in operations:
+    for path, verb in operations:
         url = path.replace("{public_id}", "x")
         for body in ({}, {"start_date": "2026-01-01", "end_date": "2026-01-31"}):
             sent = {**headers, "Idempotency-Key": "read-only"}
-            response = client.open(url, method=method.upper(), json=body, headers=sent)
-            assert response.status_code == 403, (method, path, response.get_data(as_text=True))
-            assert "may only read" in spec_check(response, path, method)["detail"]
+            response = client.open(url, method=verb.upper(), json=body, headers=sent)
+            assert response.status_code == 403, (verb, path, response.get_data(as_text=True))
+            assert "may only read" in spec_check(response, path, verb)["detail"]
 
 
 def test_a_read_only_token_cannot_ask_for_a_statement(
     client: FlaskClient, db: Session, bearer: Bearer
 ) -> None:
     body = {"start_date": "2026-01-01", "end_date": "2026-01-31"}
-    response = client.post("/api/portal/statements", json=body, headers=bearer(scope=TokenScope.READ))
+    response = client.post(
+        "/api/portal/statements", json=body, headers=bearer(scope=TokenScope.READ)
+    )
     assert response.status_code == 403
     with tenancy.system(db):
         assert db.scalar(select(func.count(Statement.id))) == 0
@@ -228,12 +230,12 @@ def test_every_error_answer_in_the_spec_is_a_problem(client: FlaskClient) -> Non
     document = client.get("/api/openapi.json").get_json()
     assert not [name for name in document["components"]["schemas"] if "ValidationError" in name]
     for path, item in document["paths"].items():
-        for method, operation in item.items():
+        for verb, operation in item.items():
             for status, answer in operation["responses"].items():
                 if status[0] in "45":
                     [(mimetype, media)] = answer["content"].items()
-                    assert mimetype == PROBLEM, (method, path, status)
-                    assert "ProblemDetail" in media["schema"]["$ref"], (method, path, status)
+                    assert mimetype == PROBLEM, (verb, path, status)
+                    assert "ProblemDetail" in media["schema"]["$ref"], (verb, path, status)
 
 
 @pytest.mark.parametrize("path", ["/api/portal/dashboard", "/api/portal/profile"])
@@ -267,7 +269,9 @@ def test_a_two_step_reset_ends_login_tokens_as_it_ends_sessions(
         user = user_by_email(db, "ap@acme.test")
         users.reset_mfa(db, user, now=app.extensions["portal.clock"].now(), request=INFO, by="t")
     assert not _live(client, login)
-    assert _live(client, personal)  # revoked one by one on /portal/security, as on a password change
+    assert _live(
+        client, personal
+    )  # revoked one by one on /portal/security, as on a password change
 
 
 def test_an_administrator_signing_a_user_out_everywhere_ends_their_login_tokens(
@@ -311,3 +315,14 @@ def test_a_token_made_in_another_company_than_its_users_is_401(
         user.company_id = user_by_email(db, "admin@globex.test").company_id
         db.flush()
     assert not _live(client, raw)
+
+
+def test_revoking_a_token_needs_the_csrf_token(
+    app: Flask, client: FlaskClient, signed_in: Auth, db: Session
+) -> None:
+    raw = issue_token(app, db, "admin@acme.test")
+    with tenancy.system(db):
+        token = db.scalars(select(ApiToken)).one()
+    response = client.post(f"/portal/security/tokens/{token.public_id}/revoke")
+    assert response.status_code == 400
+    assert _live(app.test_client(), raw)

@@ -31,6 +31,7 @@ def _never_cached(response: Response) -> Response:
     response.headers.setdefault("Cache-Control", "no-store")
     return response
 
+
 TAGS = ["portal"]
 
 

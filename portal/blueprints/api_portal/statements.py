@@ -7,7 +7,7 @@ runs as the page's does, and the download link is the page's signed link.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Literal
 
 from flask import url_for
