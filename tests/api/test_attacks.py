@@ -326,3 +326,14 @@ def test_revoking_a_token_needs_the_csrf_token(
     response = client.post(f"/portal/security/tokens/{token.public_id}/revoke")
     assert response.status_code == 400
     assert _live(app.test_client(), raw)
+
+
+def test_a_session_without_the_csrf_header_is_a_documented_403_on_every_unsafe_operation(
+    client: FlaskClient, signed_in: Auth, spec_check: SpecCheck
+) -> None:
+    """POST /statements did not list 403, which the session's CSRF refusal answers."""
+    for path, verb in _unsafe_operations(client):
+        url = path.replace("{public_id}", "x")
+        response = client.open(url, method=verb.upper(), json={}, headers={"Idempotency-Key": "k"})
+        assert response.status_code == 403, (verb, path, response.get_data(as_text=True))
+        assert "X-CSRFToken" in spec_check(response, path, verb)["detail"]
