@@ -222,6 +222,9 @@ class ImportReport:
     invited: list[int] = field(default_factory=list)  # new users' ids: mail their invitations
     # Each record applied, in order: (kind, where, outcome, public id).
     results: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # Files the batch stored: a caller that rolls the batch back after all (a dry run, a
+    # commit that fails) removes them (`discard_files`).
+    stored: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -975,7 +978,17 @@ def upsert(
             report.results.clear()
         else:
             savepoint.commit()
+            report.stored = list(work.written)
     return report
+
+
+def discard_files(store: FileStore | None, report: ImportReport) -> None:
+    """Remove the files a batch stored, once its transaction is rolled back after all."""
+    for key in report.stored:
+        if store is not None:
+            with contextlib.suppress(OSError, StorageError):  # an orphan file is harmless
+                store.delete(key)
+    report.stored.clear()
 
 
 def _apply(work: _Upsert, batch: Batch, handlers: Mapping[str, Callable[[Any], str]]) -> None:

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from portal import api, clock
+from portal import api, clock, tenancy
+from portal.models import Document
 from portal.services import api_tokens
 from tests.api.conftest import PROBLEM, SpecCheck
 
@@ -120,3 +124,30 @@ def test_a_feed_cursor_beyond_bigint_is_a_400(
     assert response.status_code == 400, response.get_data(as_text=True)
     body = spec_check(response, "/api/ar/events")
     assert body["errors"] == [{"field": "after", "message": "invalid"}]
+
+
+def _stored_files(app: Flask) -> set[Path]:
+    root: Path = app.extensions["portal.runtime"].store.root
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_dry_run_import_leaves_no_file_in_the_store(
+    app: Flask, db: Session, tmp_path: Path
+) -> None:
+    """A dry run applies the batch and rolls it back: the documents it stored go too (they were
+    files no row pointed at, for good)."""
+    (tmp_path / "contract.pdf").write_bytes(b"%PDF-1.4 dry run")
+    batch = {
+        "documents": [
+            {"company": "ACME", "title": "Dry contract", "kind": "contract", "file": "contract.pdf"}
+        ]
+    }
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(batch))
+    before = _stored_files(app)
+    result = app.test_cli_runner().invoke(args=["import", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "documents: 1 created" in result.output
+    assert _stored_files(app) == before
+    with tenancy.system(db):
+        assert db.scalars(select(Document).where(Document.title == "Dry contract")).all() == []
