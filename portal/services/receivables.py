@@ -71,6 +71,7 @@ from portal.models import (
 )
 from portal.services import audit, credit_notes
 from portal.services.lockout import normalize_email
+from portal.services.payments.selection import reserved_amounts
 from portal.services.storage import FileStore, StorageError
 
 # The kinds of record, in the order a batch applies them (each may name the ones before it).
@@ -748,12 +749,24 @@ class _Upsert:
             for line in invoice.lines
         ]
         amounts_change = stored != lines
+        if amounts_change:
+            # Read again under the row lock a payer takes before reserving its part.
+            self.session.execute(
+                select(Invoice.id).where(Invoice.id == invoice.id).with_for_update()
+            )
+            self.session.refresh(invoice, ["amount_paid", "status"])
         if amounts_change and (
             invoice.amount_paid != 0 or invoice.status is not InvoiceStatus.OPEN
         ):
             raise _Refused(
                 "lines",
                 f"the invoice is {invoice.status.value} or has payments or credits: "
+                "its lines can no longer change",
+            )
+        if amounts_change and reserved_amounts(self.session, [invoice.id]):
+            raise _Refused(
+                "lines",
+                "a payment of the invoice is on its way or scheduled: "
                 "its lines can no longer change",
             )
         changed = _set(

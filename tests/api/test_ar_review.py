@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import api, clock, tenancy
-from portal.models import Document
+from portal.models import Document, Invoice, InvoiceStatus, PaymentStatus
 from portal.services import api_tokens
 from tests.api.conftest import PROBLEM, SpecCheck
+from tests.factories import make_payment
 
 TODAY = clock.today().isoformat()
 
@@ -151,3 +153,33 @@ def test_a_dry_run_import_leaves_no_file_in_the_store(
     assert _stored_files(app) == before
     with tenancy.system(db):
         assert db.scalars(select(Document).where(Document.title == "Dry contract")).all() == []
+
+
+def test_an_invoice_a_scheduled_payment_holds_keeps_its_lines(
+    client: FlaskClient, db: Session, operator: dict[str, str], spec_check: SpecCheck
+) -> None:
+    """A scheduled payment leaves its invoice open but holds part of it: lowering the lines
+    under what it holds let it run later against an invoice it overpays (it was canceled as
+    "already paid"). Changed lines are refused as for one with payments; dates may change."""
+    created = client.put("/api/ar/invoices", json={"items": [invoice("SCH-1")]}, headers=operator)
+    assert created.status_code == 200, created.get_data(as_text=True)
+    with tenancy.system(db):
+        stored = db.scalars(select(Invoice).where(Invoice.number == "SCH-1")).one()
+        make_payment(
+            db,
+            stored,
+            status=PaymentStatus.SCHEDULED,
+            scheduled_for=clock.today() + timedelta(days=3),
+        )
+        stored.status = InvoiceStatus.OPEN  # as the portal leaves it (the factory says processing)
+        db.flush()
+    lowered = invoice("SCH-1")
+    lowered["lines"][0]["unit_price"] = 1
+    response = client.put("/api/ar/invoices", json={"items": [lowered]}, headers=operator)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    body = spec_check(response, "/api/ar/invoices", "put")
+    assert [e["field"] for e in body["errors"]] == ["items.0.lines"]
+    later = invoice("SCH-1", notes="moved")
+    assert (
+        client.put("/api/ar/invoices", json={"items": [later]}, headers=operator).status_code == 200
+    )
