@@ -171,7 +171,11 @@ def _refuse_nul() -> None:
     if "\x00" in request.path or any(b"\x00" in part or b"%00" in part for part in encoded):
         abort(400)
     # The API's JSON bodies too (a webhook's JSON stays intact: its sender decides).
-    api_json = request.is_json and request.path.startswith("/api/")
+    api_json = (
+        request.is_json
+        and request.path.startswith("/api/")
+        and request.method not in {"GET", "HEAD", "OPTIONS"}  # a body nobody reads stays unread
+    )
     if api_json and _JSON_NUL.search(request.get_data(cache=True)):
         abort(400)
     if request.mimetype == MULTIPART_MIMETYPE:

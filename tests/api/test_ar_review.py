@@ -183,3 +183,32 @@ def test_an_invoice_a_scheduled_payment_holds_keeps_its_lines(
     assert (
         client.put("/api/ar/invoices", json={"items": [later]}, headers=operator).status_code == 200
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        ("/api/ar/invoices/INV-1001/void", "/api/ar/invoices/{reference}/void"),
+        ("/api/ar/invoices/INV-1001/credit", "/api/ar/invoices/{reference}/credit"),
+        ("/api/ar/disputes/dsp_x/answer", "/api/ar/disputes/{public_id}/answer"),
+    ],
+)
+def test_an_actions_body_over_the_limit_is_a_documented_413(
+    client: FlaskClient, operator: dict[str, str], spec_check: SpecCheck, path: str, template: str
+) -> None:
+    big = b'{"company_id":"' + b"a" * (11 * 1024 * 1024) + b'"}'
+    response = client.post(path, data=big, headers={**operator, "Content-Type": "application/json"})
+    assert response.status_code == 413
+    spec_check(response, template, "post")
+
+
+def test_a_get_with_a_large_json_body_reads_no_body(
+    client: FlaskClient, operator: dict[str, str], spec_check: SpecCheck
+) -> None:
+    """Nothing reads a GET's body: the NUL check does not either (it answered a 413)."""
+    big = b'"' + b"a" * (11 * 1024 * 1024) + b'"'
+    response = client.get(
+        "/api/ar/events", data=big, headers={**operator, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    spec_check(response, "/api/ar/events")
