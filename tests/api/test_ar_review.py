@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import api, clock, tenancy
-from portal.models import Document, Invoice, InvoiceStatus, PaymentStatus
+from portal.models import Company, Document, Invoice, InvoiceStatus, PaymentStatus
 from portal.services import api_tokens
 from tests.api.conftest import PROBLEM, SpecCheck
 from tests.factories import make_payment
@@ -212,3 +212,27 @@ def test_a_get_with_a_large_json_body_reads_no_body(
     )
     assert response.status_code == 200
     spec_check(response, "/api/ar/events")
+
+
+def test_a_reference_that_is_one_invoices_id_and_anothers_number_means_the_id(
+    client: FlaskClient, db: Session, operator: dict[str, str]
+) -> None:
+    """`/invoices/<reference>/void` takes an id or a number: when one invoice's public id is
+    another's number, the id is meant, never whichever row the database returned first."""
+    with tenancy.system(db):
+        older = db.scalars(select(Invoice).where(Invoice.number == "INV-1001")).one()
+        company_id = db.get(Company, older.company_id).public_id  # type: ignore[union-attr]
+    created = client.put("/api/ar/invoices", json={"items": [invoice("TWIN-1")]}, headers=operator)
+    assert created.status_code == 200, created.get_data(as_text=True)
+    with tenancy.system(db):
+        twin = db.scalars(select(Invoice).where(Invoice.number == "TWIN-1")).one()
+        twin.public_id = "INV-1001"  # the older invoice's number
+        db.flush()
+    response = client.post(
+        "/api/ar/invoices/INV-1001/void", json={"company_id": company_id}, headers=operator
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["number"] == "TWIN-1"
+    with tenancy.system(db):
+        db.refresh(older)
+        assert older.status is not InvoiceStatus.VOID
