@@ -41,7 +41,7 @@ def find_invoice(session: Session, reference: str) -> Invoice | None:
         select(Invoice).where(or_(Invoice.public_id == reference, Invoice.number == reference))
     ).all()
     by_id = [invoice for invoice in found if invoice.public_id == reference]
-    return (by_id or found or [None])[0]
+    return next(iter(by_id or found), None)
 
 
 def _invoice_data(session: Session, invoice: Invoice) -> dict[str, object]:
