@@ -90,6 +90,16 @@ Minor = Annotated[int, Field(ge=0, le=10**13)]
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """No text the portal keeps may hold a NUL (PostgreSQL refuses it: a crash, not a row
+        named); SQLite would keep it."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("contains a NUL character")
+        return value
+
 
 class CompanyRecord(Record):
     code: Key

@@ -236,3 +236,24 @@ def test_a_reference_that_is_one_invoices_id_and_anothers_number_means_the_id(
     with tenancy.system(db):
         db.refresh(older)
         assert older.status is not InvoiceStatus.VOID
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_a_nul_in_an_import_file_is_a_bad_row_never_a_traceback(
+    app: Flask, db: Session, tmp_path: Path, fmt: str
+) -> None:
+    if fmt == "json":
+        path = tmp_path / "n.json"
+        record = {"code": "NULCO", "name": "Nul\x00Co", "currency": "EUR"}
+        path.write_text(json.dumps({"companies": [record]}))
+        args = ["import", str(path)]
+    else:
+        path = tmp_path / "n.csv"
+        path.write_bytes(b"code,name,currency\nNULCO,Nul\x00Co,EUR\n")
+        args = ["import", str(path), "--kind", "companies"]
+    result = app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert "nothing was imported" in result.stderr
+    assert "NUL" in result.stderr
+    with tenancy.system(db):
+        assert db.scalars(select(Company).where(Company.code == "NULCO")).all() == []
