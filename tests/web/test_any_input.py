@@ -281,6 +281,48 @@ ROUTES: dict[str, Route] = {
         f"api_ar.upsert_{kind}": Route(actors=PUBLIC)
         for kind in ("companies", "billing_accounts", "users", "invoices", "credit_notes")
     },
+    # The feed and the operator actions as well (JSON and an operator key; tests/api).
+    "api_ar.events": Route(query={"after": "text", "limit": "page"}, actors=PUBLIC),
+    "api_ar.void_invoice": Route(path={"reference": "invoice"}, actors=PUBLIC),
+    "api_ar.credit_invoice": Route(path={"reference": "invoice"}, actors=PUBLIC),
+    "api_ar.answer_dispute": Route(path={"public_id": "dispute"}, actors=PUBLIC),
+    # The portal's JSON read endpoints: a bearer token or the signed-in session.
+    "api_docs.openapi": Route(actors=PUBLIC),
+    "api_portal.dashboard": Route(),
+    "api_portal.list_invoices": Route(
+        query={
+            "status": "invoice_status",
+            "q": "text",
+            "from": "date",
+            "to": "date",
+            "account": "account",
+            "sort": "sort",
+            "limit": "page",
+            "after": "text",
+        }
+    ),
+    "api_portal.show_invoice": Route(path={"public_id": "invoice"}),
+    "api_portal.invoice_pdf_file": Route(path={"public_id": "invoice"}),
+    "api_portal.list_documents": Route(
+        query={
+            "type": "document_type",
+            "q": "text",
+            "from": "date",
+            "to": "date",
+            "account": "account",
+            "limit": "page",
+            "after": "text",
+        }
+    ),
+    "api_portal.payment_history_list": Route(
+        query={
+            "status": "history_status",
+            "from": "date",
+            "to": "date",
+            "limit": "page",
+            "after": "text",
+        }
+    ),
 }
 
 # 4xx answers that change data by design: a failed sign-in counts toward the lockout and is
