@@ -16,6 +16,8 @@ from portal.blueprints.api_docs.routes import bp as api_docs_bp
 from portal.blueprints.api_portal import documents as _api_documents  # noqa: F401  (its routes)
 from portal.blueprints.api_portal import history as _api_history  # noqa: F401  (its routes)
 from portal.blueprints.api_portal import invoices as _api_invoices  # noqa: F401  (its routes)
+from portal.blueprints.api_portal import payments as _api_payments  # noqa: F401  (its routes)
+from portal.blueprints.api_portal import statements as _api_statements  # noqa: F401  (its routes)
 from portal.blueprints.api_portal.routes import bp as api_portal_bp
 from portal.blueprints.auth.routes import bp as auth_bp
 from portal.blueprints.dashboard.routes import bp as dashboard_bp

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
@@ -155,29 +154,38 @@ def safe_next(target: str | None) -> str | None:
 
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
 MULTIPART_MIMETYPE = "multipart/form-data"
-# A NUL in a JSON text: the escape `\u0000` after an even number of backslashes (`\\u0000`
-# is the text backslash-u0000), or a raw NUL byte.
-_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000|\x00")
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether any string (key or value) of a parsed JSON body holds NUL (iterative: any depth)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _refuse_nul() -> None:
     """No text the portal keeps may hold NUL (PostgreSQL refuses it) and nobody types one: a
     path, query or form carrying one is refused whole (400), before any route reads it. A
     url-encoded body is read raw, so the form is still parsed as usual (and a webhook's body
-    intact); any other form (multipart) is read as parsed, names, values and file names."""
+    intact); any other form (multipart) is read as parsed, names, values and file names; a
+    JSON body (the API) as parsed, every key and string."""
     encoded = [request.query_string]  # as sent: a NUL is "%00" ("%2500" is the text "%00")
     if request.mimetype == FORM_MIMETYPE:
         encoded.append(request.get_data(cache=True))
     if "\x00" in request.path or any(b"\x00" in part or b"%00" in part for part in encoded):
         abort(400)
-    # The API's JSON bodies too (a webhook's JSON stays intact: its sender decides).
-    api_json = (
-        request.is_json
-        and request.path.startswith("/api/")
-        and request.method not in {"GET", "HEAD", "OPTIONS"}  # a body nobody reads stays unread
-    )
-    if api_json and _JSON_NUL.search(request.get_data(cache=True)):
-        abort(400)
+    # A body nobody reads (a GET's) stays unread: reading a large one answered a 413.
+    has_body = request.method not in {"GET", "HEAD", "OPTIONS"}
+    if has_body and request.is_json and _holds_nul(request.get_json(silent=True)):
+        abort(400)  # a JSON body's strings and keys too ("\u0000" decodes to NUL)
     if request.mimetype == MULTIPART_MIMETYPE:
         # A part whose name could not be read (a line break in it) has the name None, which
         # no route asks for and Flask-WTF's CSRF check trips over: refused as well.

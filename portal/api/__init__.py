@@ -149,9 +149,16 @@ def _validation_errors(error: Any) -> list[tuple[str, str]]:
 
 
 def _before(_req: Any, _resp: Any, req_validation_error: Any, _instance: Any, *_more: Any) -> None:
-    """A request that does not fit its model is a 400 naming each field, in problem form."""
+    """A request that does not fit its model is a 400 naming each field, in problem form; a
+    route that takes a JSON body sent none (a form, nothing at all) is a 415. SpecTree would
+    hand such a view `json=None`: every route is spared checking it."""
     if req_validation_error is not None:
         raise Problem(400, _("Check your input."), errors=_validation_errors(req_validation_error))
+    view = current_app.view_functions.get(request.endpoint or "")
+    metadata = spec.get_function_metadata(view) if view is not None else None
+    context = getattr(request, "context", None)
+    if metadata is not None and metadata.json is not None and getattr(context, "json", 0) is None:
+        raise Problem(415)
 
 
 spec = SpecTree(
@@ -227,6 +234,14 @@ def authenticate_portal() -> None:
                 _("The token is invalid, expired or revoked."),
                 headers={"WWW-Authenticate": 'Bearer realm="portal", error="invalid_token"'},
             )
+        session_user = g.get("user")
+        if session_user is not None and session_user.id != token.user_id:
+            # The browser is signed in as someone else: the request's scope is theirs already.
+            raise Problem(
+                401,
+                _("This token belongs to another user than the one signed in here."),
+                headers={"WWW-Authenticate": 'Bearer realm="portal", error="invalid_token"'},
+            )
         tenancy.bind(db, tenancy.scope_for_user(token.user))
         g.user = token.user
         g.user_session = None
@@ -275,6 +290,22 @@ def require_pay_scope() -> None:
     token = current_token()
     if token is not None and token.scope is not TokenScope.PAY:
         raise Problem(403, _("This token may only read. Create a token that may pay."))
+
+
+def require_json(body: T | None) -> T:
+    """The validated JSON body; SpecTree hands a view None when the body was not JSON (a form
+    post, no body at all): that is a 415, not a crash."""
+    if body is None:
+        raise Problem(415)
+    return body
+
+
+def require_write_scope() -> None:
+    """A read-only token may only GET (read-only = GET only); the session and read+pay tokens
+    may change what the user may change."""
+    token = current_token()
+    if token is not None and token.scope is not TokenScope.PAY:
+        raise Problem(403, _("This token may only read. Create a token that may change things."))
 
 
 # Cursors -----------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "Portal.RecoveryCodeUsed",
         "Portal.RecoveryCodesIssued",
         "Portal.AccountLocked",
+        "Portal.ApiTokenCreated",
+        "Portal.ApiTokenRevoked",
     ),
     "payments": (
         "Portal.PaymentMade",
@@ -63,6 +65,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "Portal.StatementDownloaded",
         "Portal.DocumentDownloaded",
         "Portal.InvoiceViewed",
+        "Portal.InvoiceVoided",  # by the receivables system (/api/ar/)
     ),
     "people": (
         "Portal.ProfileUpdated",

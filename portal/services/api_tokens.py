@@ -12,17 +12,20 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from portal import tenancy
 from portal.models import ApiToken, ArKey, PortalUser, TokenKind, TokenScope, UserStatus
+from portal.services import audit
 
 TOKEN_PREFIX = "pt_"  # noqa: S105 - a marker, not a secret; personal and login tokens: "pt_" + 43 url-safe characters
 KEY_PREFIX = "ark_"  # operator keys of the receivables side
 LOGIN_TOKEN_LIFETIME = timedelta(hours=1)
 USE_RECORDED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often
+PERSONAL_LIFETIMES = (30, 90, 365)  # days a personal token may live, as /portal/security offers
 
 
 def _digest(raw: str) -> str:
@@ -101,6 +104,111 @@ def revoke(session: Session, token: ApiToken, *, now: datetime) -> bool:
     token.revoked_at = now
     session.flush()
     return True
+
+
+def personal_tokens(session: Session, user: PortalUser) -> list[ApiToken]:
+    """The user's personal tokens not revoked (expired ones too, marked by their date), newest
+    first. Login tokens are not listed: they end by themselves within the hour."""
+    return list(
+        session.scalars(
+            select(ApiToken)
+            .where(
+                ApiToken.user_id == user.id,
+                ApiToken.kind == TokenKind.PERSONAL,
+                ApiToken.revoked_at.is_(None),
+            )
+            .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())
+        )
+    )
+
+
+def find_personal(session: Session, user: PortalUser, public_id: str) -> ApiToken | None:
+    """One of the user's own live personal tokens; None for anyone else's (or a revoked one)."""
+    return session.scalars(
+        select(ApiToken).where(
+            ApiToken.public_id == public_id,
+            ApiToken.user_id == user.id,
+            ApiToken.kind == TokenKind.PERSONAL,
+            ApiToken.revoked_at.is_(None),
+        )
+    ).one_or_none()
+
+
+def create_personal(
+    session: Session,
+    user: PortalUser,
+    *,
+    name: str,
+    scope: TokenScope,
+    days: int,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> Issued:
+    """A named personal token living `days` (one of PERSONAL_LIFETIMES), audited as
+    Portal.ApiTokenCreated (its id, prefix, scope and expiry; never the token)."""
+    if days not in PERSONAL_LIFETIMES:
+        raise ValueError(f"a personal token lives one of {PERSONAL_LIFETIMES} days")
+    issued = issue(
+        session,
+        user,
+        name=name.strip(),
+        scope=scope,
+        expires_at=now + timedelta(days=days),
+        now=now,
+    )
+    audit.record_for(
+        session,
+        user,
+        "Portal.ApiTokenCreated",
+        request=request,
+        token_id=issued.token.public_id,
+        prefix=issued.token.prefix,
+        scope=scope.value,
+        expires_at=issued.token.expires_at.isoformat(),
+    )
+    return issued
+
+
+def revoke_personal(
+    session: Session,
+    user: PortalUser,
+    token: ApiToken,
+    *,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> bool:
+    """The user ends one of their tokens (audited as Portal.ApiTokenRevoked); False if it had
+    ended already."""
+    if not revoke(session, token, now=now):
+        return False
+    audit.record_for(
+        session,
+        user,
+        "Portal.ApiTokenRevoked",
+        request=request,
+        token_id=token.public_id,
+        prefix=token.prefix,
+    )
+    return True
+
+
+def revoke_login_tokens(session: Session, user: PortalUser, *, now: datetime) -> int:
+    """End the user's live login tokens (they stand for a sign-in, as a session does): when the
+    password changes or is reset, and when they sign out everywhere else. Personal tokens stay:
+    they are revoked one by one on /portal/security. How many ended."""
+    with tenancy.system(session):
+        result = session.execute(
+            update(ApiToken)
+            .where(
+                ApiToken.user_id == user.id,
+                ApiToken.kind == TokenKind.LOGIN,
+                ApiToken.revoked_at.is_(None),
+                ApiToken.expires_at > now,
+            )
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def create_key(session: Session, *, name: str, now: datetime) -> tuple[ArKey, str]:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from portal import tenancy
 from portal.models import PortalUser, UserSession, UserStatus
-from portal.services import audit, lockout
+from portal.services import api_tokens, audit, lockout
 from portal.services.auth import revoke_sessions
 from portal.services.crypto import Keyring
 from portal.services.passwords import password_problem, verify_password
@@ -101,6 +101,7 @@ def set_password(
         user.password_changed_at = now
         lockout.clear(session, lockout.key_for(keys, user.email))
         others = UserSession.id != keep_session_id if keep_session_id is not None else true()
+        api_tokens.revoke_login_tokens(session, user, now=now)
         return revoke_sessions(
             session, user, others, now=now, request=request, reason="password_changed"
         )

@@ -155,6 +155,26 @@ def recent(session: Session, user: PortalUser, limit: int = RECENT) -> list[Stat
     )
 
 
+def page(
+    session: Session,
+    user: PortalUser,
+    *,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+) -> list[Statement]:
+    """One page of the user's statements, newest first (keyset: after the (created_at, id)
+    of the last one seen); `limit + 1` rows, so the caller knows whether more follow."""
+    query = select(Statement).where(Statement.requested_by_user_id == user.id)
+    if after is not None:
+        created, last_id = after
+        query = query.where(
+            (Statement.created_at < created)
+            | ((Statement.created_at == created) & (Statement.id < last_id))
+        )
+    query = query.order_by(Statement.created_at.desc(), Statement.id.desc()).limit(limit + 1)
+    return list(session.scalars(query))
+
+
 def get_own(session: Session, public_id: str, user: PortalUser) -> Statement | None:
     """The user's statement (anyone else's, like a missing one, is None)."""
     return session.scalars(

@@ -66,6 +66,8 @@ SHARED_NAMES = [
     "Portal.RecoveryCodesIssued",
     "Portal.AccountLocked",
     "Portal.CreditApplied",
+    "Portal.ApiTokenCreated",
+    "Portal.ApiTokenRevoked",
 ]
 
 

@@ -106,6 +106,12 @@ SECURITY_FORMS = {
     "rc-csrf_token": "text",
     "rc-current_password": "password",
 }
+TOKEN_FORM = {
+    "tk-csrf_token": "text",
+    "tk-name": "text",
+    "tk-scope": "token_scope",
+    "tk-expires_in": "token_days",
+}
 # The profile page renders both of its forms whichever was posted.
 PROFILE_FORMS = {
     "p-csrf_token": "text",
@@ -197,6 +203,21 @@ ROUTES: dict[str, Route] = {
     "security.recovery_codes": Route(form=SECURITY_FORMS),
     "security.end": Route(path={"public_id": "user_session"}),
     "security.end_others": Route(),
+    # The API tokens section: its answer is the page (or the section), which builds the page's
+    # other forms from what was posted too.
+    "security.create_token": Route(form={**SECURITY_FORMS, **TOKEN_FORM}),
+    "security.revoke_token": Route(form=SECURITY_FORMS, path={"public_id": "api_token"}),
+    # The API's account endpoints take JSON (fuzzed in tests/api/test_account.py and by
+    # Schemathesis): a form gets 415 (or 401/403 before that), the session reads. SpecTree
+    # reads a posted form whole before the view refuses it.
+    **{
+        f"api_portal.{name}": Route(actors=PUBLIC)
+        for name in ("login", "profile_show", "notifications_show")
+    },
+    **{
+        f"api_portal.{name}": Route(actors=PUBLIC, iterates_form=True)
+        for name in ("profile_update", "notifications_update")
+    },
     "payments.new": Route(
         query={"invoice": "payable_invoice", "method": "method"},
         form={"scheduled_for": "date"},  # the form's template asks (empty on a GET)
@@ -281,48 +302,58 @@ ROUTES: dict[str, Route] = {
         f"api_ar.upsert_{kind}": Route(actors=PUBLIC)
         for kind in ("companies", "billing_accounts", "users", "invoices", "credit_notes")
     },
-    # The feed and the operator actions as well (JSON and an operator key; tests/api).
-    "api_ar.events": Route(query={"after": "text", "limit": "page"}, actors=PUBLIC),
-    "api_ar.void_invoice": Route(path={"reference": "invoice"}, actors=PUBLIC),
-    "api_ar.credit_invoice": Route(path={"reference": "invoice"}, actors=PUBLIC),
-    "api_ar.answer_dispute": Route(path={"public_id": "dispute"}, actors=PUBLIC),
-    # The portal's JSON read endpoints: a bearer token or the signed-in session.
+    # The JSON API: its bodies are JSON (fuzzed by tests/api); here any query and form
+    # (SpecTree looks at every form field of a route that takes a body).
     "api_docs.openapi": Route(actors=PUBLIC),
-    "api_portal.dashboard": Route(),
+    "api_docs.docs": Route(actors=PUBLIC),
+    "api_portal.dashboard": Route(actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.pay": Route(iterates_form=True, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.payment_status": Route(
+        path={"public_id": "payment"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
+    "api_portal.request_statement": Route(iterates_form=True, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.statements": Route(
+        query={"limit": "page", "after": "text"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
+    "api_portal.statement": Route(path={"public_id": "statement"}, actors=(ADMIN, AP, ANONYMOUS)),
     "api_portal.list_invoices": Route(
         query={
-            "status": "invoice_status",
+            "status": "text",
             "q": "text",
             "from": "date",
             "to": "date",
-            "account": "account",
-            "sort": "sort",
+            "sort": "text",
+            "account": "text",
             "limit": "page",
             "after": "text",
-        }
+        },
+        actors=(ADMIN, AP, ANONYMOUS),
     ),
-    "api_portal.show_invoice": Route(path={"public_id": "invoice"}),
-    "api_portal.invoice_pdf_file": Route(path={"public_id": "invoice"}),
+    "api_portal.show_invoice": Route(path={"public_id": "invoice"}, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.invoice_pdf_file": Route(
+        path={"public_id": "invoice"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
     "api_portal.list_documents": Route(
         query={
-            "type": "document_type",
+            "type": "text",
             "q": "text",
             "from": "date",
             "to": "date",
-            "account": "account",
+            "account": "text",
             "limit": "page",
             "after": "text",
-        }
+        },
+        actors=(ADMIN, AP, ANONYMOUS),
     ),
     "api_portal.payment_history_list": Route(
-        query={
-            "status": "history_status",
-            "from": "date",
-            "to": "date",
-            "limit": "page",
-            "after": "text",
-        }
+        query={**HISTORY, "limit": "page", "after": "text"}, actors=(ADMIN, AP, ANONYMOUS)
     ),
+    # The receivables system's feed and actions: an operator key only (a session gets 401);
+    # their bodies and queries are fuzzed in tests/api/test_ar_events.py and test_ar_actions.py.
+    "api_ar.events": Route(query={"after": "text", "limit": "page"}, actors=PUBLIC),
+    "api_ar.void_invoice": Route(path={"reference": "text"}, actors=PUBLIC),
+    "api_ar.credit_invoice": Route(path={"reference": "text"}, actors=PUBLIC),
+    "api_ar.answer_dispute": Route(path={"public_id": "text"}, actors=PUBLIC),
 }
 
 # 4xx answers that change data by design: a failed sign-in counts toward the lockout and is
@@ -588,6 +619,10 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "payment_group": st.one_of(st.sampled_from([*known.groups, "pgr_AAAAAAAAAAAAAAAA"]), TEXT),
         "method": st.sampled_from(known.methods),
         "user_session": st.sampled_from(known.sessions),
+        # The demo has no API token: a token's id shape, and text, reach the 404.
+        "api_token": st.one_of(st.just("tok_AAAAAAAAAAAAAAAA"), TEXT),
+        "token_scope": st.one_of(st.sampled_from(["read", "read+pay"]), TEXT),
+        "token_days": st.one_of(st.sampled_from(["30", "90", "365"]), TEXT),
         "setup": st.sampled_from(known.setups),
         "reset_token": st.sampled_from(known.reset_tokens),
         "email": st.sampled_from(known.emails),

@@ -1,10 +1,13 @@
-"""`/api/openapi.json`: the API's description, made from the same models that validate it."""
+"""`/api/openapi.json`: the API's description, made from the same models that validate it, and
+`/api/docs`: the same description as a page in the portal's layout (no script needed)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, json
 
 from portal import api
+from portal.blueprints.api_docs import reference
+from portal.web import render
 
 bp = Blueprint("api_docs", __name__, url_prefix="/api")
 
@@ -17,3 +20,13 @@ def openapi() -> Response:
     )
     response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    document = api.openapi_document()
+    context = {
+        "operations": reference.operations(document),
+        "version": document.get("openapi", ""),
+    }
+    return render("api_docs/index.html", context)

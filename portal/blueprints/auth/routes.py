@@ -46,7 +46,7 @@ def _pending_account_key() -> str:
     return f"mfa:{pending.user_id}" if pending is not None else "mfa:none"
 
 
-def _message(outcome: auth.SignInOutcome) -> str:
+def sign_in_message(outcome: auth.SignInOutcome) -> str:
     if outcome is auth.SignInOutcome.LOCKED:
         return str(
             ngettext(
@@ -87,7 +87,7 @@ def login() -> Response:
     )
     if token is None or result.user is None:
         form.password.data = ""
-        error = _message(result.outcome)
+        error = sign_in_message(result.outcome)
         return render("auth/login.html", {"form": form, "error": error}, status=401)
     session.clear()  # a fresh cookie: nothing from before sign-in carries over
     session[SESSION_TOKEN_KEY] = token
@@ -173,7 +173,7 @@ def mfa() -> Response:
     if token is None:
         form.code.data = ""
         if result.outcome is auth.SignInOutcome.LOCKED:
-            error = _message(result.outcome)
+            error = sign_in_message(result.outcome)
         elif result.secret_unreadable:
             error = _(
                 "We can't check codes for this account right now. Contact your company's "

@@ -11,21 +11,36 @@ from werkzeug.wrappers import Response
 from portal import clock
 from portal.blueprints.auth.forms import ChangePasswordForm, ConfirmPasswordForm
 from portal.blueprints.auth.passwords import current_password_ok, explain
+from portal.blueprints.security.forms import ApiTokenForm
 from portal.extensions import db_session, limiter, password_hasher, settings
-from portal.services import audit, auth, credentials, mfa
-from portal.web import render, request_info, session_policy
+from portal.models import TokenScope
+from portal.services import api_tokens, audit, auth, credentials, mfa
+from portal.web import go, is_htmx, or_404, render, request_info, session_policy
 
 bp = Blueprint("security", __name__, url_prefix="/portal/security")
+
+
+TOKENS = {"api-tokens": "security/_api_tokens.html"}
 
 
 def _page(
     password_form: ChangePasswordForm | None = None,
     codes_form: ConfirmPasswordForm | None = None,
     status: int = 200,
+    *,
+    token_form: ApiTokenForm | None = None,
+    new_token: api_tokens.Issued | None = None,
+    news: str | None = None,
 ) -> Response:
     db = db_session()
-    sessions = auth.active_sessions(db, current_user, policy=session_policy(), now=clock.now())
+    now = clock.now()
+    sessions = auth.active_sessions(db, current_user, policy=session_policy(), now=now)
     context = {
+        "tokens": api_tokens.personal_tokens(db, current_user),
+        "token_form": token_form or ApiTokenForm(prefix="tk", formdata=None),
+        "new_token": new_token,  # the raw token: in this one answer, never stored
+        "news": news,
+        "now": now,
         "sessions": sessions,
         "current_session": g.user_session,
         "describe": auth.describe_device,
@@ -33,7 +48,7 @@ def _page(
         "password_form": password_form or ChangePasswordForm(prefix="pw"),
         "codes_form": codes_form or ConfirmPasswordForm(prefix="rc"),
     }
-    return render("security/show.html", context, status=status)
+    return render("security/show.html", context, fragments=TOKENS, status=status)
 
 
 @bp.get("")
@@ -110,6 +125,8 @@ def end_others() -> Response:
     ended = auth.end_other_sessions(
         db, current_user, g.user_session, now=clock.now(), request=request_info()
     )
+    # Tokens from POST /api/portal/login are sign-ins too; personal tokens are revoked above.
+    api_tokens.revoke_login_tokens(db, current_user, now=clock.now())
     flash(
         ngettext(
             "Signed out of %(num)d other session.", "Signed out of %(num)d other sessions.", ended
@@ -117,3 +134,38 @@ def end_others() -> Response:
         "info",
     )
     return redirect(url_for("security.show"))
+
+
+@bp.post("/tokens")
+@login_required
+@limiter.limit("20 per hour", key_func=lambda: f"apitokens:{current_user.id}")
+def create_token() -> Response:
+    """A personal API token: shown once, in this answer (the page, or the section for htmx)."""
+    form = ApiTokenForm(prefix="tk")
+    if not form.validate_on_submit():
+        return _page(token_form=form, status=422)
+    issued = api_tokens.create_personal(
+        db_session(),
+        current_user,
+        name=form.name.data or "",
+        scope=TokenScope(form.scope.data),
+        days=form.expires_in.data,
+        now=clock.now(),
+        request=request_info(),
+    )
+    return _page(new_token=issued, status=201)
+
+
+@bp.post("/tokens/<public_id>/revoke")
+@login_required
+def revoke_token(public_id: str) -> Response:
+    db = db_session()
+    token = or_404(
+        api_tokens.find_personal(db, current_user, public_id), _("That token was not found.")
+    )
+    api_tokens.revoke_personal(db, current_user, token, now=clock.now(), request=request_info())
+    news = _("The token “%(name)s” was revoked. It no longer works.", name=token.name)
+    if is_htmx():
+        return _page(news=news)
+    flash(news, "info")
+    return go(url_for("security.show"))
