@@ -451,15 +451,21 @@ def _import_command(app: Flask) -> None:
                 raise SystemExit(1)
             if dry_run:
                 session.rollback()
+                receivables.discard_files(runtime.store, report)
                 click.echo(f"dry run, nothing written: {report.summary()}")
                 return
-            if invite:
-                with tenancy.system(session):
-                    for user_id in report.invited:
-                        user = session.get(PortalUser, user_id)
-                        locale = user.company.locale if user is not None else "en"
-                        runtime.hand_off(session, SEND_INVITATION, user_id, locale)
-            session.commit()
+            try:
+                if invite:
+                    with tenancy.system(session):
+                        for user_id in report.invited:
+                            user = session.get(PortalUser, user_id)
+                            locale = user.company.locale if user is not None else "en"
+                            runtime.hand_off(session, SEND_INVITATION, user_id, locale)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                receivables.discard_files(runtime.store, report)
+                raise
         click.echo(f"imported {file}: {report.summary()}")
         if report.invited:
             mailed = "invitations mailed" if invite else "not mailed (--no-invite)"

@@ -182,7 +182,9 @@ def _refuse_nul() -> None:
         encoded.append(request.get_data(cache=True))
     if "\x00" in request.path or any(b"\x00" in part or b"%00" in part for part in encoded):
         abort(400)
-    if request.is_json and _holds_nul(request.get_json(silent=True)):
+    # A body nobody reads (a GET's) stays unread: reading a large one answered a 413.
+    has_body = request.method not in {"GET", "HEAD", "OPTIONS"}
+    if has_body and request.is_json and _holds_nul(request.get_json(silent=True)):
         abort(400)  # a JSON body's strings and keys too ("\u0000" decodes to NUL)
     if request.mimetype == MULTIPART_MIMETYPE:
         # A part whose name could not be read (a line break in it) has the name None, which

@@ -33,6 +33,7 @@ from portal.services import api_tokens
 PROBLEM_MIMETYPE = "application/problem+json"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_PREFIX = "/api/"
+BIGINT = 2**63
 T = TypeVar("T")
 
 
@@ -340,6 +341,9 @@ def decode_cursor(cursor: str, shape: Sequence[type]) -> list[Any]:
         or not all(
             isinstance(v, t) and not isinstance(v, bool) for v, t in zip(values, shape, strict=True)
         )
+        # what a query can compare: an integer a BIGINT holds, a text with no NUL
+        or any(isinstance(v, int) and not -BIGINT <= v < BIGINT for v in values)
+        or any(isinstance(v, str) and "\x00" in v for v in values)
     ):
         raise Problem(400, _("That page cursor is not valid."), errors=[("after", "invalid")])
     return values

@@ -35,10 +35,13 @@ def find_company(session: Session, public_id: str) -> Company | None:
 
 
 def find_invoice(session: Session, reference: str) -> Invoice | None:
-    """The bound company's invoice by public id ("inv_…") or by number ("INV-1001")."""
-    return session.scalars(
+    """The bound company's invoice by public id ("inv_…") or by number ("INV-1001"); should
+    one invoice's id be another's number, the id is meant (never whichever row came first)."""
+    found = session.scalars(
         select(Invoice).where(or_(Invoice.public_id == reference, Invoice.number == reference))
-    ).first()
+    ).all()
+    by_id = [invoice for invoice in found if invoice.public_id == reference]
+    return next(iter(by_id or found), None)
 
 
 def _invoice_data(session: Session, invoice: Invoice) -> dict[str, object]:

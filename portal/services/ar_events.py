@@ -156,6 +156,18 @@ class WebhookFailed(RuntimeError):
     """The receiver did not take the event (no answer, or not a 2xx): try again later."""
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The event goes to AR_WEBHOOK_URL only: a redirect is the receiver's answer (a failed
+    delivery), never followed (urllib would turn the POST into a GET of another URL, body
+    dropped, and its 200 would count as delivered)."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects())
+
+
 def begin_attempt(session: Session, event_id: int) -> ArEvent | None:
     """Count an attempt under the row's lock (the caller commits before sending); None when
     the event is already delivered (or gone): a job run twice sends nothing the second time."""
@@ -195,7 +207,7 @@ def send(url: str, secret: str, event_id: int, body: bytes, *, now: datetime) ->
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as answer:  # noqa: S310
+        with _OPENER.open(request, timeout=WEBHOOK_TIMEOUT) as answer:
             status = int(answer.status)
     except urllib.error.HTTPError as error:
         raise WebhookFailed(f"the receiver answered {error.code}") from error

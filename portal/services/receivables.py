@@ -71,6 +71,7 @@ from portal.models import (
 )
 from portal.services import audit, credit_notes
 from portal.services.lockout import normalize_email
+from portal.services.payments.selection import reserved_amounts
 from portal.services.storage import FileStore, StorageError
 
 # The kinds of record, in the order a batch applies them (each may name the ones before it).
@@ -88,6 +89,16 @@ Minor = Annotated[int, Field(ge=0, le=10**13)]
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """No text the portal keeps may hold a NUL (PostgreSQL refuses it: a crash, not a row
+        named); SQLite would keep it."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("contains a NUL character")
+        return value
 
 
 class CompanyRecord(Record):
@@ -222,6 +233,9 @@ class ImportReport:
     invited: list[int] = field(default_factory=list)  # new users' ids: mail their invitations
     # Each record applied, in order: (kind, where, outcome, public id).
     results: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # Files the batch stored: a caller that rolls the batch back after all (a dry run, a
+    # commit that fails) removes them (`discard_files`).
+    stored: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -745,12 +759,24 @@ class _Upsert:
             for line in invoice.lines
         ]
         amounts_change = stored != lines
+        if amounts_change:
+            # Read again under the row lock a payer takes before reserving its part.
+            self.session.execute(
+                select(Invoice.id).where(Invoice.id == invoice.id).with_for_update()
+            )
+            self.session.refresh(invoice, ["amount_paid", "status"])
         if amounts_change and (
             invoice.amount_paid != 0 or invoice.status is not InvoiceStatus.OPEN
         ):
             raise _Refused(
                 "lines",
                 f"the invoice is {invoice.status.value} or has payments or credits: "
+                "its lines can no longer change",
+            )
+        if amounts_change and reserved_amounts(self.session, [invoice.id]):
+            raise _Refused(
+                "lines",
+                "a payment of the invoice is on its way or scheduled: "
                 "its lines can no longer change",
             )
         changed = _set(
@@ -975,7 +1001,17 @@ def upsert(
             report.results.clear()
         else:
             savepoint.commit()
+            report.stored = list(work.written)
     return report
+
+
+def discard_files(store: FileStore | None, report: ImportReport) -> None:
+    """Remove the files a batch stored, once its transaction is rolled back after all."""
+    for key in report.stored:
+        if store is not None:
+            with contextlib.suppress(OSError, StorageError):  # an orphan file is harmless
+                store.delete(key)
+    report.stored.clear()
 
 
 def _apply(work: _Upsert, batch: Batch, handlers: Mapping[str, Callable[[Any], str]]) -> None:

@@ -118,6 +118,7 @@ ACTION_ANSWERS = {
     "HTTP_401": ProblemDetail,
     "HTTP_404": ProblemDetail,
     "HTTP_409": ProblemDetail,
+    "HTTP_413": ProblemDetail,  # a body over the app's limit (10 MB)
     "HTTP_429": ProblemDetail,
 }
 
