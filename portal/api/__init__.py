@@ -31,6 +31,7 @@ from portal.models import ApiToken, TokenScope
 from portal.services import api_tokens
 
 PROBLEM_MIMETYPE = "application/problem+json"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_PREFIX = "/api/"
 BIGINT = 2**63
 T = TypeVar("T")
@@ -173,6 +174,9 @@ spec = SpecTree(
     mode="strict",  # only what is decorated with @spec.validate is described
     before=_before,
     validation_error_status=400,
+    # The 400 SpecTree adds to every operation (one taking no input too): the problem `_before`
+    # and errors.py answer, not SpecTree's own list of errors.
+    validation_error_model=ProblemDetail,
     security_schemes=[
         SecurityScheme(
             name="bearer",
@@ -219,7 +223,9 @@ def _bearer() -> str | None:
 
 
 def authenticate_portal() -> None:
-    """A portal API request's user: a bearer token, else the signed-in browser session."""
+    """A portal API request's user: a bearer token, else the signed-in browser session. A
+    read-only token may only read: any other method is refused here (403), whatever the route
+    (a route that changes something lists 403 in its answers)."""
     g.api_token = None
     raw = _bearer()
     view = current_app.view_functions.get(request.endpoint or "")
@@ -234,7 +240,10 @@ def authenticate_portal() -> None:
                 _("The token is invalid, expired or revoked."),
                 headers={"WWW-Authenticate": 'Bearer realm="portal", error="invalid_token"'},
             )
-        session_user = g.get("user")
+        # Signed in, or half signed in (the code still to come): either way the database
+        # session is bound to that user's scope already.
+        pending = g.get("pending_session")
+        session_user = g.get("user") or (pending.user if pending is not None else None)
         if session_user is not None and session_user.id != token.user_id:
             # The browser is signed in as someone else: the request's scope is theirs already.
             raise Problem(
@@ -246,10 +255,12 @@ def authenticate_portal() -> None:
         g.user = token.user
         g.user_session = None
         g.api_token = token
+        if request.method not in SAFE_METHODS:
+            require_write_scope()  # here, once, for every route that changes anything
         return
     if g.get("user") is None:
         raise Problem(401, headers={"WWW-Authenticate": 'Bearer realm="portal"'})
-    if request.method not in {"GET", "HEAD", "OPTIONS"}:
+    if request.method not in SAFE_METHODS:
         csrf.protect()  # the browser session: the same CSRF header htmx sends
 
 

@@ -67,8 +67,9 @@ def issue(
 
 
 def authenticate(session: Session, raw: str, *, now: datetime, ip: str = "") -> ApiToken | None:
-    """The live token behind a bearer value, with its user; None when unknown, revoked, expired
-    or its user is no longer active. Notes its use (at most once a minute)."""
+    """The live token behind a bearer value, with its user; None when unknown, revoked, expired,
+    its user is no longer active or no longer in the company it was made in. Notes its use (at
+    most once a minute)."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
     with tenancy.system(session):
@@ -88,6 +89,8 @@ def authenticate(session: Session, raw: str, *, now: datetime, ip: str = "") -> 
             return None
         if token.user.status is not UserStatus.ACTIVE:
             return None
+        if token.company_id != token.user.company_id:
+            return None  # made for another company than the user's now
         if token.last_used_at is None or now - token.last_used_at >= USE_RECORDED_EVERY:
             session.execute(
                 update(ApiToken)
@@ -205,6 +208,19 @@ def revoke_login_tokens(session: Session, user: PortalUser, *, now: datetime) ->
                 ApiToken.revoked_at.is_(None),
                 ApiToken.expires_at > now,
             )
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def revoke_all(session: Session, user: PortalUser, *, now: datetime) -> int:
+    """End every live token of the user, personal ones too: they are deactivated, and being
+    reactivated must not bring tokens made before back to life. How many ended."""
+    with tenancy.system(session):
+        result = session.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
             .values(revoked_at=now)
             .execution_options(synchronize_session=False)
         )

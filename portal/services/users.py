@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal import tenancy
 from portal.models import BillingAccount, PortalUser, Role, UserAccountGrant, UserStatus
-from portal.services import audit, auth, credentials, mfa
+from portal.services import api_tokens, audit, auth, credentials, mfa
 from portal.services.crypto import Keyring
 
 INVITATION_LIFETIME = timedelta(hours=72)
@@ -407,6 +407,7 @@ def deactivate(
     target.deactivated_at = now
     target.invitation_nonce = None
     auth.revoke_sessions(session, target, true(), now=now, request=request, reason="deactivated")
+    api_tokens.revoke_all(session, target, now=now)
     session.flush()
     _audit(session, actor, "Portal.UserDeactivated", target, request)
     return None
@@ -446,6 +447,7 @@ def reset_mfa(
     mfa.reset_enrolment(session, user)
     with tenancy.system(session):
         auth.revoke_sessions(session, user, true(), now=now, request=request, reason="mfa_reset")
+        api_tokens.revoke_login_tokens(session, user, now=now)  # sign-ins, as sessions are
         audit.record_for(session, user, "Portal.MfaReset", request=request, by=by)
 
 
@@ -473,5 +475,6 @@ def end_sessions(
     ended = auth.revoke_sessions(
         session, target, true(), now=now, request=request, reason="ended_by_administrator"
     )
+    api_tokens.revoke_login_tokens(session, target, now=now)  # sign-ins, as sessions are
     _audit(session, actor, "Portal.UserSessionsEnded", target, request, ended=ended)
     return ended

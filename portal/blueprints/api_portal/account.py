@@ -140,7 +140,9 @@ def _sign_in(email: str, password: str, code: str) -> api_tokens.Issued | _Refus
         return _Refusal(
             401, _("That code didn't work. Check your authenticator app and try again.")
         )
-    tenancy.bind(db, tenancy.scope_for_user(user))  # signed in: their company from here on
+    with tenancy.system(db):  # no scope is bound yet: a restricted user's grants read across
+        scope = tenancy.scope_for_user(user)
+    tenancy.bind(db, scope)  # signed in: their company from here on
     issued = api_tokens.issue(
         db,
         user,

@@ -23,6 +23,7 @@ from portal.services import dates, documents
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
 BIGINT = 2**63  # what a BIGINT column holds (a larger number would be a database error)
+INTEGER = 2**31  # what an INTEGER column holds: every table's id
 DATE_HELP = (
     f"ISO 8601 date (YYYY-MM-DD), {dates.EARLIEST.isoformat()} to {dates.LATEST.isoformat()}."
 )
@@ -52,12 +53,15 @@ def invalid_cursor() -> api.Problem:
 
 
 def cursor(after: str, shape: tuple[type, ...]) -> list[Any]:
-    """The values `after` carries, of the types in `shape`, fit for a query; a 400 otherwise."""
+    """The values `after` carries, of the types in `shape`, fit for a query; a 400 otherwise.
+    The last is the row's id, which an INTEGER column holds (PostgreSQL refuses a larger one
+    outright: a 500 once)."""
     values = api.decode_cursor(after, shape)
-    for value in values:
+    for place, value in enumerate(values, start=1):
+        bound = INTEGER if place == len(values) else BIGINT
         if isinstance(value, str) and "\x00" in value:
             raise invalid_cursor()
-        if isinstance(value, int) and not -BIGINT <= value < BIGINT:
+        if isinstance(value, int) and not -bound <= value < bound:
             raise invalid_cursor()
     return values
 

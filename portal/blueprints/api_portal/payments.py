@@ -59,6 +59,7 @@ class InvoiceToPay(BaseModel):
         default=None,
         ge=1,
         le=MAX_MINOR,
+        strict=True,  # a JSON integer: not true (1), "100" or 100.0
         description="Minor units to pay on it; left out: everything still available.",
     )
 

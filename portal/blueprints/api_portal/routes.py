@@ -8,7 +8,7 @@ unsafe methods). The browser forms' CSRF check does not apply here; the API's ow
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response
 from flask_babel import get_locale
 from pydantic import BaseModel, Field
 from spectree import Response as Answers
@@ -23,6 +23,14 @@ from portal.services.money import format_money
 bp = Blueprint("api_portal", __name__, url_prefix="/api/portal")
 csrf.exempt(bp)
 bp.before_request(api.authenticate_portal)
+
+
+@bp.after_request
+def _never_cached(response: Response) -> Response:
+    """The user's data, a token (`login`, RFC 6749 §5.1), a problem: no cache keeps any."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
 
 TAGS = ["portal"]
 

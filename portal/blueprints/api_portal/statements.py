@@ -7,7 +7,7 @@ runs as the page's does, and the download link is the page's signed link.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Literal
 
 from flask import url_for
@@ -20,6 +20,7 @@ from werkzeug.datastructures import MultiDict
 from portal import api, clock, flags, i18n
 from portal.api import PORTAL_SECURITY, ProblemDetail, spec
 from portal.api.schemas import PageInfo
+from portal.blueprints.api_portal import paging
 from portal.blueprints.api_portal.routes import TAGS, bp
 from portal.blueprints.statements.forms import StatementForm
 from portal.blueprints.statements.routes import _failure_reasons, _link
@@ -119,6 +120,7 @@ def _account_ids() -> dict[int, str]:
         HTTP_202=StatementOut,
         HTTP_400=ProblemDetail,
         HTTP_401=ProblemDetail,
+        HTTP_403=ProblemDetail,
         HTTP_404=ProblemDetail,
         HTTP_415=ProblemDetail,
         HTTP_422=ProblemDetail,
@@ -188,14 +190,9 @@ def statements(query: StatementsQuery) -> StatementListOut:
     """Your statements, newest first, a page at a time."""
     _enabled()
     after = None
-    if query.after is not None:
-        created, last_id = api.decode_cursor(query.after, (str, int))
-        try:
-            after = (datetime.fromisoformat(created), last_id)
-        except ValueError:
-            raise api.Problem(
-                400, _("That page cursor is not valid."), errors=[("after", "invalid")]
-            ) from None
+    if query.after is not None:  # the lists' own checks: a moment with its offset, an id
+        created, last_id = paging.cursor(query.after, (str, int))  # a column can hold
+        after = (paging.cursor_moment(created), last_id)
     rows = service.page(db_session(), current_user, limit=query.limit, after=after)
     shown = rows[: query.limit]
     more = len(rows) > query.limit
