@@ -27,13 +27,15 @@ from tests.web.payment_helpers import invoice, method, open_form, payment, submi
 # and the invoice's outcome and its audit record; the outbox row of its result mail, written in
 # the same transaction (so the mail cannot be lost, nor sent for a payment that rolled back);
 # the receipt as a notification: the payer's channels for it, its row (once per payment) and
-# the row read back.
-ONE_INVOICE = 19
+# the row read back; the receivables feed's event of the outcome (an INSERT into ar_events in
+# the same transaction as the outcome).
+ONE_INVOICE = 20
 # Three invoices of two billing accounts: a group and a payment per account, each charged on
 # its own. SQLite writes the new rows one by one (it has no ordered RETURNING for a batch),
 # PostgreSQL a statement per kind of row. Each payment's result mail is a row of the outbox,
-# and its receipt a notification (three statements each, as above).
-SEVERAL_ACCOUNTS = {"sqlite": 34, "postgresql": 30}
+# and its receipt a notification (three statements each, as above), and its outcome an event of
+# the receivables feed (one INSERT each).
+SEVERAL_ACCOUNTS = {"sqlite": 36, "postgresql": 32}
 
 
 def _show(name: str, statements: list[str]) -> None:
