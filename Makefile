@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 RUN_ENV := PORTAL_ENV=development
 
-.PHONY: run test test-sqlite test-postgresql test-tools lint format worker bench install install-dev \
+.PHONY: run test test-sqlite test-postgresql test-tools lint format worker serve bench install install-dev \
         bench-jobs bench-statements translations-extract translations-update translations-compile clean
 
 $(BIN)/python:
@@ -65,6 +65,11 @@ lint: install-dev
 format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Production serving: gunicorn with gunicorn.conf.py (workers from cores, timeouts, JSON logs),
+# PORTAL_ENV=production unless said otherwise; the configuration it needs is in docs/operations.md.
+serve: install translations-compile
+	PORTAL_ENV=$${PORTAL_ENV:-production} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # An RQ worker on REDIS_URL (queue `portal`), the app built once, with the dispatcher that hands
 # it the outbox's work and runs the recurring sweep (workers/worker.py). Start as many as needed.
