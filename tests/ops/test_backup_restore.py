@@ -3,13 +3,14 @@ from its code blocks and run as they are written, back up a database holding the
 payment with its files; restored into a new database, migrated (nothing to apply) and served, it
 shows a demo user, signed in with both factors, the same balance, invoices, payments and
 documents as the original. It runs on PostgreSQL databases of its own, whatever
-PORTAL_TEST_BACKENDS says (SQLite's backup is one `sqlite3 .backup`)."""
+PORTAL_TEST_BACKENDS says; SQLite's backup (`sqlite3 .backup`) is checked to copy every row."""
 
 from __future__ import annotations
 
 import os
 import re
 import secrets
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ from tests.conftest import (
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOC = ROOT / "docs" / "operations.md"
-BLOCK = re.compile(r"```sh\n(# (back up|restore)\n.*?)```", re.DOTALL)
+BLOCK = re.compile(r"```sh\n(# (back up|restore|back up \(SQLite\))\n.*?)```", re.DOTALL)
 REFERENCE = re.compile(r"PMT-[0-9A-Z]{4}-[0-9A-Z]{4}")
 INVOICE_ID = re.compile(r"/portal/invoices/(inv_[A-Za-z0-9_-]+)")
 DOWNLOAD = re.compile(r'href="(/portal/download/[^"]+)"')
@@ -44,9 +45,10 @@ BALANCE = re.compile(r'<section aria-labelledby="balance-title".*?</section>', r
 
 
 def doc_commands() -> dict[str, str]:
-    """The documented shell blocks: {"back up": …, "restore": …}."""
+    """The documented shell blocks: {"back up": …, "restore": …, "back up (SQLite)": …}."""
     found = {kind: block for block, kind in BLOCK.findall(DOC.read_text(encoding="utf-8"))}
-    assert set(found) == {"back up", "restore"}, "docs/operations.md lost a backup block"
+    wanted = {"back up", "restore", "back up (SQLite)"}
+    assert set(found) == wanted, "docs/operations.md lost a backup block"
     return found
 
 
@@ -237,3 +239,38 @@ def test_payments_count_is_the_demo_data_and_one_more(
     count = "SELECT count(*) FROM payments"
     assert rows(restored.url, count) == rows(original.url, count)
     assert rows(restored.url, f"SELECT 1 FROM payments WHERE public_id = '{original.payment_id}'")
+
+
+def test_the_sqlite_backup_copies_every_row_and_the_files(tmp_path: Path) -> None:
+    database, storage = tmp_path / "portal.db", tmp_path / "files"
+    migrate_and_seed(f"sqlite:///{database}", storage, date.today())
+    backup_dir = tmp_path / "backup"
+    run_block(
+        doc_commands()["back up (SQLite)"],
+        {
+            **os.environ,
+            "SQLITE_DB": str(database),
+            "BACKUP_DIR": str(backup_dir),
+            "PORTAL_STORAGE_DIR": str(storage),
+        },
+    )
+    queries = (
+        "SELECT public_id, status, total, amount_paid FROM invoices ORDER BY id",
+        "SELECT public_id, reference, status, amount FROM payments ORDER BY id",
+        "SELECT version_num FROM alembic_version",
+    )
+    copies = []
+    for path in (database, backup_dir / "portal.db"):
+        with sqlite3.connect(path) as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            copies.append([connection.execute(query).fetchall() for query in queries])
+        connection.close()
+    assert copies[0][0] and copies[0][1] and copies[1] == copies[0]
+    listed = subprocess.run(
+        ["tar", "--list", "--gzip", "--file", str(backup_dir / "files.tar.gz")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    originals = {f"./{p.relative_to(storage)}" for p in storage.rglob("*") if p.is_file()}
+    assert originals and originals <= set(listed)
