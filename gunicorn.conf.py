@@ -28,7 +28,8 @@ max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "200"))
 # gunicorn 27's control socket is not wanted (and cannot be created on every host).
 control_socket_disable = True
 
-# The proxy in front sets X-Forwarded-*; trust it only from these addresses.
+# gunicorn believes X-Forwarded-Proto only from these addresses. The portal reads the client's
+# address, scheme and host from X-Forwarded-* itself, as TRUSTED_PROXY_HOPS says (operations.md).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Logs to stdout/stderr (the container's or the service manager's log).

@@ -21,6 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name; under INSTANCE_DIR: development's own key, made once
 MIN_SECRET_LENGTH = 32
+MAX_PROXY_HOPS = 5
 
 ENVIRONMENTS = ("development", "testing", "production")
 GATEWAYS = ("sandbox", "stripe")
@@ -76,6 +77,9 @@ class Settings:
     session_absolute_hours: int = 12
     lockout_threshold: int = 5
     lockout_minutes: int = 15
+    # Proxies in front that append to X-Forwarded-For/-Proto/-Host (a load balancer: 1); 0
+    # serves clients directly and ignores those headers, as anyone can send them.
+    trusted_proxy_hops: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,6 +146,7 @@ class Settings:
             "lockout_minutes": "LOCKOUT_MINUTES",
             "statement_max_days": "STATEMENT_MAX_DAYS",
             "statement_retention_days": "STATEMENT_RETENTION_DAYS",
+            "trusted_proxy_hops": "TRUSTED_PROXY_HOPS",
         }.items():
             if environ.get(var):
                 try:
@@ -174,6 +179,11 @@ class Settings:
             raise ConfigError(f"PORTAL_ENV must be one of {', '.join(ENVIRONMENTS)}")
         if self.statement_max_days < 1 or self.statement_retention_days < 1:
             raise ConfigError("STATEMENT_MAX_DAYS and STATEMENT_RETENTION_DAYS must be 1 or more")
+        if not 0 <= self.trusted_proxy_hops <= MAX_PROXY_HOPS:
+            raise ConfigError(
+                f"TRUSTED_PROXY_HOPS must be 0 (no proxy) to {MAX_PROXY_HOPS}: how many proxies "
+                "in front of the portal add X-Forwarded-For"
+            )
         secret = self.secret_key
         if not secret:
             if self.is_production:
