@@ -24,13 +24,53 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Whose files a process writes in multiprocess mode: its pid, except in the children RQ forks
+# for jobs, which one after another share a name taken from their worker (`act_as`). A child
+# per job would otherwise leave files of its own behind, one per job, for every scrape to read.
+_acting: tuple[int, str] | None = None
+
+
+def _identity() -> str:
+    pid = os.getpid()
+    if _acting is not None and _acting[0] == pid:
+        return _acting[1]
+    return str(pid)
+
+
+def act_as(name: str) -> None:
+    """From now on this process writes its metrics under `name` (no "_" in it): for a process
+    that never runs beside another of the same name, and whose live gauges the one that
+    started it drops when it ends (`process_ended(name)`)."""
+    global _acting
+    _acting = (os.getpid(), name)
+
+
+def horse_name(worker_pid: int) -> str:
+    """The name a job worker's children write under: one set of files per worker."""
+    return f"{worker_pid}job"
+
+
+if os.environ.get(MULTIPROC_ENV):
+    values.ValueClass = values.MultiProcessValue(process_identifier=_identity)  # type: ignore[no-untyped-call]
+
+# No `*_created` series: one line per series is enough (and the multiprocess mode has none).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # This process's own registry (the metric objects below). In multiprocess mode their values
 # live in files, and the scrape reads the files of every process instead.
@@ -121,7 +161,7 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def process_ended(pid: int) -> None:
+def process_ended(pid: int | str) -> None:
     """A process that wrote here has ended: its live gauges go, its counters and histograms stay
     (gunicorn.conf.py's child_exit does the same for web workers)."""
     directory = multiprocess_dir()
@@ -142,11 +182,11 @@ def timed(histogram: Histogram, **labels: str) -> Iterator[None]:
 
 
 def watch_pool(engine: Engine) -> None:
-    """Keep the pool gauges up to date as connections are checked out and in."""
-    pool = engine.pool
+    """Keep the pool gauges up to date as connections are checked out and in (the engine's
+    current pool: a forked job's child replaces it)."""
 
     def _number(name: str) -> float:
-        measure: Callable[[], Any] | None = getattr(pool, name, None)
+        measure: Callable[[], Any] | None = getattr(engine.pool, name, None)
         try:
             return float(measure()) if measure is not None else 0.0
         except (TypeError, NotImplementedError):  # a pool without that notion (SQLite's)

@@ -48,7 +48,6 @@ class PortalWorker(Worker):
         self.app = app
         self.dispatcher = dispatcher
         self._dispatched_at = float("-inf")
-        self._last_horse = 0
 
     def _dispatch(self, *, now: bool = False) -> None:
         """A dispatcher pass, at most once a TICK while jobs keep coming (`now`: whatever)."""
@@ -78,22 +77,19 @@ class PortalWorker(Worker):
         and only the shutdown date when idle (it raises StopRequested then)."""
         return self._stop_requested or self._shutdown_requested_date is not None
 
-    def fork_work_horse(self, job: Job, queue: Queue) -> None:
-        super().fork_work_horse(job, queue)
-        self._last_horse = self.horse_pid  # in the parent (the child never returns)
-
     def execute_job(self, job: Job, queue: Queue) -> None:
         try:
             super().execute_job(job, queue)
         finally:
-            if self._last_horse:  # the child is gone: its live gauges (the pool's) with it
-                metrics.process_ended(self._last_horse)
-                self._last_horse = 0
+            # The child is gone: its live gauges (the pool's) with it; its counts stay.
+            metrics.process_ended(metrics.horse_name(os.getpid()))
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         # The child of a fork: the parent's pooled connections are the parent's (SQLAlchemy's
         # recipe for forked processes: forget them here without closing them).
         self.app.extensions["portal.db"].engine.dispose(close=False)
+        # Its metrics go to its worker's one set of files for jobs, not to a set per child.
+        metrics.act_as(metrics.horse_name(os.getppid()))
         super().main_work_horse(job, queue)
 
 

@@ -1,7 +1,8 @@
 """/metrics across processes (PROMETHEUS_MULTIPROC_DIR): gunicorn with two workers, as
 `make serve` runs it, and a real job worker. Whichever worker served a request, the scrape
 counts it once; a worker killed keeps its counts while its live gauges (the pool's) go; a job
-run by RQ's forked child is timed, and the child's gauges go with it."""
+run by RQ's forked children is timed, in one set of files per worker, and the children's
+gauges go with them."""
 
 from __future__ import annotations
 
@@ -196,7 +197,17 @@ def test_a_real_worker_times_its_jobs_and_its_children_leave_no_gauges(
         )
 
     _until("three job timings", lambda: timed() == 3)
-    # Each job ran in a child RQ forked; once it ended, its live gauges were dropped.
-    alive = {worker.pid, *_children(worker.pid)}
-    gauges = {int(p.stem.rpartition("_")[2]) for p in metrics_dir.glob("gauge_livesum_*.db")}
-    assert gauges <= alive, (gauges, alive)
+    # Each job ran in a child RQ forked: the children wrote, one after another, to one set of
+    # files named after their worker (not a set per job), and their live gauges went with them.
+    histograms = {p.name for p in metrics_dir.glob("histogram_*.db")}
+    assert histograms == {f"histogram_{worker.pid}job.db"}, histograms
+
+    def gauges() -> set[str]:
+        return {p.name for p in metrics_dir.glob("gauge_livesum_*.db")}
+
+    # Only the worker's own (its dispatcher's pool), once the last child has been reaped.
+    _until(
+        f"the children's gauges dropped: {gauges()}",
+        lambda: gauges() <= {f"gauge_livesum_{worker.pid}.db"},
+    )
+    assert f"gauge_livesum_{worker.pid}job.db" not in gauges()
