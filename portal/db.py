@@ -28,7 +28,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -214,6 +214,40 @@ def retry_on_conflict(session: Session, work: Callable[[], T], attempts: int = 8
                 raise
             time.sleep(0.02 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+# The database went away: PostgreSQL restarted or stopped (its backends are told "terminating
+# connection due to administrator command" and their sockets closed), refuses connections, is
+# still starting up, or has no connection slot left. SQLAlchemy marks an error on a connection
+# its dialect found closed or broken as `connection_invalidated` (and recycles the pool's older
+# connections: the next checkout connects afresh); an error while connecting carries no
+# connection, so psycopg's own classification decides: no SQLSTATE (the server never answered),
+# a connection exception (class 08), or one of these.
+_UNAVAILABLE = frozenset(
+    {
+        "57P01",  # admin_shutdown: "terminating connection due to administrator command"
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: "the database system is starting up / shutting down"
+        "53300",  # too_many_connections
+    }
+)
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Did `error` come from losing the database (a dropped connection, or none to be had),
+    rather than from what the statement asked? Such work may be started over on a new connection
+    (portal/web.py retries a reading request) and is answered "briefly unavailable" (503)."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    original = error.orig
+    if type(original).__module__.split(".")[0] != "psycopg":
+        return False  # SQLite: a closed database shows as connection_invalidated above
+    state: str | None = getattr(original, "sqlstate", None)
+    return state is None or state.startswith("08") or state in _UNAVAILABLE
 
 
 def holds_sqlite_write_lock(connection: Connection) -> bool:
