@@ -20,11 +20,11 @@ import pytest
 from flask import Flask, g
 from flask.testing import FlaskClient
 from flask_login import current_user
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
 from portal import tenancy, web
-from portal.db import connection_lost
+from portal.db import CONNECT_TIMEOUT, connection_lost, make_engine
 from portal.extensions import db_session
 from portal.services import invoices, notifications
 from tests.api.conftest import PROBLEM, issue_token
@@ -80,6 +80,29 @@ def test_a_lost_connection_is_told_apart(make: Callable[[], Exception]) -> None:
 @pytest.mark.parametrize("make", [cancelled, locked, duplicate, lambda: RuntimeError("boom")])
 def test_what_the_statement_asked_is_not_a_lost_connection(make: Callable[[], Exception]) -> None:
     assert not connection_lost(make())
+
+
+def test_a_session_left_unusable_by_a_lost_connection_counts_as_lost() -> None:
+    """A `finally` that used the session while the loss was raised (PendingRollbackError)."""
+    with pytest.raises(PendingRollbackError) as raised:
+        try:
+            raise invalidated()
+        finally:
+            raise PendingRollbackError("This Session's transaction has been rolled back", None)
+    assert connection_lost(raised.value)
+    assert not connection_lost(PendingRollbackError("rolled back earlier", None))
+
+
+def test_a_failed_flush_across_companies_raises_its_own_error(db: Session) -> None:
+    """Leaving `tenancy.system` does not touch a transaction that a failed flush ended: the
+    failure itself is raised (here a constraint; under load a lost connection, which a retry
+    must recognise), not PendingRollbackError."""
+    with pytest.raises(IntegrityError), tenancy.system(db):
+        user_by_email(db, "admin@acme.test").email = None  # type: ignore[assignment]
+        db.flush()
+    db.rollback()
+    with tenancy.system(db):
+        assert user_by_email(db, "admin@acme.test").email == "admin@acme.test"
 
 
 class Flaky:
@@ -336,3 +359,31 @@ def test_while_the_database_refuses_every_answer_is_503_not_500(
     assert posted.status_code == 503
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("url", "timeout"),
+    [
+        ("postgresql+psycopg://postgres@127.0.0.1:1/portal", CONNECT_TIMEOUT),
+        ("postgresql://postgres@127.0.0.1:1/portal?connect_timeout=2", "2"),
+    ],
+)
+def test_connecting_to_postgresql_gives_up_in_bounded_time(
+    url: str, timeout: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that drops packets would hold a request for the system's TCP timeout."""
+    given: dict[str, object] = {}
+
+    def connect(*_args: object, **kwargs: object) -> None:
+        given.update(kwargs)
+        raise psycopg.OperationalError("connection failed: timeout expired")
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    engine = make_engine(url)
+    try:
+        with pytest.raises(OperationalError) as raised:
+            engine.connect()
+    finally:
+        engine.dispose()
+    assert given["connect_timeout"] == timeout
+    assert connection_lost(raised.value)
