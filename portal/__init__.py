@@ -59,7 +59,7 @@ def limits_storage_uri(redis_url: str) -> str:
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `overrides` replaces settings (by field name) for tests and tools."""
     settings = Settings.from_env(overrides=overrides)
-    app = Flask(__name__, instance_relative_config=False)
+    app = web.PortalApp(__name__, instance_relative_config=False)
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,

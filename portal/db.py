@@ -28,7 +28,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -101,6 +101,12 @@ def str_enum(cls: type[enum.Enum], name: str) -> Enum:
     )
 
 
+# Seconds to wait for PostgreSQL to accept a connection: a host that drops packets (rather than
+# refusing) would otherwise hold a request for the system's TCP timeout, minutes, past the web
+# server's own timeout; with it, a request's three attempts give up within about 16 s.
+CONNECT_TIMEOUT = 5
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -114,7 +120,11 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     elif parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(False))
+        # A pooled connection is checked (a cheap round trip) before each use: one that the
+        # server dropped (a restart, a failover) is replaced there, unseen by the request.
         kwargs["pool_pre_ping"] = True
+        if "connect_timeout" not in parsed.query:  # DATABASE_URL may say otherwise
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
@@ -214,6 +224,44 @@ def retry_on_conflict(session: Session, work: Callable[[], T], attempts: int = 8
                 raise
             time.sleep(0.02 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+# The database went away: PostgreSQL restarted or stopped (its backends are told "terminating
+# connection due to administrator command" and their sockets closed), refuses connections, is
+# still starting up, or has no connection slot left. SQLAlchemy marks an error on a connection
+# its dialect found closed or broken as `connection_invalidated` (and recycles the pool's older
+# connections: the next checkout connects afresh); an error while connecting carries no
+# connection, so psycopg's own classification decides: no SQLSTATE (the server never answered),
+# a connection exception (class 08), or one of these.
+_UNAVAILABLE = frozenset(
+    {
+        "57P01",  # admin_shutdown: "terminating connection due to administrator command"
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: "the database system is starting up / shutting down"
+        "53300",  # too_many_connections
+    }
+)
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Did `error` come from losing the database (a dropped connection, or none to be had),
+    rather than from what the statement asked? Such work may be started over on a new connection
+    (portal/web.py retries a reading request) and is answered "briefly unavailable" (503)."""
+    if isinstance(error, PendingRollbackError) and error.__context__ is not None:
+        # Raised while the failure itself was being handled (a `finally` that used the
+        # session): the failure is what counts.
+        return connection_lost(error.__context__)
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    original = error.orig
+    if type(original).__module__.split(".")[0] != "psycopg":
+        return False  # SQLite: a closed database shows as connection_invalidated above
+    state: str | None = getattr(original, "sqlstate", None)
+    return state is None or state.startswith("08") or state in _UNAVAILABLE
 
 
 def holds_sqlite_write_lock(connection: Connection) -> bool:

@@ -11,19 +11,23 @@ from flask import (
     current_app,
     g,
     has_request_context,
+    make_response,
     render_template,
     request,
 )
 from flask.globals import request_ctx
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError
 
 from portal import api
+from portal.db import connection_lost
 from portal.extensions import settings
 from portal.web import wants_fragment
 
 log = logging.getLogger(__name__)
+RETRY_AFTER = "5"  # seconds: what a 503 asks a client to wait (a restart takes a few)
 
 
 def _messages() -> dict[int, tuple[str, str]]:
@@ -36,6 +40,7 @@ def _messages() -> dict[int, tuple[str, str]]:
         413: (_("Too large"), _("That upload is too large.")),
         429: (_("Too many requests"), _("Too many attempts. Please wait a moment and try again.")),
         500: (_("Something went wrong"), _("Something went wrong on our side. Please try again.")),
+        503: (_("Unavailable"), _("The portal is briefly unavailable. Please try again soon.")),
     }
 
 
@@ -113,8 +118,41 @@ def _problem(problem: api.Problem) -> Response:
     return api.problem_response(problem)
 
 
+def _unavailable(error: BaseException) -> Response:
+    """The database is away (stopped, restarting, refusing): "briefly unavailable", 503 with
+    Retry-After, on a page that needs no database. A reading request gets here only once its
+    retries ran out (portal/web.py). The page is drawn signed out: the layout would read the
+    signed-in user's header (unread count, flags) through the lost connection."""
+    log.error(
+        "database unavailable: %s %s answered 503 (%s: %s)",
+        request.method,
+        request.path,
+        type(getattr(error, "orig", None) or error).__name__,
+        str(getattr(error, "orig", None) or error).strip().split("\n")[0],
+    )
+    try:
+        get_locale()  # the user's language, settled while the user is at hand
+    except Exception:
+        log.debug("no locale from the user while the database is away", exc_info=True)
+    session = g.get("db_session")
+    if session is not None:
+        try:
+            session.rollback()
+        except Exception:  # the connection is gone: nothing of it stands anyway
+            log.debug("rollback on a lost connection failed", exc_info=True)
+    g.user = g.user_session = g.pending_session = None
+    g.pop("_login_user", None)  # Flask-Login's current_user, read again: anonymous
+    if api.is_api_request():
+        return api.problem_response(api.Problem(503, headers={"Retry-After": RETRY_AFTER}))
+    response = make_response(*render_error(503))
+    response.headers["Retry-After"] = RETRY_AFTER
+    return response
+
+
 def _server_error(error: Exception) -> Response | tuple[str, int]:
     original = getattr(error, "original_exception", None) or error
+    if has_request_context() and connection_lost(original):
+        return _unavailable(original)
     log.exception("unhandled error", exc_info=original)
     # Whatever failed may have left the request's transaction unusable (a failed flush, an
     # aborted PostgreSQL transaction): nothing of it stands, and the page reads afresh.

@@ -70,6 +70,19 @@ class Database:
         if session is not None:
             session.close()  # anything not committed is rolled back
 
+    @classmethod
+    def start_over(cls) -> None:
+        """Forget the request's database work so that it may run again from its start (a reading
+        request whose connection dropped, portal/web.py): its session closed (nothing of it
+        stands; a lost connection goes back to the pool invalidated) and its unit ended."""
+        session: Session | None = g.pop("db_session", None)
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # the connection is gone; the pool discards it either way
+                log.debug("closing the session of a lost connection failed", exc_info=True)
+        cls._end_unit(None)
+
 
 def db_session() -> Session:
     """The request's session, created on first use."""

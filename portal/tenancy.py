@@ -188,8 +188,12 @@ def _apply(connection: Connection, scope: object) -> None:
 
 
 def _sync_database(session: Session) -> None:
-    """A scope that changes inside an open transaction is passed on to the database at once."""
-    if session.in_transaction():
+    """A scope that changes inside an open transaction is passed on to the database at once.
+    A transaction that a failed flush ended (a lost connection, a broken constraint) is left
+    alone: asking it for its connection would raise PendingRollbackError over the failure
+    itself; the next transaction gets the scope when it begins (`after_begin`)."""
+    transaction = session.get_transaction()
+    if transaction is not None and transaction.is_active:
         _apply(session.connection(), session.info.get(_KEY))
 
 

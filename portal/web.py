@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
@@ -22,11 +24,12 @@ from flask import (
 )
 from flask_babel import gettext as _
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from portal import clock, tenancy
-from portal.db import commit_now
-from portal.extensions import db_session, login_manager, settings
+from portal.db import commit_now, connection_lost
+from portal.extensions import Database, db_session, login_manager, settings
 from portal.models import PortalUser
 from portal.runtime import current_runtime
 from portal.services import audit, auth
@@ -34,6 +37,7 @@ from portal.services import audit, auth
 OUT_OF_BAND = "layouts/_out_of_band.html"
 SESSION_TOKEN_KEY = "sid"  # noqa: S105 - a cookie key, not a secret
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def session_policy() -> auth.SessionPolicy:
@@ -240,6 +244,76 @@ def _commit_unit(response: Response) -> Response:
     else:
         db.commit()
     return response
+
+
+# A dropped database connection ---------------------------------------------------------------
+#
+# A request that only reads (GET, HEAD) and whose database work fails because the connection was
+# lost (`portal.db.connection_lost`: PostgreSQL restarted under it, or refuses while it comes
+# back) runs again whole, on a new session, after each of RETRY_PAUSES; each retry is logged at
+# WARNING with its attempt. The retry wraps Flask's `full_dispatch_request`, the one call that
+# runs a request's hooks, view, error handlers and edge commit, and nothing more:
+# - nothing has been sent yet (the status and headers leave after it returns), so an attempt can
+#   be thrown away whole; a body streamed later is not retried (no route reads the database
+#   while streaming);
+# - the request context stays (the parsed request, the cookie session, flashed messages), and
+#   `g`, where the request keeps its work (the database session and unit of work, the user and
+#   session row, flags, the unread count, the locale, the limiter's marks), is put back as it
+#   was before the first attempt: no later attempt sees an object of the lost session;
+# - the error handlers still see every other error as before: only a lost connection, on an
+#   attempt that is not the last, passes them by (`handle_user_exception`) to the loop.
+# A write (POST, PUT, PATCH, DELETE) never runs twice: its transaction may have committed before
+# the connection went. It, and a read whose attempts ran out, gets the "briefly unavailable"
+# answer (503 with Retry-After, portal/errors.py). One cost: a retried request counts once more
+# against a rate limit.
+
+RETRIED_METHODS = frozenset({"GET", "HEAD"})
+RETRY_PAUSES = (0.1, 0.3)  # seconds before the second and the third attempt
+_RETRYING = "portal_retry_on_lost_connection"  # on g: this attempt is not the last
+
+
+def _describe(error: Exception) -> str:
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return f"{type(original).__name__}: {lines[0] if lines else ''}"
+
+
+class PortalApp(Flask):
+    """The portal's Flask: a request that only reads survives a dropped database connection."""
+
+    def full_dispatch_request(self) -> Response:
+        if request.method not in RETRIED_METHODS:
+            return super().full_dispatch_request()
+        request_globals = g._get_current_object()
+        before = dict(vars(request_globals))
+        attempts = len(RETRY_PAUSES) + 1
+        for attempt, pause in enumerate(RETRY_PAUSES, start=1):
+            setattr(g, _RETRYING, True)
+            try:
+                return super().full_dispatch_request()
+            except Exception as error:
+                if not connection_lost(error):
+                    raise
+                log.warning(
+                    "database connection lost: %s %s, attempt %d of %d (%s): "
+                    "trying again in %.1f s",
+                    request.method,
+                    request.path,
+                    attempt,
+                    attempts,
+                    _describe(error),
+                    pause,
+                )
+            Database.start_over()
+            vars(request_globals).clear()
+            vars(request_globals).update(before)
+            time.sleep(pause)
+        return super().full_dispatch_request()  # the last: a lost connection is answered 503
+
+    def handle_user_exception(self, e: Exception) -> HTTPException | Any:
+        if g.get(_RETRYING) and connection_lost(e):
+            raise  # past the error handlers, to full_dispatch_request's next attempt
+        return super().handle_user_exception(e)
 
 
 def _load_user(_request: object) -> PortalUser | None:
