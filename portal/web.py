@@ -24,7 +24,7 @@ from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import clock, tenancy
+from portal import clock, logs, tenancy
 from portal.db import commit_now
 from portal.extensions import db_session, login_manager, settings
 from portal.models import PortalUser
@@ -225,6 +225,34 @@ def _authenticate() -> None:
         commit_now(db, "the session touch must not hold SQLite's write lock through a GET")
 
 
+def _begin_log_context() -> None:
+    """The request's id (its sane X-Request-ID, else a new one) and what it asks, in every log
+    line written while it runs (portal/logs.py); `tenancy.bind` adds the user and company."""
+    request_id = logs.request_id_from(request.headers.get(logs.REQUEST_ID_HEADER))
+    g.request_id = request_id
+    g.log_context = logs.begin(
+        request_id=request_id,
+        method=request.method,
+        path=logs.redact(request.path),
+        endpoint=request.endpoint,
+    )
+
+
+def _request_id_header(response: Response) -> Response:
+    """Every answer names its request (pages, the API, errors): what support asks for."""
+    request_id = g.get("request_id")
+    if request_id:
+        response.headers[logs.REQUEST_ID_HEADER] = request_id
+        logs.bind(status=response.status_code)
+    return response
+
+
+def _end_log_context(_error: BaseException | None) -> None:
+    token = g.pop("log_context", None)
+    if token is not None:
+        logs.end(token)
+
+
 def _commit_unit(response: Response) -> Response:
     """The unit of work's edge: whatever the route did commits here, once, when it answered
     (a 2xx, a redirect, or a 4xx of its own: a failed sign-in's count and audit record stand).
@@ -259,7 +287,10 @@ def init_app(app: Flask) -> None:
     login_manager.unauthorized_handler(_unauthorized)
     # First of all, before Flask-WTF's CSRF check parses the form (the raw body is gone then).
     app.before_request_funcs.setdefault(None, []).insert(0, _refuse_nul)
+    # Before that even: a refused request is logged with its id too.
+    app.before_request_funcs[None].insert(0, _begin_log_context)
     app.before_request(_authenticate)
+    app.teardown_request(_end_log_context)
 
     app.after_request(_commit_unit)
 
@@ -269,3 +300,6 @@ def init_app(app: Flask) -> None:
         response.vary.add("HX-Target")
         response.vary.add("Cookie")
         return response
+
+    # Registered last, so it runs first: the id is on the answer whatever a later hook does.
+    app.after_request(_request_id_header)
