@@ -124,8 +124,9 @@ _SIGNED = re.compile(
 _NAMED = re.compile(
     r"(?i)\b(password\w*|passwd|secret\w*|\w*token|api[_-]?key|code|otp|totp|recovery[_-]?codes?"
     r"|cvc|cvv2?|card[_-]?number|cookie|set-cookie|session|sid|authorization|x-csrftoken)"
-    r"(\"?'?\s*[:=]\s*\"?'?)([^\s\"'&,;)}\]]+)"
+    r"(\"?'?\s*[:=]\s*\"?'?)(?!\[redacted\])([^\s\"'&,;)}\[\]]+)"
 )
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]*:)[^@\s/]+@")
 _CARD = re.compile(r"(?<![0-9A-Za-z._])(?:\d[ -]?){12,18}\d(?![0-9A-Za-z_])")
 
 
@@ -145,9 +146,10 @@ def _card(match: re.Match[str]) -> str:
 def redact(text: str) -> str:
     """`text` with whatever looks like a secret replaced (the second wall: log calls pass none)."""
     text = _SECRET_PATH.sub(lambda m: m.group(1) + REDACTED, text)
-    text = _API_TOKEN.sub(lambda m: f"{m.group(1)}_{REDACTED}", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _NAMED.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+    text = _API_TOKEN.sub(lambda m: f"{m.group(1)}_{REDACTED}", text)
     text = _SIGNED.sub(REDACTED, text)
     return _CARD.sub(_card, text)
 
@@ -208,6 +210,9 @@ class JsonFormatter(logging.Formatter):
         for key in CONTEXT_KEYS[1:]:
             if context.get(key) is not None:
                 line[key] = context[key]
+        duration = getattr(record, "duration_ms", None)
+        if duration is not None:
+            line["duration_ms"] = duration
         exception = _exception_text(self, record)
         if exception:
             line["exception"] = exception
@@ -269,6 +274,10 @@ def configure(log_format: str, level: str) -> bool:
     """Send the root logger's records to stderr in `log_format` from `level` up. Idempotent:
     the same call again changes nothing; another format or level replaces our one handler.
     False (and nothing changed) when someone else's handlers are on the root logger already."""
+    # Whoever handles the output: SQL is never logged (its DEBUG lines hold result rows), nor
+    # alembic's chatter.
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     root = logging.getLogger()
     ours = [h for h in root.handlers if getattr(h, _OURS, False)]
     if not ours and root.handlers:
@@ -280,7 +289,6 @@ def configure(log_format: str, level: str) -> bool:
         root.removeHandler(old)
     root.addHandler(handler(log_format))
     root.setLevel(level)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     _configured.clear()
     _configured.update(wanted)
     return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
@@ -34,6 +36,7 @@ from portal.services import audit, auth
 OUT_OF_BAND = "layouts/_out_of_band.html"
 SESSION_TOKEN_KEY = "sid"  # noqa: S105 - a cookie key, not a secret
 T = TypeVar("T")
+request_log = logging.getLogger("portal.request")
 
 
 def session_policy() -> auth.SessionPolicy:
@@ -230,6 +233,7 @@ def _begin_log_context() -> None:
     line written while it runs (portal/logs.py); `tenancy.bind` adds the user and company."""
     request_id = logs.request_id_from(request.headers.get(logs.REQUEST_ID_HEADER))
     g.request_id = request_id
+    g.request_started = time.perf_counter()
     g.log_context = logs.begin(
         request_id=request_id,
         method=request.method,
@@ -244,6 +248,30 @@ def _request_id_header(response: Response) -> Response:
     if request_id:
         response.headers[logs.REQUEST_ID_HEADER] = request_id
         logs.bind(status=response.status_code)
+    return response
+
+
+# Probes and metrics scrapes come every few seconds: their lines only at DEBUG.
+_QUIET_ENDPOINTS = frozenset({"static", "health.healthz", "health.readyz", "health.metrics"})
+
+
+def _log_request(response: Response) -> Response:
+    """One line per request, after its commit, with what the context knows (request id, user,
+    company, method, path, endpoint, status) and how long the portal took: the activity log of
+    the logs. (gunicorn's access line adds bytes and the time it waited.)"""
+    started = g.get("request_started")
+    if started is not None:
+        took = round((time.perf_counter() - started) * 1000, 1)
+        level = logging.DEBUG if request.endpoint in _QUIET_ENDPOINTS else logging.INFO
+        request_log.log(
+            level,
+            "%s %s %s %.1f ms",
+            request.method,
+            logs.current("path"),
+            response.status_code,
+            took,
+            extra={"duration_ms": took},
+        )
     return response
 
 
@@ -292,6 +320,7 @@ def init_app(app: Flask) -> None:
     app.before_request(_authenticate)
     app.teardown_request(_end_log_context)
 
+    app.after_request(_log_request)  # registered first, so it runs last: after the commit
     app.after_request(_commit_unit)
 
     @app.after_request
