@@ -432,10 +432,11 @@ def init_sentry(dsn: str, environment: str) -> bool:
     # function-level: sentry_sdk (and its Flask integration) loads only when a DSN is set
     import sentry_sdk
 
+    # send_default_pii is left unset, which is False (2.75 deprecates passing it: it warns):
+    # no user, cookies or client address; its event scrubber stays on besides ours.
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
-        send_default_pii=False,
         include_local_variables=False,
         max_request_body_size="never",
         before_send=before_send,  # type: ignore[arg-type]

@@ -4,16 +4,21 @@ a reset, an API token's life and a payment."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
+import brotli
 import pyotp
 import pytest
+import sentry_sdk
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -328,3 +333,92 @@ def test_the_text_format_is_readable_and_redacted() -> None:
     assert "request_id=req-9 user_id=7 company_id=3" in line and "hunter2" not in line
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
+
+
+# Sentry -----------------------------------------------------------------------------------------
+
+
+class Ingest(BaseHTTPRequestHandler):
+    """Sentry's ingest endpoint, on loopback: keeps every envelope it is sent."""
+
+    envelopes: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        encoding = self.headers.get("Content-Encoding", "")
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "br":
+            body = brotli.decompress(body)
+        Ingest.envelopes.append(body)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def ingest() -> Iterator[str]:
+    Ingest.envelopes = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ingest)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://publickey@127.0.0.1:{server.server_address[1]}/1"
+    finally:
+        client = sentry_sdk.get_client()
+        client.close()
+        sentry_sdk.get_global_scope().set_client(None)
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_unhandled_error_reaches_sentry_with_its_request_id_and_no_secret(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, ingest: str
+) -> None:
+    from portal.blueprints.auth import routes
+
+    assert logs.init_sentry("", "testing") is False  # no DSN: no Sentry
+    assert logs.init_sentry(ingest, "testing") is True
+    assert sentry_sdk.get_client().should_send_default_pii() is False
+
+    def boom(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("the page broke (password=hunter2)")
+
+    monkeypatch.setattr(routes, "render", boom)
+    client.set_cookie(
+        "__Host-portal", "eyJzaWQiOiJzZWNyZXQtY29va2llIn0.Z0x1bQ.c2lnbmF0dXJlLXZhbHVlLXg"
+    )
+    answered = client.get(
+        "/login?token=pt_U2VjcmV0VG9rZW5WYWx1ZUZvclNlbnRyeQ&next=/portal",
+        headers={
+            "X-Request-ID": "sentry-req-1",
+            "Authorization": "Bearer pt_QmVhcmVyVG9rZW5WYWx1ZUZvclNlbnRyeQ",
+            "X-CSRFToken": "IjY0ZmM0YzU3Ig.Z0x1bQ.Y3NyZi1zaWduYXR1cmUtdmFsdWU",
+        },
+    )
+    assert answered.status_code == 500
+    sentry_sdk.flush(timeout=5)
+    events = [
+        json.loads(item)
+        for envelope in Ingest.envelopes
+        for item in envelope.split(b"\n")
+        if item.startswith(b"{") and b'"exception"' in item
+    ]
+    assert events, Ingest.envelopes
+    [event] = events
+    assert event["tags"]["request_id"] == "sentry-req-1"
+    assert event["environment"] == "testing"
+    assert "RuntimeError" in json.dumps(event["exception"])
+    sent = b"\n".join(Ingest.envelopes).decode()
+    for secret in (
+        "hunter2",
+        "U2VjcmV0VG9rZW5WYWx1ZUZvclNlbnRyeQ",
+        "QmVhcmVyVG9rZW5WYWx1ZUZvclNlbnRyeQ",
+        "eyJzaWQiOiJzZWNyZXQtY29va2llIn0",
+        "c2lnbmF0dXJlLXZhbHVlLXg",
+        "IjY0ZmM0YzU3Ig",
+    ):
+        assert secret not in sent, secret
