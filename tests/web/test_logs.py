@@ -151,8 +151,12 @@ def test_nothing_secret_is_logged_and_every_line_names_its_request(
     number, cvc = "4242 4242 4242 4242", "9731"
     assert fill_card(client, start_setup(client), number=number, cvc=cvc).status_code == 303
     inv = make_invoice(db, account_named(db, "Acme West"), "120.00")
-    _confirmed, paid = pay(client, [inv], method(db, "4242").public_id)
+    confirmed, paid = pay(client, [inv], method(db, "4242").public_id)
     assert paid and payment(db, paid).status.value == "succeeded"
+    paying = confirmed.headers["X-Request-ID"]
+    with app.app_context():
+        asked_by_payment = db.scalars(select(Work).where(Work.request_id == paying)).all()
+    assert asked_by_payment  # the receipt's mail, at least
 
     # A password reset asked for (another client: signed out), its mail sent by the job.
     other = app.test_client()
@@ -185,6 +189,10 @@ def test_nothing_secret_is_logged_and_every_line_names_its_request(
     job_lines = [line for line in lines if line.get("job") == "send_password_reset"]
     assert job_lines and {line["request_id"] for line in job_lines} == {"reset-request-42"}
     assert {line["work_id"] for line in job_lines} == {rows[0].id}
+    receipt_lines = [
+        line for line in lines if line.get("work_id") in {w.id for w in asked_by_payment}
+    ]
+    assert receipt_lines and {line["request_id"] for line in receipt_lines} == {paying}
     # A signed-in request's line names the user and company by id, never by address.
     dashboard = [line for line in lines if line.get("endpoint") == "api_portal.dashboard"]
     assert dashboard and all(line["user_id"] and line["company_id"] for line in dashboard)
