@@ -66,3 +66,15 @@ def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # gunicorn's Worker
+
+
+# --- Logs (docs/operations.md, "Logs") -------------------------------------------------------
+# One JSON object per line (LOG_FORMAT=text: readable lines): the portal's own lines on stderr
+# (portal/logs.py puts its handler on the root logger when the app starts), gunicorn's on stderr
+# in the same shape, and its access log on stdout, one line per request with the request id the
+# portal answered with (X-Request-ID), remote address, method, path (never the query string;
+# the token of a reset, invitation, download or unsubscribe link replaced), status, duration in
+# ms, bytes and user agent. The dict below replaces the plain handlers set by accesslog/errorlog.
+from portal.logs import gunicorn_logconfig  # noqa: E402
+
+logconfig_dict = gunicorn_logconfig(os.environ)

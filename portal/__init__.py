@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import assets, clock, errors, i18n, runtime, security, templating, web
+from portal import assets, clock, errors, i18n, logs, runtime, security, templating, web
 from portal.blueprints.activity.routes import bp as activity_bp
 from portal.blueprints.api_ar import upserts as _api_ar_upserts  # noqa: F401 (routes on bp)
 from portal.blueprints.api_ar.routes import bp as api_ar_bp
@@ -89,8 +89,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=10 * 1024 * 1024,
     )
     app.config.update(dict(settings.extra))
-    logging.basicConfig(level=logging.INFO)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # One handler on the root logger for the whole process (idempotent), then Sentry if asked.
+    logs.configure(settings.log_format, settings.log_level)
+    logs.init_sentry(settings.sentry_dsn, settings.env)
     if settings.is_production:
         # Answer only to the portal's own name (PUBLIC_URL is required in production); another
         # Host header gets the 400 page (portal/errors.py).

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from portal import logs
 from portal.services.crypto import Keyring
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +81,11 @@ class Settings:
     # Proxies in front that append to X-Forwarded-For/-Proto/-Host (a load balancer: 1); 0
     # serves clients directly and ignores those headers, as anyone can send them.
     trusted_proxy_hops: int = 0
+    # Logs (portal/logs.py): "json" lines, or "text" (empty: text in development, else json),
+    # from LOG_LEVEL up; errors also go to Sentry when SENTRY_DSN is set.
+    log_format: str = ""
+    log_level: str = "INFO"
+    sentry_dsn: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -133,6 +139,9 @@ class Settings:
             "disputes_email": "DISPUTES_EMAIL",
             "ar_webhook_url": "AR_WEBHOOK_URL",
             "ar_webhook_secret": "AR_WEBHOOK_SECRET",
+            "log_format": "LOG_FORMAT",
+            "log_level": "LOG_LEVEL",
+            "sentry_dsn": "SENTRY_DSN",
         }
         for attr, var in mapping.items():
             if environ.get(var):
@@ -246,8 +255,23 @@ class Settings:
                 )
         if self.is_production and self.metrics_token and len(self.metrics_token) < 32:
             raise ConfigError("METRICS_TOKEN must be at least 32 characters")
+        log_format = self.log_format.strip().lower() or ("text" if self.is_development else "json")
+        if log_format not in logs.FORMATS:
+            raise ConfigError("LOG_FORMAT must be 'json' or 'text'")
+        log_level = self.log_level.strip().upper()
+        if log_level not in logs.LEVELS:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(logs.LEVELS)}")
+        if self.sentry_dsn:
+            dsn = urlsplit(self.sentry_dsn)
+            if dsn.scheme not in ("http", "https") or not dsn.hostname or not dsn.username:
+                raise ConfigError("SENTRY_DSN must look like https://key@o0.ingest.sentry.io/0")
         return replace(
-            self, secret_key=secret, secret_key_fallbacks=fallbacks, payment_gateway=gateway
+            self,
+            secret_key=secret,
+            secret_key_fallbacks=fallbacks,
+            payment_gateway=gateway,
+            log_format=log_format,
+            log_level=log_level,
         )
 
 

@@ -109,7 +109,9 @@ CONNECT_TIMEOUT = 5
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    # hide_parameters: a database error's text (logged with its traceback) shows the statement
+    # but never the values bound to it (a password hash, a token digest, an e-mail address).
+    kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database in {"", ":memory:"}:

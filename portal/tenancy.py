@@ -19,6 +19,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, event, text
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
+from portal import logs
 from portal.models import BillingAccount, Company, HasAccount, HasCompany, PortalUser, Role
 
 _KEY: Final = "portal.scope"
@@ -65,6 +66,7 @@ def bind(session: Session, scope: Scope) -> None:
         raise TenancyError("this session is already bound to another scope")
     session.info[_KEY] = scope
     _sync_database(session)
+    logs.bind(user_id=scope.user_id, company_id=scope.company_id)  # on every log line from here
 
 
 def current_scope(session: Session) -> Scope:

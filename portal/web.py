@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import clock, tenancy
+from portal import clock, logs, tenancy
 from portal.db import commit_now, connection_lost
 from portal.extensions import Database, db_session, login_manager, settings
 from portal.models import PortalUser
@@ -38,6 +38,7 @@ OUT_OF_BAND = "layouts/_out_of_band.html"
 SESSION_TOKEN_KEY = "sid"  # noqa: S105 - a cookie key, not a secret
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+request_log = logging.getLogger("portal.request")
 
 
 def session_policy() -> auth.SessionPolicy:
@@ -229,6 +230,62 @@ def _authenticate() -> None:
         commit_now(db, "the session touch must not hold SQLite's write lock through a GET")
 
 
+def _begin_log_context() -> None:
+    """The request's id (its sane X-Request-ID, else a new one) and what it asks, in every log
+    line written while it runs (portal/logs.py); `tenancy.bind` adds the user and company."""
+    # A request run again after a lost connection (PortalApp) keeps the id it was given.
+    request_id = g.get("request_id") or logs.request_id_from(
+        request.headers.get(logs.REQUEST_ID_HEADER)
+    )
+    g.request_id = request_id
+    g.request_started = time.perf_counter()
+    g.log_context = logs.begin(
+        request_id=request_id,
+        method=request.method,
+        path=logs.redact(request.path),
+        endpoint=request.endpoint,
+    )
+
+
+def _request_id_header(response: Response) -> Response:
+    """Every answer names its request (pages, the API, errors): what support asks for."""
+    request_id = g.get("request_id")
+    if request_id:
+        response.headers[logs.REQUEST_ID_HEADER] = request_id
+        logs.bind(status=response.status_code)
+    return response
+
+
+# Probes and metrics scrapes come every few seconds: their lines only at DEBUG.
+_QUIET_ENDPOINTS = frozenset({"static", "health.healthz", "health.readyz", "health.metrics"})
+
+
+def _log_request(response: Response) -> Response:
+    """One line per request, after its commit, with what the context knows (request id, user,
+    company, method, path, endpoint, status) and how long the portal took: the activity log of
+    the logs. (gunicorn's access line adds bytes and the time it waited.)"""
+    started = g.get("request_started")
+    if started is not None:
+        took = round((time.perf_counter() - started) * 1000, 1)
+        level = logging.DEBUG if request.endpoint in _QUIET_ENDPOINTS else logging.INFO
+        request_log.log(
+            level,
+            "%s %s %s %.1f ms",
+            request.method,
+            logs.current("path"),
+            response.status_code,
+            took,
+            extra={"duration_ms": took},
+        )
+    return response
+
+
+def _end_log_context(_error: BaseException | None) -> None:
+    token = g.pop("log_context", None)
+    if token is not None:
+        logs.end(token)
+
+
 def _commit_unit(response: Response) -> Response:
     """The unit of work's edge: whatever the route did commits here, once, when it answered
     (a 2xx, a redirect, or a 4xx of its own: a failed sign-in's count and audit record stand).
@@ -304,9 +361,16 @@ class PortalApp(Flask):
                     _describe(error),
                     pause,
                 )
+            # The attempt's log context ends with it; the request keeps its one id.
+            request_id = g.get("request_id")
+            context = g.get("log_context")
+            if context is not None:
+                logs.end(context)
             Database.start_over()
             vars(request_globals).clear()
             vars(request_globals).update(before)
+            if request_id:
+                g.request_id = request_id
             time.sleep(pause)
         return super().full_dispatch_request()  # the last: a lost connection is answered 503
 
@@ -333,8 +397,12 @@ def init_app(app: Flask) -> None:
     login_manager.unauthorized_handler(_unauthorized)
     # First of all, before Flask-WTF's CSRF check parses the form (the raw body is gone then).
     app.before_request_funcs.setdefault(None, []).insert(0, _refuse_nul)
+    # Before that even: a refused request is logged with its id too.
+    app.before_request_funcs[None].insert(0, _begin_log_context)
     app.before_request(_authenticate)
+    app.teardown_request(_end_log_context)
 
+    app.after_request(_log_request)  # registered first, so it runs last: after the commit
     app.after_request(_commit_unit)
 
     @app.after_request
@@ -343,3 +411,6 @@ def init_app(app: Flask) -> None:
         response.vary.add("HX-Target")
         response.vary.add("Cookie")
         return response
+
+    # Registered last, so it runs first: the id is on the answer whatever a later hook does.
+    app.after_request(_request_id_header)

@@ -26,7 +26,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portal import clock, create_app, metrics, tenancy
+from portal import clock, create_app, logs, metrics, tenancy
 from portal.db import unit_of_work
 from portal.disputes import mail as dispute_mail
 from portal.i18n import language_of
@@ -504,48 +504,55 @@ def run_work(work_id: int) -> str:
         if held is None:
             return f"{NOT_RUN}: finished, held elsewhere, or not due"
         claim: outbox.Claim = held
-        token = outbox.current.set(claim)
-        started = time.perf_counter()
+        # Its log lines name the job, the row and the request that asked for it.
+        with logs.context(request_id=claim.request_id, job=job_name(claim.job), work_id=work_id):
+            return _run_claimed(app, claim)
 
-        def took(outcome: str) -> None:
-            elapsed = time.perf_counter() - started
-            metrics.jobs.labels(job_name(claim.job), outcome).observe(elapsed)
 
-        try:
-            outcome = str(resolve(claim.job)(*claim.args))
-        except DeliveryUnknown as error:
-            took("unconfirmed")
-            log.warning("work %s (%s): %s", work_id, claim.job, error)
-            unconfirmed = f"unconfirmed: {error}"
-            _record(app, lambda s: outbox.finish(s, claim, unconfirmed, clock.now()))
-            return "unconfirmed"
-        except Exception as error:
-            took("failed")
-            again = not _refused_for_good(error)
-            refused = isinstance(
-                error, (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused)
-            )
-            failure = f"{type(error).__name__}: {error}"
-            ended: list[object] = []
+def _run_claimed(app: Flask, claim: outbox.Claim) -> str:
+    """Run claimed work and record how it ended (run_work's second half)."""
+    work_id = claim.work_id
+    token = outbox.current.set(claim)
+    started = time.perf_counter()
 
-            def back(session: Session) -> None:
-                ended.append(
-                    outbox.give_up_or_retry(
-                        session, claim, failure, clock.now(), retry=again, refused=refused
-                    )
+    def took(outcome: str) -> None:
+        elapsed = time.perf_counter() - started
+        metrics.jobs.labels(job_name(claim.job), outcome).observe(elapsed)
+
+    try:
+        outcome = str(resolve(claim.job)(*claim.args))
+    except DeliveryUnknown as error:
+        took("unconfirmed")
+        log.warning("work %s (%s): %s", work_id, claim.job, error)
+        unconfirmed = f"unconfirmed: {error}"
+        _record(app, lambda s: outbox.finish(s, claim, unconfirmed, clock.now()))
+        return "unconfirmed"
+    except Exception as error:
+        took("failed")
+        again = not _refused_for_good(error)
+        refused = isinstance(error, (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused))
+        failure = f"{type(error).__name__}: {error}"
+        ended: list[object] = []
+
+        def back(session: Session) -> None:
+            ended.append(
+                outbox.give_up_or_retry(
+                    session, claim, failure, clock.now(), retry=again, refused=refused
                 )
-
-            _record(app, back)
-            log.exception(
-                "work %s (%s) failed on attempt %d; now %s",
-                work_id,
-                claim.job,
-                claim.attempt,
-                ended[0],
             )
-            return f"failed: {failure}"
-        finally:
-            outbox.current.reset(token)
-        took("done")
-        _record(app, lambda s: outbox.finish(s, claim, outcome, clock.now()))
-        return outcome
+
+        _record(app, back)
+        log.exception(
+            "work %s (%s) failed on attempt %d; now %s",
+            work_id,
+            claim.job,
+            claim.attempt,
+            ended[0],
+        )
+        return f"failed: {failure}"
+    finally:
+        outbox.current.reset(token)
+    took("done")
+    _record(app, lambda s: outbox.finish(s, claim, outcome, clock.now()))
+    log.info("work %s (%s) done on attempt %d: %s", work_id, claim.job, claim.attempt, outcome)
+    return outcome

@@ -57,6 +57,8 @@ class Work(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     outcome: Mapped[str | None] = mapped_column(String(300))  # what it returned, or its error
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The request (its X-Request-ID) or job that asked for it: the job's log lines carry it.
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
     @property
     def rq_job_id(self) -> str:

@@ -75,8 +75,9 @@ class Mailer:
             if self.before_sending is not None:
                 self.before_sending()
             (folder / name).write_bytes(bytes(message))  # the same name again: one file
-            log.info("mail to %s written to %s", to, folder / name)
-        log.info("mail sent to %s: %s", to, subject)
+            log.info("mail %s written to %s", message["Message-ID"], folder / name)
+        # The recipient's address is not logged (personal data): the Message-ID finds the mail.
+        log.info("mail %s sent: %s", message["Message-ID"], subject)
         return str(message["Message-ID"])
 
     def _smtp(self, message: EmailMessage, to: str) -> None:

@@ -32,6 +32,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from portal import logs
 from portal.models import UNFINISHED, Schedule, Work, WorkState
 
 MAX_ATTEMPTS = 4  # the first run and three more
@@ -55,6 +56,7 @@ class Claim:
     by: str
     attempt: int
     created: datetime
+    request_id: str | None = None  # of the request (or job) that asked for it
 
     def message_id(self, domain: str) -> str:
         """The Message-ID of the mail this work sends: the same for every attempt (a receiver
@@ -91,6 +93,8 @@ def add(
         dispatched=1 if due_now else 0,
         dispatched_at=now if due_now else None,
         created_at=now,
+        # The request (or job) asking: its log lines and the job's share this id.
+        request_id=logs.current("request_id"),
     )
     session.add(row)
     session.flush()  # its id travels to Redis after the commit
@@ -115,7 +119,7 @@ def claim(session: Session, work_id: int, by: str, now: datetime) -> Claim | Non
     row.claimed_by = by
     row.claimed_at = now
     row.attempts += 1
-    return Claim(row.id, row.job, tuple(row.args), by, row.attempts, row.created_at)
+    return Claim(row.id, row.job, tuple(row.args), by, row.attempts, row.created_at, row.request_id)
 
 
 def _held(session: Session, held: Claim, states: Iterable[WorkState]) -> Work | None:

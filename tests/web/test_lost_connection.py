@@ -387,3 +387,36 @@ def test_connecting_to_postgresql_gives_up_in_bounded_time(
         engine.dispose()
     assert given["connect_timeout"] == timeout
     assert connection_lost(raised.value)
+
+
+@pytest.mark.parametrize("given", ["support-42", None])
+def test_a_retried_read_keeps_its_request_id_and_leaves_no_log_context_behind(
+    signed_in: Auth,
+    client: FlaskClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    no_pauses: None,
+    given: str | None,
+) -> None:
+    from portal import logs
+
+    seen: list[object] = []
+    real = invoices.list_invoices
+    flaky = Flaky(real, failures=2, loss=invalidated)
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        seen.append(logs.current("request_id"))
+        return flaky(*args, **kwargs)
+
+    monkeypatch.setattr(invoices, "list_invoices", noting)
+    headers = {logs.REQUEST_ID_HEADER: given} if given else {}
+    with caplog.at_level(logging.WARNING):
+        response = client.get("/portal/invoices", headers=headers)
+    assert response.status_code == 200
+    answered = response.headers[logs.REQUEST_ID_HEADER]
+    # Three attempts, one request: one id in every attempt's lines and on the answer.
+    assert seen == [answered] * 3
+    if given:
+        assert answered == given
+    # Nothing of the request is left in the context once it is answered.
+    assert logs.current("request_id") is None
