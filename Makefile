@@ -69,7 +69,7 @@ format: install-dev
 # Production serving: gunicorn with gunicorn.conf.py (workers from cores, timeouts, JSON logs),
 # PORTAL_ENV=production unless said otherwise; the configuration it needs is in docs/operations.md.
 # /metrics sums every worker's counts through PROMETHEUS_MULTIPROC_DIR: default instance/metrics
-# (emptied as gunicorn starts; job workers on the host should be given the same directory).
+# (files of ended processes go as gunicorn starts; give the host's job workers the same directory).
 serve: install translations-compile
 	PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/instance/metrics} \
 	PORTAL_ENV=$${PORTAL_ENV:-production} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app

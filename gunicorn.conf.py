@@ -39,25 +39,16 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 
 # --- Prometheus metrics across workers (portal/metrics.py) -------------------------------------
 # With PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics to files there and /metrics
-# sums them: the directory is emptied as the server starts (counts of an earlier run would be
-# added to this one's), and a worker that ends has its live gauges (the database pool's) dropped,
-# while its counters and histograms keep counting. `make serve` sets a default directory.
+# sums them: as the server starts the files of processes no longer running go (a job worker's
+# beside it stay), and a worker that ends has its live gauges (the database pool's) dropped,
+# while its counters and histograms keep counting until the next start. `make serve` sets a
+# default directory.
 
 
 def on_starting(server: object) -> None:
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
-        return
-    import shutil  # only the master empties the directory
-    from pathlib import Path
+    from portal import metrics
 
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    metrics.forget_the_dead()  # the files of processes gone (a job worker's running stay)
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -6,7 +6,8 @@ process writing its own files there), `/metrics` sums what every process recorde
 (prometheus_client's MultiProcessCollector): counters and histograms of processes that ended
 stay counted, the database pool's gauges count live processes only. Without it (development,
 tests) each process reports its own. The directory must be set before this module is first
-imported and be emptied when the server starts (gunicorn.conf.py does both for gunicorn).
+imported; as a server starts the files of processes no longer running are removed
+(`forget_the_dead`, called by gunicorn.conf.py and by each job worker as it starts).
 
 Labels stay few: endpoint names (never paths; "unmatched" when no route matched), methods,
 statuses, outcomes, gateways, formats and job names, all from fixed sets.
@@ -22,6 +23,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -167,6 +169,37 @@ def process_ended(pid: int | str) -> None:
     directory = multiprocess_dir()
     if directory:
         mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
+
+
+def forget_the_dead(directory: str | None = None) -> int:
+    """Remove the files of processes that no longer run (a server starting on this host: what a
+    killed worker left would otherwise be summed for ever, its pool gauges included), and keep
+    those of processes still running (the job workers beside a restarting gunicorn keep their
+    figures). A file is `<kind>_<pid>.db`, or `<kind>_<pid>job.db` for a worker's jobs. Returns
+    how many files went."""
+    directory = directory or multiprocess_dir()
+    if not directory:
+        return 0
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    removed = 0
+    for entry in path.glob("*.db"):
+        owner = entry.stem.rpartition("_")[2].removesuffix("job")
+        if owner.isdigit() and _alive(int(owner)):
+            continue
+        entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 @contextmanager

@@ -100,6 +100,7 @@ def serve(app: Flask, *, burst: bool = False, name: str | None = None) -> None:
     if not redis_url:
         raise RuntimeError("REDIS_URL is not set: a worker needs Redis (`make run` starts one)")
     jobs.use_app(app)
+    metrics.forget_the_dead()  # what a killed worker of this host left behind
     dispatcher = Dispatcher(app, RQJobQueue(redis_url, timeout=DISPATCH_TIMEOUT))
     try:
         _serve(app, dispatcher, redis_url, burst=burst, name=name)

@@ -75,7 +75,11 @@ def gunicorn(database: Backend, redis_server: RedisServer, tmp_path: Path) -> It
     port = _free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    (metrics_dir / "counter_1.db").write_bytes(b"")  # an earlier run's: emptied on start
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    # An earlier run's file, of a process that ended: removed as gunicorn starts.
+    (metrics_dir / f"counter_{ended.pid}.db").write_bytes(b"")
+    (metrics_dir / "ended").write_text(str(ended.pid))
     env = {
         name: value
         for name, value in os.environ.items()
@@ -155,7 +159,8 @@ def test_two_gunicorn_workers_count_as_one_and_a_killed_one_keeps_its_counts(
     gunicorn: Gunicorn, tmp_path: Path
 ) -> None:
     metrics_dir = tmp_path / "metrics"
-    assert not (metrics_dir / "counter_1.db").exists()  # emptied as gunicorn started
+    ended = (metrics_dir / "ended").read_text()
+    assert not (metrics_dir / f"counter_{ended}.db").exists()  # gone as gunicorn started
     assert gunicorn.get("/metrics")[0] == 401  # the token is still wanted
     workers = gunicorn.workers()
 
@@ -206,7 +211,9 @@ def test_two_gunicorn_workers_count_as_one_and_a_killed_one_keeps_its_counts(
     after = gunicorn.scrape()
     assert _readyz(after) == REQUESTS + 5
     live = {int(p.stem.rpartition("_")[2]) for p in metrics_dir.glob("gauge_livesum_*.db")}
-    assert dead not in live and live <= set(gunicorn.workers())
+    # The master imports the portal with its config (its logging), so it holds files too,
+    # with nothing in them; the dead worker's gauges are gone.
+    assert dead not in live and live <= {*gunicorn.workers(), gunicorn.process.pid}
 
 
 def test_a_real_worker_times_its_jobs_and_its_children_leave_no_gauges(
@@ -246,3 +253,20 @@ def test_a_real_worker_times_its_jobs_and_its_children_leave_no_gauges(
         lambda: gauges() <= {f"gauge_livesum_{worker.pid}.db"},
     )
     assert f"gauge_livesum_{worker.pid}job.db" not in gauges()
+
+
+def test_a_starting_server_forgets_only_the_processes_that_ended(tmp_path: Path) -> None:
+    """gunicorn (and each job worker) starting on a host removes the files of processes gone,
+    a killed one's pool gauges included, and keeps those of processes still running: a job
+    worker beside a restarting gunicorn keeps its figures."""
+    from portal import metrics
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    alive = os.getpid()
+    kept = [f"counter_{alive}.db", f"histogram_{alive}job.db", f"gauge_livesum_{alive}.db"]
+    gone = [f"counter_{ended.pid}.db", f"gauge_livesum_{ended.pid}job.db", "counter_x.db"]
+    for name in kept + gone:
+        (tmp_path / name).write_bytes(b"")
+    assert metrics.forget_the_dead(str(tmp_path)) == len(gone)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
