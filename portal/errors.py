@@ -36,6 +36,7 @@ def _messages() -> dict[int, tuple[str, str]]:
         413: (_("Too large"), _("That upload is too large.")),
         429: (_("Too many requests"), _("Too many attempts. Please wait a moment and try again.")),
         500: (_("Something went wrong"), _("Something went wrong on our side. Please try again.")),
+        503: (_("Unavailable"), _("The portal is briefly unavailable. Please try again soon.")),
     }
 
 
