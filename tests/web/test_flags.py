@@ -155,7 +155,11 @@ def test_payment_off_closes_the_form_with_a_sentence_and_hides_every_pay_action(
 ) -> None:
     inv = invoice(db, "INV-1003")
     assert "Pay Now" in client.get(f"/portal/invoices/{inv.public_id}").get_data(as_text=True)
+    _response, failed = pay(client, [inv], method(db, "0341").public_id)  # charges fail
+    assert payment(db, failed).status is PaymentStatus.FAILED
+    assert ">Retry</a>" in client.get(f"/portal/payments/{failed}").get_data(as_text=True)
     switch(db, flags.PAYMENT, False)
+    assert ">Retry</a>" not in client.get(f"/portal/payments/{failed}").get_data(as_text=True)
     for page in ("/portal/dashboard", "/portal/invoices", f"/portal/invoices/{inv.public_id}"):
         text = client.get(page).get_data(as_text=True)
         assert "Pay Now" not in text and "Pay selected" not in text, page
@@ -301,3 +305,17 @@ def test_scheduled_payments_wait_while_payment_is_off_and_run_when_it_is_back(
         assert jobs.run_due_payments() == 1
     db.expire_all()
     assert payment(db, pid).status is PaymentStatus.SUCCEEDED
+
+
+def test_reminders_and_monthly_statements_wait_while_their_part_is_off(
+    app: Flask, db: Session
+) -> None:
+    from workers import jobs
+
+    switch(db, flags.MASTER, False)
+    with app.app_context():
+        assert jobs.send_reminders() == {"users": 0, "notified": 0, "failed": 0}
+        assert jobs.send_monthly_statements() == {}  # statements count as off too
+    switch(db, flags.MASTER, True)
+    with app.app_context():
+        assert jobs.send_reminders()["users"] > 0  # the demo's active users, when it is on
