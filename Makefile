@@ -68,7 +68,10 @@ format: install-dev
 
 # Production serving: gunicorn with gunicorn.conf.py (workers from cores, timeouts, JSON logs),
 # PORTAL_ENV=production unless said otherwise; the configuration it needs is in docs/operations.md.
+# /metrics sums every worker's counts through PROMETHEUS_MULTIPROC_DIR: default instance/metrics
+# (emptied as gunicorn starts; job workers on the host should be given the same directory).
 serve: install translations-compile
+	PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/instance/metrics} \
 	PORTAL_ENV=$${PORTAL_ENV:-production} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # An RQ worker on REDIS_URL (queue `portal`), the app built once, with the dispatcher that hands

@@ -28,10 +28,41 @@ max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "200"))
 # gunicorn 27's control socket is not wanted (and cannot be created on every host).
 control_socket_disable = True
 
-# The proxy in front sets X-Forwarded-*; trust it only from these addresses.
+# gunicorn believes X-Forwarded-Proto only from these addresses. The portal reads the client's
+# address, scheme and host from X-Forwarded-* itself, as TRUSTED_PROXY_HOPS says (operations.md).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Logs to stdout/stderr (the container's or the service manager's log).
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+# --- Prometheus metrics across workers (portal/metrics.py) -------------------------------------
+# With PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics to files there and /metrics
+# sums them: the directory is emptied as the server starts (counts of an earlier run would be
+# added to this one's), and a worker that ends has its live gauges (the database pool's) dropped,
+# while its counters and histograms keep counting. `make serve` sets a default directory.
+
+
+def on_starting(server: object) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    import shutil  # only the master empties the directory
+    from pathlib import Path
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def child_exit(server: object, worker: object) -> None:
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # gunicorn's Worker

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal import (
     assets,
@@ -146,4 +147,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     if settings.payment_gateway == "sandbox":
         app.register_blueprint(sandbox_bp)
     register_cli(app)
+    if settings.trusted_proxy_hops:
+        # Outermost, so every part of the app sees the client: rate limits, the lockout and
+        # the audit log read request.remote_addr. Each hop is one proxy that appends its peer to
+        # X-Forwarded-For; values further left were sent by the client and are ignored. The
+        # forwarded Host is still checked against TRUSTED_HOSTS (production).
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
     return app

@@ -60,6 +60,19 @@ def _db_commands(app: Flask) -> None:
         migrate.upgrade(settings().database_url)
         click.echo("database is at the latest schema")
 
+    @db_group.command("downgrade")
+    @click.argument("revision")
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    def db_downgrade(revision: str, yes: bool) -> None:
+        """Undo the migrations after REVISION (its id, e.g. 0021; `-- -1` for one step). What
+        they added (tables, columns, their data) is dropped: back up first."""
+        if not yes:
+            click.confirm(
+                f"Undo the migrations after {revision}? What they added is dropped", abort=True
+            )
+        migrate.downgrade(revision, settings().database_url)
+        click.echo(f"database downgraded to {revision}")
+
 
 def _seed_commands(app: Flask) -> None:
     @app.cli.group("seed")

@@ -21,6 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name; under INSTANCE_DIR: development's own key, made once
 MIN_SECRET_LENGTH = 32
+MAX_PROXY_HOPS = 5
 
 ENVIRONMENTS = ("development", "testing", "production")
 GATEWAYS = ("sandbox", "stripe")
@@ -81,6 +82,9 @@ class Settings:
     # maintenance page's Retry-After (MAINTENANCE_RETRY_AFTER seconds).
     flags_refresh_seconds: float = 2.0
     maintenance_retry_after: int = 300
+    # Proxies in front that append to X-Forwarded-For/-Proto/-Host (a load balancer: 1); 0
+    # serves clients directly and ignores those headers, as anyone can send them.
+    trusted_proxy_hops: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -148,6 +152,7 @@ class Settings:
             "statement_max_days": "STATEMENT_MAX_DAYS",
             "statement_retention_days": "STATEMENT_RETENTION_DAYS",
             "maintenance_retry_after": "MAINTENANCE_RETRY_AFTER",
+            "trusted_proxy_hops": "TRUSTED_PROXY_HOPS",
         }.items():
             if environ.get(var):
                 try:
@@ -189,6 +194,11 @@ class Settings:
             raise ConfigError("FLAGS_REFRESH_SECONDS must be between 0 and 60 seconds")
         if not 1 <= self.maintenance_retry_after <= 86400:
             raise ConfigError("MAINTENANCE_RETRY_AFTER must be between 1 and 86400 seconds")
+        if not 0 <= self.trusted_proxy_hops <= MAX_PROXY_HOPS:
+            raise ConfigError(
+                f"TRUSTED_PROXY_HOPS must be 0 (no proxy) to {MAX_PROXY_HOPS}: how many proxies "
+                "in front of the portal add X-Forwarded-For"
+            )
         secret = self.secret_key
         if not secret:
             if self.is_production:

@@ -17,6 +17,7 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal import metrics
 from portal.config import Settings
 from portal.db import begin_unit, end_unit, make_engine, make_sessionmaker
 from portal.services.passwords import hasher
@@ -42,6 +43,7 @@ class Database:
 
     def init_app(self, app: Flask, settings: Settings) -> None:
         self.engine = make_engine(settings.database_url)
+        metrics.watch_pool(self.engine)  # the pool's gauges on /metrics
         self.sessionmaker = make_sessionmaker(self.engine)
         app.extensions["portal.db"] = self
         app.before_request(self._begin_unit)  # the first hook: before anything reads

@@ -34,3 +34,9 @@ def include_name(
 
 def upgrade(url: str | None = None, connection: Connection | None = None) -> None:
     command.upgrade(alembic_config(url, connection), "head")
+
+
+def downgrade(revision: str, url: str | None = None, connection: Connection | None = None) -> None:
+    """Back to `revision` (its id, or "-1" for one step): operators' last resort when a
+    migration itself is at fault (docs/operations.md, Rollback)."""
+    command.downgrade(alembic_config(url, connection), revision)

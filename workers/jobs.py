@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import smtplib
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portal import clock, create_app, flags, tenancy
+from portal import clock, create_app, flags, metrics, tenancy
 from portal.db import unit_of_work
 from portal.disputes import mail as dispute_mail
 from portal.i18n import language_of
@@ -49,7 +50,7 @@ from portal.services.mail import DeliveryUnknown
 from portal.statements import delivery, generate, monthly
 from portal.templating import format_datetime
 from portal.web import session_policy
-from workers.queue import resolve
+from workers.queue import job_name, resolve
 
 log = logging.getLogger(__name__)
 
@@ -521,14 +522,22 @@ def run_work(work_id: int) -> str:
             return f"{NOT_RUN}: finished, held elsewhere, or not due"
         claim: outbox.Claim = held
         token = outbox.current.set(claim)
+        started = time.perf_counter()
+
+        def took(outcome: str) -> None:
+            elapsed = time.perf_counter() - started
+            metrics.jobs.labels(job_name(claim.job), outcome).observe(elapsed)
+
         try:
             outcome = str(resolve(claim.job)(*claim.args))
         except DeliveryUnknown as error:
+            took("unconfirmed")
             log.warning("work %s (%s): %s", work_id, claim.job, error)
             unconfirmed = f"unconfirmed: {error}"
             _record(app, lambda s: outbox.finish(s, claim, unconfirmed, clock.now()))
             return "unconfirmed"
         except Exception as error:
+            took("failed")
             again = not _refused_for_good(error)
             refused = isinstance(
                 error, (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused)
@@ -554,5 +563,6 @@ def run_work(work_id: int) -> str:
             return f"failed: {failure}"
         finally:
             outbox.current.reset(token)
+        took("done")
         _record(app, lambda s: outbox.finish(s, claim, outcome, clock.now()))
         return outcome

@@ -16,6 +16,7 @@ within a few seconds (RQ's reconnection waits at most MAX_RECONNECT_WAIT).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ from rq import Queue, Worker
 from rq.exceptions import StopRequested
 from rq.job import Job
 
+from portal import metrics
 from workers import jobs
 from workers.dispatch import Dispatcher
 from workers.queue import QUEUE_NAME, RQJobQueue, connect
@@ -75,10 +77,19 @@ class PortalWorker(Worker):
         and only the shutdown date when idle (it raises StopRequested then)."""
         return self._stop_requested or self._shutdown_requested_date is not None
 
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        finally:
+            # The child is gone: its live gauges (the pool's) with it; its counts stay.
+            metrics.process_ended(metrics.horse_name(os.getpid()))
+
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         # The child of a fork: the parent's pooled connections are the parent's (SQLAlchemy's
         # recipe for forked processes: forget them here without closing them).
         self.app.extensions["portal.db"].engine.dispose(close=False)
+        # Its metrics go to its worker's one set of files for jobs, not to a set per child.
+        metrics.act_as(metrics.horse_name(os.getppid()))
         super().main_work_horse(job, queue)
 
 
@@ -90,6 +101,15 @@ def serve(app: Flask, *, burst: bool = False, name: str | None = None) -> None:
         raise RuntimeError("REDIS_URL is not set: a worker needs Redis (`make run` starts one)")
     jobs.use_app(app)
     dispatcher = Dispatcher(app, RQJobQueue(redis_url, timeout=DISPATCH_TIMEOUT))
+    try:
+        _serve(app, dispatcher, redis_url, burst=burst, name=name)
+    finally:
+        metrics.process_ended(os.getpid())
+
+
+def _serve(
+    app: Flask, dispatcher: Dispatcher, redis_url: str, *, burst: bool, name: str | None
+) -> None:
     while True:
         worker: PortalWorker | None = None
         try:

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from portal import tenancy
+from portal import metrics, tenancy
 from portal.models import PortalUser, UserSession, UserStatus
 from portal.services import audit, lockout, mfa
 from portal.services.crypto import Keyring, Unreadable
@@ -114,6 +114,7 @@ def check_password(
             success=outcome is SignInOutcome.OK,
             reason=outcome.value,
         )
+    metrics.sign_ins.labels(outcome.value).inc()
     return SignInResult(outcome, user)
 
 
@@ -271,6 +272,7 @@ def check_second_factor(
     key = lockout.key_for(keys, user.email)
     with tenancy.system(session):
         if lockout.locked_until(session, key, now=now) is not None:
+            metrics.mfa_failures.labels(SignInOutcome.LOCKED.value).inc()
             return SignInResult(SignInOutcome.LOCKED, user)
         unreadable = False
         try:
@@ -292,6 +294,7 @@ def check_second_factor(
             second_factor_passed(session, user, keys=keys, now=now)
         else:
             outcome = _count_failure(session, user, key, policy, now, request)
+            metrics.mfa_failures.labels(outcome.value).inc()
         _audit(
             session,
             user,

@@ -291,6 +291,28 @@ def late(session: Session, now: datetime) -> int:
     return int(count or 0)
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """Work waiting for a worker (pending or queued, its time come) at one moment: /metrics."""
+
+    due: int
+    oldest_due_at: datetime | None
+    late: int
+
+
+WAITING = (WorkState.PENDING, WorkState.QUEUED)
+
+
+def backlog(session: Session, now: datetime) -> Backlog:
+    """How much due work waits, since when, and how many unfinished rows are late."""
+    due, oldest = session.execute(
+        select(func.count(), func.min(Work.run_after)).where(
+            Work.state.in_(WAITING), Work.run_after <= now
+        )
+    ).one()
+    return Backlog(int(due or 0), oldest, late(session, now))
+
+
 def about_payment(payment_id: int) -> str:
     """The subject of work about a payment (its scheduled run, the mail of its outcome)."""
     return f"payment:{payment_id}"

@@ -36,7 +36,7 @@ from flask_babel import force_locale
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from portal import tenancy
+from portal import metrics, tenancy
 from portal.db import unit_of_work
 from portal.i18n import language_of
 from portal.models import (
@@ -189,6 +189,7 @@ def _build(runtime: Runtime, sessions: Sessions, begun: _Begun) -> _Built:
         with (
             force_locale(language_of(statement.locale)),
             runtime.store.writer(key) as out,
+            metrics.timed(metrics.statements, format=renderer.extension),
         ):
             renderer.render(data, out, progress)
         return _Built(key, filename(data, statement.format), data.line_count)

@@ -73,8 +73,9 @@ def test_metrics_need_the_bearer_token_outside_development(prod_client: FlaskCli
         assert get(Authorization=wrong).status_code == 401, wrong
     allowed = get(Authorization=f"Bearer {TOKEN}")
     assert allowed.status_code == 200
-    assert 'portal_http_requests_total{endpoint="auth.login",status="200"}' in allowed.get_data(
-        as_text=True
+    exposition = allowed.get_data(as_text=True)
+    assert (
+        'portal_http_requests_total{endpoint="auth.login",method="GET",status="200"}' in exposition
     )
 
 

@@ -59,7 +59,7 @@ def test_a_settlement_that_waits_is_said_on_the_page_and_by_readyz(
     settings = dataclasses.replace(app.config["SETTINGS"], metrics_token=token)
     monkeypatch.setitem(app.config, "SETTINGS", settings)
     metrics = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
-    assert "\nportal_work_late 1\n" in metrics.get_data(as_text=True)
+    assert "\nportal_work_late 1.0\n" in metrics.get_data(as_text=True)
 
     assert app.extensions["portal.jobs"].run_due() == 2  # the settlement, then its mail
     assert payment(db, pid).status is PaymentStatus.SUCCEEDED

@@ -2,7 +2,8 @@
 
 `/healthz` and `/readyz` say only ok or not ok, and `/readyz` whether Redis answers (what
 failed, and why, goes to the log, never to whoever asks). Outside development `/metrics` wants
-`Authorization: Bearer <METRICS_TOKEN>` and does not exist at all without METRICS_TOKEN. Timings
+`Authorization: Bearer <METRICS_TOKEN>` and does not exist at all without METRICS_TOKEN; what it
+exports is portal/metrics.py's, plus the backlog read as it is asked (`_Backlog`). Timings
 leave in a `Server-Timing` header only in development: elsewhere a response's own timing could
 tell a guesser what the server did.
 """
@@ -13,21 +14,26 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Iterator
 
 from flask import Blueprint, Flask, Response, abort, g, jsonify, request
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
 from portal import clock
+from portal import metrics as portal_metrics
 from portal.config import Settings
 from portal.extensions import Database, settings
 from portal.services import outbox
-from workers.queue import WEB_TIMEOUT, connect
+from workers.queue import WEB_TIMEOUT, connect, get_queue
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 
-_requests: dict[tuple[str, int], int] = {}
-_latency_sum: dict[str, float] = {}
+# Methods counted by name; anything else is "other" (a client may send any token).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @bp.get("/healthz")
@@ -85,36 +91,64 @@ def _metrics_allowed(config: Settings) -> bool:
     return hmac.compare_digest(offered, expected) and scheme.lower() == "bearer"
 
 
+class _Backlog(Collector):
+    """What is read at scrape time: the outbox's due work and its age (the database), the RQ
+    queue's depth (Redis, with the web's short timeout). A source that does not answer is left
+    out of the answer and logged: a scrape never fails because of it."""
+
+    def __init__(self, sessions: sessionmaker[Session], redis_url: str | None) -> None:
+        self.sessions = sessions
+        self.redis_url = redis_url
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            with self.sessions() as session:
+                backlog = outbox.backlog(session, clock.now())
+        except Exception as error:
+            _failed("metrics database", error, logging.WARNING)
+        else:
+            yield GaugeMetricFamily(
+                "portal_work_late",
+                "Background work waiting more than a minute past its time.",
+                value=backlog.late,
+            )
+            yield GaugeMetricFamily(
+                "portal_outbox_due",
+                "Background work due and waiting for a worker (pending or queued).",
+                value=backlog.due,
+            )
+            age = 0.0
+            if backlog.oldest_due_at is not None:
+                age = max((clock.now() - backlog.oldest_due_at).total_seconds(), 0.0)
+            yield GaugeMetricFamily(
+                "portal_outbox_oldest_due_age_seconds",
+                "How long the oldest due work has waited for a worker (0 when none waits).",
+                value=age,
+            )
+        if not self.redis_url:
+            return
+        try:
+            queue = get_queue(self.redis_url, WEB_TIMEOUT)
+            with queue.connection:
+                depth = int(queue.count)
+        except Exception as error:
+            _failed("metrics redis", error, logging.WARNING)
+        else:
+            yield GaugeMetricFamily(
+                "portal_queue_depth", "Jobs in the RQ queue, not yet taken.", value=depth
+            )
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     if not _metrics_allowed(settings()):
         refused = Response("Unauthorized\n", status=401, mimetype="text/plain")
         refused.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return refused
-    lines = [
-        "# HELP portal_http_requests_total HTTP requests by endpoint and status.",
-        "# TYPE portal_http_requests_total counter",
-    ]
-    for (endpoint, status), count in sorted(_requests.items()):
-        lines.append(
-            f'portal_http_requests_total{{endpoint="{endpoint}",status="{status}"}} {count}'
-        )
-    lines += [
-        "# HELP portal_http_request_seconds_sum Time spent serving requests, by endpoint.",
-        "# TYPE portal_http_request_seconds_sum counter",
-    ]
-    for endpoint, seconds in sorted(_latency_sum.items()):
-        lines.append(f'portal_http_request_seconds_sum{{endpoint="{endpoint}"}} {seconds:.6f}')
-    lines += [
-        "# HELP portal_work_late Background work waiting more than a minute past its time.",
-        "# TYPE portal_work_late gauge",
-    ]
-    try:
-        with Database.get().sessionmaker() as session:
-            lines.append(f"portal_work_late {outbox.late(session, clock.now())}")
-    except Exception as error:
-        _failed("database", error)
-    response = Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+    backlog = _Backlog(Database.get().sessionmaker, settings().redis_url)
+    response = Response(
+        portal_metrics.exposition(backlog), content_type=portal_metrics.CONTENT_TYPE
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -125,12 +159,12 @@ def _start_timer() -> None:
 
 def _count(response: Response) -> Response:
     endpoint = request.endpoint or "unmatched"
-    key = (endpoint, response.status_code)
-    _requests[key] = _requests.get(key, 0) + 1
+    method = request.method if request.method in _METHODS else "other"
+    portal_metrics.http_requests.labels(endpoint, method, str(response.status_code)).inc()
     started = g.get("request_started")
     if started is not None:
         elapsed = time.perf_counter() - started
-        _latency_sum[endpoint] = _latency_sum.get(endpoint, 0.0) + elapsed
+        portal_metrics.http_duration.labels(endpoint, method).observe(elapsed)
         if settings().is_development:
             response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.1f}"
     return response

@@ -12,6 +12,7 @@ from sqlalchemy import BigInteger, Row, case, inspect, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from portal import metrics
 from portal.db import utcnow
 from portal.gateways import (
     ChargeResult,
@@ -45,6 +46,7 @@ def apply_result(
             _apply_to_invoices(session, payment, now)
             _record_outcome(session, payment, "Portal.PaymentMade")
             _publish(session, payment, ar_events.PAYMENT_SUCCEEDED)
+            metrics.payments.labels(payment.gateway, "succeeded").inc()
         return changed
     if result.status is ChargeStatus.FAILED:
         changed = _transition(session, payment, PaymentStatus.FAILED, result, now)
@@ -52,6 +54,7 @@ def apply_result(
             _release_invoices(session, payment, InvoiceStatus.PAYMENT_FAILED)
             _record_outcome(session, payment, "Portal.PaymentFailed")
             _publish(session, payment, ar_events.PAYMENT_FAILED)
+            metrics.payments.labels(payment.gateway, "failed").inc()
         return changed
     # Still on its way (processing, or waiting for the customer to authenticate).
     values: dict[str, object] = {}
@@ -61,7 +64,10 @@ def apply_result(
         values["action_url"] = result.action_url
     if not values or payment.status in FINAL:
         return False
-    return _move(session, payment, IN_FLIGHT, **values)
+    moved = _move(session, payment, IN_FLIGHT, **values)
+    if moved:  # the gateway's first word on this charge (or a new authentication step)
+        metrics.payments.labels(payment.gateway, result.status.value).inc()
+    return moved
 
 
 def _move(
