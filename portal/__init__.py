@@ -9,7 +9,19 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import assets, clock, errors, i18n, logs, runtime, security, templating, web
+from portal import (
+    assets,
+    clock,
+    errors,
+    flags,
+    i18n,
+    logs,
+    maintenance,
+    runtime,
+    security,
+    templating,
+    web,
+)
 from portal.blueprints.activity.routes import bp as activity_bp
 from portal.blueprints.api_ar import upserts as _api_ar_upserts  # noqa: F401 (routes on bp)
 from portal.blueprints.api_ar.routes import bp as api_ar_bp
@@ -103,12 +115,14 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     init_extensions(app, settings)
     runtime.init_app(app, settings)
+    flags.init_app(app, settings.flags_refresh_seconds)
     app.extensions["portal.clock"] = clock.Clock()
     i18n.init_app(app)
     templating.init_app(app)
     security.init_app(app)
     assets.init_app(app, security.common_headers(settings.is_development))
     web.init_app(app)
+    maintenance.init_app(app)
     errors.init_app(app)
 
     app.register_blueprint(auth_bp)

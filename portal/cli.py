@@ -5,6 +5,8 @@ ar-keys create|list|revoke`."""
 
 from __future__ import annotations
 
+import getpass
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from portal import clock, db, migrate, tenancy
+from portal import clock, db, flags, migrate, tenancy
 from portal import disputes as dispute_app
 from portal.extensions import Database, settings
 from portal.models import DEFAULT_FLAGS, ArKey, Dispute, FeatureFlag, PortalUser
@@ -30,6 +32,8 @@ from portal.services.money import AmountError, format_money, parse_amount
 from portal.services.passwords import hasher
 from portal.services.storage import StorageError
 from workers.queue import job_name, resolve
+
+log = logging.getLogger(__name__)
 
 
 def register_cli(app: Flask) -> None:
@@ -99,6 +103,23 @@ def _seed_commands(app: Flask) -> None:
         click.echo(f"removed {removed} demo companies")
 
 
+FLAG_EFFECTS = {
+    "m25_portal": "the whole portal (off: maintenance page, API 503, customer mail jobs wait)",
+    "m25_portal_payment": "online payment (off: pay actions gone, scheduled charges wait)",
+    "m25_portal_statements": "statements (off: page, API and downloads refused)",
+    "m25_portal_documents": "documents library (off: page, API and downloads refused)",
+}
+
+
+def _operator() -> str:
+    """Who ran a command, for the log: the login behind sudo, else the user."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        who = f"uid {os.getuid()}"
+    return os.environ.get("SUDO_USER") or who
+
+
 def _flags_commands(app: Flask) -> None:
     @app.cli.group("flags")
     def flags_group() -> None:
@@ -107,24 +128,42 @@ def _flags_commands(app: Flask) -> None:
     @flags_group.command("set")
     @click.argument("assignment")
     def flags_set(assignment: str) -> None:
-        """NAME=on|off"""
+        """NAME=on|off: every web and job process sees it within FLAGS_REFRESH_SECONDS."""
         name, _, value = assignment.partition("=")
-        if name not in DEFAULT_FLAGS or value not in {"on", "off"}:
-            known = ", ".join(DEFAULT_FLAGS)
-            raise click.BadParameter(f"use NAME=on|off with NAME one of: {known}")
+        known = ", ".join(DEFAULT_FLAGS)
+        if name not in DEFAULT_FLAGS:
+            raise click.ClickException(
+                f"unknown flag {name!r}: use NAME=on|off with NAME one of: {known}"
+            )
+        if value not in {"on", "off"}:
+            raise click.ClickException(
+                f"{name} takes on or off, not {value!r}: use NAME=on|off with NAME one of: {known}"
+            )
         with Database.get().sessionmaker() as session:
-            flag = session.get(FeatureFlag, name) or FeatureFlag(name=name, enabled=False)
+            flag = session.get(FeatureFlag, name)
+            before = DEFAULT_FLAGS[name] if flag is None else flag.enabled
+            flag = flag or FeatureFlag(name=name, enabled=before)
             flag.enabled = value == "on"
             session.add(flag)
             session.commit()
-        click.echo(f"{name} is {value}")
+        flags.cache().forget()
+        log.warning(
+            "flag %s set %s (was %s) by %s",
+            name,
+            value,
+            "on" if before else "off",
+            _operator(),
+        )
+        refresh = settings().flags_refresh_seconds
+        click.echo(f"{name} is {value} (every process sees it within {refresh:g} s)")
 
     @flags_group.command("list")
     def flags_list() -> None:
+        """Every known flag, on or off, and what it switches."""
         with Database.get().sessionmaker() as session, tenancy.system(session):
-            stored = {f.name: f.enabled for f in session.scalars(select(FeatureFlag))}
-        for name, default in DEFAULT_FLAGS.items():
-            click.echo(f"{name}={'on' if stored.get(name, default) else 'off'}")
+            current = flags.read(session)
+        for name, on in current.items():
+            click.echo(f"{name}={'on' if on else 'off'}  {FLAG_EFFECTS.get(name, '')}".rstrip())
 
 
 def _jobs_commands(app: Flask) -> None:

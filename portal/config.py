@@ -78,6 +78,11 @@ class Settings:
     session_absolute_hours: int = 12
     lockout_threshold: int = 5
     lockout_minutes: int = 15
+    # Rollout flags (portal/flags.py): each process reads them again at most this often
+    # (FLAGS_REFRESH_SECONDS; 0: for every request and job). While `m25_portal` is off, the
+    # maintenance page's Retry-After (MAINTENANCE_RETRY_AFTER seconds).
+    flags_refresh_seconds: float = 2.0
+    maintenance_retry_after: int = 300
     # Proxies in front that append to X-Forwarded-For/-Proto/-Host (a load balancer: 1); 0
     # serves clients directly and ignores those headers, as anyone can send them.
     trusted_proxy_hops: int = 0
@@ -155,6 +160,7 @@ class Settings:
             "lockout_minutes": "LOCKOUT_MINUTES",
             "statement_max_days": "STATEMENT_MAX_DAYS",
             "statement_retention_days": "STATEMENT_RETENTION_DAYS",
+            "maintenance_retry_after": "MAINTENANCE_RETRY_AFTER",
             "trusted_proxy_hops": "TRUSTED_PROXY_HOPS",
         }.items():
             if environ.get(var):
@@ -167,6 +173,11 @@ class Settings:
                 values["mail_timeout"] = float(environ["MAIL_TIMEOUT"])
             except ValueError as error:
                 raise ConfigError("MAIL_TIMEOUT must be a number of seconds") from error
+        if environ.get("FLAGS_REFRESH_SECONDS"):
+            try:
+                values["flags_refresh_seconds"] = float(environ["FLAGS_REFRESH_SECONDS"])
+            except ValueError as error:
+                raise ConfigError("FLAGS_REFRESH_SECONDS must be a number of seconds") from error
         extra: dict[str, Any] = {}
         for key, value in (overrides or {}).items():
             attr = key.lower()
@@ -188,6 +199,10 @@ class Settings:
             raise ConfigError(f"PORTAL_ENV must be one of {', '.join(ENVIRONMENTS)}")
         if self.statement_max_days < 1 or self.statement_retention_days < 1:
             raise ConfigError("STATEMENT_MAX_DAYS and STATEMENT_RETENTION_DAYS must be 1 or more")
+        if not 0 <= self.flags_refresh_seconds <= 60:
+            raise ConfigError("FLAGS_REFRESH_SECONDS must be between 0 and 60 seconds")
+        if not 1 <= self.maintenance_retry_after <= 86400:
+            raise ConfigError("MAINTENANCE_RETRY_AFTER must be between 1 and 86400 seconds")
         if not 0 <= self.trusted_proxy_hops <= MAX_PROXY_HOPS:
             raise ConfigError(
                 f"TRUSTED_PROXY_HOPS must be 0 (no proxy) to {MAX_PROXY_HOPS}: how many proxies "

@@ -164,6 +164,7 @@ def make_app(backend: Backend, **overrides: Any) -> Flask:
             "database_url": backend.url,
             "storage_dir": str(backend.storage),
             "mail_dir": str(backend.storage / "mail"),
+            "flags_refresh_seconds": 0,  # every request reads the flags: tests flip them
             **FAST_ARGON2,
             **overrides,
         }

@@ -26,7 +26,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portal import clock, create_app, logs, metrics, tenancy
+from portal import clock, create_app, flags, logs, metrics, tenancy
 from portal.db import unit_of_work
 from portal.disputes import mail as dispute_mail
 from portal.i18n import language_of
@@ -146,7 +146,13 @@ def run_due_payments() -> int:
     """Scheduled payments whose day has come (a safety net for the jobs queued for that day).
 
     Those made with another gateway are not charged: each fails with its payer told (see
-    `scheduling.run_scheduled`), and the sweep says how many."""
+    `scheduling.run_scheduled`), and the sweep says how many. While online payment (or the
+    whole portal) is off they wait: none is run, and the sweep after the flag is back on runs
+    them, late but neither failed nor canceled."""
+    with _context():
+        if not flags.enabled(flags.PAYMENT):
+            log.info("scheduled payments wait: online payment is switched off")
+            return 0
     with _session() as (runtime, session), tenancy.system(session):
         gateway_name = runtime.gateway_name
         found = payments.due_scheduled(session, clock.today(), gateway_name)
@@ -391,7 +397,12 @@ def send_reminders() -> dict[str, int]:
     """Remind every active user of their invoices due in N days, just overdue, or new
     (portal/notifications/reminders.py), each user in a transaction of their own, in their own
     scope: once per user and invoice however often this runs. The "new invoices" mark moves on
-    only when every user was handled."""
+    only when every user was handled. While the portal is off (`m25_portal`) nobody is
+    reminded of a portal they cannot open: the next run after it is back does it."""
+    with _context():
+        if not flags.enabled(flags.MASTER):
+            log.info("reminders wait: the portal is switched off")
+            return {"users": 0, "notified": 0, "failed": 0}
     with _session(writes=False) as (_rt, session):
         now = clock.now()
         people = reminders.recipients(session)
@@ -414,7 +425,13 @@ def send_reminders() -> dict[str, int]:
 def send_monthly_statements() -> dict[str, int]:
     """On the first days of a month, ask for last month's statement of every user who wants
     it (portal/statements/monthly.py), each in their own scope and transaction; the
-    notification follows when it is ready. Once per user and month however often this runs."""
+    notification follows when it is ready. Once per user and month however often this runs.
+    Not while statements (or the whole portal) are switched off: the runs of the month's first
+    days after they are back on ask for them."""
+    with _context():
+        if not flags.enabled(flags.STATEMENTS):
+            log.info("monthly statements wait: statements are switched off")
+            return {}
     with _session(writes=False) as (_rt, session):
         now = clock.now()
         people = reminders.recipients(session) if monthly.maybe_due(now) else []

@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 from flask import Response, current_app, g, request
 from flask_babel import gettext as _
 from pydantic import BaseModel
+from spectree import Response as Answers
 from spectree import SecurityScheme, SpecTree
 from spectree.models import InType, SecureType, SecuritySchemeData
 from werkzeug.exceptions import HTTPException
@@ -196,6 +197,17 @@ spec = SpecTree(
 )
 
 PORTAL_SECURITY: dict[str, list[str]] = {"bearer": [], "session": []}
+
+
+def answers(*, kind: type[Answers] = Answers, limited: bool = True, **codes: Any) -> Answers:
+    """An operation's answers for `@spec.validate(resp=...)`: the ones given (HTTP_200=Model,
+    HTTP_404=ProblemDetail …) and the problems every operation may answer, so each is declared
+    in one place: 401 (who is asking), 429 (the rate limits; `limited=False` where none
+    applies) and 503 (the portal switched off, portal/maintenance.py, or a part of it)."""
+    common = ["HTTP_401", "HTTP_503"] + (["HTTP_429"] if limited else [])
+    for code in common:
+        codes.setdefault(code, ProblemDetail)
+    return kind(**codes)
 
 
 def openapi_document() -> dict[str, Any]:

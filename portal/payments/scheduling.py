@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time
 
 from sqlalchemy.orm import Session
 
-from portal import clock, tenancy
+from portal import clock, flags, tenancy
 from portal.db import commit_now
 from portal.gateways import ChargeResult, ChargeStatus
 from portal.models import Payment, PaymentStatus
@@ -16,6 +16,9 @@ from portal.runtime import RUN_SCHEDULED_PAYMENT, Runtime
 from portal.services import outbox, payments
 
 RUN_AT = time(6, 0)
+# What a scheduled payment's run answers while online payment (or the whole portal) is off: it
+# stays scheduled, and the sweep (every 30 s) charges it once the flag is on again.
+WAITING = "waiting: online payment is switched off"
 
 
 def schedule(runtime: Runtime, session: Session, payment: Payment) -> None:
@@ -33,7 +36,12 @@ def run_scheduled(runtime: Runtime, session: Session, payment_id: int) -> str:
     One made with another gateway than the configured one (its method's token means nothing
     to this gateway) fails on its day with METHOD_OF_OTHER_GATEWAY, and its payer is mailed
     the outcome, so they can pay with a method of this gateway: left scheduled, it would
-    silently never be paid, and its invoices would stay held."""
+    silently never be paid, and its invoices would stay held.
+
+    While `m25_portal_payment` (or `m25_portal`) is off it waits, changing nothing: not failed,
+    not canceled; the sweep runs it when the flag is back on."""
+    if not flags.enabled(flags.PAYMENT):
+        return WAITING
     with tenancy.system(session):
         payment = session.get(Payment, payment_id)
         if payment is None or payment.status is not PaymentStatus.SCHEDULED:

@@ -418,14 +418,15 @@ def test_document_pages_hold_every_row_once_as_the_library_does(
     assert only_west and {d["billing_account"] for d in only_west} == {"Acme West"}
 
 
-def test_documents_are_404_while_the_library_is_off(
+def test_documents_are_503_while_the_library_is_off(
     client: FlaskClient, bearer: Bearer, spec_check: SpecCheck, db: Session
 ) -> None:
     with tenancy.system(db):
         db.merge(FeatureFlag(name="m25_portal_documents", enabled=False))
         db.flush()
     response = client.get(DOCS, headers=bearer())
-    assert response.status_code == 404
+    assert response.status_code == 503
+    assert response.get_json()["detail"] == "Documents aren't available right now."
     spec_check(response, DOCS)
 
 

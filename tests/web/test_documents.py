@@ -389,9 +389,12 @@ def test_flag_off_closes_the_library_its_downloads_and_its_menu_entry(
     url = link_for(page(client), "Credit note CN-301")
     assert 'href="/portal/documents"' in client.get("/portal/dashboard").get_data(as_text=True)
     switch_off(db)
-    assert client.get("/portal/documents").status_code == 404
+    closed = client.get("/portal/documents")
+    assert closed.status_code == 503
+    assert "Documents aren&#39;t available right now." in closed.get_data(as_text=True)
     refused = client.get(url)
-    assert refused.status_code == 404 and b"%PDF" not in refused.get_data()
+    assert refused.status_code == 503 and b"%PDF" not in refused.get_data()
+    assert "Documents aren&#39;t available right now." in refused.get_data(as_text=True)
     assert 'href="/portal/documents"' not in client.get("/portal/dashboard").get_data(as_text=True)
     inv = seeded(db, "Credit note CN-301").invoice
     assert inv is not None

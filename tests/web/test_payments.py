@@ -348,7 +348,7 @@ def test_flag_off_hides_pay_actions_and_closes_the_routes(
         "/portal/invoices"
     ).get_data(as_text=True)
     closed = client.get(f"/portal/payment?invoice={inv.public_id}")
-    assert closed.status_code == 404
+    assert closed.status_code == 503
     assert "Online payment isn&#39;t available right now." in closed.get_data(as_text=True)
 
 

@@ -187,7 +187,9 @@ def test_flag_off_hides_statements(
     with tenancy.system(db):
         db.add(FeatureFlag(name="m25_portal_statements", enabled=False))
         db.commit()
-    assert client.get("/portal/statements").status_code == 404
+    closed = client.get("/portal/statements")
+    assert closed.status_code == 503
+    assert "Statements aren&#39;t available right now." in closed.get_data(as_text=True)
     dashboard = client.get("/portal/dashboard").text
     assert 'href="/portal/statements"' not in dashboard
 

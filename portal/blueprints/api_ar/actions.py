@@ -5,10 +5,9 @@ read, so another company's invoice or dispute answers 404, exactly as a missing 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from spectree import Response as Answers
 
 from portal import api, clock, tenancy
 from portal import disputes as dispute_app
@@ -113,20 +112,18 @@ def _credit_problem(refusal: CreditRefusal | None) -> api.Problem:
     return api.Problem(status, detail, errors=[("amount_minor", str(refusal or "refused"))])
 
 
-ACTION_ANSWERS = {
+ACTION_ANSWERS: dict[str, Any] = {
     "HTTP_400": ProblemDetail,
-    "HTTP_401": ProblemDetail,
     "HTTP_404": ProblemDetail,
     "HTTP_409": ProblemDetail,
     "HTTP_413": ProblemDetail,  # a body over the app's limit (10 MB)
-    "HTTP_429": ProblemDetail,
 }
 
 
 @bp.post("/invoices/<string:reference>/void")
 @spec.validate(
     json=CompanyIn,
-    resp=Answers(HTTP_200=InvoiceOut, **ACTION_ANSWERS),
+    resp=api.answers(HTTP_200=InvoiceOut, **ACTION_ANSWERS),
     tags=TAGS,
     security=OPERATOR_SECURITY,
 )
@@ -147,7 +144,7 @@ def void_invoice(reference: str, json: CompanyIn) -> InvoiceOut:
 @bp.post("/invoices/<string:reference>/credit")
 @spec.validate(
     json=CreditIn,
-    resp=Answers(HTTP_200=CreditNoteOut, HTTP_422=ProblemDetail, **ACTION_ANSWERS),
+    resp=api.answers(HTTP_200=CreditNoteOut, HTTP_422=ProblemDetail, **ACTION_ANSWERS),
     tags=TAGS,
     security=OPERATOR_SECURITY,
 )
@@ -171,7 +168,7 @@ def credit_invoice(reference: str, json: CreditIn) -> CreditNoteOut:
 @bp.post("/disputes/<string:public_id>/answer")
 @spec.validate(
     json=AnswerIn,
-    resp=Answers(HTTP_200=DisputeOut, HTTP_422=ProblemDetail, **ACTION_ANSWERS),
+    resp=api.answers(HTTP_200=DisputeOut, HTTP_422=ProblemDetail, **ACTION_ANSWERS),
     tags=TAGS,
     security=OPERATOR_SECURITY,
 )

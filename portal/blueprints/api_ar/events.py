@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
-from spectree import Response as Answers
 from sqlalchemy import select
 
 from portal import api, tenancy
@@ -50,9 +49,7 @@ START = (0, 0)
 @bp.get("/events")
 @spec.validate(
     query=EventsQuery,
-    resp=Answers(
-        HTTP_200=EventsOut, HTTP_400=ProblemDetail, HTTP_401=ProblemDetail, HTTP_429=ProblemDetail
-    ),
+    resp=api.answers(HTTP_200=EventsOut, HTTP_400=ProblemDetail),
     tags=TAGS,
     security=OPERATOR_SECURITY,
 )

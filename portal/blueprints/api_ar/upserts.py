@@ -15,7 +15,6 @@ from typing import Any, Generic, Literal, TypeVar
 
 from flask_babel import ngettext
 from pydantic import BaseModel, Field
-from spectree import Response as Answers
 
 from portal import api, clock, tenancy
 from portal.api import OPERATOR_SECURITY, ProblemDetail, spec
@@ -72,7 +71,6 @@ class UpsertOut(BaseModel):
 ANSWERS: dict[str, Any] = {
     "HTTP_200": UpsertOut,
     "HTTP_400": ProblemDetail,
-    "HTTP_401": ProblemDetail,
     "HTTP_413": ProblemDetail,
     "HTTP_422": ProblemDetail,
 }
@@ -114,7 +112,12 @@ def _upsert(kind: str, items: list[Any], *, invite: bool = False) -> UpsertOut:
 
 
 @bp.route("/companies", methods=["PUT", "POST"])
-@spec.validate(json=CompaniesIn, resp=Answers(**ANSWERS), tags=TAGS, security=OPERATOR_SECURITY)
+@spec.validate(
+    json=CompaniesIn,
+    resp=api.answers(limited=False, **ANSWERS),
+    tags=TAGS,
+    security=OPERATOR_SECURITY,
+)
 def upsert_companies(json: CompaniesIn) -> UpsertOut:
     """Create or update companies, by code."""
     return _upsert("companies", json.items)
@@ -122,7 +125,10 @@ def upsert_companies(json: CompaniesIn) -> UpsertOut:
 
 @bp.route("/billing-accounts", methods=["PUT", "POST"])
 @spec.validate(
-    json=BillingAccountsIn, resp=Answers(**ANSWERS), tags=TAGS, security=OPERATOR_SECURITY
+    json=BillingAccountsIn,
+    resp=api.answers(limited=False, **ANSWERS),
+    tags=TAGS,
+    security=OPERATOR_SECURITY,
 )
 def upsert_billing_accounts(json: BillingAccountsIn) -> UpsertOut:
     """Create or update billing accounts, by company code and number."""
@@ -130,21 +136,33 @@ def upsert_billing_accounts(json: BillingAccountsIn) -> UpsertOut:
 
 
 @bp.route("/users", methods=["PUT", "POST"])
-@spec.validate(json=UsersIn, resp=Answers(**ANSWERS), tags=TAGS, security=OPERATOR_SECURITY)
+@spec.validate(
+    json=UsersIn, resp=api.answers(limited=False, **ANSWERS), tags=TAGS, security=OPERATOR_SECURITY
+)
 def upsert_users(json: UsersIn) -> UpsertOut:
     """Create (invited) or update portal users, by e-mail."""
     return _upsert("users", json.items, invite=json.invite)
 
 
 @bp.route("/invoices", methods=["PUT", "POST"])
-@spec.validate(json=InvoicesIn, resp=Answers(**ANSWERS), tags=TAGS, security=OPERATOR_SECURITY)
+@spec.validate(
+    json=InvoicesIn,
+    resp=api.answers(limited=False, **ANSWERS),
+    tags=TAGS,
+    security=OPERATOR_SECURITY,
+)
 def upsert_invoices(json: InvoicesIn) -> UpsertOut:
     """Create or update invoices with their lines, by company code and number."""
     return _upsert("invoices", json.items)
 
 
 @bp.route("/credit-notes", methods=["PUT", "POST"])
-@spec.validate(json=CreditNotesIn, resp=Answers(**ANSWERS), tags=TAGS, security=OPERATOR_SECURITY)
+@spec.validate(
+    json=CreditNotesIn,
+    resp=api.answers(limited=False, **ANSWERS),
+    tags=TAGS,
+    security=OPERATOR_SECURITY,
+)
 def upsert_credit_notes(json: CreditNotesIn) -> UpsertOut:
     """Issue credit notes against invoices, by company code and number (idempotent)."""
     return _upsert("credit_notes", json.items)

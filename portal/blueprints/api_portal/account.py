@@ -21,7 +21,6 @@ from typing import Any
 from flask import g, request, session
 from flask_babel import gettext as _
 from pydantic import BaseModel, Field
-from spectree import Response as Answers
 from werkzeug.datastructures import MultiDict
 
 from portal import api, clock, tenancy
@@ -169,13 +168,11 @@ def _refusal(outcome: auth.SignInOutcome) -> _Refusal:
 @limiter.limit(ACCOUNT_LIMIT, key_func=_login_address_key)
 @spec.validate(
     json=LoginIn,
-    resp=Answers(
+    resp=api.answers(
         HTTP_200=LoginOut,
         HTTP_400=ProblemDetail,
-        HTTP_401=ProblemDetail,
         HTTP_403=ProblemDetail,
         HTTP_415=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=ACCOUNT_TAGS,
     security={},
@@ -234,9 +231,7 @@ def _profile_out(user: PortalUser) -> ProfileOut:
     )
 
 
-READ_ANSWERS: dict[str, Any] = {"HTTP_401": ProblemDetail, "HTTP_429": ProblemDetail}
 WRITE_ANSWERS: dict[str, Any] = {
-    **READ_ANSWERS,
     "HTTP_400": ProblemDetail,
     "HTTP_403": ProblemDetail,
     "HTTP_415": ProblemDetail,
@@ -245,9 +240,7 @@ WRITE_ANSWERS: dict[str, Any] = {
 
 
 @bp.get("/profile")
-@spec.validate(
-    resp=Answers(HTTP_200=ProfileOut, **READ_ANSWERS), tags=ACCOUNT_TAGS, security=PORTAL_SECURITY
-)
+@spec.validate(resp=api.answers(HTTP_200=ProfileOut), tags=ACCOUNT_TAGS, security=PORTAL_SECURITY)
 def profile_show() -> ProfileOut:
     """The signed-in user's profile."""
     return _profile_out(g.user)
@@ -260,7 +253,7 @@ def _field_errors(form: Any) -> list[tuple[str, str]]:
 @bp.patch("/profile")
 @spec.validate(
     json=ProfilePatch,
-    resp=Answers(HTTP_200=ProfileOut, **WRITE_ANSWERS),
+    resp=api.answers(HTTP_200=ProfileOut, **WRITE_ANSWERS),
     tags=ACCOUNT_TAGS,
     security=PORTAL_SECURITY,
 )
@@ -339,7 +332,7 @@ def _notifications_out(user: PortalUser) -> NotificationsOut:
 
 @bp.get("/notifications")
 @spec.validate(
-    resp=Answers(HTTP_200=NotificationsOut, **READ_ANSWERS),
+    resp=api.answers(HTTP_200=NotificationsOut),
     tags=ACCOUNT_TAGS,
     security=PORTAL_SECURITY,
 )
@@ -351,7 +344,7 @@ def notifications_show() -> NotificationsOut:
 @bp.put("/notifications")
 @spec.validate(
     json=NotificationsIn,
-    resp=Answers(HTTP_200=NotificationsOut, **WRITE_ANSWERS),
+    resp=api.answers(HTTP_200=NotificationsOut, **WRITE_ANSWERS),
     tags=ACCOUNT_TAGS,
     security=PORTAL_SECURITY,
 )

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from flask_babel import gettext as _
 from pydantic import BaseModel, Field
-from spectree import Response as Answers
 
 from portal import api, flags, i18n
 from portal.api import PORTAL_SECURITY, ProblemDetail, spec
@@ -81,12 +81,10 @@ def _document_out(row: DocumentRow) -> DocumentOut:
 @bp.get("/documents")
 @spec.validate(
     query=DocumentListQuery,
-    resp=Answers(
+    resp=api.answers(
         HTTP_200=DocumentListOut,
         HTTP_400=ProblemDetail,
-        HTTP_401=ProblemDetail,
         HTTP_404=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,
@@ -94,8 +92,8 @@ def _document_out(row: DocumentRow) -> DocumentOut:
 def list_documents(query: DocumentListQuery) -> DocumentListOut:
     """The documents shared with you (contracts, credit notes, …), newest first, with the
     library's filters; 404 while the library is switched off."""
-    if not flags.enabled("m25_portal_documents"):
-        raise api.Problem(404)
+    if not flags.enabled(flags.DOCUMENTS):
+        raise api.Problem(503, _("Documents aren't available right now."))
     start, end = paging.date_range(query.from_, query.to)
     db = db_session()
     paging.check_account(db, query.account)

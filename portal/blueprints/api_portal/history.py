@@ -7,9 +7,8 @@ from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from spectree import Response as Answers
 
-from portal import i18n
+from portal import api, i18n
 from portal.api import PORTAL_SECURITY, ProblemDetail, spec
 from portal.api.schemas import Money, PageInfo
 from portal.blueprints.api_portal import paging
@@ -81,11 +80,9 @@ def _payment_out(payment: Payment) -> PaymentOut:
 @bp.get("/payment-history")
 @spec.validate(
     query=HistoryListQuery,
-    resp=Answers(
+    resp=api.answers(
         HTTP_200=PaymentListOut,
         HTTP_400=ProblemDetail,
-        HTTP_401=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,

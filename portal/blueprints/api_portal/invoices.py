@@ -184,11 +184,9 @@ def _key(invoice: Invoice, sort: str) -> list[Any]:
 @bp.get("/invoices")
 @spec.validate(
     query=InvoiceListQuery,
-    resp=Answers(
+    resp=api.answers(
         HTTP_200=InvoiceListOut,
         HTTP_400=ProblemDetail,
-        HTTP_401=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,
@@ -218,11 +216,9 @@ def list_invoices(query: InvoiceListQuery) -> InvoiceListOut:
 
 @bp.get("/invoices/<public_id>")
 @spec.validate(
-    resp=Answers(
+    resp=api.answers(
         HTTP_200=InvoiceDetailOut,
-        HTTP_401=ProblemDetail,
         HTTP_404=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,
@@ -316,11 +312,10 @@ class PdfAnswers(Answers):
 
 @bp.get("/invoices/<public_id>/pdf")
 @spec.validate(
-    resp=PdfAnswers(
+    resp=api.answers(
+        kind=PdfAnswers,
         HTTP_200=(None, "The invoice as a PDF file (an attachment)."),
-        HTTP_401=ProblemDetail,
         HTTP_404=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,

@@ -19,7 +19,6 @@ from flask import url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field
-from spectree import Response as Answers
 
 from portal import api, clock, flags
 from portal.api import PORTAL_SECURITY, ProblemDetail, spec
@@ -227,17 +226,15 @@ def _amount_errors(
 @spec.validate(
     json=PaymentIn,
     headers=PaymentHeaders,
-    resp=Answers(
+    resp=api.answers(
         HTTP_200=PaymentsOut,
         HTTP_201=PaymentsOut,
         HTTP_400=ProblemDetail,
-        HTTP_401=ProblemDetail,
         HTTP_403=ProblemDetail,
         HTTP_404=ProblemDetail,
         HTTP_409=ProblemDetail,
         HTTP_415=ProblemDetail,
         HTTP_422=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,
@@ -247,8 +244,8 @@ def pay(json: PaymentIn, headers: PaymentHeaders) -> tuple[PaymentsOut, int]:
     account (in a group when several), charged now; poll each payment's poll_url."""
     api.require_pay_scope()
     json = api.require_json(json)
-    if not flags.enabled("m25_portal_payment"):
-        raise api.Problem(404, _("Online payment isn't available right now."))
+    if not flags.enabled(flags.PAYMENT):
+        raise api.Problem(503, _("Online payment isn't available right now."))
     duplicated = [
         n for n, item in enumerate(json.invoices) if item.id in {i.id for i in json.invoices[:n]}
     ]
@@ -337,12 +334,10 @@ def _replayed(
 
 @bp.get("/payment/<public_id>")
 @spec.validate(
-    resp=Answers(
+    resp=api.answers(
         HTTP_200=PaymentOut,
         HTTP_400=ProblemDetail,
-        HTTP_401=ProblemDetail,
         HTTP_404=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,

@@ -11,10 +11,9 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from flask_babel import get_locale
 from pydantic import BaseModel, Field
-from spectree import Response as Answers
 
 from portal import api, clock
-from portal.api import PORTAL_SECURITY, ProblemDetail, spec
+from portal.api import PORTAL_SECURITY, spec
 from portal.api.schemas import Money
 from portal.extensions import csrf, db_session
 from portal.services.dashboard import account_summary, aging, viewing
@@ -65,7 +64,7 @@ class DashboardOut(BaseModel):
 
 @bp.get("/dashboard")
 @spec.validate(
-    resp=Answers(HTTP_200=DashboardOut, HTTP_401=ProblemDetail, HTTP_429=ProblemDetail),
+    resp=api.answers(HTTP_200=DashboardOut),
     tags=TAGS,
     security=PORTAL_SECURITY,
 )

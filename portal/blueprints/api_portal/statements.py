@@ -14,7 +14,6 @@ from flask import url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field
-from spectree import Response as Answers
 from werkzeug.datastructures import MultiDict
 
 from portal import api, clock, flags, i18n
@@ -77,8 +76,8 @@ class StatementListOut(BaseModel):
 
 
 def _enabled() -> None:
-    if not flags.enabled("m25_portal_statements"):
-        raise api.Problem(404, _("Statement not found."))
+    if not flags.enabled(flags.STATEMENTS):
+        raise api.Problem(503, _("Statements aren't available right now."))
 
 
 def statement_out(statement: Statement, names: dict[int, str]) -> StatementOut:
@@ -116,15 +115,13 @@ def _account_ids() -> dict[int, str]:
 @bp.post("/statements")
 @spec.validate(
     json=StatementIn,
-    resp=Answers(
+    resp=api.answers(
         HTTP_202=StatementOut,
         HTTP_400=ProblemDetail,
-        HTTP_401=ProblemDetail,
         HTTP_403=ProblemDetail,
         HTTP_404=ProblemDetail,
         HTTP_415=ProblemDetail,
         HTTP_422=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,
@@ -176,12 +173,10 @@ def request_statement(json: StatementIn) -> tuple[StatementOut, int]:
 @bp.get("/statements")
 @spec.validate(
     query=StatementsQuery,
-    resp=Answers(
+    resp=api.answers(
         HTTP_200=StatementListOut,
         HTTP_400=ProblemDetail,
-        HTTP_401=ProblemDetail,
         HTTP_404=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,
@@ -211,12 +206,10 @@ def statements(query: StatementsQuery) -> StatementListOut:
 
 @bp.get("/statements/<public_id>")
 @spec.validate(
-    resp=Answers(
+    resp=api.answers(
         HTTP_200=StatementOut,
         HTTP_400=ProblemDetail,
-        HTTP_401=ProblemDetail,
         HTTP_404=ProblemDetail,
-        HTTP_429=ProblemDetail,
     ),
     tags=TAGS,
     security=PORTAL_SECURITY,

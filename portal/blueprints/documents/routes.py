@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, request
+from flask_babel import gettext as _
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
@@ -22,8 +23,8 @@ RESULTS = "documents/_results.html"
 
 @bp.before_request
 def _documents_enabled() -> None:
-    if not flags.enabled("m25_portal_documents"):
-        abort(404)
+    if not flags.enabled(flags.DOCUMENTS):
+        abort(503, description=_("Documents aren't available right now."))
 
 
 @bp.get("")

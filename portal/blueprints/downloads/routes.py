@@ -8,6 +8,7 @@ signed in; anything else gets a page that says what happened, never the file.
 from __future__ import annotations
 
 from flask import Blueprint, abort, send_file
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
@@ -22,10 +23,18 @@ from portal.web import render, request_info
 
 bp = Blueprint("downloads", __name__, url_prefix="/portal/download")
 _FLAGS = {
-    FileKind.STATEMENT: "m25_portal_statements",
-    FileKind.DOCUMENT: "m25_portal_documents",
-    FileKind.DISPUTE_ATTACHMENT: "m25_portal",
+    FileKind.STATEMENT: flags.STATEMENTS,
+    FileKind.DOCUMENT: flags.DOCUMENTS,
+    FileKind.DISPUTE_ATTACHMENT: flags.MASTER,
 }
+
+
+def _switched_off(kind: FileKind) -> str:
+    if kind is FileKind.STATEMENT:
+        return str(_("Statements aren't available right now."))
+    if kind is FileKind.DOCUMENT:
+        return str(_("Documents aren't available right now."))
+    return str(_("The portal is briefly unavailable. Please try again soon."))
 
 
 def _refused(state: LinkState) -> Response:
@@ -42,7 +51,7 @@ def fetch(token: str) -> Response:
     if checked.state is not LinkState.OK or checked.public_id is None or checked.kind is None:
         return _refused(checked.state)
     if not flags.enabled(_FLAGS[checked.kind]):
-        abort(404)  # the page is switched off: its files with it
+        abort(503, description=_switched_off(checked.kind))  # its page is off: its files too
     db = db_session()
     if checked.kind is FileKind.STATEMENT:
         found = statements.for_download(db, checked.public_id, current_user, clock.now())

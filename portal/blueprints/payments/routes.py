@@ -53,10 +53,8 @@ STATUS_FOR_PROBLEM = {
 @bp.before_request
 def _payments_enabled() -> None:
     """With the flag off nothing new is paid; history, receipts and cancelling stay."""
-    if request.endpoint in ("payments.new", "payments.create") and not flags.enabled(
-        "m25_portal_payment"
-    ):
-        abort(404, description=_("Online payment isn't available right now."))
+    if request.endpoint in ("payments.new", "payments.create") and not flags.enabled(flags.PAYMENT):
+        abort(503, description=_("Online payment isn't available right now."))
 
 
 def _company() -> Company:

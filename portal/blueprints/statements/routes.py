@@ -25,8 +25,8 @@ LIST = "statements/_list.html"
 
 @bp.before_request
 def _enabled() -> None:
-    if not flags.enabled("m25_portal_statements"):
-        abort(404)
+    if not flags.enabled(flags.STATEMENTS):
+        abort(503, description=_("Statements aren't available right now."))
 
 
 def _form() -> StatementForm:
