@@ -406,10 +406,12 @@ class _Reads:
 def _by_portal() -> bool:
     """Is the portal's own code (a route, a form, a template it renders) asking? Flask-WTF's
     CSRF check, which looks at every field named *csrf_token, is not; nor is the NUL guard,
-    which looks at every field of a multipart form before any route runs."""
+    which looks at every field of a multipart form before any route runs. Reaching the
+    dispatch itself (Flask's, and the portal's that runs a read again: portal.web.PortalApp)
+    without meeting the portal's code means a library asked (SpecTree, Flask-WTF)."""
     frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code.co_name == "_refuse_nul":
+        if frame.f_code.co_name in {"_refuse_nul", "full_dispatch_request"}:
             return False
         if frame.f_globals.get("__name__", "").startswith("portal."):
             return True
