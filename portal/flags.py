@@ -4,8 +4,9 @@ Operators flip them with `flask --app wsgi flags set NAME=on|off` (a row of `fea
 Each process (a web worker, an RQ worker) keeps one snapshot of all of them, read again at
 most every FLAGS_REFRESH_SECONDS (2 s by default; 0 reads them for every request and every job,
 what the tests use), so a busy worker does not ask the database per request, and a change
-reaches every process within that interval. A request takes the snapshot once, when it starts
-(`g.flags`), so everything it draws and refuses agrees.
+reaches every process within that interval. Should a read fail (the database away or being
+restored), the process keeps the flags it last read until one succeeds. A request takes the
+snapshot once, when it starts (`g.flags`), so everything it draws and refuses agrees.
 
 What each flag switches off:
 - `m25_portal`: the whole portal (portal/maintenance.py: the maintenance page, the API's 503),
@@ -18,6 +19,7 @@ What each flag switches off:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +27,7 @@ from types import MappingProxyType
 
 from flask import Flask, current_app, g, has_request_context
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from portal.db import unit_of_work
@@ -37,6 +40,7 @@ STATEMENTS = "m25_portal_statements"
 DOCUMENTS = "m25_portal_documents"
 
 Snapshot = Mapping[str, bool]
+log = logging.getLogger(__name__)
 
 
 def read(session: Session) -> dict[str, bool]:
@@ -65,9 +69,20 @@ class FlagCache:
         with self._lock:
             now = self._monotonic()
             if self._snapshot is None or now - self._read_at >= self._refresh:
-                # Its own short read, not the request's transaction (nor, on SQLite, its lock).
-                with unit_of_work(writes=False), self._database.sessionmaker() as session:
-                    self._snapshot = MappingProxyType(read(session))
+                try:
+                    # Its own short read, not the request's transaction (nor, on SQLite, its
+                    # lock).
+                    with unit_of_work(writes=False), self._database.sessionmaker() as session:
+                        self._snapshot = MappingProxyType(read(session))
+                except SQLAlchemyError:
+                    if self._snapshot is None:
+                        raise  # nothing known yet: the request is answered as the error says
+                    # The database is away (stopped, restarting, being restored) or its table
+                    # is: the last flags read still hold, so a portal switched off for the
+                    # work keeps its maintenance page rather than a 503 or 500 of its own;
+                    # read again after another interval (each failed read may take a connect
+                    # timeout, with this lock held).
+                    log.warning("flags could not be read: the last ones read still hold")
                 self._read_at = now
             return self._snapshot
 

@@ -15,10 +15,13 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from portal import create_app, flags, migrate, tenancy
@@ -319,3 +322,74 @@ def test_reminders_and_monthly_statements_wait_while_their_part_is_off(
     switch(db, flags.MASTER, True)
     with app.app_context():
         assert jobs.send_reminders()["users"] > 0  # the demo's active users, when it is on
+
+
+# the flags while the database is away ------------------------------------------------------
+
+
+def _refused() -> OperationalError:
+    orig = psycopg.OperationalError("connection failed: Connection refused")
+    return OperationalError(None, None, orig)  # type: ignore[arg-type]
+
+
+def _no_table() -> ProgrammingError:
+    orig = psycopg.errors.UndefinedTable('relation "feature_flags" does not exist')
+    return ProgrammingError("SELECT feature_flags.name", {}, orig)
+
+
+@pytest.mark.parametrize("failure", [_refused, _no_table], ids=["refused", "table-gone"])
+def test_the_maintenance_page_holds_while_the_flags_cannot_be_read(
+    client: FlaskClient, db: Session, monkeypatch: pytest.MonkeyPatch, failure: Any
+) -> None:
+    """The operator switches the portal off, then stops or restores the database: the flags
+    last read still hold, so customers keep the maintenance page (not "briefly unavailable",
+    nor a 500 while the restore has dropped the table), for a page, a form and the API."""
+    switch(db, flags.MASTER, False)
+    assert_maintenance(client.get("/portal/dashboard"))  # read once: off
+
+    def fail(_session: Session) -> dict[str, bool]:
+        raise failure()
+
+    monkeypatch.setattr(flags, "read", fail)
+    assert_maintenance(client.get("/portal/dashboard"))
+    assert_maintenance(client.post("/portal/payment", data={"invoice": "x"}))
+    api = client.get("/api/portal/invoices")
+    assert api.status_code == 503 and api.headers["Retry-After"] == "300"
+    assert "down for maintenance" in api.get_json()["detail"]
+
+
+def test_a_process_that_never_read_the_flags_says_so_when_it_cannot(app: Flask) -> None:
+    cache = FlagCache(app.extensions["portal.db"], 0)
+
+    def fail(_session: Session) -> dict[str, bool]:
+        raise _refused()
+
+    with app.app_context(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flags, "read", fail)
+        with pytest.raises(OperationalError):
+            cache.current()
+
+
+def test_a_failed_read_is_tried_again_after_the_interval_not_per_request(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = [100.0]
+    cache = FlagCache(app.extensions["portal.db"], 2.0, monotonic=lambda: ticks[0])
+    calls: list[int] = []
+    real = flags.read
+
+    def fail(session: Session) -> dict[str, bool]:
+        calls.append(1)
+        raise _refused()
+
+    with app.app_context():
+        assert cache.current()[flags.MASTER] is True
+        monkeypatch.setattr(flags, "read", fail)
+        ticks[0] += 2.0
+        assert cache.current()[flags.MASTER] is True  # the last read holds
+        assert cache.current()[flags.MASTER] is True
+        assert len(calls) == 1  # no read per request while it is away
+        monkeypatch.setattr(flags, "read", real)
+        switch(db, flags.MASTER, False)
+        ticks[0] += 2.0
+        assert cache.current()[flags.MASTER] is False  # back: read again
