@@ -49,13 +49,25 @@ def when_to_retry() -> str:
     )
 
 
+def again() -> str:
+    """Where "Try again" goes: a GET's own address (path and query), else the portal's start.
+    Only a local path (`web.safe_next`): a request for `//elsewhere.example` must not turn the
+    portal's own page into a link to another site."""
+    script_root = request.script_root
+    if request.method == "GET":
+        path = request.full_path.removesuffix("?")  # Werkzeug adds "?" when there is no query
+        if web.safe_next(path):
+            return script_root + path
+    return script_root + "/"
+
+
 def answer() -> Response:
     headers = {"Retry-After": str(retry_after()), "Cache-Control": "no-store"}
     if api.is_api_request():
         detail = _("The Billing Portal is down for maintenance.") + " " + when_to_retry()
         response = api.problem_response(api.Problem(503, detail, headers=headers))
         return response
-    page = render_template("errors/maintenance.html", retry=when_to_retry())
+    page = render_template("errors/maintenance.html", retry=when_to_retry(), again=again())
     response = make_response(page, 503)
     response.headers.update(headers)
     if is_htmx():

@@ -10,6 +10,7 @@ CLI in another process is seen here within FLAGS_REFRESH_SECONDS.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -393,3 +394,30 @@ def test_a_failed_read_is_tried_again_after_the_interval_not_per_request(
         switch(db, flags.MASTER, False)
         ticks[0] += 2.0
         assert cache.current()[flags.MASTER] is False  # back: read again
+
+
+# the maintenance page's own link -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "link"),
+    [
+        ("/portal/invoices", "status=overdue", 'href="/portal/invoices?status=overdue"'),
+        ("/portal/dashboard", "", 'href="/portal/dashboard"'),
+        # PATH_INFO as a server hands it over (e.g. for "GET /%5Cevil.example HTTP/1.1"): a
+        # browser reads "/\host" and "/<tab>/host" as "//host", another site.
+        ("/\\evil.example", "", 'href="/"'),
+        ("/\\evil.example/x", "a=1", 'href="/"'),
+        ("/\t/evil.example", "", 'href="/"'),
+        ("//evil.example/x", "", 'href="/evil.example/x"'),  # Werkzeug keeps one leading "/"
+    ],
+)
+def test_try_again_links_only_to_this_portal(
+    client: FlaskClient, db: Session, path: str, query: str, link: str
+) -> None:
+    switch(db, flags.MASTER, False)
+    environ = {"PATH_INFO": path, "QUERY_STRING": query}
+    text = assert_maintenance(client.get("/", environ_overrides=environ))
+    assert f'<a class="button button-primary" {link}>' in text
+    # No link leaves the portal (the footer's "next" is checked where it is read).
+    assert not re.search(r'href="(//|/\\|/\t)', text)
