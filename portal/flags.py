@@ -112,6 +112,18 @@ def snapshot() -> Snapshot:
     return taken
 
 
+SWITCHED_OFF = "portal_switched_off"  # on g: this request is refused because a flag is off
+
+
+def note_refusal() -> None:
+    """Say that this request's answer (a 503) is a switch doing its work, not a fault: the
+    request metrics count it under the endpoint "switched_off" (portal/blueprints/health), which
+    the error-rate alert leaves out, so switching the portal off does not page anyone and the
+    rollback's "5xx share under 0.1%" can be watched while it is off."""
+    if has_request_context():
+        setattr(g, SWITCHED_OFF, True)
+
+
 def enabled(name: str) -> bool:
     """Whether a flag is on. A sub-flag counts as off while the whole portal is off."""
     flags = snapshot()

@@ -62,6 +62,7 @@ def again() -> str:
 
 
 def answer() -> Response:
+    flags.note_refusal()
     headers = {"Retry-After": str(retry_after()), "Cache-Control": "no-store"}
     if api.is_api_request():
         detail = _("The Billing Portal is down for maintenance.") + " " + when_to_retry()
