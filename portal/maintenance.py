@@ -19,6 +19,7 @@ import math
 from flask import Flask, Response, make_response, render_template, request
 from flask_babel import gettext as _
 from flask_babel import ngettext
+from werkzeug.exceptions import SecurityError
 
 from portal import api, flags, web
 from portal.extensions import settings
@@ -78,6 +79,11 @@ def answer() -> Response:
 
 
 def _gate() -> Response | None:
+    refused = request.routing_exception
+    if isinstance(refused, SecurityError):
+        # A Host name the portal does not answer to (TRUSTED_HOSTS): its 400 page, off or not
+        # (this page's links could not be built for it: it was a 500).
+        raise refused
     if stays_open() or flags.enabled(flags.MASTER):
         return None
     return answer()
