@@ -5,8 +5,9 @@ Each process (a web worker, an RQ worker) keeps one snapshot of all of them, rea
 most every FLAGS_REFRESH_SECONDS (2 s by default; 0 reads them for every request and every job,
 what the tests use), so a busy worker does not ask the database per request, and a change
 reaches every process within that interval. Should a read fail (the database away or being
-restored), the process keeps the flags it last read until one succeeds. A request takes the
-snapshot once, when it starts (`g.flags`), so everything it draws and refuses agrees.
+restored), the process keeps the flags it last read until one succeeds; while one thread reads
+them, the process's other threads go on with the last ones read rather than wait. A request
+takes the snapshot once, when it starts (`g.flags`), so everything it draws and refuses agrees.
 
 What each flag switches off:
 - `m25_portal`: the whole portal (portal/maintenance.py: the maintenance page, the API's 503),
@@ -66,25 +67,35 @@ class FlagCache:
         self._read_at = 0.0
 
     def current(self) -> Snapshot:
-        with self._lock:
-            now = self._monotonic()
-            if self._snapshot is None or now - self._read_at >= self._refresh:
-                try:
-                    # Its own short read, not the request's transaction (nor, on SQLite, its
-                    # lock).
-                    with unit_of_work(writes=False), self._database.sessionmaker() as session:
-                        self._snapshot = MappingProxyType(read(session))
-                except SQLAlchemyError:
-                    if self._snapshot is None:
-                        raise  # nothing known yet: the request is answered as the error says
-                    # The database is away (stopped, restarting, being restored) or its table
-                    # is: the last flags read still hold, so a portal switched off for the
-                    # work keeps its maintenance page rather than a 503 or 500 of its own;
-                    # read again after another interval (each failed read may take a connect
-                    # timeout, with this lock held).
-                    log.warning("flags could not be read: the last ones read still hold")
-                self._read_at = now
-            return self._snapshot
+        known = self._snapshot
+        if known is not None and self._refresh > 0 and not self._lock.acquire(blocking=False):
+            # Another thread is reading them (which may take a connect timeout while the
+            # database is away): the last ones read hold meanwhile, nobody waits in line.
+            return known
+        if known is None or self._refresh <= 0:
+            self._lock.acquire()
+        try:
+            return self._read_if_old()
+        finally:
+            self._lock.release()
+
+    def _read_if_old(self) -> Snapshot:
+        now = self._monotonic()
+        if self._snapshot is None or now - self._read_at >= self._refresh:
+            try:
+                # Its own short read, not the request's transaction (nor, on SQLite, its lock).
+                with unit_of_work(writes=False), self._database.sessionmaker() as session:
+                    self._snapshot = MappingProxyType(read(session))
+            except SQLAlchemyError:
+                if self._snapshot is None:
+                    raise  # nothing known yet: the request is answered as the error says
+                # The database is away (stopped, restarting, being restored) or its table is:
+                # the last flags read still hold, so a portal switched off for the work keeps
+                # its maintenance page rather than a 503 or 500 of its own; read again after
+                # another interval, not per request.
+                log.warning("flags could not be read: the last ones read still hold")
+            self._read_at = now
+        return self._snapshot
 
     def forget(self) -> None:
         """Read afresh next time (after this process changed a flag itself)."""

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from portal import create_app, flags, migrate, tenancy
 from portal.flags import FlagCache
-from portal.models import FeatureFlag, PaymentStatus
+from portal.models import DEFAULT_FLAGS, FeatureFlag, PaymentStatus
 from tests.conftest import TEST_SECRET, Auth, csrf_token
 from tests.web.payment_helpers import invoice, method, pay, payment
 from tests.web.test_payment_outcomes import _bank, _event, _signed, _webhook
@@ -421,3 +422,35 @@ def test_try_again_links_only_to_this_portal(
     assert f'<a class="button button-primary" {link}>' in text
     # No link leaves the portal (the footer's "next" is checked where it is read).
     assert not re.search(r'href="(//|/\\|/\t)', text)
+
+
+def test_while_one_thread_reads_the_flags_the_others_do_not_wait(app: Flask) -> None:
+    """Under gunicorn's threads: a read that hangs (a database dropping packets: up to the
+    connect timeout) holds up only the thread making it; the others answer with the flags last
+    read, at once."""
+    ticks = [100.0]
+    cache = FlagCache(app.extensions["portal.db"], 2.0, monotonic=lambda: ticks[0])
+    reading = threading.Event()
+    release = threading.Event()
+
+    def slow(_session: Session) -> dict[str, bool]:
+        reading.set()
+        release.wait(10)
+        return {**DEFAULT_FLAGS, flags.MASTER: False}
+
+    with app.app_context():
+        assert cache.current()[flags.MASTER] is True
+    ticks[0] += 2.0
+    seen: list[bool] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flags, "read", slow)
+        reader = threading.Thread(target=lambda: seen.append(cache.current()[flags.MASTER]))
+        reader.start()
+        assert reading.wait(5)
+        started = time.monotonic()
+        assert cache.current()[flags.MASTER] is True  # the last ones read, not a wait
+        assert time.monotonic() - started < 0.5
+        release.set()
+        reader.join(10)
+    assert seen == [False]
+    assert cache.current()[flags.MASTER] is False  # the new read holds for everyone
