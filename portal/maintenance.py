@@ -19,6 +19,7 @@ import math
 from flask import Flask, Response, make_response, render_template, request
 from flask_babel import gettext as _
 from flask_babel import ngettext
+from werkzeug.exceptions import SecurityError
 
 from portal import api, flags, web
 from portal.extensions import settings
@@ -49,13 +50,26 @@ def when_to_retry() -> str:
     )
 
 
+def again() -> str:
+    """Where "Try again" goes: a GET's own address (path and query), else the portal's start.
+    Only a local path (`web.safe_next`): a request for `//elsewhere.example` must not turn the
+    portal's own page into a link to another site."""
+    script_root = request.script_root
+    if request.method == "GET":
+        path = request.full_path.removesuffix("?")  # Werkzeug adds "?" when there is no query
+        if web.safe_next(path):
+            return script_root + path
+    return script_root + "/"
+
+
 def answer() -> Response:
+    flags.note_refusal()
     headers = {"Retry-After": str(retry_after()), "Cache-Control": "no-store"}
     if api.is_api_request():
         detail = _("The Billing Portal is down for maintenance.") + " " + when_to_retry()
         response = api.problem_response(api.Problem(503, detail, headers=headers))
         return response
-    page = render_template("errors/maintenance.html", retry=when_to_retry())
+    page = render_template("errors/maintenance.html", retry=when_to_retry(), again=again())
     response = make_response(page, 503)
     response.headers.update(headers)
     if is_htmx():
@@ -65,6 +79,11 @@ def answer() -> Response:
 
 
 def _gate() -> Response | None:
+    refused = request.routing_exception
+    if isinstance(refused, SecurityError):
+        # A Host name the portal does not answer to (TRUSTED_HOSTS): its 400 page, off or not
+        # (this page's links could not be built for it: it was a 500).
+        raise refused
     if stays_open() or flags.enabled(flags.MASTER):
         return None
     return answer()

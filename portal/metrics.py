@@ -9,7 +9,8 @@ tests) each process reports its own. The directory must be set before this modul
 imported; as a server starts the files of processes no longer running are removed
 (`forget_the_dead`, called by gunicorn.conf.py and by each job worker as it starts).
 
-Labels stay few: endpoint names (never paths; "unmatched" when no route matched), methods,
+Labels stay few: endpoint names (never paths; "unmatched" when no route matched;
+"switched_off" for a 503 that a rollout flag answered, portal/flags.py), methods,
 statuses, outcomes, gateways, formats and job names, all from fixed sets.
 
 What is read at scrape time (queue depth, the outbox's age) is collected by

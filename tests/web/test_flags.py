@@ -10,20 +10,25 @@ CLI in another process is seen here within FLAGS_REFRESH_SECONDS.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from portal import create_app, flags, migrate, tenancy
 from portal.flags import FlagCache
-from portal.models import FeatureFlag, PaymentStatus
+from portal.models import DEFAULT_FLAGS, FeatureFlag, PaymentStatus
 from tests.conftest import TEST_SECRET, Auth, csrf_token
 from tests.web.payment_helpers import invoice, method, pay, payment
 from tests.web.test_payment_outcomes import _bank, _event, _signed, _webhook
@@ -319,3 +324,133 @@ def test_reminders_and_monthly_statements_wait_while_their_part_is_off(
     switch(db, flags.MASTER, True)
     with app.app_context():
         assert jobs.send_reminders()["users"] > 0  # the demo's active users, when it is on
+
+
+# the flags while the database is away ------------------------------------------------------
+
+
+def _refused() -> OperationalError:
+    orig = psycopg.OperationalError("connection failed: Connection refused")
+    return OperationalError(None, None, orig)  # type: ignore[arg-type]
+
+
+def _no_table() -> ProgrammingError:
+    orig = psycopg.errors.UndefinedTable('relation "feature_flags" does not exist')
+    return ProgrammingError("SELECT feature_flags.name", {}, orig)
+
+
+@pytest.mark.parametrize("failure", [_refused, _no_table], ids=["refused", "table-gone"])
+def test_the_maintenance_page_holds_while_the_flags_cannot_be_read(
+    client: FlaskClient, db: Session, monkeypatch: pytest.MonkeyPatch, failure: Any
+) -> None:
+    """The operator switches the portal off, then stops or restores the database: the flags
+    last read still hold, so customers keep the maintenance page (not "briefly unavailable",
+    nor a 500 while the restore has dropped the table), for a page, a form and the API."""
+    switch(db, flags.MASTER, False)
+    assert_maintenance(client.get("/portal/dashboard"))  # read once: off
+
+    def fail(_session: Session) -> dict[str, bool]:
+        raise failure()
+
+    monkeypatch.setattr(flags, "read", fail)
+    assert_maintenance(client.get("/portal/dashboard"))
+    assert_maintenance(client.post("/portal/payment", data={"invoice": "x"}))
+    api = client.get("/api/portal/invoices")
+    assert api.status_code == 503 and api.headers["Retry-After"] == "300"
+    assert "down for maintenance" in api.get_json()["detail"]
+
+
+def test_a_process_that_never_read_the_flags_says_so_when_it_cannot(app: Flask) -> None:
+    cache = FlagCache(app.extensions["portal.db"], 0)
+
+    def fail(_session: Session) -> dict[str, bool]:
+        raise _refused()
+
+    with app.app_context(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flags, "read", fail)
+        with pytest.raises(OperationalError):
+            cache.current()
+
+
+def test_a_failed_read_is_tried_again_after_the_interval_not_per_request(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = [100.0]
+    cache = FlagCache(app.extensions["portal.db"], 2.0, monotonic=lambda: ticks[0])
+    calls: list[int] = []
+    real = flags.read
+
+    def fail(session: Session) -> dict[str, bool]:
+        calls.append(1)
+        raise _refused()
+
+    with app.app_context():
+        assert cache.current()[flags.MASTER] is True
+        monkeypatch.setattr(flags, "read", fail)
+        ticks[0] += 2.0
+        assert cache.current()[flags.MASTER] is True  # the last read holds
+        assert cache.current()[flags.MASTER] is True
+        assert len(calls) == 1  # no read per request while it is away
+        monkeypatch.setattr(flags, "read", real)
+        switch(db, flags.MASTER, False)
+        ticks[0] += 2.0
+        assert cache.current()[flags.MASTER] is False  # back: read again
+
+
+# the maintenance page's own link -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "link"),
+    [
+        ("/portal/invoices", "status=overdue", 'href="/portal/invoices?status=overdue"'),
+        ("/portal/dashboard", "", 'href="/portal/dashboard"'),
+        # PATH_INFO as a server hands it over (e.g. for "GET /%5Cevil.example HTTP/1.1"): a
+        # browser reads "/\host" and "/<tab>/host" as "//host", another site.
+        ("/\\evil.example", "", 'href="/"'),
+        ("/\\evil.example/x", "a=1", 'href="/"'),
+        ("/\t/evil.example", "", 'href="/"'),
+        ("//evil.example/x", "", 'href="/evil.example/x"'),  # Werkzeug keeps one leading "/"
+    ],
+)
+def test_try_again_links_only_to_this_portal(
+    client: FlaskClient, db: Session, path: str, query: str, link: str
+) -> None:
+    switch(db, flags.MASTER, False)
+    environ = {"PATH_INFO": path, "QUERY_STRING": query}
+    text = assert_maintenance(client.get("/", environ_overrides=environ))
+    assert f'<a class="button button-primary" {link}>' in text
+    # No link leaves the portal (the footer's "next" is checked where it is read).
+    assert not re.search(r'href="(//|/\\|/\t)', text)
+
+
+def test_while_one_thread_reads_the_flags_the_others_do_not_wait(app: Flask) -> None:
+    """Under gunicorn's threads: a read that hangs (a database dropping packets: up to the
+    connect timeout) holds up only the thread making it; the others answer with the flags last
+    read, at once."""
+    ticks = [100.0]
+    cache = FlagCache(app.extensions["portal.db"], 2.0, monotonic=lambda: ticks[0])
+    reading = threading.Event()
+    release = threading.Event()
+
+    def slow(_session: Session) -> dict[str, bool]:
+        reading.set()
+        release.wait(10)
+        return {**DEFAULT_FLAGS, flags.MASTER: False}
+
+    with app.app_context():
+        assert cache.current()[flags.MASTER] is True
+    ticks[0] += 2.0
+    seen: list[bool] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flags, "read", slow)
+        reader = threading.Thread(target=lambda: seen.append(cache.current()[flags.MASTER]))
+        reader.start()
+        assert reading.wait(5)
+        started = time.monotonic()
+        assert cache.current()[flags.MASTER] is True  # the last ones read, not a wait
+        assert time.monotonic() - started < 0.5
+        release.set()
+        reader.join(10)
+    assert seen == [False]
+    assert cache.current()[flags.MASTER] is False  # the new read holds for everyone

@@ -10,8 +10,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from portal import flags
+from portal.extensions import Database
 from tests.conftest import Backend, Inbox, smtp_server
 from tests.web.security_helpers import PUBLIC_URL, app_as, dispose, shared_transaction
+from tests.web.test_flags import switch
 
 EVIL = "https://evil.example"
 
@@ -105,3 +108,22 @@ def test_a_reset_asked_for_from_another_host_mails_no_link_to_it(
 def smtp_production(production: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
     with smtp_server(production, monkeypatch) as inbox:
         yield inbox
+
+
+def test_an_untrusted_host_gets_the_400_page_while_the_portal_is_off(
+    production: Flask, prod_client: FlaskClient
+) -> None:
+    """The maintenance page is built for the portal's own name: a refused Host still gets its
+    400 page (it was a 500, counted as a fault), and the portal's own name the maintenance page."""
+    with production.app_context():
+        session = Database.get().sessionmaker()
+        switch(session, flags.MASTER, False)
+        session.close()
+    for method in ("GET", "POST"):
+        response = prod_client.open("/login", method=method, base_url=EVIL)
+        page = response.get_data(as_text=True)
+        assert response.status_code == 400, (method, response.status_code)
+        assert "serve the Billing Portal. Check the link you followed." in page
+        assert "evil.example" not in page
+    own = prod_client.get("/login", base_url=PUBLIC_URL)
+    assert own.status_code == 503 and own.headers["Retry-After"] == "300"

@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
+from portal import flags
 from portal.config import PROJECT_ROOT
 from tests.conftest import Auth
 from tests.redis_server import RedisServer
@@ -316,3 +317,39 @@ def test_alerts_and_dashboard_use_only_names_the_portal_exports(
         used - recorded - MADE_BY_PROMETHEUS - exported
     )
     assert recorded <= used  # every recording rule is read by an alert or a panel
+
+
+def test_a_switch_at_work_is_counted_apart_from_faults(
+    app: Flask, dev_client: FlaskClient, db: Session
+) -> None:
+    """A 503 that a rollout flag answers (the maintenance page, a part switched off) counts
+    under endpoint="switched_off", which the error-rate alert leaves out (alerts_test.yml): the
+    rollback is judged by "5xx under 0.1%" while the portal is off. A database away still
+    counts as the fault it is, under its page."""
+    from tests.web.test_flags import _refused, switch
+
+    before = scrape(dev_client)
+    switch(db, flags.STATEMENTS, False)
+    assert dev_client.get("/portal/statements").status_code == 503
+    switch(db, flags.MASTER, False)
+    assert dev_client.get("/portal/dashboard").status_code == 503
+    assert dev_client.post("/portal/payment", data={"invoice": "x"}).status_code == 503
+    switch(db, flags.MASTER, True)
+
+    def fail(_session: Session) -> dict[str, bool]:
+        raise _refused()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flags, "read", fail)
+        flags.cache(app).forget()
+        assert dev_client.get("/portal/dashboard").status_code == 503  # "briefly unavailable"
+    after = scrape(dev_client)
+
+    def moved(**labels: str) -> float:
+        name = "portal_http_requests_total"
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved(endpoint="switched_off", method="GET", status="503") == 2
+    assert moved(endpoint="switched_off", method="POST", status="503") == 1
+    assert moved(endpoint="statements.index", method="GET", status="503") == 0
+    assert moved(endpoint="dashboard.index", method="GET", status="503") == 1  # the fault

@@ -91,8 +91,9 @@ def _document_out(row: DocumentRow) -> DocumentOut:
 )
 def list_documents(query: DocumentListQuery) -> DocumentListOut:
     """The documents shared with you (contracts, credit notes, …), newest first, with the
-    library's filters; 404 while the library is switched off."""
+    library's filters; 503 while the library is switched off."""
     if not flags.enabled(flags.DOCUMENTS):
+        flags.note_refusal()
         raise api.Problem(503, _("Documents aren't available right now."))
     start, end = paging.date_range(query.from_, query.to)
     db = db_session()

@@ -245,6 +245,7 @@ def pay(json: PaymentIn, headers: PaymentHeaders) -> tuple[PaymentsOut, int]:
     api.require_pay_scope()
     json = api.require_json(json)
     if not flags.enabled(flags.PAYMENT):
+        flags.note_refusal()
         raise api.Problem(503, _("Online payment isn't available right now."))
     duplicated = [
         n for n, item in enumerate(json.invoices) if item.id in {i.id for i in json.invoices[:n]}

@@ -77,6 +77,7 @@ class StatementListOut(BaseModel):
 
 def _enabled() -> None:
     if not flags.enabled(flags.STATEMENTS):
+        flags.note_refusal()
         raise api.Problem(503, _("Statements aren't available right now."))
 
 

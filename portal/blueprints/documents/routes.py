@@ -24,6 +24,7 @@ RESULTS = "documents/_results.html"
 @bp.before_request
 def _documents_enabled() -> None:
     if not flags.enabled(flags.DOCUMENTS):
+        flags.note_refusal()
         abort(503, description=_("Documents aren't available right now."))
 
 

@@ -51,6 +51,7 @@ def fetch(token: str) -> Response:
     if checked.state is not LinkState.OK or checked.public_id is None or checked.kind is None:
         return _refused(checked.state)
     if not flags.enabled(_FLAGS[checked.kind]):
+        flags.note_refusal()
         abort(503, description=_switched_off(checked.kind))  # its page is off: its files too
     db = db_session()
     if checked.kind is FileKind.STATEMENT:

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from portal import clock
+from portal import clock, flags
 from portal import metrics as portal_metrics
 from portal.config import Settings
 from portal.extensions import Database, settings
@@ -159,6 +159,8 @@ def _start_timer() -> None:
 
 def _count(response: Response) -> Response:
     endpoint = request.endpoint or "unmatched"
+    if response.status_code == 503 and g.get(flags.SWITCHED_OFF):
+        endpoint = "switched_off"  # a switch at work (flags.note_refusal), not a fault
     method = request.method if request.method in _METHODS else "other"
     portal_metrics.http_requests.labels(endpoint, method, str(response.status_code)).inc()
     started = g.get("request_started")

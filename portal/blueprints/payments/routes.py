@@ -54,6 +54,7 @@ STATUS_FOR_PROBLEM = {
 def _payments_enabled() -> None:
     """With the flag off nothing new is paid; history, receipts and cancelling stay."""
     if request.endpoint in ("payments.new", "payments.create") and not flags.enabled(flags.PAYMENT):
+        flags.note_refusal()
         abort(503, description=_("Online payment isn't available right now."))
 
 

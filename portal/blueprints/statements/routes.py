@@ -26,6 +26,7 @@ LIST = "statements/_list.html"
 @bp.before_request
 def _enabled() -> None:
     if not flags.enabled(flags.STATEMENTS):
+        flags.note_refusal()
         abort(503, description=_("Statements aren't available right now."))
 
 
