@@ -93,3 +93,36 @@ def test_what_the_image_copies_is_not_ignored() -> None:
         assert source not in ignored, f"{source} is copied but .dockerignore leaves it out"
         assert (ROOT / source).exists(), source
     assert {"tests", ".git", ".venv", "instance"} <= ignored
+
+
+def test_secrets_beside_the_checkout_stay_out_of_the_build_context() -> None:
+    """What an operator keeps in a checkout for `docker run --env-file` or Flask's CLI (which
+    reads `.env`), and keys, never reach the builder: .dockerignore patterns (Go's
+    filepath.Match, from the context's root; `**/` any depth) match each of them."""
+    import fnmatch
+
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def ignored(path: str) -> bool:
+        return any(
+            fnmatch.fnmatchcase(path, pattern)
+            or (pattern.startswith("**/") and fnmatch.fnmatchcase(path, pattern[3:]))
+            for pattern in patterns
+        )
+
+    for secret in (
+        ".env",
+        ".env.production",
+        "portal.env",
+        "deploy/portal.env",
+        "instance",
+        "server.key",
+        "tls/server.pem",
+    ):
+        assert ignored(secret), f"{secret} would be sent to the image builder"
+    for needed in ("wsgi.py", "gunicorn.conf.py", "portal", "migrations"):
+        assert not ignored(needed), needed

@@ -8,6 +8,8 @@ import dataclasses
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +18,12 @@ import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from portal import flags
 from portal.config import PROJECT_ROOT
-from tests.conftest import Auth
+from tests.conftest import Auth, Backend, committed_postgres_app
 from tests.redis_server import RedisServer
 from tests.web.payment_helpers import invoice, method, pay, payment, run_jobs
 from workers.queue import get_queue
@@ -353,3 +356,53 @@ def test_a_switch_at_work_is_counted_apart_from_faults(
     assert moved(endpoint="switched_off", method="POST", status="503") == 1
     assert moved(endpoint="statements.index", method="GET", status="503") == 0
     assert moved(endpoint="dashboard.index", method="GET", status="503") == 1  # the fault
+
+
+def test_a_locked_outbox_leaves_the_backlog_out_instead_of_holding_the_scrape(
+    backend: Backend,
+    tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A migration holding the outbox (ACCESS EXCLUSIVE) or a database gone slow: the scrape
+    answers within a few seconds without the backlog's lines, and says why in the log, instead
+    of waiting with a web worker for as long as the lock lasts. PostgreSQL only (SQLite's
+    readers never wait for a writer)."""
+    if backend.name != "postgresql":
+        return
+    made = committed_postgres_app(tmp_path_factory, "metrics-locked")
+    app = next(made)
+    try:
+        _scrape_while_the_outbox_is_locked(app, caplog)
+    finally:
+        for _ in made:  # the engine disposed, the database dropped
+            pass
+
+
+def _scrape_while_the_outbox_is_locked(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    app.config["SETTINGS"] = dataclasses.replace(app.config["SETTINGS"], env="development")
+    engine = app.extensions["portal.db"].engine
+    answers: list[tuple[int, str]] = []
+
+    def scrape_once() -> None:
+        answer = app.test_client().get("/metrics")
+        answers.append((answer.status_code, answer.get_data(as_text=True)))
+
+    with engine.connect() as holder:
+        holder.execute(text("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"))
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING):
+            scraper = threading.Thread(target=scrape_once, daemon=True)
+            scraper.start()
+            scraper.join(timeout=10)
+        waited = time.monotonic() - started
+        held = scraper.is_alive()
+        holder.rollback()  # the lock goes: a scrape still waiting finishes now
+    scraper.join(timeout=10)
+    assert not held, "the scrape waited for the lock"
+    assert waited < 6, waited
+    status, body = answers[0]
+    assert status == 200
+    got = names(parse(body))
+    assert "portal_db_pool_size" in got  # the rest of the answer is there
+    assert "portal_outbox_due" not in got
+    assert "metrics database" in " ".join(r.getMessage() for r in caplog.records)

@@ -32,6 +32,10 @@ from workers.queue import WEB_TIMEOUT, connect, get_queue
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 
+# How long a scrape waits for the database's backlog figures (PostgreSQL's statement_timeout)
+# before it answers without them: well inside Prometheus' 10 s scrape timeout.
+SCRAPE_DATABASE_TIMEOUT_MS = 2000
+
 # Methods counted by name; anything else is "other" (a client may send any token).
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -103,6 +107,13 @@ class _Backlog(Collector):
     def collect(self) -> Iterator[Metric]:
         try:
             with self.sessions() as session:
+                if session.get_bind().dialect.name == "postgresql":
+                    # A table locked (a migration) or a database gone slow: give up on these
+                    # lines rather than hold the scrape (and this worker) until it answers.
+                    session.execute(
+                        text("SELECT set_config('statement_timeout', :ms, true)"),
+                        {"ms": str(SCRAPE_DATABASE_TIMEOUT_MS)},
+                    )
                 backlog = outbox.backlog(session, clock.now())
         except Exception as error:
             _failed("metrics database", error, logging.WARNING)
