@@ -107,6 +107,14 @@ def test_gunicorn_writes_its_access_log_as_json_lines(tmp_path: Path) -> None:
     environ = _environ(
         tmp_path, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1", GUNICORN_TIMEOUT="60"
     )
+    # A migrated database: every page reads the rollout flags from it first.
+    subprocess.run(
+        [str(Path(sys.executable).with_name("flask")), "--app", "wsgi", "db", "upgrade"],
+        cwd=PROJECT_ROOT,
+        env=environ,
+        check=True,
+        capture_output=True,
+    )
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("gunicorn")), "-c", "gunicorn.conf.py", "wsgi:app"],
         cwd=PROJECT_ROOT,
