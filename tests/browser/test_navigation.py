@@ -524,8 +524,9 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     # Every page and fragment this walk can reach was rendered (the enrolment pages are
     # test_sign_in's, a group's pages need a payment made: test_payments'; so is the confirm
     # step as a whole page, without JavaScript: here htmx swaps its panel; a dispute's
-    # conversation needs a dispute opened: test_disputes'); with all browser tests, conftest
-    # checks that none was left out.
+    # conversation needs a dispute opened: test_disputes'; the maintenance page needs the
+    # portal switched off: test_maintenance'); with all browser tests, conftest checks that
+    # none was left out.
     rendered = answers.templates.get(answers.test, set())
     elsewhere = {
         "auth/mfa_setup.html",
@@ -535,5 +536,6 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
         "payments/confirm.html",
         "disputes/show.html",
         "disputes/withdraw.html",
+        "errors/maintenance.html",
     }
     assert unseen_templates(rendered) <= elsewhere
