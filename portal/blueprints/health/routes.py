@@ -164,17 +164,13 @@ def metrics() -> Response:
     return response
 
 
-def _start_timer() -> None:
-    g.request_started = time.perf_counter()
-
-
 def _count(response: Response) -> Response:
     endpoint = request.endpoint or "unmatched"
     if response.status_code == 503 and g.get(flags.SWITCHED_OFF):
         endpoint = "switched_off"  # a switch at work (flags.note_refusal), not a fault
     method = request.method if request.method in _METHODS else "other"
     portal_metrics.http_requests.labels(endpoint, method, str(response.status_code)).inc()
-    started = g.get("request_started")
+    started = g.get("request_started")  # set as the request began (portal/web.py)
     if started is not None:
         elapsed = time.perf_counter() - started
         portal_metrics.http_duration.labels(endpoint, method).observe(elapsed)
@@ -186,7 +182,6 @@ def _count(response: Response) -> Response:
 @bp.record_once
 def _install(state: object) -> None:
     app: Flask = state.app  # type: ignore[attr-defined]
-    app.before_request(_start_timer)
     app.after_request(_count)
     config: Settings = app.config["SETTINGS"]
     if not config.is_development and not config.metrics_token:
