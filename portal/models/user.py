@@ -182,6 +182,9 @@ class NotificationTopic(enum.StrEnum):
     STATEMENT_READY = "statement_ready"
     MONTHLY_STATEMENT = "monthly_statement"
     DISPUTE_UPDATED = "dispute_updated"
+    SECURITY_ALERT = "security_alert"  # never turned off (portal.services.notifications.FIXED)
+    AUTOPAY = "autopay"
+    CARD_EXPIRING = "card_expiring"
 
 
 class NotificationChannel(enum.StrEnum):

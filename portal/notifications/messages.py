@@ -155,6 +155,28 @@ def _dispute_updated(p: Params, locale: str) -> Message:
     return Message(_("Dispute on invoice %(invoice)s updated", invoice=invoice), body)
 
 
+# The three topics below are filled in by their features (security alerts, autopay, card expiry);
+# each renders from its own params and keeps its own words.
+
+
+def _security_alert(p: Params, locale: str) -> Message:
+    return Message(_("Security alert"), _text(p, "what"))
+
+
+# ---
+
+
+def _autopay(p: Params, locale: str) -> Message:
+    return Message(_("Automatic payment"), _text(p, "what"))
+
+
+# ---
+
+
+def _card_expiring(p: Params, locale: str) -> Message:
+    return Message(_("Card expiring soon"), _text(p, "what"))
+
+
 _RENDERERS: dict[NotificationTopic, Callable[[Params, str], Message]] = {
     NotificationTopic.INVOICE_ISSUED: _invoice_issued,
     NotificationTopic.PAYMENT_DUE: _payment_due,
@@ -164,6 +186,9 @@ _RENDERERS: dict[NotificationTopic, Callable[[Params, str], Message]] = {
     NotificationTopic.STATEMENT_READY: _statement_ready,
     NotificationTopic.MONTHLY_STATEMENT: _monthly_statement,
     NotificationTopic.DISPUTE_UPDATED: _dispute_updated,
+    NotificationTopic.SECURITY_ALERT: _security_alert,
+    NotificationTopic.AUTOPAY: _autopay,
+    NotificationTopic.CARD_EXPIRING: _card_expiring,
 }
 
 
@@ -183,5 +208,8 @@ def topic_label(topic: NotificationTopic) -> str:
         NotificationTopic.STATEMENT_READY: _("Statements ready"),
         NotificationTopic.MONTHLY_STATEMENT: _("Monthly statement"),
         NotificationTopic.DISPUTE_UPDATED: _("Dispute updates"),
+        NotificationTopic.SECURITY_ALERT: _("Security alerts"),
+        NotificationTopic.AUTOPAY: _("Automatic payments"),
+        NotificationTopic.CARD_EXPIRING: _("Cards about to expire"),
     }
     return str(labels[topic])

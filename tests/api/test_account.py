@@ -258,7 +258,7 @@ def test_notification_preferences_read_and_change(
     shown = spec_check(
         client.get("/api/portal/notifications", headers=headers), "/api/portal/notifications"
     )
-    assert len(shown["topics"]) == 8 and shown["remind_days"] in (1, 3, 7, 14)
+    assert len(shown["topics"]) == 11 and shown["remind_days"] in (1, 3, 7, 14)
     first = shown["topics"][0]
     body = {
         "remind_days": 14,

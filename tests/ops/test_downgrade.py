@@ -37,7 +37,7 @@ def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
 
 
 def state(app: Flask) -> tuple[str, frozenset[tuple[str, str]]]:
-    """The database's revision, and its tables' columns and indexes."""
+    """The database's revision, and its tables' columns, indexes and checks."""
     engine = create_engine(app.extensions["portal.db"].engine.url)
     try:
         with engine.connect() as connection:
@@ -50,6 +50,10 @@ def state(app: Flask) -> tuple[str, frozenset[tuple[str, str]]]:
                 (table, f"index {index['name']}")
                 for table in tables
                 for index in schema.get_indexes(table)
+            ) | frozenset(
+                (table, f"check {check['name']}: {check['sqltext']}")
+                for table in tables
+                for check in schema.get_check_constraints(table)
             )
     finally:
         engine.dispose()

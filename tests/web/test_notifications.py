@@ -120,7 +120,7 @@ def test_the_page_shows_every_topic_on_both_channels_with_names(
     html = page.get_data(as_text=True)
     assert "<h1>Notification preferences</h1>" in html
     boxes = re.findall(r'<input[^>]*type="checkbox"[^>]*>', html)
-    assert len(boxes) == len(NotificationTopic) * len(NotificationChannel) == 16
+    assert len(boxes) == len(NotificationTopic) * len(NotificationChannel) == 22
     for topic in NotificationTopic:
         for channel in NotificationChannel:
             box = next(b for b in boxes if f'name="{channel.value}-{topic.value}"' in b)
