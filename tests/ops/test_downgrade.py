@@ -44,16 +44,22 @@ def state(app: Flask) -> tuple[str, frozenset[tuple[str, str]]]:
             version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
             schema = inspect(connection)
             tables = schema.get_table_names()
-            columns = frozenset(
-                (table, column["name"]) for table in tables for column in schema.get_columns(table)
-            ) | frozenset(
-                (table, f"index {index['name']}")
-                for table in tables
-                for index in schema.get_indexes(table)
-            ) | frozenset(
-                (table, f"check {check['name']}: {check['sqltext']}")
-                for table in tables
-                for check in schema.get_check_constraints(table)
+            columns = (
+                frozenset(
+                    (table, column["name"])
+                    for table in tables
+                    for column in schema.get_columns(table)
+                )
+                | frozenset(
+                    (table, f"index {index['name']}")
+                    for table in tables
+                    for index in schema.get_indexes(table)
+                )
+                | frozenset(
+                    (table, f"check {check['name']}: {check['sqltext']}")
+                    for table in tables
+                    for check in schema.get_check_constraints(table)
+                )
             )
     finally:
         engine.dispose()
