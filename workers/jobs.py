@@ -31,8 +31,8 @@ from portal.db import unit_of_work
 from portal.disputes import mail as dispute_mail
 from portal.i18n import language_of
 from portal.models import Company, PortalUser, UserStatus
+from portal.notifications import cards, reminders
 from portal.notifications import mail as notification_mail
-from portal.notifications import reminders
 from portal.payments import charging, mail, scheduling, webhooks
 from portal.runtime import Runtime
 from portal.services import (
@@ -419,6 +419,30 @@ def send_reminders() -> dict[str, int]:
     if not failed:
         with _session() as (_rt, session):
             reminders.issued_done(session, now)
+    return {"users": len(people), "notified": told, "failed": failed}
+
+
+def send_card_expiry_notices() -> dict[str, int]:
+    """Tell every active user of the cards they may manage that are about to expire
+    (portal/notifications/cards.py), each in their own scope and transaction: once per card
+    and expiry (and once more in its last week) however often this runs. Not while the portal
+    is off: the next run after it is back does it."""
+    with _context():
+        if not flags.enabled(flags.MASTER):
+            log.info("card expiry notices wait: the portal is switched off")
+            return {"users": 0, "notified": 0, "failed": 0}
+    with _session(writes=False) as (_rt, session):
+        now = clock.now()
+        people = reminders.recipients(session)
+    told = failed = 0
+    for person in people:
+        try:
+            with _session() as (runtime, session):
+                tenancy.bind(session, person.scope)
+                told += cards.tell(runtime, session, person.user_id, now=now)
+        except Exception:  # one user's trouble must not hold up the others
+            failed += 1
+            log.exception("telling user %s of expiring cards failed", person.user_id)
     return {"users": len(people), "notified": told, "failed": failed}
 
 

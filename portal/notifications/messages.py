@@ -174,7 +174,30 @@ def _autopay(p: Params, locale: str) -> Message:
 
 
 def _card_expiring(p: Params, locale: str) -> Message:
-    return Message(_("Card expiring soon"), _text(p, "what"))
+    card = _(
+        "%(brand)s ending %(last4)s",
+        brand=f"{_FSI}{_text(p, 'brand').title()}{_PDI}",
+        last4=_number(p, "last4"),
+    )
+    if p.get("expired"):
+        return Message(
+            _("Your card has expired"),
+            _(
+                "%(card)s expired at the end of %(month)s. Update it on the payment methods "
+                "page so that scheduled payments go through.",
+                card=card,
+                month=_month(p, locale),
+            ),
+        )
+    return Message(
+        _("Card expiring soon"),
+        _(
+            "%(card)s expires at the end of %(month)s. Update it on the payment methods page "
+            "so that scheduled payments go through.",
+            card=card,
+            month=_month(p, locale),
+        ),
+    )
 
 
 _RENDERERS: dict[NotificationTopic, Callable[[Params, str], Message]] = {

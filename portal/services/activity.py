@@ -57,6 +57,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "Portal.PaymentMethodAdded",
         "Portal.PaymentMethodRemoved",
         "Portal.PaymentMethodDefault",
+        "Portal.PaymentMethodReplaced",
         "Portal.CreditApplied",
     ),
     "documents": (
@@ -274,7 +275,7 @@ def details(
         value = props.get(key)
         if isinstance(value, str) and value and len(value) <= 100:
             out.append((key, value))
-    for key in ("attachments", "ended"):
+    for key in ("attachments", "ended", "payments_moved"):
         value = props.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             out.append((key, str(value)))

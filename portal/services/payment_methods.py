@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import calendar
 import enum
-from collections.abc import Sequence
-from datetime import date, datetime
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.gateways import SavedMethod
-from portal.models import Payment, PaymentMethod, PaymentStatus, PortalUser, Role
+from portal.models import (
+    Payment,
+    PaymentMethod,
+    PaymentMethodKind,
+    PaymentStatus,
+    PortalUser,
+    Role,
+)
 from portal.services import audit
+
+# A card is "expiring" once the last day of its expiry month is this close (or past): the
+# dashboard flags it, its page says "Expires soon", the job mails those who may manage it.
+EXPIRY_NOTICE = timedelta(days=60)
 
 
 class Refusal(enum.StrEnum):
@@ -53,6 +66,57 @@ def get(session: Session, public_id: str, gateway_name: str) -> PaymentMethod | 
             PaymentMethod.gateway == gateway_name,
         )
     )
+
+
+def expires_on(method: PaymentMethod) -> date | None:
+    """The last day a card can be charged (the end of its expiry month); None for a bank
+    debit or a method without an expiry."""
+    if method.kind is not PaymentMethodKind.CARD or not method.exp_year or not method.exp_month:
+        return None
+    if not (1 <= method.exp_month <= 12 and 1 <= method.exp_year <= 9999):
+        return None
+    last = calendar.monthrange(method.exp_year, method.exp_month)[1]
+    return date(method.exp_year, method.exp_month, last)
+
+
+def is_expiring(method: PaymentMethod, today: date) -> bool:
+    """The one rule: a card whose expiry month ends within EXPIRY_NOTICE of `today`, or has
+    ended already. Bank debits never."""
+    end = expires_on(method)
+    return end is not None and end - today <= EXPIRY_NOTICE
+
+
+def _latest_expiring_month(today: date) -> int:
+    """The last expiry month (as year * 12 + month) that `is_expiring` holds on `today`."""
+    cutoff = today + EXPIRY_NOTICE
+    index = cutoff.year * 12 + cutoff.month
+    if cutoff.day != calendar.monthrange(cutoff.year, cutoff.month)[1]:
+        index -= 1  # cutoff's own month ends after it
+    return index
+
+
+def expiring(
+    session: Session, user: PortalUser, gateway_name: str, today: date
+) -> list[PaymentMethod]:
+    """`gateway_name`'s cards `user` may manage that are expiring or expired, soonest first:
+    one query (the company's few methods, bounded in SQL by the same rule)."""
+    query = select(PaymentMethod).where(
+        PaymentMethod.removed_at.is_(None),
+        PaymentMethod.gateway == gateway_name,
+        PaymentMethod.kind == PaymentMethodKind.CARD,
+        PaymentMethod.exp_year * 12 + PaymentMethod.exp_month <= _latest_expiring_month(today),
+    )
+    if user.role is not Role.ADMIN:
+        query = query.where(PaymentMethod.created_by_user_id == user.id)
+    found = session.scalars(
+        query.order_by(PaymentMethod.exp_year, PaymentMethod.exp_month, PaymentMethod.id)
+    )
+    return [m for m in found if is_expiring(m, today) and may_manage(user, m)]
+
+
+def by_token(session: Session, token: str) -> PaymentMethod | None:
+    """The company's method saved with this gateway token (removed or not)."""
+    return session.scalar(select(PaymentMethod).where(PaymentMethod.gateway_token == token))
 
 
 def may_manage(user: PortalUser, method: PaymentMethod) -> bool:
@@ -156,6 +220,63 @@ def remove(
     )
     session.flush()
     return None
+
+
+# Called by `replace` in its transaction with (session, old, new), after the scheduled payments
+# moved: what else holds a method moves with it. autopay: moved at merge
+# (`autopay.replace_method(session, old, new)` is appended here, or called in `replace`).
+ON_REPLACE: list[Callable[[Session, PaymentMethod, PaymentMethod], None]] = []
+
+
+def replace(
+    session: Session,
+    user: PortalUser,
+    old: PaymentMethod,
+    new: PaymentMethod,
+    *,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> Refusal | int:
+    """`new` takes `old`'s place in one step: every SCHEDULED payment of the company on `old`
+    moves to `new`, the default flag is carried, `old` is soft-removed and
+    `Portal.PaymentMethodReplaced` recorded. Returns how many payments moved, or why not. A
+    PROCESSING payment stays on `old` (it is already being charged with it). Never commits;
+    the caller detaches `old` at the gateway after the commit."""
+    if not may_manage(user, old):
+        return Refusal.NOT_YOURS
+    if old.removed_at is not None or new.removed_at is not None or old.id == new.id:
+        return Refusal.ALREADY_REMOVED
+    with tenancy.widened(session):  # the method is the company's: every account's payments
+        result = session.execute(
+            update(Payment)
+            .where(
+                Payment.payment_method_id == old.id,
+                Payment.status == PaymentStatus.SCHEDULED,
+            )
+            .values(payment_method_id=new.id)
+            .execution_options(synchronize_session="fetch")
+        )
+        moved = int(cast(CursorResult[Any], result).rowcount or 0)
+    for hook in ON_REPLACE:
+        hook(session, old, new)
+    was_default = old.is_default
+    old.removed_at = now
+    old.is_default = False
+    session.flush()
+    if was_default:
+        _clear_default(session, but=new)
+        new.is_default = True
+    audit.record_for(
+        session,
+        user,
+        "Portal.PaymentMethodReplaced",
+        request=request,
+        old_method_id=old.public_id,
+        new_method_id=new.public_id,
+        payments_moved=moved,
+    )
+    session.flush()
+    return moved
 
 
 def set_default(

@@ -247,6 +247,10 @@ ROUTES: dict[str, Route] = {
     "payment_methods.added": Route(query={"next": "next", "session_id": "setup"}),
     "payment_methods.remove": Route(path={"public_id": "method"}),
     "payment_methods.make_default": Route(path={"public_id": "method"}),
+    "payment_methods.update": Route(path={"public_id": "method"}, form={"next": "next"}),
+    "payment_methods.updated": Route(
+        path={"public_id": "method"}, query={"next": "next", "session_id": "setup"}
+    ),
     "users.index": Route(),
     "users.invite": Route(
         form={"email": "email", "role": "role", "accounts": "account"},

@@ -321,9 +321,11 @@ def test_reminders_and_monthly_statements_wait_while_their_part_is_off(
     with app.app_context():
         assert jobs.send_reminders() == {"users": 0, "notified": 0, "failed": 0}
         assert jobs.send_monthly_statements() == {}  # statements count as off too
+        assert jobs.send_card_expiry_notices() == {"users": 0, "notified": 0, "failed": 0}
     switch(db, flags.MASTER, True)
     with app.app_context():
         assert jobs.send_reminders()["users"] > 0  # the demo's active users, when it is on
+        assert jobs.send_card_expiry_notices()["users"] > 0
 
 
 # the flags while the database is away ------------------------------------------------------

@@ -61,6 +61,7 @@ EVENT_LABELS = {
     "Portal.PaymentMethodAdded": _l("Payment method added"),
     "Portal.PaymentMethodRemoved": _l("Payment method removed"),
     "Portal.PaymentMethodDefault": _l("Default payment method changed"),
+    "Portal.PaymentMethodReplaced": _l("Payment method replaced"),
     "Portal.CreditApplied": _l("Credit applied"),
     "Portal.StatementRequested": _l("Statement requested"),
     "Portal.StatementGenerated": _l("Statement generated"),
@@ -139,6 +140,7 @@ DETAIL_LABELS = {
     "reason": _l("Reason"),
     "attachments": _l("Attachments"),
     "ended": _l("Sessions"),
+    "payments_moved": _l("Scheduled payments moved"),
 }
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, redirect, url_for
-from flask_login import login_required
+from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
 from portal.extensions import db_session
+from portal.runtime import current_runtime
+from portal.services import payment_methods
 from portal.services.dashboard import account_summary, aging, recent_activity, viewing
 from portal.web import render
 
@@ -32,6 +34,10 @@ def index() -> Response:
         "aging": buckets,
         "aging_max": max([b.amount for b in buckets] + [1]),
         "activity": recent_activity(db),
+        # One indexed query: the cards this user may manage that expire within 60 days.
+        "expiring_methods": payment_methods.expiring(
+            db, current_user, current_runtime().gateway_name, today
+        ),
         "today": today,
     }
     return render("dashboard/index.html", context)

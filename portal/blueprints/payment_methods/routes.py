@@ -35,6 +35,7 @@ def index() -> Response:
         "methods": payment_methods.usable(db_session(), current_runtime().gateway_name),
         "today": clock.today(),
         "may_manage": lambda m: payment_methods.may_manage(current_user, m),
+        "is_expiring": payment_methods.is_expiring,
     }
     return render("payment_methods/index.html", context)
 
@@ -147,3 +148,72 @@ def make_default(public_id: str) -> Response:
         abort(403, description=_("Only an administrator or the person who added it can change it."))
     flash(_("Default payment method updated."), "info")
     return go(url_for("payment_methods.index"))
+
+
+@bp.post("/<public_id>/update")
+@login_required
+def update(public_id: str) -> Response:
+    """Replace a card (one about to expire): the gateway's hosted page for a new one of the
+    same kind, back to `updated`, which puts it in the old one's place."""
+    session = db_session()
+    method = _method(public_id)
+    if not payment_methods.may_manage(current_user, method):
+        abort(403, description=_("Only an administrator or the person who added it can change it."))
+    back = safe_next(request.form.get("next")) or url_for("payment_methods.index")
+    company = session.get(Company, current_user.company_id)
+    assert company is not None
+    try:
+        location = methods.start_setup(
+            current_runtime(),
+            session,
+            company,
+            method.kind,
+            return_path=url_for("payment_methods.updated", public_id=public_id, next=back),
+            cancel_path=url_for("payment_methods.updated", public_id=public_id, next=back),
+        )
+    except GatewayError:
+        flash(_("We couldn't reach the payment gateway. Please try again."), "error")
+        return go(back)
+    return go(location)
+
+
+@bp.get("/<public_id>/updated")
+@login_required
+def updated(public_id: str) -> Response:
+    """Back from the hosted page: add the new method and, in the same transaction, move the
+    old one's scheduled payments and default to it and remove the old one; then forget the
+    old one at the gateway. Canceled (no completed page): nothing changes."""
+    session = db_session()
+    back = safe_next(request.args.get("next")) or url_for("payment_methods.index")
+    company = session.get(Company, current_user.company_id)
+    assert company is not None
+    old = payment_methods.get(session, public_id, current_runtime().gateway_name)
+    saved = methods.finish_setup(
+        current_runtime(), session, company, request.args.get("session_id", "")
+    )
+    if saved is None:
+        if old is None:
+            abort(404, description=_("Payment method not found."))
+        flash(_("The card was not updated."), "warning")
+        return go(back)
+    if old is None:  # a reload after it was replaced: the new one is there already
+        or_404(payment_methods.by_token(session, saved.token), _("Payment method not found."))
+        flash(_("Payment method updated."), "info")
+        return go(back)
+    if not payment_methods.may_manage(current_user, old):
+        abort(403, description=_("Only an administrator or the person who added it can change it."))
+    new = payment_methods.add(
+        session,
+        current_user,
+        saved,
+        gateway_name=current_runtime().gateway_name,
+        now=clock.now(),
+        request=request_info(),
+    )
+    payment_methods.replace(
+        session, current_user, old, new, now=clock.now(), request=request_info()
+    )
+    commit_now(session, "the new method stands in the portal before the gateway forgets the old")
+    methods.detach(current_runtime(), session, old)
+    flash(_("Payment method updated."), "info")
+    return go(back)
