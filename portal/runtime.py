@@ -67,16 +67,19 @@ SWEEP = f"{JOBS}.sweep"
 SEND_REMINDERS = f"{JOBS}.send_reminders"
 SEND_MONTHLY_STATEMENTS = f"{JOBS}.send_monthly_statements"
 DELIVER_AR_EVENT = f"{JOBS}.deliver_ar_event"
+RUN_AUTOPAY = f"{JOBS}.run_autopay"
 # The recurring jobs, by schedule name: the worker's dispatcher runs each this often
 # (`job_schedules` in the database says when next, so they come back by themselves). The
-# reminders and the monthly statements run hourly: each tells once per user and key (day,
-# month), so a run more, twice at once, or a run missed changes nothing of what is told.
+# reminders, the monthly statements and autopay run hourly: each tells once per user and key
+# (day, month), and autopay takes each step once per invoice (its UNIQUE steps), so a run
+# more, twice at once, or a run missed changes nothing of what is told or charged.
 SWEEP_EVERY = timedelta(seconds=30)
 REMIND_EVERY = timedelta(hours=1)
 SCHEDULES: dict[str, tuple[timedelta, str]] = {
     "sweep": (SWEEP_EVERY, SWEEP),
     "reminders": (REMIND_EVERY, SEND_REMINDERS),
     "monthly_statements": (REMIND_EVERY, SEND_MONTHLY_STATEMENTS),
+    "autopay": (REMIND_EVERY, RUN_AUTOPAY),
 }
 REFUSED_AT = "portal.jobs.refused_at"  # in app.extensions: when the queue last refused work
 DELAY_REMEMBERED = 300.0  # seconds

@@ -57,6 +57,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "Portal.PaymentMethodAdded",
         "Portal.PaymentMethodRemoved",
         "Portal.PaymentMethodDefault",
+        "Portal.AutopayEnabled",
+        "Portal.AutopayChanged",
+        "Portal.AutopayDisabled",
+        "Portal.AutopaySkipped",
         "Portal.CreditApplied",
     ),
     "documents": (

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from portal import tenancy
 from portal.gateways import SavedMethod
 from portal.models import Payment, PaymentMethod, PaymentStatus, PortalUser, Role
-from portal.services import audit
+from portal.services import audit, autopay
 
 
 class Refusal(enum.StrEnum):
@@ -142,6 +142,7 @@ def remove(
     method.removed_at = now
     method.is_default = False
     session.flush()
+    autopay.method_removed(session, method, now=now)
     if was_default:
         successor = next(iter(usable(session, gateway_name)), None)
         if successor is not None:
