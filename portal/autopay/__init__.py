@@ -216,7 +216,7 @@ def _retry_day(session: Session, invoice: Invoice, attempt: int) -> date:
 
 def _turned_off(runtime: Runtime, session: Session, setting: AutopaySetting) -> str:
     reason = setting.off_reason or AutopayOff.USER
-    off_at = (setting.off_at or clock.now()).isoformat(timespec="seconds")
+    off_at = (setting.off_at or clock.now()).isoformat()
     _tell(runtime, session, setting, f"off_{reason.value}", f"off:{setting.public_id}:{off_at}")
     setting.off_told = True
     commit_now(session, "the turned-off notice is told once")

@@ -22,7 +22,8 @@ No Flask here; flush, never commit.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -101,6 +102,19 @@ def may_see(user: PortalUser, account: BillingAccount) -> bool:
     return any(g.billing_account_id == account.id for g in user.grants)
 
 
+@contextmanager
+def _whole_company(session: Session) -> Iterator[None]:
+    """Every account of the bound company (a method and its settings are the company's, whoever
+    reads); a session already looking across companies (a job, `tenancy.system`) stays so."""
+    try:
+        tenancy.current_scope(session)
+    except tenancy.TenancyError:
+        yield
+        return
+    with tenancy.widened(session):
+        yield
+
+
 # reading ----------------------------------------------------------------------------------
 
 
@@ -122,7 +136,7 @@ def charge_day(setting: AutopaySetting, invoice: Invoice) -> date:
 
 
 def method_of(session: Session, setting: AutopaySetting) -> PaymentMethod | None:
-    with tenancy.widened(session):  # the method is the company's, whoever reads
+    with _whole_company(session):
         return session.get(PaymentMethod, setting.payment_method_id)
 
 
@@ -253,7 +267,7 @@ def _off(setting: AutopaySetting, reason: AutopayOff, now: datetime, *, told: bo
 def method_removed(session: Session, method: PaymentMethod, *, now: datetime) -> int:
     """The method was removed: every setting on it turns off (its "turned off" notice goes out
     with the job's next run, to the company's admins and the consenting user). How many."""
-    with tenancy.widened(session):
+    with _whole_company(session):
         settings = session.scalars(
             select(AutopaySetting).where(
                 AutopaySetting.payment_method_id == method.id, AutopaySetting.enabled.is_(True)
@@ -268,7 +282,7 @@ def method_removed(session: Session, method: PaymentMethod, *, now: datetime) ->
 def consent_changed(session: Session, user: PortalUser, *, now: datetime) -> int:
     """After `user` was deactivated or their role or accounts changed: every setting they
     consented to that they may no longer manage turns off (told by the job). How many."""
-    with tenancy.widened(session):
+    with _whole_company(session):
         settings = session.scalars(
             select(AutopaySetting).where(
                 AutopaySetting.consented_by_user_id == user.id, AutopaySetting.enabled.is_(True)
@@ -287,7 +301,7 @@ def consent_changed(session: Session, user: PortalUser, *, now: datetime) -> int
 
 def replace_method(session: Session, old: PaymentMethod, new: PaymentMethod) -> int:
     """Move every setting on `old` to `new` (a card updated in place); how many moved."""
-    with tenancy.widened(session):
+    with _whole_company(session):
         moved = session.execute(
             update(AutopaySetting)
             .where(AutopaySetting.payment_method_id == old.id)
