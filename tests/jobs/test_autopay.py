@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import clock as portal_clock
-from portal import tenancy
+from portal import flags, tenancy
 from portal.models import (
     AutopayOff,
     AutopaySetting,
@@ -53,6 +53,7 @@ from tests.factories import (
 )
 from tests.jobs.test_faults import Portal
 from tests.jobs.test_payment_jobs import rq_jobs
+from tests.web.test_flags import switch
 from tests.work import hold_recurring
 from workers import jobs
 from workers.queue import RQJobQueue
@@ -428,6 +429,19 @@ def test_a_consent_lost_by_demotion_or_deactivation_turns_autopay_off(
     run_outbox(app)
     assert subjects(smtp, "second@autopaid.test") == off * 2
     assert subjects(smtp, "boss@autopaid.test") == off  # deactivated: told no more
+
+
+def test_autopay_waits_while_online_payment_is_off(app: Flask, db: Session, smtp: Inbox) -> None:
+    shop = Shop(db, due=0, notice=0)
+    db.commit()
+    switch(db, flags.PAYMENT, False)
+    assert run(app) == {"settings": 0, "steps": 0, "failed": 0}
+    assert steps(db, shop.invoice) == []
+    switch(db, flags.PAYMENT, True)
+    run(app)
+    run(app)
+    (paid,) = autopay_payments(db, shop.invoice)
+    assert paid.status is PaymentStatus.SUCCEEDED
 
 
 def test_replace_method_moves_every_setting(db: Session) -> None:
