@@ -17,7 +17,7 @@ from portal.models import (
     Company,
     PaymentMethod,
 )
-from tests.conftest import Auth, csrf_token, readable, user_by_email
+from tests.conftest import Auth, QueryCounter, csrf_token, readable, user_by_email
 from tests.factories import make_invoice, make_payment_method
 
 PAGE = "/portal/autopay"
@@ -169,3 +169,24 @@ def test_the_invoice_page_says_when_it_is_paid_automatically_and_skip_stops_it(
     shown = readable(client.get(f"/portal/invoices/{invoice.public_id}").get_data(as_text=True))
     assert "Paid automatically" not in shown
     assert len(events(db, "Portal.AutopaySkipped")) == 1
+
+
+def test_the_page_costs_the_same_however_many_invoices_it_lists(
+    client: FlaskClient, auth: Auth, db: Session, count_queries: QueryCounter
+) -> None:
+    auth.sign_in()
+    west, east = account(db, "Acme West"), account(db, "Acme East")
+    for acct in (west, east):
+        assert save(client, acct, method=card(db).public_id).status_code == 303  # type: ignore[attr-defined]
+    client.get(PAGE)
+    count_queries.statements.clear()
+    assert client.get(PAGE).status_code == 200
+    before = count_queries.count
+    for n in range(6):
+        make_invoice(db, west if n % 2 else east, "10.00", due=n + 1, number=f"MANY-{n}")
+    db.commit()
+    count_queries.statements.clear()
+    text = readable(client.get(PAGE).get_data(as_text=True))
+    assert "MANY-5" in text and "MANY-0" in text
+    assert count_queries.count == before, count_queries.statements
+    assert before <= 12, count_queries.statements
