@@ -33,6 +33,7 @@ from portal.blueprints.api_portal import payments as _api_payments  # noqa: F401
 from portal.blueprints.api_portal import statements as _api_statements  # noqa: F401  (its routes)
 from portal.blueprints.api_portal.routes import bp as api_portal_bp
 from portal.blueprints.auth.routes import bp as auth_bp
+from portal.blueprints.autopay.routes import bp as autopay_bp
 from portal.blueprints.dashboard.routes import bp as dashboard_bp
 from portal.blueprints.disputes.routes import bp as disputes_bp
 from portal.blueprints.documents.routes import bp as documents_bp
@@ -126,6 +127,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
 
     app.register_blueprint(auth_bp)
+    app.register_blueprint(autopay_bp)
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(disputes_bp)

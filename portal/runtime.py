@@ -68,11 +68,13 @@ SEND_REMINDERS = f"{JOBS}.send_reminders"
 SEND_MONTHLY_STATEMENTS = f"{JOBS}.send_monthly_statements"
 SEND_CARD_EXPIRY_NOTICES = f"{JOBS}.send_card_expiry_notices"
 DELIVER_AR_EVENT = f"{JOBS}.deliver_ar_event"
+RUN_AUTOPAY = f"{JOBS}.run_autopay"
 # The recurring jobs, by schedule name: the worker's dispatcher runs each this often
 # (`job_schedules` in the database says when next, so they come back by themselves). The
-# reminders, the monthly statements and the cards about to expire run hourly: each tells once
-# per user and key (day, month, card and expiry), so a run more, twice at once, or a run missed
-# changes nothing of what is told.
+# reminders, the monthly statements, the cards about to expire and autopay run hourly: each
+# tells once per user and key (day, month, card and expiry), and autopay takes each step once
+# per invoice (its UNIQUE steps), so a run more, twice at once, or a run missed changes
+# nothing of what is told or charged.
 SWEEP_EVERY = timedelta(seconds=30)
 REMIND_EVERY = timedelta(hours=1)
 SCHEDULES: dict[str, tuple[timedelta, str]] = {
@@ -80,6 +82,7 @@ SCHEDULES: dict[str, tuple[timedelta, str]] = {
     "reminders": (REMIND_EVERY, SEND_REMINDERS),
     "monthly_statements": (REMIND_EVERY, SEND_MONTHLY_STATEMENTS),
     "card_expiry": (REMIND_EVERY, SEND_CARD_EXPIRY_NOTICES),
+    "autopay": (REMIND_EVERY, RUN_AUTOPAY),
 }
 REFUSED_AT = "portal.jobs.refused_at"  # in app.extensions: when the queue last refused work
 DELAY_REMEMBERED = 300.0  # seconds

@@ -70,6 +70,7 @@ NAV = (
         "documents.index", _l("Documents"), section=("documents.",), flag="m25_portal_documents"
     ),
     NavItem("payment_methods.index", _l("Payment methods"), section=("payment_methods.",)),
+    NavItem("autopay.index", _l("Automatic payments"), section=("autopay.",)),
     NavItem("users.index", _l("Users"), admin_only=True, section=("users.",)),
     NavItem("activity.index", _l("Activity"), admin_only=True, section=("activity.",)),
 )

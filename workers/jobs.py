@@ -26,6 +26,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from portal import autopay as autopay_job
 from portal import clock, create_app, flags, logs, metrics, tenancy
 from portal.db import unit_of_work
 from portal.disputes import mail as dispute_mail
@@ -39,6 +40,7 @@ from portal.services import (
     ar_events,
     audit,
     auth,
+    autopay,
     credentials,
     lockout,
     outbox,
@@ -444,6 +446,29 @@ def send_card_expiry_notices() -> dict[str, int]:
             failed += 1
             log.exception("telling user %s of expiring cards failed", person.user_id)
     return {"users": len(people), "notified": told, "failed": failed}
+
+
+def run_autopay() -> dict[str, int]:
+    """Autopay's hourly run (portal/autopay/): each setting in a session of its own, each step
+    once however often or concurrently this runs. While online payment (or the whole portal)
+    is off it waits: the first run after it is back does the day's steps."""
+    with _context():
+        if autopay_job.paused():
+            log.info("autopay waits: online payment is switched off")
+            return {"settings": 0, "steps": 0, "failed": 0}
+    with _session(writes=False) as (_rt, session):
+        settings = autopay.active_settings(session)
+    steps = failed = 0
+    for setting_id, _company_id in settings:
+        try:
+            with _session() as (runtime, session):
+                done = autopay_job.run_setting(runtime, session, setting_id)
+                steps += len(done)
+                failed += done.count("error")
+        except Exception:  # one account's trouble must not hold up the others
+            failed += 1
+            log.exception("autopay of setting %s failed", setting_id)
+    return {"settings": len(settings), "steps": steps, "failed": failed}
 
 
 def send_monthly_statements() -> dict[str, int]:

@@ -2,6 +2,13 @@
 
 from portal.models.api import ApiToken, ArEvent, ArKey, TokenKind, TokenScope
 from portal.models.audit import AuditEvent
+from portal.models.autopay import (
+    AutopayOff,
+    AutopaySetting,
+    AutopayStep,
+    AutopayStepKind,
+    AutopayTiming,
+)
 from portal.models.company import BillingAccount, Company
 from portal.models.dispute import (
     ACTIVE_DISPUTE,
@@ -66,6 +73,11 @@ __all__ = [
     "ArEvent",
     "ArKey",
     "AuditEvent",
+    "AutopayOff",
+    "AutopaySetting",
+    "AutopayStep",
+    "AutopayStepKind",
+    "AutopayTiming",
     "BillingAccount",
     "Company",
     "CreditNote",

@@ -167,6 +167,68 @@ def _security_alert(p: Params, locale: str) -> Message:
 
 
 def _autopay(p: Params, locale: str) -> Message:
+    invoice, amount = _number(p, "invoice"), _amount(p, locale)
+    day, method = _date(p, "day", locale), f"{_FSI}{_text(p, 'method')}{_PDI}"
+    account = f"{_FSI}{_text(p, 'account')}{_PDI}"
+    event = _text(p, "event")
+    if event == "notice":
+        return Message(
+            _("Invoice %(invoice)s will be paid automatically", invoice=invoice),
+            _(
+                "We will charge %(amount)s to %(method)s on %(day)s for invoice %(invoice)s. "
+                "To pay it another way, skip this invoice before then.",
+                amount=amount,
+                method=method,
+                day=day,
+                invoice=invoice,
+            ),
+        )
+    if event == "failed":
+        return Message(
+            _("Automatic payment of invoice %(invoice)s failed", invoice=invoice),
+            _(
+                "We could not charge %(amount)s to %(method)s for invoice %(invoice)s. "
+                "We will try again on %(day)s.",
+                amount=amount,
+                method=method,
+                invoice=invoice,
+                day=day,
+            ),
+        )
+    if event == "stopped":
+        return Message(
+            _("Automatic payment of invoice %(invoice)s stopped", invoice=invoice),
+            _(
+                "We stopped trying to charge %(method)s for invoice %(invoice)s after three "
+                "failed attempts. Please pay it yourself.",
+                method=method,
+                invoice=invoice,
+            ),
+        )
+    if event == "disputed":
+        return Message(
+            _("Invoice %(invoice)s was not charged", invoice=invoice),
+            _(
+                "Invoice %(invoice)s is disputed, so it will not be paid automatically.",
+                invoice=invoice,
+            ),
+        )
+    if event.startswith("off_"):
+        if event == "off_method_removed":
+            why = _("its payment method %(method)s was removed", method=method)
+        elif event == "off_consent_lost":
+            why = _("the person who turned it on can no longer manage it")
+        else:
+            why = _("it was turned off")
+        return Message(
+            _("Automatic payments turned off"),
+            _(
+                "Automatic payments for %(account)s are off because %(why)s. "
+                "Turn them on again with another payment method, or pay invoices yourself.",
+                account=account,
+                why=why,
+            ),
+        )
     return Message(_("Automatic payment"), _text(p, "what"))
 
 

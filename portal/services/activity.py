@@ -58,6 +58,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "Portal.PaymentMethodRemoved",
         "Portal.PaymentMethodDefault",
         "Portal.PaymentMethodReplaced",
+        "Portal.AutopayEnabled",
+        "Portal.AutopayChanged",
+        "Portal.AutopayDisabled",
+        "Portal.AutopaySkipped",
         "Portal.CreditApplied",
     ),
     "documents": (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
@@ -21,7 +21,7 @@ from portal.models import (
     PortalUser,
     Role,
 )
-from portal.services import audit
+from portal.services import audit, autopay
 
 # A card is "expiring" once the last day of its expiry month is this close (or past): the
 # dashboard flags it, its page says "Expires soon", the job mails those who may manage it.
@@ -206,6 +206,7 @@ def remove(
     method.removed_at = now
     method.is_default = False
     session.flush()
+    autopay.method_removed(session, method, now=now)
     if was_default:
         successor = next(iter(usable(session, gateway_name)), None)
         if successor is not None:
@@ -222,12 +223,6 @@ def remove(
     return None
 
 
-# Called by `replace` in its transaction with (session, old, new), after the scheduled payments
-# moved: what else holds a method moves with it. autopay: moved at merge
-# (`autopay.replace_method(session, old, new)` is appended here, or called in `replace`).
-ON_REPLACE: list[Callable[[Session, PaymentMethod, PaymentMethod], None]] = []
-
-
 def replace(
     session: Session,
     user: PortalUser,
@@ -238,10 +233,11 @@ def replace(
     request: audit.RequestInfo,
 ) -> Refusal | int:
     """`new` takes `old`'s place in one step: every SCHEDULED payment of the company on `old`
-    moves to `new`, the default flag is carried, `old` is soft-removed and
-    `Portal.PaymentMethodReplaced` recorded. Returns how many payments moved, or why not. A
-    PROCESSING payment stays on `old` (it is already being charged with it). Never commits;
-    the caller detaches `old` at the gateway after the commit."""
+    moves to `new`, so do the autopay settings on it (`autopay_moved` in the audit record), the
+    default flag is carried, `old` is soft-removed and `Portal.PaymentMethodReplaced` recorded.
+    Returns how many payments moved, or why not. A PROCESSING payment stays on `old` (it is
+    already being charged with it). Never commits; the caller detaches `old` at the gateway
+    after the commit."""
     if not may_manage(user, old):
         return Refusal.NOT_YOURS
     if old.removed_at is not None or new.removed_at is not None or old.id == new.id:
@@ -257,8 +253,7 @@ def replace(
             .execution_options(synchronize_session="fetch")
         )
         moved = int(cast(CursorResult[Any], result).rowcount or 0)
-    for hook in ON_REPLACE:
-        hook(session, old, new)
+    autopay_moved = autopay.replace_method(session, old, new)  # its settings follow the card
     was_default = old.is_default
     old.removed_at = now
     old.is_default = False
@@ -274,6 +269,7 @@ def replace(
         old_method_id=old.public_id,
         new_method_id=new.public_id,
         payments_moved=moved,
+        autopay_moved=autopay_moved,
     )
     session.flush()
     return moved

@@ -32,8 +32,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from portal import tenancy
+from portal.db import utcnow
 from portal.models import BillingAccount, PortalUser, Role, UserAccountGrant, UserStatus
-from portal.services import api_tokens, audit, auth, credentials, mfa
+from portal.services import api_tokens, audit, auth, autopay, credentials, mfa
 from portal.services.crypto import Keyring
 
 INVITATION_LIFETIME = timedelta(hours=72)
@@ -357,9 +358,11 @@ def change_access(
     account_ids: Collection[int],
     *,
     request: audit.RequestInfo,
+    now: datetime | None = None,
 ) -> Refusal | None:
     """Set the user's role and (for role customer) granted billing accounts; each part that
-    changed is audited. Demoting the last active administrator is refused."""
+    changed is audited. Demoting the last active administrator is refused. Autopay settings
+    the user consented to and may no longer manage turn off (`autopay.consent_changed`)."""
     last_admin = _is_last_active_admin(session, target)
     if last_admin and role is not Role.ADMIN:
         return Refusal.LAST_ADMIN
@@ -387,6 +390,7 @@ def change_access(
                 billing_accounts=_public_ids(session, wanted),
             )
     session.flush()
+    autopay.consent_changed(session, target, now=now or utcnow())
     return None
 
 
@@ -409,6 +413,7 @@ def deactivate(
     auth.revoke_sessions(session, target, true(), now=now, request=request, reason="deactivated")
     api_tokens.revoke_all(session, target, now=now)
     session.flush()
+    autopay.consent_changed(session, target, now=now)
     _audit(session, actor, "Portal.UserDeactivated", target, request)
     return None
 

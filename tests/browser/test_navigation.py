@@ -492,6 +492,7 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     visit("/portal/profile")
     visit("/portal/notifications")
     visit("/portal/notifications/inbox")
+    visit("/portal/autopay")
     visit("/portal/activity")
     with page.expect_response(lambda r: "kind=security" in r.url):  # the results fragment
         page.get_by_label("Kind of activity").select_option("security")
@@ -520,6 +521,7 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     visit("/invitations/not-a-real-invitation")
     visit("/portal/profile/email/not-a-real-link")
     visit("/unsubscribe/not-a-real-link")
+    visit("/autopay/skip/not-a-real-link")
 
     # Every page and fragment this walk can reach was rendered (the enrolment pages are
     # test_sign_in's, a group's pages need a payment made: test_payments'; so is the confirm

@@ -17,7 +17,7 @@ from tests.work import ManualQueue
 from workers.dispatch import Dispatcher
 from workers.queue import job_name
 
-EVERY_HOUR = ["sweep", "reminders", "monthly_statements", "card_expiry"]
+EVERY_HOUR = ["sweep", "reminders", "monthly_statements", "card_expiry", "autopay"]
 
 
 def test_the_sweep_runs_on_the_first_pass_and_again_once_its_time_comes(
@@ -41,6 +41,7 @@ def test_the_sweep_runs_on_the_first_pass_and_again_once_its_time_comes(
         "send_reminders",
         "send_monthly_statements",
         "send_card_expiry_notices",
+        "run_autopay",
         "sweep",
     ]
 
@@ -60,5 +61,6 @@ def test_the_reminders_come_back_hourly_even_after_redis_forgot_everything(
         "send_reminders",
         "send_monthly_statements",
         "send_card_expiry_notices",
+        "run_autopay",
     ]
     assert dispatcher.tick().scheduled == []

@@ -17,6 +17,10 @@ from portal.models import (
     ApiToken,
     ArEvent,
     AuditEvent,
+    AutopaySetting,
+    AutopayStep,
+    AutopayStepKind,
+    AutopayTiming,
     BillingAccount,
     Company,
     Dispute,
@@ -26,6 +30,8 @@ from portal.models import (
     HasAccount,
     Invoice,
     PaymentGroup,
+    PaymentMethod,
+    PaymentMethodKind,
     RecoveryCode,
     Statement,
     StatementFormat,
@@ -96,8 +102,38 @@ def _fill_unseeded_tables(db: Session) -> None:
             invoice = db.scalars(
                 select(Invoice).where(Invoice.billing_account_id == account.id)
             ).first()
+            method = db.scalars(
+                select(PaymentMethod).where(PaymentMethod.company_id == account.company_id)
+            ).first()
+            if method is None:
+                method = PaymentMethod(
+                    company_id=account.company_id,
+                    gateway="sandbox",
+                    gateway_token=f"tenancy-{account.id}",
+                    kind=PaymentMethodKind.CARD,
+                    brand="visa",
+                    last4="4242",
+                )
+                db.add(method)
+                db.flush()
+            db.add(
+                AutopaySetting(
+                    company_id=account.company_id,
+                    billing_account_id=account.id,
+                    payment_method_id=method.id,
+                    timing=AutopayTiming.DUE_DATE,
+                )
+            )
             if invoice is not None:
                 owner = {"company_id": account.company_id, "billing_account_id": account.id}
+                db.add(
+                    AutopayStep(
+                        **owner,
+                        invoice_id=invoice.id,
+                        kind=AutopayStepKind.NOTICE,
+                        day=now.date(),
+                    )
+                )
                 dispute = Dispute(
                     **owner, invoice_id=invoice.id, reason=DisputeReason.OTHER, amount_disputed=0
                 )

@@ -57,7 +57,7 @@ from portal.models import (
     StatementState,
     UserSession,
 )
-from portal.services import credentials, downloads, notifications, seed, users
+from portal.services import autopay, credentials, downloads, notifications, seed, users
 from portal.services.crypto import Keyring
 from portal.services.downloads import FileKind
 from portal.services.invoices import PAYABLE
@@ -300,6 +300,19 @@ ROUTES: dict[str, Route] = {
     "notifications.mark_all_read": Route(form={"page": "page"}),
     # No sign-in, and no CSRF token either (RFC 8058 one-click): the signed link decides.
     "notifications.unsubscribe": Route(path={"token": "unsubscribe_token"}, actors=PUBLIC),
+    "autopay.index": Route(),
+    "autopay.save": Route(
+        path={"account_id": "account"},
+        form={
+            "method": "method",
+            "timing": "autopay_timing",
+            "days": "autopay_days",
+            "notice": "autopay_notice",
+        },
+    ),
+    "autopay.turn_off": Route(path={"account_id": "account"}),
+    "autopay.skip_invoice": Route(path={"invoice_id": "invoice"}),
+    "autopay.skip_link": Route(path={"token": "autopay_skip_token"}, actors=PUBLIC),
     # The receivables system's upserts take JSON and an operator key: neither a session nor a
     # form reaches them (401); their bodies are fuzzed in tests/api/test_ar_upserts.py.
     **{
@@ -497,6 +510,7 @@ class Known:
     disputes: list[str] = field(default_factory=list)
     notifications: list[str] = field(default_factory=list)
     unsubscribe_tokens: list[str] = field(default_factory=list)
+    skip_tokens: list[str] = field(default_factory=list)
 
 
 def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
@@ -601,6 +615,12 @@ def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
                 for email in ("admin@acme.test", "ap@acme.test", "admin@globex.test")
                 for topic in (NotificationTopic.PAYMENT_DUE, NotificationTopic.DISPUTE_UPDATED)
             ],
+            skip_tokens=[
+                autopay.skip_token(
+                    invoice, today + timedelta(days=3), keys=Keyring(TEST_SECRET), now=now
+                )
+                for invoice in invoices[:4]
+            ],
         )
     db.rollback()
     return known
@@ -669,6 +689,10 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "remind_days": st.sampled_from(["1", "3", "7", "14", "5", "0", "-1"]),
         "notification": st.one_of(st.sampled_from(known.notifications), TEXT),
         "unsubscribe_token": st.one_of(st.sampled_from(known.unsubscribe_tokens), TEXT),
+        "autopay_timing": st.sampled_from(["due_date", "after_issue", "weekly"]),
+        "autopay_days": st.sampled_from(["0", "14", "90", "91", "-1", "1.5"]),
+        "autopay_notice": st.sampled_from(["0", "3", "14", "5", ""]),
+        "autopay_skip_token": st.one_of(st.sampled_from(known.skip_tokens), TEXT),
     }
 
 

@@ -397,8 +397,9 @@ def test_a_credit_note_lowers_the_balance_and_shows_beside_the_payments(
     count_queries.statements.clear()
     response = client.get(f"/portal/invoices/{invoice.public_id}")
     # the session, the flags, the invoice and its lines, payments, documents, credit notes with
-    # their documents, disputes, the audit record, the header's unread notifications: 10
-    assert count_queries.count <= 10, count_queries.statements
+    # their documents, disputes, the audit record, the header's unread notifications, and
+    # whether autopay will charge it (its account's setting): 11
+    assert count_queries.count <= 11, count_queries.statements
     page = readable(response.get_data(as_text=True))
     assert "Credits applied" in page and "CN-301" in page
     assert 'data-figure="credits-applied">$120.00<' in page

@@ -22,7 +22,7 @@ from portal.models import (
     PaymentStatus,
     SandboxMethod,
 )
-from portal.services import payment_methods
+from portal.services import autopay
 from tests.conftest import Auth, QueryCounter, csrf_token, readable
 from tests.factories import company_named, make_payment, make_payment_method
 from tests.web.payment_helpers import audit_events, invoice, method
@@ -219,10 +219,10 @@ def test_a_failure_in_the_middle_leaves_nothing_half_done(
     west, east, _busy = _schedule(db, app, old)
     before = {m.id for m in methods_of(db, old.company_id)}
 
-    def broken(_session: Session, _old: PaymentMethod, _new: PaymentMethod) -> None:
+    def broken(_session: Session, _old: PaymentMethod, _new: PaymentMethod) -> int:
         raise RuntimeError("autopay could not move")
 
-    monkeypatch.setattr(payment_methods, "ON_REPLACE", [broken])
+    monkeypatch.setattr(autopay, "replace_method", broken)
     page = press_update(client, old).headers["Location"]
     done = fill_card(client, page, number="4242424242424242")
     failed = client.get(done.headers["Location"])

@@ -25,7 +25,7 @@ from portal import clock, i18n
 from portal.blueprints.invoices.forms import InvoiceFilterForm
 from portal.extensions import db_session, settings
 from portal.models import Invoice
-from portal.services import audit, disputes, invoice_pdf, invoices
+from portal.services import audit, autopay, disputes, invoice_pdf, invoices
 from portal.services.dashboard import viewing
 from portal.templating import documents_enabled
 from portal.web import or_404, render, request_info
@@ -133,6 +133,7 @@ def show(public_id: str) -> Response:
         "payable": invoices.is_payable(invoice),
         "disputable": disputes.can_dispute(invoice),
         "dispute_list": disputes.disputes_for(db, invoice),
+        "autopay_day": autopay.will_charge(db, invoice, clock.today()),
     }
     return render("invoices/show.html", context)
 

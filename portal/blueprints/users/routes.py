@@ -147,7 +147,13 @@ def change_access(public_id: str) -> Response:
     if not form.validate_on_submit():
         return _show(target, form, status=422)
     refusal = users.change_access(
-        db, current_user, target, form.chosen_role, form.account_ids, request=request_info()
+        db,
+        current_user,
+        target,
+        form.chosen_role,
+        form.account_ids,
+        request=request_info(),
+        now=clock.now(),
     )
     if refusal is not None:
         form.role.errors = [*form.role.errors, _refusal_message(refusal)]
