@@ -57,7 +57,7 @@ def test_the_reminders_come_back_hourly_even_after_redis_forgot_everything(
     assert dispatcher.tick().scheduled == ["sweep"]  # the reminders: not yet their hour
     clock.advance(timedelta(minutes=1))
     assert dispatcher.tick().scheduled == EVERY_HOUR
-    assert [job.rpartition(".")[2] for job, _args, _id in emptied.handed][-3:] == [
+    assert [job.rpartition(".")[2] for job, _args, _id in emptied.handed][-4:] == [
         "send_reminders",
         "send_monthly_statements",
         "send_card_expiry_notices",

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.models import (
+    AutopaySetting,
+    AutopayTiming,
     Payment,
     PaymentMethod,
     PaymentMethodKind,
@@ -163,6 +165,15 @@ def test_update_through_the_sandbox_page_moves_payments_and_default_in_one_step(
     assert old.is_default
     expire(db, old, today(app) + timedelta(days=10))
     west, east, busy = _schedule(db, app, old)
+    standing = AutopaySetting(  # autopay on the old card follows it too
+        company_id=old.company_id,
+        billing_account_id=west.billing_account_id,
+        payment_method_id=old.id,
+        timing=AutopayTiming.DUE_DATE,
+    )
+    with tenancy.system(db):
+        db.add(standing)
+        db.commit()
     hosted = press_update(client, old, "/portal/dashboard")
     assert hosted.status_code == 303
     page = hosted.headers["Location"]
@@ -180,9 +191,17 @@ def test_update_through_the_sandbox_page_moves_payments_and_default_in_one_step(
     assert new.is_default and (new.exp_month, new.exp_year) == (12, 2031)
     moved = on_method(db, [west.id, east.id, busy.id])
     assert moved == {west.id: new.id, east.id: new.id, busy.id: old.id}  # processing stays
+    with tenancy.system(db):
+        db.refresh(standing)
+    assert standing.payment_method_id == new.id and standing.enabled
     replaced = audit_events(db, "Portal.PaymentMethodReplaced")
     assert [e.properties for e in replaced] == [
-        {"old_method_id": old.public_id, "new_method_id": new.public_id, "payments_moved": 2}
+        {
+            "old_method_id": old.public_id,
+            "new_method_id": new.public_id,
+            "payments_moved": 2,
+            "autopay_moved": 1,
+        }
     ]
     assert len(audit_events(db, "Portal.PaymentMethodAdded")) == 1
     with tenancy.system(db):
