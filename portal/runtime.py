@@ -66,6 +66,7 @@ SEND_EMAIL_CHANGED_NOTICE = f"{JOBS}.send_email_changed_notice"
 SWEEP = f"{JOBS}.sweep"
 SEND_REMINDERS = f"{JOBS}.send_reminders"
 SEND_MONTHLY_STATEMENTS = f"{JOBS}.send_monthly_statements"
+SEND_SECURITY_DIGESTS = f"{JOBS}.send_security_digests"
 DELIVER_AR_EVENT = f"{JOBS}.deliver_ar_event"
 # The recurring jobs, by schedule name: the worker's dispatcher runs each this often
 # (`job_schedules` in the database says when next, so they come back by themselves). The
@@ -77,6 +78,8 @@ SCHEDULES: dict[str, tuple[timedelta, str]] = {
     "sweep": (SWEEP_EVERY, SWEEP),
     "reminders": (REMIND_EVERY, SEND_REMINDERS),
     "monthly_statements": (REMIND_EVERY, SEND_MONTHLY_STATEMENTS),
+    # Yesterday's security alerts to each company admin: hourly, once per admin and day.
+    "security_digests": (REMIND_EVERY, SEND_SECURITY_DIGESTS),
 }
 REFUSED_AT = "portal.jobs.refused_at"  # in app.extensions: when the queue last refused work
 DELAY_REMEMBERED = 300.0  # seconds
