@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from datetime import timedelta
 from email.message import Message
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -30,7 +31,7 @@ from portal.runtime import Runtime
 from portal.services import audit, notifications, seed
 from portal.services import security_alerts as domain
 from tests.api.conftest import issue_token
-from tests.conftest import Auth, Inbox, csrf_token, user_by_email
+from tests.conftest import Auth, Inbox, csrf_token, totp_code, user_by_email
 from tests.web.test_payment_methods import add_card
 from tests.web.test_profile import _sign
 
@@ -237,6 +238,29 @@ def test_failed_codes_count_toward_the_burst(app: Flask, db: Session, smtp: Inbo
         assert auth.code("000000").status_code == 401
     _run(app)
     assert [a.kind for a in _alerts(db)] == ["failed_attempts"]
+
+
+def _api_login(app: Flask, client: FlaskClient, **over: str) -> Any:
+    _advance(app, timedelta(seconds=30))  # never a replayed code
+    body = {"email": "admin@acme.test", "password": seed.DEMO_PASSWORD, "code": totp_code(app)}
+    return client.post("/api/portal/login", json={**body, **over})
+
+
+def test_the_apis_sign_in_alerts_a_new_network_and_a_burst(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    _sign_in(app, agent=FIREFOX)
+    known = _client(app, agent=FIREFOX)
+    assert _api_login(app, known).status_code == 200
+    assert _alerts(db) == []
+    elsewhere = _client(app, agent=FIREFOX, ip="198.51.100.20")
+    assert _api_login(app, elsewhere).status_code == 200
+    assert [a.kind for a in _alerts(db)] == ["new_sign_in"]
+    for _ in range(3):
+        assert _api_login(app, elsewhere, password="wrong").status_code == 401
+    _run(app)
+    assert [a.kind for a in _alerts(db)] == ["new_sign_in", "failed_attempts"]
+    assert len(_alert_mails(smtp)) == 2
 
 
 # the rate limit --------------------------------------------------------------------------
