@@ -53,11 +53,12 @@ from portal.models import (
     PaymentGroup,
     PaymentMethod,
     PortalUser,
+    SecurityAlert,
     Statement,
     StatementState,
     UserSession,
 )
-from portal.services import credentials, downloads, notifications, seed, users
+from portal.services import credentials, downloads, notifications, security_alerts, seed, users
 from portal.services.crypto import Keyring
 from portal.services.downloads import FileKind
 from portal.services.invoices import PAYABLE
@@ -296,6 +297,7 @@ ROUTES: dict[str, Route] = {
     "notifications.mark_all_read": Route(form={"page": "page"}),
     # No sign-in, and no CSRF token either (RFC 8058 one-click): the signed link decides.
     "notifications.unsubscribe": Route(path={"token": "unsubscribe_token"}, actors=PUBLIC),
+    "security_alerts.not_me": Route(path={"token": "not_me_token"}, actors=PUBLIC),
     # The receivables system's upserts take JSON and an operator key: neither a session nor a
     # form reaches them (401); their bodies are fuzzed in tests/api/test_ar_upserts.py.
     **{
@@ -493,6 +495,7 @@ class Known:
     disputes: list[str] = field(default_factory=list)
     notifications: list[str] = field(default_factory=list)
     unsubscribe_tokens: list[str] = field(default_factory=list)
+    not_me_tokens: list[str] = field(default_factory=list)
 
 
 def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
@@ -597,6 +600,15 @@ def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
                 for email in ("admin@acme.test", "ap@acme.test", "admin@globex.test")
                 for topic in (NotificationTopic.PAYMENT_DUE, NotificationTopic.DISPUTE_UPDATED)
             ],
+            # well signed, for an alert that was never stored: the route's every check but the last
+            not_me_tokens=[
+                security_alerts.not_me_token(
+                    user_by_email(db, "ap@acme.test"),
+                    SecurityAlert(kind="new_sign_in", key="k"),
+                    keys=Keyring(TEST_SECRET),
+                    now=now,
+                )
+            ],
         )
     db.rollback()
     return known
@@ -665,6 +677,7 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "remind_days": st.sampled_from(["1", "3", "7", "14", "5", "0", "-1"]),
         "notification": st.one_of(st.sampled_from(known.notifications), TEXT),
         "unsubscribe_token": st.one_of(st.sampled_from(known.unsubscribe_tokens), TEXT),
+        "not_me_token": st.one_of(st.sampled_from(known.not_me_tokens), TEXT),
     }
 
 
