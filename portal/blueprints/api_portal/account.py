@@ -313,6 +313,10 @@ class TopicChoice(BaseModel):
     topic: NotificationTopic
     email: bool
     portal: bool
+    always_on: bool = Field(
+        default=False,
+        description="Security alerts: on in both channels whatever is sent (read only).",
+    )
 
 
 class NotificationsOut(BaseModel):
@@ -337,6 +341,7 @@ def _notifications_out(user: PortalUser) -> NotificationsOut:
                 topic=topic,
                 email=chosen[(topic, NotificationChannel.EMAIL)],
                 portal=chosen[(topic, NotificationChannel.PORTAL)],
+                always_on=topic in notifications.ALWAYS_ON,
             )
             for topic in NotificationTopic
         ],
