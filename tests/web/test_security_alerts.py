@@ -28,7 +28,7 @@ from portal.models import (
     Work,
 )
 from portal.runtime import Runtime
-from portal.services import audit, notifications, seed
+from portal.services import audit, credentials, notifications, seed
 from portal.services import security_alerts as domain
 from tests.api.conftest import issue_token
 from tests.conftest import Auth, Inbox, csrf_token, totp_code, user_by_email
@@ -354,6 +354,22 @@ def test_a_password_change_alerts(app: Flask, db: Session, smtp: Inbox) -> None:
     )
     assert changed.status_code == 302, changed.get_data(as_text=True)
     assert _kinds_mailed(app, smtp) == ["Your password was changed"]
+
+
+def test_a_password_reset_by_link_alerts(app: Flask, db: Session, smtp: Inbox) -> None:
+    keys = app.config["SETTINGS"].keyring
+    now = app.extensions["portal.clock"].now()
+    token = credentials.reset_token(user_by_email(db, "ap@acme.test"), keys=keys, now=now)
+    client = _client(app)
+    link = f"/password/reset/{token}"
+    new = "correct horse battery staple"
+    data = {"csrf_token": csrf_token(client, link), "new_password": new, "confirm_password": new}
+    assert client.post(link, data=data).status_code == 302
+    _run(app)
+    mails = _alert_mails(smtp)
+    assert [(m["To"], m["Subject"]) for m in mails] == [
+        ("ap@acme.test", "Your password was changed")
+    ]
 
 
 def test_a_new_api_token_alerts(app: Flask, db: Session, smtp: Inbox) -> None:
