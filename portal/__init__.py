@@ -50,6 +50,7 @@ from portal.blueprints.payments.routes import bp as payments_bp
 from portal.blueprints.profile.routes import bp as profile_bp
 from portal.blueprints.sandbox.routes import bp as sandbox_bp
 from portal.blueprints.security.routes import bp as security_bp
+from portal.blueprints.security_alerts.routes import bp as security_alerts_bp
 from portal.blueprints.statements.routes import bp as statements_bp
 from portal.blueprints.users.routes import bp as users_bp
 from portal.blueprints.webhooks.routes import bp as webhooks_bp
@@ -136,6 +137,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(invoices_bp)
     app.register_blueprint(language_bp)
     app.register_blueprint(security_bp)
+    app.register_blueprint(security_alerts_bp)
     app.register_blueprint(statements_bp)
     app.register_blueprint(payments_bp)
     app.register_blueprint(payment_methods_bp)

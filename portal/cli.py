@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from portal import clock, db, flags, migrate, tenancy
 from portal import disputes as dispute_app
+from portal import security_alerts as alerts
 from portal.extensions import Database, settings
 from portal.models import DEFAULT_FLAGS, ArKey, Dispute, FeatureFlag, PortalUser
 from portal.runtime import SEND_INVITATION, SWEEPS, current_runtime
@@ -284,13 +285,9 @@ def _users_commands(app: Flask) -> None:
             user = auth.find_user_by_email(session, email)
             if user is None:
                 raise click.ClickException(f"no user with the e-mail {email}")
-            users.reset_mfa(
-                session,
-                user,
-                now=clock.now(),
-                request=audit.RequestInfo(user_agent="flask users reset-mfa"),
-                by="operator",
-            )
+            request = audit.RequestInfo(user_agent="flask users reset-mfa")
+            users.reset_mfa(session, user, now=clock.now(), request=request, by="operator")
+            alerts.alert(current_runtime(), session, user, alerts.Kind.MFA_RESET, request=request)
             session.commit()
         click.echo(f"{user.email} will set up two-step verification at their next sign-in")
 

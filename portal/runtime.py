@@ -67,6 +67,7 @@ SWEEP = f"{JOBS}.sweep"
 SEND_REMINDERS = f"{JOBS}.send_reminders"
 SEND_MONTHLY_STATEMENTS = f"{JOBS}.send_monthly_statements"
 SEND_CARD_EXPIRY_NOTICES = f"{JOBS}.send_card_expiry_notices"
+SEND_SECURITY_DIGESTS = f"{JOBS}.send_security_digests"
 DELIVER_AR_EVENT = f"{JOBS}.deliver_ar_event"
 RUN_AUTOPAY = f"{JOBS}.run_autopay"
 # The recurring jobs, by schedule name: the worker's dispatcher runs each this often
@@ -83,6 +84,8 @@ SCHEDULES: dict[str, tuple[timedelta, str]] = {
     "monthly_statements": (REMIND_EVERY, SEND_MONTHLY_STATEMENTS),
     "card_expiry": (REMIND_EVERY, SEND_CARD_EXPIRY_NOTICES),
     "autopay": (REMIND_EVERY, RUN_AUTOPAY),
+    # Yesterday's security alerts to each company admin: hourly, once per admin and day.
+    "security_digests": (REMIND_EVERY, SEND_SECURITY_DIGESTS),
 }
 REFUSED_AT = "portal.jobs.refused_at"  # in app.extensions: when the queue last refused work
 DELAY_REMEMBERED = 300.0  # seconds

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal import autopay as autopay_job
-from portal import clock, create_app, flags, logs, metrics, tenancy
+from portal import clock, create_app, flags, logs, metrics, security_alerts, tenancy
 from portal.db import unit_of_work
 from portal.disputes import mail as dispute_mail
 from portal.i18n import language_of
@@ -393,6 +393,31 @@ def send_notification(notification_id: int) -> str:
     """Mail one notification, if its user still wants it by e-mail (portal/notifications/)."""
     with _session(writes=False) as (runtime, session):
         return notification_mail.send(runtime, session, notification_id, clock.now())
+
+
+def send_security_alert(alert_id: int) -> str:
+    """Mail one security alert (portal/security_alerts/): no preference stops it."""
+    with _session(writes=False) as (runtime, session):
+        return security_alerts.send_alert(runtime, session, alert_id, clock.now())
+
+
+def security_burst_alert(email: str, key: str, request: dict[str, str]) -> str:
+    """A burst of failed attempts on `email`: alerted if it has an account (handed off for every
+    address that reaches the threshold, so the sign-in's answer tells nothing)."""
+    with _session() as (runtime, session):
+        return security_alerts.burst(runtime, session, email, key, request)
+
+
+def send_security_digests() -> dict[str, int]:
+    """Ask for yesterday's security digest of every company admin whose users had alerts."""
+    with _session() as (runtime, session):
+        return security_alerts.send_digests(runtime, session, clock.now())
+
+
+def send_security_digest(notification_id: int) -> str:
+    """Mail one admin their company's digest."""
+    with _session(writes=False) as (runtime, session):
+        return security_alerts.send_digest(runtime, session, notification_id)
 
 
 def send_reminders() -> dict[str, int]:

@@ -46,6 +46,7 @@ from portal.models.payment import (
     PaymentMethodKind,
     PaymentStatus,
 )
+from portal.models.security import SecurityAlert, SignInOrigin
 from portal.models.statement import IN_PROGRESS, Statement, StatementFormat, StatementState
 from portal.models.user import (
     LoginThrottle,
@@ -116,6 +117,8 @@ __all__ = [
     "SandboxMethod",
     "SandboxSetup",
     "Schedule",
+    "SecurityAlert",
+    "SignInOrigin",
     "Statement",
     "StatementFormat",
     "StatementState",

@@ -42,10 +42,12 @@ def notify(
     params: Mapping[str, str | int],
     link: str | None = None,
     mail: tuple[str, Sequence[Any], str] | None = None,
+    email: bool = True,
 ) -> Notification | None:
     """Notify `user` of an event, once per `key`: the new notification, or None when this key
     was notified before (or the user is not active). Never commits. `mail`: (job, args,
-    outbox subject) of the topic's own mail, handed off instead of `send_notification`."""
+    outbox subject) of the topic's own mail, handed off instead of `send_notification`.
+    `email=False`: recorded and shown, never mailed (a security alert past its rate limit)."""
     if not user.is_active:
         return None
     wanted = notifications.channels(session, user, topic)
@@ -57,7 +59,7 @@ def notify(
         params=params,
         link=link,
         in_portal=wanted["portal"],
-        by_email=wanted["email"],
+        by_email=wanted["email"] and email,
         now=clock.now(),
     )
     if notification is None:

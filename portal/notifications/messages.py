@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
+from babel.dates import format_datetime
 from flask_babel import gettext as _
 
+from portal import i18n
 from portal.models import NotificationTopic
 from portal.templating import format_date, money
 
@@ -159,8 +161,49 @@ def _dispute_updated(p: Params, locale: str) -> Message:
 # each renders from its own params and keeps its own words.
 
 
+def alert_title(kind: str) -> str:
+    """What happened, as an alert's title says it (a security alert's `kind`)."""
+    titles = {
+        "new_sign_in": _("New sign-in to your account"),
+        "failed_attempts": _("Several failed sign-in attempts on your account"),
+        "mfa_reset": _("Your two-step verification was reset"),
+        "api_token_created": _("A new API token was created"),
+        "password_changed": _("Your password was changed"),
+        "email_changed": _("Your e-mail address was changed"),
+        "payment_method_added": _("A payment method was added"),
+    }
+    return str(titles.get(kind, _("Security alert")))
+
+
+def alert_time(at: str, tz: str, locale: str) -> str:
+    """When an alert's event happened, in the reader's time zone ("" when unreadable)."""
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    zone = i18n.zone(tz)
+    text = format_datetime(moment, "medium", tzinfo=zone, locale=locale.replace("-", "_"))
+    name = getattr(zone, "key", "UTC")
+    return f"{_FSI}{text} ({name}){_PDI}"
+
+
 def _security_alert(p: Params, locale: str) -> Message:
-    return Message(_("Security alert"), _text(p, "what"))
+    if p.get("digest"):
+        return Message(_("Daily security digest"), _("Security alerts of your company's users."))
+    when = alert_time(_text(p, "at"), _text(p, "tz"), locale)
+    ip = _text(p, "ip") or _("unknown")
+    device = _text(p, "device") or _("an unknown device")
+    return Message(
+        alert_title(_text(p, "kind")),
+        _(
+            "On %(when)s, from %(ip)s (%(device)s). If this wasn't you, secure your account now.",
+            when=when,
+            ip=f"{_LRI}{ip}{_PDI}",
+            device=f"{_FSI}{device}{_PDI}",
+        ),
+    )
 
 
 # ---

@@ -47,6 +47,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "Portal.AccountLocked",
         "Portal.ApiTokenCreated",
         "Portal.ApiTokenRevoked",
+        "Portal.SecurityAlert",
+        "Portal.AccountSecured",
     ),
     "payments": (
         "Portal.PaymentMade",
@@ -210,7 +212,17 @@ def list_events(session: Session, query: ActivityQuery) -> ActivityPage:
 
 # --- details ------------------------------------------------------------------------------------
 
-_PLAIN = ("reference", "role", "topic", "outcome", "format", "payment_method", "brand", "reason")
+_PLAIN = (
+    "reference",
+    "role",
+    "topic",
+    "outcome",
+    "format",
+    "payment_method",
+    "brand",
+    "reason",
+    "kind",  # a security alert's
+)
 
 
 def _invoice_ids(event: AuditEvent) -> list[str]:

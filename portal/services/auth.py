@@ -46,6 +46,9 @@ class SignInResult:
     # The user's TOTP secret could not be decrypted with any configured key (SECRET_KEY was
     # changed without keeping the old one in SECRET_KEY_FALLBACKS).
     secret_unreadable: bool = False
+    # Failures counted in the address's window after this attempt (0 when it did not fail):
+    # the same for an address with or without an account.
+    failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def check_password(
     key = lockout.key_for(keys, email)
     with tenancy.system(session):
         user = find_user_by_email(session, email)
-        outcome = SignInOutcome.INVALID
+        outcome, failures = SignInOutcome.INVALID, 0
         if lockout.locked_until(session, key, now=now) is not None:
             equalize_timing(ph)  # a locked address costs what a checked one costs
             outcome = SignInOutcome.LOCKED
@@ -104,7 +107,7 @@ def check_password(
             if outcome is SignInOutcome.OK and ph.check_needs_rehash(user.password_hash or ""):
                 user.password_hash = ph.hash(password)
         else:
-            outcome = _count_failure(session, user, key, policy, now, request)
+            outcome, failures = _count_failure(session, user, key, policy, now, request)
         _audit(
             session,
             user,
@@ -115,7 +118,7 @@ def check_password(
             reason=outcome.value,
         )
     metrics.sign_ins.labels(outcome.value).inc()
-    return SignInResult(outcome, user)
+    return SignInResult(outcome, user, failures=failures)
 
 
 def _audit(
@@ -141,15 +144,16 @@ def _count_failure(
     policy: SessionPolicy,
     now: datetime,
     request: audit.RequestInfo,
-) -> SignInOutcome:
+) -> tuple[SignInOutcome, int]:
+    """Count the failure: the outcome, and how many failures the window holds now."""
     failure = lockout.record_failure(session, key, rule=policy.lockout_rule, now=now)
     if failure.locked_until is None:
-        return SignInOutcome.INVALID
+        return SignInOutcome.INVALID, failure.failures
     if failure.just_locked:
         _audit(
             session, user, "Portal.AccountLocked", request, until=failure.locked_until.isoformat()
         )
-    return SignInOutcome.LOCKED
+    return SignInOutcome.LOCKED, failure.failures
 
 
 def _token_hash(token: str) -> str:
@@ -274,7 +278,7 @@ def check_second_factor(
         if lockout.locked_until(session, key, now=now) is not None:
             metrics.mfa_failures.labels(SignInOutcome.LOCKED.value).inc()
             return SignInResult(SignInOutcome.LOCKED, user)
-        unreadable = False
+        unreadable, failures = False, 0
         try:
             ok = mfa.verify_totp(session, user, code, keys=keys, now=now)
         except Unreadable:
@@ -293,7 +297,7 @@ def check_second_factor(
             outcome = SignInOutcome.OK
             second_factor_passed(session, user, keys=keys, now=now)
         else:
-            outcome = _count_failure(session, user, key, policy, now, request)
+            outcome, failures = _count_failure(session, user, key, policy, now, request)
             metrics.mfa_failures.labels(outcome.value).inc()
         _audit(
             session,
@@ -312,7 +316,7 @@ def check_second_factor(
                 request=request,
                 remaining=mfa.remaining_recovery_codes(session, user),
             )
-    return SignInResult(outcome, user, secret_unreadable=unreadable and not ok)
+    return SignInResult(outcome, user, secret_unreadable=unreadable and not ok, failures=failures)
 
 
 def second_factor_passed(

@@ -63,6 +63,10 @@ class Keyring:
         """A keyed hash under the current key (hex), with a subkey of its own per purpose."""
         return _mac(self.current, purpose, message)
 
+    def macs(self, purpose: bytes, message: bytes) -> list[str]:
+        """`mac` under every key, the current one first (to recognise a hash made earlier)."""
+        return [_mac(key, purpose, message) for key in self.all]
+
 
 def _mac(key: str, purpose: bytes, message: bytes) -> str:
     return hmac.new(_subkey(key, purpose), message, hashlib.sha256).hexdigest()

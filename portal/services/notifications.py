@@ -40,6 +40,11 @@ Choice = tuple[NotificationTopic, NotificationChannel]
 PAGE_SIZE = 20
 
 
+# Topics no preference turns off (either channel): stored choices are ignored, a saved form
+# or an unsubscribe link cannot change them.
+ALWAYS_ON = frozenset({NotificationTopic.SECURITY_ALERT})
+
+
 def default(topic: NotificationTopic, channel: NotificationChannel) -> bool:
     """What a user gets without having chosen."""
     return topic is not NotificationTopic.MONTHLY_STATEMENT
@@ -63,7 +68,7 @@ def preferences(session: Session, user: PortalUser) -> dict[Choice, bool]:
         ).where(NotificationPreference.user_id == user.id)
     )
     for topic, channel, enabled in rows:
-        if channel in NotificationChannel._value2member_map_:
+        if channel in NotificationChannel._value2member_map_ and topic not in ALWAYS_ON:
             chosen[(topic, NotificationChannel(channel))] = bool(enabled)
     return chosen
 
@@ -71,6 +76,8 @@ def preferences(session: Session, user: PortalUser) -> dict[Choice, bool]:
 def channels(session: Session, user: PortalUser, topic: NotificationTopic) -> dict[str, bool]:
     """{"email": on?, "portal": on?} for one topic (one query)."""
     chosen = {channel.value: default(topic, channel) for channel in NotificationChannel}
+    if topic in ALWAYS_ON:
+        return chosen
     rows = session.execute(
         select(NotificationPreference.channel, NotificationPreference.enabled).where(
             NotificationPreference.user_id == user.id, NotificationPreference.topic == topic
@@ -108,7 +115,7 @@ def set_preferences(session: Session, user: PortalUser, wanted: Mapping[Choice, 
     current = preferences(session, user)
     changed: list[str] = []
     for (topic, channel), enabled in wanted.items():
-        if current[(topic, channel)] == enabled:
+        if topic in ALWAYS_ON or current[(topic, channel)] == enabled:
             continue
         values = {
             "company_id": user.company_id,
@@ -381,7 +388,9 @@ def unsubscribe(
 ) -> bool:
     """Turn off `user`'s e-mail for `topic` (and nothing else); whether it was on. Audited as
     Portal.Unsubscribed when it changed, so a second click (or a mail client's retry) changes
-    and records nothing."""
+    and records nothing. An always-on topic (security alerts) is refused: nothing changes."""
+    if topic in ALWAYS_ON:
+        return False
     with tenancy.system(session):  # the person following the link may be signed in elsewhere
         changed = set_preferences(session, user, {(topic, NotificationChannel.EMAIL): False})
         if changed:

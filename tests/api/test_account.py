@@ -271,6 +271,14 @@ def test_notification_preferences_read_and_change(
     assert after["topics"][0]["email"] is (not first["email"])
     assert after["topics"][1:] == shown["topics"][1:]  # left out: unchanged
     assert _events(db, "Portal.NotificationPreferencesUpdated")
+    # security alerts: always on, whatever is sent
+    off = {"topic": "security_alert", "email": False, "portal": False}
+    kept = client.put(
+        "/api/portal/notifications", json={"remind_days": 14, "topics": [off]}, headers=headers
+    )
+    alert = next(t for t in kept.get_json()["topics"] if t["topic"] == "security_alert")
+    assert alert == {"topic": "security_alert", "email": True, "portal": True, "always_on": True}
+    assert not any(t["always_on"] for t in after["topics"] if t["topic"] != "security_alert")
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,14 @@ from tests.work import ManualQueue
 from workers.dispatch import Dispatcher
 from workers.queue import job_name
 
-EVERY_HOUR = ["sweep", "reminders", "monthly_statements", "card_expiry", "autopay"]
+EVERY_HOUR = [
+    "sweep",
+    "reminders",
+    "monthly_statements",
+    "card_expiry",
+    "autopay",
+    "security_digests",
+]
 
 
 def test_the_sweep_runs_on_the_first_pass_and_again_once_its_time_comes(
@@ -42,6 +49,7 @@ def test_the_sweep_runs_on_the_first_pass_and_again_once_its_time_comes(
         "send_monthly_statements",
         "send_card_expiry_notices",
         "run_autopay",
+        "send_security_digests",
         "sweep",
     ]
 
@@ -57,10 +65,11 @@ def test_the_reminders_come_back_hourly_even_after_redis_forgot_everything(
     assert dispatcher.tick().scheduled == ["sweep"]  # the reminders: not yet their hour
     clock.advance(timedelta(minutes=1))
     assert dispatcher.tick().scheduled == EVERY_HOUR
-    assert [job.rpartition(".")[2] for job, _args, _id in emptied.handed][-4:] == [
+    assert [job.rpartition(".")[2] for job, _args, _id in emptied.handed][-5:] == [
         "send_reminders",
         "send_monthly_statements",
         "send_card_expiry_notices",
         "run_autopay",
+        "send_security_digests",
     ]
     assert dispatcher.tick().scheduled == []

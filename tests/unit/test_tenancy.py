@@ -33,6 +33,8 @@ from portal.models import (
     PaymentMethod,
     PaymentMethodKind,
     RecoveryCode,
+    SecurityAlert,
+    SignInOrigin,
     Statement,
     StatementFormat,
     TokenKind,
@@ -163,6 +165,9 @@ def _fill_unseeded_tables(db: Session) -> None:
                     )
                 )
                 db.add(RecoveryCode(company_id=company.id, user_id=user.id, code_hash="x"))
+                owned = {"company_id": company.id, "user_id": user.id}
+                db.add(SecurityAlert(**owned, kind="mfa_reset", key="k", created_at=now))
+                db.add(SignInOrigin(**owned, kind="device", key_hash="h", last_seen_at=now))
                 db.add(AuditEvent(company_id=company.id, user_id=user.id, name="Test.Event"))
                 db.add(
                     ApiToken(

@@ -53,11 +53,20 @@ from portal.models import (
     PaymentGroup,
     PaymentMethod,
     PortalUser,
+    SecurityAlert,
     Statement,
     StatementState,
     UserSession,
 )
-from portal.services import autopay, credentials, downloads, notifications, seed, users
+from portal.services import (
+    autopay,
+    credentials,
+    downloads,
+    notifications,
+    security_alerts,
+    seed,
+    users,
+)
 from portal.services.crypto import Keyring
 from portal.services.downloads import FileKind
 from portal.services.invoices import PAYABLE
@@ -313,6 +322,7 @@ ROUTES: dict[str, Route] = {
     "autopay.turn_off": Route(path={"account_id": "account"}),
     "autopay.skip_invoice": Route(path={"invoice_id": "invoice"}),
     "autopay.skip_link": Route(path={"token": "autopay_skip_token"}, actors=PUBLIC),
+    "security_alerts.not_me": Route(path={"token": "not_me_token"}, actors=PUBLIC),
     # The receivables system's upserts take JSON and an operator key: neither a session nor a
     # form reaches them (401); their bodies are fuzzed in tests/api/test_ar_upserts.py.
     **{
@@ -511,6 +521,7 @@ class Known:
     notifications: list[str] = field(default_factory=list)
     unsubscribe_tokens: list[str] = field(default_factory=list)
     skip_tokens: list[str] = field(default_factory=list)
+    not_me_tokens: list[str] = field(default_factory=list)
 
 
 def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
@@ -621,6 +632,15 @@ def _known(app: Flask, db: Session, admin: FlaskClient) -> Known:
                 )
                 for invoice in invoices[:4]
             ],
+            # well signed, for an alert that was never stored: the route's every check but the last
+            not_me_tokens=[
+                security_alerts.not_me_token(
+                    user_by_email(db, "ap@acme.test"),
+                    SecurityAlert(kind="new_sign_in", key="k"),
+                    keys=Keyring(TEST_SECRET),
+                    now=now,
+                )
+            ],
         )
     db.rollback()
     return known
@@ -693,6 +713,7 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "autopay_days": st.sampled_from(["0", "14", "90", "91", "-1", "1.5"]),
         "autopay_notice": st.sampled_from(["0", "3", "14", "5", ""]),
         "autopay_skip_token": st.one_of(st.sampled_from(known.skip_tokens), TEXT),
+        "not_me_token": st.one_of(st.sampled_from(known.not_me_tokens), TEXT),
     }
 
 

@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from portal import tenancy
 from portal.gateways import sandbox
+from portal.models import SecurityAlert
 from portal.services import crypto
 from portal.services.crypto import Keyring
 from tests.conftest import COOKIE, TEST_SECRET, Auth, Backend, Inbox, csrf_token, totp_code
@@ -223,6 +226,16 @@ def test_an_operator_resets_a_factor_whose_key_is_gone(apps: tuple[Flask, Flask,
     done = cli.invoke(args=["users", "reset-mfa", "ap@acme.test"])
     assert done.exit_code == 0, done.output
     assert user_by_email(b_alone, "ap@acme.test").mfa_enrolled is False
+    session = _db(b_alone)  # the user is alerted (and the alert audited)
+    try:
+        with tenancy.system(session):
+            user = _user_by_email(session, "ap@acme.test")
+            kinds = session.scalars(
+                select(SecurityAlert.kind).where(SecurityAlert.user_id == user.id)
+            ).all()
+    finally:
+        session.close()
+    assert kinds == ["mfa_reset"]
     auth = Auth(b_alone, b_alone.test_client())
     assert auth.login("ap@acme.test").headers["Location"] == "/mfa/setup"
     unknown = cli.invoke(args=["users", "reset-mfa", "nobody@acme.test"])

@@ -120,8 +120,11 @@ def test_the_page_shows_every_topic_on_both_channels_with_names(
     html = page.get_data(as_text=True)
     assert "<h1>Notification preferences</h1>" in html
     boxes = re.findall(r'<input[^>]*type="checkbox"[^>]*>', html)
-    assert len(boxes) == len(NotificationTopic) * len(NotificationChannel) == 22
-    for topic in NotificationTopic:
+    # Security alerts are always on: "Always on" in words, no checkbox to turn them off.
+    switchable = [t for t in NotificationTopic if t not in notifications.ALWAYS_ON]
+    assert len(boxes) == len(switchable) * len(NotificationChannel) == 20
+    assert "Always on" in html and 'name="email-security_alert"' not in html
+    for topic in switchable:
         for channel in NotificationChannel:
             box = next(b for b in boxes if f'name="{channel.value}-{topic.value}"' in b)
             assert f'aria-labelledby="topic-{topic.value} channel-{channel.value}"' in box
@@ -424,7 +427,11 @@ def test_one_click_posts_from_one_mail_provider_are_limited_per_link_not_per_add
     app: Flask, db: Session
 ) -> None:
     """RFC 8058: the provider's servers post every recipient's unsubscribe from a few IPs."""
-    topics = [t for t in NotificationTopic if t is not NotificationTopic.MONTHLY_STATEMENT]
+    topics = [
+        t
+        for t in NotificationTopic
+        if t is not NotificationTopic.MONTHLY_STATEMENT and t not in notifications.ALWAYS_ON
+    ]
     tokens = [_token(app, db, e, t) for e in ("ap@acme.test", "admin@acme.test") for t in topics]
     assert len(tokens) > 10  # more than one IP may sign in within a minute
     provider = {"REMOTE_ADDR": "209.85.220.41"}

@@ -21,6 +21,7 @@ from portal import clock, i18n, tenancy
 from portal.blueprints.disputes.forms import reason_choices
 from portal.blueprints.payments.history import date_message
 from portal.extensions import Database, db_session, limiter
+from portal.notifications import messages
 from portal.services import activity, auth, dates
 from portal.services.activity import ActivityQuery, Row
 from portal.templating import format_datetime, money
@@ -53,6 +54,8 @@ EVENT_LABELS = {
     "Portal.AccountLocked": _l("Account locked"),
     "Portal.ApiTokenCreated": _l("API token created"),
     "Portal.ApiTokenRevoked": _l("API token revoked"),
+    "Portal.SecurityAlert": _l("Security alert sent"),
+    "Portal.AccountSecured": _l("Account secured (“This wasn't me”)"),
     "Portal.PaymentMade": _l("Payment made"),
     "Portal.PaymentFailed": _l("Payment failed"),
     "Portal.PaymentSubmitted": _l("Payment submitted"),
@@ -114,6 +117,7 @@ REASON_LABELS = {
     "mfa_reset": _l("Two-step verification reset"),
     "ended_by_administrator": _l("Ended by an administrator"),
     "password_changed": _l("Password changed"),
+    "not_me": _l("“This wasn't me”"),
     **dict(reason_choices()),
 }
 HIDDEN_REASONS = frozenset({"ok"})  # a step that passed needs no reason
@@ -145,6 +149,7 @@ DETAIL_LABELS = {
     "attachments": _l("Attachments"),
     "ended": _l("Sessions"),
     "payments_moved": _l("Scheduled payments moved"),
+    "kind": _l("Alert"),
 }
 
 
@@ -191,6 +196,8 @@ def detail_text(kind: str, value: str) -> str:
         value = ", ".join(str(FIELD_LABELS.get(n, n)) for n in value.split(", "))
     elif kind == "reason":
         value = str(REASON_LABELS.get(value, value))
+    elif kind == "kind":
+        value = messages.alert_title(value)
     label = DETAIL_LABELS.get(kind)
     return f"{label}: {value}" if label is not None else value
 

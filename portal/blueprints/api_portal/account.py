@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from werkzeug.datastructures import MultiDict
 
 from portal import api, clock, tenancy
+from portal import security_alerts as alerts
 from portal.api import PORTAL_SECURITY, ProblemDetail, spec
 from portal.blueprints.api_portal.routes import bp
 from portal.blueprints.auth.routes import ACCOUNT_LIMIT, sign_in_message
@@ -40,6 +41,7 @@ from portal.models import (
     TokenKind,
     TokenScope,
 )
+from portal.runtime import current_runtime
 from portal.services import api_tokens, auth, notifications, profile
 from portal.web import SESSION_TOKEN_KEY, request_info, session_policy
 
@@ -102,6 +104,7 @@ class _Refusal(Exception):
     def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers or {}
+        self.failures = 0  # the failed attempt's count in the address's window (alerts)
 
 
 def _sign_in(email: str, password: str, code: str) -> api_tokens.Issued | _Refusal:
@@ -114,7 +117,7 @@ def _sign_in(email: str, password: str, code: str) -> api_tokens.Issued | _Refus
     )
     db.flush()
     if first.outcome is not auth.SignInOutcome.OK or first.user is None:
-        return _refusal(first.outcome)
+        return _counted(_refusal(first.outcome), first.failures)
     user: PortalUser = first.user
     if not user.mfa_enrolled:
         return _Refusal(
@@ -127,7 +130,7 @@ def _sign_in(email: str, password: str, code: str) -> api_tokens.Issued | _Refus
     if second.outcome is not auth.SignInOutcome.OK:
         db.flush()
         if second.outcome is auth.SignInOutcome.LOCKED:
-            return _refusal(second.outcome)
+            return _counted(_refusal(second.outcome), second.failures)
         if second.secret_unreadable:
             return _Refusal(
                 401,
@@ -136,8 +139,9 @@ def _sign_in(email: str, password: str, code: str) -> api_tokens.Issued | _Refus
                     "portal administrator."
                 ),
             )
-        return _Refusal(
-            401, _("That code didn't work. Check your authenticator app and try again.")
+        return _counted(
+            _Refusal(401, _("That code didn't work. Check your authenticator app and try again.")),
+            second.failures,
         )
     with tenancy.system(db):  # no scope is bound yet: a restricted user's grants read across
         scope = tenancy.scope_for_user(user)
@@ -153,6 +157,11 @@ def _sign_in(email: str, password: str, code: str) -> api_tokens.Issued | _Refus
     )
     db.flush()
     return issued
+
+
+def _counted(refusal: _Refusal, failures: int) -> _Refusal:
+    refusal.failures = failures
+    return refusal
 
 
 def _refusal(outcome: auth.SignInOutcome) -> _Refusal:
@@ -185,8 +194,12 @@ def login(json: LoginIn) -> LoginOut:
     body = api.require_json(json)
     db = db_session()
     result = retry_on_conflict(db, lambda: _sign_in(body.email, body.password, body.code))
+    runtime, info = current_runtime(), request_info()
     if isinstance(result, _Refusal):
+        # At the burst threshold every address hands off the same job (as on the web).
+        alerts.failed_attempt(runtime, db, body.email, result.failures, request=info)
         raise api.Problem(result.status, result.detail, headers=result.headers)
+    alerts.signed_in(runtime, db, result.token.user, request=info)
     return LoginOut(token=result.raw, expires_at=result.token.expires_at, scope=result.token.scope)
 
 
@@ -300,6 +313,10 @@ class TopicChoice(BaseModel):
     topic: NotificationTopic
     email: bool
     portal: bool
+    always_on: bool = Field(
+        default=False,
+        description="Security alerts: on in both channels whatever is sent (read only).",
+    )
 
 
 class NotificationsOut(BaseModel):
@@ -324,6 +341,7 @@ def _notifications_out(user: PortalUser) -> NotificationsOut:
                 topic=topic,
                 email=chosen[(topic, NotificationChannel.EMAIL)],
                 portal=chosen[(topic, NotificationChannel.PORTAL)],
+                always_on=topic in notifications.ALWAYS_ON,
             )
             for topic in NotificationTopic
         ],

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session as DbSession
 from werkzeug.wrappers import Response
 
 from portal import clock
+from portal import security_alerts as alerts
 from portal.blueprints.auth.forms import CodeForm, ForgotPasswordForm, LoginForm, NewPasswordForm
 from portal.blueprints.auth.passwords import explain
 from portal.db import retry_on_conflict
@@ -84,6 +85,10 @@ def login() -> Response:
     db = db_session()
     result, token = retry_on_conflict(
         db, lambda: _check_password(db, form.email.data or "", form.password.data or "")
+    )
+    # At the burst threshold every address (with an account or not) hands off the same job.
+    alerts.failed_attempt(
+        current_runtime(), db, form.email.data or "", result.failures, request=request_info()
     )
     if token is None or result.user is None:
         form.password.data = ""
@@ -170,6 +175,10 @@ def mfa() -> Response:
         return result, token
 
     result, token = retry_on_conflict(db, attempt)
+    runtime, info = current_runtime(), request_info()
+    alerts.failed_attempt(runtime, db, pending.user.email, result.failures, request=info)
+    if token is not None:
+        alerts.signed_in(runtime, db, pending.user, request=info)
     if token is None:
         form.code.data = ""
         if result.outcome is auth.SignInOutcome.LOCKED:
@@ -222,6 +231,7 @@ def mfa_setup() -> Response:
         form.code.data = ""
         page["error"] = _("That code didn't work. Check your authenticator app and try again.")
         return render("auth/mfa_setup.html", page, status=422)
+    alerts.signed_in(current_runtime(), db, user, request=request_info())
     return render("auth/recovery_codes.html", {"codes": codes, "target": _signed_in(token)})
 
 
@@ -327,6 +337,7 @@ def reset_password(token: str) -> Response:
         now=clock.now(),
         request=request_info(),
     )
+    alerts.alert(current_runtime(), db, user, alerts.Kind.PASSWORD_CHANGED, request=request_info())
     session.clear()
     flash(_("Your password was changed. Sign in with your new password."), "info")
     return redirect(url_for("auth.login"))

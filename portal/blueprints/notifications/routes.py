@@ -34,6 +34,7 @@ def _preferences_page(form: PreferencesForm, status: int = 200) -> Response:
         "topics": [(topic, messages.topic_label(topic)) for topic in NotificationTopic],
         "channels": list(NotificationChannel),
         "field_name": field_name,
+        "always_on": notifications.ALWAYS_ON,
     }
     return render("notifications/show.html", context, fragments=PREFERENCES, status=status)
 
@@ -135,6 +136,9 @@ def unsubscribe(token: str) -> Response:
     user = notifications.unsubscriber(db, link, keys=keys) if link is not None else None
     if link is None or user is None:
         return render("notifications/unsubscribe.html", {"state": "invalid"}, status=404)
+    if link.topic in notifications.ALWAYS_ON:  # security alerts cannot be turned off
+        context = {"state": "always_on", "topic": messages.topic_label(link.topic)}
+        return render("notifications/unsubscribe.html", context, status=409)
     context = {
         "state": "ask",
         "topic": messages.topic_label(link.topic),

@@ -10,6 +10,7 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
+from portal import security_alerts as alerts
 from portal.db import commit_now
 from portal.extensions import db_session
 from portal.gateways import GatewayError
@@ -87,6 +88,14 @@ def added() -> Response:
         gateway_name=current_runtime().gateway_name,
         now=clock.now(),
         request=request_info(),
+    )
+    alerts.alert(
+        current_runtime(),
+        session,
+        current_user,
+        alerts.Kind.PAYMENT_METHOD_ADDED,
+        request=request_info(),
+        key=method.public_id,  # a reload of this page alerts once
     )
     flash(_("Payment method added."), "info")
     if urlsplit(back).path == url_for("payments.new"):  # preselect it on the way back
@@ -212,6 +221,14 @@ def updated(public_id: str) -> Response:
     )
     payment_methods.replace(
         session, current_user, old, new, now=clock.now(), request=request_info()
+    )
+    alerts.alert(  # a card that will be charged changed hands: as any method added
+        current_runtime(),
+        session,
+        current_user,
+        alerts.Kind.PAYMENT_METHOD_ADDED,
+        request=request_info(),
+        key=new.public_id,
     )
     commit_now(session, "the new method stands in the portal before the gateway forgets the old")
     methods.detach(current_runtime(), session, old)

@@ -9,6 +9,7 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
+from portal import security_alerts as alerts
 from portal.blueprints.auth.passwords import current_password_ok
 from portal.blueprints.profile.forms import EmailChangeForm, ProfileForm
 from portal.extensions import db_session, limiter, settings
@@ -136,5 +137,6 @@ def confirm_email(token: str) -> Response:
         db, SEND_EMAIL_CHANGED_NOTICE, current_user.id, old_email, current_user.email
     )
     auth.end_other_sessions(db, current_user, g.user_session, now=clock.now(), request=info)
+    alerts.alert(current_runtime(), db, current_user, alerts.Kind.EMAIL_CHANGED, request=info)
     flash(_("Your email address is now %(email)s.", email=checked.new_email), "info")
     return go(url_for("profile.show"))

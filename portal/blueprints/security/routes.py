@@ -9,11 +9,13 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from portal import clock
+from portal import security_alerts as alerts
 from portal.blueprints.auth.forms import ChangePasswordForm, ConfirmPasswordForm
 from portal.blueprints.auth.passwords import current_password_ok, explain
 from portal.blueprints.security.forms import ApiTokenForm
 from portal.extensions import db_session, limiter, password_hasher, settings
 from portal.models import TokenScope
+from portal.runtime import current_runtime
 from portal.services import api_tokens, audit, auth, credentials, mfa
 from portal.web import go, is_htmx, or_404, render, request_info, session_policy
 
@@ -80,6 +82,9 @@ def change_password() -> Response:
     if problem is not None:
         explain(form, problem)
         return _page(password_form=form, status=422)
+    alerts.alert(
+        current_runtime(), db, current_user, alerts.Kind.PASSWORD_CHANGED, request=request_info()
+    )
     flash(_("Password changed. Your other sessions were signed out."), "info")
     return redirect(url_for("security.show"))
 
@@ -144,14 +149,18 @@ def create_token() -> Response:
     form = ApiTokenForm(prefix="tk")
     if not form.validate_on_submit():
         return _page(token_form=form, status=422)
+    db = db_session()
     issued = api_tokens.create_personal(
-        db_session(),
+        db,
         current_user,
         name=form.name.data or "",
         scope=TokenScope(form.scope.data),
         days=form.expires_in.data,
         now=clock.now(),
         request=request_info(),
+    )
+    alerts.alert(
+        current_runtime(), db, current_user, alerts.Kind.API_TOKEN_CREATED, request=request_info()
     )
     return _page(new_token=issued, status=201)
 

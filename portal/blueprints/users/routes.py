@@ -13,6 +13,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from portal import clock
+from portal import security_alerts as alerts
 from portal.blueprints.users.forms import AccessForm, InviteForm
 from portal.extensions import db_session, limiter, login_manager
 from portal.models import PortalUser, UserStatus
@@ -263,6 +264,7 @@ def act(public_id: str, action: str) -> Response:
             message = _("%(email)s was reactivated.", email=target.email)
     elif action == "reset-mfa":
         users.reset_user_mfa(db, current_user, target, now=now, request=request)
+        alerts.alert(current_runtime(), db, target, alerts.Kind.MFA_RESET, request=request)
         message = _(
             "Two-step verification was reset for %(email)s. They set it up again at their "
             "next sign-in.",

@@ -1,0 +1,324 @@
+"""Security alerts, the domain: which sign-ins are from somewhere new, the alerted events, the
+rate limit on their mail, the "This wasn't me" link and what it does. Free of Flask; flushes,
+never commits.
+
+Where a user signs in from is kept as two keys per completed sign-in: the device (browser and
+system family, from `auth.describe_device`) and the network (the IPv4 /24 or IPv6 /48), each a
+keyed hash (a rotated SECRET_KEY still recognises hashes made under a key it keeps). A sign-in
+from a device or network not seen for `KNOWN_FOR` is alerted; a user's first sign-in (no
+history at all) is recorded without an alert.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import func, select, true
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portal import tenancy
+from portal.db import new_public_id
+from portal.models import PortalUser, SecurityAlert, SignInOrigin
+from portal.services import api_tokens, audit, auth
+from portal.services.crypto import Keyring
+
+KNOWN_FOR = timedelta(days=90)  # a device or network seen within this is known
+BURST_THRESHOLD = 3  # failed passwords or codes within the lockout's window (before its 5)
+MAILS_PER_HOUR = 3
+MAILS_PER_DAY = 10
+LINK_LIFETIME = timedelta(days=7)
+RESET_AGAIN_AFTER = timedelta(minutes=15)  # a second "secure" within this sends no new mail
+_ORIGIN_PURPOSE = b"portal.sign-in-origin.v1"
+_LINK_SALT = "portal.security-alert.not-me.v1"
+
+
+class Kind(StrEnum):
+    NEW_SIGN_IN = "new_sign_in"
+    FAILED_ATTEMPTS = "failed_attempts"
+    MFA_RESET = "mfa_reset"
+    API_TOKEN_CREATED = "api_token_created"  # noqa: S105 (a kind's name, no secret)
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    EMAIL_CHANGED = "email_changed"
+    PAYMENT_METHOD_ADDED = "payment_method_added"
+
+
+# where a sign-in came from ---------------------------------------------------------------
+
+
+def device_of(user_agent: str) -> str:
+    """A readable device: "Firefox on Windows", or what is known of it."""
+    browser, system = auth.describe_device(user_agent)
+    if browser and system:
+        return f"{browser} / {system}"
+    return browser or system or ""
+
+
+def network_of(ip_address: str) -> str:
+    """The network an address belongs to: its IPv4 /24 or IPv6 /48 ("" when unreadable)."""
+    try:
+        address = ipaddress.ip_address(ip_address.strip())
+    except ValueError:
+        return ""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def _hashes(keys: Keyring, kind: str, value: str) -> list[str]:
+    return keys.macs(_ORIGIN_PURPOSE, f"{kind}:{value}".encode())
+
+
+@dataclass(frozen=True)
+class Origin:
+    first_sign_in: bool  # no history at all: recorded, never alerted
+    new_device: bool
+    new_network: bool
+
+    @property
+    def is_new(self) -> bool:
+        return not self.first_sign_in and (self.new_device or self.new_network)
+
+
+def note_sign_in(
+    session: Session, user: PortalUser, request: audit.RequestInfo, *, keys: Keyring, now: datetime
+) -> Origin:
+    """Record the device and network of a completed sign-in; whether either is new (not seen
+    within KNOWN_FOR) and whether the user had any history."""
+    with tenancy.system(session):
+        rows = list(session.scalars(select(SignInOrigin).where(SignInOrigin.user_id == user.id)))
+        first = not rows
+        new: dict[str, bool] = {}
+        for kind, value in (
+            ("device", device_of(request.user_agent)),
+            ("network", network_of(request.ip_address)),
+        ):
+            hashes = _hashes(keys, kind, value)
+            seen = next((r for r in rows if r.kind == kind and r.key_hash in hashes), None)
+            new[kind] = seen is None or seen.last_seen_at < now - KNOWN_FOR
+            if seen is None:
+                session.add(
+                    SignInOrigin(
+                        company_id=user.company_id,
+                        user_id=user.id,
+                        kind=kind,
+                        key_hash=hashes[0],
+                        last_seen_at=now,
+                    )
+                )
+            else:
+                seen.last_seen_at = now
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError:  # the same origin recorded by a concurrent sign-in
+            pass
+    return Origin(first, new["device"], new["network"])
+
+
+# the alerted events ----------------------------------------------------------------------
+
+
+def mails_left(session: Session, user: PortalUser, now: datetime) -> bool:
+    """Whether one more alert may be mailed: at most MAILS_PER_HOUR an hour, MAILS_PER_DAY a day."""
+    with tenancy.system(session):
+        hour, day = session.execute(
+            select(
+                func.count().filter(SecurityAlert.created_at > now - timedelta(hours=1)),
+                func.count(),
+            ).where(
+                SecurityAlert.user_id == user.id,
+                SecurityAlert.mailed == true(),
+                SecurityAlert.created_at > now - timedelta(days=1),
+            )
+        ).one()
+    return int(hour) < MAILS_PER_HOUR and int(day) < MAILS_PER_DAY
+
+
+def record(
+    session: Session,
+    user: PortalUser,
+    kind: Kind,
+    *,
+    request: audit.RequestInfo,
+    now: datetime,
+    key: str | None = None,
+) -> SecurityAlert | None:
+    """The event's row and its audit (`Portal.SecurityAlert`), once per (user, kind, key); None
+    when this key was alerted before. Whether it is mailed is decided here (the rate limit)."""
+    key = key or new_public_id("evt")
+    with tenancy.system(session):
+        found = session.scalar(
+            select(SecurityAlert.id).where(
+                SecurityAlert.user_id == user.id,
+                SecurityAlert.kind == kind,
+                SecurityAlert.key == key,
+            )
+        )
+        if found is not None:
+            return None
+        alert = SecurityAlert(
+            company_id=user.company_id,
+            user_id=user.id,
+            kind=kind.value,
+            key=key[:80],
+            ip_address=request.ip_address[:64],
+            device=device_of(request.user_agent)[:120],
+            created_at=now,
+            mailed=mails_left(session, user, now),
+        )
+        try:
+            with session.begin_nested():
+                session.add(alert)
+                session.flush()
+        except IntegrityError:  # alerted by a concurrent request
+            return None
+        audit.record_for(
+            session,
+            user,
+            "Portal.SecurityAlert",
+            request=request,
+            kind=kind.value,
+            alert_id=alert.public_id,
+            mailed=alert.mailed,
+        )
+    return alert
+
+
+@dataclass(frozen=True)
+class DigestLine:
+    email: str
+    kind: str
+    created_at: datetime
+    ip_address: str
+    device: str
+
+
+def company_alerts(
+    session: Session, company_id: int, start: datetime, end: datetime
+) -> list[DigestLine]:
+    """A company's alerted events in [start, end), oldest first, with whose they were."""
+    with tenancy.system(session):
+        rows = session.execute(
+            select(
+                PortalUser.email,
+                SecurityAlert.kind,
+                SecurityAlert.created_at,
+                SecurityAlert.ip_address,
+                SecurityAlert.device,
+            )
+            .join(PortalUser, PortalUser.id == SecurityAlert.user_id)
+            .where(
+                SecurityAlert.company_id == company_id,
+                SecurityAlert.created_at >= start,
+                SecurityAlert.created_at < end,
+            )
+            .order_by(SecurityAlert.created_at, SecurityAlert.id)
+        )
+        return [DigestLine(*row) for row in rows]
+
+
+def companies_with_alerts(session: Session, start: datetime, end: datetime) -> list[int]:
+    with tenancy.system(session):
+        return list(
+            session.scalars(
+                select(SecurityAlert.company_id)
+                .where(SecurityAlert.created_at >= start, SecurityAlert.created_at < end)
+                .distinct()
+            )
+        )
+
+
+# "This wasn't me" ------------------------------------------------------------------------
+
+
+class LinkState(StrEnum):
+    OK = "ok"
+    EXPIRED = "expired"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class LinkCheck:
+    state: LinkState
+    user: PortalUser | None = None
+    alert: SecurityAlert | None = None
+
+
+def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
+    class _Signer(TimestampSigner):
+        def get_timestamp(self) -> int:  # the portal's clock, so expiry can be tested
+            return int(now.timestamp())
+
+    return URLSafeTimedSerializer(keys.oldest_first, salt=_LINK_SALT, signer=_Signer)
+
+
+def not_me_token(user: PortalUser, alert: SecurityAlert, *, keys: Keyring, now: datetime) -> str:
+    return str(_serializer(keys, now).dumps([user.public_id, alert.public_id]))
+
+
+def check_not_me(session: Session, token: str, *, keys: Keyring, now: datetime) -> LinkCheck:
+    """The user and alert a "This wasn't me" link names, whoever is signed in (nobody need be)."""
+    try:
+        data = _serializer(keys, now).loads(token, max_age=int(LINK_LIFETIME.total_seconds()))
+    except SignatureExpired:
+        return LinkCheck(LinkState.EXPIRED)
+    except BadSignature:
+        return LinkCheck(LinkState.INVALID)
+    if not isinstance(data, list) or len(data) != 2 or not all(isinstance(d, str) for d in data):
+        return LinkCheck(LinkState.INVALID)
+    with tenancy.system(session):  # the link is the authority, not a session's scope
+        found = session.execute(
+            select(PortalUser, SecurityAlert)
+            .join(SecurityAlert, SecurityAlert.user_id == PortalUser.id)
+            .where(PortalUser.public_id == data[0], SecurityAlert.public_id == data[1])
+        ).one_or_none()
+        if found is None:
+            return LinkCheck(LinkState.INVALID)
+        user, alert = found
+        _ = user.company  # read while the company is visible
+    return LinkCheck(LinkState.OK, user, alert)
+
+
+def secure_account(
+    session: Session,
+    user: PortalUser,
+    alert: SecurityAlert,
+    *,
+    now: datetime,
+    request: audit.RequestInfo,
+) -> bool:
+    """End every session and API token of the user and make the password unusable; whether a
+    new password-reset mail is due (not when the account was secured within RESET_AGAIN_AFTER).
+    Audited as Portal.AccountSecured."""
+    with tenancy.system(session):
+        recently = session.scalar(
+            select(SecurityAlert.id).where(
+                SecurityAlert.user_id == user.id,
+                SecurityAlert.secured_at > now - RESET_AGAIN_AFTER,
+            )
+        )
+        ended = auth.revoke_sessions(
+            session, user, true(), now=now, request=request, reason="not_me"
+        )
+        tokens = api_tokens.revoke_all(session, user, now=now)
+        if recently is not None:
+            return False
+        user.password_hash = None
+        alert.secured_at = now
+        audit.record_for(
+            session,
+            user,
+            "Portal.AccountSecured",
+            request=request,
+            alert_id=alert.public_id,
+            sessions_ended=ended,
+            tokens_revoked=tokens,
+        )
+        session.flush()
+    return True
