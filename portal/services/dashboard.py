@@ -51,6 +51,12 @@ class AccountSummary:
     overdue_count: int
     next_due: date | None
 
+    @property
+    def owed_currencies(self) -> list[str]:
+        """The currencies something is owed in, the company's first: one "Pay balance" each."""
+        others = sorted(c for c, amount in self.other_currencies.items() if amount > 0)
+        return ([self.currency] if self.balance > 0 else []) + others
+
 
 def account_summary(session: Session, today: date) -> AccountSummary:
     scope = tenancy.current_scope(session)
