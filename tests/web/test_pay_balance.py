@@ -160,3 +160,13 @@ def test_the_preselected_balance_is_paid_one_payment_per_account(
     )  # fmt: skip
     assert confirmed.status_code in (302, 303), confirmed.get_data(as_text=True)
     assert "/portal/payments/group/" in confirmed.headers["Location"]
+
+
+def test_a_balance_held_only_by_disputes_offers_no_pay_balance(
+    signed_in: Auth, db: Session
+) -> None:
+    east = account_named(db, "Acme East")
+    make_invoice(db, east, "40.00", due=-3, currency="EUR", status=InvoiceStatus.DISPUTED)
+    page = signed_in.client.get("/portal/dashboard").get_data(as_text=True)
+    assert "Also owed in other currencies" in page  # owed, and shown
+    assert _pay_links(signed_in.client) == [("/portal/payment?balance=USD", "Pay balance")]
