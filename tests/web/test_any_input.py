@@ -308,6 +308,9 @@ ROUTES: dict[str, Route] = {
     "api_docs.docs": Route(actors=PUBLIC),
     "api_portal.dashboard": Route(actors=(ADMIN, AP, ANONYMOUS)),
     "api_portal.pay": Route(iterates_form=True, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.balance": Route(
+        path={"currency": "balance_currency"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
     "api_portal.payment_status": Route(
         path={"public_id": "payment"}, actors=(ADMIN, AP, ANONYMOUS)
     ),
