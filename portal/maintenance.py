@@ -69,7 +69,9 @@ def answer() -> Response:
         detail = _("The Billing Portal is down for maintenance.") + " " + when_to_retry()
         response = api.problem_response(api.Problem(503, detail, headers=headers))
         return response
-    page = render_template("errors/maintenance.html", retry=when_to_retry(), again=again())
+    page = render_template(
+        "errors/maintenance.html", retry=when_to_retry(), again=again(), generic_footer=True
+    )
     response = make_response(page, 503)
     response.headers.update(headers)
     if is_htmx():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from flask_babel import lazy_gettext as _l
 from jinja2 import pass_eval_context
 from jinja2.nodes import EvalContext
 from markupsafe import Markup
+from sqlalchemy.exc import SQLAlchemyError
 
 from portal import clock, flags, i18n
 from portal.assets import static_url
@@ -33,7 +35,10 @@ from portal.services import downloads, notifications
 from portal.services.downloads import FileKind
 from portal.services.invoices import is_payable
 from portal.services.money import format_money, to_decimal
+from portal.services.profile import display_phone
 from portal.web import is_htmx, wants_fragment
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,18 @@ def _number_filter(context: EvalContext, value: object) -> str:
 
 
 @pass_eval_context
+def _phone_filter(context: EvalContext, e164: str | None) -> str:
+    """A stored E.164 number as people write it ("+1 415-555-0123"), left to right."""
+    return _html_or_text(context, display_phone(e164), "ltr")
+
+
+@pass_eval_context
+def _ltr_filter(context: EvalContext, text: str | None) -> str:
+    """Text that reads left to right whatever the page (an e-mail address)."""
+    return _html_or_text(context, text or "", "ltr")
+
+
+@pass_eval_context
 def _percent_filter(context: EvalContext, basis_points: int) -> str:
     return _html_or_text(context, format_percent(basis_points), "ltr")
 
@@ -319,6 +336,36 @@ def pay_url(invoice: Invoice) -> str | None:
     if not is_payable(invoice):
         return None
     return url_for("payments.new", invoice=invoice.public_id)
+
+
+@dataclass(frozen=True)
+class AccountManager:
+    """Who the signed-in user's company asks about its bills (the footer, the error pages)."""
+
+    name: str
+    email: str | None
+    phone: str | None  # E.164: the tel: link's; the page shows it with the `phone` filter
+
+
+def account_manager() -> AccountManager | None:
+    """The signed-in user's company's account manager, or None (signed out, none on record, or
+    the database unreachable: the footer then says "your account manager"). The company is
+    loaded with the user (services.auth), so this costs no query; if its row must be read
+    again (a failed request rolled back) and cannot be, the page still renders."""
+    user = g.get("user")
+    if user is None:
+        return None
+    try:
+        company = user.company
+        name = company.account_manager_name
+        email = company.account_manager_email
+        phone = company.account_manager_phone
+    except SQLAlchemyError:
+        log.warning("account manager not read: the footer names none", exc_info=True)
+        return None
+    if not name:
+        return None
+    return AccountManager(name=name, email=email or None, phone=phone or None)
 
 
 def documents_enabled() -> bool:
@@ -403,6 +450,8 @@ def init_app(app: Flask) -> None:
         datetime=_datetime_filter,
         number=_number_filter,
         percent=_percent_filter,
+        phone=_phone_filter,
+        ltr=_ltr_filter,
         filesize=_filesize_filter,
     )
     app.jinja_env.globals.update(
@@ -416,6 +465,7 @@ def init_app(app: Flask) -> None:
         row_url=row_url,
         status_labels=status_labels,
         payments_enabled=payments_enabled,
+        account_manager=account_manager,
         documents_enabled=documents_enabled,
         document_url=document_url,
         dispute_attachment_url=dispute_attachment_url,

@@ -33,6 +33,11 @@ class Company(PublicIdMixin, Base):
     credit_limit: Mapped[int] = mapped_column(BigInteger, default=0)  # minor units
     allow_partial_payments: Mapped[bool] = mapped_column(Boolean, default=True)
     gateway_customer_id: Mapped[str | None] = mapped_column(String(100))
+    # Who the company asks about its bills (migration 0027), from the receivables system or the
+    # seed: the footer of every signed-in page and the error pages name them. Phone in E.164.
+    account_manager_name: Mapped[str | None] = mapped_column(String(200))
+    account_manager_email: Mapped[str | None] = mapped_column(String(254))
+    account_manager_phone: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     billing_accounts: Mapped[list[BillingAccount]] = relationship(

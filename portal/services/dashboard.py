@@ -47,15 +47,27 @@ class AccountSummary:
     available_credit: int
     over_limit_by: int
     other_currencies: dict[str, int]  # balances in scope of invoices in other currencies
+    # Per currency, what is owed outside disputes: the currencies "Pay balance" is offered in.
+    payable: dict[str, int]
     open_count: int
     overdue_count: int
     next_due: date | None
+
+    @property
+    def owed_currencies(self) -> list[str]:
+        """The currencies something is owed in outside disputes, the company's first: one "Pay
+        balance" each (what unfinished payments hold is the form's to leave out)."""
+        others = sorted(
+            c for c, amount in self.payable.items() if amount > 0 and c != self.currency
+        )
+        return ([self.currency] if self.payable.get(self.currency, 0) > 0 else []) + others
 
 
 def account_summary(session: Session, today: date) -> AccountSummary:
     scope = tenancy.current_scope(session)
     company = session.get_one(Company, scope.company_id)
-    balances = tallies.balances_by_currency(session)
+    owed = tallies.owed_by_currency(session)
+    balances = {currency: balance for currency, (balance, _free) in owed.items()}
     if scope.company_wide:
         exposure = balances.get(company.currency, 0)
     else:
@@ -72,6 +84,7 @@ def account_summary(session: Session, today: date) -> AccountSummary:
         available_credit=max(0, remaining),
         over_limit_by=max(0, -remaining),
         other_currencies={c: v for c, v in balances.items() if c != company.currency and v},
+        payable={currency: free for currency, (_balance, free) in owed.items()},
         open_count=counts.open_count,
         overdue_count=counts.overdue_count,
         next_due=counts.next_due,

@@ -47,6 +47,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -72,6 +73,7 @@ from portal.models import (
 from portal.services import audit, credit_notes
 from portal.services.lockout import normalize_email
 from portal.services.payments.selection import reserved_amounts
+from portal.services.profile import parse_phone, region_of
 from portal.services.storage import FileStore, StorageError
 
 # The kinds of record, in the order a batch applies them (each may name the ones before it).
@@ -85,6 +87,14 @@ Currency = Annotated[
     str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")
 ]
 Minor = Annotated[int, Field(ge=0, le=10**13)]
+
+
+def _email_address(value: str) -> str:
+    address = normalize_email(value)
+    local, _, domain = address.rpartition("@")
+    if not local or "." not in domain or any(c.isspace() for c in address):
+        raise ValueError("not an e-mail address")
+    return address
 
 
 class Record(BaseModel):
@@ -108,6 +118,39 @@ class CompanyRecord(Record):
     locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")] = "en_US"
     credit_limit: Minor = 0
     allow_partial_payments: bool = True
+    # Who the company contacts about its bills (the footer of every signed-in page names them).
+    # Each may be left out or null (no manager: the footer says "your account manager").
+    account_manager_name: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        None, description="The company's account manager, as the portal's footer names them."
+    )
+    account_manager_email: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=254)] | None
+    ) = Field(None, description="The account manager's e-mail address.")
+    account_manager_phone: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        None,
+        description="The account manager's phone number, international (`+14155550123`) or "
+        "national to the company's locale's country; kept in E.164.",
+    )
+
+    @field_validator("account_manager_name", "account_manager_email", "account_manager_phone")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("account_manager_email")
+    @classmethod
+    def _manager_address(cls, value: str | None) -> str | None:
+        return None if value is None else _email_address(value)
+
+    @field_validator("account_manager_phone")
+    @classmethod
+    def _manager_phone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        e164 = parse_phone(value, region_of(info.data.get("locale")))
+        if e164 is None:
+            raise ValueError("not a valid phone number")
+        return e164
 
 
 class BillingAccountRecord(Record):
@@ -127,11 +170,7 @@ class UserRecord(Record):
     @field_validator("email")
     @classmethod
     def _address(cls, value: str) -> str:
-        address = normalize_email(value)
-        local, _, domain = address.rpartition("@")
-        if not local or "." not in domain or any(c.isspace() for c in address):
-            raise ValueError("not an e-mail address")
-        return address
+        return _email_address(value)
 
     @model_validator(mode="after")
     def _grants(self) -> UserRecord:
@@ -555,6 +594,9 @@ class _Upsert:
             "locale": record.locale,
             "credit_limit": record.credit_limit,
             "allow_partial_payments": record.allow_partial_payments,
+            "account_manager_name": record.account_manager_name,
+            "account_manager_email": record.account_manager_email,
+            "account_manager_phone": record.account_manager_phone,
         }
         if company is None:
             company = Company(code=record.code, currency=record.currency, **values)

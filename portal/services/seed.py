@@ -218,6 +218,7 @@ class DemoSeeder:
 
     def _acme(self) -> None:
         acme = self._company("Acme Corp", "USD", "en_US", 10_000_000, partial=True)
+        self._manager(acme, "Morgan Reyes", "morgan.reyes@supplier.test", "+14155550123")
         west = self._account(
             acme, "Acme West", "AW-1001", "Acme Corp — West\n100 Market St\nSan Francisco, CA 94105"
         )
@@ -272,6 +273,7 @@ class DemoSeeder:
 
     def _globex(self) -> None:
         globex = self._company("Globex GmbH", "EUR", "de_DE", 5_000_000, partial=False)
+        self._manager(globex, "Jana Weber", "jana.weber@supplier.test", "+493012345678")
         berlin = self._account(
             globex, "Globex Berlin", "GB-3001", "Globex GmbH\nFriedrichstraße 100\n10117 Berlin"
         )
@@ -327,6 +329,14 @@ class DemoSeeder:
         self.session.add(company)
         self.session.flush()
         return company
+
+    @staticmethod
+    def _manager(company: Company, name: str, email: str, phone: str) -> None:
+        """The account manager the footer names (Initech has none: the footer's plain
+        sentence)."""
+        company.account_manager_name = name
+        company.account_manager_email = email
+        company.account_manager_phone = phone
 
     def _account(self, company: Company, name: str, number: str, bill_to: str) -> BillingAccount:
         account = BillingAccount(company_id=company.id, name=name, number=number, bill_to=bill_to)

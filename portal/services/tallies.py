@@ -35,12 +35,23 @@ def _overdue(today: date) -> Any:
 
 def balances_by_currency(session: Session) -> dict[str, int]:
     """What the scope owes, per currency (every outstanding status)."""
+    return {currency: owed for currency, (owed, _payable) in owed_by_currency(session).items()}
+
+
+def owed_by_currency(session: Session) -> dict[str, tuple[int, int]]:
+    """Per currency, what the scope owes (every outstanding status) and how much of it is not
+    held by a dispute (what "Pay balance" may offer): one statement over the tallies."""
+    payable = case((T.status != InvoiceStatus.DISPUTED.value, T.balance), else_=0)
     rows = session.execute(
-        select(T.currency, func.coalesce(func.sum(T.balance), 0))
+        select(
+            T.currency,
+            func.coalesce(func.sum(T.balance), 0),
+            func.coalesce(func.sum(payable), 0),
+        )
         .where(T.status.in_(_OUTSTANDING))
         .group_by(T.currency)
     ).all()
-    return {currency: int(total) for currency, total in rows}
+    return {currency: (int(owed), int(free)) for currency, owed, free in rows}
 
 
 @dataclass(frozen=True)

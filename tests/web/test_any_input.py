@@ -228,7 +228,7 @@ ROUTES: dict[str, Route] = {
         for name in ("profile_update", "notifications_update")
     },
     "payments.new": Route(
-        query={"invoice": "payable_invoice", "method": "method"},
+        query={"invoice": "payable_invoice", "method": "method", "balance": "balance_currency"},
         form={"scheduled_for": "date"},  # the form's template asks (empty on a GET)
         multi=frozenset({"invoice"}),
     ),
@@ -335,6 +335,9 @@ ROUTES: dict[str, Route] = {
     "api_docs.docs": Route(actors=PUBLIC),
     "api_portal.dashboard": Route(actors=(ADMIN, AP, ANONYMOUS)),
     "api_portal.pay": Route(iterates_form=True, actors=(ADMIN, AP, ANONYMOUS)),
+    "api_portal.balance": Route(
+        path={"currency": "balance_currency"}, actors=(ADMIN, AP, ANONYMOUS)
+    ),
     "api_portal.payment_status": Route(
         path={"public_id": "payment"}, actors=(ADMIN, AP, ANONYMOUS)
     ),
@@ -658,6 +661,7 @@ def _kinds(known: Known, app: Flask) -> dict[str, st.SearchStrategy[str]]:
         "page": st.one_of(st.integers(-5, 5).map(str), NUMBERS),
         "invoice": st.sampled_from(known.invoices),
         "payable_invoice": st.sampled_from(known.payable),
+        "balance_currency": st.one_of(st.sampled_from(["USD", "EUR", "usd"]), TEXT),
         "disputable_invoice": st.sampled_from(known.disputable),
         "dispute": st.one_of(st.sampled_from(known.disputes), TEXT),
         "payment": st.sampled_from(known.payments),

@@ -347,3 +347,48 @@ def payment_status(public_id: str) -> PaymentOut:
     """One payment: its status while it is processing, its receipt once it succeeded."""
     found = payments.get_payment(db_session(), public_id)
     return payment_out(api.or_404(found, _("Payment not found.")))
+
+
+class BalanceInvoiceOut(BaseModel):
+    id: str = Field(description="The invoice's public id (pass it to POST /api/portal/payment).")
+    number: str
+    billing_account: str = Field(description="The billing account's name.")
+    due_date: str = Field(description="ISO 8601 date.")
+    available: Money = Field(description="Its balance less what unfinished payments hold.")
+
+
+class BalanceOut(BaseModel):
+    currency: str
+    invoices: list[BalanceInvoiceOut] = Field(
+        description="Every invoice the caller may pay in the currency, oldest due first (not "
+        "disputed, not wholly held by scheduled or processing payments), at most 50."
+    )
+    found: int = Field(description="How many there are: more than listed when cut to 50.")
+
+
+@bp.get("/balance/<currency>")
+@spec.validate(
+    resp=api.answers(HTTP_200=BalanceOut, HTTP_400=ProblemDetail),
+    tags=TAGS,
+    security=PORTAL_SECURITY,
+)
+def balance(currency: str) -> BalanceOut:
+    """The page's "Pay balance": what the caller's whole balance in `currency` is paid with."""
+    session = db_session()
+    found = payments.balance_ids(session, currency[:3])
+    selection = payments.select_invoices(session, found.public_ids) if found.public_ids else None
+    items = selection.items if selection is not None and selection.problem is None else []
+    return BalanceOut(
+        currency=found.currency,
+        invoices=[
+            BalanceInvoiceOut(
+                id=item.invoice.public_id,
+                number=item.invoice.number,
+                billing_account=item.invoice.billing_account.name,
+                due_date=item.invoice.due_date.isoformat(),
+                available=money(item.available, item.invoice.currency),
+            )
+            for item in items
+        ],
+        found=found.found,
+    )

@@ -64,9 +64,15 @@ def _company() -> Company:
     return company
 
 
-def _render_form(form: PaymentForm, methods: list[PaymentMethod], status: int = 200) -> Response:
+def _render_form(
+    form: PaymentForm,
+    methods: list[PaymentMethod],
+    status: int = 200,
+    balance: payments.Balance | None = None,
+) -> Response:
     today = clock.today()
     context = {
+        "balance": balance,
         "form": form,
         "methods": methods,
         "today": today,
@@ -76,9 +82,18 @@ def _render_form(form: PaymentForm, methods: list[PaymentMethod], status: int = 
     return render("payments/new.html", context, fragments=FORM_PANEL, status=status)
 
 
-def _render_problem(selection: Selection | None) -> Response:
+def _render_problem(
+    selection: Selection | None, balance: payments.Balance | None = None
+) -> Response:
     if selection is None:  # the form was not one of ours
         message, detail, status = _("Invalid payment data. Check your input."), None, 400
+    elif balance is not None and selection.problem is Problem.NOTHING_SELECTED:
+        message = _(
+            "Nothing in %(currency)s is open to pay now: disputed invoices and invoices already "
+            "being paid are left out.",
+            currency=balance.currency,
+        )
+        detail, status = None, 409
     else:
         assert selection.problem is not None
         number = selection.invoice.number if selection.invoice else ""
@@ -92,15 +107,23 @@ def _render_problem(selection: Selection | None) -> Response:
 @bp.get("/payment")
 @login_required
 def new() -> Response:
+    """The form for the invoices named (`invoice=…`, once each), or for the whole balance in one
+    currency (`balance=USD`, the dashboard's "Pay balance": the service picks the invoices,
+    oldest due first, at most the form's maximum)."""
     session = db_session()
-    selection = payments.select_invoices(session, request.args.getlist("invoice"))
+    balance = None
+    chosen = request.args.getlist("invoice")
+    if "balance" in request.args:
+        balance = payments.balance_ids(session, request.args.get("balance", "")[:3])
+        chosen = balance.public_ids
+    selection = payments.select_invoices(session, chosen)
     if selection.problem is not None:
-        return _render_problem(selection)
+        return _render_problem(selection, balance)
     methods = payment_methods.usable(session, current_runtime().gateway_name)
     preferred = payment_methods.preferred(methods, request.args.get("method"), clock.today())
     key = payments.new_idempotency_key()
     form = PaymentForm(formdata=None).start(selection, _company(), key, preferred)
-    return _render_form(form, methods)
+    return _render_form(form, methods, balance=balance)
 
 
 @bp.post("/payment")

@@ -108,6 +108,9 @@ from portal.services.payments.rules import (
     Problem as Problem,
 )
 from portal.services.payments.selection import (
+    Balance as Balance,
+)
+from portal.services.payments.selection import (
     Item as Item,
 )
 from portal.services.payments.selection import (
@@ -118,6 +121,9 @@ from portal.services.payments.selection import (
 )
 from portal.services.payments.selection import (
     allocate_oldest_first as allocate_oldest_first,
+)
+from portal.services.payments.selection import (
+    balance_ids as balance_ids,
 )
 from portal.services.payments.selection import (
     check_amounts as check_amounts,

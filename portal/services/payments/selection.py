@@ -136,6 +136,53 @@ def select_invoices(session: Session, public_ids: Sequence[str]) -> Selection:
     return judge(session, ids, list(session.scalars(query)))
 
 
+@dataclass(frozen=True)
+class Balance:
+    """What "Pay balance" picks in one currency: the oldest `len(public_ids)` of `found`."""
+
+    currency: str
+    public_ids: list[str]
+    found: int
+
+    @property
+    def cut(self) -> bool:
+        return self.found > len(self.public_ids)
+
+
+def balance_ids(session: Session, currency: str, *, limit: int = MAX_INVOICES) -> Balance:
+    """Every invoice in `currency` the user's scope may pay, oldest due first, as the invoice
+    list's "Select all" picks them: payable (open, partially paid, failed, or processing with
+    something left), not disputed, void or paid, and not wholly held by scheduled or processing
+    payments; at most `limit` of them (the form's own maximum). One query (the tenant scope
+    applies to it as to every read)."""
+    held = (
+        select(
+            PaymentAllocation.invoice_id.label("invoice_id"),
+            func.sum(PaymentAllocation.amount).label("held"),
+        )
+        .join(Payment, Payment.id == PaymentAllocation.payment_id)
+        .where(Payment.status.in_(IN_FLIGHT))
+        .group_by(PaymentAllocation.invoice_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Invoice.public_id, func.count().over())
+        .outerjoin(held, held.c.invoice_id == Invoice.id)
+        .where(
+            Invoice.currency == currency.upper(),
+            Invoice.status.in_((*PAYABLE, InvoiceStatus.PROCESSING)),
+            Invoice.balance_due - func.coalesce(held.c.held, 0) > 0,
+        )
+        .order_by(Invoice.due_date, Invoice.issue_date, Invoice.number, Invoice.id)
+        .limit(max(limit, 1))
+    ).all()
+    return Balance(
+        currency=currency.upper(),
+        public_ids=[public_id for public_id, _found in rows][:limit],
+        found=int(rows[0][1]) if rows else 0,
+    )
+
+
 def chosen_ids(public_ids: Sequence[str]) -> tuple[list[str], Problem | None]:
     """The distinct invoice ids asked for, or why there is nothing to look up."""
     ids = list(dict.fromkeys(pid for pid in public_ids if pid))
