@@ -522,13 +522,14 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
     visit("/portal/profile/email/not-a-real-link")
     visit("/unsubscribe/not-a-real-link")
     visit("/autopay/skip/not-a-real-link")
+    visit("/security/not-me/not-a-real-link")
 
     # Every page and fragment this walk can reach was rendered (the enrolment pages are
     # test_sign_in's, a group's pages need a payment made: test_payments'; so is the confirm
     # step as a whole page, without JavaScript: here htmx swaps its panel; a dispute's
     # conversation needs a dispute opened: test_disputes'; the maintenance page needs the
-    # portal switched off: test_maintenance'); with all browser tests, conftest checks that
-    # none was left out.
+    # portal switched off: test_maintenance'; "This wasn't me" needs a real alert's link:
+    # test_security_alerts'); with all browser tests, conftest checks that none was left out.
     rendered = answers.templates.get(answers.test, set())
     elsewhere = {
         "auth/mfa_setup.html",
@@ -539,5 +540,6 @@ def test_every_page_answers_without_an_error_and_has_its_icon(
         "disputes/show.html",
         "disputes/withdraw.html",
         "errors/maintenance.html",
+        "security_alerts/not_me.html",
     }
     assert unseen_templates(rendered) <= elsewhere
