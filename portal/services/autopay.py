@@ -29,7 +29,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -133,6 +133,13 @@ def charge_day(setting: AutopaySetting, invoice: Invoice) -> date:
             invoice.issue_date + timedelta(days=setting.days_after_issue), invoice.issue_date
         )
     return invoice.due_date
+
+
+def first_day(setting: AutopaySetting, invoice: Invoice, today: date) -> date:
+    """The day an invoice not yet told of would be charged: its charge day, or `notice_days`
+    from today when that is later (the notice goes out first). The job's notice names it; the
+    page and the invoice page promise it."""
+    return max(charge_day(setting, invoice), today + timedelta(days=setting.notice_days))
 
 
 def method_of(session: Session, setting: AutopaySetting) -> PaymentMethod | None:
@@ -299,17 +306,44 @@ def consent_changed(session: Session, user: PortalUser, *, now: datetime) -> int
     return lost
 
 
-def replace_method(session: Session, old: PaymentMethod, new: PaymentMethod) -> int:
-    """Move every setting on `old` to `new` (a card updated in place); how many moved."""
+def consent_holds(session: Session, setting: AutopaySetting, *, now: datetime) -> bool:
+    """Whether the user who consented to `setting` may still manage it (active, the account
+    theirs, the method theirs for a member). If not, it turns off (CONSENT_LOST, told by the
+    job): whatever path took the right away, nothing is noticed or charged on a consent gone."""
     with _whole_company(session):
-        moved = session.execute(
-            update(AutopaySetting)
-            .where(AutopaySetting.payment_method_id == old.id)
-            .values(payment_method_id=new.id)
-            .execution_options(synchronize_session="fetch")
-        )
+        user = session.get(PortalUser, setting.consented_by_user_id or 0)
+        account = session.get(BillingAccount, setting.billing_account_id)
+        method = session.get(PaymentMethod, setting.payment_method_id)
+        if user is not None and account is not None and may_manage(user, account, method):
+            return True
+        _off(setting, AutopayOff.CONSENT_LOST, now, told=False)
         session.flush()
-    return int(moved.rowcount or 0)  # type: ignore[attr-defined]
+    return False
+
+
+def replace_method(
+    session: Session, old: PaymentMethod, new: PaymentMethod, user: PortalUser, *, now: datetime
+) -> int:
+    """Move every setting on `old` to `new` (a card updated in place by `user`); how many
+    moved. A setting whose consenting user may not manage `new` (a member's card an admin
+    updated) is `user`'s consent from now on: theirs is the update that put the card there."""
+    with _whole_company(session):
+        settings = session.scalars(
+            select(AutopaySetting).where(AutopaySetting.payment_method_id == old.id)
+        ).all()
+        for setting in settings:
+            setting.payment_method_id = new.id
+            setting.updated_at = now
+            if not setting.enabled:
+                continue
+            consenting = session.get(PortalUser, setting.consented_by_user_id or 0)
+            account = session.get(BillingAccount, setting.billing_account_id)
+            assert account is not None
+            if consenting is None or not may_manage(consenting, account, new):
+                setting.consented_by_user_id = user.id
+                setting.consented_at = now
+        session.flush()
+    return len(settings)
 
 
 # the skip link ------------------------------------------------------------------------------
@@ -464,8 +498,7 @@ def _next(
     if notice is None:
         if not setting.enabled:
             return None
-        day = max(charge_day(setting, invoice), today + timedelta(days=setting.notice_days))
-        return Action(Act.NOTICE, invoice, day)
+        return Action(Act.NOTICE, invoice, first_day(setting, invoice, today))
     charges = [s for s in steps if s.kind is AutopayStepKind.CHARGE]
     if not charges:
         attempt, due = 1, notice.day
@@ -588,7 +621,7 @@ def upcoming(
             continue
         setting = by_account[invoice.billing_account_id]
         notice = kinds.get(AutopayStepKind.NOTICE)
-        day = notice.day if notice else max(charge_day(setting, invoice), today)
+        day = notice.day if notice else first_day(setting, invoice, today)
         result.setdefault(invoice.billing_account_id, []).append((invoice, day))
     return result
 
@@ -620,7 +653,7 @@ def will_charge(session: Session, invoice: Invoice, today: date) -> date | None:
     }:
         return None
     notice = kinds.get(AutopayStepKind.NOTICE)
-    return notice.day if notice else max(charge_day(setting, invoice), today)
+    return notice.day if notice else first_day(setting, invoice, today)
 
 
 def users_of(session: Session, ids: Collection[int]) -> dict[int, PortalUser]:
