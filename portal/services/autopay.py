@@ -29,7 +29,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -209,6 +209,8 @@ def turn_on(
         select(AutopaySetting).where(AutopaySetting.billing_account_id == account.id)
     )
     was_on = setting is not None and setting.enabled
+    if setting is not None and not was_on:
+        _forget_notices(session, account)
     if setting is None:
         setting = AutopaySetting(
             company_id=account.company_id, billing_account_id=account.id, payment_method_id=0
@@ -239,6 +241,26 @@ def turn_on(
         notice_days=notice,
     )
     return setting
+
+
+def _forget_notices(session: Session, account: BillingAccount) -> None:
+    """Turned on again: a notice told under the consent that was withdrawn (or about a method
+    since removed) promises nothing now, so an invoice not yet charged is told again before its
+    charge (never charged at once on an old notice). Invoices in their retries, skipped,
+    disputed or given up keep their steps."""
+    acted = select(AutopayStep.invoice_id).where(
+        AutopayStep.billing_account_id == account.id,
+        AutopayStep.kind != AutopayStepKind.NOTICE,
+    )
+    session.execute(
+        delete(AutopayStep)
+        .where(
+            AutopayStep.billing_account_id == account.id,
+            AutopayStep.kind == AutopayStepKind.NOTICE,
+            AutopayStep.invoice_id.not_in(acted),
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def turn_off(

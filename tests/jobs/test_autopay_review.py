@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import AutopayOff, Role
+from portal.models import AutopayOff, PaymentStatus, Role
 from portal.services import autopay, payment_methods, receivables
 from tests.conftest import Inbox
 from tests.factories import make_account, make_invoice, make_payment_method, make_user
@@ -147,3 +147,51 @@ def test_an_admin_who_updates_a_members_card_carries_its_autopay(app: Flask, db:
     with tenancy.system(db):
         db.refresh(shop.setting)
     assert shop.setting.enabled is True
+
+
+def test_turned_off_after_the_notice_and_on_again_later_it_tells_again_before_charging(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    clock = app.extensions["portal.clock"]
+    shop = Shop(db, due=3, notice=3)
+    db.commit()
+    run(app)  # the notice: charged in three days
+    with tenancy.system(db):
+        assert autopay.turn_off(db, shop.admin, shop.setting, now=now(), request=REQUEST) is None
+    db.commit()
+    clock.advance(timedelta(days=10))  # long past the day the notice named
+    run(app)
+    with tenancy.system(db):
+        db.refresh(shop.setting)
+    shop.turn_on(shop.admin, shop.card, notice=3)
+    db.commit()
+    run(app)
+    run(app)
+    assert autopay_payments(db, shop.invoice) == []  # not at once, on the old notice
+    with tenancy.system(db):
+        notice = autopay.step(db, shop.invoice, autopay.AutopayStepKind.NOTICE, 0)
+    assert notice.day == clock.today() + timedelta(days=3)  # told again, three days ahead
+    run_outbox(app)
+    told = subjects(smtp, "boss@autopaid.test").count("Invoice AP-1 will be paid automatically")
+    assert told == 2
+    clock.advance(timedelta(days=3))
+    run(app)
+    run(app)
+    (paid,) = autopay_payments(db, shop.invoice)
+    assert paid.status is PaymentStatus.SUCCEEDED
+
+
+def test_on_again_keeps_the_steps_of_an_invoice_in_its_retries(app: Flask, db: Session) -> None:
+    clock = app.extensions["portal.clock"]
+    shop = Shop(db, declines=True, due=0, notice=0)
+    db.commit()
+    run(app)
+    run(app)  # the notice, the first attempt fails
+    with tenancy.system(db):
+        assert autopay.turn_off(db, shop.admin, shop.setting, now=now(), request=REQUEST) is None
+    shop.turn_on(shop.admin, shop.card, notice=0)
+    db.commit()
+    assert steps(db, shop.invoice) == [("notice", 0), ("charge", 1)]
+    clock.advance(timedelta(days=3))
+    run(app)
+    assert len(autopay_payments(db, shop.invoice)) == 2  # the retry on its day
