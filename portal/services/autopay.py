@@ -12,7 +12,8 @@ invoice, kind and attempt, so `claim` lets each happen once however the job is r
   nobody was told of);
 - CHARGE attempt 1 on or after that day; after a failed attempt, attempt 2 three days and
   attempt 3 seven days after the first (`RETRY_AFTER`); after the last, STOPPED, once;
-- DISPUTED instead of a charge when the invoice is disputed on its day: passed over for good;
+- DISPUTED instead of a charge when the invoice is disputed on its day: passed over for good
+  (one disputed before its notice gets none while the dispute lasts: no promise of a charge);
 - nothing for an invoice skipped (SKIPPED), paid, void, or held by a payment on its way (a
   manual payment in flight; a manual payment that succeeded just leaves less to charge).
 
@@ -518,8 +519,8 @@ def _next(
         return None
     notice = next((s for s in steps if s.kind is AutopayStepKind.NOTICE), None)
     if notice is None:
-        if not setting.enabled:
-            return None
+        if not setting.enabled or invoice.status is InvoiceStatus.DISPUTED:
+            return None  # a disputed invoice is told of once its dispute is over, if ever
         return Action(Act.NOTICE, invoice, first_day(setting, invoice, today))
     charges = [s for s in steps if s.kind is AutopayStepKind.CHARGE]
     if not charges:

@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import AutopayOff, PaymentStatus, Role
+from portal.models import AutopayOff, InvoiceStatus, PaymentStatus, Role
 from portal.services import autopay, payment_methods, receivables
 from tests.conftest import Inbox
 from tests.factories import make_account, make_invoice, make_payment_method, make_user
@@ -195,3 +195,25 @@ def test_on_again_keeps_the_steps_of_an_invoice_in_its_retries(app: Flask, db: S
     clock.advance(timedelta(days=3))
     run(app)
     assert len(autopay_payments(db, shop.invoice)) == 2  # the retry on its day
+
+
+def test_a_disputed_invoice_gets_no_notice_that_it_will_be_charged(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    shop = Shop(db, due=3, notice=3)
+    with tenancy.system(db):
+        shop.invoice.status = InvoiceStatus.DISPUTED
+    db.commit()
+    run(app)
+    run(app)
+    run_outbox(app)
+    assert steps(db, shop.invoice) == []
+    assert subjects(smtp, "boss@autopaid.test") == []  # no "will be paid automatically"
+    with tenancy.system(db):
+        assert autopay.will_charge(db, shop.invoice, today()) is None
+        # The dispute closed in the customer's favour of paying: told, then charged.
+        shop.invoice.status = InvoiceStatus.OPEN
+    db.commit()
+    run(app)
+    run_outbox(app)
+    assert subjects(smtp, "boss@autopaid.test") == ["Invoice AP-1 will be paid automatically"]
