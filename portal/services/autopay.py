@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from portal import tenancy
+from portal.db import new_public_id
 from portal.models import (
     AutopayOff,
     AutopaySetting,
@@ -206,17 +207,10 @@ def turn_on(
     method, timing, days, notice = checked
     if not may_manage(user, account, method):
         return Refusal.NOT_ALLOWED
-    setting = session.scalar(
-        select(AutopaySetting).where(AutopaySetting.billing_account_id == account.id)
-    )
-    was_on = setting is not None and setting.enabled
-    if setting is not None and not was_on:
+    setting, existed = _setting_locked(session, account, method, timing, now)
+    was_on = existed and setting.enabled
+    if existed and not was_on:
         _forget_notices(session, account)
-    if setting is None:
-        setting = AutopaySetting(
-            company_id=account.company_id, billing_account_id=account.id, payment_method_id=0
-        )
-        session.add(setting)
     before = (setting.payment_method_id, setting.timing, setting.days_after_issue)
     before_notice = setting.notice_days
     setting.payment_method_id = method.id
@@ -242,6 +236,48 @@ def turn_on(
         notice_days=notice,
     )
     return setting
+
+
+def _setting_locked(
+    session: Session,
+    account: BillingAccount,
+    method: PaymentMethod,
+    timing: AutopayTiming,
+    now: datetime,
+) -> tuple[AutopaySetting, bool]:
+    """The account's setting, locked until the transaction ends, and whether it was there
+    before; a new one is inserted off (`ON CONFLICT DO NOTHING`: one turned on at the same
+    moment by another request is waited for and found, then changed, never a 500)."""
+    query = (
+        select(AutopaySetting)
+        .where(AutopaySetting.billing_account_id == account.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    found = session.scalar(query)
+    if found is not None:
+        return found, True
+    dialect = session.get_bind().dialect.name
+    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    new_id = session.scalar(
+        insert(AutopaySetting)
+        .values(
+            public_id=new_public_id(AutopaySetting.public_id_prefix),
+            company_id=account.company_id,
+            billing_account_id=account.id,
+            payment_method_id=method.id,
+            timing=timing,
+            enabled=False,
+            off_told=True,
+            consented_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(AutopaySetting.id)
+    )
+    found = session.scalar(query)
+    assert found is not None
+    return found, new_id is None
 
 
 def _forget_notices(session: Session, account: BillingAccount) -> None:
