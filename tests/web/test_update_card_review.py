@@ -69,3 +69,23 @@ def test_an_update_started_for_another_card_does_not_replace_this_one(
     assert admin.get(done.headers["Location"]).status_code == 303  # its own: updated
     assert fresh(db, visa.public_id).removed_at is not None
     assert len(audit_events(db, "Portal.PaymentMethodReplaced")) == 1
+
+
+def test_two_updates_started_in_two_tabs_both_go_through(app: Flask, db: Session) -> None:
+    visa = method(db, "4242")
+    with tenancy.system(db):
+        acme = db.get(Company, visa.company_id)
+    assert acme is not None
+    other = make_payment_method(db, acme, last4="1881")
+    db.commit()
+    admin = app.test_client()
+    Auth(app, admin).sign_in()
+    first = press_update(admin, visa).headers["Location"]
+    second = press_update(admin, other).headers["Location"]  # another tab
+    done_first = fill_card(admin, first, number="4242424242424242")
+    done_second = fill_card(admin, second, number="4242424242424242")
+    assert admin.get(done_first.headers["Location"]).status_code == 303
+    assert admin.get(done_second.headers["Location"]).status_code == 303
+    assert fresh(db, visa.public_id).removed_at is not None
+    assert fresh(db, other.public_id).removed_at is not None
+    assert len(audit_events(db, "Portal.PaymentMethodReplaced")) == 2

@@ -23,9 +23,16 @@ from portal.templating import isolated_date
 from portal.web import go, or_404, render, request_info, safe_next
 
 bp = Blueprint("payment_methods", __name__, url_prefix="/portal/payment-methods")
-# The card whose update this browser started ("Update"): only its return address replaces it,
-# so a link built around someone else's completed hosted page cannot replace a card by a click.
+# The cards whose update this browser started ("Update", the last few: one per tab): only their
+# return addresses replace them, so a link built around someone else's completed hosted page
+# cannot replace a card by a click.
 PENDING_UPDATE = "card_update"
+PENDING_KEPT = 5
+
+
+def _pending() -> list[str]:
+    found = browser.get(PENDING_UPDATE)
+    return [str(item) for item in found] if isinstance(found, list) else []
 
 
 def _method(public_id: str) -> PaymentMethod:
@@ -187,7 +194,8 @@ def update(public_id: str) -> Response:
     except GatewayError:
         flash(_("We couldn't reach the payment gateway. Please try again."), "error")
         return go(back)
-    browser[PENDING_UPDATE] = method.public_id
+    kept = [item for item in _pending() if item != method.public_id]
+    browser[PENDING_UPDATE] = [*kept, method.public_id][-PENDING_KEPT:]
     return go(location)
 
 
@@ -216,7 +224,7 @@ def updated(public_id: str) -> Response:
         return go(back)
     if not payment_methods.may_manage(current_user, old):
         abort(403, description=_("Only an administrator or the person who added it can change it."))
-    if browser.get(PENDING_UPDATE) != old.public_id:  # not an update this browser started
+    if old.public_id not in _pending():  # not an update this browser started
         flash(_("The card was not updated."), "warning")
         return go(back)
     new = payment_methods.add(
@@ -239,7 +247,7 @@ def updated(public_id: str) -> Response:
         key=new.public_id,
     )
     commit_now(session, "the new method stands in the portal before the gateway forgets the old")
-    browser.pop(PENDING_UPDATE, None)
+    browser[PENDING_UPDATE] = [item for item in _pending() if item != old.public_id]
     methods.detach(current_runtime(), session, old)
     flash(_("Payment method updated."), "info")
     return go(back)
