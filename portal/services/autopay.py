@@ -176,17 +176,24 @@ def _check(choice: Choice, today: date, gateway_name: str) -> Refusal | tuple[An
     timing = AutopayTiming(choice.timing)
     days = 0
     if timing is AutopayTiming.AFTER_ISSUE:
-        raw = choice.days_after_issue.strip()
-        if not raw.isascii() or not raw.isdigit() or not 0 <= int(raw) <= MAX_DAYS_AFTER_ISSUE:
+        found = _small_number(choice.days_after_issue, MAX_DAYS_AFTER_ISSUE)
+        if found is None:
             return Refusal.DAYS_INVALID
-        days = int(raw)
-    raw_notice = choice.notice_days.strip() or str(DEFAULT_NOTICE_DAYS)
-    if not raw_notice.isascii() or not raw_notice.isdigit() or int(raw_notice) > MAX_NOTICE_DAYS:
-        return Refusal.NOTICE_INVALID
-    notice = int(raw_notice)
-    if notice not in NOTICE_CHOICES:
+        days = found
+    notice = _small_number(choice.notice_days.strip() or str(DEFAULT_NOTICE_DAYS), MAX_NOTICE_DAYS)
+    if notice is None or notice not in NOTICE_CHOICES:
         return Refusal.NOTICE_INVALID
     return method, timing, days, notice
+
+
+def _small_number(raw: str, maximum: int) -> int | None:
+    """ASCII digits from 0 to `maximum`, else None (read only when short enough to be one:
+    thousands of digits are no number of days, and Python refuses to read them)."""
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > len(str(maximum)) + 2:
+        return None
+    value = int(raw)
+    return value if 0 <= value <= maximum else None
 
 
 def turn_on(
