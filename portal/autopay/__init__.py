@@ -238,6 +238,8 @@ def run_setting(runtime: Runtime, session: Session, setting_id: int) -> list[str
         setting = session.get(AutopaySetting, setting_id)
         if setting is None:
             return []
+        if setting.enabled and not autopay.consent_holds(session, setting, now=clock.now()):
+            commit_now(session, "a consent gone turns autopay off before anything is told")
         if not setting.enabled:
             return [_turned_off(runtime, session, setting)] if not setting.off_told else []
         done = []

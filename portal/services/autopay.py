@@ -12,7 +12,8 @@ invoice, kind and attempt, so `claim` lets each happen once however the job is r
   nobody was told of);
 - CHARGE attempt 1 on or after that day; after a failed attempt, attempt 2 three days and
   attempt 3 seven days after the first (`RETRY_AFTER`); after the last, STOPPED, once;
-- DISPUTED instead of a charge when the invoice is disputed on its day: passed over for good;
+- DISPUTED instead of a charge when the invoice is disputed on its day: passed over for good
+  (one disputed before its notice gets none while the dispute lasts: no promise of a charge);
 - nothing for an invoice skipped (SKIPPED), paid, void, or held by a payment on its way (a
   manual payment in flight; a manual payment that succeeded just leaves less to charge).
 
@@ -29,11 +30,12 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import select, update
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from portal import tenancy
+from portal.db import new_public_id
 from portal.models import (
     AutopayOff,
     AutopaySetting,
@@ -135,6 +137,13 @@ def charge_day(setting: AutopaySetting, invoice: Invoice) -> date:
     return invoice.due_date
 
 
+def first_day(setting: AutopaySetting, invoice: Invoice, today: date) -> date:
+    """The day an invoice not yet told of would be charged: its charge day, or `notice_days`
+    from today when that is later (the notice goes out first). The job's notice names it; the
+    page and the invoice page promise it."""
+    return max(charge_day(setting, invoice), today + timedelta(days=setting.notice_days))
+
+
 def method_of(session: Session, setting: AutopaySetting) -> PaymentMethod | None:
     with _whole_company(session):
         return session.get(PaymentMethod, setting.payment_method_id)
@@ -167,17 +176,24 @@ def _check(choice: Choice, today: date, gateway_name: str) -> Refusal | tuple[An
     timing = AutopayTiming(choice.timing)
     days = 0
     if timing is AutopayTiming.AFTER_ISSUE:
-        raw = choice.days_after_issue.strip()
-        if not raw.isascii() or not raw.isdigit() or not 0 <= int(raw) <= MAX_DAYS_AFTER_ISSUE:
+        found = _small_number(choice.days_after_issue, MAX_DAYS_AFTER_ISSUE)
+        if found is None:
             return Refusal.DAYS_INVALID
-        days = int(raw)
-    raw_notice = choice.notice_days.strip() or str(DEFAULT_NOTICE_DAYS)
-    if not raw_notice.isascii() or not raw_notice.isdigit() or int(raw_notice) > MAX_NOTICE_DAYS:
-        return Refusal.NOTICE_INVALID
-    notice = int(raw_notice)
-    if notice not in NOTICE_CHOICES:
+        days = found
+    notice = _small_number(choice.notice_days.strip() or str(DEFAULT_NOTICE_DAYS), MAX_NOTICE_DAYS)
+    if notice is None or notice not in NOTICE_CHOICES:
         return Refusal.NOTICE_INVALID
     return method, timing, days, notice
+
+
+def _small_number(raw: str, maximum: int) -> int | None:
+    """ASCII digits from 0 to `maximum`, else None (read only when short enough to be one:
+    thousands of digits are no number of days, and Python refuses to read them)."""
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > len(str(maximum)) + 2:
+        return None
+    value = int(raw)
+    return value if 0 <= value <= maximum else None
 
 
 def turn_on(
@@ -198,15 +214,10 @@ def turn_on(
     method, timing, days, notice = checked
     if not may_manage(user, account, method):
         return Refusal.NOT_ALLOWED
-    setting = session.scalar(
-        select(AutopaySetting).where(AutopaySetting.billing_account_id == account.id)
-    )
-    was_on = setting is not None and setting.enabled
-    if setting is None:
-        setting = AutopaySetting(
-            company_id=account.company_id, billing_account_id=account.id, payment_method_id=0
-        )
-        session.add(setting)
+    setting, existed = _setting_locked(session, account, method, timing, now)
+    was_on = existed and setting.enabled
+    if existed and not was_on:
+        _forget_notices(session, account)
     before = (setting.payment_method_id, setting.timing, setting.days_after_issue)
     before_notice = setting.notice_days
     setting.payment_method_id = method.id
@@ -232,6 +243,68 @@ def turn_on(
         notice_days=notice,
     )
     return setting
+
+
+def _setting_locked(
+    session: Session,
+    account: BillingAccount,
+    method: PaymentMethod,
+    timing: AutopayTiming,
+    now: datetime,
+) -> tuple[AutopaySetting, bool]:
+    """The account's setting, locked until the transaction ends, and whether it was there
+    before; a new one is inserted off (`ON CONFLICT DO NOTHING`: one turned on at the same
+    moment by another request is waited for and found, then changed, never a 500)."""
+    query = (
+        select(AutopaySetting)
+        .where(AutopaySetting.billing_account_id == account.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    found = session.scalar(query)
+    if found is not None:
+        return found, True
+    dialect = session.get_bind().dialect.name
+    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    new_id = session.scalar(
+        insert(AutopaySetting)
+        .values(
+            public_id=new_public_id(AutopaySetting.public_id_prefix),
+            company_id=account.company_id,
+            billing_account_id=account.id,
+            payment_method_id=method.id,
+            timing=timing,
+            enabled=False,
+            off_told=True,
+            consented_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(AutopaySetting.id)
+    )
+    found = session.scalar(query)
+    assert found is not None
+    return found, new_id is None
+
+
+def _forget_notices(session: Session, account: BillingAccount) -> None:
+    """Turned on again: a notice told under the consent that was withdrawn (or about a method
+    since removed) promises nothing now, so an invoice not yet charged is told again before its
+    charge (never charged at once on an old notice). Invoices in their retries, skipped,
+    disputed or given up keep their steps."""
+    acted = select(AutopayStep.invoice_id).where(
+        AutopayStep.billing_account_id == account.id,
+        AutopayStep.kind != AutopayStepKind.NOTICE,
+    )
+    session.execute(
+        delete(AutopayStep)
+        .where(
+            AutopayStep.billing_account_id == account.id,
+            AutopayStep.kind == AutopayStepKind.NOTICE,
+            AutopayStep.invoice_id.not_in(acted),
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def turn_off(
@@ -299,17 +372,44 @@ def consent_changed(session: Session, user: PortalUser, *, now: datetime) -> int
     return lost
 
 
-def replace_method(session: Session, old: PaymentMethod, new: PaymentMethod) -> int:
-    """Move every setting on `old` to `new` (a card updated in place); how many moved."""
+def consent_holds(session: Session, setting: AutopaySetting, *, now: datetime) -> bool:
+    """Whether the user who consented to `setting` may still manage it (active, the account
+    theirs, the method theirs for a member). If not, it turns off (CONSENT_LOST, told by the
+    job): whatever path took the right away, nothing is noticed or charged on a consent gone."""
     with _whole_company(session):
-        moved = session.execute(
-            update(AutopaySetting)
-            .where(AutopaySetting.payment_method_id == old.id)
-            .values(payment_method_id=new.id)
-            .execution_options(synchronize_session="fetch")
-        )
+        user = session.get(PortalUser, setting.consented_by_user_id or 0)
+        account = session.get(BillingAccount, setting.billing_account_id)
+        method = session.get(PaymentMethod, setting.payment_method_id)
+        if user is not None and account is not None and may_manage(user, account, method):
+            return True
+        _off(setting, AutopayOff.CONSENT_LOST, now, told=False)
         session.flush()
-    return int(moved.rowcount or 0)  # type: ignore[attr-defined]
+    return False
+
+
+def replace_method(
+    session: Session, old: PaymentMethod, new: PaymentMethod, user: PortalUser, *, now: datetime
+) -> int:
+    """Move every setting on `old` to `new` (a card updated in place by `user`); how many
+    moved. A setting whose consenting user may not manage `new` (a member's card an admin
+    updated) is `user`'s consent from now on: theirs is the update that put the card there."""
+    with _whole_company(session):
+        settings = session.scalars(
+            select(AutopaySetting).where(AutopaySetting.payment_method_id == old.id)
+        ).all()
+        for setting in settings:
+            setting.payment_method_id = new.id
+            setting.updated_at = now
+            if not setting.enabled:
+                continue
+            consenting = session.get(PortalUser, setting.consented_by_user_id or 0)
+            account = session.get(BillingAccount, setting.billing_account_id)
+            assert account is not None
+            if consenting is None or not may_manage(consenting, account, new):
+                setting.consented_by_user_id = user.id
+                setting.consented_at = now
+        session.flush()
+    return len(settings)
 
 
 # the skip link ------------------------------------------------------------------------------
@@ -462,10 +562,9 @@ def _next(
         return None
     notice = next((s for s in steps if s.kind is AutopayStepKind.NOTICE), None)
     if notice is None:
-        if not setting.enabled:
-            return None
-        day = max(charge_day(setting, invoice), today + timedelta(days=setting.notice_days))
-        return Action(Act.NOTICE, invoice, day)
+        if not setting.enabled or invoice.status is InvoiceStatus.DISPUTED:
+            return None  # a disputed invoice is told of once its dispute is over, if ever
+        return Action(Act.NOTICE, invoice, first_day(setting, invoice, today))
     charges = [s for s in steps if s.kind is AutopayStepKind.CHARGE]
     if not charges:
         attempt, due = 1, notice.day
@@ -588,7 +687,7 @@ def upcoming(
             continue
         setting = by_account[invoice.billing_account_id]
         notice = kinds.get(AutopayStepKind.NOTICE)
-        day = notice.day if notice else max(charge_day(setting, invoice), today)
+        day = notice.day if notice else first_day(setting, invoice, today)
         result.setdefault(invoice.billing_account_id, []).append((invoice, day))
     return result
 
@@ -620,7 +719,7 @@ def will_charge(session: Session, invoice: Invoice, today: date) -> date | None:
     }:
         return None
     notice = kinds.get(AutopayStepKind.NOTICE)
-    return notice.day if notice else max(charge_day(setting, invoice), today)
+    return notice.day if notice else first_day(setting, invoice, today)
 
 
 def users_of(session: Session, ids: Collection[int]) -> dict[int, PortalUser]:

@@ -253,7 +253,7 @@ def replace(
             .execution_options(synchronize_session="fetch")
         )
         moved = int(cast(CursorResult[Any], result).rowcount or 0)
-    autopay_moved = autopay.replace_method(session, old, new)  # its settings follow the card
+    autopay_moved = autopay.replace_method(session, old, new, user, now=now)  # they follow
     was_default = old.is_default
     old.removed_at = now
     old.is_default = False

@@ -70,7 +70,7 @@ from portal.models import (
     UserAccountGrant,
     UserStatus,
 )
-from portal.services import audit, credit_notes
+from portal.services import audit, autopay, credit_notes
 from portal.services.lockout import normalize_email
 from portal.services.payments.selection import reserved_amounts
 from portal.services.profile import parse_phone, region_of
@@ -701,6 +701,8 @@ class _Upsert:
             changed = True
         if changed:
             self.session.flush()
+            # As on the users page: autopay the user may no longer manage turns off.
+            autopay.consent_changed(self.session, user, now=self.now)
             audit.record(
                 self.session,
                 "Portal.UserAccessChanged",

@@ -450,10 +450,10 @@ def test_replace_method_moves_every_setting(db: Session) -> None:
     shop = Shop(db)
     new = make_payment_method(db, shop.company, last4="5555", user=shop.admin)
     with tenancy.system(db):
-        assert autopay.replace_method(db, shop.card, new) == 1
+        assert autopay.replace_method(db, shop.card, new, shop.admin, now=now()) == 1
         db.refresh(shop.setting)
         assert shop.setting.payment_method_id == new.id
-        assert autopay.replace_method(db, shop.card, new) == 0
+        assert autopay.replace_method(db, shop.card, new, shop.admin, now=now()) == 0
 
 
 # real worker processes, twice at once ------------------------------------------------------

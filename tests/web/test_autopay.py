@@ -190,3 +190,15 @@ def test_the_page_costs_the_same_however_many_invoices_it_lists(
     assert "MANY-5" in text and "MANY-0" in text
     assert count_queries.count == before, count_queries.statements
     assert before <= 12, count_queries.statements
+
+
+@pytest.mark.parametrize("field", ["days", "notice"])
+def test_a_number_too_long_to_read_is_refused_with_a_sentence(
+    client: FlaskClient, auth: Auth, db: Session, field: str
+) -> None:
+    auth.sign_in()
+    west = account(db, "Acme West")
+    form = {"method": card(db).public_id, "timing": "after_issue", "days": "1", field: "0" * 5000}
+    refused = save(client, west, **form)
+    assert refused.status_code == 422  # type: ignore[attr-defined]
+    assert setting(db, west) is None

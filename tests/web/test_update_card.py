@@ -238,7 +238,9 @@ def test_a_failure_in_the_middle_leaves_nothing_half_done(
     west, east, _busy = _schedule(db, app, old)
     before = {m.id for m in methods_of(db, old.company_id)}
 
-    def broken(_session: Session, _old: PaymentMethod, _new: PaymentMethod) -> int:
+    def broken(
+        _session: Session, _old: PaymentMethod, _new: PaymentMethod, *_a: Any, **_k: Any
+    ) -> int:
         raise RuntimeError("autopay could not move")
 
     monkeypatch.setattr(autopay, "replace_method", broken)

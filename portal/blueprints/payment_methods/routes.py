@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, request, url_for
+from flask import session as browser
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
@@ -22,6 +23,16 @@ from portal.templating import isolated_date
 from portal.web import go, or_404, render, request_info, safe_next
 
 bp = Blueprint("payment_methods", __name__, url_prefix="/portal/payment-methods")
+# The cards whose update this browser started ("Update", the last few: one per tab): only their
+# return addresses replace them, so a link built around someone else's completed hosted page
+# cannot replace a card by a click.
+PENDING_UPDATE = "card_update"
+PENDING_KEPT = 5
+
+
+def _pending() -> list[str]:
+    found = browser.get(PENDING_UPDATE)
+    return [str(item) for item in found] if isinstance(found, list) else []
 
 
 def _method(public_id: str) -> PaymentMethod:
@@ -183,6 +194,8 @@ def update(public_id: str) -> Response:
     except GatewayError:
         flash(_("We couldn't reach the payment gateway. Please try again."), "error")
         return go(back)
+    kept = [item for item in _pending() if item != method.public_id]
+    browser[PENDING_UPDATE] = [*kept, method.public_id][-PENDING_KEPT:]
     return go(location)
 
 
@@ -211,6 +224,9 @@ def updated(public_id: str) -> Response:
         return go(back)
     if not payment_methods.may_manage(current_user, old):
         abort(403, description=_("Only an administrator or the person who added it can change it."))
+    if old.public_id not in _pending():  # not an update this browser started
+        flash(_("The card was not updated."), "warning")
+        return go(back)
     new = payment_methods.add(
         session,
         current_user,
@@ -231,6 +247,7 @@ def updated(public_id: str) -> Response:
         key=new.public_id,
     )
     commit_now(session, "the new method stands in the portal before the gateway forgets the old")
+    browser[PENDING_UPDATE] = [item for item in _pending() if item != old.public_id]
     methods.detach(current_runtime(), session, old)
     flash(_("Payment method updated."), "info")
     return go(back)
