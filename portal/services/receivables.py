@@ -97,6 +97,10 @@ def _email_address(value: str) -> str:
     return address
 
 
+# Characters a mailto: link would read as more than an address (headers, a second recipient).
+MAILTO_UNSAFE = frozenset('?&"<>,;\\ %')
+
+
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -140,7 +144,12 @@ class CompanyRecord(Record):
     @field_validator("account_manager_email")
     @classmethod
     def _manager_address(cls, value: str | None) -> str | None:
-        return None if value is None else _email_address(value)
+        if value is None:
+            return None
+        address = _email_address(value)
+        if any(c in MAILTO_UNSAFE for c in address):  # it becomes a mailto: link in every footer
+            raise ValueError("not an e-mail address")
+        return address
 
     @field_validator("account_manager_phone")
     @classmethod

@@ -92,6 +92,12 @@ def test_a_bad_address_or_number_is_refused_naming_the_record(
         {"code": "MGR-2", "name": "Two", "currency": "USD", "account_manager_email": "nobody"},
         {"code": "MGR-3", "name": "Three", "currency": "USD", "account_manager_phone": "12"},
         {"code": "MGR-4", "name": "Four", "currency": "USD", "account_manager_name": "x" * 201},
+        {  # a mailto: link would read it as an address plus a header
+            "code": "MGR-5",
+            "name": "Five",
+            "currency": "USD",
+            "account_manager_email": "m@supplier.test?cc=all@victim.test",
+        },
     ]
     response = client.put("/api/ar/companies", json={"items": items}, headers=operator)
     assert response.status_code == 400
@@ -100,8 +106,10 @@ def test_a_bad_address_or_number_is_refused_naming_the_record(
         "items.1.account_manager_email",
         "items.2.account_manager_phone",
         "items.3.account_manager_name",
+        "items.4.account_manager_email",
     ]
     assert "not an e-mail address" in errors[0]["message"]
+    assert "not an e-mail address" in errors[3]["message"]
     assert "not a valid phone number" in errors[1]["message"]
     assert _company(db, "MGR-1") is None  # all or nothing
 
