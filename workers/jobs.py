@@ -395,10 +395,11 @@ def send_notification(notification_id: int) -> str:
         return notification_mail.send(runtime, session, notification_id, clock.now())
 
 
-def send_security_alert(alert_id: int) -> str:
-    """Mail one security alert (portal/security_alerts/): no preference stops it."""
+def send_security_alert(alert_id: int, to: str | None = None) -> str:
+    """Mail one security alert (portal/security_alerts/): no preference stops it. `to`: an
+    e-mail change's alert goes to the address the account moved away from."""
     with _session(writes=False) as (runtime, session):
-        return security_alerts.send_alert(runtime, session, alert_id, clock.now())
+        return security_alerts.send_alert(runtime, session, alert_id, clock.now(), to)
 
 
 def security_burst_alert(email: str, key: str, request: dict[str, str]) -> str:

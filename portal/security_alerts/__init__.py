@@ -61,9 +61,12 @@ def alert(
     *,
     request: audit.RequestInfo,
     key: str | None = None,
+    to: str | None = None,
 ) -> SecurityAlert | None:
     """Alert `user` of `kind` (once per `key`, when given: a reload or a rerun alerts once):
-    recorded and audited always, shown in the centre, mailed within the rate limit."""
+    recorded and audited always, shown in the centre, mailed within the rate limit. `to`: the
+    address to mail instead of the user's own (an e-mail change is told to the address the
+    account moved away from, where its owner still reads, never only to the one just chosen)."""
     if not user.is_active:
         return None
     now = clock.now()
@@ -88,7 +91,7 @@ def alert(
             key=f"alert:{event.public_id}",
             params=params,
             link=SECURITY_PAGE,
-            mail=(SEND_ALERT, (event.id,), f"security-alert:{event.id}"),
+            mail=(SEND_ALERT, (event.id, to) if to else (event.id,), f"security-alert:{event.id}"),
             email=event.mailed,
         )
     return event
@@ -137,10 +140,16 @@ def burst(runtime: Runtime, session: Session, email: str, key: str, request: dic
 
 
 def _message(
-    runtime: Runtime, user: PortalUser, company: Company, event: SecurityAlert, now: datetime
+    runtime: Runtime,
+    user: PortalUser,
+    company: Company,
+    event: SecurityAlert,
+    now: datetime,
+    to: str | None,
 ) -> tuple[str, str, str]:
     locale = locale_of(user, company)
-    token = domain.not_me_token(user, event, keys=runtime.settings.keyring, now=now)
+    keys = runtime.settings.keyring
+    token = domain.not_me_token(user, event, keys=keys, now=now, address=to)
     params = {
         "kind": event.kind,
         "at": event.created_at.isoformat(),
@@ -165,9 +174,12 @@ def _message(
     return plain(message.title), text, html
 
 
-def send_alert(runtime: Runtime, session: Session, alert_id: int, now: datetime) -> str:
-    """Mail one alert (the job `send_security_alert`). No unsubscribe: security alerts are
-    always on, and the mail says so."""
+def send_alert(
+    runtime: Runtime, session: Session, alert_id: int, now: datetime, to: str | None = None
+) -> str:
+    """Mail one alert (the job `send_security_alert`) to the user, or to `to` (the address an
+    e-mail change moved away from: its link gives that address back). No unsubscribe: security
+    alerts are always on, and the mail says so."""
     with tenancy.system(session):
         event = session.get(SecurityAlert, alert_id)
         if event is None:
@@ -176,8 +188,8 @@ def send_alert(runtime: Runtime, session: Session, alert_id: int, now: datetime)
         company = session.get(Company, event.company_id)
         if user is None or company is None or not user.is_active:
             return "no recipient"
-        subject, text, html = _message(runtime, user, company, event, now)
-        address = user.email
+        subject, text, html = _message(runtime, user, company, event, now, to)
+        address = to or user.email
     runtime.mailer.send(address, subject, text, html=html)
     return "sent"
 
@@ -189,10 +201,14 @@ def not_me_done(
     event: SecurityAlert,
     *,
     request: audit.RequestInfo,
+    restore_email: str | None = None,
 ) -> bool:
     """ "This wasn't me": every session and token ended, the password unusable, and (once within
-    minutes) a password-reset link mailed; whether a new mail went out."""
-    fresh = domain.secure_account(session, user, event, now=clock.now(), request=request)
+    minutes) a password-reset link mailed; whether a new mail went out. `restore_email`: an
+    e-mail change's link gives the address back first, so the reset link goes there."""
+    fresh = domain.secure_account(
+        session, user, event, now=clock.now(), request=request, restore_email=restore_email
+    )
     if fresh:
         locale = locale_of(user, user.company)
         runtime.hand_off(session, SEND_PASSWORD_RESET, user.email, locale, asdict(request))

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from portal import tenancy
 from portal.db import new_public_id
 from portal.models import PortalUser, SecurityAlert, SignInOrigin
-from portal.services import api_tokens, audit, auth
+from portal.services import api_tokens, audit, auth, profile
 from portal.services.crypto import Keyring
 
 KNOWN_FOR = timedelta(days=90)  # a device or network seen within this is known
@@ -248,6 +248,7 @@ class LinkCheck:
     state: LinkState
     user: PortalUser | None = None
     alert: SecurityAlert | None = None
+    address: str | None = None  # an e-mail change's alert: the address it moved away from
 
 
 def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
@@ -258,8 +259,18 @@ def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(keys.oldest_first, salt=_LINK_SALT, signer=_Signer)
 
 
-def not_me_token(user: PortalUser, alert: SecurityAlert, *, keys: Keyring, now: datetime) -> str:
-    return str(_serializer(keys, now).dumps([user.public_id, alert.public_id]))
+def not_me_token(
+    user: PortalUser,
+    alert: SecurityAlert,
+    *,
+    keys: Keyring,
+    now: datetime,
+    address: str | None = None,
+) -> str:
+    """The signed link's token; `address`: an e-mail change's alert names the address the
+    account moved away from (where the alert goes), which "This wasn't me" gives back."""
+    data = [user.public_id, alert.public_id] + ([address] if address else [])
+    return str(_serializer(keys, now).dumps(data))
 
 
 def check_not_me(session: Session, token: str, *, keys: Keyring, now: datetime) -> LinkCheck:
@@ -270,7 +281,11 @@ def check_not_me(session: Session, token: str, *, keys: Keyring, now: datetime) 
         return LinkCheck(LinkState.EXPIRED)
     except BadSignature:
         return LinkCheck(LinkState.INVALID)
-    if not isinstance(data, list) or len(data) != 2 or not all(isinstance(d, str) for d in data):
+    if (
+        not isinstance(data, list)
+        or len(data) not in (2, 3)
+        or not all(isinstance(d, str) for d in data)
+    ):
         return LinkCheck(LinkState.INVALID)
     with tenancy.system(session):  # the link is the authority, not a session's scope
         found = session.execute(
@@ -282,7 +297,8 @@ def check_not_me(session: Session, token: str, *, keys: Keyring, now: datetime) 
             return LinkCheck(LinkState.INVALID)
         user, alert = found
         _ = user.company  # read while the company is visible
-    return LinkCheck(LinkState.OK, user, alert)
+    address = data[2] if len(data) == 3 and alert.kind == Kind.EMAIL_CHANGED else None
+    return LinkCheck(LinkState.OK, user, alert, address)
 
 
 def secure_account(
@@ -292,10 +308,17 @@ def secure_account(
     *,
     now: datetime,
     request: audit.RequestInfo,
+    restore_email: str | None = None,
 ) -> bool:
     """End every session and API token of the user and make the password unusable; whether a
     new password-reset mail is due (not when the account was secured within RESET_AGAIN_AFTER).
-    Audited as Portal.AccountSecured."""
+    Audited as Portal.AccountSecured. A link works once: an alert secured before does nothing
+    again (its mail, forwarded or read days later, cannot lock the owner out of the password
+    they chose since). `restore_email`: an e-mail change's alert gives the account back the
+    address it moved away from (unless another account holds it now), before the reset mail.
+    """
+    if alert.secured_at is not None:
+        return False
     with tenancy.system(session):
         recently = session.scalar(
             select(SecurityAlert.id).where(
@@ -311,6 +334,8 @@ def secure_account(
             return False
         user.password_hash = None
         alert.secured_at = now
+        if restore_email:
+            profile.restore_email(session, user, restore_email, request=request)
         audit.record_for(
             session,
             user,

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from portal import security_alerts as alerts
 from portal import tenancy
+from portal.extensions import password_hasher
 from portal.models import (
     AuditEvent,
     Notification,
@@ -412,15 +413,74 @@ def test_a_payment_method_added_alerts_once(app: Flask, db: Session, smtp: Inbox
     assert _kinds_mailed(app, smtp) == ["A payment method was added"]
 
 
-def test_a_confirmed_email_change_alerts(app: Flask, db: Session, smtp: Inbox) -> None:
+def test_a_confirmed_email_change_alerts_the_address_it_moved_away_from(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # Whoever took the account over chose the new address: the alert, and its "This wasn't
+    # me", go to the address the account had, where its owner still reads.
     client = _sign_in(app)
     link = _sign(app, _user(db), "moved@acme.test")
     assert client.get(f"/portal/profile/email/{link}").status_code == 303
     _run(app)
     mails = _alert_mails(smtp)
     assert [(m["To"], m["Subject"]) for m in mails] == [
-        ("moved@acme.test", "Your e-mail address was changed")
+        ("admin@acme.test", "Your e-mail address was changed")
     ]
+
+
+def test_this_wasnt_me_on_an_email_change_gives_the_address_back_and_mails_the_reset_there(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    taker = _sign_in(app)
+    link = _sign(app, _user(db), "taker@evil.test")
+    assert taker.get(f"/portal/profile/email/{link}").status_code == 303
+    _run(app)
+    (mail,) = _alert_mails(smtp)
+    found = NOT_ME.search(_text(mail))
+    assert found and mail["To"] == "admin@acme.test"
+    owner = _client(app)
+    page = owner.get(found.group(1)).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    before = len(smtp.messages)
+    done = owner.post(found.group(1), data={"csrf_token": token.group(1)})
+    assert done.status_code == 200 and "Your account is secured" in done.get_data(as_text=True)
+    assert taker.get("/portal/dashboard").status_code == 302
+    db.expire_all()
+    with tenancy.system(db):
+        user = db.scalars(select(PortalUser).where(PortalUser.public_id == _user(db).public_id))
+        assert user.one().email == "admin@acme.test"
+        changed = db.scalars(
+            select(AuditEvent).where(AuditEvent.name == "Portal.EmailChanged")
+        ).all()
+    assert len(changed) == 2  # the change, and its undoing
+    _run(app)
+    resets = [m for m in smtp.messages[before:] if "Reset your" in str(m["Subject"])]
+    assert [m["To"] for m in resets] == ["admin@acme.test"]
+
+
+def test_this_wasnt_me_leaves_an_address_another_account_took_since(
+    app: Flask, runtime: Runtime, db: Session, smtp: Inbox
+) -> None:
+    user = _user(db)
+    request = audit.RequestInfo("198.51.100.7", FIREFOX)
+    event = alerts.alert(runtime, db, user, domain.Kind.EMAIL_CHANGED, request=request)
+    assert event is not None
+    keys = app.config["SETTINGS"].keyring
+    now = app.extensions["portal.clock"].now()
+    # A link naming an address that another account holds: nothing is taken from it.
+    token = domain.not_me_token(user, event, keys=keys, now=now, address="ap@acme.test")
+    db.commit()
+    owner = _client(app)
+    page = owner.get(f"/security/not-me/{token}").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert csrf
+    done = owner.post(f"/security/not-me/{token}", data={"csrf_token": csrf.group(1)})
+    assert done.status_code == 200 and "Your account is secured" in done.get_data(as_text=True)
+    db.expire_all()
+    with tenancy.system(db):
+        assert user_by_email(db, "admin@acme.test") is not None
+        assert user_by_email(db, "ap@acme.test").public_id != user.public_id
 
 
 # "This wasn't me" ------------------------------------------------------------------------
@@ -475,6 +535,39 @@ def test_this_wasnt_me_ends_every_session_and_token_and_mails_a_reset_link(
     assert again.status_code == 200 and "Your account is secured" in again.get_data(as_text=True)
     _run(app)
     assert len([m for m in smtp.messages[before:] if "Reset your" in str(m["Subject"])]) == 1
+
+
+def test_a_used_link_cannot_lock_the_account_again_later(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # Pressed once, the account secured and a new password chosen: the same link, pressed
+    # again days later (a forwarded mail, a shared mailbox), ends nothing and locks nobody out.
+    link = _not_me_link(app, db, smtp)
+    stranger = _client(app)
+    page = stranger.get(link).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    assert stranger.post(link, data={"csrf_token": token.group(1)}).status_code == 200
+    with app.app_context():
+        chosen = password_hasher().hash(seed.DEMO_PASSWORD)  # as a reset by link sets it
+    with tenancy.system(db):
+        user_by_email(db, "admin@acme.test").password_hash = chosen
+        db.commit()
+    _advance(app, timedelta(days=2))
+    mine = _sign_in(app, agent=FIREFOX)
+    _run(app)  # the first press's reset mail
+    before = len(smtp.messages)
+    again = stranger.post(link, data={"csrf_token": token.group(1)})
+    assert again.status_code == 200
+    assert mine.get("/portal/dashboard").status_code == 200  # still signed in
+    assert Auth(app, _client(app, agent=FIREFOX)).login().status_code == 302  # password works
+    _run(app)
+    assert not [m for m in smtp.messages[before:] if "Reset your" in str(m["Subject"])]
+    with tenancy.system(db):
+        secured = db.scalars(
+            select(AuditEvent).where(AuditEvent.name == "Portal.AccountSecured")
+        ).all()
+    assert len(secured) == 1
 
 
 def test_this_wasnt_me_needs_the_form_token(app: Flask, db: Session, smtp: Inbox) -> None:

@@ -49,6 +49,13 @@ def not_me(token: str) -> Response:
         if not form.validate_on_submit():
             context["error"] = _("The form expired. Please press the button again.")
             return render("security_alerts/not_me.html", context, status=400)
-        alerts.not_me_done(current_runtime(), db, check.user, check.alert, request=request_info())
+        alerts.not_me_done(
+            current_runtime(),
+            db,
+            check.user,
+            check.alert,
+            request=request_info(),
+            restore_email=check.address,
+        )
         context["state"] = "done"
     return render("security_alerts/not_me.html", context)
