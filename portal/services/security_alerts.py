@@ -150,9 +150,13 @@ def record(
     key: str | None = None,
 ) -> SecurityAlert | None:
     """The event's row and its audit (`Portal.SecurityAlert`), once per (user, kind, key); None
-    when this key was alerted before. Whether it is mailed is decided here (the rate limit)."""
+    when this key was alerted before. Whether it is mailed is decided here (the rate limit),
+    under the user's row lock so alerts recorded at once cannot all pass it."""
     key = key or new_public_id("evt")
     with tenancy.system(session):
+        # The user's row lock orders alerts recorded at once (PostgreSQL; SQLite serializes
+        # writers): each counts the mails of those before it, so the rate limit holds.
+        session.execute(select(PortalUser.id).where(PortalUser.id == user.id).with_for_update())
         found = session.scalar(
             select(SecurityAlert.id).where(
                 SecurityAlert.user_id == user.id,
