@@ -113,8 +113,9 @@ def failed_attempt(
     runtime: Runtime, session: Session, email: str, failures: int, *, request: audit.RequestInfo
 ) -> None:
     """A failed password or code left `failures` in the address's window: at the threshold the
-    alert is handed to a job, for every address alike (the job alone looks it up)."""
-    if failures != domain.BURST_THRESHOLD:
+    alert is handed to a job, for every address alike (the job alone looks it up). A lockout
+    configured to lock sooner (LOCKOUT_THRESHOLD under 3) makes its lock the burst."""
+    if failures != min(domain.BURST_THRESHOLD, runtime.settings.lockout_threshold):
         return
     runtime.hand_off(
         session,

@@ -4,6 +4,7 @@ wasn't me" ends every session and token of the account."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -209,6 +210,28 @@ def test_the_third_failed_password_alerts_once_before_the_lockout(
     _fail_password(app, client, "admin@acme.test")  # the fourth: no second alert in the window
     _run(app)
     assert len(_alerts(db)) == 1
+    (mail,) = _alert_mails(smtp)
+    assert mail["Subject"] == "Several failed sign-in attempts on your account"
+
+
+def test_a_lockout_below_the_burst_threshold_still_alerts(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # An operator's LOCKOUT_THRESHOLD=2 locks before a third failure could ever be counted:
+    # the burst is then the lockout itself, not never.
+    configured = app.config["SETTINGS"]
+    app.config["SETTINGS"] = dataclasses.replace(configured, lockout_threshold=2)
+    try:
+        client = _client(app)
+        _fail_password(app, client, "admin@acme.test")
+        _run(app)
+        assert _alerts(db) == []
+        _fail_password(app, client, "admin@acme.test")
+        _run(app)
+    finally:
+        app.config["SETTINGS"] = configured
+    (alert,) = _alerts(db)
+    assert alert.kind == "failed_attempts"
     (mail,) = _alert_mails(smtp)
     assert mail["Subject"] == "Several failed sign-in attempts on your account"
 
