@@ -57,5 +57,6 @@ def not_me(token: str) -> Response:
             request=request_info(),
             restore_email=check.address,
         )
-        context["state"] = "done"
+        # An e-mail change's link gave the old address back: the page names that one.
+        context["state"], context["email"] = "done", notifications.masked_email(check.user.email)
     return render("security_alerts/not_me.html", context)
