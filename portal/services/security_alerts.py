@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import func, select, true
+from sqlalchemy import func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -316,7 +316,8 @@ def secure_account(
 ) -> bool:
     """End every session and API token of the user and make the password unusable; whether a
     new password-reset mail is due (not when the account was secured within RESET_AGAIN_AFTER).
-    Audited as Portal.AccountSecured. A link works once: an alert secured before does nothing
+    Audited as Portal.AccountSecured. Every device and network the user signed in from counts
+    as new again (the intruder's too). A link works once: an alert secured before does nothing
     again (its mail, forwarded or read days later, cannot lock the owner out of the password
     they chose since). `restore_email`: an e-mail change's alert gives the account back the
     address it moved away from (unless another account holds it now), before the reset mail.
@@ -334,6 +335,15 @@ def secure_account(
             session, user, true(), now=now, request=request, reason="not_me"
         )
         tokens = api_tokens.revoke_all(session, user, now=now)
+        # Nothing seen so far is trusted any more (the intruder's sign-in taught us their
+        # device and network): each counts as not seen for KNOWN_FOR, so the next sign-in from
+        # anywhere alerts. The rows stay, so it is not a quiet first sign-in either.
+        session.execute(
+            update(SignInOrigin)
+            .where(SignInOrigin.user_id == user.id)
+            .values(last_seen_at=now - KNOWN_FOR - timedelta(days=1))
+            .execution_options(synchronize_session=False)
+        )
         if recently is not None:
             return False
         user.password_hash = None

@@ -595,6 +595,31 @@ def test_a_used_link_cannot_lock_the_account_again_later(
     assert len(secured) == 1
 
 
+def test_after_this_wasnt_me_the_intruders_device_and_network_are_new_again(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # The intruder's sign-in taught the portal their device and network. Once the owner says
+    # "This wasn't me", neither is trusted: the intruder's next sign-in (a new password phished
+    # too) alerts again, where before it passed as known.
+    link = _not_me_link(app, db, smtp)  # the owner on Firefox, the intruder on Safari
+    owner = _client(app)
+    page = owner.get(link).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    assert owner.post(link, data={"csrf_token": token.group(1)}).status_code == 200
+    with app.app_context():
+        chosen = password_hasher().hash(seed.DEMO_PASSWORD)
+    with tenancy.system(db):
+        user_by_email(db, "admin@acme.test").password_hash = chosen
+        db.commit()
+    _advance(app, timedelta(hours=2))  # past the hour's mail limit
+    _sign_in(app, agent=SAFARI)
+    kinds = [a.kind for a in _alerts(db)]
+    assert kinds == ["new_sign_in", "new_sign_in"]
+    _sign_in(app, agent=SAFARI)  # learnt again from here on
+    assert len(_alerts(db)) == 2
+
+
 def test_this_wasnt_me_needs_the_form_token(app: Flask, db: Session, smtp: Inbox) -> None:
     link = _not_me_link(app, db, smtp)
     refused = _client(app).post(link, data={})
