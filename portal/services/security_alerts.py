@@ -6,7 +6,8 @@ Where a user signs in from is kept as two keys per completed sign-in: the device
 system family, from `auth.describe_device`) and the network (the IPv4 /24 or IPv6 /48), each a
 keyed hash (a rotated SECRET_KEY still recognises hashes made under a key it keeps). A sign-in
 from a device or network not seen for `KNOWN_FOR` is alerted; a user's first sign-in (no
-history at all) is recorded without an alert.
+history at all) is recorded without an alert. A user with no origins yet who has signed-in
+sessions within `KNOWN_FOR` (from before alerts existed) has those as history.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.db import new_public_id
-from portal.models import PortalUser, SecurityAlert, SignInOrigin
+from portal.models import PortalUser, SecurityAlert, SignInOrigin, UserSession
 from portal.services import api_tokens, audit, auth, profile
 from portal.services.crypto import Keyring
 
@@ -32,6 +33,7 @@ BURST_THRESHOLD = 3  # failed passwords or codes within the lockout's window (be
 MAILS_PER_HOUR = 3
 MAILS_PER_DAY = 10
 LINK_LIFETIME = timedelta(days=7)
+SESSION_MARGIN = timedelta(minutes=1)  # a session this recent is the sign-in being noted
 RESET_AGAIN_AFTER = timedelta(minutes=15)  # a second "secure" within this sends no new mail
 _ORIGIN_PURPOSE = b"portal.sign-in-origin.v1"
 _LINK_SALT = "portal.security-alert.not-me.v1"
@@ -92,6 +94,8 @@ def note_sign_in(
     within KNOWN_FOR) and whether the user had any history."""
     with tenancy.system(session):
         rows = list(session.scalars(select(SignInOrigin).where(SignInOrigin.user_id == user.id)))
+        if not rows:  # none recorded yet (signed in only before alerts existed?): the sessions
+            rows = _origins_of_sessions(session, user, keys=keys, now=now)
         first = not rows
         new: dict[str, bool] = {}
         for kind, value in (
@@ -119,6 +123,39 @@ def note_sign_in(
         except IntegrityError:  # the same origin recorded by a concurrent sign-in
             pass
     return Origin(first, new["device"], new["network"])
+
+
+def _origins_of_sessions(
+    session: Session, user: PortalUser, *, keys: Keyring, now: datetime
+) -> list[SignInOrigin]:
+    """The devices and networks of the user's signed-in sessions within KNOWN_FOR (the sign-in
+    being noted, started within SESSION_MARGIN, left out), added as origins: a user who signed
+    in before alerts existed has a history, so their first sign-in since from somewhere else is
+    alerted, never passed as a quiet first one."""
+    seen: dict[tuple[str, str], SignInOrigin] = {}
+    for ip_address, user_agent, last_seen in session.execute(
+        select(UserSession.ip_address, UserSession.user_agent, UserSession.last_seen_at)
+        .where(
+            UserSession.user_id == user.id,
+            UserSession.mfa_verified.is_(True),
+            UserSession.created_at < now - SESSION_MARGIN,
+            UserSession.last_seen_at >= now - KNOWN_FOR,
+        )
+        .order_by(UserSession.last_seen_at.desc())
+        .limit(200)
+    ):
+        for kind, value in (("device", device_of(user_agent)), ("network", network_of(ip_address))):
+            key_hash = _hashes(keys, kind, value)[0]
+            if (kind, key_hash) not in seen:
+                seen[(kind, key_hash)] = SignInOrigin(
+                    company_id=user.company_id,
+                    user_id=user.id,
+                    kind=kind,
+                    key_hash=key_hash,
+                    last_seen_at=last_seen,
+                )
+    session.add_all(seen.values())
+    return list(seen.values())
 
 
 # the alerted events ----------------------------------------------------------------------
@@ -344,6 +381,18 @@ def secure_account(
             .values(last_seen_at=now - KNOWN_FOR - timedelta(days=1))
             .execution_options(synchronize_session=False)
         )
+        if session.scalar(select(SignInOrigin.id).where(SignInOrigin.user_id == user.id)) is None:
+            # None recorded yet: a marker, so the next sign-in is neither a quiet first one
+            # nor one that the sessions (the intruder's among them) could vouch for.
+            session.add(
+                SignInOrigin(
+                    company_id=user.company_id,
+                    user_id=user.id,
+                    kind="secured",
+                    key_hash="",
+                    last_seen_at=now - KNOWN_FOR - timedelta(days=1),
+                )
+            )
         if recently is not None:
             return False
         user.password_hash = None

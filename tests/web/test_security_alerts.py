@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from portal import security_alerts as alerts
@@ -27,6 +27,7 @@ from portal.models import (
     NotificationTopic,
     PortalUser,
     SecurityAlert,
+    SignInOrigin,
     Work,
 )
 from portal.runtime import Runtime
@@ -176,6 +177,32 @@ def test_a_new_network_is_alerted_and_an_old_one_counts_as_new_after_90_days(
     assert len(_alerts(db)) == 2
     _run(app)
     assert len(_alert_mails(smtp)) == 2
+
+
+def test_sessions_from_before_alerts_existed_are_history(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # Signed in before sign-ins were recorded (only the sessions know it): the first sign-in
+    # since, from somewhere else, is alerted, not passed as a quiet first one...
+    _sign_in(app, agent=FIREFOX)
+    with tenancy.system(db):
+        db.execute(delete(SignInOrigin))
+        db.commit()
+    _advance(app, timedelta(hours=1))
+    _sign_in(app, agent=SAFARI, ip="198.51.100.7")
+    (alert,) = _alerts(db)
+    assert (alert.kind, alert.ip_address, alert.device) == (
+        "new_sign_in",
+        "198.51.100.7",
+        "Safari / iPhone",
+    )
+    # ...and one from where the sessions were is known.
+    with tenancy.system(db):
+        db.execute(delete(SignInOrigin))
+        db.commit()
+    _advance(app, timedelta(hours=1))
+    _sign_in(app, agent=FIREFOX)
+    assert len(_alerts(db)) == 1
 
 
 def test_network_keys() -> None:
@@ -618,6 +645,30 @@ def test_after_this_wasnt_me_the_intruders_device_and_network_are_new_again(
     assert kinds == ["new_sign_in", "new_sign_in"]
     _sign_in(app, agent=SAFARI)  # learnt again from here on
     assert len(_alerts(db)) == 2
+
+
+def test_after_this_wasnt_me_the_intruders_old_session_vouches_for_nothing(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # No sign-in recorded yet (the intruder's came before alerts existed): once secured, the
+    # intruder's session cannot stand in as history for their next sign-in.
+    link = _not_me_link(app, db, smtp)
+    with tenancy.system(db):
+        db.execute(delete(SignInOrigin))
+        db.commit()
+    owner = _client(app)
+    page = owner.get(link).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    assert owner.post(link, data={"csrf_token": token.group(1)}).status_code == 200
+    with app.app_context():
+        chosen = password_hasher().hash(seed.DEMO_PASSWORD)
+    with tenancy.system(db):
+        user_by_email(db, "admin@acme.test").password_hash = chosen
+        db.commit()
+    _advance(app, timedelta(hours=2))
+    _sign_in(app, agent=SAFARI)
+    assert [a.kind for a in _alerts(db)] == ["new_sign_in", "new_sign_in"]
 
 
 def test_this_wasnt_me_needs_the_form_token(app: Flask, db: Session, smtp: Inbox) -> None:
