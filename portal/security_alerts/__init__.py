@@ -272,7 +272,7 @@ def send_digest(runtime: Runtime, session: Session, notification_id: int) -> str
         if admin is None or company is None or not admin.is_active:
             return "no recipient"
         day = date.fromisoformat(str(row.params.get("digest")))
-        lines = domain.company_alerts(session, company.id, *_day_bounds(day))
+        lines, total = domain.company_alerts(session, company.id, *_day_bounds(day))
         if not lines:
             return "nothing"
         locale = locale_of(admin, company)
@@ -289,8 +289,14 @@ def send_digest(runtime: Runtime, session: Session, notification_id: int) -> str
                 }
                 for line in lines
             ]
-            subject = _("Security alerts of your company's users: %(count)d", count=len(items))
-            context = {"user": admin, "company": company, "items": items, "locale": locale}
+            subject = _("Security alerts of your company's users: %(count)d", count=total)
+            context = {
+                "user": admin,
+                "company": company,
+                "items": items,
+                "more": total - len(items),
+                "locale": locale,
+            }
             text = plain(render_template("mail/security_digest.txt", **context))
             html = render_template("mail/security_digest.html", **context)
         address = admin.email

@@ -32,6 +32,7 @@ KNOWN_FOR = timedelta(days=90)  # a device or network seen within this is known
 BURST_THRESHOLD = 3  # failed passwords or codes within the lockout's window (before its 5)
 MAILS_PER_HOUR = 3
 MAILS_PER_DAY = 10
+DIGEST_LINES = 100  # an admin's daily digest lists at most this many alerts, then says how many
 LINK_LIFETIME = timedelta(days=7)
 SESSION_MARGIN = timedelta(minutes=1)  # a session this recent is the sign-in being noted
 RESET_AGAIN_AFTER = timedelta(minutes=15)  # a second "secure" within this sends no new mail
@@ -241,10 +242,18 @@ class DigestLine:
 
 
 def company_alerts(
-    session: Session, company_id: int, start: datetime, end: datetime
-) -> list[DigestLine]:
-    """A company's alerted events in [start, end), oldest first, with whose they were."""
+    session: Session, company_id: int, start: datetime, end: datetime, *, limit: int = DIGEST_LINES
+) -> tuple[list[DigestLine], int]:
+    """A company's alerted events in [start, end), oldest first, with whose they were: at most
+    `limit` of them (a flood of alerts makes no flood of a mail), and how many there were."""
     with tenancy.system(session):
+        total = session.scalar(
+            select(func.count()).where(
+                SecurityAlert.company_id == company_id,
+                SecurityAlert.created_at >= start,
+                SecurityAlert.created_at < end,
+            )
+        )
         rows = session.execute(
             select(
                 PortalUser.email,
@@ -260,8 +269,9 @@ def company_alerts(
                 SecurityAlert.created_at < end,
             )
             .order_by(SecurityAlert.created_at, SecurityAlert.id)
+            .limit(limit)
         )
-        return [DigestLine(*row) for row in rows]
+        return [DigestLine(*row) for row in rows], int(total or 0)
 
 
 def companies_with_alerts(session: Session, start: datetime, end: datetime) -> list[int]:
