@@ -48,6 +48,7 @@ class Kind(StrEnum):
     PASSWORD_CHANGED = "password_changed"  # noqa: S105
     EMAIL_CHANGED = "email_changed"
     PAYMENT_METHOD_ADDED = "payment_method_added"
+    RECOVERY_CODES_ISSUED = "recovery_codes_issued"
 
 
 # where a sign-in came from ---------------------------------------------------------------

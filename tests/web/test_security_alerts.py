@@ -390,6 +390,19 @@ def _kinds_mailed(app: Flask, smtp: Inbox) -> list[str]:
     return [str(m["Subject"]) for m in _alert_mails(smtp)]
 
 
+def test_new_recovery_codes_alert(app: Flask, db: Session, smtp: Inbox) -> None:
+    # Fresh recovery codes pass the second factor without the authenticator: whoever holds a
+    # session and the password could mint their own way back in, so the owner hears of it.
+    client = _sign_in(app)
+    token = csrf_token(client, "/portal/security")
+    issued = client.post(
+        "/portal/security/recovery-codes",
+        data={"rc-csrf_token": token, "rc-current_password": seed.DEMO_PASSWORD},
+    )
+    assert issued.status_code == 200
+    assert _kinds_mailed(app, smtp) == ["New recovery codes were issued for your account"]
+
+
 def test_a_password_change_alerts(app: Flask, db: Session, smtp: Inbox) -> None:
     client = _sign_in(app)
     token = csrf_token(client, "/portal/security")
