@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from portal import tenancy
 from portal.db import new_public_id
-from portal.models import PortalUser, SecurityAlert, SignInOrigin, UserSession
+from portal.models import PortalUser, RecoveryCode, SecurityAlert, SignInOrigin, UserSession
 from portal.services import api_tokens, audit, auth, profile
 from portal.services.crypto import Keyring
 
@@ -368,7 +368,8 @@ def secure_account(
     as new again (the intruder's too). A link works once: an alert secured before does nothing
     again (its mail, forwarded or read days later, cannot lock the owner out of the password
     they chose since). `restore_email`: an e-mail change's alert gives the account back the
-    address it moved away from (unless another account holds it now), before the reset mail.
+    address it moved away from (unless another account holds it now), before the reset mail;
+    new recovery codes' alert voids the unused codes (the intruder saw them).
     """
     if alert.secured_at is not None:
         return False
@@ -408,6 +409,13 @@ def secure_account(
             return False
         user.password_hash = None
         alert.secured_at = now
+        if alert.kind == Kind.RECOVERY_CODES_ISSUED:  # the intruder saw them: void them
+            session.execute(
+                update(RecoveryCode)
+                .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+                .values(used_at=now)
+                .execution_options(synchronize_session=False)
+            )
         if restore_email:
             profile.restore_email(session, user, restore_email, request=request)
         audit.record_for(

@@ -31,7 +31,7 @@ from portal.models import (
     Work,
 )
 from portal.runtime import Runtime
-from portal.services import audit, credentials, notifications, seed
+from portal.services import audit, credentials, mfa, notifications, seed
 from portal.services import security_alerts as domain
 from tests.api.conftest import issue_token
 from tests.conftest import Auth, Inbox, csrf_token, totp_code, user_by_email
@@ -401,6 +401,16 @@ def test_new_recovery_codes_alert(app: Flask, db: Session, smtp: Inbox) -> None:
     )
     assert issued.status_code == 200
     assert _kinds_mailed(app, smtp) == ["New recovery codes were issued for your account"]
+    # "This wasn't me" on it: the codes the intruder saw pass nothing any more.
+    found = NOT_ME.search(_text(_alert_mails(smtp)[0]))
+    assert found
+    owner = _client(app)
+    page = owner.get(found.group(1)).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert csrf
+    assert owner.post(found.group(1), data={"csrf_token": csrf.group(1)}).status_code == 200
+    with tenancy.system(db):
+        assert mfa.remaining_recovery_codes(db, user_by_email(db, "admin@acme.test")) == 0
 
 
 def test_a_password_change_alerts(app: Flask, db: Session, smtp: Inbox) -> None:
