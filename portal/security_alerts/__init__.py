@@ -62,14 +62,16 @@ def alert(
     request: audit.RequestInfo,
     key: str | None = None,
     to: str | None = None,
+    at: datetime | None = None,
 ) -> SecurityAlert | None:
     """Alert `user` of `kind` (once per `key`, when given: a reload or a rerun alerts once):
     recorded and audited always, shown in the centre, mailed within the rate limit. `to`: the
     address to mail instead of the user's own (an e-mail change is told to the address the
-    account moved away from, where its owner still reads, never only to the one just chosen)."""
+    account moved away from, where its owner still reads, never only to the one just chosen).
+    `at`: when it happened, if earlier than now (a job's late run tells the event's time)."""
     if not user.is_active:
         return None
-    now = clock.now()
+    now = at or clock.now()
     event = domain.record(session, user, kind, request=request, now=now, key=key)
     if event is None:
         return None
@@ -123,16 +125,32 @@ def failed_attempt(
         auth.normalize_email(email),
         new_public_id("burst"),
         asdict(request),
+        clock.now().isoformat(),  # when it happened, however late the job runs
     )
 
 
-def burst(runtime: Runtime, session: Session, email: str, key: str, request: dict[str, str]) -> str:
-    """The job's half of `failed_attempt`: the alert, if the address has an active account."""
+def burst(
+    runtime: Runtime,
+    session: Session,
+    email: str,
+    key: str,
+    request: dict[str, str],
+    at: str | None = None,
+) -> str:
+    """The job's half of `failed_attempt`: the alert, if the address has an active account,
+    at the time of the failure (`at`, ISO 8601) however late the job runs."""
     user = auth.find_user_by_email(session, email)
     if user is None or not user.is_active:
         return "no account"
+    when = datetime.fromisoformat(at) if at else None
     found = alert(
-        runtime, session, user, Kind.FAILED_ATTEMPTS, request=audit.RequestInfo(**request), key=key
+        runtime,
+        session,
+        user,
+        Kind.FAILED_ATTEMPTS,
+        request=audit.RequestInfo(**request),
+        key=key,
+        at=when,
     )
     return "alerted" if found is not None else "already"
 

@@ -222,6 +222,22 @@ def _fail_password(app: Flask, client: FlaskClient, email: str) -> None:
     assert response.status_code == 401
 
 
+def test_a_burst_is_told_at_the_time_it_happened_however_late_the_job_runs(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    client = _client(app)
+    for _ in range(3):
+        _fail_password(app, client, "admin@acme.test")
+    happened = app.extensions["portal.clock"].now()
+    _advance(app, timedelta(hours=3))  # the queue was slow
+    _run(app)
+    (alert,) = _alerts(db)
+    assert abs(alert.created_at - happened) < timedelta(minutes=1)
+    with tenancy.system(db):
+        (row,) = db.scalars(select(Notification).where(Notification.topic == TOPIC)).all()
+    assert row.params["at"] == alert.created_at.isoformat()
+
+
 def test_the_third_failed_password_alerts_once_before_the_lockout(
     app: Flask, db: Session, smtp: Inbox
 ) -> None:
