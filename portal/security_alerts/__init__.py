@@ -93,7 +93,9 @@ def alert(
             key=f"alert:{event.public_id}",
             params=params,
             link=SECURITY_PAGE,
-            mail=(SEND_ALERT, (event.id, to) if to else (event.id,), f"security-alert:{event.id}"),
+            # To the address the account has now, however late the queue mails it (an
+            # intruder's e-mail change right after must not take the alert with it).
+            mail=(SEND_ALERT, (event.id, to or user.email), f"security-alert:{event.id}"),
             email=event.mailed,
         )
     return event
@@ -168,7 +170,7 @@ def _message(
 ) -> tuple[str, str, str]:
     locale = locale_of(user, company)
     keys = runtime.settings.keyring
-    token = domain.not_me_token(user, event, keys=keys, now=now, address=to)
+    token = domain.not_me_token(user, event, keys=keys, now=now, address=to or user.email)
     params = {
         "kind": event.kind,
         "at": event.created_at.isoformat(),
@@ -223,8 +225,9 @@ def not_me_done(
     restore_email: str | None = None,
 ) -> bool:
     """ "This wasn't me": every session and token ended, the password unusable, and (once within
-    minutes) a password-reset link mailed; whether a new mail went out. `restore_email`: an
-    e-mail change's link gives the address back first, so the reset link goes there."""
+    minutes) a password-reset link mailed; whether a new mail went out. `restore_email`: the
+    address the link was mailed to, given back first if the account left it (an intruder's
+    e-mail change), so the reset link goes there."""
     fresh = domain.secure_account(
         session, user, event, now=clock.now(), request=request, restore_email=restore_email
     )

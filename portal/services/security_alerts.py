@@ -300,7 +300,7 @@ class LinkCheck:
     state: LinkState
     user: PortalUser | None = None
     alert: SecurityAlert | None = None
-    address: str | None = None  # an e-mail change's alert: the address it moved away from
+    address: str | None = None  # the address the link was mailed to
 
 
 def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
@@ -319,8 +319,9 @@ def not_me_token(
     now: datetime,
     address: str | None = None,
 ) -> str:
-    """The signed link's token; `address`: an e-mail change's alert names the address the
-    account moved away from (where the alert goes), which "This wasn't me" gives back."""
+    """The signed link's token; `address`: the address the alert is mailed to (for an e-mail
+    change, the one the account moved away from), which "This wasn't me" gives back if the
+    account has left it since."""
     data = [user.public_id, alert.public_id] + ([address] if address else [])
     return str(_serializer(keys, now).dumps(data))
 
@@ -349,7 +350,7 @@ def check_not_me(session: Session, token: str, *, keys: Keyring, now: datetime) 
             return LinkCheck(LinkState.INVALID)
         user, alert = found
         _ = user.company  # read while the company is visible
-    address = data[2] if len(data) == 3 and alert.kind == Kind.EMAIL_CHANGED else None
+    address = data[2] if len(data) == 3 else None
     return LinkCheck(LinkState.OK, user, alert, address)
 
 
@@ -367,9 +368,11 @@ def secure_account(
     Audited as Portal.AccountSecured. Every device and network the user signed in from counts
     as new again (the intruder's too). A link works once: an alert secured before does nothing
     again (its mail, forwarded or read days later, cannot lock the owner out of the password
-    they chose since). `restore_email`: an e-mail change's alert gives the account back the
-    address it moved away from (unless another account holds it now), before the reset mail;
-    new recovery codes' alert voids the unused codes (the intruder saw them).
+    they chose since). `restore_email`: the address the link was mailed to; if the account
+    has moved away from it (an intruder's e-mail change), it comes back (unless another
+    account holds it now) before the reset mail, which is then due even within
+    RESET_AGAIN_AFTER; new recovery codes' alert voids the unused codes (the intruder saw
+    them).
     """
     if alert.secured_at is not None:
         return False
@@ -405,10 +408,7 @@ def secure_account(
                     last_seen_at=now - KNOWN_FOR - timedelta(days=1),
                 )
             )
-        if recently is not None:
-            return False
-        user.password_hash = None
-        alert.secured_at = now
+        alert.secured_at = now  # this link is spent
         if alert.kind == Kind.RECOVERY_CODES_ISSUED:  # the intruder saw them: void them
             session.execute(
                 update(RecoveryCode)
@@ -416,16 +416,22 @@ def secure_account(
                 .values(used_at=now)
                 .execution_options(synchronize_session=False)
             )
-        if restore_email:
-            profile.restore_email(session, user, restore_email, request=request)
-        audit.record_for(
-            session,
-            user,
-            "Portal.AccountSecured",
-            request=request,
-            alert_id=alert.public_id,
-            sessions_ended=ended,
-            tokens_revoked=tokens,
+        # The address moved away from the mailbox this link was mailed to: it comes back
+        # (and any reset link mailed to the other is spent: it names the other address).
+        restored = bool(restore_email) and profile.restore_email(
+            session, user, restore_email or "", request=request
         )
+        fresh = recently is None or restored
+        if fresh:
+            user.password_hash = None
+            audit.record_for(
+                session,
+                user,
+                "Portal.AccountSecured",
+                request=request,
+                alert_id=alert.public_id,
+                sessions_ended=ended,
+                tokens_revoked=tokens,
+            )
         session.flush()
-    return True
+    return fresh

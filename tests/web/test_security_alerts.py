@@ -550,6 +550,80 @@ def test_this_wasnt_me_on_an_email_change_gives_the_address_back_and_mails_the_r
     assert [m["To"] for m in resets] == ["admin@acme.test"]
 
 
+def test_any_alerts_link_gives_back_the_address_it_was_mailed_to(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # The intruder signs in (alerted to the owner's address), then moves the account to their
+    # own. The owner presses the sign-in alert's link: the reset must not go to the intruder.
+    link = _not_me_link(app, db, smtp)  # the Safari sign-in's alert, to admin@acme.test
+    intruder = _sign_in(app, agent=SAFARI)
+    moved = _sign(app, _user(db), "taker@evil.test")
+    assert intruder.get(f"/portal/profile/email/{moved}").status_code == 303
+    _run(app)
+    owner = _client(app)
+    page = owner.get(link).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    before = len(smtp.messages)
+    assert owner.post(link, data={"csrf_token": token.group(1)}).status_code == 200
+    assert intruder.get("/portal/dashboard").status_code == 302
+    _run(app)
+    resets = [m for m in smtp.messages[before:] if "Reset your" in str(m["Subject"])]
+    assert [m["To"] for m in resets] == ["admin@acme.test"]
+    db.expire_all()
+    with tenancy.system(db):
+        assert user_by_email(db, "admin@acme.test") is not None
+
+
+def test_an_alert_goes_to_the_address_the_account_had_when_it_happened(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # The intruder's sign-in, then their e-mail change, before the queue mails anything: the
+    # sign-in's alert still goes to the owner's address, not to the one the intruder chose.
+    _sign_in(app, agent=FIREFOX)
+    intruder = _sign_in(app, agent=SAFARI)
+    moved = _sign(app, _user(db), "taker@evil.test")
+    assert intruder.get(f"/portal/profile/email/{moved}").status_code == 303
+    _run(app)
+    assert sorted((m["To"], m["Subject"]) for m in _alert_mails(smtp)) == [
+        ("admin@acme.test", "New sign-in to your account"),
+        ("admin@acme.test", "Your e-mail address was changed"),
+    ]
+
+
+def test_the_email_changes_link_within_minutes_of_another_still_gives_the_address_back(
+    app: Flask, runtime: Runtime, db: Session, smtp: Inbox
+) -> None:
+    # Another alert's link, mailed to the intruder's address, pressed first: its reset went
+    # there. The e-mail change's link, minutes later, brings the address back and mails a
+    # reset to the owner after all (the first one is spent: it names the other address).
+    user = _user(db)
+    request = audit.RequestInfo("198.51.100.7", SAFARI)
+    token_made = alerts.alert(runtime, db, user, domain.Kind.API_TOKEN_CREATED, request=request)
+    changed = alerts.alert(runtime, db, user, domain.Kind.EMAIL_CHANGED, request=request)
+    assert token_made is not None and changed is not None
+    with tenancy.system(db):
+        user.email = "taker@evil.test"
+    keys = app.config["SETTINGS"].keyring
+    now = app.extensions["portal.clock"].now()
+    first = domain.not_me_token(user, token_made, keys=keys, now=now, address="taker@evil.test")
+    second = domain.not_me_token(user, changed, keys=keys, now=now, address="admin@acme.test")
+    db.commit()
+    owner = _client(app)
+    for link in (f"/security/not-me/{first}", f"/security/not-me/{second}"):
+        page = owner.get(link).get_data(as_text=True)
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+        assert token
+        assert owner.post(link, data={"csrf_token": token.group(1)}).status_code == 200
+        _run(app)
+    resets = [m for m in smtp.messages if "Reset your" in str(m["Subject"])]
+    assert [m["To"] for m in resets] == ["taker@evil.test", "admin@acme.test"]
+    spent, fresh = (re.search(r"http://localhost(/password/reset/\S+)", _text(m)) for m in resets)
+    assert spent and fresh
+    assert _client(app).get(spent.group(1)).status_code == 400  # names the address left behind
+    assert _client(app).get(fresh.group(1)).status_code == 200
+
+
 def test_this_wasnt_me_leaves_an_address_another_account_took_since(
     app: Flask, runtime: Runtime, db: Session, smtp: Inbox
 ) -> None:
