@@ -562,6 +562,7 @@ def test_any_alerts_link_gives_back_the_address_it_was_mailed_to(
     _run(app)
     owner = _client(app)
     page = owner.get(link).get_data(as_text=True)
+    assert "a•••@acme.test" in page and "evil.test" not in page  # the mailbox it came to
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
     assert token
     before = len(smtp.messages)

@@ -43,7 +43,8 @@ def not_me(token: str) -> Response:
     context = {
         "state": "ask",
         "form": form,
-        "email": notifications.masked_email(check.user.email),
+        # The mailbox the link came to, which may not be the account's address any more.
+        "email": notifications.masked_email(check.address or check.user.email),
     }
     if request.method == "POST":
         if not form.validate_on_submit():
