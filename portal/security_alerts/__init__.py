@@ -198,9 +198,10 @@ def _message(
 def send_alert(
     runtime: Runtime, session: Session, alert_id: int, now: datetime, to: str | None = None
 ) -> str:
-    """Mail one alert (the job `send_security_alert`) to the user, or to `to` (the address an
-    e-mail change moved away from: its link gives that address back). No unsubscribe: security
-    alerts are always on, and the mail says so."""
+    """Mail one alert (the job `send_security_alert`) to `to`, the address the account had when
+    it happened (or the one an e-mail change moved away from; the user's current one for a job
+    queued without it); its link names that address and gives it back if the account has left
+    it. No unsubscribe: security alerts are always on, and the mail says so."""
     with tenancy.system(session):
         event = session.get(SecurityAlert, alert_id)
         if event is None:

@@ -243,9 +243,9 @@ def restore_email(
     session: Session, user: PortalUser, address: str, *, request: audit.RequestInfo
 ) -> bool:
     """Give the user back `address`, the one an e-mail change moved them away from ("This
-    wasn't me" on its alert), and drop any change still pending: whether it changed (not when
-    it is theirs already, or another account holds it now). Audited and published like a
-    change."""
+    wasn't me" on an alert mailed there), and drop any change still pending: whether it
+    changed (not when it is theirs already, or another account holds it now). Audited and
+    published like a change."""
     address = normalize_email(address)
     if address == user.email:
         return False
