@@ -374,9 +374,13 @@ def secure_account(
     RESET_AGAIN_AFTER; new recovery codes' alert voids the unused codes (the intruder saw
     them).
     """
-    if alert.secured_at is not None:
-        return False
     with tenancy.system(session):
+        # The user's row lock orders two presses at once (a double click, a mail scanner):
+        # the second reads what the first did, and finds this link spent.
+        session.execute(select(PortalUser.id).where(PortalUser.id == user.id).with_for_update())
+        spent = session.scalar(select(SecurityAlert.secured_at).where(SecurityAlert.id == alert.id))
+        if alert.secured_at is not None or spent is not None:
+            return False
         recently = session.scalar(
             select(SecurityAlert.id).where(
                 SecurityAlert.user_id == user.id,

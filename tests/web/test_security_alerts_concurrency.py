@@ -80,3 +80,44 @@ def test_alerts_recorded_at_once_keep_to_the_mail_limit(pg_app: Flask) -> None:
             )
         )
     assert mailed == domain.MAILS_PER_HOUR
+
+
+def test_one_link_pressed_twice_at_once_secures_once(pg_app: Flask) -> None:
+    # A double click (or a mail scanner and the owner) on the same "This wasn't me" at once:
+    # one secures and asks for one reset mail, the other does nothing.
+    user_id = _user_id(pg_app, "admin@acme.test")
+    now = pg_app.extensions["portal.clock"].now()
+    request = audit.RequestInfo("203.0.113.9", "race")
+    session: Session = pg_app.extensions["portal.db"].sessionmaker()
+    with pg_app.app_context(), session, tenancy.system(session):
+        user = session.get(PortalUser, user_id)
+        assert user is not None
+        alert = domain.record(session, user, domain.Kind.MFA_RESET, request=request, now=now)
+        assert alert is not None
+        alert_id = alert.id
+        session.commit()
+    loaded = threading.Barrier(2, timeout=10)
+    outcomes: list[Any] = [None, None]
+
+    def run(index: int) -> None:
+        try:
+            with pg_app.app_context(), unit_of_work(writes=True):
+                session: Session = pg_app.extensions["portal.db"].sessionmaker()
+                with session, tenancy.system(session):
+                    user = session.get(PortalUser, user_id)
+                    alert = session.get(SecurityAlert, alert_id)
+                    assert user is not None and alert is not None
+                    loaded.wait()
+                    outcomes[index] = domain.secure_account(
+                        session, user, alert, now=now, request=request
+                    )
+                    session.commit()
+        except Exception as error:  # the assertion says what it was
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes, key=str) == [False, True], outcomes
