@@ -395,17 +395,21 @@ def send_notification(notification_id: int) -> str:
         return notification_mail.send(runtime, session, notification_id, clock.now())
 
 
-def send_security_alert(alert_id: int) -> str:
-    """Mail one security alert (portal/security_alerts/): no preference stops it."""
+def send_security_alert(alert_id: int, to: str | None = None) -> str:
+    """Mail one security alert (portal/security_alerts/): no preference stops it. `to`: an
+    e-mail change's alert goes to the address the account moved away from."""
     with _session(writes=False) as (runtime, session):
-        return security_alerts.send_alert(runtime, session, alert_id, clock.now())
+        return security_alerts.send_alert(runtime, session, alert_id, clock.now(), to)
 
 
-def security_burst_alert(email: str, key: str, request: dict[str, str]) -> str:
+def security_burst_alert(
+    email: str, key: str, request: dict[str, str], at: str | None = None
+) -> str:
     """A burst of failed attempts on `email`: alerted if it has an account (handed off for every
-    address that reaches the threshold, so the sign-in's answer tells nothing)."""
+    address that reaches the threshold, so the sign-in's answer tells nothing), told at `at`,
+    the failure's time."""
     with _session() as (runtime, session):
-        return security_alerts.burst(runtime, session, email, key, request)
+        return security_alerts.burst(runtime, session, email, key, request, at)
 
 
 def send_security_digests() -> dict[str, int]:

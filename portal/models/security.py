@@ -47,6 +47,6 @@ class SignInOrigin(CompanyOwned, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("portal_users.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))  # "device" or "network"
+    kind: Mapped[str] = mapped_column(String(16))  # "device", "network" or "secured" (a marker)
     key_hash: Mapped[str] = mapped_column(String(64))
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

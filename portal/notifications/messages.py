@@ -171,6 +171,7 @@ def alert_title(kind: str) -> str:
         "password_changed": _("Your password was changed"),
         "email_changed": _("Your e-mail address was changed"),
         "payment_method_added": _("A payment method was added"),
+        "recovery_codes_issued": _("New recovery codes were issued for your account"),
     }
     return str(titles.get(kind, _("Security alert")))
 

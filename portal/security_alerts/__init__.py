@@ -61,12 +61,17 @@ def alert(
     *,
     request: audit.RequestInfo,
     key: str | None = None,
+    to: str | None = None,
+    at: datetime | None = None,
 ) -> SecurityAlert | None:
     """Alert `user` of `kind` (once per `key`, when given: a reload or a rerun alerts once):
-    recorded and audited always, shown in the centre, mailed within the rate limit."""
+    recorded and audited always, shown in the centre, mailed within the rate limit. `to`: the
+    address to mail instead of the user's own (an e-mail change is told to the address the
+    account moved away from, where its owner still reads, never only to the one just chosen).
+    `at`: when it happened, if earlier than now (a job's late run tells the event's time)."""
     if not user.is_active:
         return None
-    now = clock.now()
+    now = at or clock.now()
     event = domain.record(session, user, kind, request=request, now=now, key=key)
     if event is None:
         return None
@@ -88,7 +93,9 @@ def alert(
             key=f"alert:{event.public_id}",
             params=params,
             link=SECURITY_PAGE,
-            mail=(SEND_ALERT, (event.id,), f"security-alert:{event.id}"),
+            # To the address the account has now, however late the queue mails it (an
+            # intruder's e-mail change right after must not take the alert with it).
+            mail=(SEND_ALERT, (event.id, to or user.email), f"security-alert:{event.id}"),
             email=event.mailed,
         )
     return event
@@ -110,8 +117,9 @@ def failed_attempt(
     runtime: Runtime, session: Session, email: str, failures: int, *, request: audit.RequestInfo
 ) -> None:
     """A failed password or code left `failures` in the address's window: at the threshold the
-    alert is handed to a job, for every address alike (the job alone looks it up)."""
-    if failures != domain.BURST_THRESHOLD:
+    alert is handed to a job, for every address alike (the job alone looks it up). A lockout
+    configured to lock sooner (LOCKOUT_THRESHOLD under 3) makes its lock the burst."""
+    if failures != min(domain.BURST_THRESHOLD, runtime.settings.lockout_threshold):
         return
     runtime.hand_off(
         session,
@@ -119,16 +127,32 @@ def failed_attempt(
         auth.normalize_email(email),
         new_public_id("burst"),
         asdict(request),
+        clock.now().isoformat(),  # when it happened, however late the job runs
     )
 
 
-def burst(runtime: Runtime, session: Session, email: str, key: str, request: dict[str, str]) -> str:
-    """The job's half of `failed_attempt`: the alert, if the address has an active account."""
+def burst(
+    runtime: Runtime,
+    session: Session,
+    email: str,
+    key: str,
+    request: dict[str, str],
+    at: str | None = None,
+) -> str:
+    """The job's half of `failed_attempt`: the alert, if the address has an active account,
+    at the time of the failure (`at`, ISO 8601) however late the job runs."""
     user = auth.find_user_by_email(session, email)
     if user is None or not user.is_active:
         return "no account"
+    when = datetime.fromisoformat(at) if at else None
     found = alert(
-        runtime, session, user, Kind.FAILED_ATTEMPTS, request=audit.RequestInfo(**request), key=key
+        runtime,
+        session,
+        user,
+        Kind.FAILED_ATTEMPTS,
+        request=audit.RequestInfo(**request),
+        key=key,
+        at=when,
     )
     return "alerted" if found is not None else "already"
 
@@ -137,10 +161,16 @@ def burst(runtime: Runtime, session: Session, email: str, key: str, request: dic
 
 
 def _message(
-    runtime: Runtime, user: PortalUser, company: Company, event: SecurityAlert, now: datetime
+    runtime: Runtime,
+    user: PortalUser,
+    company: Company,
+    event: SecurityAlert,
+    now: datetime,
+    to: str | None,
 ) -> tuple[str, str, str]:
     locale = locale_of(user, company)
-    token = domain.not_me_token(user, event, keys=runtime.settings.keyring, now=now)
+    keys = runtime.settings.keyring
+    token = domain.not_me_token(user, event, keys=keys, now=now, address=to or user.email)
     params = {
         "kind": event.kind,
         "at": event.created_at.isoformat(),
@@ -165,9 +195,13 @@ def _message(
     return plain(message.title), text, html
 
 
-def send_alert(runtime: Runtime, session: Session, alert_id: int, now: datetime) -> str:
-    """Mail one alert (the job `send_security_alert`). No unsubscribe: security alerts are
-    always on, and the mail says so."""
+def send_alert(
+    runtime: Runtime, session: Session, alert_id: int, now: datetime, to: str | None = None
+) -> str:
+    """Mail one alert (the job `send_security_alert`) to `to`, the address the account had when
+    it happened (or the one an e-mail change moved away from; the user's current one for a job
+    queued without it); its link names that address and gives it back if the account has left
+    it. No unsubscribe: security alerts are always on, and the mail says so."""
     with tenancy.system(session):
         event = session.get(SecurityAlert, alert_id)
         if event is None:
@@ -176,8 +210,8 @@ def send_alert(runtime: Runtime, session: Session, alert_id: int, now: datetime)
         company = session.get(Company, event.company_id)
         if user is None or company is None or not user.is_active:
             return "no recipient"
-        subject, text, html = _message(runtime, user, company, event, now)
-        address = user.email
+        subject, text, html = _message(runtime, user, company, event, now, to)
+        address = to or user.email
     runtime.mailer.send(address, subject, text, html=html)
     return "sent"
 
@@ -189,10 +223,15 @@ def not_me_done(
     event: SecurityAlert,
     *,
     request: audit.RequestInfo,
+    restore_email: str | None = None,
 ) -> bool:
     """ "This wasn't me": every session and token ended, the password unusable, and (once within
-    minutes) a password-reset link mailed; whether a new mail went out."""
-    fresh = domain.secure_account(session, user, event, now=clock.now(), request=request)
+    minutes) a password-reset link mailed; whether a new mail went out. `restore_email`: the
+    address the link was mailed to, given back first if the account left it (an intruder's
+    e-mail change), so the reset link goes there."""
+    fresh = domain.secure_account(
+        session, user, event, now=clock.now(), request=request, restore_email=restore_email
+    )
     if fresh:
         locale = locale_of(user, user.company)
         runtime.hand_off(session, SEND_PASSWORD_RESET, user.email, locale, asdict(request))
@@ -255,7 +294,7 @@ def send_digest(runtime: Runtime, session: Session, notification_id: int) -> str
         if admin is None or company is None or not admin.is_active:
             return "no recipient"
         day = date.fromisoformat(str(row.params.get("digest")))
-        lines = domain.company_alerts(session, company.id, *_day_bounds(day))
+        lines, total = domain.company_alerts(session, company.id, *_day_bounds(day))
         if not lines:
             return "nothing"
         locale = locale_of(admin, company)
@@ -272,8 +311,14 @@ def send_digest(runtime: Runtime, session: Session, notification_id: int) -> str
                 }
                 for line in lines
             ]
-            subject = _("Security alerts of your company's users: %(count)d", count=len(items))
-            context = {"user": admin, "company": company, "items": items, "locale": locale}
+            subject = _("Security alerts of your company's users: %(count)d", count=total)
+            context = {
+                "user": admin,
+                "company": company,
+                "items": items,
+                "more": total - len(items),
+                "locale": locale,
+            }
             text = plain(render_template("mail/security_digest.txt", **context))
             html = render_template("mail/security_digest.html", **context)
         address = admin.email

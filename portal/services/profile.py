@@ -237,3 +237,28 @@ def change_email(
     audit.record_for(session, user, "Portal.EmailChanged", request=request)
     _publish_profile(session, user, ar_events.EMAIL_CHANGED, ["email"])
     return EmailLinkState.OK
+
+
+def restore_email(
+    session: Session, user: PortalUser, address: str, *, request: audit.RequestInfo
+) -> bool:
+    """Give the user back `address`, the one an e-mail change moved them away from ("This
+    wasn't me" on an alert mailed there), and drop any change still pending: whether it
+    changed (not when it is theirs already, or another account holds it now). Audited and
+    published like a change."""
+    address = normalize_email(address)
+    if address == user.email:
+        return False
+    session.flush()
+    try:
+        with session.begin_nested():
+            session.execute(
+                update(PortalUser)
+                .where(PortalUser.id == user.id)
+                .values(email=address, pending_email=None)
+            )
+    except IntegrityError:
+        return False
+    audit.record_for(session, user, "Portal.EmailChanged", request=request, reason="not_me")
+    _publish_profile(session, user, ar_events.EMAIL_CHANGED, ["email"])
+    return True

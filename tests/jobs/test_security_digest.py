@@ -18,6 +18,7 @@ from portal import tenancy
 from portal.models import PortalUser, Role, UserStatus
 from portal.runtime import SCHEDULES, SEND_SECURITY_DIGESTS, Runtime
 from portal.services import audit
+from portal.services import security_alerts as domain
 from portal.services.security_alerts import Kind
 from tests.conftest import Inbox, user_by_email
 from workers import jobs
@@ -103,3 +104,29 @@ def test_no_alerts_no_digest(app: Flask, db: Session, smtp: Inbox) -> None:
         assert jobs.send_security_digests() == {"companies": 0, "digests": 0}
     _run(app)
     assert _digests(smtp) == []
+
+
+def test_a_flood_of_alerts_makes_a_bounded_digest_that_says_how_many_more(
+    app: Flask, runtime: Runtime, db: Session, smtp: Inbox
+) -> None:
+    # An attacker bursting failed sign-ins on every address of a company makes many alerts:
+    # the admins' mail lists DIGEST_LINES of them and says how many more, never all.
+    clerk = user_by_email(db, "ap@acme.test")
+    now = app.extensions["portal.clock"].now()
+    request = audit.RequestInfo("198.51.100.7", FIREFOX)
+    extra = 5
+    with tenancy.system(db):
+        for n in range(domain.DIGEST_LINES + extra):
+            domain.record(db, clerk, Kind.FAILED_ATTEMPTS, request=request, now=now, key=f"f{n}")
+    db.commit()
+    app.extensions["portal.clock"].advance(timedelta(days=1))
+    with app.app_context():
+        jobs.send_security_digests()
+    _run(app)
+    digest = _digests(smtp)[0]
+    assert digest["Subject"] == f"{SUBJECT}: {domain.DIGEST_LINES + extra}"
+    text = _text(digest)
+    assert text.count("ap@acme.test: ") == domain.DIGEST_LINES
+    assert f"{extra} more are not listed here" in text
+    html = next(p for p in digest.walk() if p.get_content_type() == "text/html")
+    assert f"{extra} more are not listed here" in str(html.get_payload(decode=True).decode())

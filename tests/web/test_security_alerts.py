@@ -4,6 +4,7 @@ wasn't me" ends every session and token of the account."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,11 +14,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from portal import security_alerts as alerts
 from portal import tenancy
+from portal.extensions import password_hasher
 from portal.models import (
     AuditEvent,
     Notification,
@@ -25,10 +27,11 @@ from portal.models import (
     NotificationTopic,
     PortalUser,
     SecurityAlert,
+    SignInOrigin,
     Work,
 )
 from portal.runtime import Runtime
-from portal.services import audit, credentials, notifications, seed
+from portal.services import audit, credentials, mfa, notifications, seed
 from portal.services import security_alerts as domain
 from tests.api.conftest import issue_token
 from tests.conftest import Auth, Inbox, csrf_token, totp_code, user_by_email
@@ -176,6 +179,32 @@ def test_a_new_network_is_alerted_and_an_old_one_counts_as_new_after_90_days(
     assert len(_alert_mails(smtp)) == 2
 
 
+def test_sessions_from_before_alerts_existed_are_history(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # Signed in before sign-ins were recorded (only the sessions know it): the first sign-in
+    # since, from somewhere else, is alerted, not passed as a quiet first one...
+    _sign_in(app, agent=FIREFOX)
+    with tenancy.system(db):
+        db.execute(delete(SignInOrigin))
+        db.commit()
+    _advance(app, timedelta(hours=1))
+    _sign_in(app, agent=SAFARI, ip="198.51.100.7")
+    (alert,) = _alerts(db)
+    assert (alert.kind, alert.ip_address, alert.device) == (
+        "new_sign_in",
+        "198.51.100.7",
+        "Safari / iPhone",
+    )
+    # ...and one from where the sessions were is known.
+    with tenancy.system(db):
+        db.execute(delete(SignInOrigin))
+        db.commit()
+    _advance(app, timedelta(hours=1))
+    _sign_in(app, agent=FIREFOX)
+    assert len(_alerts(db)) == 1
+
+
 def test_network_keys() -> None:
     assert domain.network_of("203.0.113.9") == "203.0.113.0/24"
     assert domain.network_of("::ffff:203.0.113.9") == "203.0.113.0/24"
@@ -193,6 +222,22 @@ def _fail_password(app: Flask, client: FlaskClient, email: str) -> None:
     assert response.status_code == 401
 
 
+def test_a_burst_is_told_at_the_time_it_happened_however_late_the_job_runs(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    client = _client(app)
+    for _ in range(3):
+        _fail_password(app, client, "admin@acme.test")
+    happened = app.extensions["portal.clock"].now()
+    _advance(app, timedelta(hours=3))  # the queue was slow
+    _run(app)
+    (alert,) = _alerts(db)
+    assert abs(alert.created_at - happened) < timedelta(minutes=1)
+    with tenancy.system(db):
+        (row,) = db.scalars(select(Notification).where(Notification.topic == TOPIC)).all()
+    assert row.params["at"] == alert.created_at.isoformat()
+
+
 def test_the_third_failed_password_alerts_once_before_the_lockout(
     app: Flask, db: Session, smtp: Inbox
 ) -> None:
@@ -208,6 +253,28 @@ def test_the_third_failed_password_alerts_once_before_the_lockout(
     _fail_password(app, client, "admin@acme.test")  # the fourth: no second alert in the window
     _run(app)
     assert len(_alerts(db)) == 1
+    (mail,) = _alert_mails(smtp)
+    assert mail["Subject"] == "Several failed sign-in attempts on your account"
+
+
+def test_a_lockout_below_the_burst_threshold_still_alerts(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # An operator's LOCKOUT_THRESHOLD=2 locks before a third failure could ever be counted:
+    # the burst is then the lockout itself, not never.
+    configured = app.config["SETTINGS"]
+    app.config["SETTINGS"] = dataclasses.replace(configured, lockout_threshold=2)
+    try:
+        client = _client(app)
+        _fail_password(app, client, "admin@acme.test")
+        _run(app)
+        assert _alerts(db) == []
+        _fail_password(app, client, "admin@acme.test")
+        _run(app)
+    finally:
+        app.config["SETTINGS"] = configured
+    (alert,) = _alerts(db)
+    assert alert.kind == "failed_attempts"
     (mail,) = _alert_mails(smtp)
     assert mail["Subject"] == "Several failed sign-in attempts on your account"
 
@@ -339,6 +406,29 @@ def _kinds_mailed(app: Flask, smtp: Inbox) -> list[str]:
     return [str(m["Subject"]) for m in _alert_mails(smtp)]
 
 
+def test_new_recovery_codes_alert(app: Flask, db: Session, smtp: Inbox) -> None:
+    # Fresh recovery codes pass the second factor without the authenticator: whoever holds a
+    # session and the password could mint their own way back in, so the owner hears of it.
+    client = _sign_in(app)
+    token = csrf_token(client, "/portal/security")
+    issued = client.post(
+        "/portal/security/recovery-codes",
+        data={"rc-csrf_token": token, "rc-current_password": seed.DEMO_PASSWORD},
+    )
+    assert issued.status_code == 200
+    assert _kinds_mailed(app, smtp) == ["New recovery codes were issued for your account"]
+    # "This wasn't me" on it: the codes the intruder saw pass nothing any more.
+    found = NOT_ME.search(_text(_alert_mails(smtp)[0]))
+    assert found
+    owner = _client(app)
+    page = owner.get(found.group(1)).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert csrf
+    assert owner.post(found.group(1), data={"csrf_token": csrf.group(1)}).status_code == 200
+    with tenancy.system(db):
+        assert mfa.remaining_recovery_codes(db, user_by_email(db, "admin@acme.test")) == 0
+
+
 def test_a_password_change_alerts(app: Flask, db: Session, smtp: Inbox) -> None:
     client = _sign_in(app)
     token = csrf_token(client, "/portal/security")
@@ -412,15 +502,151 @@ def test_a_payment_method_added_alerts_once(app: Flask, db: Session, smtp: Inbox
     assert _kinds_mailed(app, smtp) == ["A payment method was added"]
 
 
-def test_a_confirmed_email_change_alerts(app: Flask, db: Session, smtp: Inbox) -> None:
+def test_a_confirmed_email_change_alerts_the_address_it_moved_away_from(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # Whoever took the account over chose the new address: the alert, and its "This wasn't
+    # me", go to the address the account had, where its owner still reads.
     client = _sign_in(app)
     link = _sign(app, _user(db), "moved@acme.test")
     assert client.get(f"/portal/profile/email/{link}").status_code == 303
     _run(app)
     mails = _alert_mails(smtp)
     assert [(m["To"], m["Subject"]) for m in mails] == [
-        ("moved@acme.test", "Your e-mail address was changed")
+        ("admin@acme.test", "Your e-mail address was changed")
     ]
+
+
+def test_this_wasnt_me_on_an_email_change_gives_the_address_back_and_mails_the_reset_there(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    taker = _sign_in(app)
+    link = _sign(app, _user(db), "taker@evil.test")
+    assert taker.get(f"/portal/profile/email/{link}").status_code == 303
+    _run(app)
+    (mail,) = _alert_mails(smtp)
+    found = NOT_ME.search(_text(mail))
+    assert found and mail["To"] == "admin@acme.test"
+    owner = _client(app)
+    page = owner.get(found.group(1)).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    before = len(smtp.messages)
+    done = owner.post(found.group(1), data={"csrf_token": token.group(1)})
+    answer = done.get_data(as_text=True)
+    assert done.status_code == 200 and "Your account is secured" in answer
+    assert "a•••@acme.test" in answer and "evil.test" not in answer  # the address given back
+    assert taker.get("/portal/dashboard").status_code == 302
+    db.expire_all()
+    with tenancy.system(db):
+        user = db.scalars(select(PortalUser).where(PortalUser.public_id == _user(db).public_id))
+        assert user.one().email == "admin@acme.test"
+        changed = db.scalars(
+            select(AuditEvent).where(AuditEvent.name == "Portal.EmailChanged")
+        ).all()
+    assert len(changed) == 2  # the change, and its undoing
+    _run(app)
+    resets = [m for m in smtp.messages[before:] if "Reset your" in str(m["Subject"])]
+    assert [m["To"] for m in resets] == ["admin@acme.test"]
+
+
+def test_any_alerts_link_gives_back_the_address_it_was_mailed_to(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # The intruder signs in (alerted to the owner's address), then moves the account to their
+    # own. The owner presses the sign-in alert's link: the reset must not go to the intruder.
+    link = _not_me_link(app, db, smtp)  # the Safari sign-in's alert, to admin@acme.test
+    intruder = _sign_in(app, agent=SAFARI)
+    moved = _sign(app, _user(db), "taker@evil.test")
+    assert intruder.get(f"/portal/profile/email/{moved}").status_code == 303
+    _run(app)
+    owner = _client(app)
+    page = owner.get(link).get_data(as_text=True)
+    assert "a•••@acme.test" in page and "evil.test" not in page  # the mailbox it came to
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    before = len(smtp.messages)
+    assert owner.post(link, data={"csrf_token": token.group(1)}).status_code == 200
+    assert intruder.get("/portal/dashboard").status_code == 302
+    _run(app)
+    resets = [m for m in smtp.messages[before:] if "Reset your" in str(m["Subject"])]
+    assert [m["To"] for m in resets] == ["admin@acme.test"]
+    db.expire_all()
+    with tenancy.system(db):
+        assert user_by_email(db, "admin@acme.test") is not None
+
+
+def test_an_alert_goes_to_the_address_the_account_had_when_it_happened(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # The intruder's sign-in, then their e-mail change, before the queue mails anything: the
+    # sign-in's alert still goes to the owner's address, not to the one the intruder chose.
+    _sign_in(app, agent=FIREFOX)
+    intruder = _sign_in(app, agent=SAFARI)
+    moved = _sign(app, _user(db), "taker@evil.test")
+    assert intruder.get(f"/portal/profile/email/{moved}").status_code == 303
+    _run(app)
+    assert sorted((m["To"], m["Subject"]) for m in _alert_mails(smtp)) == [
+        ("admin@acme.test", "New sign-in to your account"),
+        ("admin@acme.test", "Your e-mail address was changed"),
+    ]
+
+
+def test_the_email_changes_link_within_minutes_of_another_still_gives_the_address_back(
+    app: Flask, runtime: Runtime, db: Session, smtp: Inbox
+) -> None:
+    # Another alert's link, mailed to the intruder's address, pressed first: its reset went
+    # there. The e-mail change's link, minutes later, brings the address back and mails a
+    # reset to the owner after all (the first one is spent: it names the other address).
+    user = _user(db)
+    request = audit.RequestInfo("198.51.100.7", SAFARI)
+    token_made = alerts.alert(runtime, db, user, domain.Kind.API_TOKEN_CREATED, request=request)
+    changed = alerts.alert(runtime, db, user, domain.Kind.EMAIL_CHANGED, request=request)
+    assert token_made is not None and changed is not None
+    with tenancy.system(db):
+        user.email = "taker@evil.test"
+    keys = app.config["SETTINGS"].keyring
+    now = app.extensions["portal.clock"].now()
+    first = domain.not_me_token(user, token_made, keys=keys, now=now, address="taker@evil.test")
+    second = domain.not_me_token(user, changed, keys=keys, now=now, address="admin@acme.test")
+    db.commit()
+    owner = _client(app)
+    for link in (f"/security/not-me/{first}", f"/security/not-me/{second}"):
+        page = owner.get(link).get_data(as_text=True)
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+        assert token
+        assert owner.post(link, data={"csrf_token": token.group(1)}).status_code == 200
+        _run(app)
+    resets = [m for m in smtp.messages if "Reset your" in str(m["Subject"])]
+    assert [m["To"] for m in resets] == ["taker@evil.test", "admin@acme.test"]
+    spent, fresh = (re.search(r"http://localhost(/password/reset/\S+)", _text(m)) for m in resets)
+    assert spent and fresh
+    assert _client(app).get(spent.group(1)).status_code == 400  # names the address left behind
+    assert _client(app).get(fresh.group(1)).status_code == 200
+
+
+def test_this_wasnt_me_leaves_an_address_another_account_took_since(
+    app: Flask, runtime: Runtime, db: Session, smtp: Inbox
+) -> None:
+    user = _user(db)
+    request = audit.RequestInfo("198.51.100.7", FIREFOX)
+    event = alerts.alert(runtime, db, user, domain.Kind.EMAIL_CHANGED, request=request)
+    assert event is not None
+    keys = app.config["SETTINGS"].keyring
+    now = app.extensions["portal.clock"].now()
+    # A link naming an address that another account holds: nothing is taken from it.
+    token = domain.not_me_token(user, event, keys=keys, now=now, address="ap@acme.test")
+    db.commit()
+    owner = _client(app)
+    page = owner.get(f"/security/not-me/{token}").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert csrf
+    done = owner.post(f"/security/not-me/{token}", data={"csrf_token": csrf.group(1)})
+    assert done.status_code == 200 and "Your account is secured" in done.get_data(as_text=True)
+    db.expire_all()
+    with tenancy.system(db):
+        assert user_by_email(db, "admin@acme.test") is not None
+        assert user_by_email(db, "ap@acme.test").public_id != user.public_id
 
 
 # "This wasn't me" ------------------------------------------------------------------------
@@ -475,6 +701,88 @@ def test_this_wasnt_me_ends_every_session_and_token_and_mails_a_reset_link(
     assert again.status_code == 200 and "Your account is secured" in again.get_data(as_text=True)
     _run(app)
     assert len([m for m in smtp.messages[before:] if "Reset your" in str(m["Subject"])]) == 1
+
+
+def test_a_used_link_cannot_lock_the_account_again_later(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # Pressed once, the account secured and a new password chosen: the same link, pressed
+    # again days later (a forwarded mail, a shared mailbox), ends nothing and locks nobody out.
+    link = _not_me_link(app, db, smtp)
+    stranger = _client(app)
+    page = stranger.get(link).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    assert stranger.post(link, data={"csrf_token": token.group(1)}).status_code == 200
+    with app.app_context():
+        chosen = password_hasher().hash(seed.DEMO_PASSWORD)  # as a reset by link sets it
+    with tenancy.system(db):
+        user_by_email(db, "admin@acme.test").password_hash = chosen
+        db.commit()
+    _advance(app, timedelta(days=2))
+    mine = _sign_in(app, agent=FIREFOX)
+    _run(app)  # the first press's reset mail
+    before = len(smtp.messages)
+    again = stranger.post(link, data={"csrf_token": token.group(1)})
+    assert again.status_code == 200
+    assert mine.get("/portal/dashboard").status_code == 200  # still signed in
+    assert Auth(app, _client(app, agent=FIREFOX)).login().status_code == 302  # password works
+    _run(app)
+    assert not [m for m in smtp.messages[before:] if "Reset your" in str(m["Subject"])]
+    with tenancy.system(db):
+        secured = db.scalars(
+            select(AuditEvent).where(AuditEvent.name == "Portal.AccountSecured")
+        ).all()
+    assert len(secured) == 1
+
+
+def test_after_this_wasnt_me_the_intruders_device_and_network_are_new_again(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # The intruder's sign-in taught the portal their device and network. Once the owner says
+    # "This wasn't me", neither is trusted: the intruder's next sign-in (a new password phished
+    # too) alerts again, where before it passed as known.
+    link = _not_me_link(app, db, smtp)  # the owner on Firefox, the intruder on Safari
+    owner = _client(app)
+    page = owner.get(link).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    assert owner.post(link, data={"csrf_token": token.group(1)}).status_code == 200
+    with app.app_context():
+        chosen = password_hasher().hash(seed.DEMO_PASSWORD)
+    with tenancy.system(db):
+        user_by_email(db, "admin@acme.test").password_hash = chosen
+        db.commit()
+    _advance(app, timedelta(hours=2))  # past the hour's mail limit
+    _sign_in(app, agent=SAFARI)
+    kinds = [a.kind for a in _alerts(db)]
+    assert kinds == ["new_sign_in", "new_sign_in"]
+    _sign_in(app, agent=SAFARI)  # learnt again from here on
+    assert len(_alerts(db)) == 2
+
+
+def test_after_this_wasnt_me_the_intruders_old_session_vouches_for_nothing(
+    app: Flask, db: Session, smtp: Inbox
+) -> None:
+    # No sign-in recorded yet (the intruder's came before alerts existed): once secured, the
+    # intruder's session cannot stand in as history for their next sign-in.
+    link = _not_me_link(app, db, smtp)
+    with tenancy.system(db):
+        db.execute(delete(SignInOrigin))
+        db.commit()
+    owner = _client(app)
+    page = owner.get(link).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token
+    assert owner.post(link, data={"csrf_token": token.group(1)}).status_code == 200
+    with app.app_context():
+        chosen = password_hasher().hash(seed.DEMO_PASSWORD)
+    with tenancy.system(db):
+        user_by_email(db, "admin@acme.test").password_hash = chosen
+        db.commit()
+    _advance(app, timedelta(hours=2))
+    _sign_in(app, agent=SAFARI)
+    assert [a.kind for a in _alerts(db)] == ["new_sign_in", "new_sign_in"]
 
 
 def test_this_wasnt_me_needs_the_form_token(app: Flask, db: Session, smtp: Inbox) -> None:

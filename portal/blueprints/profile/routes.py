@@ -137,6 +137,9 @@ def confirm_email(token: str) -> Response:
         db, SEND_EMAIL_CHANGED_NOTICE, current_user.id, old_email, current_user.email
     )
     auth.end_other_sessions(db, current_user, g.user_session, now=clock.now(), request=info)
-    alerts.alert(current_runtime(), db, current_user, alerts.Kind.EMAIL_CHANGED, request=info)
+    # Told to the address the account moved away from: its owner, if this wasn't them.
+    alerts.alert(
+        current_runtime(), db, current_user, alerts.Kind.EMAIL_CHANGED, request=info, to=old_email
+    )
     flash(_("Your email address is now %(email)s.", email=checked.new_email), "info")
     return go(url_for("profile.show"))

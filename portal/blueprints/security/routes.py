@@ -106,6 +106,14 @@ def recovery_codes() -> Response:
         "Portal.RecoveryCodesIssued",
         request=request_info(),
     )
+    # They pass the second factor without the authenticator: the owner hears of them.
+    alerts.alert(
+        current_runtime(),
+        db,
+        current_user,
+        alerts.Kind.RECOVERY_CODES_ISSUED,
+        request=request_info(),
+    )
     return render("auth/recovery_codes.html", {"codes": codes, "target": url_for("security.show")})
 
 

@@ -43,12 +43,21 @@ def not_me(token: str) -> Response:
     context = {
         "state": "ask",
         "form": form,
-        "email": notifications.masked_email(check.user.email),
+        # The mailbox the link came to, which may not be the account's address any more.
+        "email": notifications.masked_email(check.address or check.user.email),
     }
     if request.method == "POST":
         if not form.validate_on_submit():
             context["error"] = _("The form expired. Please press the button again.")
             return render("security_alerts/not_me.html", context, status=400)
-        alerts.not_me_done(current_runtime(), db, check.user, check.alert, request=request_info())
-        context["state"] = "done"
+        alerts.not_me_done(
+            current_runtime(),
+            db,
+            check.user,
+            check.alert,
+            request=request_info(),
+            restore_email=check.address,
+        )
+        # An e-mail change's link gave the old address back: the page names that one.
+        context["state"], context["email"] = "done", notifications.masked_email(check.user.email)
     return render("security_alerts/not_me.html", context)
