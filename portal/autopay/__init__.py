@@ -176,6 +176,9 @@ def _charge(runtime: Runtime, session: Session, setting: AutopaySetting, action:
     selection = payments.lock_selection(session, user, key, [invoice.public_id])
     if isinstance(selection, Payment):
         made = selection  # this very key made it already
+    elif autopay.skipped(session, invoice):  # skipped while this run waited for the lock
+        session.rollback()
+        return "skipped"
     elif not isinstance(selection, payments.Selection) or selection.problem is not None:
         session.rollback()  # paid, held or no longer payable since the plan: nothing recorded
         return "not payable"

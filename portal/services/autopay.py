@@ -57,6 +57,10 @@ from portal.services import audit
 from portal.services.crypto import Keyring
 from portal.services.payments.rules import FINAL
 from portal.services.payments.selection import reserved_amounts
+from portal.services.payments.transitions import lock_invoices
+
+# A charge with a payment in one of these states cannot be skipped any more.
+CHARGING = (PaymentStatus.SCHEDULED, PaymentStatus.PROCESSING, PaymentStatus.SUCCEEDED)
 
 RETRY_AFTER = (timedelta(days=3), timedelta(days=7))  # after the first failure: attempts 2, 3
 ATTEMPTS = 1 + len(RETRY_AFTER)
@@ -82,6 +86,7 @@ class Refusal(enum.StrEnum):
     ALREADY_OFF = "already_off"
     NOTHING_TO_SKIP = "nothing_to_skip"
     ALREADY_SKIPPED = "already_skipped"
+    ALREADY_CHARGING = "already_charging"  # today's charge started before the skip
 
 
 # who may ---------------------------------------------------------------------------------
@@ -460,7 +465,26 @@ def skip(
     now: datetime,
     request: audit.RequestInfo,
 ) -> Refusal | None:
-    """Autopay leaves this invoice alone from now on (once: a second skip is refused)."""
+    """Autopay leaves this invoice alone from now on (once: a second skip is refused).
+
+    The invoice is read again under its row lock, the lock the day's charge takes before it
+    records its payment (and after which it looks for a skip, `skipped`): a skip and a charge
+    at the same moment never both go ahead. A charge that already holds a payment is refused
+    (ALREADY_CHARGING); after a failed attempt, the retries can still be skipped."""
+    invoice = lock_invoices(session, [invoice.id]).get(invoice.id, invoice)
+    with tenancy.system(session):
+        charging = session.scalar(
+            select(AutopayStep.id)
+            .join(Payment, Payment.id == AutopayStep.payment_id)
+            .where(
+                AutopayStep.invoice_id == invoice.id,
+                AutopayStep.kind == AutopayStepKind.CHARGE,
+                Payment.status.in_(CHARGING),
+            )
+            .limit(1)
+        )
+    if charging is not None:
+        return Refusal.ALREADY_CHARGING
     if invoice.balance_due <= 0 or invoice.status not in CONSIDERED:
         return Refusal.NOTHING_TO_SKIP
     step = claim(session, invoice, AutopayStepKind.SKIPPED, 0, today, user.id if user else None)
@@ -475,6 +499,22 @@ def skip(
         invoice_ids=[invoice.public_id],
     )
     return None
+
+
+def skipped(session: Session, invoice: Invoice) -> bool:
+    """Whether the invoice was skipped (the charge asks again once it holds the invoice's lock)."""
+    with tenancy.system(session):
+        return (
+            session.scalar(
+                select(AutopayStep.id)
+                .where(
+                    AutopayStep.invoice_id == invoice.id,
+                    AutopayStep.kind == AutopayStepKind.SKIPPED,
+                )
+                .limit(1)
+            )
+            is not None
+        )
 
 
 # the job's plan -------------------------------------------------------------------------------

@@ -6,14 +6,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from flask import Flask
 from sqlalchemy.orm import Session
 
 from portal import tenancy
-from portal.models import AutopayOff, InvoiceStatus, PaymentStatus, Role
+from portal.models import AutopayOff, AutopayStepKind, InvoiceStatus, PaymentStatus, Role
 from portal.services import autopay, payment_methods, receivables
 from tests.conftest import Inbox
-from tests.factories import make_account, make_invoice, make_payment_method, make_user
+from tests.factories import (
+    make_account,
+    make_invoice,
+    make_payment,
+    make_payment_method,
+    make_user,
+)
 from tests.jobs.test_autopay import (
     REQUEST,
     Shop,
@@ -217,3 +224,39 @@ def test_a_disputed_invoice_gets_no_notice_that_it_will_be_charged(
     run(app)
     run_outbox(app)
     assert subjects(smtp, "boss@autopaid.test") == ["Invoice AP-1 will be paid automatically"]
+
+
+def test_a_skip_after_the_days_charge_started_is_refused(app: Flask, db: Session) -> None:
+    shop = Shop(db, due=0, notice=0)
+    with tenancy.system(db):
+        step = autopay.claim(db, shop.invoice, AutopayStepKind.CHARGE, 1, today(), shop.admin.id)
+        assert step is not None
+        step.payment_id = make_payment(
+            db, shop.invoice, "100.00", status=PaymentStatus.SCHEDULED, method=shop.card
+        ).id
+        db.flush()
+        refused = autopay.skip(
+            db, shop.invoice, user=None, today=today(), now=now(), request=REQUEST
+        )
+    assert refused is autopay.Refusal.ALREADY_CHARGING
+    assert ("skipped", 0) not in steps(db, shop.invoice)
+
+
+def test_a_skip_made_while_the_charge_waited_for_the_invoice_stops_the_charge(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop = Shop(db, due=0, notice=0)
+    with tenancy.system(db):
+        autopay.claim(db, shop.invoice, AutopayStepKind.NOTICE, 0, today(), None)
+        planned = autopay.plan(db, shop.setting, today())  # the run decided to charge ...
+    assert [a.act for a in planned] == [autopay.Act.CHARGE]
+    with tenancy.system(db):  # ... and the customer's skip landed before it held the invoice
+        assert (
+            autopay.skip(db, shop.invoice, user=None, today=today(), now=now(), request=REQUEST)
+            is None
+        )
+    db.commit()
+    monkeypatch.setattr(autopay, "plan", lambda *_args: planned)
+    run(app)
+    assert autopay_payments(db, shop.invoice) == []
+    assert ("charge", 1) not in steps(db, shop.invoice)

@@ -41,6 +41,10 @@ def _refusal_message(refusal: Refusal) -> str:
         Refusal.ALREADY_OFF: _("Automatic payments are already off for this account."),
         Refusal.NOTHING_TO_SKIP: _("This invoice has nothing left for automatic payment."),
         Refusal.ALREADY_SKIPPED: _("This invoice was already skipped."),
+        Refusal.ALREADY_CHARGING: _(
+            "Today's automatic payment of this invoice has already started. "
+            "Its receipt or result comes by e-mail."
+        ),
     }
     return str(messages[refusal])
 
