@@ -110,6 +110,8 @@ SECRET_PATH_PREFIXES = (
     "/portal/download/",
     "/portal/profile/email/",
     "/unsubscribe/",
+    "/autopay/skip/",
+    "/security/not-me/",
 )
 _SECRET_PATH = re.compile(
     "(" + "|".join(re.escape(p) for p in SECRET_PATH_PREFIXES) + r")[^/?#\s\"'<>]+"
