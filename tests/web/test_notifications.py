@@ -535,7 +535,7 @@ def test_a_page_counts_the_unread_once_through_an_index(
         )
         # By the user's rows through an index (on a table this small the planner may take either
         # index that starts with user_id), never a scan.
-        assert "Seq Scan" not in plan and re.search(r"Index Cond: \(user_id = ", plan), plan
+        assert "Seq Scan" not in plan and re.search(r"Index Cond: \(+user_id = ", plan), plan
     else:
         plan = " ".join(
             str(row[3])
