@@ -94,13 +94,17 @@ def system(session: Session) -> Iterator[Session]:
 
 
 @contextmanager
-def widened(session: Session) -> Iterator[Scope]:
-    """Temporarily see every account of the bound company (never another company)."""
+def widened(session: Session) -> Iterator[None]:
+    """Temporarily see every account of the bound company (never another company). A session
+    already looking across companies (`system`: a job, the receivables import) stays so."""
+    if session.info.get(_KEY) is SYSTEM:
+        yield
+        return
     scope = current_scope(session)
     wide = scope.widened_to_company()
     session.info[_KEY] = wide
     try:
-        yield wide
+        yield
     finally:
         session.info[_KEY] = scope
 

@@ -23,13 +23,12 @@ No Flask here; flush, never commit.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -109,19 +108,6 @@ def may_see(user: PortalUser, account: BillingAccount) -> bool:
     return any(g.billing_account_id == account.id for g in user.grants)
 
 
-@contextmanager
-def _whole_company(session: Session) -> Iterator[None]:
-    """Every account of the bound company (a method and its settings are the company's, whoever
-    reads); a session already looking across companies (a job, `tenancy.system`) stays so."""
-    try:
-        tenancy.current_scope(session)
-    except tenancy.TenancyError:
-        yield
-        return
-    with tenancy.widened(session):
-        yield
-
-
 # reading ----------------------------------------------------------------------------------
 
 
@@ -150,7 +136,7 @@ def first_day(setting: AutopaySetting, invoice: Invoice, today: date) -> date:
 
 
 def method_of(session: Session, setting: AutopaySetting) -> PaymentMethod | None:
-    with _whole_company(session):
+    with tenancy.widened(session):  # a method and its settings are the company's
         return session.get(PaymentMethod, setting.payment_method_id)
 
 
@@ -345,7 +331,7 @@ def _off(setting: AutopaySetting, reason: AutopayOff, now: datetime, *, told: bo
 def method_removed(session: Session, method: PaymentMethod, *, now: datetime) -> int:
     """The method was removed: every setting on it turns off (its "turned off" notice goes out
     with the job's next run, to the company's admins and the consenting user). How many."""
-    with _whole_company(session):
+    with tenancy.widened(session):  # a method and its settings are the company's
         settings = session.scalars(
             select(AutopaySetting).where(
                 AutopaySetting.payment_method_id == method.id, AutopaySetting.enabled.is_(True)
@@ -360,7 +346,7 @@ def method_removed(session: Session, method: PaymentMethod, *, now: datetime) ->
 def consent_changed(session: Session, user: PortalUser, *, now: datetime) -> int:
     """After `user` was deactivated or their role or accounts changed: every setting they
     consented to that they may no longer manage turns off (told by the job). How many."""
-    with _whole_company(session):
+    with tenancy.widened(session):  # a method and its settings are the company's
         settings = session.scalars(
             select(AutopaySetting).where(
                 AutopaySetting.consented_by_user_id == user.id, AutopaySetting.enabled.is_(True)
@@ -381,7 +367,7 @@ def consent_holds(session: Session, setting: AutopaySetting, *, now: datetime) -
     """Whether the user who consented to `setting` may still manage it (active, the account
     theirs, the method theirs for a member). If not, it turns off (CONSENT_LOST, told by the
     job): whatever path took the right away, nothing is noticed or charged on a consent gone."""
-    with _whole_company(session):
+    with tenancy.widened(session):  # a method and its settings are the company's
         user = session.get(PortalUser, setting.consented_by_user_id or 0)
         account = session.get(BillingAccount, setting.billing_account_id)
         method = session.get(PaymentMethod, setting.payment_method_id)
@@ -398,7 +384,7 @@ def replace_method(
     """Move every setting on `old` to `new` (a card updated in place by `user`); how many
     moved. A setting whose consenting user may not manage `new` (a member's card an admin
     updated) is `user`'s consent from now on: theirs is the update that put the card there."""
-    with _whole_company(session):
+    with tenancy.widened(session):  # a method and its settings are the company's
         settings = session.scalars(
             select(AutopaySetting).where(AutopaySetting.payment_method_id == old.id)
         ).all()
@@ -421,11 +407,7 @@ def replace_method(
 
 
 def _skip_serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
-    class _Signer(TimestampSigner):
-        def get_timestamp(self) -> int:  # the portal's clock, so expiry can be tested
-            return int(now.timestamp())
-
-    return URLSafeTimedSerializer(keys.oldest_first, salt=_SKIP_SALT, signer=_Signer)
+    return keys.links(_SKIP_SALT, now)
 
 
 def skip_token(invoice: Invoice, day: date, *, keys: Keyring, now: datetime) -> str:

@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from argon2 import PasswordHasher
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select, true
 from sqlalchemy.orm import Session, selectinload
 
@@ -37,14 +37,7 @@ class ResetCheck:
 
 
 def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
-    class _Signer(TimestampSigner):
-        # The portal's clock, not the system's, so expiry can be tested.
-        def get_timestamp(self) -> int:
-            return int(now.timestamp())
-
-    # Signed with the current key; links signed with an earlier one (SECRET_KEY_FALLBACKS)
-    # still open.
-    return URLSafeTimedSerializer(keys.oldest_first, salt=_RESET_SALT, signer=_Signer)
+    return keys.links(_RESET_SALT, now)
 
 
 def _fingerprint(secret_key: str, user: PortalUser) -> str:

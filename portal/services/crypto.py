@@ -12,11 +12,13 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 __all__ = ["InvalidToken", "Keyring", "Unreadable", "decrypt", "encrypt"]
 
@@ -39,6 +41,17 @@ class Keyring:
     def oldest_first(self) -> list[str]:
         """Every key, the current one last (itsdangerous's order for rotation)."""
         return [*reversed(self.previous), self.current]
+
+    def links(self, salt: str, now: datetime) -> URLSafeTimedSerializer:
+        """The signer of a link in a mail (reset, invitation, download, unsubscribe…): signed
+        with the current key, opened by any (SECRET_KEY_FALLBACKS), its age read by the
+        portal's clock `now` rather than the system's, so expiry can be tested."""
+
+        class _Signer(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(now.timestamp())
+
+        return URLSafeTimedSerializer(self.oldest_first, salt=salt, signer=_Signer)
 
     def encrypt(self, plaintext: str) -> bytes:
         return _fernet(self.current).encrypt(plaintext.encode())

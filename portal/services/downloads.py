@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from portal.services.crypto import Keyring
 
@@ -54,11 +54,7 @@ class LinkCheck:
 
 
 def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
-    class _Signer(TimestampSigner):
-        def get_timestamp(self) -> int:  # the portal's clock, so expiry can be tested
-            return int(now.timestamp())
-
-    return URLSafeTimedSerializer(keys.oldest_first, salt=_SALT, signer=_Signer)
+    return keys.links(_SALT, now)
 
 
 def sign(

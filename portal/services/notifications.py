@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import func, insert, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -328,11 +328,7 @@ class Unsubscribe:
 
 
 def _unsubscribe_serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
-    class _Signer(TimestampSigner):
-        def get_timestamp(self) -> int:  # the portal's clock, so expiry can be tested
-            return int(now.timestamp())
-
-    return URLSafeTimedSerializer(keys.oldest_first, salt=_UNSUBSCRIBE_SALT, signer=_Signer)
+    return keys.links(_UNSUBSCRIBE_SALT, now)
 
 
 def _address_tag(email: str | None, key: str) -> str:

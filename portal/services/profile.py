@@ -20,7 +20,7 @@ from typing import Any, cast
 from zoneinfo import available_timezones
 
 import phonenumbers
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -149,11 +149,7 @@ class EmailLinkCheck:
 
 
 def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
-    class _Signer(TimestampSigner):
-        def get_timestamp(self) -> int:  # the portal's clock, so expiry can be tested
-            return int(now.timestamp())
-
-    return URLSafeTimedSerializer(keys.oldest_first, salt=_EMAIL_SALT, signer=_Signer)
+    return keys.links(_EMAIL_SALT, now)
 
 
 def _fingerprint(secret_key: str, user: PortalUser) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -304,11 +304,7 @@ class LinkCheck:
 
 
 def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
-    class _Signer(TimestampSigner):
-        def get_timestamp(self) -> int:  # the portal's clock, so expiry can be tested
-            return int(now.timestamp())
-
-    return URLSafeTimedSerializer(keys.oldest_first, salt=_LINK_SALT, signer=_Signer)
+    return keys.links(_LINK_SALT, now)
 
 
 def not_me_token(

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from argon2 import PasswordHasher
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -115,11 +115,7 @@ def _audit(
 
 
 def _serializer(keys: Keyring, now: datetime) -> URLSafeTimedSerializer:
-    class _Signer(TimestampSigner):
-        def get_timestamp(self) -> int:  # the portal's clock, so expiry can be tested
-            return int(now.timestamp())
-
-    return URLSafeTimedSerializer(keys.oldest_first, salt=_SALT, signer=_Signer)
+    return keys.links(_SALT, now)
 
 
 def invitation_token(user: PortalUser, *, keys: Keyring, now: datetime) -> str:

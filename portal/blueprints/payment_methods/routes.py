@@ -14,7 +14,7 @@ from portal import clock
 from portal import security_alerts as alerts
 from portal.db import commit_now
 from portal.extensions import db_session
-from portal.gateways import GatewayError
+from portal.gateways import GatewayError, SavedMethod
 from portal.models import Company, Payment, PaymentMethod, PaymentMethodKind
 from portal.payments import methods
 from portal.runtime import current_runtime
@@ -38,6 +38,28 @@ def _pending() -> list[str]:
 def _method(public_id: str) -> PaymentMethod:
     found = payment_methods.get(db_session(), public_id, current_runtime().gateway_name)
     return or_404(found, _("Payment method not found."))
+
+
+def _add(saved: SavedMethod) -> PaymentMethod:
+    """Store what a completed hosted page produced and alert its owner (once per method: a
+    reload of the return page alerts no more)."""
+    method = payment_methods.add(
+        db_session(),
+        current_user,
+        saved,
+        gateway_name=current_runtime().gateway_name,
+        now=clock.now(),
+        request=request_info(),
+    )
+    alerts.alert(
+        current_runtime(),
+        db_session(),
+        current_user,
+        alerts.Kind.PAYMENT_METHOD_ADDED,
+        request=request_info(),
+        key=method.public_id,
+    )
+    return method
 
 
 @bp.get("")
@@ -92,22 +114,7 @@ def added() -> Response:
     if saved is None:
         flash(_("The payment method was not added."), "warning")
         return go(back)
-    method = payment_methods.add(
-        session,
-        current_user,
-        saved,
-        gateway_name=current_runtime().gateway_name,
-        now=clock.now(),
-        request=request_info(),
-    )
-    alerts.alert(
-        current_runtime(),
-        session,
-        current_user,
-        alerts.Kind.PAYMENT_METHOD_ADDED,
-        request=request_info(),
-        key=method.public_id,  # a reload of this page alerts once
-    )
+    method = _add(saved)
     flash(_("Payment method added."), "info")
     if urlsplit(back).path == url_for("payments.new"):  # preselect it on the way back
         separator = "&" if "?" in back else "?"
@@ -227,24 +234,9 @@ def updated(public_id: str) -> Response:
     if old.public_id not in _pending():  # not an update this browser started
         flash(_("The card was not updated."), "warning")
         return go(back)
-    new = payment_methods.add(
-        session,
-        current_user,
-        saved,
-        gateway_name=current_runtime().gateway_name,
-        now=clock.now(),
-        request=request_info(),
-    )
+    new = _add(saved)  # a card that will be charged changed hands: alerted as any method added
     payment_methods.replace(
         session, current_user, old, new, now=clock.now(), request=request_info()
-    )
-    alerts.alert(  # a card that will be charged changed hands: as any method added
-        current_runtime(),
-        session,
-        current_user,
-        alerts.Kind.PAYMENT_METHOD_ADDED,
-        request=request_info(),
-        key=new.public_id,
     )
     commit_now(session, "the new method stands in the portal before the gateway forgets the old")
     browser[PENDING_UPDATE] = [item for item in _pending() if item != old.public_id]
